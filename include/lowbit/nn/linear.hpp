@@ -2,6 +2,8 @@
 // QuantizedLinear<Uniform<3,128>>, a QuantizedLinear<Additive<2,8,8>> or an encoder-wrapped layer can
 // replace each other without touching the model code (DESIGN.md, idea 3). Activations are row-major
 // [tokens, features]; weights are [out_features, in_features] as in PyTorch and llama2.c.
+// `Linear` is the fp32 interface every format implements; `BasicLinear<double>` exists only so the
+// finite-difference checks run the model's own code in double precision.
 #pragma once
 
 #include <cstddef>
@@ -14,25 +16,26 @@
 
 namespace lowbit::nn {
 
-class Linear {
+template <class T>
+class BasicLinear {
  public:
-  virtual ~Linear() = default;
+  virtual ~BasicLinear() = default;
 
   virtual index_t in_features() const = 0;
   virtual index_t out_features() const = 0;
 
   // Y[n, out] = X[n, in] · Ŵᵀ (Y is overwritten).
-  virtual void forward(MatrixView<const float> X, MatrixView<float> Y) const = 0;
+  virtual void forward(MatrixView<const T> X, MatrixView<T> Y) const = 0;
 
   // dX[n, in] += dY[n, out] · Ŵ, and the layer's own trainable parameters accumulate their gradients
   // (+=). `X` is the input that forward() saw. A layer with nothing trainable only propagates dX.
-  virtual void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) = 0;
+  virtual void backward(MatrixView<const T> X, MatrixView<const T> dY, MatrixView<T> dX) = 0;
 
   // Trainable tensors (dense weights; or scales/codebooks/latent weights of a quantized layer).
-  virtual std::vector<Parameter> parameters() { return {}; }
+  virtual std::vector<BasicParameter<T>> parameters() { return {}; }
 
-  // Writes the effective weight Ŵ [out, in] in fp32.
-  virtual void dequantize(MatrixView<float> W) const = 0;
+  // Writes the effective weight Ŵ [out, in].
+  virtual void dequantize(MatrixView<T> W) const = 0;
 
   // Storage of the weight representation in bytes, exactly as stored (codes, scales, codebooks).
   virtual std::size_t bytes() const = 0;
@@ -45,6 +48,10 @@ class Linear {
   }
 };
 
+using Linear = BasicLinear<float>;
 using LinearPtr = std::unique_ptr<Linear>;
+
+template <class T>
+using BasicLinearPtr = std::unique_ptr<BasicLinear<T>>;
 
 }  // namespace lowbit::nn

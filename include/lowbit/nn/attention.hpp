@@ -1,0 +1,111 @@
+// Causal grouped-query attention (Ainslie et al. 2023): n_heads query heads share n_kv_heads key/value
+// heads, head h reading kv head h / (n_heads / n_kv_heads). One routine serves the batched forward
+// over [B, T] (keys are the batch's own tokens) and incremental decoding (keys come from the KV cache,
+// queries start at `offset`). Per head the scores, softmax and weighted sum are Eigen products; heads
+// run in parallel. The backward recomputes nothing: it uses the saved probabilities P and gives
+//   dV += Pᵀ·dO,  dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ)) / sqrt(d),  dQ += dS·K,  dK += dSᵀ·Q.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../core/parallel.hpp"
+#include "../core/tensor.hpp"
+#include "gemm.hpp"
+
+namespace lowbit::nn {
+
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  index_t q_width() const { return static_cast<index_t>(n_heads) * head_dim; }
+  index_t kv_width() const { return static_cast<index_t>(n_kv_heads) * head_dim; }
+  int group() const { return n_heads / n_kv_heads; }
+};
+
+// q, out: [B*Tq, n_heads*head_dim]; k, v: batch b's keys start at k + b*kv_batch_stride, rows of
+// n_kv_heads*head_dim. Query i of a sequence sits at position offset + i and sees keys 0..offset+i
+// (Tk >= offset + Tq). probs (optional, [B, n_heads, Tq, Tk]) receives the attention probabilities.
+template <class F>
+void attention_forward(const F* q, const F* k, const F* v, F* out, int B, int Tq, int Tk, int offset,
+                       index_t kv_batch_stride, const AttentionShape& s, F* probs = nullptr) {
+  const index_t qw = s.q_width(), kvw = s.kv_width(), hd = s.head_dim;
+  const F scale = static_cast<F>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const index_t units = static_cast<index_t>(B) * s.n_heads;
+  parallel_for(0, units, [&](index_t lo, index_t hi) {
+    RowMajor<F> scratch;
+    for (index_t u = lo; u < hi; ++u) {
+      const index_t b = u / s.n_heads, h = u % s.n_heads, kvh = h / s.group();
+      auto Q = eigen_map<F>(q + b * Tq * qw + h * hd, Tq, hd, qw);
+      auto K = eigen_map<F>(k + b * kv_batch_stride + kvh * hd, Tk, hd, kvw);
+      auto V = eigen_map<F>(v + b * kv_batch_stride + kvh * hd, Tk, hd, kvw);
+      auto O = eigen_map<F>(out + b * Tq * qw + h * hd, Tq, hd, qw);
+      F* pbuf;
+      if (probs) {
+        pbuf = probs + u * Tq * Tk;
+      } else {
+        scratch.resize(Tq, Tk);
+        pbuf = scratch.data();
+      }
+      auto P = eigen_map<F>(pbuf, Tq, Tk);
+      P.noalias() = (Q * K.transpose()) * scale;
+      for (index_t i = 0; i < Tq; ++i) {
+        F* row = pbuf + i * Tk;
+        const index_t visible = std::min<index_t>(Tk, offset + i + 1);
+        F mx = -std::numeric_limits<F>::infinity();
+        for (index_t j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
+        F sum = 0;
+        for (index_t j = 0; j < visible; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        const F inv = F(1) / sum;
+        for (index_t j = 0; j < visible; ++j) row[j] *= inv;
+        for (index_t j = visible; j < Tk; ++j) row[j] = F(0);
+      }
+      O.noalias() = P * V;
+    }
+  }, chunk_for(2 * Tq * Tk * hd));
+}
+
+// Backward of the batched causal forward (offset 0, Tq = Tk = T, keys of batch b at b*T rows).
+// dq [B*T, n_heads*hd], dk, dv [B*T, n_kv_heads*hd] accumulate (+=).
+template <class F>
+void attention_backward(const F* q, const F* k, const F* v, const F* probs, const F* dout, int B, int T,
+                        const AttentionShape& s, F* dq, F* dk, F* dv) {
+  const index_t qw = s.q_width(), kvw = s.kv_width(), hd = s.head_dim;
+  const F scale = static_cast<F>(1.0 / std::sqrt(static_cast<double>(hd)));
+  // One unit per (batch, kv head): the query heads of a group all write the same dK/dV columns.
+  const index_t units = static_cast<index_t>(B) * s.n_kv_heads;
+  parallel_for(0, units, [&](index_t lo, index_t hi) {
+    RowMajor<F> dP(T, T);
+    for (index_t u = lo; u < hi; ++u) {
+      const index_t b = u / s.n_kv_heads, kvh = u % s.n_kv_heads;
+      auto K = eigen_map<F>(k + b * T * kvw + kvh * hd, T, hd, kvw);
+      auto V = eigen_map<F>(v + b * T * kvw + kvh * hd, T, hd, kvw);
+      auto dK = eigen_map<F>(dk + b * T * kvw + kvh * hd, T, hd, kvw);
+      auto dV = eigen_map<F>(dv + b * T * kvw + kvh * hd, T, hd, kvw);
+      for (index_t h = kvh * s.group(); h < (kvh + 1) * s.group(); ++h) {
+        auto Q = eigen_map<F>(q + b * T * qw + h * hd, T, hd, qw);
+        auto dQ = eigen_map<F>(dq + b * T * qw + h * hd, T, hd, qw);
+        auto dO = eigen_map<F>(dout + b * T * qw + h * hd, T, hd, qw);
+        auto P = eigen_map<F>(probs + (b * s.n_heads + h) * T * T, T, T);
+        dV.noalias() += P.transpose() * dO;
+        dP.noalias() = dO * V.transpose();
+        for (index_t i = 0; i < T; ++i) {
+          F dot = 0;
+          for (index_t j = 0; j <= i; ++j) dot += P(i, j) * dP(i, j);
+          for (index_t j = 0; j <= i; ++j) dP(i, j) = P(i, j) * (dP(i, j) - dot) * scale;
+          for (index_t j = i + 1; j < T; ++j) dP(i, j) = F(0);
+        }
+        dQ.noalias() += dP * K;
+        dK.noalias() += dP.transpose() * Q;
+      }
+    }
+  }, chunk_for(4 * s.group() * static_cast<index_t>(T) * T * hd));
+}
+
+}  // namespace lowbit::nn
