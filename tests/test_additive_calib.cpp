@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <lowbit/calib/additive.hpp>
+#include <lowbit/kernels/cpu/additive_shared.hpp>
 #include <lowbit/core/rng.hpp>
 
 using namespace lowbit;
@@ -340,4 +341,43 @@ TEST_CASE("calibration is deterministic for a seed and any thread count, and use
   AdditiveCalibReport r3;
   calibrate_additive(as_matrix(w, s.rows, s.cols), as_matrix(h, s.cols, s.cols), o, &r3);
   CHECK(r3.relative_mse < r3.initial_relative_mse);
+}
+
+TEST_CASE("the shared LOWBIT_HD candidate score ranks codes exactly as the row objective does") {
+  // The CUDA beam kernel scores with additive_candidate_score; its differences must equal the true
+  // change of the row objective when code (j, m) is replaced.
+  const AdditiveShape s{5, 16, 2, 3, 4};
+  const AdditiveProblem prob = problem(s, 101);
+  const AdditiveCodes a = random_codes(s, 103);
+  const index_t P = prob.P();
+  const int G = s.group_size;
+  std::vector<float> u(static_cast<std::size_t>(P)), r(static_cast<std::size_t>(P));
+  for (index_t o = 0; o < s.rows; ++o) {
+    additive_row_residual(prob, a, o, u.data(), r.data());
+    const index_t j = 2;
+    const int m = 1;
+    const float sc = a.scales[static_cast<std::size_t>(o)];
+    std::vector<float> hjj(static_cast<std::size_t>(G * G));
+    for (int p = 0; p < G; ++p)
+      for (int t = 0; t < G; ++t) hjj[static_cast<std::size_t>(p * G + t)] = prob.H[static_cast<std::size_t>((j * G + p) * P + j * G + t)];
+    const std::uint32_t old = a.code(o, j, m);
+    const float* f = a.codeword(m, old);
+    float q[4];
+    for (int p = 0; p < G; ++p) {
+      float hf = 0.0f;
+      for (int t = 0; t < G; ++t) hf += hjj[static_cast<std::size_t>(p * G + t)] * f[t];
+      q[p] = 2.0f * sc * (r[static_cast<std::size_t>(j * G + p)] - sc * hf);
+    }
+    auto score = [&](std::uint32_t c) {
+      const float* e = a.codeword(m, c);
+      return additive_candidate_score(e, q, G, sc * sc, additive_quadratic_form(e, hjj.data(), G));
+    };
+    const double base = row_objective(prob, a, o, row_codes(a, o));
+    for (std::uint32_t c = 0; c < 8; ++c) {
+      auto codes = row_codes(a, o);
+      codes[static_cast<std::size_t>(j * 2 + m)] = c;
+      const double truth = row_objective(prob, a, o, codes) - base;
+      CHECK(score(c) - score(old) == doctest::Approx(truth).epsilon(1e-3).scale(base));
+    }
+  }
 }

@@ -8,6 +8,7 @@
 
 #include <lowbit/core/rng.hpp>
 #include <lowbit/format/additive.hpp>
+#include <lowbit/kernels/cpu/additive_shared.hpp>
 
 using namespace lowbit;
 
@@ -168,4 +169,28 @@ TEST_CASE("Data-free quantize: Additive<2,8,8> reconstructs a Gaussian matrix fa
   // 2 bits per weight on i.i.d. Gaussian data: the rate-distortion bound is 2^-4 = 0.0625; scalar 2-bit
   // Lloyd-Max reaches 0.117. 96 rows give 3072 codes per codebook, enough for a meaningful fit.
   CHECK(err / energy < 0.2);
+}
+
+TEST_CASE("shared LOWBIT_HD group decode and dot equal the fp32 reference") {
+  const AdditiveShape s{9, 42, 3, 7, 8};  // 7-bit codes straddle words; last group padded
+  const auto packed = AdditivePacked(random_codes(s, 41));
+  const AdditiveCodes a = packed.unpack();
+  const auto x = random_vector(s.cols, 42);
+  std::vector<std::uint16_t> bits;
+  for (const half_t h : packed.codebooks()) bits.push_back(h.bits);
+  std::vector<float> u(static_cast<std::size_t>(s.padded_cols()));
+  for (index_t o = 0; o < s.rows; ++o) {
+    additive_unscaled_row_reference(a, o, u.data());
+    const std::uint32_t* row = packed.codes().data() + o * packed.words_per_row();
+    double dot = 0.0;
+    for (index_t j = 0; j < s.groups(); ++j) {
+      float decoded[8];
+      additive_decode_group(bits.data(), s.codebook_size(), s.num_codebooks, s.group_size, row, s.code_bits, j, decoded);
+      for (int d = 0; d < 8; ++d) CHECK(decoded[d] == doctest::Approx(u[static_cast<std::size_t>(j * 8 + d)]).epsilon(1e-6));
+      dot += additive_group_dot(bits.data(), s.codebook_size(), s.num_codebooks, s.group_size, row, s.code_bits, j, x.data(), s.cols);
+    }
+    double ref = 0.0;
+    for (index_t c = 0; c < s.cols; ++c) ref += static_cast<double>(u[static_cast<std::size_t>(c)]) * x[c];
+    CHECK(dot == doctest::Approx(ref).epsilon(1e-5));
+  }
 }

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lowbit/core/parallel.hpp"
 #include "lowbit/io/gguf.hpp"
 #include "lowbit/io/tokenizer.hpp"
 #include "lowbit/nn/model.hpp"
@@ -42,6 +43,11 @@ TEST_CASE("SmolLM2-135M logits match an independent float64 implementation") {
   REQUIRE(ids.size() == 64);
   REQUIRE(positions.size() == 64);
 
+  // One thread: this test is about numerics, and on a shared, oversubscribed machine (CTest -j, other
+  // builds) every OpenMP fork/join of a 2-thread decode can wait a scheduler time slice (seen: 6 s with
+  // one thread, over 2 minutes with two under load 16). The threaded paths are exercised by
+  // test_nn_stories260k and bench_model.
+  set_num_threads(1);
   nn::Llama model(io::load_gguf(gguf));
   const auto& c = model.config();
   CHECK(c.n_layers == 30);

@@ -54,11 +54,24 @@ std::vector<std::string> split_documents(const std::string& text, const std::str
   return docs;
 }
 
-// Documents encoded one by one (BOS first each) and concatenated.
+// Documents encoded one by one (BOS first each) and concatenated. With chunk_chars > 0, consecutive
+// pieces are first re-joined with `joiner` into chunks of at least chunk_chars characters (for texts
+// whose separator marks paragraphs, not documents; chunks keep the encoder's input short).
 std::vector<std::int32_t> encode_documents(const std::string& text, const std::string& separator,
-                                           const io::Tokenizer* tokenizer) {
+                                           const io::Tokenizer* tokenizer, std::size_t chunk_chars = 0,
+                                           const std::string& joiner = "\n") {
+  std::vector<std::string> docs = split_documents(text, separator);
+  if (chunk_chars > 0) {
+    std::vector<std::string> chunks;
+    for (auto& d : docs) {
+      if (chunks.empty() || chunks.back().size() >= chunk_chars) chunks.emplace_back();
+      else chunks.back() += joiner;
+      chunks.back() += d;
+    }
+    docs = std::move(chunks);
+  }
   std::vector<std::int32_t> ids;
-  for (const auto& doc : split_documents(text, separator)) {
+  for (const auto& doc : docs) {
     auto part = tokenizer ? tokenizer->encode(doc, true) : train::ByteVocabulary::encode(doc, true);
     ids.insert(ids.end(), part.begin(), part.end());
   }
@@ -74,7 +87,9 @@ struct PretrainArgs {
   double clip = 1.0, heldout_fraction = 0.05;
   std::uint64_t seed = 1234;
   std::size_t synthetic_bytes = 4u << 20;
-  bool resume = false, json = false, quiet = false, amsgrad = false;
+  std::size_t chunk_chars = 0;
+  std::string chunk_joiner = "\n";
+  bool resume = false, json = false, quiet = false, amsgrad = false, bos_targets = false;
 };
 
 int run_pretrain(const PretrainArgs& a) {
@@ -110,7 +125,7 @@ int run_pretrain(const PretrainArgs& a) {
   if (a.text.empty()) {
     data = train::synthetic_token_data(a.seed, a.synthetic_bytes, 1u << 17);
   } else if (tokenizer) {
-    auto ids = encode_documents(train::read_text_file(a.text), a.doc_sep, tokenizer.get());
+    auto ids = encode_documents(train::read_text_file(a.text), a.doc_sep, tokenizer.get(), a.chunk_chars, a.chunk_joiner);
     data = train::split_tokens(std::move(ids), a.heldout_fraction, tokenizer->vocab_size(),
                                a.text + " (" + tokenizer->describe() + ")");
   } else {
@@ -130,6 +145,9 @@ int run_pretrain(const PretrainArgs& a) {
   o.adam.amsgrad = a.amsgrad;
   o.grad_clip = a.clip;
   o.seed = a.seed;
+  // With a tokenizer the text is cut into pieces at --doc-sep, each starting with BOS; those cuts are not
+  // real document ends, so BOS is never a target (unless --bos-targets).
+  if (tokenizer && !a.text.empty() && !a.bos_targets) o.masked_target = tokenizer->bos_id();
   o.checkpoint = !a.out.empty() ? std::filesystem::path(a.out)
                                 : (a.text.empty() && a.init.empty() ? train::default_model_path()
                                                                     : std::filesystem::path("pretrained.bin"));
@@ -206,6 +224,10 @@ const lowbit::cli::Registration registration{
       app.add_option("--text", a->text, "Training text file (default: lowbit's synthetic corpus)");
       app.add_option("--tokenizer", a->tokenizer, "llama2.c tokenizer.bin (default: byte-level tokens)");
       app.add_option("--doc-sep", a->doc_sep, "Document separator of --text when --tokenizer is given (BOS per document)");
+      app.add_option("--chunk-chars", a->chunk_chars,
+                     "With --tokenizer: re-join --doc-sep pieces with --chunk-joiner into chunks of this many characters");
+      app.add_option("--chunk-joiner", a->chunk_joiner, "String joining pieces inside a chunk")->capture_default_str();
+      app.add_flag("--bos-targets", a->bos_targets, "With --tokenizer: also train to predict BOS at piece boundaries");
       app.add_option("--init", a->init, "Start from this model (llama2.c .bin or lowbit checkpoint) instead of random");
       app.add_option("--out", a->out, "Checkpoint path (default: the cached default model for the synthetic run)");
       app.add_option("--resume", a->resume, "Continue from --out if it exists")->default_val(false)->expected(0, 1);

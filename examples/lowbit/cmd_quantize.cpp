@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include <lowbit/calib/additive_pipeline.hpp>  // AQLM (aqlm helper)
 #include <lowbit/calib/pipeline.hpp>
 #include <lowbit/core/parallel.hpp>
 #include <lowbit/eval/model_source.hpp>
@@ -33,6 +34,8 @@ struct Options {
   long long eval_limit_tokens = 0;
   bool act_order = false, static_groups = false, propagate_fp = false, autoclip_qk = false, skip_fp_eval = false;
   bool quiet = false;
+  calib::AqlmOptions aqlm;  // AQLM knobs (aqlm helper)
+  std::string aqlm_update = "exact-ls";
 };
 
 struct QuantizedSize {
@@ -110,8 +113,16 @@ int run(const Options& o) {
   cfg.propagate_quantized = !o.propagate_fp;
   cfg.batch_sequences = o.batch_sequences;
   cfg.quiet = o.quiet;
-  const auto calibrator = calib::group_calibrator(o.method);
-  io::visit_group_format(o.format, [](auto) { return 0; });  // fail early on an unknown format
+  // ---- AQLM branch (aqlm helper): --method aqlm --format additive:M:B:G ----
+  const bool aqlm = o.method == "aqlm";
+  calib::AqlmOptions aqlm_options = o.aqlm;
+  aqlm_options.calib.update = o.aqlm_update == "adam" ? calib::CodebookUpdate::Adam : calib::CodebookUpdate::ExactLeastSquares;
+  LOWBIT_CHECK(!aqlm || o.aqlm_update == "adam" || o.aqlm_update == "exact-ls", "--aqlm-update must be exact-ls or adam");
+  if (aqlm) parse_additive_format(o.format);  // fail early on a malformed descriptor
+  const auto calibrator = aqlm ? calib::aqlm_calibrator(aqlm_options) : calib::group_calibrator(o.method);
+  const calib::PipelineHooks hooks = aqlm ? calib::aqlm_hooks(aqlm_options) : calib::PipelineHooks{};
+  // ---- end AQLM branch ----
+  if (!aqlm) io::visit_group_format(o.format, [](auto) { return 0; });  // fail early on an unknown format
 
   std::fprintf(stderr, "[quantize] loading %s\n", o.model.c_str());
   auto model = std::make_unique<nn::Llama>(eval::load_any_weights(o.model));
@@ -132,7 +143,8 @@ int run(const Options& o) {
       calib::draw_calibration_tokens(eval::read_documents(o.calib_file), *tok, o.nsamples, o.seqlen, o.seed, o.calib_file);
   nlohmann::json fingerprint = {{"model", calib::file_fingerprint(o.model)},
                                 {"calibration_file", calib::file_fingerprint(o.calib_file)}};
-  auto cal = calib::calibrate_model(*model, tokens, cfg, calibrator, fingerprint, o.run_dir);
+  if (aqlm) fingerprint["aqlm"] = aqlm_options.to_json();  // AQLM (aqlm helper)
+  auto cal = calib::calibrate_model(*model, tokens, cfg, calibrator, fingerprint, o.run_dir, hooks);
   io::write_quantized_model(o.out, *model, cfg.to_json(), o.model);
   const auto size = measure_size(*model, o.out);
   std::fprintf(stderr, "[quantize] wrote %s: %.4f bits/weight over the linears, %.4f over the whole file\n",
@@ -209,6 +221,17 @@ const cli::Registration registration{
       app.add_option("--ppl-json", o->ppl_json, "write the quantized model's perplexity result (for lowbit report)");
       app.add_option("--threads", o->threads, "OpenMP threads (default: all)");
       app.add_flag("--quiet", o->quiet, "no progress output");
+      // ---- AQLM knobs (aqlm helper; docs/aqlm.md) ----
+      app.add_option("--aqlm-kmeans-iters", o->aqlm.calib.kmeans.iterations, "AQLM: k-means iterations (25)");
+      app.add_option("--aqlm-beam", o->aqlm.calib.beam_size, "AQLM: beam width of the code search (1)");
+      app.add_option("--aqlm-max-epochs", o->aqlm.calib.max_epochs, "AQLM: max alternating epochs per linear (20)");
+      app.add_option("--aqlm-tolerance", o->aqlm.calib.relative_mse_tolerance, "AQLM: relative MSE tolerance (0.01)");
+      app.add_option("--aqlm-update", o->aqlm_update, "AQLM: codebook update, exact-ls or adam (exact-ls)");
+      app.add_option("--aqlm-adam-steps", o->aqlm.calib.adam.steps, "AQLM: Adam steps per epoch (100)");
+      app.add_option("--aqlm-adam-lr", o->aqlm.calib.adam.lr, "AQLM: Adam learning rate (1e-4)");
+      app.add_option("--aqlm-finetune-epochs", o->aqlm.finetune_epochs, "AQLM: block fine-tune epochs, 0 = off (0)");
+      app.add_option("--aqlm-finetune-lr", o->aqlm.finetune_lr, "AQLM: block fine-tune learning rate (1e-4)");
+      app.add_option("--aqlm-finetune-batch", o->aqlm.finetune_batch, "AQLM: block fine-tune sequences per step (4)");
       return [o] { return run(*o); };
     }};
 

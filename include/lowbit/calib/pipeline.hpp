@@ -463,7 +463,9 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     std::vector<std::vector<float>> samples(4);
     for (int k = 0; k < 4; ++k) samples[k].resize(static_cast<std::size_t>(sample_rows * widths[k]));
     nn::BlockTaps taps;
-    for (int s0 = 0; s0 < N; s0 += batch) {
+    // A calibrator that reads no statistics (RTN) needs no forward passes at all.
+    const bool needs_forward = calibrator.needs_hessian || calibrator.needs_samples || needs_targets;
+    for (int s0 = 0; needs_forward && s0 < N; s0 += batch) {
       const int B = std::min(batch, N - s0);
       const index_t row0 = static_cast<index_t>(s0) * L, rows = static_cast<index_t>(B) * L;
       work.assign(x.begin() + row0 * dim, x.begin() + (row0 + rows) * dim);
@@ -533,7 +535,7 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
 
     // 4. Next block's inputs.
     if (cfg.propagate_quantized) {
-      for (int s0 = 0; s0 < N; s0 += batch) {
+      for (int s0 = 0; needs_forward && s0 < N; s0 += batch) {
         const int B = std::min(batch, N - s0);
         model.block_forward(layer, x.data() + static_cast<index_t>(s0) * L * dim, B, L, nullptr);
       }

@@ -211,6 +211,7 @@ class GgufFile {
 
  private:
   static constexpr int kMaxArrayDepth = 8;
+  static constexpr std::uint64_t kMaxArrayElements = 1u << 24;
 
   void expect_type(const std::string& key, const GgufValue& v, GgufType want) const {
     LOWBIT_CHECK(v.type() == want, path(), ": GGUF key '", key, "' has type ", gguf_type_name(v.type()),
@@ -286,6 +287,10 @@ class GgufFile {
         LOWBIT_CHECK(count <= r.remaining() / min_encoded_size(et), path(), ": GGUF key '", key, "' claims ",
                      count, " elements of ", gguf_type_name(et), " but only ", r.remaining(),
                      " bytes remain at offset ", r.offset());
+        // Each element becomes a GgufValue (~40 bytes): cap arrays so a tiny-element array cannot make a
+        // file of N bytes cost 40N of memory. Real vocabularies hold a few 100k entries.
+        LOWBIT_CHECK(count <= kMaxArrayElements, path(), ": GGUF key '", key, "' has ", count,
+                     " array elements, more than lowbit's limit of ", kMaxArrayElements);
         GgufArray arr;
         arr.element_type = et;
         arr.items.reserve(static_cast<std::size_t>(count));

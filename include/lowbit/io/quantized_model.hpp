@@ -19,6 +19,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../format/additive.hpp"  // AQLM formats (aqlm helper)
 #include "../format/nf3.hpp"
 #include "../format/uniform.hpp"
 #include "../nn/model.hpp"
@@ -42,7 +43,11 @@ using GroupFormats = FormatList<Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 64>,
                                 Uniform<4, 128>, Uniform<8, 128>, NF3<64>, NF3<128>>;
 // Other families the file can hold (AQLM adds Additive<M, B, G> instantiations here, plus a
 // PackedTensors specialization below).
-using OtherFormats = FormatList<>;
+// ---- AQLM (aqlm helper): the additive formats `lowbit quantize --method aqlm` can write ----
+using OtherFormats = FormatList<Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>,
+                                Additive<8, 8, 8>, Additive<2, 8, 4>, Additive<1, 16, 8>, Additive<2, 15, 8>,
+                                Additive<1, 16, 16>, Additive<2, 8, 16>>;
+// ---- end AQLM ----
 
 // The named tensors of one packed matrix: suffix, dtype, shape, and the storage bytes inside Packed.
 struct PackedTensorView {
@@ -78,6 +83,18 @@ struct PackedTensors<NF3<Group>> {
             {"min", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.mins().data(), p.mins().size() * 2}};
   }
 };
+
+// ---- AQLM (aqlm helper): codes [rows, words_per_row] u32, codebooks [M, 2^B, G] f16, scales [rows] f16 ----
+template <int M, int B, int G>
+struct PackedTensors<Additive<M, B, G>> {
+  static std::vector<PackedTensorView> views(AdditivePackedOf<M, B, G>& p) {
+    const index_t K = index_t{1} << B;
+    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
+            {"codebooks", SafeDtype::F16, {M, K, G}, p.codebooks().data(), p.codebooks().size() * 2},
+            {"scales", SafeDtype::F16, {p.rows()}, p.scales().data(), p.scales().size() * 2}};
+  }
+};
+// ---- end AQLM ----
 
 namespace detail {
 template <class Fn, class First, class... Rest>

@@ -80,8 +80,9 @@ class AdditiveLinear final : public Linear {
   }
 
   std::vector<Parameter> parameters() override {
-    return {Parameter{name_ + ".codebooks", a_.codebooks.data(), codebook_grad_.data(), static_cast<index_t>(a_.codebooks.size())},
-            Parameter{name_ + ".scales", a_.scales.data(), scale_grad_.data(), static_cast<index_t>(a_.scales.size())}};
+    // Plain names: the block prefixes them ("layers.3.attention.wq.codebooks").
+    return {Parameter{"codebooks", a_.codebooks.data(), codebook_grad_.data(), static_cast<index_t>(a_.codebooks.size())},
+            Parameter{"scales", a_.scales.data(), scale_grad_.data(), static_cast<index_t>(a_.scales.size())}};
   }
 
   void dequantize(MatrixView<float> W) const override { additive_dequantize(view(), W); }

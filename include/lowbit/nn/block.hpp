@@ -90,8 +90,10 @@ using BlockActivations = BasicBlockActivations<float>;
 template <class F>
 class BasicBlock {
  public:
-  explicit BasicBlock(const ModelConfig& c)
+  // Norm gains 1 and zero dense linears; with_linears = false leaves the linears for set_linear().
+  explicit BasicBlock(const ModelConfig& c, bool with_linears = true)
       : attn_norm(static_cast<std::size_t>(c.dim), F(1)), ffn_norm(static_cast<std::size_t>(c.dim), F(1)), cfg_(c) {
+    if (!with_linears) return;
     for (auto r : kAllLinearRoles) {
       auto [out, in] = linear_role_shape(c, r);
       linears_[static_cast<int>(r)] = std::make_unique<BasicDenseLinear<F>>(out, in);

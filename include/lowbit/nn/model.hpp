@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -30,7 +31,9 @@ template <class F>
 class BasicLlama {
  public:
   // Dense model from loaded weights (names and shapes as in weights.hpp).
-  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source) { load(w); }
+  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source) { load(w, nullptr); }
+  // The same, taking the fp32 buffers over instead of copying them (w's tensors are left empty).
+  explicit BasicLlama(ModelWeights&& w) : BasicLlama(w.config, w.source) { load(w, &w); }
 
   // Small-std initialization for pretraining: N(0, 0.02²) for embeddings and projections, with wo and
   // w2 scaled by 1/sqrt(2·n_layers) (GPT-2) so the residual stream keeps its scale; norm gains 1.
@@ -237,24 +240,33 @@ class BasicLlama {
     final_norm_.assign(static_cast<std::size_t>(c.dim), F(1));
     if (!c.tied_embeddings) output_.assign(tok_embeddings_.size(), F(0));
     blocks_.reserve(static_cast<std::size_t>(c.n_layers));
-    for (int l = 0; l < c.n_layers; ++l) blocks_.emplace_back(c);
+    for (int l = 0; l < c.n_layers; ++l) blocks_.emplace_back(c, false);  // both factories set every linear
   }
 
-  static std::vector<F> convert(const Tensor& t) { return std::vector<F>(t.data.begin(), t.data.end()); }
+  // The checked tensor `name` as a buffer of F: moved out of `owner` (== &w) when given and F is float.
+  static std::vector<F> take(const ModelWeights& w, ModelWeights* owner, const std::string& name,
+                             const std::vector<index_t>& shape) {
+    const Tensor& t = w.get(name, shape);
+    (void)owner;
+    if constexpr (std::is_same_v<F, float>) {
+      if (owner) return std::move(owner->tensors.find(name)->second.data);
+    }
+    return std::vector<F>(t.data.begin(), t.data.end());
+  }
 
-  void load(const ModelWeights& w) {
+  void load(const ModelWeights& w, ModelWeights* owner) {
     const index_t dim = cfg_.dim, V = cfg_.vocab_size;
-    tok_embeddings_ = convert(w.get("tok_embeddings.weight", {V, dim}));
-    final_norm_ = convert(w.get("norm.weight", {dim}));
-    if (!cfg_.tied_embeddings) output_ = convert(w.get("output.weight", {V, dim}));
+    tok_embeddings_ = take(w, owner, "tok_embeddings.weight", {V, dim});
+    final_norm_ = take(w, owner, "norm.weight", {dim});
+    if (!cfg_.tied_embeddings) output_ = take(w, owner, "output.weight", {V, dim});
     for (int l = 0; l < cfg_.n_layers; ++l) {
       auto& b = blocks_[static_cast<std::size_t>(l)];
-      b.attn_norm = convert(w.get(ModelWeights::layer_name(l, "attention_norm.weight"), {dim}));
-      b.ffn_norm = convert(w.get(ModelWeights::layer_name(l, "ffn_norm.weight"), {dim}));
+      b.attn_norm = take(w, owner, ModelWeights::layer_name(l, "attention_norm.weight"), {dim});
+      b.ffn_norm = take(w, owner, ModelWeights::layer_name(l, "ffn_norm.weight"), {dim});
       for (auto r : kAllLinearRoles) {
         auto [out, in] = linear_role_shape(cfg_, r);
-        const auto& t = w.get(ModelWeights::layer_name(l, std::string(linear_role_name(r)) + ".weight"), {out, in});
-        b.set_linear(r, std::make_unique<BasicDenseLinear<F>>(out, in, convert(t)));
+        auto data = take(w, owner, ModelWeights::layer_name(l, std::string(linear_role_name(r)) + ".weight"), {out, in});
+        b.set_linear(r, std::make_unique<BasicDenseLinear<F>>(out, in, std::move(data)));
       }
     }
   }

@@ -70,6 +70,7 @@ struct PretrainOptions {
   }();
   double grad_clip = 1.0;
   std::uint64_t seed = 1234;
+  std::int32_t masked_target = -1;  // a token id never used as a training target (see BatchSampler)
   std::filesystem::path checkpoint;  // empty: no checkpoints
   std::int64_t checkpoint_every = 100;
   bool resume = false;
@@ -130,7 +131,7 @@ inline std::uint64_t run_fingerprint(const nn::ModelConfig& config, const TokenD
     << o.steps << '|' << static_cast<int>(o.schedule.kind) << ',' << o.schedule.peak_lr << ','
     << o.schedule.warmup_steps << ',' << o.schedule.total_steps << ',' << o.schedule.min_ratio << '|' << o.adam.beta1
     << ',' << o.adam.beta2 << ',' << o.adam.eps << ',' << o.adam.weight_decay << ',' << o.adam.amsgrad << '|'
-    << o.grad_clip << '|' << o.seed;
+    << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
   const std::string text = s.str();
   return fnv1a(text.data(), text.size());
 }
@@ -147,7 +148,8 @@ inline PretrainResult pretrain(nn::Llama& model, const TokenData& data, const Pr
                "pretrain: steps, batch size and sequence length must be positive");
   auto params = model.parameters();
   AdamW optimizer(params, options.adam);
-  BatchSampler sampler(data.train, options.batch_size, options.seq_len, Rng(options.seed).fork(1));
+  BatchSampler sampler(data.train, options.batch_size, options.seq_len, Rng(options.seed).fork(1),
+                       options.masked_target);
   LrSchedule schedule = options.schedule;
   schedule.total_steps = options.steps;
   TrainingState state;

@@ -81,8 +81,11 @@ inline TokenData byte_text_data(const std::filesystem::path& path, double heldou
 
 class BatchSampler {
  public:
-  BatchSampler(const std::vector<std::int32_t>& tokens, int batch, int seq_len, Rng rng)
-      : tokens_(tokens), batch_(batch), seq_len_(seq_len), rng_(rng) {
+  // Targets equal to `masked_target` (e.g. BOS where documents are arbitrary paragraphs, so "a new
+  // document starts" is not something to learn) are replaced by -1, which the loss ignores.
+  BatchSampler(const std::vector<std::int32_t>& tokens, int batch, int seq_len, Rng rng,
+               std::int32_t masked_target = -1)
+      : tokens_(tokens), batch_(batch), seq_len_(seq_len), masked_target_(masked_target), rng_(rng) {
     LOWBIT_CHECK(tokens.size() > static_cast<std::size_t>(seq_len) + 1, "training data has ", tokens.size(),
                  " tokens, fewer than one window of ", seq_len + 1);
   }
@@ -97,7 +100,8 @@ class BatchSampler {
       const std::size_t start = rng_.below(starts + 1);
       for (int t = 0; t < seq_len_; ++t) {
         inputs[static_cast<std::size_t>(b) * seq_len_ + t] = tokens_[start + t];
-        targets[static_cast<std::size_t>(b) * seq_len_ + t] = tokens_[start + t + 1];
+        const std::int32_t target = tokens_[start + t + 1];
+        targets[static_cast<std::size_t>(b) * seq_len_ + t] = target == masked_target_ ? -1 : target;
       }
     }
     ++position_;
@@ -113,6 +117,7 @@ class BatchSampler {
  private:
   const std::vector<std::int32_t>& tokens_;
   int batch_, seq_len_;
+  std::int32_t masked_target_;
   Rng rng_;
   std::uint64_t position_ = 0;
 };

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../../config.hpp"
 #include "../../core/error.hpp"
 #include "../../core/tensor.hpp"
 
@@ -21,10 +22,10 @@ struct AdditiveShape {
   int code_bits = 0;      // B
   int group_size = 0;     // G
 
-  index_t groups() const { return (cols + group_size - 1) / group_size; }
-  index_t padded_cols() const { return groups() * group_size; }
-  index_t codebook_size() const { return index_t{1} << code_bits; }
-  index_t codes_per_row() const { return groups() * num_codebooks; }
+  LOWBIT_HD index_t groups() const { return (cols + group_size - 1) / group_size; }
+  LOWBIT_HD index_t padded_cols() const { return groups() * group_size; }
+  LOWBIT_HD index_t codebook_size() const { return index_t{1} << code_bits; }
+  LOWBIT_HD index_t codes_per_row() const { return groups() * num_codebooks; }
 
   void validate(const std::string& what) const {
     LOWBIT_CHECK(rows > 0 && cols > 0, what, ": additive matrix must be non-empty, found [", rows, ", ",

@@ -164,7 +164,7 @@ inline __m512 avx512_decode(__m512i lane_codes, __m512 table, __m512 scale, __m5
   if constexpr (Bits <= 4) {
     (void)scale;
     (void)neg_zero_scale;
-    return _mm512_maskz_permutexvar_ps(kAllLanes, lane_codes, table);  // table[i] = ((i & max_code) − z)·s, i = low 4 bits
+    return _mm512_maskz_permutexvar_ps(kAllLanes, lane_codes, table);  // table[i]: weight of the code in low 4 bits i
   } else {
     (void)table;
     const __m512i q = _mm512_and_si512(lane_codes, _mm512_set1_epi32((1 << Bits) - 1));
@@ -197,18 +197,22 @@ inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, con
   constexpr int slots = 8 / bits;
   constexpr int chunk = 16 * slots;
   constexpr int chunk_bytes = 16;
+  // vpermps reads the low 4 bits of a lane, i.e. 4/Bits codes at once: table t maps those bits to the
+  // weight of code t among them, so a lane needs a shift only every 4 bits, not every code.
+  constexpr int codes_per_index = bits <= 4 ? 4 / bits : 1;
   const std::uint32_t* words = packed.row_codes(r);
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(words);
   const half_t* scales = packed.row_scales(r);
   const std::uint32_t* zeros = packed.row_zeros(r);
-  __m512 table_index = _mm512_setzero_ps();
-  if constexpr (bits <= 4) {
+  __m512 table_index[codes_per_index];
+  for (int t = 0; t < codes_per_index; ++t) {
     alignas(64) float idx[16];
-    for (int i = 0; i < 16; ++i) idx[i] = static_cast<float>(i & static_cast<int>(Format::max_code));
-    table_index = _mm512_load_ps(idx);
+    for (int i = 0; i < 16; ++i) idx[i] = static_cast<float>((i >> (t * bits)) & static_cast<int>(Format::max_code));
+    table_index[t] = _mm512_load_ps(idx);
   }
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  __m512 table = table_index, scale = table_index, neg_zero_scale = table_index;
+  __m512 table[codes_per_index];
+  __m512 scale = _mm512_setzero_ps(), neg_zero_scale = _mm512_setzero_ps();
   float s = 0.0f;
   std::uint32_t z = 0;
   auto setup_group = [&](index_t g) {
@@ -220,15 +224,19 @@ inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, con
     }
     scale = _mm512_set1_ps(s);
     neg_zero_scale = _mm512_set1_ps(-static_cast<float>(z) * s);
-    table = _mm512_mul_ps(_mm512_sub_ps(table_index, _mm512_set1_ps(static_cast<float>(z))), scale);
+    if constexpr (bits <= 4) {
+      const __m512 zero = _mm512_set1_ps(static_cast<float>(z));
+      for (int t = 0; t < codes_per_index; ++t) table[t] = _mm512_mul_ps(_mm512_sub_ps(table_index[t], zero), scale);
+    }
   };
   // Chunk k of a group feeds accumulators (k·slots + J) mod 4, so consecutive FMAs are independent.
   auto do_chunk = [&]<int K>(std::integral_constant<int, K>, const std::uint8_t* chunk_bytes_ptr, const float* xc) {
     const __m512i d =
         _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk_bytes_ptr)));
     for_each_index<slots>([&]<int J>(std::integral_constant<int, J>) {
-      const __m512i lane_codes = J == 0 ? d : _mm512_maskz_srli_epi32(kAllLanes, d, J * bits);
-      const __m512 w = avx512_decode<bits>(lane_codes, table, scale, neg_zero_scale);
+      constexpr int shift = bits <= 4 ? (J / codes_per_index) * 4 : J * bits;
+      const __m512i lane_codes = shift == 0 ? d : _mm512_maskz_srli_epi32(kAllLanes, d, shift);
+      const __m512 w = avx512_decode<bits>(lane_codes, table[J % codes_per_index], scale, neg_zero_scale);
       acc[(K * slots + J) % 4] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xc + J * 16), acc[(K * slots + J) % 4]);
     });
   };
@@ -305,7 +313,7 @@ inline float avx512_row_odd(const UniformPacked<Format>& packed, index_t r, cons
     for (int i = 0; i < 16; ++i) idx[i] = static_cast<float>(i & static_cast<int>(Format::max_code));
     table_index = _mm512_load_ps(idx);
   }
-  // A block is 8·Bits ≤ 56 bytes: a 32-byte load covers Bits ≤ 4, a 64-byte one the rest.
+  // A block is 8·Bits ≤ 56 bytes of codes.
   constexpr int block_bytes = bits * 8;
   const auto* codes_end = reinterpret_cast<const std::uint8_t*>(packed.codes().data() + packed.codes().size());
   const half_t* scales = packed.row_scales(r);
@@ -326,20 +334,10 @@ inline float avx512_row_odd(const UniformPacked<Format>& packed, index_t r, cons
     table = _mm512_mul_ps(_mm512_sub_ps(table_index, _mm512_set1_ps(static_cast<float>(z))), scale);
   };
   auto do_block = [&](const std::uint8_t* block_ptr, const float* xc) {
-    // Plain loads wherever the wider read stays inside the code array: masked loads are not
-    // prefetched well (measured 3x slower on Zen 5 once codes spill out of L2).
-    __m512i raw;
-    if constexpr (bits * 8 <= 32) {
-      if (block_ptr + 32 <= codes_end)
-        raw = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block_ptr)));
-      else
-        raw = _mm512_zextsi256_si512(_mm256_maskz_loadu_epi8((1u << (bits * 8)) - 1u, block_ptr));
-    } else {
-      if (block_ptr + 64 <= codes_end)
-        raw = _mm512_loadu_si512(block_ptr);
-      else
-        raw = _mm512_maskz_loadu_epi8((1ull << (bits * 8)) - 1ull, block_ptr);
-    }
+    // A plain 64-byte load wherever it stays inside the code array: masked loads are not prefetched
+    // well (measured 3x slower on Zen 5 once the codes spill out of L2).
+    const __m512i raw = block_ptr + 64 <= codes_end ? _mm512_loadu_si512(block_ptr)
+                                                    : _mm512_maskz_loadu_epi8((1ull << (bits * 8)) - 1ull, block_ptr);
     for_each_index<4>([&]<int U>(std::integral_constant<int, U>) {
       const __m512i lane_codes =
           _mm512_maskz_srlv_epi32(kAllLanes, _mm512_maskz_permutexvar_epi8(~0ull, gather[U], raw), shift[U]);

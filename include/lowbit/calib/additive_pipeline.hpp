@@ -1,0 +1,159 @@
+// AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Calibrator that replaces
+// each linear by QuantizedLinear<Additive<M,B,G>> calibrated against its input Hessian, and a block
+// fine-tune hook (ALGORITHMS.md §1.3 step 3) that trains codebooks, scales and RMSNorm gains against
+// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16.
+// `lowbit quantize --method aqlm --format additive:M:B:G` and examples/example_aqlm.cpp use this.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "../format/additive.hpp"
+#include "../io/quantized_model.hpp"
+#include "../nn/additive_linear.hpp"
+#include "../nn/quantized_linear.hpp"
+#include "../train/block_trainer.hpp"
+#include "additive.hpp"
+#include "pipeline.hpp"
+
+namespace lowbit::calib {
+
+struct AqlmOptions {
+  AdditiveCalibOptions calib = [] {
+    AdditiveCalibOptions o;
+    o.kmeans.iterations = 25;  // the paper uses 100; 25 reaches the same objective on SmolLM2 shapes within 1%
+    o.max_epochs = 20;
+    o.relative_mse_tolerance = 0.01;
+    return o;
+  }();
+  int finetune_epochs = 0;  // 0: no block fine-tuning
+  float finetune_lr = 1e-4f;
+  int finetune_batch = 4;  // sequences per step
+  int finetune_patience = 2;
+  bool finetune_norms = true;  // also train the block's RMSNorm gains
+
+  nlohmann::json to_json() const {
+    return {{"kmeans_iterations", calib.kmeans.iterations},
+            {"max_points_per_centroid", calib.kmeans.max_points_per_centroid},
+            {"beam_size", calib.beam_size},
+            {"max_epochs", calib.max_epochs},
+            {"relative_mse_tolerance", calib.relative_mse_tolerance},
+            {"codebook_update", calib.update == CodebookUpdate::ExactLeastSquares ? "exact-ls" : "adam"},
+            {"adam_steps", calib.adam.steps},
+            {"adam_lr", calib.adam.lr},
+            {"seed", calib.seed},
+            {"finetune_epochs", finetune_epochs},
+            {"finetune_lr", finetune_lr},
+            {"finetune_batch", finetune_batch},
+            {"finetune_patience", finetune_patience},
+            {"finetune_norms", finetune_norms}};
+  }
+};
+
+template <class Format>
+inline constexpr bool is_additive_format = false;
+template <int M, int B, int G>
+inline constexpr bool is_additive_format<Additive<M, B, G>> = true;
+
+// QuantizedLinear<Additive<...>> for codes whose shape names a registered format (io::OtherFormats).
+inline nn::LinearPtr make_additive_linear(const AdditiveCodes& codes) {
+  const auto& s = codes.shape;
+  const std::string name = "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
+                           std::to_string(s.group_size);
+  return io::visit_format(name, [&](auto tag) -> nn::LinearPtr {
+    using Format = typename decltype(tag)::type;
+    if constexpr (is_additive_format<Format>) {
+      return std::make_unique<nn::QuantizedLinear<Format>>(Quantizer<Format>::pack(codes));
+    } else {
+      fail(name, " is not an additive format");
+    }
+  });
+}
+
+// Unpacked codes of a QuantizedLinear<Additive<...>> (fp16 codebooks and scales as stored).
+inline AdditiveCodes additive_codes_of(nn::Linear& linear) {
+  return io::visit_format(linear.format(), [&](auto tag) -> AdditiveCodes {
+    using Format = typename decltype(tag)::type;
+    if constexpr (is_additive_format<Format>) {
+      auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
+      LOWBIT_CHECK(q != nullptr, "aqlm: layer with format ", linear.format(), " is not a QuantizedLinear");
+      return q->packed().unpack();
+    } else {
+      fail("aqlm: layer has format ", linear.format(), ", expected additive:M:B:G");
+    }
+  });
+}
+
+// Per-linear AQLM: H = XᵀX / N from the pipeline, seed derived from the tensor name.
+inline Calibrator aqlm_calibrator(const AqlmOptions& options) {
+  Calibrator c;
+  c.name = "aqlm";
+  c.needs_hessian = true;
+  c.needs_samples = false;
+  c.run = [options](const LinearJob& job) {
+    const AdditiveShape fmt = parse_additive_format(job.config->format);
+    AdditiveCalibOptions o = options.calib;
+    o.num_codebooks = fmt.num_codebooks;
+    o.code_bits = fmt.code_bits;
+    o.group_size = fmt.group_size;
+    o.label = job.name;
+    o.seed = options.calib.seed ^ (job.config->seed * 0x9e3779b97f4a7c15ULL) ^
+             std::hash<std::string>{}(job.name);
+    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": aqlm needs the input Hessian");
+    const auto& sum = job.hessian->sum();
+    const index_t n = sum.rows();
+    std::vector<float> H(static_cast<std::size_t>(n * n));
+    const double inv_rows = 1.0 / static_cast<double>(job.hessian->rows());
+    for (index_t r = 0; r < n; ++r)
+      for (index_t col = 0; col < n; ++col) H[static_cast<std::size_t>(r * n + col)] = static_cast<float>(sum(r, col) * inv_rows);
+    AdditiveCalibReport report;
+    const AdditiveCodes codes =
+        calibrate_additive(job.weight, MatrixView<const float>(H.data(), n, n), o, &report);
+    LinearOutcome out;
+    out.layer = make_additive_linear(codes);
+    out.stats["aq_initial_relative_mse"] = report.initial_relative_mse;
+    out.stats["aq_relative_mse"] = report.relative_mse;
+    out.stats["aq_epochs"] = report.epochs;
+    return out;
+  };
+  return c;
+}
+
+// Block fine-tuning: swap the block's additive layers for trainable ones, train, swap back (fp16).
+inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& options) {
+  nn::Llama& model = *ctx.model;
+  for (auto role : nn::kAllLinearRoles) {
+    auto& lin = model.linear(ctx.layer, role);
+    model.set_linear(ctx.layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
+  }
+  train::BlockTrainOptions t;
+  t.epochs = options.finetune_epochs;
+  t.batch_sequences = options.finetune_batch;
+  t.patience = options.finetune_patience;
+  t.seed = options.calib.seed + static_cast<std::uint64_t>(ctx.layer);
+  t.adam.lr = options.finetune_lr;
+  t.adam.weight_decay = 0.0f;
+  t.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
+                                       : train::names_containing({"codebooks", "scales"});
+  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
+  for (auto role : nn::kAllLinearRoles) {
+    auto* trained = dynamic_cast<nn::AdditiveLinear*>(&model.linear(ctx.layer, role));
+    LOWBIT_CHECK(trained != nullptr, "aqlm fine-tune: layer ", ctx.layer, " lost its additive linear");
+    model.set_linear(ctx.layer, role, make_additive_linear(trained->codes()));
+  }
+  return {{"initial_heldout_mse", r.initial_heldout_mse},
+          {"best_heldout_mse", r.best_heldout_mse},
+          {"epochs_run", r.epochs_run},
+          {"best_epoch", r.best_epoch}};
+}
+
+inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
+  PipelineHooks hooks;
+  if (options.finetune_epochs > 0)
+    hooks.finetune = [options](BlockContext& ctx) { return aqlm_finetune_block(ctx, options); };
+  return hooks;
+}
+
+}  // namespace lowbit::calib
