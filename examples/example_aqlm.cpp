@@ -3,9 +3,9 @@
 // optionally fine-tune each block's codebooks/scales/norms against the FP block outputs, measure
 // WikiText-2 perplexity before and after, and save a lowbit quantized model file.
 //
-//   example_aqlm MODEL CALIB_TEXT EVAL_TEXT OUT [FORMAT=additive:2:8:8] [NSAMPLES=32] [FINETUNE_EPOCHS=0]
-//   e.g. example_aqlm ~/.cache/lowbit/SmolLM2-135M-Instruct.Q4_1.gguf \
-//          ../shared/data/text/c4_validation_sample.jsonl ../shared/data/text/wikitext2_test.txt smollm2-aqlm.safetensors
+//   example_aqlm MODEL CALIB_TEXT EVAL_TEXT OUT [FORMAT=additive:2:8:8] [NSAMPLES=32] [FINETUNE_EPOCHS=0] [TOKENIZER]
+//   e.g. example_aqlm ~/.cache/lowbit/SmolLM2-135M-Instruct.Q4_1.gguf
+//        ../shared/data/text/c4_validation_sample.jsonl ../shared/data/text/wikitext2_test.txt smollm2-aqlm.safetensors
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -37,18 +37,20 @@ double wikitext_ppl(nn::Llama& model, const io::Tokenizer& tok, const std::strin
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::fprintf(stderr, "usage: %s MODEL CALIB_TEXT EVAL_TEXT OUT [FORMAT] [NSAMPLES] [FINETUNE_EPOCHS]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL CALIB_TEXT EVAL_TEXT OUT [FORMAT] [NSAMPLES] [FINETUNE_EPOCHS] [TOKENIZER]\n",
+                 argv[0]);
     return 2;
   }
   const std::string model_path = argv[1], calib_text = argv[2], eval_text = argv[3], out = argv[4];
   const std::string format = argc > 5 ? argv[5] : "additive:2:8:8";
   const int nsamples = argc > 6 ? std::atoi(argv[6]) : 32;
   const int finetune_epochs = argc > 7 ? std::atoi(argv[7]) : 0;
+  const std::string tokenizer_path = argc > 8 ? argv[8] : "";  // default: inside or beside the model
   const std::size_t eval_tokens = 32768;  // a quick estimate; drop the limit for the full test set
   try {
     // 1. Model and tokenizer.
     auto model = std::make_unique<nn::Llama>(eval::load_any_weights(model_path));
-    auto tok = io::load_tokenizer(model_path, "");
+    auto tok = io::load_tokenizer(model_path, tokenizer_path);
     std::printf("FP32 perplexity: %.3f\n", wikitext_ppl(*model, *tok, eval_text, eval_tokens));
 
     // 2. Calibration windows and settings: AQLM's knobs live in AqlmOptions.

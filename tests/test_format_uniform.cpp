@@ -56,7 +56,7 @@ double relative_frobenius(const std::vector<float>& a, const std::vector<float>&
 
 }  // namespace
 
-TEST_CASE("group arithmetic matches hand-computed values") {
+TEST_CASE("uniform: group arithmetic matches hand-computed values") {
   // [-1, 2] at 2 bits: scale (2 - -1)/3 = 1 (exact in fp16), zero round(1/1) = 1.
   auto p = uniform_fit(-1.0f, 2.0f, 2, false);
   CHECK(to_float(p.scale) == 1.0f);
@@ -106,7 +106,7 @@ TEST_CASE("group arithmetic matches hand-computed values") {
   CHECK(uniform_word_dot<2>(word2, x16, 16, 1.0f, 1u) == 0 - 14 + 2);
 }
 
-TEST_CASE("policy constants, names and the packed layout") {
+TEST_CASE("uniform: policy constants, names and the packed layout") {
   using F4 = Uniform<4, 128>;
   static_assert(F4::bits == 4 && F4::group_size == 128 && F4::max_code == 15 && !F4::symmetric);
   CHECK(Quantizer<F4>::name() == "uniform:4:128");
@@ -149,7 +149,7 @@ TEST_CASE("policy constants, names and the packed layout") {
   CHECK(p3.weight(1, 299) == uniform_decode(expect[300 + 299], 0.5f, 6));
 }
 
-TEST_CASE("RTN error is bounded per bit width on Gaussian and heavy-tailed matrices") {
+TEST_CASE("uniform: RTN error is bounded per bit width on Gaussian and heavy-tailed matrices") {
   const index_t rows = 64, cols = 1000;  // 1000 = 7·128 + 104: a short last group
   const auto gauss = gaussian(rows * cols, 11);
   const auto heavy = student_t(rows * cols, 12, 3);
@@ -200,7 +200,7 @@ TEST_CASE("RTN error is bounded per bit width on Gaussian and heavy-tailed matri
   CHECK(e_small < e_row);
 }
 
-TEST_CASE("quantize -> dequantize -> quantize reproduces the packed matrix exactly") {
+TEST_CASE("uniform: quantize -> dequantize -> quantize reproduces the packed matrix exactly") {
   auto check = [&]<class F>(F, index_t rows, index_t cols, std::uint64_t seed) {
     using Q = Quantizer<F>;
     const auto w = seed % 2 ? gaussian(rows * cols, seed, 0.02f) : student_t(rows * cols, seed, 2);
@@ -221,7 +221,7 @@ TEST_CASE("quantize -> dequantize -> quantize reproduces the packed matrix exact
   check(Uniform<4, whole_row, UniformMode::Symmetric>{}, 11, 190, 9);
 }
 
-TEST_CASE("bad input raises lowbit::Error") {
+TEST_CASE("uniform: bad input raises lowbit::Error") {
   using Q = Quantizer<Uniform<4, 128>>;
   std::vector<float> w = gaussian(4 * 10, 5);
   auto view = MatrixView<const float>(w.data(), 4, 10);
@@ -252,7 +252,7 @@ TEST_CASE("bad input raises lowbit::Error") {
                   lowbit::Error);
 }
 
-TEST_CASE("QuantizedLinear: forward (one token and batches) and backward equal the dense products") {
+TEST_CASE("uniform: QuantizedLinear: forward (one token and batches) and backward equal the dense products") {
   using F = Uniform<3, 64>;
   const index_t out = 45, in = 200, tokens = 7;
   const auto w = gaussian(out * in, 21, 0.05f);

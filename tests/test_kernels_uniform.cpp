@@ -94,7 +94,7 @@ void check_shapes(std::uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("matvec paths agree with the reference: 4 bits") {
+TEST_CASE("uniform: matvec paths agree with the reference: 4 bits") {
   check_shapes<Uniform<4, 128>>(1);
   check_shapes<Uniform<4, 64>>(10);
   check_shapes<Uniform<4, 32>>(20);
@@ -103,7 +103,7 @@ TEST_CASE("matvec paths agree with the reference: 4 bits") {
   check_shapes<Uniform<4, 128, UniformMode::Symmetric>>(50);
 }
 
-TEST_CASE("matvec paths agree with the reference: 2 and 1 bits") {
+TEST_CASE("uniform: matvec paths agree with the reference: 2 and 1 bits") {
   check_shapes<Uniform<2, 128>>(60);
   check_shapes<Uniform<2, 64>>(70);
   check_shapes<Uniform<2, whole_row, UniformMode::Symmetric>>(80);
@@ -111,7 +111,7 @@ TEST_CASE("matvec paths agree with the reference: 2 and 1 bits") {
   check_shapes<Uniform<1, 64>>(100);
 }
 
-TEST_CASE("matvec paths agree with the reference: 3, 5-8 bits") {
+TEST_CASE("uniform: matvec paths agree with the reference: 3, 5-8 bits") {
   check_shapes<Uniform<3, 128>>(110);
   check_shapes<Uniform<3, 64>>(120);
   check_shapes<Uniform<3, whole_row>>(130);
@@ -123,7 +123,7 @@ TEST_CASE("matvec paths agree with the reference: 3, 5-8 bits") {
   check_shapes<Uniform<8, whole_row>>(190);
 }
 
-TEST_CASE("the fast paths are the ones this CPU build should take") {
+TEST_CASE("uniform: the fast paths are the ones this CPU build should take") {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   CHECK(std::string(cpu::uniform_matvec_path<Uniform<4, 128>>()) == "avx512");
   CHECK(std::string(cpu::uniform_matvec_path<Uniform<2, 64>>()) == "avx512");
@@ -136,7 +136,7 @@ TEST_CASE("the fast paths are the ones this CPU build should take") {
   CHECK(std::string(cpu::uniform_matvec_path<Uniform<4, 100>>()) == "scalar");
 }
 
-TEST_CASE("matvec results do not depend on the thread count") {
+TEST_CASE("uniform: matvec results do not depend on the thread count") {
   using Q = Quantizer<Uniform<3, 128>>;
   using Q4 = Quantizer<Uniform<4, 128>>;
   Rng rng(5);
@@ -158,7 +158,7 @@ TEST_CASE("matvec results do not depend on the thread count") {
   CHECK(one4 == two4);
 }
 
-TEST_CASE("bad matvec input raises lowbit::Error") {
+TEST_CASE("uniform: bad matvec input raises lowbit::Error") {
   UniformPacked<Uniform<4, 128>> empty;
   float x = 0, y = 0;
   CHECK_THROWS_AS(cpu::uniform_matvec(empty, &x, &y), lowbit::Error);

@@ -152,6 +152,12 @@ TEST_CASE("sampler: greedy, reproducible, temperature and top-p distributions") 
   CHECK(seen.count(4) == 1);
   const double share = seen[1] / 5000.0;  // renormalized: e^3 / (e^3 + e^2.5) = 0.6225
   CHECK(std::abs(share - 0.6225) < 0.03);
+  // a nucleus smaller than any single token keeps the most likely one
+  Sampler tiny(5, 1.0f, 1e-4f, 3);
+  for (int i = 0; i < 20; ++i) CHECK(tiny.sample(logits.data()) == 1);
+  Sampler tiny_flat(1000, 1.0f, 1e-4f, 3);  // flat logits: cutoff above every probability
+  std::vector<float> flat(1000, 0.0f);
+  CHECK(tiny_flat.sample(flat.data()) == 0);
 }
 
 namespace {

@@ -46,6 +46,7 @@ int run(const Options& o) {
   nlohmann::json out = {{"kind", "zeroshot"}, {"model", o.model}, {"tokenizer", tok->describe()},
                         {"limit", o.limit}, {"threads", max_threads()}, {"tasks", nlohmann::json::array()}};
   if (!o.method.empty()) out["method"] = o.method;
+  out["bits_per_weight"] = loaded.bits_per_weight;
   std::ostringstream md;
   md << "| task | n | acc | acc_norm | other | time |\n|---|---:|---:|---:|---|---:|\n";
   std::stringstream list(o.tasks);

@@ -85,6 +85,7 @@ int run(const Options& o) {
   r.text = o.text;
   auto j = r.to_json();
   j["threads"] = max_threads();
+  j["bits_per_weight"] = loaded.bits_per_weight;
   if (!o.method.empty()) j["method"] = o.method;
   std::printf("perplexity %.4f  (mean NLL %.5f ± %.5f nats, %lld predictions, %lld tokens, %lld windows)\n", r.ppl, r.nll,
               r.nll_stderr, static_cast<long long>(r.predictions), static_cast<long long>(r.tokens),

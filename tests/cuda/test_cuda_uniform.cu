@@ -61,7 +61,7 @@ void check_against_cpu(index_t rows, index_t cols, std::uint64_t seed) {
 
 }  // namespace
 
-TEST_CASE("CUDA uniform matvec equals the CPU reference") {
+TEST_CASE("uniform: CUDA matvec equals the CPU reference") {
   if (!have_device()) {
     std::printf("[skipped] no CUDA device\n");
     return;

@@ -1,7 +1,8 @@
 // Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(). One entry
-// point, `load_any_model`, so the evaluation commands gain new formats (safetensors, lowbit's quantized
-// files) in one place: it defers to io/model_loader.hpp's load_model when that header exists, and
-// otherwise recognizes GGUF (by magic) and llama2.c checkpoints itself.
+// point, `load_any_model`, so the evaluation commands gain new formats in one place: lowbit quantized
+// files (io/quantized_model.hpp) load with their quantized linears; everything else goes through
+// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders) when that header exists,
+// or this file's own GGUF/llama2.c detection otherwise. Also reports the linears' bits per weight.
 #pragma once
 
 #include <filesystem>
@@ -14,6 +15,10 @@
 #include "../nn/weights.hpp"
 #include "language_model.hpp"
 
+#if __has_include("../io/quantized_model.hpp")
+#include "../io/quantized_model.hpp"
+#define LOWBIT_EVAL_HAS_QUANTIZED_MODEL 1
+#endif
 #if __has_include("../io/model_loader.hpp")
 #include "../io/model_loader.hpp"
 #define LOWBIT_EVAL_HAS_MODEL_LOADER 1
@@ -38,17 +43,38 @@ inline nn::ModelWeights load_any_weights(const std::string& path) {
 #endif
 }
 
+// Storage bits per weight over the transformer blocks' linears (codes, scales, zeros and codebooks as
+// stored; 32 for dense fp32). Embeddings and the head are not counted, as in the papers' tables.
+template <class Model>
+double linear_bits_per_weight(Model& model) {
+  double bits = 0, weights = 0;
+  for (int l = 0; l < model.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      auto& linear = model.linear(l, role);
+      bits += 8.0 * static_cast<double>(linear.bytes());
+      weights += static_cast<double>(linear.in_features()) * static_cast<double>(linear.out_features());
+    }
+  return weights > 0 ? bits / weights : 0.0;
+}
+
 // A loaded model plus the adapter the evaluations use (the adapter points into `model`).
 struct LoadedModel {
   std::unique_ptr<nn::Llama> model;
   LanguageModel lm;
   std::string path;
+  double bits_per_weight = 0;  // of the block linears
 };
 
 inline LoadedModel load_any_model(const std::string& path) {
   LoadedModel m;
   m.path = path;
-  m.model = std::make_unique<nn::Llama>(load_any_weights(path));
+#if defined(LOWBIT_EVAL_HAS_QUANTIZED_MODEL)
+  if (io::is_quantized_model_file(path))
+    m.model = std::make_unique<nn::Llama>(io::load_quantized_model(path));
+  else
+#endif
+    m.model = std::make_unique<nn::Llama>(load_any_weights(path));
+  m.bits_per_weight = linear_bits_per_weight(*m.model);
   m.lm = wrap_model(*m.model, std::filesystem::path(path).filename().string());
   return m;
 }

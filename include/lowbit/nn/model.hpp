@@ -83,6 +83,7 @@ class BasicLlama {
   // ---- inference -------------------------------------------------------------------------------
   // tokens [B*T] -> logits [B*T, vocab]; each row b sees only its own sequence.
   void forward(const std::int32_t* tokens, int B, int T, F* logits) {
+    check_batch(B, T);
     const index_t n = static_cast<index_t>(B) * T;
     x_.resize(static_cast<std::size_t>(n * cfg_.dim));
     embed(tokens, n, x_.data());
@@ -118,6 +119,7 @@ class BasicLlama {
                        bool last_only = true) {
     LOWBIT_CHECK(cache.n_layers == cfg_.n_layers && cache.kv_width == cfg_.kv_dim(), source_,
                  ": KV cache was made for another model shape");
+    LOWBIT_CHECK(T > 0, source_, ": forward_prefill needs at least one token");
     LOWBIT_CHECK(start_pos >= 0 && start_pos + T <= cache.max_len, source_, ": positions [", start_pos, ", ",
                  start_pos + T, ") exceed the KV cache length ", cache.max_len);
     rope_.ensure(start_pos + T);
@@ -161,6 +163,7 @@ class BasicLlama {
 
   // Forward that saves activations for backward(); logits [B*T, vocab].
   void forward_train(const std::int32_t* tokens, int B, int T, F* logits) {
+    check_batch(B, T);
     const index_t n = static_cast<index_t>(B) * T;
     rope_.ensure(T);
     train_B_ = B;
@@ -269,6 +272,10 @@ class BasicLlama {
         b.set_linear(r, std::make_unique<BasicDenseLinear<F>>(out, in, std::move(data)));
       }
     }
+  }
+
+  void check_batch(int B, int T) const {
+    LOWBIT_CHECK(B > 0 && T > 0, source_, ": batch ", B, " x ", T, " tokens is empty");
   }
 
   void ensure_grads() {

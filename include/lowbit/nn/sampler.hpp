@@ -31,6 +31,7 @@ class Sampler {
       : vocab_(vocab), temperature_(temperature), top_p_(top_p), rng_(seed) {
     LOWBIT_CHECK(temperature >= 0, "sampler: temperature must be >= 0, got ", temperature);
     LOWBIT_CHECK(top_p >= 0 && top_p <= 1, "sampler: top-p must be in [0, 1], got ", top_p);
+    LOWBIT_CHECK(vocab > 0, "sampler: empty vocabulary");
   }
 
   // Picks a token from logits [vocab] (the logits are not modified).
@@ -45,7 +46,7 @@ class Sampler {
     }
     for (auto& p : probs_) p /= sum;
     const double coin = rng_.uniform();
-    if (top_p_ <= 0.0f || top_p_ >= 1.0f) return sample_full(coin);
+    if (top_p_ <= 0.0f || top_p_ >= 1.0f || vocab_ < 2) return sample_full(coin);
     return sample_top_p(coin);
   }
 
@@ -68,6 +69,7 @@ class Sampler {
     order_.clear();
     for (index_t i = 0; i < vocab_; ++i)
       if (probs_[static_cast<std::size_t>(i)] >= cutoff) order_.push_back(static_cast<std::int32_t>(i));
+    if (order_.empty()) return static_cast<std::int32_t>(argmax(probs_.data(), vocab_));  // top_p < 1/vocab
     std::sort(order_.begin(), order_.end(), [&](std::int32_t a, std::int32_t b) {
       const double pa = probs_[static_cast<std::size_t>(a)], pb = probs_[static_cast<std::size_t>(b)];
       return pa != pb ? pa > pb : a < b;

@@ -52,13 +52,11 @@ struct ModelWeights {
     LOWBIT_CHECK(it != tensors.end(), source, ": tensor '", name, "' is missing");
     const auto& t = it->second;
     if (t.shape != expected_shape) {
-      std::string want, got;
-      for (auto d : expected_shape) want += (want.empty() ? "" : "x") + std::to_string(d);
-      for (auto d : t.shape) got += (got.empty() ? "" : "x") + std::to_string(d);
-      fail(source, ": tensor '", name, "' has shape [", got, "], expected [", want, "]");
+      fail(source, ": tensor '", name, "' has shape [", shape_string(t.shape), "], expected [",
+           shape_string(expected_shape), "]");
     }
     LOWBIT_CHECK(static_cast<index_t>(t.data.size()) == t.numel(), source, ": tensor '", name,
-                 "' holds ", t.data.size(), " values for shape [", got_shape(t), "]");
+                 "' holds ", t.data.size(), " values for shape [", shape_string(t.shape), "]");
     return t;
   }
 
@@ -67,9 +65,12 @@ struct ModelWeights {
   }
 
  private:
-  static std::string got_shape(const Tensor& t) {
+  static std::string shape_string(const std::vector<index_t>& shape) {
     std::string s;
-    for (auto d : t.shape) s += (s.empty() ? "" : "x") + std::to_string(d);
+    for (auto d : shape) {
+      if (!s.empty()) s.push_back('x');
+      s.append(std::to_string(d));
+    }
     return s;
   }
 };

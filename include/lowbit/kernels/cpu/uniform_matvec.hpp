@@ -188,6 +188,20 @@ inline float scale_to_float(half_t h) {
 #endif
 }
 
+// values[z][t][i] = ((i >> t·Bits) & max_code) − z: for every zero point, the integer weight of code t
+// among the 4/Bits codes in a 4-bit lookup index (Bits ≤ 4); scaled by the group's scale per group.
+template <int Bits, int CodesPerIndex>
+struct CodeMinusZeroTables {
+  static constexpr int zero_points = Bits <= 4 ? (1 << Bits) : 1;
+  alignas(64) float values[zero_points][CodesPerIndex][16] = {};
+  constexpr CodeMinusZeroTables() {
+    for (int z = 0; z < zero_points; ++z)
+      for (int t = 0; t < CodesPerIndex; ++t)
+        for (int i = 0; i < 16; ++i)
+          values[z][t][i] = static_cast<float>(((i >> (t * Bits)) & ((1 << Bits) - 1)) - z);
+  }
+};
+
 // One row, power-of-two Bits: chunks of 16 bytes (16·8/Bits codes), x already lane-major permuted.
 // Full groups of a compile-time GroupSize are unrolled; the short last group (or a whole-row group)
 // takes a runtime loop and a scalar tail.
@@ -204,13 +218,11 @@ inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, con
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(words);
   const half_t* scales = packed.row_scales(r);
   const std::uint32_t* zeros = packed.row_zeros(r);
-  __m512 table_index[codes_per_index];
-  for (int t = 0; t < codes_per_index; ++t) {
-    alignas(64) float idx[16];
-    for (int i = 0; i < 16; ++i) idx[i] = static_cast<float>((i >> (t * bits)) & static_cast<int>(Format::max_code));
-    table_index[t] = _mm512_load_ps(idx);
-  }
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  static constexpr CodeMinusZeroTables<bits, codes_per_index> code_tables{};
+  // 8 accumulators: FMA latency (4 cycles) × 2 FMA pipes; with 4 the loop was latency-bound.
+  constexpr int n_acc = 8;
+  __m512 acc[n_acc];
+  for (auto& a : acc) a = _mm512_setzero_ps();
   __m512 table[codes_per_index];
   __m512 scale = _mm512_setzero_ps(), neg_zero_scale = _mm512_setzero_ps();
   float s = 0.0f;
@@ -225,11 +237,10 @@ inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, con
     scale = _mm512_set1_ps(s);
     neg_zero_scale = _mm512_set1_ps(-static_cast<float>(z) * s);
     if constexpr (bits <= 4) {
-      const __m512 zero = _mm512_set1_ps(static_cast<float>(z));
-      for (int t = 0; t < codes_per_index; ++t) table[t] = _mm512_mul_ps(_mm512_sub_ps(table_index[t], zero), scale);
+      for (int t = 0; t < codes_per_index; ++t) table[t] = _mm512_mul_ps(_mm512_load_ps(code_tables.values[z][t]), scale);
     }
   };
-  // Chunk k of a group feeds accumulators (k·slots + J) mod 4, so consecutive FMAs are independent.
+  // Chunk k of a group feeds accumulators (k·slots + J) mod 8, so consecutive FMAs are independent.
   auto do_chunk = [&]<int K>(std::integral_constant<int, K>, const std::uint8_t* chunk_bytes_ptr, const float* xc) {
     const __m512i d =
         _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk_bytes_ptr)));
@@ -237,7 +248,7 @@ inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, con
       constexpr int shift = bits <= 4 ? (J / codes_per_index) * 4 : J * bits;
       const __m512i lane_codes = shift == 0 ? d : _mm512_maskz_srli_epi32(kAllLanes, d, shift);
       const __m512 w = avx512_decode<bits>(lane_codes, table[J % codes_per_index], scale, neg_zero_scale);
-      acc[(K * slots + J) % 4] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xc + J * 16), acc[(K * slots + J) % 4]);
+      acc[(K * slots + J) % n_acc] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xc + J * 16), acc[(K * slots + J) % n_acc]);
     });
   };
   index_t g = 0;
@@ -271,7 +282,8 @@ inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, con
     }
     if (c < c1) tail += detail::tail_dot<bits>(words, x, c, c1, s, z);
   }
-  return avx512_hsum(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) + tail;
+  for (int i = 1; i < n_acc; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  return avx512_hsum(acc[0]) + tail;
 }
 
 #if defined(__AVX512VBMI__)
