@@ -226,12 +226,10 @@ TEST_CASE("beam width 1 with one codebook matches exhaustive search") {
   }
 }
 
-TEST_CASE("least-squares codebook update equals a dense solve of the explicit design matrix") {
-  const AdditiveShape s{10, 12, 2, 2, 4};  // 2 codebooks x 4 codewords x 4 = 32 unknowns
-  const AdditiveProblem prob = problem(s, 61);
-  AdditiveCodes a = random_codes(s, 67);
-  // Make sure every codeword is used so the system is fully determined.
-  for (index_t i = 0; i < 8; ++i) a.codes[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(i / 2 % 4);
+namespace {
+void check_ls_against_dense(const AdditiveShape& s, std::uint64_t seed) {
+  const AdditiveProblem prob = problem(s, seed);
+  AdditiveCodes a = random_codes(s, seed + 6);
   const index_t P = prob.P(), K = s.codebook_size(), n = s.num_codebooks * K * s.group_size;
   const int G = s.group_size, M = s.num_codebooks;
   // Dense reference: ŵ_o = D_o θ with D_o [P, n]; minimise Σ_o (D_o θ − w_o)ᵀ H (D_o θ − w_o).
@@ -259,7 +257,8 @@ TEST_CASE("least-squares codebook update equals a dense solve of the explicit de
   additive_dequantize_reference(dense, as_matrix(w_dense, s.rows, s.cols));
   const double before = additive_objective(prob, a), optimum = additive_objective(prob, dense);
   CHECK(optimum <= before);
-  for (index_t direct_limit : {index_t{2048}, index_t{0}}) {  // Cholesky, then block-Jacobi CG
+  // Cholesky; block-Jacobi CG on the assembled A; matrix-free CG (chosen when rows·P² ≪ unknowns²).
+  for (index_t direct_limit : {index_t{2048}, index_t{0}}) {
     AdditiveCodes b = a;
     const auto WH = additive_wh(prob);
     additive_update_codebooks_ls(prob, WH, b, 1e-10, direct_limit);
@@ -273,6 +272,12 @@ TEST_CASE("least-squares codebook update equals a dense solve of the explicit de
     CHECK(max_diff < 1e-4 * max_w);
     CHECK(additive_objective(prob, b) == doctest::Approx(optimum).epsilon(1e-5));
   }
+}
+}  // namespace
+
+TEST_CASE("least-squares codebook update equals a dense solve of the explicit design matrix") {
+  check_ls_against_dense(AdditiveShape{10, 12, 2, 2, 4}, 61);  // 32 unknowns, assembled normal equations
+  check_ls_against_dense(AdditiveShape{4, 8, 2, 4, 4}, 63);    // ≤ 64 unknowns, 4 rows: matrix-free path
 }
 
 TEST_CASE("closed-form scales are a stationary point and never increase the objective") {

@@ -129,6 +129,7 @@ TEST_CASE("stories260K perplexity equals llama2.c's forward on TinyStories") {
   auto text = test::shared_file("text/tinystories_v2_valid_first100.txt");
   if (model.empty() || tok_path.empty() || text.empty()) LOWBIT_SKIP("shared/data not found");
   auto loaded = eval::load_any_model(model.string());
+  CHECK(loaded.bits_per_weight == 32.0);  // dense fp32 linears
   auto tok = io::load_tokenizer(model.string(), tok_path.string());
   // --doc-sep '<|endoftext|>' --bos-per-doc --ctx 512
   auto p = eval::perplexity_preset("llama2.c", 512);

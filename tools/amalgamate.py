@@ -47,6 +47,14 @@ def amalgamate() -> str:
         out.append(f"// ---- end {rel} ----\n")
 
     visit(ENTRY)
+    # Every host header must be reachable from the umbrella, or the single header silently lacks it.
+    missing = sorted(
+        str(p.relative_to(ROOT / "include"))
+        for p in (ROOT / "include" / "lowbit").rglob("*.hpp")
+        if p.resolve() not in seen
+    )
+    if missing:
+        sys.exit("amalgamate: headers not reachable from include/lowbit/lowbit.hpp: " + ", ".join(missing))
     return "".join(out)
 
 

@@ -5,6 +5,7 @@
 # the downstream consumers (find_package from an install tree, add_subdirectory, the single header),
 # and finally runs the whole CTest suite.
 set -euo pipefail
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # see docs/benchmarks.md: spinning OpenMP waiters starve a shared 2-core machine
 cd "$(dirname "$0")/.."
 root=$PWD
 preset=release
@@ -33,7 +34,7 @@ cmake --build "$build/consumer-subdir" >/dev/null
 "$build/consumer-subdir/consumer"
 
 echo "== consumer: single_include/lowbit/lowbit.hpp alone"
-c++ -std=c++20 -O2 -Wall -Wextra -fopenmp -I single_include $(pkg-config --cflags eigen3) \
+c++ -std=c++20 -O2 -Wall -Wextra -fopenmp -I single_include -isystem /usr/include/eigen3 \
   tests/consumer/consumer.cpp -o "$build/consumer-single"
 "$build/consumer-single"
 

@@ -13,7 +13,7 @@
 #define LOWBIT_GLOBAL
 #endif
 
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDACC__)
 #define LOWBIT_UNROLL _Pragma("unroll")
 #elif defined(__clang__)
 #define LOWBIT_UNROLL _Pragma("clang loop unroll(enable)")

@@ -4,6 +4,8 @@
 
 // ---- begin lowbit/lowbit.hpp ----
 // Umbrella header for host code: everything lowbit offers on the CPU. CUDA kernels: lowbit/cuda.cuh.
+// Including single headers (e.g. <lowbit/format/uniform.hpp>) keeps compile times down; this one is
+// for convenience and is what single_include/lowbit/lowbit.hpp amalgamates.
 
 
 // ---- begin lowbit/config.hpp ----
@@ -21,7 +23,7 @@
 #define LOWBIT_GLOBAL
 #endif
 
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDACC__)
 #define LOWBIT_UNROLL _Pragma("unroll")
 #elif defined(__clang__)
 #define LOWBIT_UNROLL _Pragma("clang loop unroll(enable)")
@@ -46,6 +48,7 @@ template <class...>
 inline constexpr bool dependent_false = false;
 }  // namespace lowbit
 // ---- end lowbit/config.hpp ----
+
 
 // ---- begin lowbit/core/bitpack.hpp ----
 // Packing of b-bit codes (b = 1..8 and 16) into 32-bit words.
@@ -161,7 +164,9 @@ struct TensorView {
   }
 
   // Implicit conversion to a view of const elements.
-  LOWBIT_HD operator TensorView<const T, Rank>() const {
+  LOWBIT_HD operator TensorView<const T, Rank>() const
+    requires(!std::is_const_v<T>)
+  {
     TensorView<const T, Rank> v;
     v.data = data;
     for (int d = 0; d < Rank; ++d) {
@@ -189,7 +194,9 @@ struct MatrixView : TensorView<T, 2> {
   LOWBIT_HD index_t cols() const { return this->shape[1]; }
   LOWBIT_HD index_t row_stride() const { return this->stride[0]; }
   LOWBIT_HD T* row(index_t r) const { return this->data + r * this->stride[0]; }
-  LOWBIT_HD operator MatrixView<const T>() const {
+  LOWBIT_HD operator MatrixView<const T>() const
+    requires(!std::is_const_v<T>)
+  {
     return MatrixView<const T>(this->data, rows(), cols(), row_stride());
   }
 };
@@ -621,6 +628,1530 @@ class Rng {
 }  // namespace lowbit
 // ---- end lowbit/core/rng.hpp ----
 
+
+// ---- begin lowbit/format/additive.hpp ----
+// Additive quantization (AQLM): a row's group of G weights is s_o · Σ_m C_m[code_m], with M codebooks
+// of 2^B fp16 vectors shared by the whole matrix and one fp16 scale per row. `Additive<M, B, G>` is the
+// policy; `Quantizer<Additive<...>>` packs, dequantizes and runs the matvec through the CPU kernels.
+// Byte layout (docs/aqlm.md): codes [rows, ceil(cols/G), M] as a B-bit stream per row starting on a
+// 32-bit word (core/bitpack.hpp), codebooks [M, 2^B, G] fp16, scales [rows] fp16.
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/calib/additive.hpp ----
+// AQLM calibration of one matrix (ALGORITHMS.md §1.3, step 2): per-row scales initialised to the row
+// norms, residual k-means initialization of the M codebooks on the normalised rows, then alternating
+// (a) a continuous update of codebooks and scales — the exact least-squares solve (default) or the
+// paper's Adam — and (b) a beam search over codes against tr(ΔW·H·ΔWᵀ), until an epoch improves the
+// objective by less than `relative_mse_tolerance`. Deterministic for a seed, any thread count.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/calib/beam_search.hpp ----
+// The discrete step of AQLM (ALGORITHMS.md §1.3, beam_search_xtx): with codebooks and scales fixed,
+// re-choose codes to lower tr(ΔW·H·ΔWᵀ), ΔW = Ŵ − W. The objective separates over rows, so each row
+// runs its own beam. For a row with residual product r = ΔW_o·H and code (j, m) currently f, the loss of
+// candidate e = C_m[c] is L + 2s⟨e − f, r_j⟩ + s²(e − f)ᵀH_jj(e − f); we score every c through
+// q = r_j − s·H_jj·f as 2s⟨e, q⟩ + s²·eᵀH_jj e (the quadratic term is shared by all rows) and, after a
+// change, update r in O(G·cols) instead of recomputing ΔW·H.
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+
+// ---- begin lowbit/kernels/cpu/additive_reference.hpp ----
+// The unpacked, fp32 form of an additively quantized matrix, and the slow, obviously correct
+// reconstruction and matvec every fast path is tested against. Calibration works on this form (codes as
+// plain integers, codebooks and scales in fp32); the packed storage of format/additive.hpp is derived
+// from it. Ŵ[o, G·j + d] = s_o · Σ_m C_m[codes[o, j, m]][d]  (AQLM, ALGORITHMS.md §1.1).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+// Runtime description of an additive layout: M codebooks of 2^B vectors of G weights each.
+struct AdditiveShape {
+  index_t rows = 0;
+  index_t cols = 0;
+  int num_codebooks = 0;  // M
+  int code_bits = 0;      // B
+  int group_size = 0;     // G
+
+  LOWBIT_HD index_t groups() const { return (cols + group_size - 1) / group_size; }
+  LOWBIT_HD index_t padded_cols() const { return groups() * group_size; }
+  LOWBIT_HD index_t codebook_size() const { return index_t{1} << code_bits; }
+  LOWBIT_HD index_t codes_per_row() const { return groups() * num_codebooks; }
+
+  void validate(const std::string& what) const {
+    LOWBIT_CHECK(rows > 0 && cols > 0, what, ": additive matrix must be non-empty, found [", rows, ", ",
+                 cols, "]");
+    LOWBIT_CHECK(num_codebooks >= 1 && num_codebooks <= 8, what, ": number of codebooks must be 1..8, found ",
+                 num_codebooks);
+    LOWBIT_CHECK(code_bits >= 1 && code_bits <= 16, what, ": code bits must be 1..16, found ", code_bits);
+    LOWBIT_CHECK(group_size == 2 || group_size == 4 || group_size == 8 || group_size == 16 || group_size == 32,
+                 what, ": group size must be 2, 4, 8, 16 or 32, found ", group_size);
+  }
+  bool operator==(const AdditiveShape&) const = default;
+};
+
+struct AdditiveCodes {
+  AdditiveShape shape;
+  std::vector<std::uint32_t> codes;  // [rows, groups, M]
+  std::vector<float> codebooks;      // [M, 2^B, G]
+  std::vector<float> scales;         // [rows]
+
+  AdditiveCodes() = default;
+  explicit AdditiveCodes(const AdditiveShape& s)
+      : shape(s),
+        codes(static_cast<std::size_t>(s.rows * s.codes_per_row()), 0u),
+        codebooks(static_cast<std::size_t>(s.num_codebooks * s.codebook_size() * s.group_size), 0.0f),
+        scales(static_cast<std::size_t>(s.rows), 1.0f) {}
+
+  std::uint32_t& code(index_t row, index_t group, int m) {
+    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
+  }
+  std::uint32_t code(index_t row, index_t group, int m) const {
+    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
+  }
+  float* codeword(int m, index_t k) {
+    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
+  }
+  const float* codeword(int m, index_t k) const {
+    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
+  }
+};
+
+// Unscaled reconstruction of one row over the padded width: u[G·j + d] = Σ_m C_m[codes[o,j,m]][d].
+inline void additive_unscaled_row_reference(const AdditiveCodes& a, index_t row, float* u) {
+  const auto& s = a.shape;
+  for (index_t j = 0; j < s.groups(); ++j) {
+    float* dst = u + j * s.group_size;
+    for (int d = 0; d < s.group_size; ++d) dst[d] = 0.0f;
+    for (int m = 0; m < s.num_codebooks; ++m) {
+      const float* c = a.codeword(m, a.code(row, j, m));
+      for (int d = 0; d < s.group_size; ++d) dst[d] += c[d];
+    }
+  }
+}
+
+// Ŵ [rows, cols] (padding columns dropped).
+inline void additive_dequantize_reference(const AdditiveCodes& a, MatrixView<float> out) {
+  const auto& s = a.shape;
+  LOWBIT_CHECK(out.rows() == s.rows && out.cols() == s.cols, "additive dequantize: output is [", out.rows(),
+               ", ", out.cols(), "], expected [", s.rows, ", ", s.cols, "]");
+  std::vector<float> u(static_cast<std::size_t>(s.padded_cols()));
+  for (index_t o = 0; o < s.rows; ++o) {
+    additive_unscaled_row_reference(a, o, u.data());
+    for (index_t c = 0; c < s.cols; ++c) out(o, c) = a.scales[static_cast<std::size_t>(o)] * u[static_cast<std::size_t>(c)];
+  }
+}
+
+// y[rows] = Ŵ x[cols], accumulated in double.
+inline void additive_matvec_reference(const AdditiveCodes& a, const float* x, float* y) {
+  const auto& s = a.shape;
+  std::vector<float> u(static_cast<std::size_t>(s.padded_cols()));
+  for (index_t o = 0; o < s.rows; ++o) {
+    additive_unscaled_row_reference(a, o, u.data());
+    double acc = 0.0;
+    for (index_t c = 0; c < s.cols; ++c) acc += static_cast<double>(u[static_cast<std::size_t>(c)]) * x[c];
+    y[o] = static_cast<float>(acc * a.scales[static_cast<std::size_t>(o)]);
+  }
+}
+
+}  // namespace lowbit
+// ---- end lowbit/kernels/cpu/additive_reference.hpp ----
+
+namespace lowbit::calib {
+
+struct BeamSearchOptions {
+  int beam_size = 1;  // hypotheses kept per row (1 = greedy coordinate descent, AQLM's default)
+};
+
+// Padded problem data shared by the calibration steps: W [rows, P] and H [P, P] in fp32, P = padded
+// columns, with zeros in the padding so padded weights never affect the objective.
+struct AdditiveProblem {
+  AdditiveShape shape;
+  std::vector<float> W;  // [rows, P]
+  std::vector<float> H;  // [P, P]
+
+  index_t P() const { return shape.padded_cols(); }
+  const float* w_row(index_t o) const { return W.data() + o * P(); }
+  const float* h_row(index_t c) const { return H.data() + c * P(); }
+};
+
+// r = (s·u − w)·H for one row and its loss Δ·rᵀ (u = unscaled reconstruction). Returns the loss.
+inline double additive_row_residual(const AdditiveProblem& prob, const AdditiveCodes& a, index_t o, float* u,
+                                    float* r) {
+  const index_t P = prob.P();
+  additive_unscaled_row_reference(a, o, u);
+  const float s = a.scales[static_cast<std::size_t>(o)];
+  const float* w = prob.w_row(o);
+  for (index_t c = 0; c < P; ++c) u[c] = s * u[c] - w[c];  // u now holds ΔW_o
+  for (index_t c = 0; c < P; ++c) r[c] = 0.0f;
+  for (index_t k = 0; k < P; ++k) {
+    const float dk = u[k];
+    if (dk == 0.0f) continue;
+    const float* h = prob.h_row(k);
+#pragma omp simd
+    for (index_t c = 0; c < P; ++c) r[c] += dk * h[c];
+  }
+  double loss = 0.0;
+  for (index_t c = 0; c < P; ++c) loss += static_cast<double>(u[c]) * r[c];
+  return loss;
+}
+
+// tr(ΔW·H·ΔWᵀ) computed from scratch (double accumulation), for tests and stopping criteria.
+inline double additive_objective(const AdditiveProblem& prob, const AdditiveCodes& a) {
+  const index_t rows = prob.shape.rows, P = prob.P();
+  std::vector<double> per_row(static_cast<std::size_t>(rows));
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    std::vector<float> u(static_cast<std::size_t>(P)), r(static_cast<std::size_t>(P));
+    for (index_t o = r0; o < r1; ++o) per_row[static_cast<std::size_t>(o)] = additive_row_residual(prob, a, o, u.data(), r.data());
+  });
+  return std::accumulate(per_row.begin(), per_row.end(), 0.0);
+}
+
+// One beam-search pass over all (group, codebook) positions, groups in a random order drawn from `rng`
+// (the same order for every row). Updates a.codes in place; returns the new objective (incremental, in
+// double). No row's loss ever increases: keeping the current code is always a candidate.
+inline double additive_beam_search(const AdditiveProblem& prob, AdditiveCodes& a, const BeamSearchOptions& options,
+                                   Rng& rng) {
+  const AdditiveShape& s = a.shape;
+  const index_t rows = s.rows, P = prob.P(), groups = s.groups(), K = s.codebook_size(), ncodes = s.codes_per_row();
+  const int G = s.group_size, M = s.num_codebooks;
+  const int beam = std::max(1, options.beam_size);
+
+  std::vector<index_t> group_order(static_cast<std::size_t>(groups));
+  std::iota(group_order.begin(), group_order.end(), index_t{0});
+  for (index_t i = groups - 1; i > 0; --i)
+    std::swap(group_order[static_cast<std::size_t>(i)],
+              group_order[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(i + 1)))]);
+
+  // Per-row beams: hypothesis h of row o owns codes, residual product r and loss.
+  struct Beam {
+    int size = 1;
+    std::vector<std::uint32_t> codes;  // [beam, ncodes]
+    std::vector<float> r;              // [beam, P]
+    std::vector<double> loss;          // [beam]
+  };
+  std::vector<Beam> beams(static_cast<std::size_t>(rows));
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    std::vector<float> u(static_cast<std::size_t>(P));
+    for (index_t o = r0; o < r1; ++o) {
+      Beam& b = beams[static_cast<std::size_t>(o)];
+      b.codes.assign(static_cast<std::size_t>(beam * ncodes), 0u);
+      b.r.assign(static_cast<std::size_t>(beam * P), 0.0f);
+      b.loss.assign(static_cast<std::size_t>(beam), 0.0);
+      std::copy(a.codes.begin() + o * ncodes, a.codes.begin() + (o + 1) * ncodes, b.codes.begin());
+      b.loss[0] = additive_row_residual(prob, a, o, u.data(), b.r.data());
+    }
+  });
+
+  // Shared per-step data: codebooks transposed to [G, K] (one per m) and the quadratic forms
+  // C_m[k]ᵀ·H_jj·C_m[k] for every step, so a single parallel region runs the whole pass.
+  std::vector<float> transposed(static_cast<std::size_t>(M * G * K));
+  for (int m = 0; m < M; ++m)
+    for (index_t k = 0; k < K; ++k)
+      for (int p = 0; p < G; ++p) transposed[static_cast<std::size_t>((m * G + p) * K + k)] = a.codeword(m, k)[p];
+  std::vector<float> quad_all(static_cast<std::size_t>(groups * M * K));  // [groups, M, K]
+  parallel_for(0, groups, [&](index_t j0, index_t j1) {
+    for (index_t j = j0; j < j1; ++j)
+      for (int m = 0; m < M; ++m)
+        for (index_t k = 0; k < K; ++k) {
+          const float* e = a.codeword(m, k);
+          float qf = 0.0f;
+          for (int p = 0; p < G; ++p) {
+            const float* h = prob.h_row(j * G + p) + j * G;
+            float hp = 0.0f;
+            for (int q = 0; q < G; ++q) hp += h[q] * e[q];
+            qf += e[p] * hp;
+          }
+          quad_all[static_cast<std::size_t>((j * M + m) * K + k)] = qf;
+        }
+  });
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    std::vector<float> score(static_cast<std::size_t>(K));
+    struct Candidate {
+      double loss;
+      int parent;
+      std::uint32_t code;
+    };
+    std::vector<Candidate> pool;
+    std::vector<std::uint32_t> new_codes;
+    std::vector<float> new_r;
+    std::vector<double> new_loss;
+    std::vector<float> hjj(static_cast<std::size_t>(G * G));
+    for (index_t gi = 0; gi < groups; ++gi) {
+      const index_t j = group_order[static_cast<std::size_t>(gi)];
+      for (index_t p = 0; p < G; ++p)
+        for (index_t q = 0; q < G; ++q) hjj[static_cast<std::size_t>(p * G + q)] = prob.H[static_cast<std::size_t>((j * G + p) * P + j * G + q)];
+      for (int m = 0; m < M; ++m) {
+        const index_t pos = j * M + m;
+        const float* quad = quad_all.data() + pos * K;
+        const float* tr_m = transposed.data() + static_cast<index_t>(m) * G * K;
+        for (index_t o = r0; o < r1; ++o) {
+          Beam& b = beams[static_cast<std::size_t>(o)];
+          const float sc = a.scales[static_cast<std::size_t>(o)];
+          pool.clear();
+          for (int h = 0; h < b.size; ++h) {
+            const std::uint32_t old = b.codes[static_cast<std::size_t>(h * ncodes + pos)];
+            const float* f = a.codeword(m, old);
+            const float* rj = b.r.data() + h * P + j * G;
+            float q[32];
+            for (int p = 0; p < G; ++p) {
+              float hf = 0.0f;
+              for (int t = 0; t < G; ++t) hf += hjj[static_cast<std::size_t>(p * G + t)] * f[t];
+              q[p] = 2.0f * sc * (rj[p] - sc * hf);
+            }
+            const float s2 = sc * sc;
+#pragma omp simd
+            for (index_t k = 0; k < K; ++k) score[static_cast<std::size_t>(k)] = s2 * quad[k];
+            for (int p = 0; p < G; ++p) {
+              const float qp = q[p];
+              const float* row = tr_m + p * K;
+#pragma omp simd
+              for (index_t k = 0; k < K; ++k) score[static_cast<std::size_t>(k)] += qp * row[k];
+            }
+            const double base = b.loss[static_cast<std::size_t>(h)] - static_cast<double>(score[old]);
+            if (beam == 1) {
+              // Greedy: move only on a strict improvement over the current code.
+              std::uint32_t best = old;
+              float best_score = score[old];
+              for (index_t k = 0; k < K; ++k)
+                if (score[static_cast<std::size_t>(k)] < best_score) {
+                  best_score = score[static_cast<std::size_t>(k)];
+                  best = static_cast<std::uint32_t>(k);
+                }
+              pool.push_back({base + best_score, h, best});
+            } else {
+              // This hypothesis's best `beam` codes; the current code is always offered.
+              std::vector<std::uint32_t> idx(static_cast<std::size_t>(K));
+              std::iota(idx.begin(), idx.end(), 0u);
+              const index_t take = std::min<index_t>(beam, K);
+              std::partial_sort(idx.begin(), idx.begin() + take, idx.end(), [&](std::uint32_t x, std::uint32_t y) {
+                return score[x] < score[y] || (score[x] == score[y] && x < y);
+              });
+              bool has_old = false;
+              for (index_t t = 0; t < take; ++t) {
+                pool.push_back({base + score[idx[static_cast<std::size_t>(t)]], h, idx[static_cast<std::size_t>(t)]});
+                has_old |= idx[static_cast<std::size_t>(t)] == old;
+              }
+              if (!has_old) pool.push_back({b.loss[static_cast<std::size_t>(h)], h, old});
+            }
+          }
+          if (beam == 1) {
+            const Candidate& c = pool[0];
+            const std::uint32_t old = b.codes[static_cast<std::size_t>(pos)];
+            if (c.code != old) {
+              float delta[32];
+              const float* e = a.codeword(m, c.code);
+              const float* f = a.codeword(m, old);
+              for (int p = 0; p < G; ++p) delta[p] = sc * (e[p] - f[p]);
+              float* r = b.r.data();
+              for (int p = 0; p < G; ++p) {
+                const float dp = delta[p];
+                const float* h = prob.h_row(j * G + p);
+#pragma omp simd
+                for (index_t col = 0; col < P; ++col) r[col] += dp * h[col];
+              }
+              b.codes[static_cast<std::size_t>(pos)] = c.code;
+              b.loss[0] = c.loss;
+            }
+            continue;
+          }
+          // Wider beam: keep the best `beam` distinct code vectors among all candidates.
+          std::stable_sort(pool.begin(), pool.end(), [](const Candidate& x, const Candidate& y) {
+            return x.loss < y.loss || (x.loss == y.loss && (x.parent < y.parent || (x.parent == y.parent && x.code < y.code)));
+          });
+          std::vector<const Candidate*> kept;
+          for (const Candidate& c : pool) {
+            if (static_cast<int>(kept.size()) == beam) break;
+            bool duplicate = false;
+            for (const Candidate* k : kept) {
+              if (k->code != c.code) continue;
+              if (k->parent == c.parent) {
+                duplicate = true;
+                break;
+              }
+              const std::uint32_t* x = b.codes.data() + k->parent * ncodes;
+              const std::uint32_t* y = b.codes.data() + c.parent * ncodes;
+              bool same = true;
+              for (index_t i = 0; i < ncodes && same; ++i) same = i == pos || x[i] == y[i];
+              if (same) {
+                duplicate = true;
+                break;
+              }
+            }
+            if (!duplicate) kept.push_back(&c);
+          }
+          const int n_kept = static_cast<int>(kept.size());
+          new_codes.assign(static_cast<std::size_t>(beam * ncodes), 0u);
+          new_r.assign(static_cast<std::size_t>(beam * P), 0.0f);
+          new_loss.assign(static_cast<std::size_t>(beam), 0.0);
+          for (int t = 0; t < n_kept; ++t) {
+            const Candidate& c = *kept[static_cast<std::size_t>(t)];
+            std::copy(b.codes.begin() + c.parent * ncodes, b.codes.begin() + (c.parent + 1) * ncodes,
+                      new_codes.begin() + t * ncodes);
+            std::copy(b.r.begin() + c.parent * P, b.r.begin() + (c.parent + 1) * P, new_r.begin() + t * P);
+            const std::uint32_t old = new_codes[static_cast<std::size_t>(t * ncodes + pos)];
+            if (c.code != old) {
+              const float* e = a.codeword(m, c.code);
+              const float* f = a.codeword(m, old);
+              float* r = new_r.data() + t * P;
+              for (int p = 0; p < G; ++p) {
+                const float dp = sc * (e[p] - f[p]);
+                const float* h = prob.h_row(j * G + p);
+#pragma omp simd
+                for (index_t col = 0; col < P; ++col) r[col] += dp * h[col];
+              }
+              new_codes[static_cast<std::size_t>(t * ncodes + pos)] = c.code;
+            }
+            new_loss[static_cast<std::size_t>(t)] = c.loss;
+          }
+          b.codes.swap(new_codes);
+          b.r.swap(new_r);
+          b.loss.swap(new_loss);
+          b.size = n_kept;
+        }
+      }
+    }
+  });
+
+  double total = 0.0;
+  for (index_t o = 0; o < rows; ++o) {
+    const Beam& b = beams[static_cast<std::size_t>(o)];
+    const int best = static_cast<int>(std::min_element(b.loss.begin(), b.loss.begin() + b.size) - b.loss.begin());
+    std::copy(b.codes.begin() + best * ncodes, b.codes.begin() + (best + 1) * ncodes, a.codes.begin() + o * ncodes);
+    total += b.loss[static_cast<std::size_t>(best)];
+  }
+  return total;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/beam_search.hpp ----
+
+// ---- begin lowbit/calib/codebook_update.hpp ----
+// The continuous step of AQLM: with codes fixed, update codebooks and per-row scales to lower
+// tr(ΔW·H·ΔWᵀ). Two ways: (1) exact — the objective is quadratic in the codebooks, so we solve the
+// normal equations A·θ = b (one G×G block of s_o²·H_jj' per pair of code positions of a row) with a
+// Cholesky factorization, then set each row's scale in closed form (ALGORITHMS.md §7.3); (2) the
+// paper's Adam (lr 1e-4, betas (0, 0.95), amsgrad) on codebooks and scales with gradient 2·ΔW·H.
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// V = W·H [rows, P], fixed for a matrix; both exact updates need it.
+inline std::vector<float> additive_wh(const AdditiveProblem& prob) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const index_t rows = prob.shape.rows, P = prob.P();
+  std::vector<float> V(static_cast<std::size_t>(rows * P));
+  Eigen::Map<const RowMajor> W(prob.W.data(), rows, P), H(prob.H.data(), P, P);
+  Eigen::Map<RowMajor>(V.data(), rows, P).noalias() = W * H;
+  return V;
+}
+
+// Solves the SPD system A·x = b by conjugate gradients preconditioned with the inverse G×G diagonal
+// blocks of A, from the initial x (the current codebooks), to a relative residual of 1e-10: the same
+// solution as a Cholesky solve at O(n²) per iteration instead of O(n³) (n = 4096 for 2x8 g8).
+inline void solve_block_jacobi_cg(const Eigen::MatrixXd& A, const Eigen::VectorXd& b, int G, Eigen::VectorXd& x,
+                                  int max_iterations = 500, double tolerance = 1e-10) {
+  const index_t n = A.rows(), nb = n / G;
+  std::vector<Eigen::LLT<Eigen::MatrixXd>> blocks(static_cast<std::size_t>(nb));
+  for (index_t i = 0; i < nb; ++i) blocks[static_cast<std::size_t>(i)].compute(A.block(i * G, i * G, G, G));
+  auto precondition = [&](const Eigen::VectorXd& r) {
+    Eigen::VectorXd z(n);
+    for (index_t i = 0; i < nb; ++i) z.segment(i * G, G) = blocks[static_cast<std::size_t>(i)].solve(r.segment(i * G, G));
+    return z;
+  };
+  Eigen::VectorXd r = b - A.selfadjointView<Eigen::Lower>() * x;
+  const double target = tolerance * std::max(b.norm(), 1e-300);
+  Eigen::VectorXd z = precondition(r), p = z, Ap(n);
+  double rz = r.dot(z);
+  for (int it = 0; it < max_iterations && r.norm() > target; ++it) {
+    Ap.noalias() = A.selfadjointView<Eigen::Lower>() * p;
+    const double alpha = rz / p.dot(Ap);
+    x += alpha * p;
+    r -= alpha * Ap;
+    z = precondition(r);
+    const double rz_next = r.dot(z);
+    p = z + (rz_next / rz) * p;
+    rz = rz_next;
+  }
+}
+
+// The same normal equations solved without forming A: A·v = Σ_o s_o²·D_oᵀ·H·D_o·v, where D_o places the
+// row's codewords into its groups. Block-Jacobi CG (diagonal blocks Σ s_o²·H_jj over the positions
+// using each codeword), from the current codebooks, to a relative residual of 1e-10.
+inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const std::vector<float>& WH,
+                                              AdditiveCodes& a, const std::vector<index_t>& block_of,
+                                              const std::vector<index_t>& codeword_of, double ridge) {
+  const AdditiveShape& s = a.shape;
+  const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), ncodes = s.codes_per_row();
+  const int G = s.group_size, M = s.num_codebooks;
+  const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
+  auto block_at = [&](index_t o, index_t i) {
+    return block_of[static_cast<std::size_t>((i % M) * K + a.codes[static_cast<std::size_t>(o * ncodes + i)])];
+  };
+  Eigen::VectorXd b = Eigen::VectorXd::Zero(n), theta(n);
+  std::vector<Eigen::MatrixXd> diag(static_cast<std::size_t>(nb), Eigen::MatrixXd::Zero(G, G));
+  for (index_t o = 0; o < rows; ++o) {
+    const double sc = a.scales[static_cast<std::size_t>(o)];
+    for (index_t i = 0; i < ncodes; ++i) {
+      const index_t bi = block_at(o, i), g0 = (i / M) * G;
+      for (int p = 0; p < G; ++p) {
+        b[bi * G + p] += sc * WH[static_cast<std::size_t>(o * P + g0 + p)];
+        for (int q = 0; q < G; ++q) diag[static_cast<std::size_t>(bi)](p, q) += sc * sc * prob.H[static_cast<std::size_t>((g0 + p) * P + g0 + q)];
+      }
+    }
+  }
+  double mean_diag = 0.0;
+  for (const auto& d : diag) mean_diag += d.trace();
+  const double lambda = std::max(ridge * mean_diag / static_cast<double>(std::max<index_t>(1, n)), 1e-30);
+  for (index_t bidx = 0; bidx < nb; ++bidx) {
+    const float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
+    for (int p = 0; p < G; ++p) {
+      theta[bidx * G + p] = cw[p];
+      b[bidx * G + p] += lambda * cw[p];
+      diag[static_cast<std::size_t>(bidx)](p, p) += lambda;
+    }
+  }
+  // A·v in two fixed row halves (results independent of the thread count).
+  auto apply = [&](const Eigen::VectorXd& v) {
+    std::vector<Eigen::VectorXd> partial(2, Eigen::VectorXd::Zero(n));
+    parallel_for(0, 2, [&](index_t c0, index_t c1) {
+      std::vector<double> w(static_cast<std::size_t>(P)), z(static_cast<std::size_t>(P));
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t o = rows * c / 2; o < rows * (c + 1) / 2; ++o) {
+          std::fill(w.begin(), w.end(), 0.0);
+          for (index_t i = 0; i < ncodes; ++i) {
+            const index_t bi = block_at(o, i), g0 = (i / M) * G;
+            for (int p = 0; p < G; ++p) w[static_cast<std::size_t>(g0 + p)] += v[bi * G + p];
+          }
+          const double s2 = static_cast<double>(a.scales[static_cast<std::size_t>(o)]) * a.scales[static_cast<std::size_t>(o)];
+          for (index_t r = 0; r < P; ++r) {
+            const float* h = prob.h_row(r);
+            double acc = 0.0;
+            for (index_t col = 0; col < P; ++col) acc += h[col] * w[static_cast<std::size_t>(col)];
+            z[static_cast<std::size_t>(r)] = s2 * acc;
+          }
+          for (index_t i = 0; i < ncodes; ++i) {
+            const index_t bi = block_at(o, i), g0 = (i / M) * G;
+            for (int p = 0; p < G; ++p) partial[static_cast<std::size_t>(c)][bi * G + p] += z[static_cast<std::size_t>(g0 + p)];
+          }
+        }
+    });
+    Eigen::VectorXd out = partial[0] + partial[1] + lambda * v;
+    return out;
+  };
+  std::vector<Eigen::LLT<Eigen::MatrixXd>> blocks;
+  blocks.reserve(static_cast<std::size_t>(nb));
+  for (const auto& d : diag) blocks.emplace_back(d);
+  auto precondition = [&](const Eigen::VectorXd& r) {
+    Eigen::VectorXd z(n);
+    for (index_t i = 0; i < nb; ++i) z.segment(i * G, G) = blocks[static_cast<std::size_t>(i)].solve(r.segment(i * G, G));
+    return z;
+  };
+  Eigen::VectorXd r = b - apply(theta);
+  const double target = 1e-10 * std::max(b.norm(), 1e-300);
+  Eigen::VectorXd z = precondition(r), p = z;
+  double rz = r.dot(z);
+  for (int it = 0; it < 500 && r.norm() > target; ++it) {
+    const Eigen::VectorXd Ap = apply(p);
+    const double alpha = rz / p.dot(Ap);
+    theta += alpha * p;
+    r -= alpha * Ap;
+    z = precondition(r);
+    const double rz_next = r.dot(z);
+    p = z + (rz_next / rz) * p;
+    rz = rz_next;
+  }
+  if (!theta.allFinite()) return;
+  for (index_t bidx = 0; bidx < nb; ++bidx) {
+    float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
+    for (int q = 0; q < G; ++q) cw[q] = static_cast<float>(theta[bidx * G + q]);
+  }
+}
+
+// Exact least-squares codebooks for fixed codes and scales. Only codewords some code uses are
+// unknowns; `ridge` (relative to the mean diagonal) pulls each toward its current value, which keeps
+// the system positive definite without biasing well-determined codewords. Up to `direct_max_unknowns`
+// the normal equations are solved by Cholesky (LLT), above by block-Jacobi CG to the same solution.
+inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a,
+                                         double ridge = 1e-7, index_t direct_max_unknowns = 2048) {
+  const AdditiveShape& s = a.shape;
+  const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), ncodes = s.codes_per_row();
+  const int G = s.group_size, M = s.num_codebooks;
+  // Map used codewords (m, k) to unknown blocks.
+  std::vector<index_t> block_of(static_cast<std::size_t>(M * K), -1);
+  std::vector<index_t> codeword_of;
+  for (index_t o = 0; o < rows; ++o)
+    for (index_t i = 0; i < ncodes; ++i) {
+      const index_t cw = (i % M) * K + a.codes[static_cast<std::size_t>(o * ncodes + i)];
+      if (block_of[static_cast<std::size_t>(cw)] < 0) {
+        block_of[static_cast<std::size_t>(cw)] = static_cast<index_t>(codeword_of.size());
+        codeword_of.push_back(cw);
+      }
+    }
+  const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
+  // Few rows relative to the unknowns (small matrices): A·v costs rows·P² matrix-free but n² dense,
+  // and assembling A costs rows·(codes per row)²·G²; solve matrix-free then.
+  if (n > direct_max_unknowns && static_cast<double>(rows) * P * P < 0.25 * static_cast<double>(n) * n) {
+    additive_codebooks_ls_matrix_free(prob, WH, a, block_of, codeword_of, ridge);
+    return;
+  }
+  // Accumulate A (upper block triangle plus mirrored blocks) and b in two fixed row halves, so the
+  // float sums do not depend on the thread count.
+  const int chunks = rows >= 2 ? 2 : 1;
+  std::vector<Eigen::MatrixXf> partial_A(static_cast<std::size_t>(chunks));
+  std::vector<Eigen::VectorXd> partial_b(static_cast<std::size_t>(chunks));
+  parallel_for(0, chunks, [&](index_t c0, index_t c1) {
+    std::vector<index_t> blk(static_cast<std::size_t>(ncodes)), grp(static_cast<std::size_t>(ncodes));
+    for (index_t c = c0; c < c1; ++c) {
+      Eigen::MatrixXf& A = partial_A[static_cast<std::size_t>(c)];
+      Eigen::VectorXd& b = partial_b[static_cast<std::size_t>(c)];
+      A.setZero(n, n);
+      b.setZero(n);
+      const index_t o0 = rows * c / chunks, o1 = rows * (c + 1) / chunks;
+      for (index_t o = o0; o < o1; ++o) {
+        const float sc = a.scales[static_cast<std::size_t>(o)], s2 = sc * sc;
+        for (index_t i = 0; i < ncodes; ++i) {
+          blk[static_cast<std::size_t>(i)] =
+              block_of[static_cast<std::size_t>((i % M) * K + a.codes[static_cast<std::size_t>(o * ncodes + i)])];
+          grp[static_cast<std::size_t>(i)] = i / M;
+        }
+        for (index_t i = 0; i < ncodes; ++i) {
+          const index_t bi = blk[static_cast<std::size_t>(i)] * G, gi = grp[static_cast<std::size_t>(i)] * G;
+          const float* v = WH.data() + o * P + gi;
+          for (int p = 0; p < G; ++p) b[bi + p] += static_cast<double>(sc) * v[p];
+          for (index_t t = i; t < ncodes; ++t) {
+            const index_t bt = blk[static_cast<std::size_t>(t)] * G, gt = grp[static_cast<std::size_t>(t)] * G;
+            // A[bi + p, bt + q] += s²·H[gi + p, gt + q] (column-major A, symmetric H), and for t > i the
+            // mirrored block A[bt + q, bi + p].
+            float* Ad = A.data();
+            for (int q = 0; q < G; ++q) {
+              const float* h = prob.h_row(gt + q) + gi;
+              float* dst = Ad + (bt + q) * n + bi;
+              for (int p = 0; p < G; ++p) dst[p] += s2 * h[p];
+            }
+            if (t != i)
+              for (int p = 0; p < G; ++p) {
+                const float* h = prob.h_row(gi + p) + gt;
+                float* dst = Ad + (bi + p) * n + bt;
+                for (int q = 0; q < G; ++q) dst[q] += s2 * h[q];
+              }
+          }
+        }
+      }
+    }
+  });
+  Eigen::MatrixXd A = partial_A[0].cast<double>();
+  Eigen::VectorXd b = partial_b[0];
+  for (int c = 1; c < chunks; ++c) {
+    A += partial_A[static_cast<std::size_t>(c)].cast<double>();
+    b += partial_b[static_cast<std::size_t>(c)];
+  }
+  partial_A.clear();
+  const double mean_diag = n > 0 ? A.diagonal().mean() : 0.0;
+  const double lambda = std::max(ridge * mean_diag, 1e-30);
+  for (index_t bidx = 0; bidx < nb; ++bidx) {
+    const float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
+    for (int p = 0; p < G; ++p) {
+      A(bidx * G + p, bidx * G + p) += lambda;
+      b[bidx * G + p] += lambda * cw[p];
+    }
+  }
+  Eigen::VectorXd theta(n);
+  for (index_t bidx = 0; bidx < nb; ++bidx)
+    for (int p = 0; p < G; ++p) theta[bidx * G + p] = a.codebooks[static_cast<std::size_t>(codeword_of[static_cast<std::size_t>(bidx)] * G + p)];
+  if (n <= direct_max_unknowns) {
+    Eigen::LLT<Eigen::MatrixXd> llt(A);
+    theta = llt.info() == Eigen::Success ? Eigen::VectorXd(llt.solve(b)) : Eigen::VectorXd(A.ldlt().solve(b));
+  } else {
+    solve_block_jacobi_cg(A, b, G, theta);
+  }
+  if (!theta.allFinite()) return;  // keep the old codebooks rather than poison them
+  for (index_t bidx = 0; bidx < nb; ++bidx) {
+    float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
+    for (int p = 0; p < G; ++p) cw[p] = static_cast<float>(theta[bidx * G + p]);
+  }
+}
+
+// Closed-form scales for fixed codes and codebooks: s_o = ⟨(W·H)_o, u_o⟩ / (u_o·H·u_oᵀ).
+inline void additive_update_scales_ls(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a) {
+  const index_t rows = a.shape.rows, P = prob.P();
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    std::vector<float> u(static_cast<std::size_t>(P)), hu(static_cast<std::size_t>(P));
+    for (index_t o = r0; o < r1; ++o) {
+      additive_unscaled_row_reference(a, o, u.data());
+      std::fill(hu.begin(), hu.end(), 0.0f);
+      for (index_t k = 0; k < P; ++k) {
+        const float uk = u[static_cast<std::size_t>(k)];
+        if (uk == 0.0f) continue;
+        const float* h = prob.h_row(k);
+#pragma omp simd
+        for (index_t c = 0; c < P; ++c) hu[static_cast<std::size_t>(c)] += uk * h[c];
+      }
+      double num = 0.0, den = 0.0;
+      const float* v = WH.data() + o * P;
+      for (index_t c = 0; c < P; ++c) {
+        num += static_cast<double>(v[c]) * u[static_cast<std::size_t>(c)];
+        den += static_cast<double>(hu[static_cast<std::size_t>(c)]) * u[static_cast<std::size_t>(c)];
+      }
+      if (den > 0.0 && std::isfinite(num / den)) a.scales[static_cast<std::size_t>(o)] = static_cast<float>(num / den);
+    }
+  });
+}
+
+// Adam over codebooks and scales as in the AQLM paper's continuous step. The state persists across
+// calls (one per matrix) so successive epochs continue the same optimizer.
+struct AdditiveAdamOptions {
+  int steps = 100;
+  double lr = 1e-4;
+  double beta1 = 0.0;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  bool amsgrad = true;
+};
+
+struct AdditiveAdamState {
+  std::vector<double> m, v, v_max;  // over [codebooks..., scales...]
+  long step = 0;
+};
+
+inline void additive_update_adam(const AdditiveProblem& prob, AdditiveCodes& a, const AdditiveAdamOptions& opt,
+                                 AdditiveAdamState& state) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const AdditiveShape& s = a.shape;
+  const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), ncodes = s.codes_per_row();
+  const int G = s.group_size, M = s.num_codebooks;
+  const std::size_t n_cb = a.codebooks.size(), n_all = n_cb + a.scales.size();
+  if (state.m.size() != n_all) {
+    state.m.assign(n_all, 0.0);
+    state.v.assign(n_all, 0.0);
+    state.v_max.assign(n_all, 0.0);
+    state.step = 0;
+  }
+  RowMajor U(rows, P), D(rows, P);
+  Eigen::Map<const RowMajor> W(prob.W.data(), rows, P), H(prob.H.data(), P, P);
+  std::vector<double> grad(n_all);
+  for (int step = 0; step < opt.steps; ++step) {
+    parallel_for(0, rows, [&](index_t r0, index_t r1) {
+      for (index_t o = r0; o < r1; ++o) additive_unscaled_row_reference(a, o, U.data() + o * P);
+    });
+    Eigen::Map<const Eigen::VectorXf> scales(a.scales.data(), rows);
+    D = scales.asDiagonal() * U - W;
+    const RowMajor grad_w = (2.0f / static_cast<float>(rows)) * (D * H);  // d loss / d Ŵ, loss = tr(ΔW H ΔWᵀ)/rows
+    std::fill(grad.begin(), grad.end(), 0.0);
+    for (index_t o = 0; o < rows; ++o) {
+      const float sc = a.scales[static_cast<std::size_t>(o)];
+      double gs = 0.0;
+      for (index_t i = 0; i < ncodes; ++i) {
+        const index_t j = i / M;
+        const int m = static_cast<int>(i % M);
+        const index_t cw = (m * K + a.codes[static_cast<std::size_t>(o * ncodes + i)]) * G;
+        for (int p = 0; p < G; ++p) grad[static_cast<std::size_t>(cw + p)] += static_cast<double>(sc) * grad_w(o, j * G + p);
+      }
+      for (index_t c = 0; c < P; ++c) gs += static_cast<double>(grad_w(o, c)) * U(o, c);
+      grad[n_cb + static_cast<std::size_t>(o)] = gs;
+    }
+    ++state.step;
+    const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(state.step));
+    const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(state.step));
+    for (std::size_t i = 0; i < n_all; ++i) {
+      state.m[i] = opt.beta1 * state.m[i] + (1.0 - opt.beta1) * grad[i];
+      state.v[i] = opt.beta2 * state.v[i] + (1.0 - opt.beta2) * grad[i] * grad[i];
+      double v = state.v[i];
+      if (opt.amsgrad) {
+        state.v_max[i] = std::max(state.v_max[i], v);
+        v = state.v_max[i];
+      }
+      const double update = opt.lr * (state.m[i] / bc1) / (std::sqrt(v / bc2) + opt.eps);
+      float& target = i < n_cb ? a.codebooks[i] : a.scales[i - n_cb];
+      target = static_cast<float>(target - update);
+    }
+  }
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/codebook_update.hpp ----
+
+// ---- begin lowbit/calib/kmeans.hpp ----
+// Lloyd's k-means for codebook initialization (AQLM's residual k-means, ALGORITHMS.md §1.3 step 2).
+// Distances come from a GEMM (‖c‖² − 2⟨x, c⟩) over chunks of points, so 2^16 centroids never need an
+// n × K distance matrix in memory. Training can be subsampled (at most `max_points_per_centroid · K`
+// points, drawn with the caller's seeded Rng); the final assignment always covers every point. Ties go
+// to the lowest centroid index and an empty cluster takes the point farthest from its centroid, so the
+// result is deterministic for a seed and independent of the thread count.
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+struct KMeansOptions {
+  int iterations = 100;                  // Lloyd iterations (AQLM default)
+  index_t max_points_per_centroid = 256;  // training subsample cap; <= 0 disables subsampling
+};
+
+struct KMeansResult {
+  std::vector<float> centroids;           // [K, dim]
+  std::vector<std::uint32_t> assignment;  // [n], nearest centroid of every point
+  double inertia = 0.0;                   // Σ ‖x − c(x)‖² over all points
+  int iterations_run = 0;
+};
+
+// Nearest centroid of every point (lowest index on ties) and, if `distance2` is given, the squared
+// distance to it. points [n, dim], centroids [K, dim], both row-major and contiguous.
+inline void kmeans_assign(const float* points, index_t n, int dim, const float* centroids, index_t K,
+                          std::uint32_t* assignment, float* distance2 = nullptr) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMajor> C(centroids, K, dim);
+  const Eigen::VectorXf c_norm = C.rowwise().squaredNorm();
+  // Keep each thread's score block near 4 MiB.
+  const index_t chunk = std::max<index_t>(8, std::min<index_t>(1024, (index_t{1} << 20) / std::max<index_t>(1, K)));
+  const index_t chunks = (n + chunk - 1) / chunk;
+  parallel_for(0, chunks, [&](index_t b0, index_t b1) {
+    RowMajor scores;
+    for (index_t b = b0; b < b1; ++b) {
+      const index_t p0 = b * chunk, p1 = std::min(n, p0 + chunk);
+      Eigen::Map<const RowMajor> X(points + p0 * dim, p1 - p0, dim);
+      scores.noalias() = X * C.transpose();  // [chunk, K]
+      for (index_t p = p0; p < p1; ++p) {
+        const float* row = scores.data() + (p - p0) * K;
+        float best = std::numeric_limits<float>::infinity();
+        index_t best_k = 0;
+        for (index_t k = 0; k < K; ++k) {
+          const float d = c_norm[k] - 2.0f * row[k];
+          if (d < best) {
+            best = d;
+            best_k = k;
+          }
+        }
+        assignment[p] = static_cast<std::uint32_t>(best_k);
+        if (distance2) {
+          float exact = 0.0f;
+          const float* x = points + p * dim;
+          const float* c = centroids + best_k * dim;
+          for (int d = 0; d < dim; ++d) exact += (x[d] - c[d]) * (x[d] - c[d]);
+          distance2[p] = exact;
+        }
+      }
+    }
+  });
+}
+
+// Lloyd's iterations from the given centroids (updated in place); stops early when no assignment
+// changes. Returns the number of iterations run. `assignment` [n] receives the final assignment.
+inline int kmeans_lloyd(const float* points, index_t n, int dim, float* centroids, index_t K, int iterations,
+                        std::uint32_t* assignment) {
+  std::vector<float> dist2(static_cast<std::size_t>(n));
+  std::vector<std::uint32_t> previous(static_cast<std::size_t>(n), std::numeric_limits<std::uint32_t>::max());
+  std::vector<double> sums(static_cast<std::size_t>(K * dim));
+  std::vector<index_t> counts(static_cast<std::size_t>(K));
+  int it = 0;
+  for (; it < iterations; ++it) {
+    kmeans_assign(points, n, dim, centroids, K, assignment, dist2.data());
+    if (std::equal(assignment, assignment + n, previous.begin())) break;
+    std::copy(assignment, assignment + n, previous.begin());
+    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), 0);
+    for (index_t p = 0; p < n; ++p) {
+      const index_t k = assignment[p];
+      ++counts[static_cast<std::size_t>(k)];
+      for (int d = 0; d < dim; ++d) sums[static_cast<std::size_t>(k * dim + d)] += points[p * dim + d];
+    }
+    // Empty clusters take the points farthest from their centroids, farthest first (ties: lowest index).
+    std::vector<index_t> by_distance;
+    for (index_t k = 0; k < K; ++k) {
+      if (counts[static_cast<std::size_t>(k)] > 0) {
+        for (int d = 0; d < dim; ++d)
+          centroids[k * dim + d] =
+              static_cast<float>(sums[static_cast<std::size_t>(k * dim + d)] / counts[static_cast<std::size_t>(k)]);
+        continue;
+      }
+      if (by_distance.empty()) {
+        by_distance.resize(static_cast<std::size_t>(n));
+        std::iota(by_distance.begin(), by_distance.end(), index_t{0});
+        std::stable_sort(by_distance.begin(), by_distance.end(),
+                         [&](index_t a, index_t b) { return dist2[static_cast<std::size_t>(a)] > dist2[static_cast<std::size_t>(b)]; });
+        by_distance.erase(by_distance.begin() + std::min<index_t>(n, K), by_distance.end());
+        std::reverse(by_distance.begin(), by_distance.end());  // pop_back yields the farthest
+      }
+      if (by_distance.empty()) continue;  // more empty clusters than points: keep the old centroid
+      const index_t p = by_distance.back();
+      by_distance.pop_back();
+      for (int d = 0; d < dim; ++d) centroids[k * dim + d] = points[p * dim + d];
+    }
+  }
+  if (it == iterations) kmeans_assign(points, n, dim, centroids, K, assignment);
+  return it;
+}
+
+// k-means with K centroids: initial centroids are K distinct training points drawn with `rng` (when
+// there are fewer points than centroids, every point plus repeats), Lloyd's iterations on the training
+// subsample, then the assignment of all points.
+inline KMeansResult kmeans(const float* points, index_t n, int dim, index_t K, const KMeansOptions& options, Rng& rng) {
+  LOWBIT_CHECK(n > 0 && dim > 0 && K > 0, "kmeans: need points and centroids, got n=", n, ", dim=", dim, ", K=", K);
+  // Training subset: a seeded partial Fisher-Yates shuffle of the point indices.
+  std::vector<index_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), index_t{0});
+  index_t train_n = n;
+  if (options.max_points_per_centroid > 0 && n > options.max_points_per_centroid * K)
+    train_n = options.max_points_per_centroid * K;
+  const index_t shuffled = std::min(n, std::max(train_n, K));
+  for (index_t i = 0; i < shuffled; ++i) {
+    const index_t j = i + static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n - i)));
+    std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
+  }
+  std::vector<float> train;
+  const float* train_points = points;
+  if (train_n < n) {
+    std::vector<index_t> picked(order.begin(), order.begin() + train_n);
+    std::sort(picked.begin(), picked.end());  // keep memory order for locality
+    train.resize(static_cast<std::size_t>(train_n * dim));
+    for (index_t i = 0; i < train_n; ++i)
+      std::copy(points + picked[static_cast<std::size_t>(i)] * dim, points + (picked[static_cast<std::size_t>(i)] + 1) * dim,
+                train.begin() + i * dim);
+    train_points = train.data();
+  }
+  KMeansResult result;
+  result.centroids.resize(static_cast<std::size_t>(K * dim));
+  for (index_t k = 0; k < K; ++k) {
+    const index_t p = k < n ? order[static_cast<std::size_t>(k)] : static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n)));
+    std::copy(points + p * dim, points + (p + 1) * dim, result.centroids.begin() + k * dim);
+  }
+  std::vector<std::uint32_t> train_assignment(static_cast<std::size_t>(train_n));
+  result.iterations_run =
+      kmeans_lloyd(train_points, train_n, dim, result.centroids.data(), K, options.iterations, train_assignment.data());
+  result.assignment.resize(static_cast<std::size_t>(n));
+  std::vector<float> dist2(static_cast<std::size_t>(n));
+  kmeans_assign(points, n, dim, result.centroids.data(), K, result.assignment.data(), dist2.data());
+  result.inertia = std::accumulate(dist2.begin(), dist2.end(), 0.0);
+  return result;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/kmeans.hpp ----
+
+namespace lowbit::calib {
+
+enum class CodebookUpdate { ExactLeastSquares, Adam };
+
+struct AdditiveCalibOptions {
+  int num_codebooks = 2;  // M
+  int code_bits = 8;      // B
+  int group_size = 8;     // G
+  KMeansOptions kmeans{};  // iterations 100, max 256 points per centroid
+  int beam_size = 1;
+  int max_epochs = 100;
+  double relative_mse_tolerance = 0.01;  // stop when an epoch gains less than this fraction
+  CodebookUpdate update = CodebookUpdate::ExactLeastSquares;
+  AdditiveAdamOptions adam{};  // used when update == Adam
+  double ls_ridge = 1e-7;
+  std::uint64_t seed = 0;
+  bool verbose = false;
+  std::string label;  // printed with verbose progress
+
+  AdditiveShape shape(index_t rows, index_t cols) const {
+    return AdditiveShape{rows, cols, num_codebooks, code_bits, group_size};
+  }
+};
+
+struct AdditiveCalibReport {
+  double initial_relative_mse = 0.0;  // after k-means initialization
+  double relative_mse = 0.0;          // tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) at the end
+  int epochs = 0;
+  std::vector<double> history;  // relative MSE after every epoch
+};
+
+// Pads W and H to whole groups (zeros), symmetrises H. An empty H means the identity (data-free AQ).
+inline AdditiveProblem make_additive_problem(MatrixView<const float> W, MatrixView<const float> H,
+                                             const AdditiveShape& shape) {
+  AdditiveProblem prob;
+  prob.shape = shape;
+  const index_t rows = shape.rows, cols = shape.cols, P = shape.padded_cols();
+  LOWBIT_CHECK(W.rows() == rows && W.cols() == cols, "additive calibration: weight is [", W.rows(), ", ", W.cols(),
+               "], expected [", rows, ", ", cols, "]");
+  prob.W.assign(static_cast<std::size_t>(rows * P), 0.0f);
+  for (index_t o = 0; o < rows; ++o)
+    for (index_t c = 0; c < cols; ++c) prob.W[static_cast<std::size_t>(o * P + c)] = W(o, c);
+  prob.H.assign(static_cast<std::size_t>(P * P), 0.0f);
+  if (H.data == nullptr) {
+    for (index_t c = 0; c < cols; ++c) prob.H[static_cast<std::size_t>(c * P + c)] = 1.0f;
+  } else {
+    LOWBIT_CHECK(H.rows() == cols && H.cols() == cols, "additive calibration: Hessian is [", H.rows(), ", ", H.cols(),
+                 "], expected [", cols, ", ", cols, "]");
+    for (index_t r = 0; r < cols; ++r)
+      for (index_t c = 0; c < cols; ++c) prob.H[static_cast<std::size_t>(r * P + c)] = 0.5f * (H(r, c) + H(c, r));
+  }
+  return prob;
+}
+
+// Σ_o w_o·H·w_oᵀ, the denominator of the relative MSE.
+inline double additive_reference_energy(const AdditiveProblem& prob, const std::vector<float>& WH) {
+  double e = 0.0;
+  for (std::size_t i = 0; i < prob.W.size(); ++i) e += static_cast<double>(prob.W[i]) * WH[i];
+  return e;
+}
+
+// Scales = row norms; residual k-means, one codebook at a time, on the normalised rows.
+inline AdditiveCodes additive_initialize(const AdditiveProblem& prob, const AdditiveCalibOptions& options) {
+  const AdditiveShape& s = prob.shape;
+  s.validate("additive calibration");
+  AdditiveCodes a(s);
+  const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), groups = s.groups();
+  const int G = s.group_size, M = s.num_codebooks;
+  std::vector<float> residual(static_cast<std::size_t>(rows * P));  // [rows·groups, G] points
+  for (index_t o = 0; o < rows; ++o) {
+    double norm2 = 0.0;
+    const float* w = prob.w_row(o);
+    for (index_t c = 0; c < P; ++c) norm2 += static_cast<double>(w[c]) * w[c];
+    const float scale = norm2 > 0.0 ? static_cast<float>(std::sqrt(norm2)) : 1.0f;
+    a.scales[static_cast<std::size_t>(o)] = scale;
+    for (index_t c = 0; c < P; ++c) residual[static_cast<std::size_t>(o * P + c)] = w[c] / scale;
+  }
+  const Rng root(options.seed);
+  const index_t n_points = rows * groups;
+  for (int m = 0; m < M; ++m) {
+    Rng rng = root.fork(static_cast<std::uint64_t>(m));
+    KMeansResult km = kmeans(residual.data(), n_points, G, K, options.kmeans, rng);
+    std::copy(km.centroids.begin(), km.centroids.end(), a.codebooks.begin() + m * K * G);
+    for (index_t p = 0; p < n_points; ++p) {
+      const std::uint32_t k = km.assignment[static_cast<std::size_t>(p)];
+      a.codes[static_cast<std::size_t>(p * M + m)] = k;
+      const float* c = km.centroids.data() + static_cast<index_t>(k) * G;
+      for (int d = 0; d < G; ++d) residual[static_cast<std::size_t>(p * G + d)] -= c[d];
+    }
+  }
+  return a;
+}
+
+// Runs the continuous step selected by `options` (state is only used by Adam).
+inline void additive_continuous_step(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a,
+                                     const AdditiveCalibOptions& options, AdditiveAdamState& adam_state) {
+  if (options.update == CodebookUpdate::ExactLeastSquares) {
+    additive_update_codebooks_ls(prob, WH, a, options.ls_ridge);
+    additive_update_scales_ls(prob, WH, a);
+  } else {
+    additive_update_adam(prob, a, options.adam, adam_state);
+  }
+}
+
+// Calibrates one matrix W [rows, cols] against H [cols, cols] (H.data == nullptr: identity).
+inline AdditiveCodes calibrate_additive(MatrixView<const float> W, MatrixView<const float> H,
+                                        const AdditiveCalibOptions& options, AdditiveCalibReport* report = nullptr) {
+  const AdditiveShape shape = options.shape(W.rows(), W.cols());
+  shape.validate("additive calibration" + (options.label.empty() ? std::string() : " of " + options.label));
+  const AdditiveProblem prob = make_additive_problem(W, H, shape);
+  const std::vector<float> WH = additive_wh(prob);
+  const double energy = std::max(additive_reference_energy(prob, WH), 1e-30);
+  AdditiveCodes a = additive_initialize(prob, options);
+  AdditiveAdamState adam_state;
+  double previous = additive_objective(prob, a);
+  AdditiveCalibReport local;
+  local.initial_relative_mse = previous / energy;
+  const Rng root(options.seed ^ 0x5eedbea3ULL);
+  for (int epoch = 1; epoch <= options.max_epochs; ++epoch) {
+    additive_continuous_step(prob, WH, a, options, adam_state);
+    Rng rng = root.fork(static_cast<std::uint64_t>(epoch));
+    const double loss = additive_beam_search(prob, a, BeamSearchOptions{options.beam_size}, rng);
+    local.history.push_back(loss / energy);
+    local.epochs = epoch;
+    if (options.verbose)
+      std::fprintf(stderr, "  aq %s epoch %d: relative mse %.6f\n", options.label.c_str(), epoch, loss / energy);
+    const bool converged = !(loss < previous * (1.0 - options.relative_mse_tolerance));
+    previous = loss;
+    if (converged) break;
+  }
+  // A last exact update for the final codes never increases the objective.
+  if (options.update == CodebookUpdate::ExactLeastSquares) additive_continuous_step(prob, WH, a, options, adam_state);
+  local.relative_mse = additive_objective(prob, a) / energy;
+  if (report) *report = local;
+  return a;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/additive.hpp ----
+
+// ---- begin lowbit/kernels/cpu/additive_matvec.hpp ----
+// CPU kernels for additively quantized matrices (AQLM): the lookup-table matvec for 2^B ≤ 256 codebooks
+// (per token, lut[j·M+m][k] = ⟨x_j, C_m[k]⟩, then each row is s_o · Σ lut[code]), a gather path for
+// large codebooks (1x16, 2x15) where a per-token table would be bigger than the matrix, and a
+// dequantize-to-dense kernel for batched products. The AVX-512 path is tiled so that a 16 KiB slice of
+// the table stays in L1 while a tile of rows gathers from it; scalar code is the reference.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+
+namespace lowbit {
+
+// A read-only view of packed additive storage as the kernels consume it. Codes are the bit stream of
+// core/bitpack.hpp, code (j, m) of row o at stream index j·M + m, each row starting on a 32-bit word.
+struct AdditiveKernelView {
+  AdditiveShape shape;
+  const std::uint32_t* codes = nullptr;  // [rows, words_per_row]
+  index_t words_per_row = 0;
+  const float* codebooks = nullptr;  // [M, 2^B, G] fp32
+  const float* scales = nullptr;     // [rows] fp32
+  // Optional kernel layout of 8-bit codes, 32-row tiles transposed: [ceil(rows/32), codes_per_row, 32]
+  // bytes (additive_tile_codes). When present, the AVX-512 kernel looks codes up in registers.
+  const std::uint8_t* tiled_codes = nullptr;
+};
+
+inline constexpr index_t kAdditiveTileRows = 32;
+
+// Builds the tiled layout of 8-bit codes (rows past the end are code 0 and ignored).
+inline std::vector<std::uint8_t> additive_tile_codes(const AdditiveShape& s, const std::uint32_t* codes,
+                                                     index_t words_per_row) {
+  LOWBIT_CHECK(s.code_bits == 8, "additive_tile_codes: needs 8-bit codes, found ", s.code_bits);
+  const index_t n = s.codes_per_row(), tiles = (s.rows + kAdditiveTileRows - 1) / kAdditiveTileRows;
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(tiles * n * kAdditiveTileRows), 0);
+  for (index_t o = 0; o < s.rows; ++o) {
+    const std::uint8_t* row = reinterpret_cast<const std::uint8_t*>(codes + o * words_per_row);
+    const index_t t = o / kAdditiveTileRows, lane = o % kAdditiveTileRows;
+    for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>((t * n + i) * kAdditiveTileRows + lane)] = row[i];
+  }
+  return out;
+}
+
+inline std::uint32_t additive_code_at(const AdditiveKernelView& v, index_t row, index_t i) {
+  const std::uint32_t* w = v.codes + row * v.words_per_row;
+  switch (v.shape.code_bits) {
+    case 8: return reinterpret_cast<const std::uint8_t*>(w)[i];
+    case 16: return reinterpret_cast<const std::uint16_t*>(w)[i];
+    default: return unpack_code(w, i, v.shape.code_bits);
+  }
+}
+
+enum class AdditiveKernel { Auto, Scalar, Avx2, Avx512, Avx512Table, Gather };
+
+// Size in floats of the per-token lookup table.
+inline index_t additive_lut_size(const AdditiveShape& s) { return s.codes_per_row() * s.codebook_size(); }
+
+// lut[(j·M + m)·K + k] = Σ_d x[G·j + d] · C_m[k][d], padding columns read as zero. `transposed` is
+// scratch of M·G·K floats (codebooks as [M, G, K], so the inner loop runs over k in SIMD lanes).
+inline void additive_build_lut(const AdditiveKernelView& v, const float* x, float* lut,
+                               std::vector<float>& transposed) {
+  const auto& s = v.shape;
+  const index_t K = s.codebook_size();
+  const int G = s.group_size, M = s.num_codebooks;
+  transposed.resize(static_cast<std::size_t>(M * G * K));
+  for (int m = 0; m < M; ++m)
+    for (index_t k = 0; k < K; ++k)
+      for (int d = 0; d < G; ++d)
+        transposed[static_cast<std::size_t>((m * G + d) * K + k)] = v.codebooks[(m * K + k) * G + d];
+  const float* ct = transposed.data();
+  parallel_for(
+      0, s.groups(),
+      [&](index_t j0, index_t j1) {
+        for (index_t j = j0; j < j1; ++j) {
+          float xg[32];
+          for (int d = 0; d < G; ++d) {
+            const index_t c = j * G + d;
+            xg[d] = c < s.cols ? x[c] : 0.0f;
+          }
+          for (int m = 0; m < M; ++m) {
+            float* out = lut + (j * M + m) * K;
+            const float* cm = ct + static_cast<index_t>(m) * G * K;
+            // 16 table entries at a time stay in registers across the G products.
+            index_t k = 0;
+            for (; k + 16 <= K; k += 16) {
+              float acc[16] = {};
+              for (int d = 0; d < G; ++d) {
+                const float xd = xg[d];
+                const float* row = cm + d * K + k;
+#pragma omp simd
+                for (int t = 0; t < 16; ++t) acc[t] += xd * row[t];
+              }
+              for (int t = 0; t < 16; ++t) out[k + t] = acc[t];
+            }
+            for (; k < K; ++k) {
+              float acc = 0.0f;
+              for (int d = 0; d < G; ++d) acc += xg[d] * cm[d * K + k];
+              out[k] = acc;
+            }
+          }
+        }
+      },
+      16);
+}
+
+// Scalar reference over the table: y[o] = s_o · Σ_i lut[i·K + code_i].
+inline void additive_lut_rows_scalar(const AdditiveKernelView& v, const float* lut, index_t r0, index_t r1,
+                                     float* y) {
+  const index_t n = v.shape.codes_per_row(), K = v.shape.codebook_size();
+  for (index_t o = r0; o < r1; ++o) {
+    float acc = 0.0f;
+    for (index_t i = 0; i < n; ++i) acc += lut[i * K + additive_code_at(v, o, i)];
+    y[o] = acc * v.scales[o];
+  }
+}
+
+#if defined(__AVX2__)
+// AVX2, 8-bit codes: eight codes per gather, one row at a time.
+inline void additive_lut_rows_avx2(const AdditiveKernelView& v, const float* lut, index_t r0, index_t r1,
+                                   float* y) {
+  const index_t n = v.shape.codes_per_row();
+  const __m256i lane_base = _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792);
+  for (index_t o = r0; o < r1; ++o) {
+    const std::uint8_t* codes = reinterpret_cast<const std::uint8_t*>(v.codes + o * v.words_per_row);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    index_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m128i c16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + i));
+      const __m256i ia = _mm256_add_epi32(_mm256_cvtepu8_epi32(c16), lane_base);
+      const __m256i ib = _mm256_add_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(c16, 8)), lane_base);
+      acc0 = _mm256_add_ps(acc0, _mm256_i32gather_ps(lut + i * 256, ia, 4));
+      acc1 = _mm256_add_ps(acc1, _mm256_i32gather_ps(lut + (i + 8) * 256, ib, 4));
+    }
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    float acc = _mm_cvtss_f32(h);
+    for (; i < n; ++i) acc += lut[i * 256 + codes[i]];
+    y[o] = acc * v.scales[o];
+  }
+}
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+// Horizontal sum written out (GCC 12's _mm512_reduce_add_ps trips -Wmaybe-uninitialized).
+inline float additive_hsum512(__m512 v) {
+  const __m256 lo = _mm512_castps512_ps256(v);
+  const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  const __m256 s8 = _mm256_add_ps(lo, hi);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+  return _mm_cvtss_f32(s4);
+}
+
+// AVX-512, 8-bit codes: rows are processed in tiles; for each 16-table slice of the LUT (16 KiB, L1)
+// every row of the tile does one 16-lane gather into its own accumulator, so the table is streamed from
+// L2 once per tile instead of once per row.
+inline void additive_lut_rows_avx512(const AdditiveKernelView& v, const float* lut, index_t r0, index_t r1,
+                                     float* y) {
+  constexpr index_t kTileRows = 128;  // 128 accumulators (8 KiB) + the tile's codes stay in L1/L2
+  const index_t n = v.shape.codes_per_row();
+  const __m512i lane_base = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(256));
+  const index_t full = n / 16;
+  const int tail = static_cast<int>(n - full * 16);
+  const __mmask16 tail_mask = static_cast<__mmask16>((1u << tail) - 1u);
+  alignas(64) __m512 acc[kTileRows];
+  for (index_t t0 = r0; t0 < r1; t0 += kTileRows) {
+    const index_t t1 = std::min(r1, t0 + kTileRows);
+    const index_t rows = t1 - t0;
+    for (index_t r = 0; r < rows; ++r) acc[r] = _mm512_setzero_ps();
+    const std::uint8_t* base = reinterpret_cast<const std::uint8_t*>(v.codes + t0 * v.words_per_row);
+    const index_t stride = v.words_per_row * 4;
+    for (index_t c = 0; c < full; ++c) {
+      const float* slice = lut + c * 16 * 256;
+      const std::uint8_t* codes = base + c * 16;
+      index_t r = 0;
+      for (; r + 2 <= rows; r += 2) {
+        const __m512i i0 = _mm512_add_epi32(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * stride))), lane_base);
+        const __m512i i1 = _mm512_add_epi32(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + (r + 1) * stride))),
+            lane_base);
+        acc[r] = _mm512_add_ps(acc[r], _mm512_i32gather_ps(i0, slice, 4));
+        acc[r + 1] = _mm512_add_ps(acc[r + 1], _mm512_i32gather_ps(i1, slice, 4));
+      }
+      for (; r < rows; ++r) {
+        const __m512i i0 = _mm512_add_epi32(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + r * stride))), lane_base);
+        acc[r] = _mm512_add_ps(acc[r], _mm512_i32gather_ps(i0, slice, 4));
+      }
+    }
+    if (tail) {
+      const float* slice = lut + full * 16 * 256;
+      for (index_t r = 0; r < rows; ++r) {
+        const __m512i i0 = _mm512_add_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(tail_mask, base + r * stride + full * 16)),
+                                            lane_base);
+        acc[r] = _mm512_add_ps(acc[r], _mm512_mask_i32gather_ps(_mm512_setzero_ps(), tail_mask, i0, slice, 4));
+      }
+    }
+    for (index_t r = 0; r < rows; ++r) y[t0 + r] = additive_hsum512(acc[r]) * v.scales[t0 + r];
+  }
+}
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// AVX-512, 8-bit codes, tables in registers: the per-token LUT is quantized once to int16 with one step
+// Δ = max|lut| / 32767 (relative error ≤ 1.5e-5 of the largest entry), so one 256-entry table is 8 zmm
+// registers and 32 rows' codes for a position are looked up with 4 vpermi2w + 3 blends — no gathers.
+// Rows come in 32-row tiles of transposed codes (AdditiveKernelView::tiled_codes); 4 tiles share each
+// table load. y = Δ · s_o · Σ int16 lookups (int32 accumulation is exact).
+inline void additive_lut_rows_avx512_table(const AdditiveKernelView& v, const std::int16_t* lut16, float delta,
+                                           index_t tile0, index_t tile1, float* y) {
+  const index_t n = v.shape.codes_per_row();
+  const __m512i bit6 = _mm512_set1_epi16(64), bit7 = _mm512_set1_epi16(128);
+  constexpr int kTilesPerPass = 4;
+  for (index_t t0 = tile0; t0 < tile1; t0 += kTilesPerPass) {
+    const int tiles = static_cast<int>(std::min<index_t>(kTilesPerPass, tile1 - t0));
+    __m512i acc_lo[kTilesPerPass], acc_hi[kTilesPerPass];
+    for (int t = 0; t < kTilesPerPass; ++t) acc_lo[t] = acc_hi[t] = _mm512_setzero_si512();
+    for (index_t i = 0; i < n; ++i) {
+      const __m512i* table = reinterpret_cast<const __m512i*>(lut16 + i * 256);
+      const __m512i T0 = _mm512_loadu_si512(table + 0), T1 = _mm512_loadu_si512(table + 1);
+      const __m512i T2 = _mm512_loadu_si512(table + 2), T3 = _mm512_loadu_si512(table + 3);
+      const __m512i T4 = _mm512_loadu_si512(table + 4), T5 = _mm512_loadu_si512(table + 5);
+      const __m512i T6 = _mm512_loadu_si512(table + 6), T7 = _mm512_loadu_si512(table + 7);
+      for (int t = 0; t < tiles; ++t) {
+        const std::uint8_t* codes = v.tiled_codes + ((t0 + t) * n + i) * kAdditiveTileRows;
+        const __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
+        const __m512i q0 = _mm512_permutex2var_epi16(T0, idx, T1);
+        const __m512i q1 = _mm512_permutex2var_epi16(T2, idx, T3);
+        const __m512i q2 = _mm512_permutex2var_epi16(T4, idx, T5);
+        const __m512i q3 = _mm512_permutex2var_epi16(T6, idx, T7);
+        const __mmask32 m6 = _mm512_test_epi16_mask(idx, bit6), m7 = _mm512_test_epi16_mask(idx, bit7);
+        const __m512i lo = _mm512_mask_blend_epi16(m6, q0, q1), hi = _mm512_mask_blend_epi16(m6, q2, q3);
+        const __m512i val = _mm512_mask_blend_epi16(m7, lo, hi);
+        acc_lo[t] = _mm512_add_epi32(acc_lo[t], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(val)));
+        acc_hi[t] = _mm512_add_epi32(acc_hi[t], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(val, 1)));
+      }
+    }
+    for (int t = 0; t < tiles; ++t) {
+      alignas(64) std::int32_t sums[32];
+      _mm512_store_si512(reinterpret_cast<__m512i*>(sums), acc_lo[t]);
+      _mm512_store_si512(reinterpret_cast<__m512i*>(sums + 16), acc_hi[t]);
+      const index_t row0 = (t0 + t) * kAdditiveTileRows;
+      const index_t rows = std::min<index_t>(kAdditiveTileRows, v.shape.rows - row0);
+      for (index_t r = 0; r < rows; ++r) y[row0 + r] = static_cast<float>(sums[r]) * delta * v.scales[row0 + r];
+    }
+  }
+}
+#endif
+
+// Gather path for any B (used for B > 8): each row sums the M selected codewords of every group and
+// takes the dot product with the matching slice of x. G is a template so the inner loops vectorize.
+template <int G>
+void additive_gather_rows(const AdditiveKernelView& v, const float* x, index_t r0, index_t r1, float* y) {
+  const auto& s = v.shape;
+  const index_t K = s.codebook_size(), groups = s.groups();
+  const int M = s.num_codebooks;
+  const index_t full_groups = s.cols / G;  // groups with no padding
+  for (index_t o = r0; o < r1; ++o) {
+    float acc[G] = {};
+    for (index_t j = 0; j < groups; ++j) {
+      float sum[G];
+      const float* c0 = v.codebooks + static_cast<index_t>(additive_code_at(v, o, j * M)) * G;
+      for (int d = 0; d < G; ++d) sum[d] = c0[d];
+      for (int m = 1; m < M; ++m) {
+        const float* cm = v.codebooks + (m * K + additive_code_at(v, o, j * M + m)) * G;
+        for (int d = 0; d < G; ++d) sum[d] += cm[d];
+      }
+      const float* xg = x + j * G;
+      if (j < full_groups) {
+        for (int d = 0; d < G; ++d) acc[d] += sum[d] * xg[d];
+      } else {
+        for (int d = 0; d < G; ++d)
+          if (j * G + d < s.cols) acc[d] += sum[d] * xg[d];
+      }
+    }
+    float total = 0.0f;
+    for (int d = 0; d < G; ++d) total += acc[d];
+    y[o] = total * v.scales[o];
+  }
+}
+
+inline void additive_gather_rows(const AdditiveKernelView& v, const float* x, index_t r0, index_t r1, float* y) {
+  switch (v.shape.group_size) {
+    case 2: return additive_gather_rows<2>(v, x, r0, r1, y);
+    case 4: return additive_gather_rows<4>(v, x, r0, r1, y);
+    case 8: return additive_gather_rows<8>(v, x, r0, r1, y);
+    case 16: return additive_gather_rows<16>(v, x, r0, r1, y);
+    case 32: return additive_gather_rows<32>(v, x, r0, r1, y);
+    default: fail("additive gather: unsupported group size ", v.shape.group_size);
+  }
+}
+
+// The fastest kernel compiled in for this layout.
+inline AdditiveKernel additive_default_kernel(const AdditiveShape& s) {
+  if (s.code_bits > 8) return AdditiveKernel::Gather;
+  if (s.code_bits == 8) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    return AdditiveKernel::Avx512;  // additive_matvec upgrades to Avx512Table when tiled codes exist
+#elif defined(__AVX2__)
+    return AdditiveKernel::Avx2;
+#endif
+  }
+  return AdditiveKernel::Scalar;
+}
+
+inline bool additive_kernel_available(const AdditiveShape& s, AdditiveKernel k) {
+  switch (k) {
+    case AdditiveKernel::Auto:
+    case AdditiveKernel::Scalar:
+    case AdditiveKernel::Gather: return true;
+    case AdditiveKernel::Avx2:
+#if defined(__AVX2__)
+      return s.code_bits == 8;
+#else
+      return false;
+#endif
+    case AdditiveKernel::Avx512:
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+      return s.code_bits == 8;
+#else
+      return false;
+#endif
+    case AdditiveKernel::Avx512Table:
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+      return s.code_bits == 8;  // and the view must carry tiled codes
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+// y[rows] = Ŵ x, multithreaded over rows (the table is built once per call, in parallel over groups).
+inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* y,
+                            AdditiveKernel kernel = AdditiveKernel::Auto) {
+  const auto& s = v.shape;
+  if (kernel == AdditiveKernel::Auto) {
+    kernel = additive_default_kernel(s);
+    if (kernel == AdditiveKernel::Avx512 && v.tiled_codes) kernel = AdditiveKernel::Avx512Table;
+  }
+  LOWBIT_CHECK(additive_kernel_available(s, kernel) && (kernel != AdditiveKernel::Avx512Table || v.tiled_codes),
+               "additive matvec: the requested kernel is not available for ", s.num_codebooks, "x", s.code_bits,
+               " codes on this build");
+  if (kernel == AdditiveKernel::Gather) {
+    parallel_for(0, s.rows, [&](index_t r0, index_t r1) { additive_gather_rows(v, x, r0, r1, y); }, 32);
+    return;
+  }
+  thread_local std::vector<float> lut, transposed;
+  lut.resize(static_cast<std::size_t>(additive_lut_size(s)));
+  additive_build_lut(v, x, lut.data(), transposed);
+  const float* table = lut.data();
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  if (kernel == AdditiveKernel::Avx512Table) {
+    thread_local std::vector<std::int16_t> lut16;
+    const index_t total = static_cast<index_t>(lut.size());  // a multiple of 16 (K = 256)
+    lut16.resize(lut.size());
+    __m512 vmax = _mm512_setzero_ps();
+    for (index_t i = 0; i < total; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(table + i)));
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, vmax);
+    float max_abs = 0.0f;
+    for (float value : lanes) max_abs = std::max(max_abs, value);
+    const float delta = max_abs > 0.0f ? max_abs / 32767.0f : 1.0f;
+    const __m512 inv = _mm512_set1_ps(1.0f / delta);
+    std::int16_t* q = lut16.data();
+    for (index_t i = 0; i < total; i += 16) {
+      const __m512i rounded = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(table + i), inv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm512_cvtsepi32_epi16(rounded));
+    }
+    const std::int16_t* table16 = lut16.data();
+    const index_t tiles = (s.rows + kAdditiveTileRows - 1) / kAdditiveTileRows;
+    parallel_for(0, tiles, [&](index_t t0, index_t t1) { additive_lut_rows_avx512_table(v, table16, delta, t0, t1, y); });
+    return;
+  }
+#endif
+  parallel_for(
+      0, s.rows,
+      [&](index_t r0, index_t r1) {
+        switch (kernel) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+          case AdditiveKernel::Avx512: additive_lut_rows_avx512(v, table, r0, r1, y); break;
+#endif
+#if defined(__AVX2__)
+          case AdditiveKernel::Avx2: additive_lut_rows_avx2(v, table, r0, r1, y); break;
+#endif
+          default: additive_lut_rows_scalar(v, table, r0, r1, y); break;
+        }
+      },
+      32);
+}
+
+// Ŵ [rows, cols] into `out` (row stride honoured), multithreaded over rows.
+template <int G>
+void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r1, MatrixView<float> out) {
+  const auto& s = v.shape;
+  const index_t K = s.codebook_size(), groups = s.groups();
+  const int M = s.num_codebooks;
+  for (index_t o = r0; o < r1; ++o) {
+    float* dst = out.row(o);
+    const float scale = v.scales[o];
+    for (index_t j = 0; j < groups; ++j) {
+      float sum[G];
+      const float* c0 = v.codebooks + static_cast<index_t>(additive_code_at(v, o, j * M)) * G;
+      for (int d = 0; d < G; ++d) sum[d] = c0[d];
+      for (int m = 1; m < M; ++m) {
+        const float* cm = v.codebooks + (m * K + additive_code_at(v, o, j * M + m)) * G;
+        for (int d = 0; d < G; ++d) sum[d] += cm[d];
+      }
+      const index_t width = std::min<index_t>(G, s.cols - j * G);
+      if (width == G) {
+        for (int d = 0; d < G; ++d) dst[j * G + d] = sum[d] * scale;
+      } else {
+        for (index_t d = 0; d < width; ++d) dst[j * G + d] = sum[d] * scale;
+      }
+    }
+  }
+}
+
+inline void additive_dequantize(const AdditiveKernelView& v, MatrixView<float> out) {
+  const auto& s = v.shape;
+  LOWBIT_CHECK(out.rows() == s.rows && out.cols() == s.cols, "additive dequantize: output is [", out.rows(), ", ",
+               out.cols(), "], expected [", s.rows, ", ", s.cols, "]");
+  parallel_for(
+      0, s.rows,
+      [&](index_t r0, index_t r1) {
+        switch (s.group_size) {
+          case 2: additive_dequantize_rows<2>(v, r0, r1, out); break;
+          case 4: additive_dequantize_rows<4>(v, r0, r1, out); break;
+          case 8: additive_dequantize_rows<8>(v, r0, r1, out); break;
+          case 16: additive_dequantize_rows<16>(v, r0, r1, out); break;
+          default: additive_dequantize_rows<32>(v, r0, r1, out); break;
+        }
+      },
+      16);
+}
+
+}  // namespace lowbit
+// ---- end lowbit/kernels/cpu/additive_matvec.hpp ----
+
 // ---- begin lowbit/format/concepts.hpp ----
 // What a weight format is. A format is an empty policy type (Uniform<4,128>, Additive<2,8,8>, ...)
 // with static constexpr parameters validated by static_assert; `Quantizer<Format>` is specialized per
@@ -665,6 +2196,1899 @@ concept QuantizerFor = requires(const typename Q::Packed& packed, MatrixView<con
 
 }  // namespace lowbit
 // ---- end lowbit/format/concepts.hpp ----
+
+namespace lowbit {
+
+template <int M, int B, int G>
+struct Additive {
+  static_assert(M >= 1 && M <= 8, "Additive<M, B, G>: the number of codebooks M must be 1..8");
+  static_assert(B >= 1 && B <= 16, "Additive<M, B, G>: the code width B must be 1..16 bits");
+  static_assert(G == 2 || G == 4 || G == 8 || G == 16 || G == 32,
+                "Additive<M, B, G>: the group size G must be 2, 4, 8, 16 or 32");
+  static constexpr int num_codebooks = M;
+  static constexpr int code_bits = B;
+  static constexpr int group_size = G;
+  static constexpr index_t codebook_size = index_t{1} << B;
+
+  static std::string name() {
+    return "additive:" + std::to_string(M) + ":" + std::to_string(B) + ":" + std::to_string(G);
+  }
+  static AdditiveShape shape(index_t rows, index_t cols) { return AdditiveShape{rows, cols, M, B, G}; }
+};
+
+// Packed storage, exactly as written to a file, plus fp32 copies of the codebooks and scales that the
+// kernels read (decoded on first use; not counted in bytes()). Storage filled in place after
+// construction (a file reader) must happen before the first kernel call.
+class AdditivePacked {
+ public:
+  AdditivePacked() = default;
+  AdditivePacked(const AdditivePacked& o)
+      : shape_(o.shape_), words_per_row_(o.words_per_row_), codes_(o.codes_), codebooks_(o.codebooks_),
+        scales_(o.scales_) {}
+  AdditivePacked(AdditivePacked&&) noexcept = default;
+  AdditivePacked& operator=(const AdditivePacked& o) {
+    if (this != &o) *this = AdditivePacked(o);
+    return *this;
+  }
+  AdditivePacked& operator=(AdditivePacked&&) noexcept = default;
+
+  // Zero storage for a shape (to be filled by a reader).
+  explicit AdditivePacked(const AdditiveShape& shape) : shape_(shape) {
+    shape_.validate("AdditivePacked");
+    words_per_row_ = packed_words(shape_.codes_per_row(), shape_.code_bits);
+    codes_.assign(static_cast<std::size_t>(shape_.rows * words_per_row_), 0u);
+    codebooks_.assign(static_cast<std::size_t>(shape_.num_codebooks * shape_.codebook_size() * shape_.group_size), half_t{});
+    scales_.assign(static_cast<std::size_t>(shape_.rows), half_t{});
+  }
+
+  // Packs unpacked codes; codebooks and scales are rounded to fp16 (the fp32 copies hold the rounded
+  // values, so every kernel computes exactly the stored matrix).
+  explicit AdditivePacked(const AdditiveCodes& a) : shape_(a.shape) {
+    shape_.validate("AdditivePacked");
+    const index_t n = shape_.codes_per_row(), K = shape_.codebook_size();
+    LOWBIT_CHECK(static_cast<index_t>(a.codes.size()) == shape_.rows * n, "AdditivePacked: expected ",
+                 shape_.rows * n, " codes, found ", a.codes.size());
+    words_per_row_ = packed_words(n, shape_.code_bits);
+    codes_.assign(static_cast<std::size_t>(shape_.rows * words_per_row_), 0u);
+    for (index_t o = 0; o < shape_.rows; ++o)
+      for (index_t i = 0; i < n; ++i) {
+        const std::uint32_t c = a.codes[static_cast<std::size_t>(o * n + i)];
+        LOWBIT_CHECK(c < static_cast<std::uint32_t>(K), "AdditivePacked: code ", c, " at row ", o, " position ", i,
+                     " does not fit in ", shape_.code_bits, " bits");
+        pack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits, c);
+      }
+    codebooks_.resize(a.codebooks.size());
+    for (std::size_t i = 0; i < a.codebooks.size(); ++i) codebooks_[i] = to_half(a.codebooks[i]);
+    scales_.resize(a.scales.size());
+    for (std::size_t i = 0; i < a.scales.size(); ++i) scales_[i] = to_half(a.scales[i]);
+  }
+
+  // Adopts raw storage (as read from a file); sizes are checked against the shape.
+  AdditivePacked(const AdditiveShape& shape, std::vector<std::uint32_t> codes, std::vector<half_t> codebooks,
+                 std::vector<half_t> scales)
+      : shape_(shape), codes_(std::move(codes)), codebooks_(std::move(codebooks)), scales_(std::move(scales)) {
+    shape_.validate("AdditivePacked");
+    words_per_row_ = packed_words(shape_.codes_per_row(), shape_.code_bits);
+    LOWBIT_CHECK(static_cast<index_t>(codes_.size()) == shape_.rows * words_per_row_, "AdditivePacked: expected ",
+                 shape_.rows * words_per_row_, " code words, found ", codes_.size());
+    LOWBIT_CHECK(static_cast<index_t>(codebooks_.size()) == shape_.num_codebooks * shape_.codebook_size() * shape_.group_size,
+                 "AdditivePacked: expected ", shape_.num_codebooks * shape_.codebook_size() * shape_.group_size,
+                 " codebook values, found ", codebooks_.size());
+    LOWBIT_CHECK(static_cast<index_t>(scales_.size()) == shape_.rows, "AdditivePacked: expected ", shape_.rows,
+                 " scales, found ", scales_.size());
+  }
+
+  index_t rows() const { return shape_.rows; }
+  index_t cols() const { return shape_.cols; }
+  const AdditiveShape& shape() const { return shape_; }
+  index_t words_per_row() const { return words_per_row_; }
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& codebooks() const { return codebooks_; }
+  const std::vector<half_t>& scales() const { return scales_; }
+  // Mutable storage for readers (before the first kernel call).
+  std::vector<std::uint32_t>& codes() { return codes_; }
+  std::vector<half_t>& codebooks() { return codebooks_; }
+  std::vector<half_t>& scales() { return scales_; }
+
+  // Bytes as stored: code words + fp16 codebooks + fp16 scales.
+  std::size_t bytes() const { return codes_.size() * 4 + codebooks_.size() * 2 + scales_.size() * 2; }
+
+  AdditiveKernelView view() const {
+    const Decoded& d = decoded();
+    return AdditiveKernelView{shape_, codes_.data(), words_per_row_, d.codebooks.data(), d.scales.data(),
+                              d.tiled_codes.empty() ? nullptr : d.tiled_codes.data()};
+  }
+
+  // Back to the unpacked fp32 form (codebooks and scales as stored in fp16).
+  AdditiveCodes unpack() const {
+    AdditiveCodes a(shape_);
+    const index_t n = shape_.codes_per_row();
+    for (index_t o = 0; o < shape_.rows; ++o)
+      for (index_t i = 0; i < n; ++i)
+        a.codes[static_cast<std::size_t>(o * n + i)] = unpack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits);
+    a.codebooks = decoded().codebooks;
+    a.scales = decoded().scales;
+    return a;
+  }
+
+ private:
+  struct Decoded {
+    std::mutex mutex;
+    bool ready = false;
+    std::vector<float> codebooks, scales;
+    std::vector<std::uint8_t> tiled_codes;  // kernel layout of 8-bit codes (AVX-512 builds only)
+  };
+  const Decoded& decoded() const {
+    if (!decoded_) decoded_ = std::make_shared<Decoded>();  // a moved-from object being reused
+    Decoded& d = *decoded_;
+    std::lock_guard<std::mutex> lock(d.mutex);
+    if (!d.ready) {
+      d.codebooks.resize(codebooks_.size());
+      for (std::size_t i = 0; i < codebooks_.size(); ++i) d.codebooks[i] = to_float(codebooks_[i]);
+      d.scales.resize(scales_.size());
+      for (std::size_t i = 0; i < scales_.size(); ++i) d.scales[i] = to_float(scales_[i]);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+      if (shape_.code_bits == 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
+#endif
+      d.ready = true;
+    }
+    return d;
+  }
+
+  AdditiveShape shape_{};
+  index_t words_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;  // [rows, words_per_row]
+  std::vector<half_t> codebooks_;     // [M, 2^B, G]
+  std::vector<half_t> scales_;        // [rows]
+  mutable std::shared_ptr<Decoded> decoded_ = std::make_shared<Decoded>();  // null only when moved from
+};
+
+// The packed type of one format: fixes M, B, G so a reader can allocate storage from (rows, cols).
+template <int M, int B, int G>
+class AdditivePackedOf : public AdditivePacked {
+ public:
+  AdditivePackedOf() = default;
+  AdditivePackedOf(index_t rows, index_t cols) : AdditivePacked(AdditiveShape{rows, cols, M, B, G}) {}
+  explicit AdditivePackedOf(const AdditiveCodes& a) : AdditivePacked(check(a)) {}
+
+ private:
+  static const AdditiveCodes& check(const AdditiveCodes& a) {
+    LOWBIT_CHECK(a.shape.num_codebooks == M && a.shape.code_bits == B && a.shape.group_size == G,
+                 "additive:", M, ":", B, ":", G, ": codes are ", a.shape.num_codebooks, "x", a.shape.code_bits,
+                 " with group ", a.shape.group_size);
+    return a;
+  }
+};
+
+template <int M, int B, int G>
+struct Quantizer<Additive<M, B, G>> {
+  using Format = Additive<M, B, G>;
+  using Packed = AdditivePackedOf<M, B, G>;
+
+  // Defaults of the data-free quantize(W): AQ against the identity (plain weight MSE), a short schedule.
+  static calib::AdditiveCalibOptions default_options() {
+    calib::AdditiveCalibOptions o;
+    o.num_codebooks = M;
+    o.code_bits = B;
+    o.group_size = G;
+    o.kmeans.iterations = 25;
+    o.max_epochs = 20;
+    o.relative_mse_tolerance = 0.01;
+    return o;
+  }
+
+  // Data-free additive quantization: H = identity.
+  static Packed quantize(MatrixView<const float> W) { return quantize(W, MatrixView<const float>{}, default_options()); }
+
+  // AQ against a proxy Hessian H = XᵀX [cols, cols] (H.data == nullptr: identity). The options' M, B
+  // and G are overridden by the format's.
+  static Packed quantize(MatrixView<const float> W, MatrixView<const float> H, calib::AdditiveCalibOptions options,
+                         calib::AdditiveCalibReport* report = nullptr) {
+    options.num_codebooks = M;
+    options.code_bits = B;
+    options.group_size = G;
+    return Packed(calib::calibrate_additive(W, H, options, report));
+  }
+
+  static Packed pack(const AdditiveCodes& a) { return Packed(a); }
+
+  static void dequantize(const Packed& p, MatrixView<float> out) { additive_dequantize(p.view(), out); }
+  static void matvec(const Packed& p, const float* x, float* y) { additive_matvec(p.view(), x, y); }
+  static double bits_per_weight(const Packed& p) {
+    return 8.0 * static_cast<double>(p.bytes()) / static_cast<double>(p.rows() * p.cols());
+  }
+  // Closed form for a [rows, cols] matrix, before quantizing (codes padded per row to 32-bit words).
+  static double bits_per_weight(index_t rows, index_t cols) {
+    const AdditiveShape s = Format::shape(rows, cols);
+    const double bytes = 4.0 * static_cast<double>(rows * packed_words(s.codes_per_row(), B)) +
+                         2.0 * static_cast<double>(M * s.codebook_size() * G) + 2.0 * static_cast<double>(rows);
+    return 8.0 * bytes / static_cast<double>(rows * cols);
+  }
+  static std::string name() { return Format::name(); }
+};
+
+// Parses "additive:M:B:G" into a shape template (rows/cols left 0); throws on anything else.
+inline AdditiveShape parse_additive_format(const std::string& text) {
+  AdditiveShape s;
+  int m = 0, b = 0, g = 0;
+  char tail = 0;
+  LOWBIT_CHECK(std::sscanf(text.c_str(), "additive:%d:%d:%d%c", &m, &b, &g, &tail) == 3, "format '", text,
+               "': expected additive:M:B:G, e.g. additive:2:8:8");
+  s.rows = 1;
+  s.cols = 1;
+  s.num_codebooks = m;
+  s.code_bits = b;
+  s.group_size = g;
+  s.validate("format '" + text + "'");
+  s.rows = 0;
+  s.cols = 0;
+  return s;
+}
+
+}  // namespace lowbit
+// ---- end lowbit/format/additive.hpp ----
+
+// ---- begin lowbit/format/nf3.hpp ----
+// NF3<Group>: BitDistiller's asymmetric NormalFloat-style 3-bit grid (ALGORITHMS.md §2.1). Each group
+// of `Group` consecutive input weights stores its max (≥ 0) and min (≤ 0) in fp16; positive weights are
+// divided by the max, negative ones by |min|, and rounded to the nearest of eight fixed levels, which
+// sit denser near zero where LLM weights concentrate. Codes are 3-bit, packed per row with
+// core/bitpack.hpp (each row starts on a 32-bit word); a short last group is allowed.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+template <int GroupSize>
+struct NF3 {
+  static_assert(GroupSize >= 8 && GroupSize % 8 == 0, "NF3: group size must be a positive multiple of 8");
+  static constexpr int bits = 3;
+  static constexpr int group_size = GroupSize;
+  static constexpr int levels = 8;
+};
+
+// The eight levels, code 0..7, ascending. Code 3 is exactly zero.
+LOWBIT_HD float nf3_level(std::uint32_t code) {
+  constexpr float table[8] = {-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3820f, 0.6230f, 1.0f};
+  return table[code & 7u];
+}
+
+// Decision thresholds halfway between consecutive levels (threshold k separates code k and k+1).
+LOWBIT_HD float nf3_threshold(int k) {
+  return 0.5f * (nf3_level(static_cast<std::uint32_t>(k)) + nf3_level(static_cast<std::uint32_t>(k + 1)));
+}
+
+// Group parameters as stored: fp16 max ≥ 0 and fp16 min ≤ 0.
+struct NF3Params {
+  half_t max;
+  half_t min;
+};
+
+// Parameters for a group whose (possibly clipped) range is [lo, hi]; zero always lies in the range.
+LOWBIT_HD NF3Params nf3_fit(float lo, float hi) {
+  return NF3Params{to_half(hi > 0.0f ? hi : 0.0f), to_half(lo < 0.0f ? lo : 0.0f)};
+}
+
+// Normalizes w by the side's magnitude and returns the code of the nearest level (ties go up).
+LOWBIT_HD std::uint32_t nf3_encode(float w, float group_max, float group_min) {
+  float v = 0.0f;
+  if (w >= 0.0f) {
+    v = group_max > 0.0f ? w / group_max : 0.0f;
+  } else {
+    v = group_min < 0.0f ? w / -group_min : 0.0f;
+  }
+  std::uint32_t code = 0;
+  LOWBIT_UNROLL
+  for (int k = 0; k < 7; ++k) code += v >= nf3_threshold(k) ? 1u : 0u;
+  return code;
+}
+
+LOWBIT_HD float nf3_decode(std::uint32_t code, float group_max, float group_min) {
+  const float level = nf3_level(code);
+  return level >= 0.0f ? level * group_max : level * -group_min;
+}
+
+// Owning storage of an NF3-quantized matrix [rows, cols].
+template <int GroupSize>
+class NF3Packed {
+ public:
+  static constexpr int bits = 3;
+  NF3Packed() = default;
+  NF3Packed(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
+    LOWBIT_CHECK(rows > 0 && cols > 0, "NF3Packed: shape must be positive, got ", rows, "x", cols);
+    words_per_row_ = packed_words(cols, bits);
+    groups_per_row_ = (cols + GroupSize - 1) / GroupSize;
+    codes_.assign(static_cast<std::size_t>(rows * words_per_row_), 0u);
+    maxes_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+    mins_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+  }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  index_t words_per_row() const { return words_per_row_; }
+  index_t groups_per_row() const { return groups_per_row_; }
+  std::size_t bytes() const {
+    return codes_.size() * sizeof(std::uint32_t) + (maxes_.size() + mins_.size()) * sizeof(half_t);
+  }
+
+  // Incremental build: parameters of a group, then codes (a code may be overwritten).
+  void set_params(index_t row, index_t group, NF3Params p) {
+    maxes_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.max;
+    mins_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.min;
+  }
+  NF3Params params(index_t row, index_t group) const {
+    const auto i = static_cast<std::size_t>(row * groups_per_row_ + group);
+    return NF3Params{maxes_[i], mins_[i]};
+  }
+  void set_code(index_t row, index_t col, std::uint32_t code) {
+    LOWBIT_CHECK(code < 8u, "NF3 packed storage: code ", code, " does not fit in 3 bits");
+    std::uint32_t* words = codes_.data() + row * words_per_row_;
+    const index_t bit = col * bits;
+    const int off = static_cast<int>(bit & 31);
+    words[bit >> 5] &= ~(7u << off);
+    if (off + bits > 32) words[(bit >> 5) + 1] &= ~(7u >> (32 - off));
+    pack_code(words, col, bits, code);
+  }
+  std::uint32_t code(index_t row, index_t col) const {
+    return unpack_code<bits>(codes_.data() + row * words_per_row_, col);
+  }
+
+  // Raw storage, as written to the quantized model file.
+  std::vector<std::uint32_t>& codes() { return codes_; }    // [rows, words_per_row]
+  std::vector<half_t>& maxes() { return maxes_; }             // [rows, groups_per_row]
+  std::vector<half_t>& mins() { return mins_; }               // [rows, groups_per_row]
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& maxes() const { return maxes_; }
+  const std::vector<half_t>& mins() const { return mins_; }
+
+ private:
+  index_t rows_ = 0, cols_ = 0, words_per_row_ = 0, groups_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;
+  std::vector<half_t> maxes_, mins_;
+};
+
+template <int GroupSize>
+struct Quantizer<NF3<GroupSize>> {
+  using Format = NF3<GroupSize>;
+  using Packed = NF3Packed<GroupSize>;
+  using Params = NF3Params;
+
+  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
+
+  static Params fit(float lo, float hi) { return nf3_fit(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) {
+    return nf3_encode(w, to_float(p.max), to_float(p.min));
+  }
+  static float decode(std::uint32_t code, const Params& p) {
+    return nf3_decode(code, to_float(p.max), to_float(p.min));
+  }
+
+  // Round-to-nearest with each group's own max and min.
+  static Packed quantize(MatrixView<const float> W) {
+    Packed packed(W.rows(), W.cols());
+    parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const float* w = W.row(r);
+        for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+          const index_t c0 = g * GroupSize, c1 = std::min<index_t>(W.cols(), c0 + GroupSize);
+          float lo = w[c0], hi = w[c0];
+          for (index_t c = c0; c < c1; ++c) {
+            lo = std::min(lo, w[c]);
+            hi = std::max(hi, w[c]);
+          }
+          const Params p = fit(lo, hi);
+          packed.set_params(r, g, p);
+          for (index_t c = c0; c < c1; ++c) packed.set_code(r, c, encode(w[c], p));
+        }
+      }
+    });
+    return packed;
+  }
+
+  static void dequantize(const Packed& packed, MatrixView<float> W) {
+    LOWBIT_CHECK(W.rows() == packed.rows() && W.cols() == packed.cols(), "nf3 dequantize: output is ",
+                 W.rows(), "x", W.cols(), ", expected ", packed.rows(), "x", packed.cols());
+    parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) dequantize_row(packed, r, W.row(r));
+    });
+  }
+
+  static void dequantize_row(const Packed& packed, index_t r, float* out) {
+    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+      const Params p = packed.params(r, g);
+      const float hi = to_float(p.max), lo = to_float(p.min);
+      const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
+      for (index_t c = c0; c < c1; ++c) out[c] = nf3_decode(packed.code(r, c), hi, lo);
+    }
+  }
+
+  // y = Ŵx: per group, the positive and negative level sums are scaled once by max and |min|.
+  static void matvec(const Packed& packed, const float* x, float* y) {
+    parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        const std::uint32_t* words = packed.codes().data() + r * packed.words_per_row();
+        float acc = 0.0f;
+        for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+          const Params p = packed.params(r, g);
+          const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
+          float pos = 0.0f, neg = 0.0f;
+          for (index_t c = c0; c < c1; ++c) {
+            const std::uint32_t code = unpack_code<3>(words, c);
+            const float level = nf3_level(code);
+            if (code >= 3u) pos += level * x[c];
+            else neg += level * x[c];
+          }
+          acc += pos * to_float(p.max) - neg * to_float(p.min);
+        }
+        y[r] = acc;
+      }
+    }, 16);
+  }
+
+  static double bits_per_weight(const Packed& packed) {
+    return 8.0 * static_cast<double>(packed.bytes()) /
+           static_cast<double>(packed.rows() * packed.cols());
+  }
+};
+
+static_assert(QuantizerFor<Quantizer<NF3<128>>>);
+
+}  // namespace lowbit
+// ---- end lowbit/format/nf3.hpp ----
+
+// ---- begin lowbit/format/uniform.hpp ----
+// Uniform<Bits, GroupSize, Mode>: group-wise uniform (integer) quantization, the format of RTN, GPTQ and
+// BitDistiller. Each group of GroupSize consecutive input weights of a row shares an fp16 scale and, in
+// the default asymmetric mode, a Bits-bit integer zero point: ŵ = (code − zero)·scale. This header holds
+// the policy, the per-group arithmetic (LOWBIT_HD, shared by the CPU and CUDA kernels and by the
+// calibrators) and the packed storage; Quantizer<Uniform<...>> lives in quantizer.hpp.
+//
+// API for calibrators (GPTQ, AutoClip) — everything a per-group algorithm needs:
+//   UniformGroupParams p = uniform_fit<Format>(lo, hi);   // from a (possibly clipped) range; the scale is
+//                                                        // rounded to fp16 *before* any code is computed
+//   std::uint32_t q = uniform_encode(w, p, Format::max_code);  // clamp(round(w/scale) + zero, 0, 2^b − 1)
+//   float w_hat   = uniform_decode(q, p);                // (q − zero)·scale, exactly what kernels compute
+//   UniformPacked<Format> P(rows, cols);  (or ::zeros)   // all codes 0, all params unset (scale 0)
+//   P.set_params(row, group, p);  P.set_code(row, col, q);  P.code(row, col);  P.params(row, group);
+//   P.group_begin(g), P.group_end(g), P.group_size(), P.groups_per_row()   // a short last group is allowed
+//
+// Rounding: the fp16 scale is rounded toward zero and codes round half away from zero, so the extreme
+// weights of a group land exactly on codes 0 and 2^b − 1 (asymmetric) or ±(2^(b−1) − 1) (symmetric); this
+// makes quantize → dequantize → quantize reproduce the packed matrix bit for bit.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+// GroupSize value meaning "one group per row" (the group is as long as the row).
+inline constexpr int whole_row = 0;
+
+// Asymmetric: per-group scale and integer zero from [min, max]. Symmetric: zero fixed at 2^(b−1) (not
+// stored), scale from max |w|, levels −(2^(b−1) − 1)..(2^(b−1) − 1) used by RTN.
+enum class UniformMode { Asymmetric, Symmetric };
+
+template <int Bits, int GroupSize, UniformMode Mode = UniformMode::Asymmetric>
+struct Uniform {
+  static_assert(Bits >= 1 && Bits <= 8, "lowbit::Uniform: Bits must be between 1 and 8");
+  static_assert(GroupSize > 0 || GroupSize == whole_row,
+                "lowbit::Uniform: GroupSize must be positive, or lowbit::whole_row for one group per row");
+  static_assert(Mode == UniformMode::Asymmetric || Bits >= 2,
+                "lowbit::Uniform: symmetric mode needs at least 2 bits");
+  static constexpr int bits = Bits;
+  static constexpr int group_size = GroupSize;  // 0 (whole_row): one group per row
+  static constexpr UniformMode mode = Mode;
+  static constexpr bool symmetric = Mode == UniformMode::Symmetric;
+  static constexpr std::uint32_t max_code = (1u << Bits) - 1u;
+  static constexpr std::uint32_t symmetric_zero = 1u << (Bits - 1);
+};
+
+template <class T>
+inline constexpr bool is_uniform_format = false;
+template <int B, int G, UniformMode M>
+inline constexpr bool is_uniform_format<Uniform<B, G, M>> = true;
+
+// Parameters of one group, as stored: fp16 scale and integer zero point (< 2^Bits).
+struct UniformGroupParams {
+  half_t scale;
+  std::uint32_t zero = 0;
+};
+
+// ---- per-group arithmetic (host and device) ------------------------------------------------------
+
+// Round half away from zero (the same on host and device).
+LOWBIT_HD float uniform_round(float v) {
+#if defined(__CUDA_ARCH__)
+  return roundf(v);
+#else
+  return std::round(v);
+#endif
+}
+
+// The largest fp16 value ≤ v (v ≥ 0); saturates at 65504 instead of overflowing.
+LOWBIT_HD std::uint16_t half_bits_round_down(float v) {
+  std::uint16_t h = float_to_half_bits(v);
+  if (half_bits_to_float(h) > v) --h;
+  return h;
+}
+
+// code = clamp(round(w / scale) + zero, 0, max_code).
+LOWBIT_HD std::uint32_t uniform_encode(float w, float scale, std::uint32_t zero, std::uint32_t max_code) {
+  const float q = uniform_round(w / scale) + static_cast<float>(zero);
+  const float clamped = q < 0.0f ? 0.0f : (q > static_cast<float>(max_code) ? static_cast<float>(max_code) : q);
+  return static_cast<std::uint32_t>(clamped);
+}
+LOWBIT_HD std::uint32_t uniform_encode(float w, UniformGroupParams p, std::uint32_t max_code) {
+  return uniform_encode(w, half_bits_to_float(p.scale.bits), p.zero, max_code);
+}
+
+// ŵ = (code − zero)·scale.
+LOWBIT_HD float uniform_decode(std::uint32_t code, float scale, std::uint32_t zero) {
+  return static_cast<float>(static_cast<int>(code) - static_cast<int>(zero)) * scale;
+}
+LOWBIT_HD float uniform_decode(std::uint32_t code, UniformGroupParams p) {
+  return uniform_decode(code, half_bits_to_float(p.scale.bits), p.zero);
+}
+
+// Group parameters from a (possibly clipped) range [lo, hi], runtime width. Asymmetric: the range is
+// widened to contain 0, scale = (hi − lo)/(2^b − 1) rounded down to fp16, zero = round(−lo/scale).
+// Symmetric: scale = max(|lo|, |hi|)/(2^(b−1) − 1), zero = 2^(b−1). A zero-width range gets the smallest
+// positive fp16 scale, so every code is defined and all weights decode to 0.
+LOWBIT_HD UniformGroupParams uniform_fit(float lo, float hi, int bits, bool symmetric) {
+  const std::uint32_t max_code = (1u << bits) - 1u;
+  lo = lo < 0.0f ? lo : 0.0f;
+  hi = hi > 0.0f ? hi : 0.0f;
+  UniformGroupParams p;
+  if (symmetric) {
+    const float absmax = -lo > hi ? -lo : hi;
+    p.scale.bits = half_bits_round_down(absmax / static_cast<float>((1u << (bits - 1)) - 1u));
+    if (p.scale.bits == 0) p.scale.bits = 1;
+    p.zero = 1u << (bits - 1);
+    return p;
+  }
+  p.scale.bits = half_bits_round_down((hi - lo) / static_cast<float>(max_code));
+  if (p.scale.bits == 0) p.scale.bits = 1;
+  const float z = uniform_round(-lo / half_bits_to_float(p.scale.bits));
+  p.zero = z > static_cast<float>(max_code) ? max_code : static_cast<std::uint32_t>(z);
+  return p;
+}
+
+template <class Format>
+LOWBIT_HD UniformGroupParams uniform_fit(float lo, float hi) {
+  static_assert(is_uniform_format<Format>, "uniform_fit: Format must be a lowbit::Uniform<...>");
+  return uniform_fit(lo, hi, Format::bits, Format::symmetric);
+}
+
+// Σ_j ŵ_j·x[j] for the first `count` codes of one packed word (Bits divides 32; code j at bits j·Bits),
+// all in one group with parameters (scale, zero). Shared by the CUDA kernel and its host tests.
+template <int Bits>
+LOWBIT_HD float uniform_word_dot(std::uint32_t word, const float* x, int count, float scale, std::uint32_t zero) {
+  static_assert(32 % Bits == 0, "uniform_word_dot: Bits must divide 32");
+  constexpr int per_word = 32 / Bits;
+  constexpr std::uint32_t mask = (1u << Bits) - 1u;
+  float acc = 0.0f;
+  for (int j = 0; j < per_word; ++j)  // constant trip count: unrolled by host and device compilers
+    if (j < count) acc += uniform_decode((word >> (j * Bits)) & mask, scale, zero) * x[j];
+  return acc;
+}
+
+// Columns per group for a row of `cols` weights.
+LOWBIT_HD constexpr index_t uniform_group_size(int group_size, index_t cols) {
+  return group_size > 0 ? (group_size < cols ? group_size : cols) : cols;
+}
+
+// Non-owning view of packed Uniform storage (host or device pointers), passed by value to kernels.
+struct UniformMatrixView {
+  const std::uint32_t* codes = nullptr;  // [rows, code_words_per_row]
+  const std::uint16_t* scales = nullptr;  // [rows, groups_per_row] fp16 bits
+  const std::uint32_t* zeros = nullptr;   // [rows, zero_words_per_row]; null when symmetric
+  index_t rows = 0, cols = 0, group_size = 0, groups_per_row = 0;
+  index_t code_words_per_row = 0, zero_words_per_row = 0;
+  std::uint32_t symmetric_zero = 0;  // used when zeros is null
+
+  LOWBIT_HD float scale(index_t row, index_t group) const {
+    return half_bits_to_float(scales[row * groups_per_row + group]);
+  }
+  template <int Bits>
+  LOWBIT_HD std::uint32_t zero(index_t row, index_t group) const {
+    return zeros ? unpack_code<Bits>(zeros + row * zero_words_per_row, group) : symmetric_zero;
+  }
+};
+
+// Part of Σ_c ŵ[row, c]·x[c] that a worker `lane` of `stride` workers computes (a CUDA thread of a
+// warp, or a host loop over lanes in the tests). When Bits divides 32 and every word lies in one group,
+// a worker takes whole words (codes of word w: w·32/Bits ...) and reads the group's parameters once
+// per word; otherwise it takes single codes lane, lane + stride, ...
+template <int Bits, int GroupSize>
+LOWBIT_HD float uniform_row_partial_dot(const UniformMatrixView& m, index_t row, const float* x, index_t lane,
+                                        index_t stride) {
+  const std::uint32_t* words = m.codes + row * m.code_words_per_row;
+  float acc = 0.0f;
+  constexpr int per_word = 32 % Bits == 0 ? 32 / Bits : 0;
+  constexpr bool whole_words = per_word > 0 && (GroupSize <= 0 || GroupSize % (per_word > 0 ? per_word : 1) == 0);
+  if constexpr (whole_words) {
+    for (index_t w = lane; w < m.code_words_per_row; w += stride) {
+      const index_t c0 = w * per_word;
+      const index_t left = m.cols - c0;
+      const int count = left < per_word ? static_cast<int>(left) : per_word;
+      const index_t g = GroupSize > 0 ? c0 / GroupSize : 0;
+      acc += uniform_word_dot<Bits>(words[w], x + c0, count, m.scale(row, g), m.zero<Bits>(row, g));
+    }
+  } else {
+    for (index_t c = lane; c < m.cols; c += stride) {
+      const index_t g = c / m.group_size;
+      acc += uniform_decode(unpack_code<Bits>(words, c), m.scale(row, g), m.zero<Bits>(row, g)) * x[c];
+    }
+  }
+  return acc;
+}
+
+// ---- packed storage -----------------------------------------------------------------------------
+
+// Owning storage of a Uniform-quantized matrix [rows, cols]. Byte layout (docs/formats.md):
+//   codes   uint32 [rows, code_words_per_row]   Bits-bit codes, core/bitpack.hpp stream per row
+//   scales  fp16   [rows, groups_per_row]
+//   zeros   uint32 [rows, zero_words_per_row]   Bits-bit zero points, bitpack stream per row
+//                                               (asymmetric only; symmetric stores none)
+template <class Format>
+class UniformPacked {
+  static_assert(is_uniform_format<Format>, "UniformPacked: Format must be a lowbit::Uniform<...>");
+
+ public:
+  using format_type = Format;
+  static constexpr int bits = Format::bits;
+
+  UniformPacked() = default;
+  UniformPacked(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
+    LOWBIT_CHECK(rows > 0 && cols > 0, "Uniform packed storage: shape must be positive, got ", rows, "x", cols);
+    group_size_ = uniform_group_size(Format::group_size, cols);
+    groups_per_row_ = (cols + group_size_ - 1) / group_size_;
+    code_words_per_row_ = packed_words(cols, bits);
+    zero_words_per_row_ = Format::symmetric ? 0 : packed_words(groups_per_row_, bits);
+    codes_.assign(static_cast<std::size_t>(rows * code_words_per_row_), 0u);
+    scales_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+    zeros_.assign(static_cast<std::size_t>(rows * zero_words_per_row_), 0u);
+  }
+  static UniformPacked zeros(index_t rows, index_t cols) { return UniformPacked(rows, cols); }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  // Storage bytes exactly as stored: code words + fp16 scales + zero words.
+  std::size_t bytes() const {
+    return codes_.size() * sizeof(std::uint32_t) + scales_.size() * sizeof(half_t) +
+           zeros_.size() * sizeof(std::uint32_t);
+  }
+
+  index_t group_size() const { return group_size_; }
+  index_t groups_per_row() const { return groups_per_row_; }
+  index_t group_begin(index_t group) const { return group * group_size_; }
+  index_t group_end(index_t group) const { return std::min(cols_, (group + 1) * group_size_); }
+  index_t code_words_per_row() const { return code_words_per_row_; }
+  index_t zero_words_per_row() const { return zero_words_per_row_; }
+
+  // ---- incremental build and element access ----
+  void set_params(index_t row, index_t group, UniformGroupParams p) {
+    check_group(row, group);
+    LOWBIT_CHECK(p.zero <= Format::max_code, "Uniform packed storage: zero point ", p.zero, " does not fit in ",
+                 bits, " bits");
+    LOWBIT_CHECK(!Format::symmetric || p.zero == Format::symmetric_zero, "Uniform packed storage: symmetric format ",
+                 "has zero ", Format::symmetric_zero, ", got ", p.zero);
+    scales_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.scale;
+    if constexpr (!Format::symmetric) write_field(zeros_.data() + row * zero_words_per_row_, group, p.zero);
+  }
+  void set_group_params(index_t row, index_t group, UniformGroupParams p) { set_params(row, group, p); }
+  void set_group_params(index_t row, index_t group, half_t scale, std::uint32_t zero) {
+    set_params(row, group, UniformGroupParams{scale, zero});
+  }
+  UniformGroupParams params(index_t row, index_t group) const {
+    return UniformGroupParams{scale_bits(row, group), zero(row, group)};
+  }
+  half_t scale_bits(index_t row, index_t group) const {
+    return scales_[static_cast<std::size_t>(row * groups_per_row_ + group)];
+  }
+  float scale(index_t row, index_t group) const { return to_float(scale_bits(row, group)); }
+  std::uint32_t zero(index_t row, index_t group) const {
+    if constexpr (Format::symmetric) {
+      (void)row;
+      (void)group;
+      return Format::symmetric_zero;
+    } else {
+      return unpack_code<bits>(zeros_.data() + row * zero_words_per_row_, group);
+    }
+  }
+
+  // Overwrites code (row, col); any previous value is cleared first.
+  void set_code(index_t row, index_t col, std::uint32_t code) {
+    LOWBIT_CHECK(row >= 0 && row < rows_ && col >= 0 && col < cols_, "Uniform packed storage: element (", row,
+                 ", ", col, ") is outside ", rows_, "x", cols_);
+    LOWBIT_CHECK(code <= Format::max_code, "Uniform packed storage: code ", code, " does not fit in ", bits,
+                 " bits");
+    write_field(codes_.data() + row * code_words_per_row_, col, code);
+  }
+  std::uint32_t code(index_t row, index_t col) const {
+    return unpack_code<bits>(codes_.data() + row * code_words_per_row_, col);
+  }
+  float weight(index_t row, index_t col) const {
+    const index_t g = col / group_size_;
+    return uniform_decode(code(row, col), scale(row, g), zero(row, g));
+  }
+
+  // A kernel view of this storage (host pointers); the CUDA launcher takes one with device pointers.
+  UniformMatrixView view() const {
+    UniformMatrixView v;
+    v.codes = codes_.data();
+    v.scales = reinterpret_cast<const std::uint16_t*>(scales_.data());
+    v.zeros = Format::symmetric ? nullptr : zeros_.data();
+    v.rows = rows_;
+    v.cols = cols_;
+    v.group_size = group_size_;
+    v.groups_per_row = groups_per_row_;
+    v.code_words_per_row = code_words_per_row_;
+    v.zero_words_per_row = zero_words_per_row_;
+    v.symmetric_zero = Format::symmetric_zero;
+    return v;
+  }
+
+  // ---- raw storage (kernels, model files) ----
+  const std::uint32_t* row_codes(index_t row) const { return codes_.data() + row * code_words_per_row_; }
+  const half_t* row_scales(index_t row) const { return scales_.data() + row * groups_per_row_; }
+  const std::uint32_t* row_zeros(index_t row) const { return zeros_.data() + row * zero_words_per_row_; }
+  std::vector<std::uint32_t>& codes() { return codes_; }  // [rows, code_words_per_row]
+  std::vector<half_t>& scales() { return scales_; }        // [rows, groups_per_row]
+  std::vector<std::uint32_t>& zero_words() { return zeros_; }  // [rows, zero_words_per_row]
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& scales() const { return scales_; }
+  const std::vector<std::uint32_t>& zero_words() const { return zeros_; }
+
+  friend bool operator==(const UniformPacked& a, const UniformPacked& b) {
+    return a.rows_ == b.rows_ && a.cols_ == b.cols_ && a.codes_ == b.codes_ && a.zeros_ == b.zeros_ &&
+           std::equal(a.scales_.begin(), a.scales_.end(), b.scales_.begin(), b.scales_.end(),
+                      [](half_t x, half_t y) { return x.bits == y.bits; });
+  }
+
+ private:
+  void check_group(index_t row, index_t group) const {
+    LOWBIT_CHECK(row >= 0 && row < rows_ && group >= 0 && group < groups_per_row_, "Uniform packed storage: group (",
+                 row, ", ", group, ") is outside ", rows_, "x", groups_per_row_, " groups");
+  }
+  // Clears then writes field i of a Bits-bit stream (pack_code alone only ORs into zeroed words).
+  static void write_field(std::uint32_t* words, index_t i, std::uint32_t value) {
+    constexpr std::uint32_t mask = Format::max_code;
+    const index_t bit = i * bits;
+    const index_t w = bit >> 5;
+    const int off = static_cast<int>(bit & 31);
+    words[w] &= ~(mask << off);
+    if (off + bits > 32) words[w + 1] &= ~(mask >> (32 - off));
+    pack_code(words, i, bits, value);
+  }
+
+  index_t rows_ = 0, cols_ = 0, group_size_ = 0, groups_per_row_ = 0;
+  index_t code_words_per_row_ = 0, zero_words_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;
+  std::vector<half_t> scales_;
+  std::vector<std::uint32_t> zeros_;
+};
+
+}  // namespace lowbit
+// ---- end lowbit/format/uniform.hpp ----
+
+// ---- begin lowbit/quantizer.hpp ----
+// Quantizer<Format>: the façade generic code uses (QuantizedLinear, benchmarks, the CLI). This header
+// brings in the QuantizerFor concept and the Quantizer specializations of the formats that live here;
+// other format families specialize Quantizer in their own format/*.hpp.
+//
+// Quantizer<Uniform<Bits, GroupSize, Mode>>: round-to-nearest quantization with each group's own
+// min/max (or max |w|), dequantization, the fastest CPU matvec of this build, and the storage cost.
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+
+// ---- begin lowbit/kernels/cpu/uniform_matvec.hpp ----
+// y = Ŵx for Uniform-quantized weights on the CPU, without materializing Ŵ. A matvec on one token is
+// memory-bound, so the fast paths read only the packed codes (Bits/32 of fp32 traffic) and rebuild
+// weights in registers: with Bits ≤ 4 every group's 2^Bits possible values (q − z)·s sit in one
+// 16-float register and `vpermps` turns codes into weights in one instruction. x is permuted once per
+// call into the order in which codes come out of a byte (lane-major), so no code shuffling is needed.
+//
+// Paths: `uniform_matvec_reference` (double accumulation, obviously correct), `uniform_matvec_scalar`
+// (portable, float), `uniform_matvec_avx2` and `uniform_matvec_avx512`
+// (compiled when the compiler targets them); `uniform_matvec` picks the best one that supports the format.
+// All run multithreaded over rows with parallel_for; each row is computed by exactly one thread.
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+
+namespace lowbit::kernels::cpu {
+
+// Rows per parallel_for chunk floor: below this a thread's slice costs less than waking it.
+inline constexpr index_t kUniformMinRowsPerThread = 16;
+
+namespace detail {
+template <class Format>
+void check_matvec_args(const UniformPacked<Format>& packed, const float* x, const float* y) {
+  LOWBIT_CHECK(packed.rows() > 0 && packed.cols() > 0, "uniform matvec: packed matrix is empty");
+  LOWBIT_CHECK(x != nullptr && y != nullptr, "uniform matvec: x and y must not be null");
+}
+}  // namespace detail
+
+// ---- reference ------------------------------------------------------------------------------------
+
+// Decodes every weight with uniform_decode and accumulates in double.
+template <class Format>
+void uniform_matvec_reference(const UniformPacked<Format>& packed, const float* x, float* y) {
+  detail::check_matvec_args(packed, x, y);
+  for (index_t r = 0; r < packed.rows(); ++r) {
+    double acc = 0.0;
+    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+      const UniformGroupParams p = packed.params(r, g);
+      for (index_t c = packed.group_begin(g); c < packed.group_end(g); ++c)
+        acc += static_cast<double>(uniform_decode(packed.code(r, c), p)) * static_cast<double>(x[c]);
+    }
+    y[r] = static_cast<float>(acc);
+  }
+}
+
+// ---- portable scalar --------------------------------------------------------------------------------
+
+template <class Format>
+void uniform_matvec_scalar(const UniformPacked<Format>& packed, const float* x, float* y) {
+  detail::check_matvec_args(packed, x, y);
+  constexpr int bits = Format::bits;
+  parallel_for(
+      0, packed.rows(),
+      [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r) {
+          const std::uint32_t* words = packed.row_codes(r);
+          float acc = 0.0f;
+          for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+            const float s = packed.scale(r, g);
+            const std::uint32_t z = packed.zero(r, g);
+            for (index_t c = packed.group_begin(g); c < packed.group_end(g); ++c)
+              acc += uniform_decode(unpack_code<bits>(words, c), s, z) * x[c];
+          }
+          y[r] = acc;
+        }
+      },
+      kUniformMinRowsPerThread);
+}
+
+// ---- SIMD paths -------------------------------------------------------------------------------------
+
+namespace detail {
+
+// Codes of one SIMD "unit" (Lanes consecutive lane values) come from a byte-lane load: lane k of slot j
+// of a chunk holds code chunk_begin + k·(8/Bits) + j. Returns x permuted accordingly over the full
+// chunks of each group; the tail of a group (fewer codes than a chunk) stays in natural order and is
+// read from x directly.
+template <int Bits, int Lanes>
+constexpr int chunk_codes() {
+  return Lanes * (8 / Bits);
+}
+
+template <int Bits, int Lanes>
+void permute_x_lane_major(const float* x, index_t cols, index_t group_size, std::vector<float>& out) {
+  constexpr int slots = 8 / Bits;
+  constexpr int chunk = chunk_codes<Bits, Lanes>();
+  out.assign(static_cast<std::size_t>(cols), 0.0f);
+  for (index_t g0 = 0; g0 < cols; g0 += group_size) {
+    const index_t g1 = std::min(cols, g0 + group_size);
+    const index_t full = g0 + (g1 - g0) / chunk * chunk;
+    for (index_t c0 = g0; c0 < full; c0 += chunk)
+      for (int j = 0; j < slots; ++j)
+        for (int k = 0; k < Lanes; ++k) out[static_cast<std::size_t>(c0 + j * Lanes + k)] = x[c0 + k * slots + j];
+    for (index_t c = full; c < g1; ++c) out[static_cast<std::size_t>(c)] = x[c];
+  }
+}
+
+// Scalar dot of the codes [c0, c1) of one row with x, decoded with group parameters (s, z).
+template <int Bits>
+inline float tail_dot(const std::uint32_t* words, const float* x, index_t c0, index_t c1, float s,
+                      std::uint32_t z) {
+  float acc = 0.0f;
+  for (index_t c = c0; c < c1; ++c) acc += uniform_decode(unpack_code<Bits>(words, c), s, z) * x[c];
+  return acc;
+}
+
+inline std::vector<float>& scratch_x() {
+  thread_local std::vector<float> buffer;
+  return buffer;
+}
+
+}  // namespace detail
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define LOWBIT_HAVE_UNIFORM_AVX512 1
+
+// Whether the AVX-512 kernel handles this format (others fall back to the portable path).
+template <class Format>
+constexpr bool uniform_avx512_supports() {
+  constexpr int b = Format::bits;
+  if constexpr (32 % b == 0) {
+    return Format::group_size == whole_row || Format::group_size % (16 * (8 / b)) == 0;
+  } else {
+#if defined(__AVX512VBMI__)
+    return Format::group_size == whole_row || Format::group_size % 64 == 0;
+#else
+    return false;
+#endif
+  }
+}
+
+namespace detail {
+
+// Unmasked intrinsics of GCC 12 read an "undefined" register that -Wall flags as uninitialized (GCC bug
+// 105593); the all-lanes masked forms compile to the same instructions without the false warning.
+inline constexpr __mmask16 kAllLanes = 0xFFFF;
+
+// Horizontal sum (written out: GCC 12's _mm512_reduce_add_ps trips the same warning).
+inline float avx512_hsum(__m512 v) {
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, v);
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
+// 16 weights from 16 lane codes (code in the low Bits of each lane, higher bits arbitrary).
+template <int Bits>
+inline __m512 avx512_decode(__m512i lane_codes, __m512 table, __m512 scale, __m512 neg_zero_scale) {
+  if constexpr (Bits <= 4) {
+    (void)scale;
+    (void)neg_zero_scale;
+    return _mm512_maskz_permutexvar_ps(kAllLanes, lane_codes, table);  // table[i]: weight of the code in low 4 bits i
+  } else {
+    (void)table;
+    const __m512i q = _mm512_and_si512(lane_codes, _mm512_set1_epi32((1 << Bits) - 1));
+    return _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(kAllLanes, q), scale, neg_zero_scale);
+  }
+}
+
+// Calls f(std::integral_constant<int, I>{}) for I = 0..N-1 (compile-time unrolling).
+template <int N, class F>
+inline void for_each_index(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (f(std::integral_constant<int, I>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
+}
+
+inline float scale_to_float(half_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h.bits);
+#else
+  return to_float(h);
+#endif
+}
+
+// values[z][t][i] = ((i >> t·Bits) & max_code) − z: for every zero point, the integer weight of code t
+// among the 4/Bits codes in a 4-bit lookup index (Bits ≤ 4); scaled by the group's scale per group.
+template <int Bits, int CodesPerIndex>
+struct CodeMinusZeroTables {
+  static constexpr int zero_points = Bits <= 4 ? (1 << Bits) : 1;
+  alignas(64) float values[zero_points][CodesPerIndex][16] = {};
+  constexpr CodeMinusZeroTables() {
+    for (int z = 0; z < zero_points; ++z)
+      for (int t = 0; t < CodesPerIndex; ++t)
+        for (int i = 0; i < 16; ++i)
+          values[z][t][i] = static_cast<float>(((i >> (t * Bits)) & ((1 << Bits) - 1)) - z);
+  }
+};
+
+// One row, power-of-two Bits: chunks of 16 bytes (16·8/Bits codes), x already lane-major permuted.
+// Full groups of a compile-time GroupSize are unrolled; the short last group (or a whole-row group)
+// takes a runtime loop and a scalar tail.
+template <class Format>
+inline float avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, const float* xp, const float* x) {
+  constexpr int bits = Format::bits;
+  constexpr int slots = 8 / bits;
+  constexpr int chunk = 16 * slots;
+  constexpr int chunk_bytes = 16;
+  // vpermps reads the low 4 bits of a lane, i.e. 4/Bits codes at once: table t maps those bits to the
+  // weight of code t among them, so a lane needs a shift only every 4 bits, not every code.
+  constexpr int codes_per_index = bits <= 4 ? 4 / bits : 1;
+  const std::uint32_t* words = packed.row_codes(r);
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(words);
+  const half_t* scales = packed.row_scales(r);
+  const std::uint32_t* zeros = packed.row_zeros(r);
+  static constexpr CodeMinusZeroTables<bits, codes_per_index> code_tables{};
+  // 8 accumulators: FMA latency (4 cycles) × 2 FMA pipes; with 4 the loop was latency-bound.
+  constexpr int n_acc = 8;
+  __m512 acc[n_acc];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  __m512 table[codes_per_index];
+  __m512 scale = _mm512_setzero_ps(), neg_zero_scale = _mm512_setzero_ps();
+  float s = 0.0f;
+  std::uint32_t z = 0;
+  auto setup_group = [&](index_t g) {
+    s = scale_to_float(scales[g]);
+    if constexpr (Format::symmetric) {
+      z = Format::symmetric_zero;
+    } else {
+      z = unpack_code<bits>(zeros, g);
+    }
+    scale = _mm512_set1_ps(s);
+    neg_zero_scale = _mm512_set1_ps(-static_cast<float>(z) * s);
+    if constexpr (bits <= 4) {
+      for (int t = 0; t < codes_per_index; ++t) table[t] = _mm512_mul_ps(_mm512_load_ps(code_tables.values[z][t]), scale);
+    }
+  };
+  // Chunk k of a group feeds accumulators (k·slots + J) mod 8, so consecutive FMAs are independent.
+  auto do_chunk = [&]<int K>(std::integral_constant<int, K>, const std::uint8_t* chunk_bytes_ptr, const float* xc) {
+    const __m512i d =
+        _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk_bytes_ptr)));
+    for_each_index<slots>([&]<int J>(std::integral_constant<int, J>) {
+      constexpr int shift = bits <= 4 ? (J / codes_per_index) * 4 : J * bits;
+      const __m512i lane_codes = shift == 0 ? d : _mm512_maskz_srli_epi32(kAllLanes, d, shift);
+      const __m512 w = avx512_decode<bits>(lane_codes, table[J % codes_per_index], scale, neg_zero_scale);
+      acc[(K * slots + J) % n_acc] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xc + J * 16), acc[(K * slots + J) % n_acc]);
+    });
+  };
+  index_t g = 0;
+  if constexpr (Format::group_size > 0) {
+    constexpr int chunks_per_group = Format::group_size / chunk;
+    const index_t full_groups = packed.cols() / Format::group_size;
+    const std::uint8_t* bp = bytes;
+    const float* xc = xp;
+    for (; g < full_groups; ++g) {
+      setup_group(g);
+      for_each_index<chunks_per_group>([&]<int K>(std::integral_constant<int, K> k) {
+        do_chunk(k, bp + K * chunk_bytes, xc + K * chunk);
+      });
+      bp += chunks_per_group * chunk_bytes;
+      xc += Format::group_size;
+    }
+  }
+  float tail = 0.0f;
+  for (; g < packed.groups_per_row(); ++g) {
+    const index_t c0 = packed.group_begin(g), c1 = packed.group_end(g);
+    setup_group(g);
+    const index_t full = c0 + (c1 - c0) / chunk * chunk;
+    index_t c = c0;
+    for (; c + 2 * chunk <= full; c += 2 * chunk) {
+      do_chunk(std::integral_constant<int, 0>{}, bytes + c * bits / 8, xp + c);
+      do_chunk(std::integral_constant<int, 1>{}, bytes + (c + chunk) * bits / 8, xp + c + chunk);
+    }
+    if (c < full) {
+      do_chunk(std::integral_constant<int, 0>{}, bytes + c * bits / 8, xp + c);
+      c += chunk;
+    }
+    if (c < c1) tail += detail::tail_dot<bits>(words, x, c, c1, s, z);
+  }
+  for (int i = 1; i < n_acc; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  return avx512_hsum(acc[0]) + tail;
+}
+
+#if defined(__AVX512VBMI__)
+// For unit u (codes 16u..16u+15 of a 64-code block), lane k: the two bytes holding code 16u + k and the
+// bit offset of the code in the first of them.
+template <int Bits>
+struct OddBitsPattern {
+  alignas(64) std::uint8_t bytes[4][64] = {};
+  alignas(64) std::uint32_t shifts[4][16] = {};
+  constexpr OddBitsPattern() {
+    for (int u = 0; u < 4; ++u)
+      for (int k = 0; k < 16; ++k) {
+        const int bit = (u * 16 + k) * Bits;
+        bytes[u][4 * k + 0] = static_cast<std::uint8_t>(bit / 8);
+        bytes[u][4 * k + 1] = static_cast<std::uint8_t>(bit / 8 + 1);
+        shifts[u][k] = static_cast<std::uint32_t>(bit % 8);
+      }
+  }
+};
+
+// One row, Bits ∈ {3, 5, 6, 7}: blocks of 64 codes (8·Bits bytes); `vpermb` moves the two bytes that hold
+// each code into its lane and a per-lane shift aligns it. x stays in natural order.
+template <class Format>
+inline float avx512_row_odd(const UniformPacked<Format>& packed, index_t r, const float* x) {
+  constexpr int bits = Format::bits;
+  constexpr int block = 64;
+  const std::uint32_t* words = packed.row_codes(r);
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(words);
+  // byte gather pattern and shift per lane for the four 16-code units of a block (built once)
+  static constexpr OddBitsPattern<bits> pattern{};
+  __m512i gather[4], shift[4];
+  for (int u = 0; u < 4; ++u) {
+    gather[u] = _mm512_load_si512(pattern.bytes[u]);
+    shift[u] = _mm512_load_si512(pattern.shifts[u]);
+  }
+  __m512 table_index = _mm512_setzero_ps();
+  if constexpr (bits <= 4) {
+    alignas(64) float idx[16];
+    for (int i = 0; i < 16; ++i) idx[i] = static_cast<float>(i & static_cast<int>(Format::max_code));
+    table_index = _mm512_load_ps(idx);
+  }
+  // A block is 8·Bits ≤ 56 bytes of codes.
+  constexpr int block_bytes = bits * 8;
+  const auto* codes_end = reinterpret_cast<const std::uint8_t*>(packed.codes().data() + packed.codes().size());
+  const half_t* scales = packed.row_scales(r);
+  const std::uint32_t* zeros = packed.row_zeros(r);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 table = table_index, scale = table_index, neg_zero_scale = table_index;
+  float s = 0.0f;
+  std::uint32_t z = 0;
+  auto setup_group = [&](index_t g) {
+    s = scale_to_float(scales[g]);
+    if constexpr (Format::symmetric) {
+      z = Format::symmetric_zero;
+    } else {
+      z = unpack_code<bits>(zeros, g);
+    }
+    scale = _mm512_set1_ps(s);
+    neg_zero_scale = _mm512_set1_ps(-static_cast<float>(z) * s);
+    table = _mm512_mul_ps(_mm512_sub_ps(table_index, _mm512_set1_ps(static_cast<float>(z))), scale);
+  };
+  auto do_block = [&](const std::uint8_t* block_ptr, const float* xc) {
+    // A plain 64-byte load wherever it stays inside the code array: masked loads are not prefetched
+    // well (measured 3x slower on Zen 5 once the codes spill out of L2).
+    const __m512i raw = block_ptr + 64 <= codes_end ? _mm512_loadu_si512(block_ptr)
+                                                    : _mm512_maskz_loadu_epi8((1ull << (bits * 8)) - 1ull, block_ptr);
+    for_each_index<4>([&]<int U>(std::integral_constant<int, U>) {
+      const __m512i lane_codes =
+          _mm512_maskz_srlv_epi32(kAllLanes, _mm512_maskz_permutexvar_epi8(~0ull, gather[U], raw), shift[U]);
+      const __m512 w = avx512_decode<bits>(lane_codes, table, scale, neg_zero_scale);
+      acc[U] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xc + U * 16), acc[U]);
+    });
+  };
+  index_t g = 0;
+  if constexpr (Format::group_size > 0) {
+    constexpr int blocks_per_group = Format::group_size / block;
+    const index_t full_groups = packed.cols() / Format::group_size;
+    const std::uint8_t* bp = bytes;
+    const float* xc = x;
+    for (; g < full_groups; ++g) {
+      setup_group(g);
+      for_each_index<blocks_per_group>([&]<int K>(std::integral_constant<int, K>) {
+        do_block(bp + K * block_bytes, xc + K * block);
+      });
+      bp += blocks_per_group * block_bytes;
+      xc += Format::group_size;
+    }
+  }
+  float tail = 0.0f;
+  for (; g < packed.groups_per_row(); ++g) {
+    const index_t c0 = packed.group_begin(g), c1 = packed.group_end(g);
+    setup_group(g);
+    const index_t full = c0 + (c1 - c0) / block * block;
+    index_t c = c0;
+    for (; c < full; c += block) do_block(bytes + c * bits / 8, x + c);
+    if (c < c1) tail += detail::tail_dot<bits>(words, x, c, c1, s, z);
+  }
+  return avx512_hsum(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]))) + tail;
+}
+#endif
+
+}  // namespace detail
+
+template <class Format>
+void uniform_matvec_avx512(const UniformPacked<Format>& packed, const float* x, float* y) {
+  static_assert(uniform_avx512_supports<Format>(), "uniform_matvec_avx512: format not supported by this path");
+  detail::check_matvec_args(packed, x, y);
+  constexpr int bits = Format::bits;
+  if constexpr (32 % bits == 0) {
+    std::vector<float>& xp = detail::scratch_x();
+    detail::permute_x_lane_major<bits, 16>(x, packed.cols(), packed.group_size(), xp);
+    const float* xpp = xp.data();
+    parallel_for(
+        0, packed.rows(),
+        [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) y[r] = detail::avx512_row_pow2(packed, r, xpp, x);
+        },
+        kUniformMinRowsPerThread);
+  } else {
+#if defined(__AVX512VBMI__)
+    parallel_for(
+        0, packed.rows(),
+        [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) y[r] = detail::avx512_row_odd(packed, r, x);
+        },
+        kUniformMinRowsPerThread);
+#endif
+  }
+}
+#endif  // AVX-512
+
+#if defined(__AVX2__) && defined(__FMA__)
+#define LOWBIT_HAVE_UNIFORM_AVX2 1
+
+template <class Format>
+constexpr bool uniform_avx2_supports() {
+  constexpr int b = Format::bits;
+  if constexpr (32 % b == 0) {
+    return Format::group_size == whole_row || Format::group_size % (8 * (8 / b)) == 0;
+  } else {
+    return false;
+  }
+}
+
+namespace detail {
+inline float avx2_hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One row, power-of-two Bits: chunks of 8 bytes (8·8/Bits codes), weights by convert + fma.
+template <class Format>
+inline float avx2_row_pow2(const UniformPacked<Format>& packed, index_t r, const float* xp, const float* x) {
+  constexpr int bits = Format::bits;
+  constexpr int slots = 8 / bits;
+  constexpr int chunk = 8 * slots;
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r));
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>(Format::max_code));
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float tail = 0.0f;
+  for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+    const index_t c0 = packed.group_begin(g), c1 = packed.group_end(g);
+    const float s = packed.scale(r, g);
+    const std::uint32_t z = packed.zero(r, g);
+    const __m256 scale = _mm256_set1_ps(s);
+    const __m256 neg_zero_scale = _mm256_set1_ps(-static_cast<float>(z) * s);
+    const index_t full = c0 + (c1 - c0) / chunk * chunk;
+    index_t c = c0;
+    for (; c < full; c += chunk) {
+      std::int64_t eight_bytes;
+      std::memcpy(&eight_bytes, bytes + c * bits / 8, 8);
+      const __m256i d = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(eight_bytes));
+      auto slot = [&]<int J>(std::integral_constant<int, J>) {
+        const __m256i q = _mm256_and_si256(J == 0 ? d : _mm256_srli_epi32(d, J * bits), mask);
+        const __m256 w = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), scale, neg_zero_scale);
+        if constexpr (J % 2 == 0)
+          acc0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xp + c + J * 8), acc0);
+        else
+          acc1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xp + c + J * 8), acc1);
+      };
+      [&]<int... J>(std::integer_sequence<int, J...>) {
+        (slot(std::integral_constant<int, J>{}), ...);
+      }(std::make_integer_sequence<int, slots>{});
+    }
+    if (c < c1) tail += detail::tail_dot<bits>(packed.row_codes(r), x, c, c1, s, z);
+  }
+  return avx2_hsum(_mm256_add_ps(acc0, acc1)) + tail;
+}
+}  // namespace detail
+
+template <class Format>
+void uniform_matvec_avx2(const UniformPacked<Format>& packed, const float* x, float* y) {
+  static_assert(uniform_avx2_supports<Format>(), "uniform_matvec_avx2: format not supported by this path");
+  detail::check_matvec_args(packed, x, y);
+  std::vector<float>& xp = detail::scratch_x();
+  detail::permute_x_lane_major<Format::bits, 8>(x, packed.cols(), packed.group_size(), xp);
+  const float* xpp = xp.data();
+  parallel_for(
+      0, packed.rows(),
+      [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r) y[r] = detail::avx2_row_pow2(packed, r, xpp, x);
+      },
+      kUniformMinRowsPerThread);
+}
+#endif  // AVX2
+
+// Which path `uniform_matvec` takes for Format on this build: "avx512", "avx2" or "scalar".
+template <class Format>
+constexpr const char* uniform_matvec_path() {
+#if defined(LOWBIT_HAVE_UNIFORM_AVX512)
+  if constexpr (uniform_avx512_supports<Format>()) return "avx512";
+#endif
+#if defined(LOWBIT_HAVE_UNIFORM_AVX2)
+  if constexpr (uniform_avx2_supports<Format>()) return "avx2";
+#endif
+  return "scalar";
+}
+
+// The fastest path this build has for Format.
+template <class Format>
+void uniform_matvec(const UniformPacked<Format>& packed, const float* x, float* y) {
+#if defined(LOWBIT_HAVE_UNIFORM_AVX512)
+  if constexpr (uniform_avx512_supports<Format>()) {
+    uniform_matvec_avx512(packed, x, y);
+    return;
+  }
+#endif
+#if defined(LOWBIT_HAVE_UNIFORM_AVX2)
+  if constexpr (uniform_avx2_supports<Format>()) {
+    uniform_matvec_avx2(packed, x, y);
+    return;
+  }
+#endif
+  uniform_matvec_scalar(packed, x, y);
+}
+
+}  // namespace lowbit::kernels::cpu
+// ---- end lowbit/kernels/cpu/uniform_matvec.hpp ----
+
+namespace lowbit {
+
+template <int Bits, int GroupSize, UniformMode Mode>
+struct Quantizer<Uniform<Bits, GroupSize, Mode>> {
+  using Format = Uniform<Bits, GroupSize, Mode>;
+  using Packed = UniformPacked<Format>;
+  using Params = UniformGroupParams;
+
+  // "uniform:4:128", "uniform:3:row" (whole-row groups), "uniform:4:128:sym".
+  static std::string name() {
+    std::string n = "uniform:" + std::to_string(Bits) + ":" + (GroupSize > 0 ? std::to_string(GroupSize) : "row");
+    if (Format::symmetric) n += ":sym";
+    return n;
+  }
+
+  // Per-group arithmetic (the grid calibrators use; see format/uniform.hpp).
+  static Params fit(float lo, float hi) { return uniform_fit<Format>(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) { return uniform_encode(w, p, Format::max_code); }
+  static float decode(std::uint32_t code, const Params& p) { return uniform_decode(code, p); }
+
+  // Round-to-nearest; throws lowbit::Error on an empty matrix or a NaN/Inf weight.
+  static Packed quantize(MatrixView<const float> W) {
+    LOWBIT_CHECK(W.data != nullptr && W.rows() > 0 && W.cols() > 0, name(), " quantize: weight matrix is empty (",
+                 W.rows(), "x", W.cols(), ")");
+    for (index_t r = 0; r < W.rows(); ++r) {
+      const float* w = W.row(r);
+      for (index_t c = 0; c < W.cols(); ++c)
+        LOWBIT_CHECK(std::isfinite(w[c]), name(), " quantize: weight (", r, ", ", c, ") is ", w[c],
+                     "; expected a finite value");
+    }
+    Packed packed(W.rows(), W.cols());
+    parallel_for(
+        0, W.rows(),
+        [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) {
+            const float* w = W.row(r);
+            for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+              const index_t c0 = packed.group_begin(g), c1 = packed.group_end(g);
+              float lo = w[c0], hi = w[c0];
+              for (index_t c = c0 + 1; c < c1; ++c) {
+                lo = std::min(lo, w[c]);
+                hi = std::max(hi, w[c]);
+              }
+              const Params p = fit(lo, hi);
+              packed.set_params(r, g, p);
+              for (index_t c = c0; c < c1; ++c) packed.set_code(r, c, encode(w[c], p));
+            }
+          }
+        },
+        8);
+    return packed;
+  }
+
+  static void dequantize(const Packed& packed, MatrixView<float> W) {
+    LOWBIT_CHECK(W.rows() == packed.rows() && W.cols() == packed.cols(), name(), " dequantize: output is ",
+                 W.rows(), "x", W.cols(), ", expected ", packed.rows(), "x", packed.cols());
+    parallel_for(
+        0, packed.rows(),
+        [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) dequantize_row(packed, r, W.row(r));
+        },
+        8);
+  }
+
+  // Row r of Ŵ into out[cols].
+  static void dequantize_row(const Packed& packed, index_t r, float* out) {
+    const std::uint32_t* words = packed.row_codes(r);
+    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+      const float s = packed.scale(r, g);
+      const std::uint32_t z = packed.zero(r, g);
+      for (index_t c = packed.group_begin(g); c < packed.group_end(g); ++c)
+        out[c] = uniform_decode(unpack_code<Bits>(words, c), s, z);
+    }
+  }
+
+  // y[rows] = Ŵ x[cols] with the fastest CPU path of this build (kernels/cpu/uniform_matvec.hpp).
+  static void matvec(const Packed& packed, const float* x, float* y) { kernels::cpu::uniform_matvec(packed, x, y); }
+
+  static double bits_per_weight(const Packed& packed) {
+    return 8.0 * static_cast<double>(packed.bytes()) / static_cast<double>(packed.rows() * packed.cols());
+  }
+};
+
+static_assert(QuantizerFor<Quantizer<Uniform<4, 128>>>);
+static_assert(QuantizerFor<Quantizer<Uniform<3, whole_row, UniformMode::Symmetric>>>);
+
+}  // namespace lowbit
+// ---- end lowbit/quantizer.hpp ----
+
+
+// ---- begin lowbit/kernels/cpu/additive_shared.hpp ----
+// Arithmetic of the additive (AQLM) kernels that runs unchanged on host and device (LOWBIT_HD): reading a
+// code from the packed stream, decoding one group from fp16 codebooks, a group's dot product, and the
+// beam-search candidate score. The CUDA kernels call exactly these, and the host tests check them
+// against the fp32 reference, so a GPU-less build still verifies the device arithmetic.
+
+#include <cstdint>
+
+
+namespace lowbit {
+
+// Code (j, m) of a row whose B-bit stream starts at `row_words`.
+LOWBIT_HD std::uint32_t additive_code(const std::uint32_t* row_words, index_t j, int m, int num_codebooks, int bits) {
+  return unpack_code(row_words, j * num_codebooks + m, bits);
+}
+
+// out[d] = Σ_m C_m[code_jm][d] for one group, codebooks as fp16 bits [M, K, G].
+LOWBIT_HD void additive_decode_group(const std::uint16_t* codebooks, index_t codebook_size, int num_codebooks,
+                                     int group_size, const std::uint32_t* row_words, int bits, index_t j, float* out) {
+  for (int d = 0; d < group_size; ++d) out[d] = 0.0f;
+  for (int m = 0; m < num_codebooks; ++m) {
+    const std::uint32_t code = additive_code(row_words, j, m, num_codebooks, bits);
+    const std::uint16_t* c = codebooks + (m * codebook_size + code) * group_size;
+    for (int d = 0; d < group_size; ++d) out[d] += half_bits_to_float(c[d]);
+  }
+}
+
+// Σ_d (Σ_m C_m[code_jm][d]) · x[G·j + d], with columns at or past `cols` (padding) skipped.
+LOWBIT_HD float additive_group_dot(const std::uint16_t* codebooks, index_t codebook_size, int num_codebooks,
+                                   int group_size, const std::uint32_t* row_words, int bits, index_t j,
+                                   const float* x, index_t cols) {
+  float acc = 0.0f;
+  for (int m = 0; m < num_codebooks; ++m) {
+    const std::uint32_t code = additive_code(row_words, j, m, num_codebooks, bits);
+    const std::uint16_t* c = codebooks + (m * codebook_size + code) * group_size;
+    for (int d = 0; d < group_size; ++d) {
+      const index_t col = j * group_size + d;
+      if (col < cols) acc += half_bits_to_float(c[d]) * x[col];
+    }
+  }
+  return acc;
+}
+
+// eᵀ·H_jj·e for a codeword e and the G×G diagonal block H_jj (row-major).
+LOWBIT_HD float additive_quadratic_form(const float* e, const float* hjj, int group_size) {
+  float total = 0.0f;
+  for (int p = 0; p < group_size; ++p) {
+    float hp = 0.0f;
+    for (int t = 0; t < group_size; ++t) hp += hjj[p * group_size + t] * e[t];
+    total += e[p] * hp;
+  }
+  return total;
+}
+
+// Beam-search score of candidate codeword e for a row (calib/beam_search.hpp): s²·eᵀH_jj e + ⟨e, q⟩ with
+// q = 2s(r_j − s·H_jj·f). Equal to the row's new loss up to a constant shared by all candidates.
+LOWBIT_HD float additive_candidate_score(const float* e, const float* q, int group_size, float scale_squared,
+                                         float quad) {
+  float total = scale_squared * quad;
+  for (int p = 0; p < group_size; ++p) total += q[p] * e[p];
+  return total;
+}
+
+}  // namespace lowbit
+// ---- end lowbit/kernels/cpu/additive_shared.hpp ----
+
+
+// ---- begin lowbit/nn/additive_linear.hpp ----
+// A trainable additively quantized linear for AQLM's block fine-tuning: codes are frozen, codebooks and
+// per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
+//   dX += dY·Ŵ,   dC_m[k] += Σ_{o,j: c_ojm = k} s_o·dŴ[o, block j],   ds_o += ⟨dŴ_o, u_o⟩ (u = Ŵ/s).
+// After training, to_packed() rounds to the stored fp16 format for QuantizedLinear<Additive<...>>.
+
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/nn/gemm.hpp ----
+// The three matrix products a layer needs, forward and backward, on row-major buffers through Eigen
+// maps: Y = X·Wᵀ (forward), dX += dY·W (input gradient), dW += dYᵀ·X (weight gradient). Large products
+// use Eigen's OpenMP-parallel GEMM; a product with only a few rows (incremental decoding) is split
+// over output features with parallel_for, since Eigen does not parallelize matrix-vector products.
+
+#include <algorithm>
+
+#include <Eigen/Core>
+
+
+namespace lowbit::nn {
+
+template <class T>
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstMap = Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using MutMap = Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>>;
+
+template <class T>
+ConstMap<T> eigen_map(MatrixView<const T> m) {
+  return ConstMap<T>(m.data, m.rows(), m.cols(), Eigen::OuterStride<>(m.row_stride()));
+}
+template <class T>
+MutMap<T> eigen_map(MatrixView<T> m) {
+  return MutMap<T>(m.data, m.rows(), m.cols(), Eigen::OuterStride<>(m.row_stride()));
+}
+template <class T>
+ConstMap<T> eigen_map(const T* p, index_t rows, index_t cols, index_t stride = -1) {
+  return ConstMap<T>(p, rows, cols, Eigen::OuterStride<>(stride < 0 ? cols : stride));
+}
+template <class T>
+MutMap<T> eigen_map(T* p, index_t rows, index_t cols, index_t stride = -1) {
+  return MutMap<T>(p, rows, cols, Eigen::OuterStride<>(stride < 0 ? cols : stride));
+}
+
+// Smallest amount of work (multiply-adds or element operations) worth handing to one thread: forking
+// threads for less costs more than it saves, badly so when the machine is oversubscribed.
+inline constexpr index_t kMinParallelWork = 32768;
+
+// min_chunk for parallel_for over units that each cost `work_per_unit`.
+inline index_t chunk_for(index_t work_per_unit) {
+  return std::max<index_t>(1, kMinParallelWork / std::max<index_t>(1, work_per_unit));
+}
+
+// Rows at or below this count take the feature-parallel matrix-vector path.
+inline constexpr index_t kSmallBatchRows = 4;
+
+// Y[n, out] = X[n, in] · W[out, in]ᵀ   (overwrites Y; `accumulate` adds instead).
+template <class T>
+void matmul_xwt(MatrixView<const T> X, MatrixView<const T> W, MatrixView<T> Y, bool accumulate = false) {
+  const index_t n = X.rows(), out = W.rows(), in = W.cols();
+  if (n <= kSmallBatchRows) {
+    parallel_for(
+        0, out,
+        [&](index_t lo, index_t hi) {
+          auto Wb = eigen_map<T>(W.row(lo), hi - lo, in, W.row_stride());
+          auto Xm = eigen_map(X);
+          auto Yb = eigen_map<T>(Y.data + lo, n, hi - lo, Y.row_stride());
+          if (accumulate)
+            Yb.noalias() += Xm * Wb.transpose();
+          else
+            Yb.noalias() = Xm * Wb.transpose();
+        },
+        std::max<index_t>(16, chunk_for(in * n)));
+    return;
+  }
+  auto Ym = eigen_map(Y);
+  if (accumulate)
+    Ym.noalias() += eigen_map(X) * eigen_map(W).transpose();
+  else
+    Ym.noalias() = eigen_map(X) * eigen_map(W).transpose();
+}
+
+// dX[n, in] += dY[n, out] · W[out, in]
+template <class T>
+void matmul_add_dyw(MatrixView<const T> dY, MatrixView<const T> W, MatrixView<T> dX) {
+  eigen_map(dX).noalias() += eigen_map(dY) * eigen_map(W);
+}
+
+// dW[out, in] += dY[n, out]ᵀ · X[n, in]
+template <class T>
+void matmul_add_dytx(MatrixView<const T> dY, MatrixView<const T> X, MatrixView<T> dW) {
+  eigen_map(dW).noalias() += eigen_map(dY).transpose() * eigen_map(X);
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/gemm.hpp ----
+
+// ---- begin lowbit/nn/linear.hpp ----
+// The Linear interface: every projection in the model goes through it, so a dense fp32 layer, a
+// QuantizedLinear<Uniform<3,128>>, a QuantizedLinear<Additive<2,8,8>> or an encoder-wrapped layer can
+// replace each other without touching the model code (DESIGN.md, idea 3). Activations are row-major
+// [tokens, features]; weights are [out_features, in_features] as in PyTorch and llama2.c.
+// `Linear` is the fp32 interface every format implements; `BasicLinear<double>` exists only so the
+// finite-difference checks run the model's own code in double precision.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/nn/parameter.hpp ----
+// A trainable tensor as the optimizers see it: a name, a value buffer and a gradient buffer of the same
+// size. Layers own the memory; `parameters()` hands out non-owning views so AdamW, gradient clipping
+// and checkpoints can walk any mix of dense and quantized layers uniformly. The scalar type is a
+// template parameter only so that finite-difference checks can run the same model code in double.
+
+#include <string>
+
+
+namespace lowbit::nn {
+
+template <class T>
+struct BasicParameter {
+  std::string name;
+  T* value = nullptr;
+  T* grad = nullptr;  // accumulated with +=; zeroed by the training loop
+  index_t size = 0;
+};
+
+using Parameter = BasicParameter<float>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/parameter.hpp ----
+
+namespace lowbit::nn {
+
+template <class T>
+class BasicLinear {
+ public:
+  virtual ~BasicLinear() = default;
+
+  virtual index_t in_features() const = 0;
+  virtual index_t out_features() const = 0;
+
+  // Y[n, out] = X[n, in] · Ŵᵀ (Y is overwritten).
+  virtual void forward(MatrixView<const T> X, MatrixView<T> Y) const = 0;
+
+  // dX[n, in] += dY[n, out] · Ŵ, and the layer's own trainable parameters accumulate their gradients
+  // (+=). `X` is the input that forward() saw. A layer with nothing trainable only propagates dX.
+  virtual void backward(MatrixView<const T> X, MatrixView<const T> dY, MatrixView<T> dX) = 0;
+
+  // Trainable tensors (dense weights; or scales/codebooks/latent weights of a quantized layer).
+  virtual std::vector<BasicParameter<T>> parameters() { return {}; }
+
+  // Writes the effective weight Ŵ [out, in].
+  virtual void dequantize(MatrixView<T> W) const = 0;
+
+  // Storage of the weight representation in bytes, exactly as stored (codes, scales, codebooks).
+  virtual std::size_t bytes() const = 0;
+
+  // Format descriptor: "f32", "uniform:4:128", "additive:2:8:8", ...
+  virtual std::string format() const = 0;
+
+  double bits_per_weight() const {
+    return 8.0 * static_cast<double>(bytes()) / static_cast<double>(in_features() * out_features());
+  }
+};
+
+using Linear = BasicLinear<float>;
+using LinearPtr = std::unique_ptr<Linear>;
+
+template <class T>
+using BasicLinearPtr = std::unique_ptr<BasicLinear<T>>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/linear.hpp ----
+
+namespace lowbit::nn {
+
+class AdditiveLinear final : public Linear {
+ public:
+  explicit AdditiveLinear(AdditiveCodes codes, std::string name = "additive")
+      : a_(std::move(codes)), name_(std::move(name)) {
+    a_.shape.validate("AdditiveLinear " + name_);
+    const auto& s = a_.shape;
+    words_per_row_ = packed_words(s.codes_per_row(), s.code_bits);
+    packed_codes_.assign(static_cast<std::size_t>(s.rows * words_per_row_), 0u);
+    for (index_t o = 0; o < s.rows; ++o)
+      for (index_t i = 0; i < s.codes_per_row(); ++i)
+        pack_code(packed_codes_.data() + o * words_per_row_, i, s.code_bits,
+                  a_.codes[static_cast<std::size_t>(o * s.codes_per_row() + i)]);
+    codebook_grad_.assign(a_.codebooks.size(), 0.0f);
+    scale_grad_.assign(a_.scales.size(), 0.0f);
+  }
+
+  index_t in_features() const override { return a_.shape.cols; }
+  index_t out_features() const override { return a_.shape.rows; }
+
+  void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
+    check(X.rows(), X.cols(), Y.rows(), Y.cols(), "forward");
+    if (X.rows() == 1) {
+      additive_matvec(view(), X.row(0), Y.row(0));
+      return;
+    }
+    const auto W = dense();
+    matmul_xwt<float>(X, MatrixView<const float>(W.data(), out_features(), in_features()), Y);
+  }
+
+  void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
+    check(X.rows(), X.cols(), dY.rows(), dY.cols(), "backward");
+    const auto& s = a_.shape;
+    const index_t rows = s.rows, cols = s.cols, groups = s.groups(), K = s.codebook_size();
+    const int G = s.group_size, M = s.num_codebooks;
+    if (dX.data) {
+      const auto W = dense();
+      matmul_add_dyw<float>(dY, MatrixView<const float>(W.data(), rows, cols), dX);
+    }
+    std::vector<float> dW(static_cast<std::size_t>(rows * cols), 0.0f);
+    matmul_add_dytx<float>(dY, X, MatrixView<float>(dW.data(), rows, cols));
+    // Scale gradients in parallel over rows; codebook gradients serially (rows share codewords).
+    parallel_for(0, rows, [&](index_t r0, index_t r1) {
+      std::vector<float> u(static_cast<std::size_t>(s.padded_cols()));
+      for (index_t o = r0; o < r1; ++o) {
+        additive_unscaled_row_reference(a_, o, u.data());
+        double g = 0.0;
+        for (index_t c = 0; c < cols; ++c) g += static_cast<double>(dW[static_cast<std::size_t>(o * cols + c)]) * u[static_cast<std::size_t>(c)];
+        scale_grad_[static_cast<std::size_t>(o)] += static_cast<float>(g);
+      }
+    });
+    for (index_t o = 0; o < rows; ++o) {
+      const float sc = a_.scales[static_cast<std::size_t>(o)];
+      for (index_t j = 0; j < groups; ++j) {
+        const index_t width = std::min<index_t>(G, cols - j * G);
+        const float* g = dW.data() + o * cols + j * G;
+        for (int m = 0; m < M; ++m) {
+          float* dst = codebook_grad_.data() + (m * K + a_.code(o, j, m)) * G;
+          for (index_t d = 0; d < width; ++d) dst[d] += sc * g[d];
+        }
+      }
+    }
+  }
+
+  std::vector<Parameter> parameters() override {
+    // Plain names: the block prefixes them ("layers.3.attention.wq.codebooks").
+    return {Parameter{"codebooks", a_.codebooks.data(), codebook_grad_.data(), static_cast<index_t>(a_.codebooks.size())},
+            Parameter{"scales", a_.scales.data(), scale_grad_.data(), static_cast<index_t>(a_.scales.size())}};
+  }
+
+  void dequantize(MatrixView<float> W) const override { additive_dequantize(view(), W); }
+
+  // Bytes of the stored (fp16) form.
+  std::size_t bytes() const override {
+    return packed_codes_.size() * 4 + a_.codebooks.size() * 2 + a_.scales.size() * 2;
+  }
+  std::string format() const override {
+    const auto& s = a_.shape;
+    return "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
+           std::to_string(s.group_size);
+  }
+
+  const AdditiveCodes& codes() const { return a_; }
+  AdditivePacked to_packed() const { return AdditivePacked(a_); }
+
+ private:
+  AdditiveKernelView view() const {
+    return AdditiveKernelView{a_.shape, packed_codes_.data(), words_per_row_, a_.codebooks.data(), a_.scales.data()};
+  }
+  std::vector<float> dense() const {
+    std::vector<float> W(static_cast<std::size_t>(out_features() * in_features()));
+    additive_dequantize(view(), MatrixView<float>(W.data(), out_features(), in_features()));
+    return W;
+  }
+  void check(index_t in_rows, index_t in_cols, index_t out_rows, index_t out_cols, const char* what) const {
+    LOWBIT_CHECK(in_cols == in_features() && out_cols == out_features() && in_rows == out_rows, "AdditiveLinear ",
+                 name_, "::", what, ": got ", in_rows, "x", in_cols, " and ", out_rows, "x", out_cols, " for a ",
+                 out_features(), "x", in_features(), " weight");
+  }
+
+  AdditiveCodes a_;
+  std::string name_;
+  index_t words_per_row_ = 0;
+  std::vector<std::uint32_t> packed_codes_;
+  std::vector<float> codebook_grad_, scale_grad_;
+};
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/additive_linear.hpp ----
+
+// ---- begin lowbit/nn/attention.hpp ----
+// Causal grouped-query attention (Ainslie et al. 2023): n_heads query heads share n_kv_heads key/value
+// heads, head h reading kv head h / (n_heads / n_kv_heads). One routine serves the batched forward
+// over [B, T] (keys are the batch's own tokens) and incremental decoding (keys come from the KV cache,
+// queries start at `offset`). Per head the scores, softmax and weighted sum are Eigen products; heads
+// run in parallel. The backward recomputes nothing: it uses the saved probabilities P and gives
+//   dV += Pᵀ·dO,  dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ)) / sqrt(d),  dQ += dS·K,  dK += dSᵀ·Q.
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  index_t q_width() const { return static_cast<index_t>(n_heads) * head_dim; }
+  index_t kv_width() const { return static_cast<index_t>(n_kv_heads) * head_dim; }
+  int group() const { return n_heads / n_kv_heads; }
+};
+
+// q, out: [B*Tq, n_heads*head_dim]; k, v: batch b's keys start at k + b*kv_batch_stride, rows of
+// n_kv_heads*head_dim. Query i of a sequence sits at position offset + i and sees keys 0..offset+i
+// (Tk >= offset + Tq). probs (optional, [B, n_heads, Tq, Tk]) receives the attention probabilities.
+template <class F>
+void attention_forward(const F* q, const F* k, const F* v, F* out, int B, int Tq, int Tk, int offset,
+                       index_t kv_batch_stride, const AttentionShape& s, F* probs = nullptr) {
+  const index_t qw = s.q_width(), kvw = s.kv_width(), hd = s.head_dim;
+  const F scale = static_cast<F>(1.0 / std::sqrt(static_cast<double>(hd)));
+  const index_t units = static_cast<index_t>(B) * s.n_heads;
+  parallel_for(0, units, [&](index_t lo, index_t hi) {
+    RowMajor<F> scratch;
+    for (index_t u = lo; u < hi; ++u) {
+      const index_t b = u / s.n_heads, h = u % s.n_heads, kvh = h / s.group();
+      auto Q = eigen_map<F>(q + b * Tq * qw + h * hd, Tq, hd, qw);
+      auto K = eigen_map<F>(k + b * kv_batch_stride + kvh * hd, Tk, hd, kvw);
+      auto V = eigen_map<F>(v + b * kv_batch_stride + kvh * hd, Tk, hd, kvw);
+      auto O = eigen_map<F>(out + b * Tq * qw + h * hd, Tq, hd, qw);
+      F* pbuf;
+      if (probs) {
+        pbuf = probs + u * Tq * Tk;
+      } else {
+        scratch.resize(Tq, Tk);
+        pbuf = scratch.data();
+      }
+      auto P = eigen_map<F>(pbuf, Tq, Tk);
+      P.noalias() = (Q * K.transpose()) * scale;
+      for (index_t i = 0; i < Tq; ++i) {
+        F* row = pbuf + i * Tk;
+        const index_t visible = std::min<index_t>(Tk, offset + i + 1);
+        F mx = -std::numeric_limits<F>::infinity();
+        for (index_t j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
+        F sum = 0;
+        for (index_t j = 0; j < visible; ++j) {
+          row[j] = std::exp(row[j] - mx);
+          sum += row[j];
+        }
+        const F inv = F(1) / sum;
+        for (index_t j = 0; j < visible; ++j) row[j] *= inv;
+        for (index_t j = visible; j < Tk; ++j) row[j] = F(0);
+      }
+      O.noalias() = P * V;
+    }
+  }, chunk_for(2 * Tq * Tk * hd));
+}
+
+// Backward of the batched causal forward (offset 0, Tq = Tk = T, keys of batch b at b*T rows).
+// dq [B*T, n_heads*hd], dk, dv [B*T, n_kv_heads*hd] accumulate (+=).
+template <class F>
+void attention_backward(const F* q, const F* k, const F* v, const F* probs, const F* dout, int B, int T,
+                        const AttentionShape& s, F* dq, F* dk, F* dv) {
+  const index_t qw = s.q_width(), kvw = s.kv_width(), hd = s.head_dim;
+  const F scale = static_cast<F>(1.0 / std::sqrt(static_cast<double>(hd)));
+  // One unit per (batch, kv head): the query heads of a group all write the same dK/dV columns.
+  const index_t units = static_cast<index_t>(B) * s.n_kv_heads;
+  parallel_for(0, units, [&](index_t lo, index_t hi) {
+    RowMajor<F> dP(T, T);
+    for (index_t u = lo; u < hi; ++u) {
+      const index_t b = u / s.n_kv_heads, kvh = u % s.n_kv_heads;
+      auto K = eigen_map<F>(k + b * T * kvw + kvh * hd, T, hd, kvw);
+      auto V = eigen_map<F>(v + b * T * kvw + kvh * hd, T, hd, kvw);
+      auto dK = eigen_map<F>(dk + b * T * kvw + kvh * hd, T, hd, kvw);
+      auto dV = eigen_map<F>(dv + b * T * kvw + kvh * hd, T, hd, kvw);
+      for (index_t h = kvh * s.group(); h < (kvh + 1) * s.group(); ++h) {
+        auto Q = eigen_map<F>(q + b * T * qw + h * hd, T, hd, qw);
+        auto dQ = eigen_map<F>(dq + b * T * qw + h * hd, T, hd, qw);
+        auto dO = eigen_map<F>(dout + b * T * qw + h * hd, T, hd, qw);
+        auto P = eigen_map<F>(probs + (b * s.n_heads + h) * T * T, T, T);
+        dV.noalias() += P.transpose() * dO;
+        dP.noalias() = dO * V.transpose();
+        for (index_t i = 0; i < T; ++i) {
+          F dot = 0;
+          for (index_t j = 0; j <= i; ++j) dot += P(i, j) * dP(i, j);
+          for (index_t j = 0; j <= i; ++j) dP(i, j) = P(i, j) * (dP(i, j) - dot) * scale;
+          for (index_t j = i + 1; j < T; ++j) dP(i, j) = F(0);
+        }
+        dQ.noalias() += dP * K;
+        dK.noalias() += dP.transpose() * Q;
+      }
+    }
+  }, chunk_for(4 * s.group() * static_cast<index_t>(T) * T * hd));
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/attention.hpp ----
+
+// ---- begin lowbit/nn/block.hpp ----
+// One LLaMA transformer block, pre-norm: x += wo(attn(rope(wq·n1), rope(wk·n1), wv·n1)) with
+// n1 = rmsnorm(x); then x += w2(silu(w1·n2) ⊙ w3·n2) with n2 = rmsnorm(x). The seven projections are
+// Linear objects so quantized layers drop in; the forward can hand out the inputs of the four distinct
+// linear groups (taps) for calibration, and the training forward saves what the backward needs.
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <utility>
+#include <vector>
+
 
 // ---- begin lowbit/nn/config.hpp ----
 // Hyper-parameters of a LLaMA-family model, as read from a checkpoint. Everything architecture-
@@ -717,73 +4141,8743 @@ struct ModelConfig {
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/config.hpp ----
 
-// ---- begin lowbit/nn/linear.hpp ----
-// The Linear interface: every projection in the model goes through it, so a dense fp32 layer, a
-// QuantizedLinear<Uniform<3,128>>, a QuantizedLinear<Additive<2,8,8>> or an encoder-wrapped layer can
-// replace each other without touching the model code (DESIGN.md, idea 3). Activations are row-major
-// [tokens, features]; weights are [out_features, in_features] as in PyTorch and llama2.c.
+// ---- begin lowbit/nn/dense_linear.hpp ----
+// The full-precision Linear: a dense weight W [out, in] with its gradient buffer. It is what a model
+// loaded from a checkpoint starts with, and what calibrators read (dequantize) and replace. The
+// gradient buffer is allocated on first use, so inference never pays for it.
 
-#include <cstddef>
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+template <class T>
+class BasicDenseLinear final : public BasicLinear<T> {
+ public:
+  BasicDenseLinear(index_t out_features, index_t in_features)
+      : out_(out_features), in_(in_features), weight_(static_cast<std::size_t>(out_features * in_features), T(0)) {}
+  BasicDenseLinear(index_t out_features, index_t in_features, std::vector<T> weight)
+      : out_(out_features), in_(in_features), weight_(std::move(weight)) {
+    LOWBIT_CHECK(static_cast<index_t>(weight_.size()) == out_ * in_, "DenseLinear: weight holds ", weight_.size(),
+                 " values, expected ", out_, "x", in_);
+  }
+
+  index_t in_features() const override { return in_; }
+  index_t out_features() const override { return out_; }
+
+  void forward(MatrixView<const T> X, MatrixView<T> Y) const override {
+    check_shapes(X, Y, "forward");
+    matmul_xwt<T>(X, weight_view(), Y);
+  }
+
+  void backward(MatrixView<const T> X, MatrixView<const T> dY, MatrixView<T> dX) override {
+    check_shapes(X, dY, "backward");
+    if (dX.data) matmul_add_dyw<T>(dY, weight_view(), dX);
+    ensure_grad();
+    matmul_add_dytx<T>(dY, X, MatrixView<T>(grad_.data(), out_, in_));
+  }
+
+  std::vector<BasicParameter<T>> parameters() override {
+    ensure_grad();
+    return {BasicParameter<T>{"weight", weight_.data(), grad_.data(), out_ * in_}};
+  }
+
+  void dequantize(MatrixView<T> W) const override {
+    LOWBIT_CHECK(W.rows() == out_ && W.cols() == in_, "DenseLinear::dequantize: output is ", W.rows(), "x",
+                 W.cols(), ", expected ", out_, "x", in_);
+    for (index_t r = 0; r < out_; ++r) std::copy_n(weight_.data() + r * in_, in_, W.row(r));
+  }
+
+  std::size_t bytes() const override { return weight_.size() * sizeof(T); }
+  std::string format() const override { return sizeof(T) == 4 ? "f32" : "f64"; }
+
+  MatrixView<const T> weight_view() const { return MatrixView<const T>(weight_.data(), out_, in_); }
+  MatrixView<T> weight_view() { return MatrixView<T>(weight_.data(), out_, in_); }
+  std::vector<T>& weight() { return weight_; }
+  const std::vector<T>& weight() const { return weight_; }
+  std::vector<T>& grad() {
+    ensure_grad();
+    return grad_;
+  }
+
+ private:
+  template <class A, class B>
+  void check_shapes(const A& X, const B& Y, const char* what) const {
+    LOWBIT_CHECK(X.cols() == in_ && Y.cols() == out_ && X.rows() == Y.rows(), "DenseLinear::", what,
+                 ": got input ", X.rows(), "x", X.cols(), " and output ", Y.rows(), "x", Y.cols(),
+                 " for a ", out_, "x", in_, " weight");
+  }
+  void ensure_grad() {
+    if (grad_.size() != weight_.size()) grad_.assign(weight_.size(), T(0));
+  }
+
+  index_t out_, in_;
+  std::vector<T> weight_;
+  std::vector<T> grad_;
+};
+
+using DenseLinear = BasicDenseLinear<float>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/dense_linear.hpp ----
+
+// ---- begin lowbit/nn/kv_cache.hpp ----
+// The key/value cache of incremental decoding: for every layer, the rotated keys and the values of
+// all positions seen so far, [max_len, n_kv_heads*head_dim] each. With grouped-query attention it is
+// n_heads/n_kv_heads times smaller than caching per query head.
+
+#include <vector>
+
+
+namespace lowbit::nn {
+
+template <class F>
+struct BasicKVCache {
+  int n_layers = 0;
+  int max_len = 0;
+  index_t kv_width = 0;
+  std::vector<F> keys, values;  // [n_layers, max_len, kv_width]
+
+  BasicKVCache() = default;
+  BasicKVCache(const ModelConfig& c, int max_positions)
+      : n_layers(c.n_layers), max_len(max_positions), kv_width(c.kv_dim()) {
+    LOWBIT_CHECK(max_positions > 0, "KVCache: max_len must be positive, got ", max_positions);
+    keys.assign(static_cast<std::size_t>(n_layers) * max_len * kv_width, F(0));
+    values.assign(keys.size(), F(0));
+  }
+
+  F* key(int layer, int pos) { return keys.data() + (static_cast<index_t>(layer) * max_len + pos) * kv_width; }
+  F* value(int layer, int pos) { return values.data() + (static_cast<index_t>(layer) * max_len + pos) * kv_width; }
+};
+
+using KVCache = BasicKVCache<float>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/kv_cache.hpp ----
+
+// ---- begin lowbit/nn/mlp.hpp ----
+// The SwiGLU feed-forward of LLaMA (Shazeer 2020): down(silu(gate(x)) ⊙ up(x)). The three
+// projections are Linear layers owned by the block; this header holds the element-wise gate between
+// them, forward and backward: with s = σ(g), h = g·s·u, dg = dh·u·s·(1 + g·(1 − s)), du = dh·g·s.
+
+#include <cmath>
+
+
+namespace lowbit::nn {
+
+template <class F>
+F sigmoid(F x) {
+  return F(1) / (F(1) + std::exp(-x));
+}
+
+// h[i] = silu(gate[i]) * up[i] for i in [0, count).
+template <class F>
+void swiglu_forward(const F* gate, const F* up, index_t count, F* h) {
+  parallel_for(
+      0, count,
+      [&](index_t lo, index_t hi) {
+        for (index_t i = lo; i < hi; ++i) h[i] = gate[i] * sigmoid(gate[i]) * up[i];
+      },
+      kMinParallelWork / 8);
+}
+
+// dgate += ∂/∂gate, dup += ∂/∂up.
+template <class F>
+void swiglu_backward(const F* gate, const F* up, const F* dh, index_t count, F* dgate, F* dup) {
+  parallel_for(
+      0, count,
+      [&](index_t lo, index_t hi) {
+        for (index_t i = lo; i < hi; ++i) {
+          const F g = gate[i], s = sigmoid(g);
+          dgate[i] += dh[i] * up[i] * s * (F(1) + g * (F(1) - s));
+          dup[i] += dh[i] * g * s;
+        }
+      },
+      kMinParallelWork / 8);
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/mlp.hpp ----
+
+// ---- begin lowbit/nn/rmsnorm.hpp ----
+// RMSNorm (Zhang & Sennrich 2019) as LLaMA uses it: y = g ⊙ x / sqrt(mean(x²) + eps), epsilon taken
+// from the checkpoint. The forward saves 1/rms per row; the backward uses it to give
+//   dx = r·g⊙dy − (r³/N)·x·Σ(dy⊙g⊙x)   and   dg += Σ_rows dy⊙r·x.
+
+#include <cmath>
+
+
+namespace lowbit::nn {
+
+// out[n, dim] = rmsnorm(x[n, dim]) ⊙ gain; inv_rms[n] (optional) receives 1/rms of each row.
+template <class F>
+void rmsnorm_forward(const F* x, const F* gain, index_t n, index_t dim, F eps, F* out, F* inv_rms = nullptr) {
+  parallel_for(
+      0, n,
+      [&](index_t lo, index_t hi) {
+        for (index_t r = lo; r < hi; ++r) {
+          const F* xr = x + r * dim;
+          double ss = 0;
+          for (index_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+          const F inv = static_cast<F>(1.0 / std::sqrt(ss / static_cast<double>(dim) + static_cast<double>(eps)));
+          if (inv_rms) inv_rms[r] = inv;
+          F* o = out + r * dim;
+          for (index_t i = 0; i < dim; ++i) o[i] = gain[i] * (inv * xr[i]);
+        }
+      },
+      chunk_for(4 * dim));
+}
+
+// dx[n, dim] += ∂/∂x, dgain[dim] += ∂/∂gain, given the forward's x and inv_rms.
+template <class F>
+void rmsnorm_backward(const F* x, const F* gain, const F* inv_rms, const F* dout, index_t n, index_t dim, F* dx,
+                      F* dgain) {
+  for (index_t r = 0; r < n; ++r) {
+    const F* xr = x + r * dim;
+    const F* dy = dout + r * dim;
+    const F inv = inv_rms[r];
+    double dot = 0;  // Σ dy ⊙ g ⊙ x
+    for (index_t i = 0; i < dim; ++i) dot += static_cast<double>(dy[i]) * gain[i] * xr[i];
+    const F coef = static_cast<F>(dot * inv * inv * inv / static_cast<double>(dim));
+    if (dx) {
+      F* d = dx + r * dim;
+      for (index_t i = 0; i < dim; ++i) d[i] += inv * gain[i] * dy[i] - coef * xr[i];
+    }
+    if (dgain)
+      for (index_t i = 0; i < dim; ++i) dgain[i] += dy[i] * inv * xr[i];
+  }
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/rmsnorm.hpp ----
+
+// ---- begin lowbit/nn/rope.hpp ----
+// Rotary position embedding (Su et al. 2021). Dimension pairs of each head are rotated by pos·θ_k with
+// θ_k = theta^(−2k/head_dim). Two pairings exist in the wild (see RopeLayout in config.hpp): adjacent
+// pairs (2k, 2k+1) as llama2.c and GGUF store q/k, and half-split pairs (k, k + head_dim/2) as Hugging
+// Face stores them. The backward is the inverse rotation (the transpose of an orthogonal map).
+
+#include <cmath>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+template <class F>
+class RopeTable {
+ public:
+  RopeTable() = default;
+  RopeTable(int head_dim, double theta, RopeLayout layout, int positions = 0)
+      : head_dim_(head_dim), theta_(theta), layout_(layout) {
+    ensure(positions);
+  }
+
+  // Makes cos/sin available for positions [0, positions).
+  void ensure(int positions) {
+    if (positions <= positions_) return;
+    const int half = head_dim_ / 2;
+    cos_.resize(static_cast<std::size_t>(positions) * half);
+    sin_.resize(static_cast<std::size_t>(positions) * half);
+    for (int p = positions_; p < positions; ++p)
+      for (int k = 0; k < half; ++k) {
+        const double freq = std::pow(theta_, -2.0 * k / head_dim_);
+        const double angle = p * freq;
+        cos_[static_cast<std::size_t>(p) * half + k] = static_cast<F>(std::cos(angle));
+        sin_[static_cast<std::size_t>(p) * half + k] = static_cast<F>(std::sin(angle));
+      }
+    positions_ = positions;
+  }
+
+  int head_dim() const { return head_dim_; }
+  int positions() const { return positions_; }
+  RopeLayout layout() const { return layout_; }
+
+  // Rotates every head of one row (n_heads * head_dim values) to position `pos`; `inverse` rotates back
+  // (used by the backward pass).
+  void rotate(F* row, int n_heads, int pos, bool inverse = false) const {
+    const int half = head_dim_ / 2;
+    const F* c = cos_.data() + static_cast<std::size_t>(pos) * half;
+    const F* s = sin_.data() + static_cast<std::size_t>(pos) * half;
+    const index_t step_a = layout_ == RopeLayout::Interleaved ? 2 : 1;
+    const index_t offset_b = layout_ == RopeLayout::Interleaved ? 1 : half;
+    for (int h = 0; h < n_heads; ++h) {
+      F* head = row + static_cast<index_t>(h) * head_dim_;
+      for (int k = 0; k < half; ++k) {
+        F* a = head + k * step_a;
+        F* b = a + offset_b;
+        const F sn = inverse ? -s[k] : s[k];
+        const F x0 = *a, x1 = *b;
+        *a = x0 * c[k] - x1 * sn;
+        *b = x0 * sn + x1 * c[k];
+      }
+    }
+  }
+
+ private:
+  int head_dim_ = 0;
+  double theta_ = 10000.0;
+  RopeLayout layout_ = RopeLayout::Interleaved;
+  int positions_ = 0;
+  std::vector<F> cos_, sin_;
+};
+
+// Rotates x [B*T rows, n_heads*head_dim] in place; row b*T + t sits at position start_pos + t.
+template <class F>
+void rope_forward(const RopeTable<F>& table, F* x, index_t rows, index_t row_stride, int n_heads, int T,
+                  int start_pos = 0) {
+  for (index_t r = 0; r < rows; ++r) table.rotate(x + r * row_stride, n_heads, start_pos + static_cast<int>(r % T));
+}
+
+// The gradient of rope_forward: dx is rotated back in place.
+template <class F>
+void rope_backward(const RopeTable<F>& table, F* dx, index_t rows, index_t row_stride, int n_heads, int T,
+                   int start_pos = 0) {
+  for (index_t r = 0; r < rows; ++r)
+    table.rotate(dx + r * row_stride, n_heads, start_pos + static_cast<int>(r % T), true);
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/rope.hpp ----
+
+namespace lowbit::nn {
+
+enum class LinearRole { Q, K, V, O, Gate, Up, Down };  // wq wk wv wo w1 w3 w2
+inline constexpr int kLinearRoles = 7;
+inline constexpr std::array<LinearRole, 7> kAllLinearRoles = {LinearRole::Q,    LinearRole::K,  LinearRole::V,
+                                                              LinearRole::O,    LinearRole::Gate, LinearRole::Up,
+                                                              LinearRole::Down};
+
+// Canonical tensor name of a role inside a block ("attention.wq", ..., "feed_forward.w2").
+inline const char* linear_role_name(LinearRole r) {
+  switch (r) {
+    case LinearRole::Q: return "attention.wq";
+    case LinearRole::K: return "attention.wk";
+    case LinearRole::V: return "attention.wv";
+    case LinearRole::O: return "attention.wo";
+    case LinearRole::Gate: return "feed_forward.w1";
+    case LinearRole::Up: return "feed_forward.w3";
+    case LinearRole::Down: return "feed_forward.w2";
+  }
+  return "?";
+}
+
+// [out, in] of a role for a configuration.
+inline std::pair<index_t, index_t> linear_role_shape(const ModelConfig& c, LinearRole r) {
+  const index_t dim = c.dim, q = static_cast<index_t>(c.n_heads) * c.head_dim(), kv = c.kv_dim(), hid = c.hidden_dim;
+  switch (r) {
+    case LinearRole::Q: return {q, dim};
+    case LinearRole::K: return {kv, dim};
+    case LinearRole::V: return {kv, dim};
+    case LinearRole::O: return {dim, q};
+    case LinearRole::Gate: return {hid, dim};
+    case LinearRole::Up: return {hid, dim};
+    case LinearRole::Down: return {dim, hid};
+  }
+  return {0, 0};
+}
+
+// Inputs of the four distinct linear groups of a block, row-major [B*T, features].
+template <class F>
+struct BasicBlockTaps {
+  std::vector<F> attn_in;     // input of q, k, v   [n, dim]
+  std::vector<F> attn_out;    // input of o         [n, n_heads*head_dim]
+  std::vector<F> ffn_in;      // input of gate, up  [n, dim]
+  std::vector<F> ffn_hidden;  // input of down      [n, hidden]
+};
+using BlockTaps = BasicBlockTaps<float>;
+
+// Everything the block backward needs, saved by the training forward. Also reused as the inference
+// workspace (then x_in and probs stay empty).
+template <class F>
+struct BasicBlockActivations {
+  int B = 0, T = 0;
+  std::vector<F> x_in;          // [n, dim]        block input (residual stream)
+  std::vector<F> inv_rms_attn;  // [n]
+  std::vector<F> attn_in;       // [n, dim]        rmsnorm(x_in) ⊙ g1
+  std::vector<F> q, k, v;       // [n, q/kv width] after RoPE (q, k)
+  std::vector<F> probs;         // [B, H, T, T]    attention probabilities
+  std::vector<F> attn_out;      // [n, q width]
+  std::vector<F> x_mid;         // [n, dim]        x_in + wo(attn_out)
+  std::vector<F> inv_rms_ffn;   // [n]
+  std::vector<F> ffn_in;        // [n, dim]
+  std::vector<F> gate, up;      // [n, hidden]
+  std::vector<F> ffn_hidden;    // [n, hidden]     silu(gate) ⊙ up
+  std::vector<F> proj;          // [n, dim]        scratch for wo / w2 outputs
+};
+using BlockActivations = BasicBlockActivations<float>;
+
+template <class F>
+class BasicBlock {
+ public:
+  // Norm gains 1 and zero dense linears; with_linears = false leaves the linears for set_linear().
+  explicit BasicBlock(const ModelConfig& c, bool with_linears = true)
+      : attn_norm(static_cast<std::size_t>(c.dim), F(1)), ffn_norm(static_cast<std::size_t>(c.dim), F(1)), cfg_(c) {
+    if (!with_linears) return;
+    for (auto r : kAllLinearRoles) {
+      auto [out, in] = linear_role_shape(c, r);
+      linears_[static_cast<int>(r)] = std::make_unique<BasicDenseLinear<F>>(out, in);
+    }
+  }
+
+  BasicLinear<F>& linear(LinearRole r) { return *linears_[static_cast<int>(r)]; }
+  const BasicLinear<F>& linear(LinearRole r) const { return *linears_[static_cast<int>(r)]; }
+
+  void set_linear(LinearRole r, BasicLinearPtr<F> l, const std::string& where = "block") {
+    LOWBIT_CHECK(l != nullptr, where, ": set_linear(", linear_role_name(r), ") got a null layer");
+    auto [out, in] = linear_role_shape(cfg_, r);
+    LOWBIT_CHECK(l->out_features() == out && l->in_features() == in, where, ": ", linear_role_name(r),
+                 " replacement is ", l->out_features(), "x", l->in_features(), ", expected ", out, "x", in);
+    linears_[static_cast<int>(r)] = std::move(l);
+  }
+
+  // Inference on x [B*T, dim] in place. With a cache (B must be 1) the T new tokens sit at positions
+  // start_pos.., their keys/values are stored in the cache and attention reads all cached positions.
+  void forward(F* x, int B, int T, const RopeTable<F>& rope, BasicKVCache<F>* cache = nullptr, int layer = 0,
+               int start_pos = 0, BasicBlockTaps<F>* taps = nullptr) {
+    run(x, x, B, T, rope, cache, layer, start_pos, workspace_, false);
+    if (taps) {
+      taps->attn_in = workspace_.attn_in;
+      taps->attn_out = workspace_.attn_out;
+      taps->ffn_in = workspace_.ffn_in;
+      taps->ffn_hidden = workspace_.ffn_hidden;
+    }
+  }
+
+  // Training forward: x_out [B*T, dim] (may not alias x_in); `acts` receives what backward needs.
+  void forward_train(const F* x_in, int B, int T, const RopeTable<F>& rope, F* x_out,
+                     BasicBlockActivations<F>& acts) {
+    const index_t n = static_cast<index_t>(B) * T;
+    acts.x_in.assign(x_in, x_in + n * cfg_.dim);
+    run(acts.x_in.data(), x_out, B, T, rope, nullptr, 0, 0, acts, true);
+  }
+
+  // d_in [B*T, dim] += ∂L/∂x_in given d_out = ∂L/∂x_out (d_in may be null); parameter gradients +=.
+  void backward(const BasicBlockActivations<F>& a, const RopeTable<F>& rope, const F* d_out, F* d_in) {
+    LOWBIT_CHECK(!a.x_in.empty() && !a.probs.empty(), "block backward: activations were not saved by forward_train");
+    const int B = a.B, T = a.T;
+    const index_t n = static_cast<index_t>(B) * T, dim = cfg_.dim, hid = cfg_.hidden_dim;
+    const AttentionShape s = shape();
+    const index_t qw = s.q_width(), kvw = s.kv_width();
+    ensure_grads();
+    auto C = [](const F* p, index_t r, index_t c) { return MatrixView<const F>(p, r, c); };
+
+    // feed-forward branch
+    std::vector<F> d_mid(d_out, d_out + n * dim);
+    std::vector<F> d_hidden(static_cast<std::size_t>(n * hid), F(0));
+    linear(LinearRole::Down).backward(C(a.ffn_hidden.data(), n, hid), C(d_out, n, dim),
+                                      MatrixView<F>(d_hidden.data(), n, hid));
+    std::vector<F> d_gate(d_hidden.size(), F(0)), d_up(d_hidden.size(), F(0));
+    swiglu_backward(a.gate.data(), a.up.data(), d_hidden.data(), n * hid, d_gate.data(), d_up.data());
+    std::vector<F> d_ffn_in(static_cast<std::size_t>(n * dim), F(0));
+    linear(LinearRole::Gate).backward(C(a.ffn_in.data(), n, dim), C(d_gate.data(), n, hid),
+                                      MatrixView<F>(d_ffn_in.data(), n, dim));
+    linear(LinearRole::Up).backward(C(a.ffn_in.data(), n, dim), C(d_up.data(), n, hid),
+                                    MatrixView<F>(d_ffn_in.data(), n, dim));
+    rmsnorm_backward(a.x_mid.data(), ffn_norm.data(), a.inv_rms_ffn.data(), d_ffn_in.data(), n, dim, d_mid.data(),
+                     ffn_norm_grad.data());
+
+    // attention branch
+    std::vector<F> d_attn_out(static_cast<std::size_t>(n * qw), F(0));
+    linear(LinearRole::O).backward(C(a.attn_out.data(), n, qw), C(d_mid.data(), n, dim),
+                                   MatrixView<F>(d_attn_out.data(), n, qw));
+    std::vector<F> dq(static_cast<std::size_t>(n * qw), F(0)), dk(static_cast<std::size_t>(n * kvw), F(0)),
+        dv(static_cast<std::size_t>(n * kvw), F(0));
+    attention_backward(a.q.data(), a.k.data(), a.v.data(), a.probs.data(), d_attn_out.data(), B, T, s, dq.data(),
+                       dk.data(), dv.data());
+    rope_backward(rope, dq.data(), n, qw, s.n_heads, T);
+    rope_backward(rope, dk.data(), n, kvw, s.n_kv_heads, T);
+    std::vector<F> d_attn_in(static_cast<std::size_t>(n * dim), F(0));
+    MatrixView<F> d_attn_in_view(d_attn_in.data(), n, dim);
+    linear(LinearRole::Q).backward(C(a.attn_in.data(), n, dim), C(dq.data(), n, qw), d_attn_in_view);
+    linear(LinearRole::K).backward(C(a.attn_in.data(), n, dim), C(dk.data(), n, kvw), d_attn_in_view);
+    linear(LinearRole::V).backward(C(a.attn_in.data(), n, dim), C(dv.data(), n, kvw), d_attn_in_view);
+    rmsnorm_backward(a.x_in.data(), attn_norm.data(), a.inv_rms_attn.data(), d_attn_in.data(), n, dim, d_mid.data(),
+                     attn_norm_grad.data());
+    if (d_in)
+      for (index_t i = 0; i < n * dim; ++i) d_in[i] += d_mid[static_cast<std::size_t>(i)];
+  }
+
+  // Norm gains and every linear's parameters, named "<prefix>attention_norm.weight",
+  // "<prefix>attention.wq.weight", ...
+  std::vector<BasicParameter<F>> parameters(const std::string& prefix) {
+    ensure_grads();
+    std::vector<BasicParameter<F>> out;
+    out.push_back({prefix + "attention_norm.weight", attn_norm.data(), attn_norm_grad.data(),
+                   static_cast<index_t>(attn_norm.size())});
+    for (auto r : kAllLinearRoles) {
+      if (r == LinearRole::Gate)
+        out.push_back({prefix + "ffn_norm.weight", ffn_norm.data(), ffn_norm_grad.data(),
+                       static_cast<index_t>(ffn_norm.size())});
+      for (auto& p : linear(r).parameters()) {
+        p.name = prefix + linear_role_name(r) + "." + p.name;
+        out.push_back(std::move(p));
+      }
+    }
+    return out;
+  }
+
+  AttentionShape shape() const { return {cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim()}; }
+  const ModelConfig& config() const { return cfg_; }
+
+  std::vector<F> attn_norm, ffn_norm;            // gains g1, g2
+  std::vector<F> attn_norm_grad, ffn_norm_grad;  // allocated on first training use
+
+ private:
+  void ensure_grads() {
+    if (attn_norm_grad.size() != attn_norm.size()) attn_norm_grad.assign(attn_norm.size(), F(0));
+    if (ffn_norm_grad.size() != ffn_norm.size()) ffn_norm_grad.assign(ffn_norm.size(), F(0));
+  }
+
+  // The forward shared by inference and training. x_in may alias x_out.
+  void run(const F* x_in, F* x_out, int B, int T, const RopeTable<F>& rope, BasicKVCache<F>* cache, int layer,
+           int start_pos, BasicBlockActivations<F>& a, bool training) {
+    const index_t n = static_cast<index_t>(B) * T, dim = cfg_.dim, hid = cfg_.hidden_dim;
+    const AttentionShape s = shape();
+    const index_t qw = s.q_width(), kvw = s.kv_width();
+    const F eps = static_cast<F>(cfg_.norm_eps);
+    auto sized = [](std::vector<F>& v, index_t count) {
+      v.resize(static_cast<std::size_t>(count));
+      return v.data();
+    };
+    a.B = B;
+    a.T = T;
+    LOWBIT_CHECK(rope.positions() >= start_pos + T, "block forward: RoPE table holds ", rope.positions(),
+                 " positions, need ", start_pos + T);
+    F* attn_in = sized(a.attn_in, n * dim);
+    rmsnorm_forward(x_in, attn_norm.data(), n, dim, eps, attn_in, sized(a.inv_rms_attn, n));
+    F* q = sized(a.q, n * qw);
+    F* k = sized(a.k, n * kvw);
+    F* v = sized(a.v, n * kvw);
+    MatrixView<const F> attn_in_view(attn_in, n, dim);
+    linear(LinearRole::Q).forward(attn_in_view, MatrixView<F>(q, n, qw));
+    linear(LinearRole::K).forward(attn_in_view, MatrixView<F>(k, n, kvw));
+    linear(LinearRole::V).forward(attn_in_view, MatrixView<F>(v, n, kvw));
+    rope_forward(rope, q, n, qw, s.n_heads, T, start_pos);
+    rope_forward(rope, k, n, kvw, s.n_kv_heads, T, start_pos);
+    F* attn_out = sized(a.attn_out, n * qw);
+    if (cache) {
+      LOWBIT_CHECK(B == 1, "block forward: a KV cache holds one sequence, got batch ", B);
+      LOWBIT_CHECK(start_pos + T <= cache->max_len, "block forward: KV cache holds ", cache->max_len,
+                   " positions, need ", start_pos + T);
+      std::copy_n(k, n * kvw, cache->key(layer, start_pos));
+      std::copy_n(v, n * kvw, cache->value(layer, start_pos));
+      attention_forward(q, cache->key(layer, 0), cache->value(layer, 0), attn_out, 1, T, start_pos + T, start_pos,
+                        0, s);
+    } else {
+      F* probs = training ? sized(a.probs, static_cast<index_t>(B) * s.n_heads * T * T) : nullptr;
+      attention_forward(q, k, v, attn_out, B, T, T, 0, static_cast<index_t>(T) * kvw, s, probs);
+    }
+    F* proj = sized(a.proj, n * dim);
+    linear(LinearRole::O).forward(MatrixView<const F>(attn_out, n, qw), MatrixView<F>(proj, n, dim));
+    F* x_mid = sized(a.x_mid, n * dim);
+    for (index_t i = 0; i < n * dim; ++i) x_mid[i] = x_in[i] + proj[i];
+    F* ffn_in = sized(a.ffn_in, n * dim);
+    rmsnorm_forward(x_mid, ffn_norm.data(), n, dim, eps, ffn_in, sized(a.inv_rms_ffn, n));
+    F* gate = sized(a.gate, n * hid);
+    F* up = sized(a.up, n * hid);
+    MatrixView<const F> ffn_in_view(ffn_in, n, dim);
+    linear(LinearRole::Gate).forward(ffn_in_view, MatrixView<F>(gate, n, hid));
+    linear(LinearRole::Up).forward(ffn_in_view, MatrixView<F>(up, n, hid));
+    F* hidden = sized(a.ffn_hidden, n * hid);
+    swiglu_forward(gate, up, n * hid, hidden);
+    linear(LinearRole::Down).forward(MatrixView<const F>(hidden, n, hid), MatrixView<F>(proj, n, dim));
+    for (index_t i = 0; i < n * dim; ++i) x_out[i] = x_mid[i] + proj[i];
+  }
+
+  ModelConfig cfg_;
+  std::array<BasicLinearPtr<F>, 7> linears_;
+  BasicBlockActivations<F> workspace_;
+};
+
+using Block = BasicBlock<float>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/block.hpp ----
+
+// ---- begin lowbit/nn/embedding.hpp ----
+// Token embedding: a row lookup in the table [vocab, dim]. Its backward scatters the output gradient
+// back into the rows that were read (+=), so a tied output head and the embedding share one gradient.
+
+#include <algorithm>
+#include <cstdint>
+
+
+namespace lowbit::nn {
+
+// out[r, :] = table[tokens[r], :] for r in [0, n).
+template <class F>
+void embedding_forward(const F* table, index_t vocab, index_t dim, const std::int32_t* tokens, index_t n, F* out) {
+  for (index_t r = 0; r < n; ++r) {
+    const std::int32_t t = tokens[r];
+    LOWBIT_CHECK(t >= 0 && t < vocab, "embedding: token id ", t, " at position ", r, " is outside the vocabulary [0, ",
+                 vocab, ")");
+    std::copy_n(table + static_cast<index_t>(t) * dim, dim, out + r * dim);
+  }
+}
+
+// dtable[tokens[r], :] += dout[r, :]
+template <class F>
+void embedding_backward(const std::int32_t* tokens, index_t n, index_t dim, const F* dout, F* dtable) {
+  for (index_t r = 0; r < n; ++r) {
+    F* row = dtable + static_cast<index_t>(tokens[r]) * dim;
+    const F* d = dout + r * dim;
+    for (index_t i = 0; i < dim; ++i) row[i] += d[i];
+  }
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/embedding.hpp ----
+
+// ---- begin lowbit/nn/model.hpp ----
+// The LLaMA model: token embedding, n_layers pre-norm blocks, final RMSNorm and a tied or untied
+// output head. One object serves inference (batched forward over [B, T], incremental decoding with a
+// KV cache), calibration (embed / block_forward with taps / head_forward, linears swappable per role)
+// and training (forward_train + backward with += gradients, llm.c style). BasicLlama<double> runs the
+// very same code in double precision for the finite-difference checks; lowbit uses Llama (float).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+// ---- begin lowbit/nn/output_head.hpp ----
+// The classifier at the top of the model and its loss: logits = norm(x) · Eᵀ (E the output matrix, or
+// the token embedding when the checkpoint ties them) and token-level cross-entropy with its gradient
+// softmax(logits) − onehot(target). The loss is computed from a max-shifted log-sum-exp in double, so
+// a 49k-token vocabulary loses no precision.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+// log-softmax of one row at `index`.
+template <class F>
+double log_softmax_at(const F* logits, index_t vocab, index_t index) {
+  F mx = logits[0];
+  for (index_t j = 1; j < vocab; ++j) mx = std::max(mx, logits[j]);
+  double sum = 0;
+  for (index_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(logits[j]) - mx);
+  return static_cast<double>(logits[index]) - mx - std::log(sum);
+}
+
+// Sum over rows of −log softmax(logits[r])[targets[r]]; rows whose target is negative are ignored.
+// When dlogits is given (it may alias logits) it receives scale·(softmax − onehot) for every row
+// (zero for ignored rows). Returns the summed loss; `counted` (optional) the number of scored rows.
+template <class F>
+double cross_entropy(const F* logits, const std::int32_t* targets, index_t n, index_t vocab, F* dlogits = nullptr,
+                     double scale = 1.0, index_t* counted = nullptr) {
+  for (index_t r = 0; r < n; ++r)
+    LOWBIT_CHECK(targets[r] < vocab, "cross_entropy: target ", targets[r], " at row ", r,
+                 " is outside the vocabulary [0, ", vocab, ")");
+  std::vector<double> row_loss(static_cast<std::size_t>(n), 0.0);
+  parallel_for(
+      0, n,
+      [&](index_t lo, index_t hi) {
+        for (index_t r = lo; r < hi; ++r) {
+          const std::int32_t t = targets[r];
+          const F* row = logits + r * vocab;
+          if (t < 0) {
+            if (dlogits) std::fill_n(dlogits + r * vocab, vocab, F(0));
+            continue;
+          }
+          F mx = row[0];
+          for (index_t j = 1; j < vocab; ++j) mx = std::max(mx, row[j]);
+          double sum = 0;
+          for (index_t j = 0; j < vocab; ++j) sum += std::exp(static_cast<double>(row[j]) - mx);
+          const double log_z = mx + std::log(sum);
+          row_loss[static_cast<std::size_t>(r)] = log_z - static_cast<double>(row[t]);
+          if (dlogits) {
+            F* d = dlogits + r * vocab;
+            const F target_logit = row[t];  // read before a possibly aliased write
+            for (index_t j = 0; j < vocab; ++j)
+              d[j] = static_cast<F>(scale * std::exp(static_cast<double>(row[j]) - log_z));
+            d[t] = static_cast<F>(scale * (std::exp(static_cast<double>(target_logit) - log_z) - 1.0));
+          }
+        }
+      },
+      chunk_for(4 * vocab));
+  double total = 0;  // summed in row order: the result does not depend on the thread count
+  index_t scored = 0;
+  for (index_t r = 0; r < n; ++r)
+    if (targets[r] >= 0) {
+      total += row_loss[static_cast<std::size_t>(r)];
+      ++scored;
+    }
+  if (counted) *counted = scored;
+  return total;
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/output_head.hpp ----
+
+// ---- begin lowbit/nn/weights.hpp ----
+// Named fp32 tensors as the loaders produce them and the model consumes them. Every loader (llama2.c,
+// GGUF, safetensors) maps its own names onto the canonical names below, dequantizes to fp32, and sets
+// ModelConfig (including rope_layout: q/k weights are kept in the file's own RoPE layout, never
+// permuted), so the model code has exactly one way to read weights.
+//
+// Canonical names and shapes ([out, in] for linears, row-major):
+//   tok_embeddings.weight                 [vocab, dim]
+//   layers.{i}.attention_norm.weight      [dim]
+//   layers.{i}.attention.wq.weight        [n_heads*head_dim, dim]
+//   layers.{i}.attention.wk.weight        [n_kv_heads*head_dim, dim]
+//   layers.{i}.attention.wv.weight        [n_kv_heads*head_dim, dim]
+//   layers.{i}.attention.wo.weight        [dim, n_heads*head_dim]
+//   layers.{i}.ffn_norm.weight            [dim]
+//   layers.{i}.feed_forward.w1.weight     [hidden, dim]   gate
+//   layers.{i}.feed_forward.w2.weight     [dim, hidden]   down
+//   layers.{i}.feed_forward.w3.weight     [hidden, dim]   up
+//   norm.weight                           [dim]
+//   output.weight                         [vocab, dim]    absent when embeddings are tied
+
+#include <map>
 #include <string>
 #include <vector>
 
 
-// ---- begin lowbit/nn/parameter.hpp ----
-// A trainable tensor as the optimizers see it: a name, a value buffer and a gradient buffer of the same
-// size. Layers own the memory; `parameters()` hands out non-owning views so AdamW, gradient clipping
-// and checkpoints can walk any mix of dense and quantized layers uniformly.
-
-#include <string>
-
-
 namespace lowbit::nn {
 
-struct Parameter {
-  std::string name;
-  float* value = nullptr;
-  float* grad = nullptr;  // accumulated with +=; zeroed by the training loop
-  index_t size = 0;
-};
+struct Tensor {
+  std::vector<index_t> shape;
+  std::vector<float> data;
 
-}  // namespace lowbit::nn
-// ---- end lowbit/nn/parameter.hpp ----
-
-namespace lowbit::nn {
-
-class Linear {
- public:
-  virtual ~Linear() = default;
-
-  virtual index_t in_features() const = 0;
-  virtual index_t out_features() const = 0;
-
-  // Y[n, out] = X[n, in] · Ŵᵀ (Y is overwritten).
-  virtual void forward(MatrixView<const float> X, MatrixView<float> Y) const = 0;
-
-  // dX[n, in] += dY[n, out] · Ŵ, and the layer's own trainable parameters accumulate their gradients
-  // (+=). `X` is the input that forward() saw. A layer with nothing trainable only propagates dX.
-  virtual void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) = 0;
-
-  // Trainable tensors (dense weights; or scales/codebooks/latent weights of a quantized layer).
-  virtual std::vector<Parameter> parameters() { return {}; }
-
-  // Writes the effective weight Ŵ [out, in] in fp32.
-  virtual void dequantize(MatrixView<float> W) const = 0;
-
-  // Storage of the weight representation in bytes, exactly as stored (codes, scales, codebooks).
-  virtual std::size_t bytes() const = 0;
-
-  // Format descriptor: "f32", "uniform:4:128", "additive:2:8:8", ...
-  virtual std::string format() const = 0;
-
-  double bits_per_weight() const {
-    return 8.0 * static_cast<double>(bytes()) / static_cast<double>(in_features() * out_features());
+  index_t numel() const {
+    index_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
   }
 };
 
-using LinearPtr = std::unique_ptr<Linear>;
+using TensorMap = std::map<std::string, Tensor>;
+
+struct ModelWeights {
+  ModelConfig config;
+  TensorMap tensors;
+  std::string source;  // file the weights came from, for error messages
+
+  // The tensor `name`, checked against the expected shape; throws lowbit::Error naming file and tensor.
+  const Tensor& get(const std::string& name, const std::vector<index_t>& expected_shape) const {
+    auto it = tensors.find(name);
+    LOWBIT_CHECK(it != tensors.end(), source, ": tensor '", name, "' is missing");
+    const auto& t = it->second;
+    if (t.shape != expected_shape) {
+      fail(source, ": tensor '", name, "' has shape [", shape_string(t.shape), "], expected [",
+           shape_string(expected_shape), "]");
+    }
+    LOWBIT_CHECK(static_cast<index_t>(t.data.size()) == t.numel(), source, ": tensor '", name,
+                 "' holds ", t.data.size(), " values for shape [", shape_string(t.shape), "]");
+    return t;
+  }
+
+  static std::string layer_name(int layer, const std::string& suffix) {
+    return "layers." + std::to_string(layer) + "." + suffix;
+  }
+
+ private:
+  static std::string shape_string(const std::vector<index_t>& shape) {
+    std::string s;
+    for (auto d : shape) {
+      if (!s.empty()) s.push_back('x');
+      s.append(std::to_string(d));
+    }
+    return s;
+  }
+};
 
 }  // namespace lowbit::nn
-// ---- end lowbit/nn/linear.hpp ----
+// ---- end lowbit/nn/weights.hpp ----
+
+namespace lowbit::nn {
+
+template <class F>
+class BasicLlama {
+ public:
+  // Dense model from loaded weights (names and shapes as in weights.hpp).
+  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source) { load(w, nullptr); }
+  // The same, taking the fp32 buffers over instead of copying them (w's tensors are left empty).
+  explicit BasicLlama(ModelWeights&& w) : BasicLlama(w.config, w.source) { load(w, &w); }
+
+  // Small-std initialization for pretraining: N(0, 0.02²) for embeddings and projections, with wo and
+  // w2 scaled by 1/sqrt(2·n_layers) (GPT-2) so the residual stream keeps its scale; norm gains 1.
+  static BasicLlama random_init(const ModelConfig& c, Rng& rng, double std = 0.02) {
+    BasicLlama m(c, "random_init");
+    auto fill = [&](F* p, std::size_t count, double sd) {
+      for (std::size_t i = 0; i < count; ++i) p[i] = static_cast<F>(sd * rng.normal());
+    };
+    fill(m.tok_embeddings_.data(), m.tok_embeddings_.size(), std);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (auto r : kAllLinearRoles) {
+        auto [out, in] = linear_role_shape(c, r);
+        std::vector<F> w(static_cast<std::size_t>(out * in));
+        const bool residual_out = r == LinearRole::O || r == LinearRole::Down;
+        fill(w.data(), w.size(), residual_out ? std / std::sqrt(2.0 * c.n_layers) : std);
+        m.blocks_[static_cast<std::size_t>(l)].set_linear(r, std::make_unique<BasicDenseLinear<F>>(out, in, std::move(w)));
+      }
+    if (!c.tied_embeddings) fill(m.output_.data(), m.output_.size(), std);
+    return m;
+  }
+
+  BasicLlama(BasicLlama&&) noexcept = default;
+  BasicLlama& operator=(BasicLlama&&) noexcept = default;
+
+  const ModelConfig& config() const { return cfg_; }
+  int n_layers() const { return cfg_.n_layers; }
+
+  BasicLinear<F>& linear(int layer, LinearRole role) { return block(layer).linear(role); }
+  void set_linear(int layer, LinearRole role, BasicLinearPtr<F> l) {
+    block(layer).set_linear(role, std::move(l), source_ + ": layers." + std::to_string(layer));
+  }
+  BasicBlock<F>& block(int layer) {
+    LOWBIT_CHECK(layer >= 0 && layer < cfg_.n_layers, source_, ": layer ", layer, " out of range [0, ", cfg_.n_layers,
+                 ")");
+    return blocks_[static_cast<std::size_t>(layer)];
+  }
+
+  // Trainable norm gains and tables, for calibration methods that fold scales into them.
+  std::vector<F>& attention_norm(int layer) { return block(layer).attn_norm; }
+  std::vector<F>& ffn_norm(int layer) { return block(layer).ffn_norm; }
+  std::vector<F>& final_norm() { return final_norm_; }
+  std::vector<F>& tok_embeddings() { return tok_embeddings_; }
+  // The output matrix [vocab, dim]: the embedding table itself when tied.
+  std::vector<F>& output_weight() { return cfg_.tied_embeddings ? tok_embeddings_ : output_; }
+  const std::vector<F>& output_weight() const { return cfg_.tied_embeddings ? tok_embeddings_ : output_; }
+
+  // ---- inference -------------------------------------------------------------------------------
+  // tokens [B*T] -> logits [B*T, vocab]; each row b sees only its own sequence.
+  void forward(const std::int32_t* tokens, int B, int T, F* logits) {
+    check_batch(B, T);
+    const index_t n = static_cast<index_t>(B) * T;
+    x_.resize(static_cast<std::size_t>(n * cfg_.dim));
+    embed(tokens, n, x_.data());
+    for (int l = 0; l < cfg_.n_layers; ++l) block_forward(l, x_.data(), B, T);
+    head_forward(x_.data(), n, logits);
+  }
+
+  void embed(const std::int32_t* tokens, index_t n, F* x) const {
+    embedding_forward(tok_embeddings_.data(), cfg_.vocab_size, cfg_.dim, tokens, n, x);
+  }
+
+  // x [B*T, dim] in place through block `layer`; taps (optional) receive the linear inputs.
+  void block_forward(int layer, F* x, int B, int T, BasicBlockTaps<F>* taps = nullptr) {
+    rope_.ensure(T);
+    block(layer).forward(x, B, T, rope_, nullptr, layer, 0, taps);
+  }
+
+  // Final norm + output head: x [n, dim] -> logits [n, vocab].
+  void head_forward(const F* x, index_t n, F* logits) {
+    xn_.resize(static_cast<std::size_t>(n * cfg_.dim));
+    rmsnorm_forward(x, final_norm_.data(), n, cfg_.dim, static_cast<F>(cfg_.norm_eps), xn_.data());
+    matmul_xwt<F>(MatrixView<const F>(xn_.data(), n, cfg_.dim),
+                  MatrixView<const F>(output_weight().data(), cfg_.vocab_size, cfg_.dim),
+                  MatrixView<F>(logits, n, cfg_.vocab_size));
+  }
+
+  // ---- incremental decoding --------------------------------------------------------------------
+  BasicKVCache<F> make_cache(int max_len) const { return BasicKVCache<F>(cfg_, max_len); }
+
+  // Feeds T tokens of one sequence at positions start_pos.. (keys/values go to the cache). logits
+  // receives [T, vocab], or only the last position's [vocab] when last_only.
+  void forward_prefill(const std::int32_t* tokens, int T, int start_pos, BasicKVCache<F>& cache, F* logits,
+                       bool last_only = true) {
+    LOWBIT_CHECK(cache.n_layers == cfg_.n_layers && cache.kv_width == cfg_.kv_dim(), source_,
+                 ": KV cache was made for another model shape");
+    LOWBIT_CHECK(T > 0, source_, ": forward_prefill needs at least one token");
+    LOWBIT_CHECK(start_pos >= 0 && start_pos + T <= cache.max_len, source_, ": positions [", start_pos, ", ",
+                 start_pos + T, ") exceed the KV cache length ", cache.max_len);
+    rope_.ensure(start_pos + T);
+    const index_t n = T;
+    x_.resize(static_cast<std::size_t>(n * cfg_.dim));
+    embed(tokens, n, x_.data());
+    for (int l = 0; l < cfg_.n_layers; ++l) block(l).forward(x_.data(), 1, T, rope_, &cache, l, start_pos, nullptr);
+    if (last_only)
+      head_forward(x_.data() + (n - 1) * cfg_.dim, 1, logits);
+    else
+      head_forward(x_.data(), n, logits);
+  }
+
+  // One token at position `pos` (the cache holds positions 0..pos-1): logits [vocab].
+  void forward_token(std::int32_t token, int pos, BasicKVCache<F>& cache, F* logits) {
+    forward_prefill(&token, 1, pos, cache, logits, true);
+  }
+
+  // ---- training --------------------------------------------------------------------------------
+  // Embeddings, norms, every Linear's parameters(), with canonical names.
+  std::vector<BasicParameter<F>> parameters() {
+    ensure_grads();
+    std::vector<BasicParameter<F>> out;
+    out.push_back({"tok_embeddings.weight", tok_embeddings_.data(), tok_embeddings_grad_.data(),
+                   static_cast<index_t>(tok_embeddings_.size())});
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      for (auto& p : block_parameters(l)) out.push_back(std::move(p));
+    out.push_back({"norm.weight", final_norm_.data(), final_norm_grad_.data(), static_cast<index_t>(final_norm_.size())});
+    if (!cfg_.tied_embeddings)
+      out.push_back({"output.weight", output_.data(), output_grad_.data(), static_cast<index_t>(output_.size())});
+    return out;
+  }
+
+  std::vector<BasicParameter<F>> block_parameters(int layer) {
+    return block(layer).parameters(ModelWeights::layer_name(layer, ""));
+  }
+
+  void zero_grad() {
+    for (auto& p : parameters()) std::fill_n(p.grad, p.size, F(0));
+  }
+
+  // Forward that saves activations for backward(); logits [B*T, vocab].
+  void forward_train(const std::int32_t* tokens, int B, int T, F* logits) {
+    check_batch(B, T);
+    const index_t n = static_cast<index_t>(B) * T;
+    rope_.ensure(T);
+    train_B_ = B;
+    train_T_ = T;
+    train_tokens_.assign(tokens, tokens + n);
+    acts_.resize(static_cast<std::size_t>(cfg_.n_layers));
+    std::vector<F> x(static_cast<std::size_t>(n * cfg_.dim)), next(x.size());
+    embed(tokens, n, x.data());
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      block(l).forward_train(x.data(), B, T, rope_, next.data(), acts_[static_cast<std::size_t>(l)]);
+      std::swap(x, next);
+    }
+    x_final_ = std::move(x);
+    inv_rms_final_.resize(static_cast<std::size_t>(n));
+    xn_final_.resize(static_cast<std::size_t>(n * cfg_.dim));
+    rmsnorm_forward(x_final_.data(), final_norm_.data(), n, cfg_.dim, static_cast<F>(cfg_.norm_eps), xn_final_.data(),
+                    inv_rms_final_.data());
+    matmul_xwt<F>(MatrixView<const F>(xn_final_.data(), n, cfg_.dim),
+                  MatrixView<const F>(output_weight().data(), cfg_.vocab_size, cfg_.dim),
+                  MatrixView<F>(logits, n, cfg_.vocab_size));
+  }
+
+  // After forward_train: gradients of every parameter += given dlogits [B*T, vocab].
+  void backward(const F* dlogits) {
+    LOWBIT_CHECK(!x_final_.empty(), source_, ": backward() needs a preceding forward_train()");
+    ensure_grads();
+    const int B = train_B_, T = train_T_;
+    const index_t n = static_cast<index_t>(B) * T, dim = cfg_.dim, V = cfg_.vocab_size;
+    MatrixView<const F> dY(dlogits, n, V);
+    std::vector<F> d_xn(static_cast<std::size_t>(n * dim), F(0));
+    matmul_add_dyw<F>(dY, MatrixView<const F>(output_weight().data(), V, dim), MatrixView<F>(d_xn.data(), n, dim));
+    std::vector<F>& head_grad = cfg_.tied_embeddings ? tok_embeddings_grad_ : output_grad_;
+    matmul_add_dytx<F>(dY, MatrixView<const F>(xn_final_.data(), n, dim), MatrixView<F>(head_grad.data(), V, dim));
+    std::vector<F> d_x(static_cast<std::size_t>(n * dim), F(0)), d_prev(d_x.size());
+    rmsnorm_backward(x_final_.data(), final_norm_.data(), inv_rms_final_.data(), d_xn.data(), n, dim, d_x.data(),
+                     final_norm_grad_.data());
+    for (int l = cfg_.n_layers - 1; l >= 0; --l) {
+      std::fill(d_prev.begin(), d_prev.end(), F(0));
+      block(l).backward(acts_[static_cast<std::size_t>(l)], rope_, d_x.data(), d_prev.data());
+      std::swap(d_x, d_prev);
+    }
+    embedding_backward(train_tokens_.data(), n, dim, d_x.data(), tok_embeddings_grad_.data());
+  }
+
+  // Mean cross-entropy of targets [B*T] (negative targets are ignored); gradients +=.
+  F forward_backward_ce(const std::int32_t* tokens, const std::int32_t* targets, int B, int T) {
+    const index_t n = static_cast<index_t>(B) * T;
+    index_t count = 0;
+    for (index_t i = 0; i < n; ++i) count += targets[i] >= 0;
+    LOWBIT_CHECK(count > 0, source_, ": forward_backward_ce got no scored target");
+    logits_.resize(static_cast<std::size_t>(n * cfg_.vocab_size));
+    forward_train(tokens, B, T, logits_.data());
+    const double loss = cross_entropy(logits_.data(), targets, n, cfg_.vocab_size, logits_.data(),
+                                      1.0 / static_cast<double>(count));
+    backward(logits_.data());
+    return static_cast<F>(loss / static_cast<double>(count));
+  }
+
+  // Block-level training for block reconstruction: x_in, x_out [B*T, dim].
+  void block_forward_train(int layer, const F* x_in, int B, int T, F* x_out, BasicBlockActivations<F>& acts) {
+    rope_.ensure(T);
+    block(layer).forward_train(x_in, B, T, rope_, x_out, acts);
+  }
+  void block_backward(int layer, const BasicBlockActivations<F>& acts, const F* d_out, F* d_in) {
+    block(layer).backward(acts, rope_, d_out, d_in);
+  }
+
+  const std::string& source() const { return source_; }
+
+ private:
+  BasicLlama(const ModelConfig& c, std::string source)
+      : cfg_(c),
+        source_(std::move(source)),
+        rope_(c.head_dim(), c.rope_theta, c.rope_layout, std::min(c.max_seq_len, 2048)) {
+    cfg_.validate(source_);
+    tok_embeddings_.assign(static_cast<std::size_t>(c.vocab_size) * c.dim, F(0));
+    final_norm_.assign(static_cast<std::size_t>(c.dim), F(1));
+    if (!c.tied_embeddings) output_.assign(tok_embeddings_.size(), F(0));
+    blocks_.reserve(static_cast<std::size_t>(c.n_layers));
+    for (int l = 0; l < c.n_layers; ++l) blocks_.emplace_back(c, false);  // both factories set every linear
+  }
+
+  // The checked tensor `name` as a buffer of F: moved out of `owner` (== &w) when given and F is float.
+  static std::vector<F> take(const ModelWeights& w, ModelWeights* owner, const std::string& name,
+                             const std::vector<index_t>& shape) {
+    const Tensor& t = w.get(name, shape);
+    (void)owner;
+    if constexpr (std::is_same_v<F, float>) {
+      if (owner) return std::move(owner->tensors.find(name)->second.data);
+    }
+    return std::vector<F>(t.data.begin(), t.data.end());
+  }
+
+  void load(const ModelWeights& w, ModelWeights* owner) {
+    const index_t dim = cfg_.dim, V = cfg_.vocab_size;
+    tok_embeddings_ = take(w, owner, "tok_embeddings.weight", {V, dim});
+    final_norm_ = take(w, owner, "norm.weight", {dim});
+    if (!cfg_.tied_embeddings) output_ = take(w, owner, "output.weight", {V, dim});
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      auto& b = blocks_[static_cast<std::size_t>(l)];
+      b.attn_norm = take(w, owner, ModelWeights::layer_name(l, "attention_norm.weight"), {dim});
+      b.ffn_norm = take(w, owner, ModelWeights::layer_name(l, "ffn_norm.weight"), {dim});
+      for (auto r : kAllLinearRoles) {
+        auto [out, in] = linear_role_shape(cfg_, r);
+        auto data = take(w, owner, ModelWeights::layer_name(l, std::string(linear_role_name(r)) + ".weight"), {out, in});
+        b.set_linear(r, std::make_unique<BasicDenseLinear<F>>(out, in, std::move(data)));
+      }
+    }
+  }
+
+  void check_batch(int B, int T) const {
+    LOWBIT_CHECK(B > 0 && T > 0, source_, ": batch ", B, " x ", T, " tokens is empty");
+  }
+
+  void ensure_grads() {
+    auto ensure = [](std::vector<F>& g, const std::vector<F>& v) {
+      if (g.size() != v.size()) g.assign(v.size(), F(0));
+    };
+    ensure(tok_embeddings_grad_, tok_embeddings_);
+    ensure(final_norm_grad_, final_norm_);
+    if (!cfg_.tied_embeddings) ensure(output_grad_, output_);
+  }
+
+  ModelConfig cfg_;
+  std::string source_;
+  RopeTable<F> rope_;
+  std::vector<F> tok_embeddings_, tok_embeddings_grad_;
+  std::vector<BasicBlock<F>> blocks_;
+  std::vector<F> final_norm_, final_norm_grad_;
+  std::vector<F> output_, output_grad_;  // untied head only
+
+  // inference workspace
+  std::vector<F> x_, xn_;
+  // training state (forward_train -> backward)
+  int train_B_ = 0, train_T_ = 0;
+  std::vector<std::int32_t> train_tokens_;
+  std::vector<BasicBlockActivations<F>> acts_;
+  std::vector<F> x_final_, inv_rms_final_, xn_final_, logits_;
+};
+
+using Llama = BasicLlama<float>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/model.hpp ----
+
+// ---- begin lowbit/nn/quantized_linear.hpp ----
+// QuantizedLinear<Format>: a Linear whose weight lives in a packed quantized format, for any Format
+// with a Quantizer satisfying QuantizerFor. One token (decoding) goes through the format's matvec,
+// which reads only the packed codes; a batch (prefill, training) dequantizes Ŵ once into a cached dense
+// copy and uses the Eigen GEMM, where compute, not weight traffic, dominates. Nothing is trainable
+// here; formats with trainable scales or codebooks specialize or wrap this class.
+
+#include <cstddef>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+template <class Format>
+  requires QuantizerFor<Quantizer<Format>>
+class QuantizedLinear : public Linear {
+ public:
+  using Q = Quantizer<Format>;
+  using Packed = typename Q::Packed;
+
+  explicit QuantizedLinear(Packed packed) : packed_(std::move(packed)) {
+    LOWBIT_CHECK(packed_.rows() > 0 && packed_.cols() > 0, "QuantizedLinear<", Q::name(),
+                 ">: packed weight is empty");
+  }
+  QuantizedLinear(QuantizedLinear&& other) noexcept
+      : packed_(std::move(other.packed_)), dense_(std::move(other.dense_)) {}
+  QuantizedLinear(const QuantizedLinear&) = delete;
+  QuantizedLinear& operator=(const QuantizedLinear&) = delete;
+
+  // Round-to-nearest quantization of a dense weight W [out, in].
+  static QuantizedLinear from_dense(MatrixView<const float> W) { return QuantizedLinear(Q::quantize(W)); }
+
+  index_t in_features() const override { return packed_.cols(); }
+  index_t out_features() const override { return packed_.rows(); }
+
+  void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
+    check_shapes(X.rows(), X.cols(), Y.rows(), Y.cols(), "forward");
+    if (X.rows() == 1) {
+      Q::matvec(packed_, X.row(0), Y.row(0));
+      return;
+    }
+    matmul_xwt<float>(X, dense(), Y);
+  }
+
+  // dX += dY·Ŵ; there is nothing trainable, so X is not needed.
+  void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
+    check_shapes(X.rows(), X.cols(), dY.rows(), dY.cols(), "backward");
+    if (!dX.data) return;
+    LOWBIT_CHECK(dX.rows() == dY.rows() && dX.cols() == in_features(), "QuantizedLinear<", Q::name(),
+                 ">::backward: dX is ", dX.rows(), "x", dX.cols(), ", expected ", dY.rows(), "x", in_features());
+    matmul_add_dyw<float>(dY, dense(), dX);
+  }
+
+  void dequantize(MatrixView<float> W) const override { Q::dequantize(packed_, W); }
+  std::size_t bytes() const override { return packed_.bytes(); }
+  std::string format() const override { return Q::name(); }
+
+  const Packed& packed() const { return packed_; }
+
+  // Drops the cached dense Ŵ (it is rebuilt on the next batched call).
+  void release_dense_cache() {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    dense_.clear();
+    dense_.shrink_to_fit();
+  }
+
+ private:
+  void check_shapes(index_t in_rows, index_t in_cols, index_t out_rows, index_t out_cols, const char* what) const {
+    LOWBIT_CHECK(in_cols == in_features() && out_cols == out_features() && in_rows == out_rows, "QuantizedLinear<",
+                 Q::name(), ">::", what, ": got ", in_rows, "x", in_cols, " and ", out_rows, "x", out_cols, " for a ",
+                 out_features(), "x", in_features(), " weight");
+  }
+
+  MatrixView<const float> dense() const {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (dense_.empty()) {
+      dense_.resize(static_cast<std::size_t>(out_features() * in_features()));
+      Q::dequantize(packed_, MatrixView<float>(dense_.data(), out_features(), in_features()));
+    }
+    return MatrixView<const float>(dense_.data(), out_features(), in_features());
+  }
+
+  Packed packed_;
+  mutable std::mutex cache_mutex_;
+  mutable std::vector<float> dense_;  // [out, in] Ŵ for batched products; empty until first needed
+};
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/quantized_linear.hpp ----
+
+// ---- begin lowbit/nn/sampler.hpp ----
+// Choosing the next token from logits: greedy (temperature 0), temperature sampling, and nucleus
+// (top-p) sampling (Holtzman et al. 2019), with the same semantics as llama2.c's run.c. All randomness
+// comes from an explicit lowbit::Rng, so a seed reproduces a generation exactly.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+// Index of the largest logit (the first one on ties).
+template <class F>
+index_t argmax(const F* x, index_t n) {
+  index_t best = 0;
+  for (index_t i = 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+class Sampler {
+ public:
+  // temperature 0 is greedy; top_p outside (0, 1) samples from the full distribution.
+  Sampler(index_t vocab, float temperature, float top_p, std::uint64_t seed)
+      : vocab_(vocab), temperature_(temperature), top_p_(top_p), rng_(seed) {
+    LOWBIT_CHECK(temperature >= 0, "sampler: temperature must be >= 0, got ", temperature);
+    LOWBIT_CHECK(top_p >= 0 && top_p <= 1, "sampler: top-p must be in [0, 1], got ", top_p);
+    LOWBIT_CHECK(vocab > 0, "sampler: empty vocabulary");
+  }
+
+  // Picks a token from logits [vocab] (the logits are not modified).
+  std::int32_t sample(const float* logits) {
+    if (temperature_ == 0.0f) return static_cast<std::int32_t>(argmax(logits, vocab_));
+    probs_.resize(static_cast<std::size_t>(vocab_));
+    const float mx = *std::max_element(logits, logits + vocab_);
+    double sum = 0;
+    for (index_t i = 0; i < vocab_; ++i) {
+      probs_[static_cast<std::size_t>(i)] = std::exp(static_cast<double>(logits[i] - mx) / temperature_);
+      sum += probs_[static_cast<std::size_t>(i)];
+    }
+    for (auto& p : probs_) p /= sum;
+    const double coin = rng_.uniform();
+    if (top_p_ <= 0.0f || top_p_ >= 1.0f || vocab_ < 2) return sample_full(coin);
+    return sample_top_p(coin);
+  }
+
+  Rng& rng() { return rng_; }
+
+ private:
+  std::int32_t sample_full(double coin) const {
+    double cdf = 0;
+    for (index_t i = 0; i < vocab_; ++i) {
+      cdf += probs_[static_cast<std::size_t>(i)];
+      if (coin < cdf) return static_cast<std::int32_t>(i);
+    }
+    return static_cast<std::int32_t>(vocab_ - 1);  // rounding
+  }
+
+  // Smallest set of most likely tokens whose mass exceeds top_p, renormalized. Tokens below
+  // (1 - top_p) / (vocab - 1) cannot be in that set and are dropped before sorting, as run.c does.
+  std::int32_t sample_top_p(double coin) {
+    const double cutoff = (1.0 - top_p_) / static_cast<double>(vocab_ - 1);
+    order_.clear();
+    for (index_t i = 0; i < vocab_; ++i)
+      if (probs_[static_cast<std::size_t>(i)] >= cutoff) order_.push_back(static_cast<std::int32_t>(i));
+    if (order_.empty()) return static_cast<std::int32_t>(argmax(probs_.data(), vocab_));  // top_p < 1/vocab
+    std::sort(order_.begin(), order_.end(), [&](std::int32_t a, std::int32_t b) {
+      const double pa = probs_[static_cast<std::size_t>(a)], pb = probs_[static_cast<std::size_t>(b)];
+      return pa != pb ? pa > pb : a < b;
+    });
+    double mass = 0;
+    std::size_t last = order_.size() - 1;
+    for (std::size_t i = 0; i < order_.size(); ++i) {
+      mass += probs_[static_cast<std::size_t>(order_[i])];
+      if (mass > top_p_) {
+        last = i;
+        break;
+      }
+    }
+    const double r = coin * mass;
+    double cdf = 0;
+    for (std::size_t i = 0; i <= last; ++i) {
+      cdf += probs_[static_cast<std::size_t>(order_[i])];
+      if (r < cdf) return order_[i];
+    }
+    return order_[last];
+  }
+
+  index_t vocab_;
+  float temperature_, top_p_;
+  Rng rng_;
+  std::vector<double> probs_;
+  std::vector<std::int32_t> order_;
+};
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/sampler.hpp ----
+
+
+// ---- begin lowbit/io/gguf.hpp ----
+// GGUF (v2/v3) reader: the file format of llama.cpp. It parses the header, the typed metadata (every
+// value type, nested arrays included), the tensor infos and the aligned data section of a memory-
+// mapped file, validating every count, length, dimension, type and offset against the file size, so
+// a damaged file raises lowbit::Error instead of reading out of bounds. `load_gguf` turns a `llama`
+// architecture file into canonical fp32 nn::ModelWeights. Byte layout: docs/file-formats.md.
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+
+// ---- begin lowbit/io/gguf_quants.hpp ----
+// ggml tensor types as stored in GGUF files, and their dequantization to fp32. lowbit computes in fp32,
+// so GGUF weights are expanded once at load time. Each block type is a packed struct whose size is
+// pinned by static_assert; the formulas follow ggml's definitions and are written out byte by byte in
+// docs/file-formats.md. Types without a dequantizer here are still sized, so files holding them parse.
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+
+namespace lowbit::io {
+
+enum class GgmlType : std::uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  BF16 = 30,
+};
+
+struct GgmlTypeInfo {
+  const char* name;
+  std::uint32_t block_elems;  // elements per block (1 for plain types)
+  std::uint32_t block_bytes;  // bytes per block
+  bool dequantizable;         // lowbit can expand it to fp32
+};
+
+// Size and name of a ggml type id, or nullptr for ids lowbit does not know.
+inline const GgmlTypeInfo* ggml_type_info(std::uint32_t type) {
+  static const GgmlTypeInfo f32{"F32", 1, 4, true}, f16{"F16", 1, 2, true}, q4_0{"Q4_0", 32, 18, true},
+      q4_1{"Q4_1", 32, 20, true}, q5_0{"Q5_0", 32, 22, true}, q5_1{"Q5_1", 32, 24, true},
+      q8_0{"Q8_0", 32, 34, true}, q8_1{"Q8_1", 32, 36, false}, q2_k{"Q2_K", 256, 84, false},
+      q3_k{"Q3_K", 256, 110, false}, q4_k{"Q4_K", 256, 144, true}, q5_k{"Q5_K", 256, 176, false},
+      q6_k{"Q6_K", 256, 210, true}, q8_k{"Q8_K", 256, 292, false}, i8{"I8", 1, 1, false}, i16{"I16", 1, 2, false},
+      i32{"I32", 1, 4, false}, i64{"I64", 1, 8, false}, f64{"F64", 1, 8, false}, bf16{"BF16", 1, 2, true};
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::F32: return &f32;
+    case GgmlType::F16: return &f16;
+    case GgmlType::Q4_0: return &q4_0;
+    case GgmlType::Q4_1: return &q4_1;
+    case GgmlType::Q5_0: return &q5_0;
+    case GgmlType::Q5_1: return &q5_1;
+    case GgmlType::Q8_0: return &q8_0;
+    case GgmlType::Q8_1: return &q8_1;
+    case GgmlType::Q2_K: return &q2_k;
+    case GgmlType::Q3_K: return &q3_k;
+    case GgmlType::Q4_K: return &q4_k;
+    case GgmlType::Q5_K: return &q5_k;
+    case GgmlType::Q6_K: return &q6_k;
+    case GgmlType::Q8_K: return &q8_k;
+    case GgmlType::I8: return &i8;
+    case GgmlType::I16: return &i16;
+    case GgmlType::I32: return &i32;
+    case GgmlType::I64: return &i64;
+    case GgmlType::F64: return &f64;
+    case GgmlType::BF16: return &bf16;
+  }
+  return nullptr;
+}
+
+inline std::string ggml_type_name(std::uint32_t type) {
+  const auto* info = ggml_type_info(type);
+  return info ? std::string(info->name) : "unknown type " + std::to_string(type);
+}
+
+// ---- block layouts (all fields little-endian; fp16 fields stored as raw bits) ---------------------
+struct BlockQ4_0 {
+  std::uint16_t d;        // fp16 scale
+  std::uint8_t qs[16];    // element j in low nibble of qs[j], element j+16 in the high nibble
+};
+struct BlockQ4_1 {
+  std::uint16_t d, m;     // fp16 scale and minimum
+  std::uint8_t qs[16];
+};
+struct BlockQ5_0 {
+  std::uint16_t d;
+  std::uint8_t qh[4];     // fifth bit of element j is bit j of the little-endian uint32 qh
+  std::uint8_t qs[16];
+};
+struct BlockQ5_1 {
+  std::uint16_t d, m;
+  std::uint8_t qh[4];
+  std::uint8_t qs[16];
+};
+struct BlockQ8_0 {
+  std::uint16_t d;
+  std::int8_t qs[32];
+};
+struct BlockQ4_K {
+  std::uint16_t d, dmin;    // super-block scales of the 6-bit sub-block scales and minimums
+  std::uint8_t scales[12];  // 8 (scale, min) pairs of 6 bits each
+  std::uint8_t qs[128];     // 256 nibbles
+};
+struct BlockQ6_K {
+  std::uint8_t ql[128];     // low 4 bits
+  std::uint8_t qh[64];      // high 2 bits
+  std::int8_t scales[16];   // 8-bit sub-block scales (16 elements each)
+  std::uint16_t d;          // fp16 super-block scale
+};
+static_assert(sizeof(BlockQ4_0) == 18, "Q4_0 block is 18 bytes");
+static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes");
+static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block is 22 bytes");
+static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block is 24 bytes");
+static_assert(sizeof(BlockQ8_0) == 34, "Q8_0 block is 34 bytes");
+static_assert(sizeof(BlockQ4_K) == 144, "Q4_K block is 144 bytes");
+static_assert(sizeof(BlockQ6_K) == 210, "Q6_K block is 210 bytes");
+
+namespace detail {
+
+template <class Block>
+Block load_block(const std::uint8_t* src, index_t i) {
+  Block b;
+  std::memcpy(&b, src + i * static_cast<index_t>(sizeof(Block)), sizeof(Block));
+  return b;
+}
+
+// Q4_K packs 8 six-bit (scale, min) pairs into 12 bytes: pairs 0..3 in the low 6 bits of bytes 0..3
+// (scale) and 4..7 (min); pairs 4..7 take their low 4 bits from bytes 8..11 and their top 2 bits from
+// the spare top bits of bytes 0..3 (scale) and 4..7 (min).
+inline void q4_k_scale_min(int j, const std::uint8_t* q, int& scale, int& min) {
+  if (j < 4) {
+    scale = q[j] & 63;
+    min = q[j + 4] & 63;
+  } else {
+    scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+}  // namespace detail
+
+// Expands `n` consecutive elements of type `type` starting at `src` (which must hold n / block_elems
+// whole blocks) into dst[0..n). Throws when the type cannot be dequantized or n is not whole blocks.
+inline void dequantize_ggml(std::uint32_t type, const std::uint8_t* src, float* dst, index_t n) {
+  const auto* info = ggml_type_info(type);
+  LOWBIT_CHECK(info && info->dequantizable, "cannot dequantize ggml ", ggml_type_name(type),
+               ": supported are F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K");
+  LOWBIT_CHECK(n % info->block_elems == 0, "ggml ", info->name, ": ", n, " elements is not a multiple of the block size ",
+               info->block_elems);
+  const index_t blocks = n / info->block_elems;
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::F32:
+      std::memcpy(dst, src, static_cast<std::size_t>(n) * 4);
+      return;
+    case GgmlType::F16:
+      for (index_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = half_bits_to_float(h);
+      }
+      return;
+    case GgmlType::BF16:
+      for (index_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = bf16_bits_to_float(h);
+      }
+      return;
+    case GgmlType::Q4_0:
+      for (index_t b = 0; b < blocks; ++b) {
+        const auto blk = detail::load_block<BlockQ4_0>(src, b);
+        const float d = half_bits_to_float(blk.d);
+        float* y = dst + b * 32;
+        for (int j = 0; j < 16; ++j) {
+          y[j] = static_cast<float>((blk.qs[j] & 0x0F) - 8) * d;
+          y[j + 16] = static_cast<float>((blk.qs[j] >> 4) - 8) * d;
+        }
+      }
+      return;
+    case GgmlType::Q4_1:
+      for (index_t b = 0; b < blocks; ++b) {
+        const auto blk = detail::load_block<BlockQ4_1>(src, b);
+        const float d = half_bits_to_float(blk.d), m = half_bits_to_float(blk.m);
+        float* y = dst + b * 32;
+        for (int j = 0; j < 16; ++j) {
+          y[j] = static_cast<float>(blk.qs[j] & 0x0F) * d + m;
+          y[j + 16] = static_cast<float>(blk.qs[j] >> 4) * d + m;
+        }
+      }
+      return;
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1: {
+      const bool has_min = static_cast<GgmlType>(type) == GgmlType::Q5_1;
+      const int centre = has_min ? 0 : 16;  // Q5_0 codes are signed around 16, Q5_1 has a minimum
+      for (index_t b = 0; b < blocks; ++b) {
+        float d, m;
+        std::uint32_t qh;
+        const std::uint8_t* qs;
+        BlockQ5_0 b0;
+        BlockQ5_1 b1;
+        if (has_min) {
+          b1 = detail::load_block<BlockQ5_1>(src, b);
+          d = half_bits_to_float(b1.d);
+          m = half_bits_to_float(b1.m);
+          std::memcpy(&qh, b1.qh, 4);
+          qs = b1.qs;
+        } else {
+          b0 = detail::load_block<BlockQ5_0>(src, b);
+          d = half_bits_to_float(b0.d);
+          m = 0.0f;
+          std::memcpy(&qh, b0.qh, 4);
+          qs = b0.qs;
+        }
+        float* y = dst + b * 32;
+        for (int j = 0; j < 16; ++j) {
+          const int lo = (qs[j] & 0x0F) | static_cast<int>(((qh >> j) & 1u) << 4);
+          const int hi = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
+          y[j] = static_cast<float>(lo - centre) * d + m;
+          y[j + 16] = static_cast<float>(hi - centre) * d + m;
+        }
+      }
+      return;
+    }
+    case GgmlType::Q8_0:
+      for (index_t b = 0; b < blocks; ++b) {
+        const auto blk = detail::load_block<BlockQ8_0>(src, b);
+        const float d = half_bits_to_float(blk.d);
+        float* y = dst + b * 32;
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(blk.qs[j]) * d;
+      }
+      return;
+    case GgmlType::Q4_K:
+      for (index_t b = 0; b < blocks; ++b) {
+        const auto blk = detail::load_block<BlockQ4_K>(src, b);
+        const float d = half_bits_to_float(blk.d), dmin = half_bits_to_float(blk.dmin);
+        float* y = dst + b * 256;
+        // four 64-element chunks; chunk c uses sub-blocks 2c (low nibbles of qs[32c..32c+32)) and 2c+1
+        // (high nibbles of the same bytes)
+        for (int c = 0; c < 4; ++c) {
+          int sc0, m0, sc1, m1;
+          detail::q4_k_scale_min(2 * c, blk.scales, sc0, m0);
+          detail::q4_k_scale_min(2 * c + 1, blk.scales, sc1, m1);
+          const float d0 = d * static_cast<float>(sc0), mm0 = dmin * static_cast<float>(m0);
+          const float d1 = d * static_cast<float>(sc1), mm1 = dmin * static_cast<float>(m1);
+          const std::uint8_t* q = blk.qs + 32 * c;
+          for (int l = 0; l < 32; ++l) {
+            y[64 * c + l] = d0 * static_cast<float>(q[l] & 0x0F) - mm0;
+            y[64 * c + 32 + l] = d1 * static_cast<float>(q[l] >> 4) - mm1;
+          }
+        }
+      }
+      return;
+    case GgmlType::Q6_K:
+      for (index_t b = 0; b < blocks; ++b) {
+        const auto blk = detail::load_block<BlockQ6_K>(src, b);
+        const float d = half_bits_to_float(blk.d);
+        float* y = dst + b * 256;
+        // two 128-element halves; half h uses ql[64h..64h+64), qh[32h..32h+32), scales[8h..8h+8)
+        for (int h = 0; h < 2; ++h) {
+          const std::uint8_t* ql = blk.ql + 64 * h;
+          const std::uint8_t* qh = blk.qh + 32 * h;
+          const std::int8_t* sc = blk.scales + 8 * h;
+          float* yh = y + 128 * h;
+          for (int l = 0; l < 32; ++l) {
+            const int s = l / 16;
+            const int q1 = ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            yh[l] = d * static_cast<float>(sc[s]) * static_cast<float>(q1);
+            yh[l + 32] = d * static_cast<float>(sc[s + 2]) * static_cast<float>(q2);
+            yh[l + 64] = d * static_cast<float>(sc[s + 4]) * static_cast<float>(q3);
+            yh[l + 96] = d * static_cast<float>(sc[s + 6]) * static_cast<float>(q4);
+          }
+        }
+      }
+      return;
+    default:
+      break;
+  }
+  fail("cannot dequantize ggml ", ggml_type_name(type));
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/gguf_quants.hpp ----
+
+// ---- begin lowbit/io/mapped_file.hpp ----
+// Read-only memory maps and a bounds-checked cursor over their bytes. Model files are hundreds of MB,
+// so loaders map them instead of copying; every parse step goes through ByteReader, which refuses to
+// read past the end of the buffer and throws lowbit::Error naming the file, the offset and the field,
+// so a truncated or corrupted file can never make a loader read out of bounds.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+
+namespace lowbit::io {
+
+static_assert(std::endian::native == std::endian::little,
+              "lowbit's file readers assume a little-endian host");
+
+// a + b and a * b for sizes read from untrusted headers; throws instead of wrapping around.
+inline std::uint64_t checked_add(std::uint64_t a, std::uint64_t b, const std::string& what) {
+  LOWBIT_CHECK(a <= std::numeric_limits<std::uint64_t>::max() - b, what, ": size overflow (", a, " + ", b, ")");
+  return a + b;
+}
+inline std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const std::string& what) {
+  LOWBIT_CHECK(b == 0 || a <= std::numeric_limits<std::uint64_t>::max() / b, what, ": size overflow (", a,
+               " * ", b, ")");
+  return a * b;
+}
+
+// A whole file mapped read-only (PROT_READ, MAP_PRIVATE). Move-only; unmaps on destruction. An empty
+// file is valid and has size() == 0 and data() == nullptr.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::filesystem::path& path) : path_(path.string()) {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    LOWBIT_CHECK(fd >= 0, "cannot open '", path_, "': ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      fail("cannot stat '", path_, "': ", std::strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      fail("'", path_, "' is not a regular file");
+    }
+    size_ = static_cast<std::size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        ::close(fd);
+        fail("cannot map '", path_, "' (", size_, " bytes): ", std::strerror(err));
+      }
+      data_ = static_cast<const std::uint8_t*>(p);
+    }
+    ::close(fd);  // the mapping stays valid after closing the descriptor
+  }
+  ~MappedFile() { release(); }
+
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  MappedFile(MappedFile&& other) noexcept { *this = std::move(other); }
+  MappedFile& operator=(MappedFile&& other) noexcept {
+    if (this != &other) {
+      release();
+      data_ = std::exchange(other.data_, nullptr);
+      size_ = std::exchange(other.size_, 0);
+      path_ = std::move(other.path_);
+    }
+    return *this;
+  }
+
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  void release() {
+    if (data_) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::string path_;
+};
+
+// A little-endian cursor over [data, data + size). Every read names what it reads (`what`), which ends
+// up in the error message together with `source` (usually the file path) and the offset.
+class ByteReader {
+ public:
+  ByteReader(const std::uint8_t* data, std::size_t size, std::string source)
+      : data_(data), size_(size), source_(std::move(source)) {}
+  explicit ByteReader(const MappedFile& file) : ByteReader(file.data(), file.size(), file.path()) {}
+
+  std::size_t offset() const { return pos_; }
+  std::size_t size() const { return size_; }
+  std::size_t remaining() const { return size_ - pos_; }
+  const std::string& source() const { return source_; }
+  const std::uint8_t* data() const { return data_; }
+
+  // Throws unless `n` more bytes are available at the cursor.
+  void require(std::uint64_t n, std::string_view what) const {
+    if (n > remaining())
+      fail(source_, ": truncated at offset ", pos_, " while reading ", what, " (need ", n, " bytes, ",
+           remaining(), " left of ", size_, ")");
+  }
+
+  void seek(std::uint64_t offset, std::string_view what) {
+    if (offset > size_)
+      fail(source_, ": offset ", offset, " of ", what, " is past the end of the file (", size_, " bytes)");
+    pos_ = static_cast<std::size_t>(offset);
+  }
+  void skip(std::uint64_t n, std::string_view what) {
+    require(n, what);
+    pos_ += static_cast<std::size_t>(n);
+  }
+
+  // Returns a pointer to the next `n` bytes and advances past them.
+  const std::uint8_t* take(std::uint64_t n, std::string_view what) {
+    require(n, what);
+    const std::uint8_t* p = data_ + pos_;
+    pos_ += static_cast<std::size_t>(n);
+    return p;
+  }
+
+  // Reads one trivially copyable little-endian value (the host is little-endian: x86-64, aarch64).
+  template <class T>
+  T read(std::string_view what) {
+    static_assert(std::is_trivially_copyable_v<T>, "ByteReader::read needs a trivially copyable type");
+    T value;
+    std::memcpy(&value, take(sizeof(T), what), sizeof(T));
+    return value;
+  }
+
+  std::string read_string(std::uint64_t n, std::string_view what) {
+    const auto* p = take(n, what);
+    return std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+  }
+
+ private:
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t pos_ = 0;
+  std::string source_;
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/mapped_file.hpp ----
+
+namespace lowbit::io {
+
+inline constexpr std::uint32_t kGgufMagic = 0x46554747u;  // "GGUF" read as a little-endian uint32
+
+// Metadata value types; the numbering is the file's, and also the index of GgufValue's variant.
+enum class GgufType : std::uint32_t {
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
+};
+
+inline const char* gguf_type_name(GgufType t) {
+  static const char* names[] = {"uint8", "int8",  "uint16", "int16",  "uint32", "int32", "float32",
+                                "bool",  "string", "array", "uint64", "int64",  "float64"};
+  const auto i = static_cast<std::uint32_t>(t);
+  return i < 13 ? names[i] : "invalid";
+}
+
+struct GgufValue;
+struct GgufArray {
+  GgufType element_type = GgufType::UINT8;
+  std::vector<GgufValue> items;
+};
+
+struct GgufValue {
+  // Alternatives in GgufType order, so v.index() == static_cast<size_t>(type()).
+  std::variant<std::uint8_t, std::int8_t, std::uint16_t, std::int16_t, std::uint32_t, std::int32_t, float, bool,
+               std::string, GgufArray, std::uint64_t, std::int64_t, double>
+      v;
+  GgufType type() const { return static_cast<GgufType>(v.index()); }
+  bool is_integer() const {
+    const auto t = type();
+    return t == GgufType::UINT8 || t == GgufType::INT8 || t == GgufType::UINT16 || t == GgufType::INT16 ||
+           t == GgufType::UINT32 || t == GgufType::INT32 || t == GgufType::UINT64 || t == GgufType::INT64;
+  }
+  bool is_float() const { return type() == GgufType::FLOAT32 || type() == GgufType::FLOAT64; }
+};
+
+// One tensor's description. dims are ggml order (dims[0] is the fastest-varying, i.e. the row length).
+struct GgufTensorInfo {
+  std::string name;
+  std::vector<std::uint64_t> dims;
+  std::uint32_t type = 0;
+  std::uint64_t offset = 0;      // relative to the data section
+  std::uint64_t n_elements = 0;
+  std::uint64_t n_bytes = 0;     // 0 when the type is unknown to lowbit
+  const std::uint8_t* data = nullptr;
+
+  // Row-major shape (slowest first): a [n_out, n_in] matrix has dims {n_in, n_out}.
+  std::vector<index_t> shape() const {
+    std::vector<index_t> s;
+    for (auto it = dims.rbegin(); it != dims.rend(); ++it) s.push_back(static_cast<index_t>(*it));
+    return s;
+  }
+};
+
+class GgufFile {
+ public:
+  explicit GgufFile(const std::filesystem::path& path) : file_(path) { parse(); }
+
+  const std::string& path() const { return file_.path(); }
+  std::uint32_t version() const { return version_; }
+  std::uint64_t alignment() const { return alignment_; }
+  std::uint64_t data_offset() const { return data_offset_; }
+  std::size_t file_size() const { return file_.size(); }
+
+  // ---- metadata --------------------------------------------------------------------------------
+  const std::vector<std::string>& keys() const { return key_order_; }
+  bool has(const std::string& key) const { return metadata_.count(key) != 0; }
+  const GgufValue& value(const std::string& key) const {
+    auto it = metadata_.find(key);
+    LOWBIT_CHECK(it != metadata_.end(), path(), ": GGUF metadata key '", key, "' is missing");
+    return it->second;
+  }
+  GgufType type_of(const std::string& key) const { return value(key).type(); }
+
+  std::string get_string(const std::string& key) const {
+    const auto& v = value(key);
+    expect_type(key, v, GgufType::STRING);
+    return std::get<std::string>(v.v);
+  }
+  // Any integer type, range-checked into int64.
+  std::int64_t get_int(const std::string& key) const {
+    const auto& v = value(key);
+    LOWBIT_CHECK(v.is_integer(), path(), ": GGUF key '", key, "' has type ", gguf_type_name(v.type()),
+                 ", expected an integer");
+    return as_int(v, key);
+  }
+  // float32 or float64.
+  double get_float(const std::string& key) const {
+    const auto& v = value(key);
+    LOWBIT_CHECK(v.is_float(), path(), ": GGUF key '", key, "' has type ", gguf_type_name(v.type()),
+                 ", expected float32 or float64");
+    return v.type() == GgufType::FLOAT32 ? std::get<float>(v.v) : std::get<double>(v.v);
+  }
+  bool get_bool(const std::string& key) const {
+    const auto& v = value(key);
+    expect_type(key, v, GgufType::BOOL);
+    return std::get<bool>(v.v);
+  }
+  const GgufArray& get_array(const std::string& key) const {
+    const auto& v = value(key);
+    expect_type(key, v, GgufType::ARRAY);
+    return std::get<GgufArray>(v.v);
+  }
+  std::vector<std::string> get_string_array(const std::string& key) const {
+    const auto& a = get_array(key);
+    expect_element(key, a, a.element_type == GgufType::STRING, "string");
+    std::vector<std::string> out;
+    out.reserve(a.items.size());
+    for (const auto& item : a.items) out.push_back(std::get<std::string>(item.v));
+    return out;
+  }
+  std::vector<float> get_float_array(const std::string& key) const {
+    const auto& a = get_array(key);
+    expect_element(key, a, a.element_type == GgufType::FLOAT32 || a.element_type == GgufType::FLOAT64, "float");
+    std::vector<float> out;
+    out.reserve(a.items.size());
+    for (const auto& item : a.items)
+      out.push_back(item.type() == GgufType::FLOAT32 ? std::get<float>(item.v)
+                                                     : static_cast<float>(std::get<double>(item.v)));
+    return out;
+  }
+  std::vector<std::int64_t> get_int_array(const std::string& key) const {
+    const auto& a = get_array(key);
+    expect_element(key, a,
+                   a.element_type != GgufType::STRING && a.element_type != GgufType::ARRAY &&
+                       a.element_type != GgufType::BOOL && a.element_type != GgufType::FLOAT32 &&
+                       a.element_type != GgufType::FLOAT64,
+                   "integer");
+    std::vector<std::int64_t> out;
+    out.reserve(a.items.size());
+    for (const auto& item : a.items) out.push_back(as_int(item, key));
+    return out;
+  }
+
+  // Defaults for optional keys (a present key of the wrong type still throws).
+  std::string get_string_or(const std::string& key, const std::string& fallback) const {
+    return has(key) ? get_string(key) : fallback;
+  }
+  std::int64_t get_int_or(const std::string& key, std::int64_t fallback) const {
+    return has(key) ? get_int(key) : fallback;
+  }
+  double get_float_or(const std::string& key, double fallback) const { return has(key) ? get_float(key) : fallback; }
+  bool get_bool_or(const std::string& key, bool fallback) const { return has(key) ? get_bool(key) : fallback; }
+
+  // ---- tensors ---------------------------------------------------------------------------------
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  const GgufTensorInfo* find_tensor(const std::string& name) const {
+    auto it = tensor_index_.find(name);
+    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+  }
+  const GgufTensorInfo& tensor(const std::string& name) const {
+    const auto* t = find_tensor(name);
+    LOWBIT_CHECK(t, path(), ": GGUF tensor '", name, "' is missing");
+    return *t;
+  }
+
+  // The tensor dequantized to fp32 (row-major, shape()). Rows are expanded in parallel.
+  std::vector<float> dequantize(const GgufTensorInfo& t) const {
+    const auto* info = ggml_type_info(t.type);
+    LOWBIT_CHECK(info && info->dequantizable, path(), ": tensor '", t.name, "' has unsupported type ",
+                 ggml_type_name(t.type), " (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K)");
+    std::vector<float> out(static_cast<std::size_t>(t.n_elements));
+    const index_t row = static_cast<index_t>(t.dims[0]);
+    const index_t rows = static_cast<index_t>(t.n_elements) / row;
+    const index_t row_bytes = row / info->block_elems * info->block_bytes;
+    parallel_for(
+        0, rows,
+        [&](index_t lo, index_t hi) {
+          for (index_t r = lo; r < hi; ++r) dequantize_ggml(t.type, t.data + r * row_bytes, out.data() + r * row, row);
+        },
+        16);
+    return out;
+  }
+  std::vector<float> dequantize(const std::string& name) const { return dequantize(tensor(name)); }
+
+ private:
+  static constexpr int kMaxArrayDepth = 8;
+  static constexpr std::uint64_t kMaxArrayElements = 1u << 24;
+
+  void expect_type(const std::string& key, const GgufValue& v, GgufType want) const {
+    LOWBIT_CHECK(v.type() == want, path(), ": GGUF key '", key, "' has type ", gguf_type_name(v.type()),
+                 ", expected ", gguf_type_name(want));
+  }
+  void expect_element(const std::string& key, const GgufArray& a, bool ok, const char* want) const {
+    LOWBIT_CHECK(ok, path(), ": GGUF key '", key, "' is an array of ", gguf_type_name(a.element_type),
+                 ", expected an array of ", want);
+  }
+  std::int64_t as_int(const GgufValue& v, const std::string& key) const {
+    return std::visit(
+        [&](const auto& x) -> std::int64_t {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, std::uint64_t>) {
+            LOWBIT_CHECK(x <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()), path(),
+                         ": GGUF key '", key, "' value ", x, " does not fit in int64");
+            return static_cast<std::int64_t>(x);
+          } else if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+            return static_cast<std::int64_t>(x);
+          } else {
+            fail(path(), ": GGUF key '", key, "' holds a non-integer element");
+          }
+        },
+        v.v);
+  }
+
+  std::string read_gguf_string(ByteReader& r, const std::string& what) {
+    const auto len = r.read<std::uint64_t>(what + " length");
+    return r.read_string(len, what);
+  }
+
+  // Smallest encoded size of one value of type t (to bound array counts before allocating).
+  static std::uint64_t min_encoded_size(GgufType t) {
+    switch (t) {
+      case GgufType::UINT8: case GgufType::INT8: case GgufType::BOOL: return 1;
+      case GgufType::UINT16: case GgufType::INT16: return 2;
+      case GgufType::UINT32: case GgufType::INT32: case GgufType::FLOAT32: return 4;
+      case GgufType::UINT64: case GgufType::INT64: case GgufType::FLOAT64: case GgufType::STRING: return 8;
+      case GgufType::ARRAY: return 12;
+    }
+    return 1;
+  }
+
+  GgufValue read_value(ByteReader& r, std::uint32_t raw_type, const std::string& key, int depth) {
+    LOWBIT_CHECK(raw_type <= 12, path(), ": GGUF key '", key, "' has invalid value type ", raw_type,
+                 " at offset ", r.offset(), " (expected 0..12)");
+    const auto type = static_cast<GgufType>(raw_type);
+    const std::string what = "value of key '" + key + "'";
+    GgufValue out;
+    switch (type) {
+      case GgufType::UINT8: out.v.emplace<0>(r.read<std::uint8_t>(what)); break;
+      case GgufType::INT8: out.v.emplace<1>(r.read<std::int8_t>(what)); break;
+      case GgufType::UINT16: out.v.emplace<2>(r.read<std::uint16_t>(what)); break;
+      case GgufType::INT16: out.v.emplace<3>(r.read<std::int16_t>(what)); break;
+      case GgufType::UINT32: out.v.emplace<4>(r.read<std::uint32_t>(what)); break;
+      case GgufType::INT32: out.v.emplace<5>(r.read<std::int32_t>(what)); break;
+      case GgufType::FLOAT32: out.v.emplace<6>(r.read<float>(what)); break;
+      case GgufType::BOOL: {
+        const auto b = r.read<std::uint8_t>(what);
+        LOWBIT_CHECK(b <= 1, path(), ": GGUF key '", key, "' has bool byte ", int(b), " (expected 0 or 1)");
+        out.v.emplace<7>(b != 0);
+        break;
+      }
+      case GgufType::STRING: out.v.emplace<8>(read_gguf_string(r, what)); break;
+      case GgufType::ARRAY: {
+        LOWBIT_CHECK(depth < kMaxArrayDepth, path(), ": GGUF key '", key, "' nests arrays deeper than ",
+                     kMaxArrayDepth);
+        const auto elem_type = r.read<std::uint32_t>(what + " element type");
+        LOWBIT_CHECK(elem_type <= 12, path(), ": GGUF key '", key, "' has invalid array element type ", elem_type,
+                     " (expected 0..12)");
+        const auto count = r.read<std::uint64_t>(what + " element count");
+        const auto et = static_cast<GgufType>(elem_type);
+        LOWBIT_CHECK(count <= r.remaining() / min_encoded_size(et), path(), ": GGUF key '", key, "' claims ",
+                     count, " elements of ", gguf_type_name(et), " but only ", r.remaining(),
+                     " bytes remain at offset ", r.offset());
+        // Each element becomes a GgufValue (~40 bytes): cap arrays so a tiny-element array cannot make a
+        // file of N bytes cost 40N of memory. Real vocabularies hold a few 100k entries.
+        LOWBIT_CHECK(count <= kMaxArrayElements, path(), ": GGUF key '", key, "' has ", count,
+                     " array elements, more than lowbit's limit of ", kMaxArrayElements);
+        GgufArray arr;
+        arr.element_type = et;
+        arr.items.reserve(static_cast<std::size_t>(count));
+        for (std::uint64_t i = 0; i < count; ++i) arr.items.push_back(read_value(r, elem_type, key, depth + 1));
+        out.v.emplace<9>(std::move(arr));
+        break;
+      }
+      case GgufType::UINT64: out.v.emplace<10>(r.read<std::uint64_t>(what)); break;
+      case GgufType::INT64: out.v.emplace<11>(r.read<std::int64_t>(what)); break;
+      case GgufType::FLOAT64: out.v.emplace<12>(r.read<double>(what)); break;
+    }
+    return out;
+  }
+
+  void parse() {
+    ByteReader r(file_);
+    const auto magic = r.read<std::uint32_t>("GGUF magic");
+    LOWBIT_CHECK(magic == kGgufMagic, path(), ": not a GGUF file (magic 0x", to_hex(magic), ", expected 0x",
+                 to_hex(kGgufMagic), " = \"GGUF\")");
+    version_ = r.read<std::uint32_t>("GGUF version");
+    LOWBIT_CHECK(version_ == 2 || version_ == 3, path(), ": unsupported GGUF version ", version_,
+                 " (expected 2 or 3)");
+    const auto n_tensors = r.read<std::uint64_t>("tensor count");
+    const auto n_kv = r.read<std::uint64_t>("metadata key/value count");
+    // Each key/value takes at least 8 (key length) + 4 (type) + 1 bytes, each tensor info at least 8 +
+    // 4 + 8 + 4 + 8 bytes: counts that cannot fit in the file are rejected before any allocation.
+    LOWBIT_CHECK(n_kv <= r.remaining() / 13, path(), ": metadata count ", n_kv, " cannot fit in ", r.remaining(),
+                 " bytes");
+    LOWBIT_CHECK(n_tensors <= r.remaining() / 32, path(), ": tensor count ", n_tensors, " cannot fit in ",
+                 r.remaining(), " bytes");
+    for (std::uint64_t i = 0; i < n_kv; ++i) {
+      const std::string key = read_gguf_string(r, "metadata key #" + std::to_string(i));
+      const auto type = r.read<std::uint32_t>("type of key '" + key + "'");
+      GgufValue v = read_value(r, type, key, 0);
+      LOWBIT_CHECK(metadata_.count(key) == 0, path(), ": duplicate GGUF metadata key '", key, "'");
+      key_order_.push_back(key);
+      metadata_.emplace(key, std::move(v));
+    }
+    alignment_ = 32;
+    if (has("general.alignment")) {
+      const auto a = get_int("general.alignment");
+      LOWBIT_CHECK(a > 0 && (a & (a - 1)) == 0 && a <= (1 << 20), path(), ": general.alignment is ", a,
+                   ", expected a power of two");
+      alignment_ = static_cast<std::uint64_t>(a);
+    }
+    tensors_.reserve(static_cast<std::size_t>(n_tensors));
+    for (std::uint64_t i = 0; i < n_tensors; ++i) {
+      GgufTensorInfo t;
+      t.name = read_gguf_string(r, "name of tensor #" + std::to_string(i));
+      const std::string what = "tensor '" + t.name + "'";
+      const auto n_dims = r.read<std::uint32_t>(what + " dimension count");
+      LOWBIT_CHECK(n_dims >= 1 && n_dims <= 4, path(), ": ", what, " has ", n_dims, " dimensions (expected 1..4)");
+      t.n_elements = 1;
+      for (std::uint32_t d = 0; d < n_dims; ++d) {
+        const auto dim = r.read<std::uint64_t>(what + " dimension");
+        LOWBIT_CHECK(dim >= 1 && dim < (1ull << 40), path(), ": ", what, " has dimension ", d, " = ", dim);
+        t.dims.push_back(dim);
+        t.n_elements = checked_mul(t.n_elements, dim, path() + ": " + what + " element count");
+      }
+      t.type = r.read<std::uint32_t>(what + " type");
+      t.offset = r.read<std::uint64_t>(what + " data offset");
+      LOWBIT_CHECK(t.offset % alignment_ == 0, path(), ": ", what, " data offset ", t.offset,
+                   " is not a multiple of the alignment ", alignment_);
+      if (const auto* info = ggml_type_info(t.type)) {
+        LOWBIT_CHECK(t.dims[0] % info->block_elems == 0, path(), ": ", what, " of type ", info->name,
+                     " has row length ", t.dims[0], ", not a multiple of its block size ", info->block_elems);
+        t.n_bytes = checked_mul(t.n_elements / info->block_elems, info->block_bytes, path() + ": " + what);
+      }
+      LOWBIT_CHECK(tensor_index_.count(t.name) == 0, path(), ": duplicate GGUF tensor '", t.name, "'");
+      tensor_index_.emplace(t.name, tensors_.size());
+      tensors_.push_back(std::move(t));
+    }
+    data_offset_ = (r.offset() + alignment_ - 1) / alignment_ * alignment_;
+    if (!tensors_.empty())
+      LOWBIT_CHECK(data_offset_ <= file_.size(), path(), ": data section would start at ", data_offset_,
+                   " past the end of the file (", file_.size(), " bytes)");
+    const std::uint64_t data_size = data_offset_ <= file_.size() ? file_.size() - data_offset_ : 0;
+    // Bounds and overlap of every tensor's bytes.
+    std::vector<std::pair<std::uint64_t, std::size_t>> by_offset;
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+      auto& t = tensors_[i];
+      const std::uint64_t end = checked_add(t.offset, t.n_bytes, path() + ": tensor '" + t.name + "'");
+      LOWBIT_CHECK(end <= data_size, path(), ": tensor '", t.name, "' (", ggml_type_name(t.type), ", ", t.n_bytes,
+                   " bytes at data offset ", t.offset, ") ends past the end of the file (data section holds ",
+                   data_size, " bytes)");
+      t.data = file_.data() + data_offset_ + t.offset;
+      by_offset.emplace_back(t.offset, i);
+    }
+    std::sort(by_offset.begin(), by_offset.end());
+    for (std::size_t k = 1; k < by_offset.size(); ++k) {
+      const auto& prev = tensors_[by_offset[k - 1].second];
+      const auto& cur = tensors_[by_offset[k].second];
+      LOWBIT_CHECK(prev.offset + prev.n_bytes <= cur.offset, path(), ": tensors '", prev.name, "' and '", cur.name,
+                   "' overlap in the data section");
+    }
+    // Writers (llama.cpp, gguf-py) pack tensors back to back, each padded to the alignment. A gap of a
+    // whole alignment unit means a size field (dims or type) disagrees with the offsets, which is how a
+    // corrupted dimension or type shows up; this check is skipped when a tensor's type is unknown.
+    const bool all_sized = std::all_of(tensors_.begin(), tensors_.end(), [](const auto& t) { return t.n_bytes > 0; });
+    if (all_sized && !by_offset.empty()) {
+      std::uint64_t expected_next = 0;
+      for (const auto& [offset, index] : by_offset) {
+        const auto& t = tensors_[index];
+        LOWBIT_CHECK(offset - expected_next < alignment_, path(), ": tensor '", t.name, "' starts at data offset ",
+                     offset, " but the previous tensor ends at ", expected_next,
+                     " (a size field disagrees with the offsets)");
+        expected_next = offset + t.n_bytes;
+      }
+      LOWBIT_CHECK(data_size - expected_next < alignment_, path(), ": ", data_size - expected_next,
+                   " bytes after the last tensor (a size field disagrees with the file size)");
+    }
+  }
+
+  static std::string to_hex(std::uint32_t v) {
+    static const char* digits = "0123456789abcdef";
+    std::string s(8, '0');
+    for (int i = 7; i >= 0; --i, v >>= 4) s[static_cast<std::size_t>(i)] = digits[v & 15];
+    return s;
+  }
+
+  MappedFile file_;
+  std::uint32_t version_ = 0;
+  std::uint64_t alignment_ = 32;
+  std::uint64_t data_offset_ = 0;
+  std::vector<std::string> key_order_;
+  std::unordered_map<std::string, GgufValue> metadata_;
+  std::vector<GgufTensorInfo> tensors_;
+  std::unordered_map<std::string, std::size_t> tensor_index_;
+};
+
+namespace detail {
+
+// "576x1536": shapes in error messages.
+inline std::string join_dims(const std::vector<index_t>& dims) {
+  std::string out;
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (i) out.push_back('x');
+    out.append(std::to_string(dims[i]));
+  }
+  return out;
+}
+
+inline int gguf_positive_int(const GgufFile& f, const std::string& key) {
+  const auto v = f.get_int(key);
+  LOWBIT_CHECK(v > 0 && v <= std::numeric_limits<int>::max(), f.path(), ": GGUF key '", key, "' is ", v,
+               ", expected a positive int");
+  return static_cast<int>(v);
+}
+
+}  // namespace detail
+
+// The hyper-parameters of a `llama` architecture GGUF (vocab size from token_embd's rows).
+inline nn::ModelConfig gguf_llama_config(const GgufFile& f) {
+  const std::string arch = f.get_string("general.architecture");
+  LOWBIT_CHECK(arch == "llama", f.path(), ": GGUF architecture '", arch, "' is not supported (expected 'llama')");
+  nn::ModelConfig c;
+  c.dim = detail::gguf_positive_int(f, "llama.embedding_length");
+  c.hidden_dim = detail::gguf_positive_int(f, "llama.feed_forward_length");
+  c.n_layers = detail::gguf_positive_int(f, "llama.block_count");
+  c.n_heads = detail::gguf_positive_int(f, "llama.attention.head_count");
+  c.n_kv_heads = f.has("llama.attention.head_count_kv") ? detail::gguf_positive_int(f, "llama.attention.head_count_kv")
+                                                        : c.n_heads;
+  c.norm_eps = static_cast<float>(f.get_float("llama.attention.layer_norm_rms_epsilon"));
+  c.rope_theta = static_cast<float>(f.get_float_or("llama.rope.freq_base", 10000.0));
+  c.max_seq_len = f.has("llama.context_length") ? detail::gguf_positive_int(f, "llama.context_length") : 2048;
+  c.rope_layout = nn::RopeLayout::Interleaved;
+  const auto& emb = f.tensor("token_embd.weight");
+  LOWBIT_CHECK(emb.dims.size() == 2 && emb.dims[0] == static_cast<std::uint64_t>(c.dim), f.path(),
+               ": tensor 'token_embd.weight' should be [vocab, ", c.dim, "]");
+  LOWBIT_CHECK(emb.dims[1] <= static_cast<std::uint64_t>(std::numeric_limits<int>::max()), f.path(),
+               ": token_embd.weight has too many rows");
+  c.vocab_size = static_cast<int>(emb.dims[1]);
+  c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.validate(f.path());
+  if (f.has("llama.rope.dimension_count")) {
+    const auto rot = f.get_int("llama.rope.dimension_count");
+    LOWBIT_CHECK(rot == c.head_dim(), f.path(), ": llama.rope.dimension_count is ", rot,
+                 ", but lowbit only supports full-head RoPE (head_dim ", c.head_dim(), ")");
+  }
+  if (f.has("llama.vocab_size")) {
+    const auto v = f.get_int("llama.vocab_size");
+    LOWBIT_CHECK(v == c.vocab_size, f.path(), ": llama.vocab_size is ", v, " but token_embd.weight has ",
+                 c.vocab_size, " rows");
+  }
+  return c;
+}
+
+// Loads a `llama` GGUF into canonical fp32 weights (nn/weights.hpp). q/k stay in the file's
+// interleaved RoPE layout (llama.cpp's converter permuted them), so config.rope_layout = Interleaved.
+inline nn::ModelWeights load_gguf(const std::filesystem::path& path) {
+  const GgufFile f(path);
+  nn::ModelWeights w;
+  w.source = f.path();
+  w.config = gguf_llama_config(f);
+  const auto& c = w.config;
+  const index_t dim = c.dim, hidden = c.hidden_dim, vocab = c.vocab_size;
+  const index_t q_dim = static_cast<index_t>(c.n_heads) * c.head_dim(), kv = c.kv_dim();
+  auto add = [&](const std::string& gguf_name, const std::string& canonical, std::vector<index_t> shape) {
+    const auto& t = f.tensor(gguf_name);
+    const auto got = t.shape();
+    if (got != shape)
+      fail(f.path(), ": tensor '", gguf_name, "' has shape [", detail::join_dims(got), "] (row-major), expected [",
+           detail::join_dims(shape), "]");
+    nn::Tensor out;
+    out.shape = std::move(shape);
+    out.data = f.dequantize(t);
+    w.tensors.emplace(canonical, std::move(out));
+  };
+  add("token_embd.weight", "tok_embeddings.weight", {vocab, dim});
+  for (int i = 0; i < c.n_layers; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    auto L = [&](const char* s) { return nn::ModelWeights::layer_name(i, s); };
+    add(b + "attn_norm.weight", L("attention_norm.weight"), {dim});
+    add(b + "attn_q.weight", L("attention.wq.weight"), {q_dim, dim});
+    add(b + "attn_k.weight", L("attention.wk.weight"), {kv, dim});
+    add(b + "attn_v.weight", L("attention.wv.weight"), {kv, dim});
+    add(b + "attn_output.weight", L("attention.wo.weight"), {dim, q_dim});
+    add(b + "ffn_norm.weight", L("ffn_norm.weight"), {dim});
+    add(b + "ffn_gate.weight", L("feed_forward.w1.weight"), {hidden, dim});
+    add(b + "ffn_down.weight", L("feed_forward.w2.weight"), {dim, hidden});
+    add(b + "ffn_up.weight", L("feed_forward.w3.weight"), {hidden, dim});
+  }
+  add("output_norm.weight", "norm.weight", {dim});
+  if (!c.tied_embeddings) add("output.weight", "output.weight", {vocab, dim});
+  return w;
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/gguf.hpp ----
+
+// ---- begin lowbit/io/hf_llama.hpp ----
+// Hugging Face LLaMA checkpoints: config.json plus one safetensors file or several shards listed in
+// model.safetensors.index.json. Names are mapped onto lowbit's canonical names and q/k are kept in the
+// Hugging Face (half-split) RoPE layout, so config.rope_layout = HalfSplit and no weight is permuted.
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/io/safetensors.hpp ----
+// safetensors: the Hugging Face tensor container, read and written. Reading maps the file and
+// validates the JSON header (dtype, shape, offsets: in bounds, sized exactly, no overlaps, no holes)
+// before exposing any tensor; tensors are available raw (bytes + dtype + shape) or as fp32. Writing is
+// atomic (temporary file in the same folder, fsync, rename), so a killed process never leaves a half-
+// written model; lowbit's quantized model file is built on this writer. Byte layout: docs/file-formats.md.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+
+namespace lowbit::io {
+
+enum class SafeDtype { BOOL, U8, I8, F8_E4M3, F8_E5M2, I16, U16, F16, BF16, I32, U32, F32, I64, U64, F64 };
+
+inline const char* safe_dtype_name(SafeDtype d) {
+  switch (d) {
+    case SafeDtype::BOOL: return "BOOL";
+    case SafeDtype::U8: return "U8";
+    case SafeDtype::I8: return "I8";
+    case SafeDtype::F8_E4M3: return "F8_E4M3";
+    case SafeDtype::F8_E5M2: return "F8_E5M2";
+    case SafeDtype::I16: return "I16";
+    case SafeDtype::U16: return "U16";
+    case SafeDtype::F16: return "F16";
+    case SafeDtype::BF16: return "BF16";
+    case SafeDtype::I32: return "I32";
+    case SafeDtype::U32: return "U32";
+    case SafeDtype::F32: return "F32";
+    case SafeDtype::I64: return "I64";
+    case SafeDtype::U64: return "U64";
+    case SafeDtype::F64: return "F64";
+  }
+  return "?";
+}
+
+inline std::size_t safe_dtype_size(SafeDtype d) {
+  switch (d) {
+    case SafeDtype::BOOL: case SafeDtype::U8: case SafeDtype::I8: case SafeDtype::F8_E4M3: case SafeDtype::F8_E5M2:
+      return 1;
+    case SafeDtype::I16: case SafeDtype::U16: case SafeDtype::F16: case SafeDtype::BF16: return 2;
+    case SafeDtype::I32: case SafeDtype::U32: case SafeDtype::F32: return 4;
+    case SafeDtype::I64: case SafeDtype::U64: case SafeDtype::F64: return 8;
+  }
+  return 1;
+}
+
+// Parses a dtype string; false when unknown.
+inline bool parse_safe_dtype(const std::string& s, SafeDtype& out) {
+  static const SafeDtype all[] = {SafeDtype::BOOL, SafeDtype::U8,   SafeDtype::I8,  SafeDtype::F8_E4M3, SafeDtype::F8_E5M2,
+                                  SafeDtype::I16,  SafeDtype::U16,  SafeDtype::F16, SafeDtype::BF16,    SafeDtype::I32,
+                                  SafeDtype::U32,  SafeDtype::F32,  SafeDtype::I64, SafeDtype::U64,     SafeDtype::F64};
+  for (auto d : all)
+    if (s == safe_dtype_name(d)) {
+      out = d;
+      return true;
+    }
+  return false;
+}
+
+struct SafeTensorInfo {
+  std::string name;
+  SafeDtype dtype = SafeDtype::F32;
+  std::vector<index_t> shape;          // row-major, slowest first
+  std::uint64_t begin = 0, end = 0;    // data_offsets, relative to the data section
+  const std::uint8_t* data = nullptr;  // into the mapped file
+  std::uint64_t numel() const {
+    std::uint64_t n = 1;
+    for (auto d : shape) n *= static_cast<std::uint64_t>(d);
+    return n;
+  }
+  std::uint64_t bytes() const { return end - begin; }
+};
+
+class SafetensorsFile {
+ public:
+  // Header limit as in the reference implementation: a larger header is almost surely corruption.
+  static constexpr std::uint64_t kMaxHeaderBytes = 100u << 20;
+
+  explicit SafetensorsFile(const std::filesystem::path& path) : file_(path) { parse(); }
+
+  const std::string& path() const { return file_.path(); }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::uint64_t data_offset() const { return data_offset_; }
+
+  // Tensors in data order.
+  const std::vector<SafeTensorInfo>& tensors() const { return tensors_; }
+  const SafeTensorInfo* find(const std::string& name) const {
+    auto it = index_.find(name);
+    return it == index_.end() ? nullptr : &tensors_[it->second];
+  }
+  const SafeTensorInfo& tensor(const std::string& name) const {
+    const auto* t = find(name);
+    LOWBIT_CHECK(t, path(), ": safetensors tensor '", name, "' is missing");
+    return *t;
+  }
+
+  // F32/F16/BF16/F64 tensors converted to fp32.
+  std::vector<float> to_f32(const SafeTensorInfo& t) const {
+    const auto n = static_cast<std::size_t>(t.numel());
+    std::vector<float> out(n);
+    switch (t.dtype) {
+      case SafeDtype::F32:
+        if (n) std::memcpy(out.data(), t.data, n * 4);
+        break;
+      case SafeDtype::F16:
+      case SafeDtype::BF16:
+        for (std::size_t i = 0; i < n; ++i) {
+          std::uint16_t h;
+          std::memcpy(&h, t.data + 2 * i, 2);
+          out[i] = t.dtype == SafeDtype::F16 ? half_bits_to_float(h) : bf16_bits_to_float(h);
+        }
+        break;
+      case SafeDtype::F64:
+        for (std::size_t i = 0; i < n; ++i) {
+          double v;
+          std::memcpy(&v, t.data + 8 * i, 8);
+          out[i] = static_cast<float>(v);
+        }
+        break;
+      default:
+        fail(path(), ": tensor '", t.name, "' has dtype ", safe_dtype_name(t.dtype),
+             ", expected a floating-point dtype (F32, F16, BF16, F64)");
+    }
+    return out;
+  }
+  std::vector<float> to_f32(const std::string& name) const { return to_f32(tensor(name)); }
+
+ private:
+  void parse() {
+    ByteReader r(file_);
+    const auto header_len = r.read<std::uint64_t>("safetensors header length");
+    LOWBIT_CHECK(header_len >= 2 && header_len <= kMaxHeaderBytes, path(), ": safetensors header length ", header_len,
+                 " is out of range (expected 2..", kMaxHeaderBytes, ")");
+    const std::string header = r.read_string(header_len, "safetensors JSON header");
+    data_offset_ = r.offset();
+    const std::uint64_t data_size = file_.size() - data_offset_;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(header);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path(), ": safetensors header is not valid JSON: ", e.what());
+    }
+    LOWBIT_CHECK(j.is_object(), path(), ": safetensors header is not a JSON object");
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      const std::string& name = it.key();
+      const auto& v = it.value();
+      if (name == "__metadata__") {
+        LOWBIT_CHECK(v.is_object(), path(), ": __metadata__ must be an object of strings");
+        for (auto m = v.begin(); m != v.end(); ++m) {
+          LOWBIT_CHECK(m.value().is_string(), path(), ": __metadata__ value of '", m.key(), "' is not a string");
+          metadata_[m.key()] = m.value().get<std::string>();
+        }
+        continue;
+      }
+      LOWBIT_CHECK(v.is_object(), path(), ": entry '", name, "' is not an object");
+      SafeTensorInfo t;
+      t.name = name;
+      const auto dt = v.find("dtype");
+      LOWBIT_CHECK(dt != v.end() && dt->is_string(), path(), ": tensor '", name, "' has no dtype string");
+      LOWBIT_CHECK(parse_safe_dtype(dt->get<std::string>(), t.dtype), path(), ": tensor '", name,
+                   "' has unknown dtype '", dt->get<std::string>(), "'");
+      const auto sh = v.find("shape");
+      LOWBIT_CHECK(sh != v.end() && sh->is_array() && sh->size() <= 8, path(), ": tensor '", name,
+                   "' has no valid shape array");
+      std::uint64_t numel = 1;
+      for (const auto& d : *sh) {
+        LOWBIT_CHECK(d.is_number_unsigned() && d.get<std::uint64_t>() < (1ull << 48), path(), ": tensor '", name,
+                     "' has invalid dimension ", d.dump());
+        t.shape.push_back(static_cast<index_t>(d.get<std::uint64_t>()));
+        numel = checked_mul(numel, d.get<std::uint64_t>(), path() + ": tensor '" + name + "'");
+      }
+      const auto off = v.find("data_offsets");
+      LOWBIT_CHECK(off != v.end() && off->is_array() && off->size() == 2 && (*off)[0].is_number_unsigned() &&
+                       (*off)[1].is_number_unsigned(),
+                   path(), ": tensor '", name, "' has no valid data_offsets [begin, end]");
+      t.begin = (*off)[0].get<std::uint64_t>();
+      t.end = (*off)[1].get<std::uint64_t>();
+      LOWBIT_CHECK(t.begin <= t.end && t.end <= data_size, path(), ": tensor '", name, "' data_offsets [", t.begin,
+                   ", ", t.end, "] are outside the data section (", data_size, " bytes)");
+      const std::uint64_t want = checked_mul(numel, safe_dtype_size(t.dtype), path() + ": tensor '" + name + "'");
+      LOWBIT_CHECK(t.end - t.begin == want, path(), ": tensor '", name, "' (", safe_dtype_name(t.dtype), ", ",
+                   numel, " elements) needs ", want, " bytes, but its data_offsets span ", t.end - t.begin);
+      t.data = file_.data() + data_offset_ + t.begin;
+      tensors_.push_back(std::move(t));
+    }
+    std::sort(tensors_.begin(), tensors_.end(), [](const auto& a, const auto& b) {
+      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    });
+    // The data section must be covered exactly: no overlaps, no holes, nothing after the last tensor.
+    std::uint64_t expected = 0;
+    for (std::size_t i = 0; i < tensors_.size(); ++i) {
+      const auto& t = tensors_[i];
+      LOWBIT_CHECK(t.begin == expected, path(), ": tensor '", t.name, "' starts at data offset ", t.begin,
+                   " but the previous tensor ends at ", expected, t.begin < expected ? " (overlap)" : " (hole)");
+      expected = t.end;
+      index_.emplace(t.name, i);
+    }
+    LOWBIT_CHECK(expected == data_size, path(), ": the data section holds ", data_size,
+                 " bytes but the tensors cover ", expected);
+  }
+
+  MappedFile file_;
+  std::uint64_t data_offset_ = 0;
+  std::map<std::string, std::string> metadata_;
+  std::vector<SafeTensorInfo> tensors_;
+  std::unordered_map<std::string, std::size_t> index_;
+};
+
+// ---- writer ---------------------------------------------------------------------------------------
+
+// Collects named tensors and string metadata, then writes one safetensors file atomically. Tensors are
+// stored in the order they were added (deterministic output for identical input); `add` copies the
+// bytes, `add_view` keeps a pointer that must stay valid until write().
+class SafetensorsWriter {
+ public:
+  void add(const std::string& name, SafeDtype dtype, std::vector<index_t> shape, const void* data) {
+    Entry e = make_entry(name, dtype, std::move(shape));
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    e.owned.assign(p, p + e.bytes);
+    e.data = nullptr;
+    entries_.push_back(std::move(e));
+  }
+  void add_view(const std::string& name, SafeDtype dtype, std::vector<index_t> shape, const void* data) {
+    Entry e = make_entry(name, dtype, std::move(shape));
+    e.data = static_cast<const std::uint8_t*>(data);
+    entries_.push_back(std::move(e));
+  }
+  void add_f32(const std::string& name, std::vector<index_t> shape, const float* data) {
+    add(name, SafeDtype::F32, std::move(shape), data);
+  }
+  // fp32 values stored as F16 or BF16 (round to nearest even).
+  void add_f32_as(const std::string& name, SafeDtype dtype, std::vector<index_t> shape, const float* data) {
+    LOWBIT_CHECK(dtype == SafeDtype::F16 || dtype == SafeDtype::BF16 || dtype == SafeDtype::F32,
+                 "safetensors writer: add_f32_as converts to F32, F16 or BF16 only (tensor '", name, "')");
+    if (dtype == SafeDtype::F32) return add_f32(name, std::move(shape), data);
+    Entry e = make_entry(name, dtype, std::move(shape));
+    e.owned.resize(e.bytes);
+    for (std::size_t i = 0; i < e.bytes / 2; ++i) {
+      const std::uint16_t h = dtype == SafeDtype::F16 ? float_to_half_bits(data[i]) : float_to_bf16_bits(data[i]);
+      std::memcpy(e.owned.data() + 2 * i, &h, 2);
+    }
+    entries_.push_back(std::move(e));
+  }
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+
+  // Writes `path` atomically: a temporary file in the same folder, fsync, rename, fsync of the folder.
+  void write(const std::filesystem::path& path) const {
+    nlohmann::json header = nlohmann::json::object();
+    if (!metadata_.empty()) header["__metadata__"] = metadata_;
+    std::uint64_t offset = 0;
+    for (const auto& e : entries_) {
+      header[e.name] = {{"dtype", safe_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes}}};
+      offset += e.bytes;
+    }
+    std::string text = header.dump();
+    while (text.size() % 8) text.push_back(' ');  // data section starts 8-byte aligned
+    const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+    const auto tmp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    LOWBIT_CHECK(fd >= 0, "cannot create '", tmp.string(), "': ", std::strerror(errno));
+    try {
+      const std::uint64_t len = text.size();
+      write_bytes(fd, &len, 8, tmp);
+      write_bytes(fd, text.data(), text.size(), tmp);
+      for (const auto& e : entries_) write_bytes(fd, e.data ? e.data : e.owned.data(), e.bytes, tmp);
+      LOWBIT_CHECK(::fsync(fd) == 0, "fsync of '", tmp.string(), "' failed: ", std::strerror(errno));
+      LOWBIT_CHECK(::close(fd) == 0, "close of '", tmp.string(), "' failed: ", std::strerror(errno));
+    } catch (...) {
+      ::close(fd);
+      std::filesystem::remove(tmp);
+      throw;
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+      const int err = errno;
+      std::filesystem::remove(tmp);
+      fail("cannot rename '", tmp.string(), "' to '", path.string(), "': ", std::strerror(err));
+    }
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);  // best effort: makes the rename itself durable
+      ::close(dfd);
+    }
+  }
+
+ private:
+  struct Entry {
+    std::string name;
+    SafeDtype dtype;
+    std::vector<index_t> shape;
+    std::size_t bytes = 0;
+    const std::uint8_t* data = nullptr;
+    std::vector<std::uint8_t> owned;
+  };
+
+  Entry make_entry(const std::string& name, SafeDtype dtype, std::vector<index_t> shape) const {
+    LOWBIT_CHECK(!name.empty() && name != "__metadata__", "safetensors writer: invalid tensor name '", name, "'");
+    for (const auto& e : entries_)
+      LOWBIT_CHECK(e.name != name, "safetensors writer: tensor '", name, "' added twice");
+    std::size_t n = 1;
+    for (auto d : shape) {
+      LOWBIT_CHECK(d >= 0, "safetensors writer: tensor '", name, "' has negative dimension ", d);
+      n *= static_cast<std::size_t>(d);
+    }
+    Entry e;
+    e.name = name;
+    e.dtype = dtype;
+    e.shape = std::move(shape);
+    e.bytes = n * safe_dtype_size(dtype);
+    return e;
+  }
+
+  static void write_bytes(int fd, const void* data, std::size_t n, const std::filesystem::path& p) {
+    const auto* c = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, c, n);
+      if (w < 0 && errno == EINTR) continue;
+      LOWBIT_CHECK(w > 0, "write to '", p.string(), "' failed: ", std::strerror(errno));
+      c += w;
+      n -= static_cast<std::size_t>(w);
+    }
+  }
+
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/safetensors.hpp ----
+
+namespace lowbit::io {
+
+namespace detail {
+
+inline nlohmann::json read_json_file(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  LOWBIT_CHECK(in.good(), "cannot open '", p.string(), "'");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(p.string(), ": invalid JSON: ", e.what());
+  }
+}
+
+inline int config_int(const nlohmann::json& j, const std::string& key, const std::string& source, bool required,
+                      int fallback = 0) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    LOWBIT_CHECK(!required, source, ": key '", key, "' is missing");
+    return fallback;
+  }
+  LOWBIT_CHECK(it->is_number_integer() && it->get<std::int64_t>() > 0 &&
+                   it->get<std::int64_t>() <= std::numeric_limits<int>::max(),
+               source, ": key '", key, "' is ", it->dump(), ", expected a positive integer");
+  return static_cast<int>(it->get<std::int64_t>());
+}
+
+inline double config_float(const nlohmann::json& j, const std::string& key, const std::string& source, double fallback) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  LOWBIT_CHECK(it->is_number(), source, ": key '", key, "' is ", it->dump(), ", expected a number");
+  return it->get<double>();
+}
+
+}  // namespace detail
+
+// The model's hyper-parameters from a Hugging Face LLaMA config.json.
+inline nn::ModelConfig hf_llama_config(const std::filesystem::path& config_path) {
+  const std::string src = config_path.string();
+  const auto j = detail::read_json_file(config_path);
+  LOWBIT_CHECK(j.is_object(), src, ": config.json is not a JSON object");
+  if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string())
+    LOWBIT_CHECK(*mt == "llama" || *mt == "mistral", src, ": model_type '", mt->get<std::string>(),
+                 "' is not supported (expected 'llama')");
+  nn::ModelConfig c;
+  c.dim = detail::config_int(j, "hidden_size", src, true);
+  c.hidden_dim = detail::config_int(j, "intermediate_size", src, true);
+  c.n_layers = detail::config_int(j, "num_hidden_layers", src, true);
+  c.n_heads = detail::config_int(j, "num_attention_heads", src, true);
+  c.n_kv_heads = detail::config_int(j, "num_key_value_heads", src, false, c.n_heads);
+  c.vocab_size = detail::config_int(j, "vocab_size", src, true);
+  c.max_seq_len = detail::config_int(j, "max_position_embeddings", src, false, 2048);
+  c.norm_eps = static_cast<float>(detail::config_float(j, "rms_norm_eps", src, 1e-6));
+  c.rope_theta = static_cast<float>(detail::config_float(j, "rope_theta", src, 10000.0));
+  c.rope_layout = nn::RopeLayout::HalfSplit;
+  const auto tie = j.find("tie_word_embeddings");
+  c.tied_embeddings = tie != j.end() && tie->is_boolean() && tie->get<bool>();
+  if (auto rs = j.find("rope_scaling"); rs != j.end())
+    LOWBIT_CHECK(rs->is_null(), src, ": rope_scaling ", rs->dump(), " is not supported");
+  if (auto hd = j.find("head_dim"); hd != j.end() && !hd->is_null())
+    LOWBIT_CHECK(hd->is_number_integer() && hd->get<std::int64_t>() * c.n_heads == c.dim, src, ": head_dim ",
+                 hd->dump(), " differs from hidden_size / num_attention_heads");
+  c.validate(src);
+  return c;
+}
+
+// Loads a Hugging Face LLaMA: `path` is a folder (config.json + model.safetensors or
+// model.safetensors.index.json), a .safetensors file, or an index .json; config.json is taken from the
+// same folder. F32/F16/BF16 weights become fp32.
+inline nn::ModelWeights load_hf_llama(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::is_directory(path) ? path : path.parent_path();
+  if (dir.empty()) dir = ".";
+  std::vector<fs::path> shards;
+  std::map<std::string, fs::path> weight_map;  // tensor -> shard, when an index is present
+  fs::path index;
+  if (fs::is_directory(path)) {
+    if (fs::exists(dir / "model.safetensors.index.json")) index = dir / "model.safetensors.index.json";
+    else if (fs::exists(dir / "model.safetensors")) shards.push_back(dir / "model.safetensors");
+    else fail(path.string(), ": folder holds neither model.safetensors nor model.safetensors.index.json");
+  } else if (path.extension() == ".json") {
+    index = path;
+  } else {
+    shards.push_back(path);
+  }
+  if (!index.empty()) {
+    const auto j = detail::read_json_file(index);
+    const auto wm = j.find("weight_map");
+    LOWBIT_CHECK(wm != j.end() && wm->is_object(), index.string(), ": no 'weight_map' object");
+    for (auto it = wm->begin(); it != wm->end(); ++it) {
+      LOWBIT_CHECK(it.value().is_string(), index.string(), ": weight_map entry '", it.key(), "' is not a file name");
+      const fs::path shard = dir / it.value().get<std::string>();
+      weight_map[it.key()] = shard;
+      if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
+    }
+  }
+  nn::ModelWeights w;
+  w.source = path.string();
+  w.config = hf_llama_config(dir / "config.json");
+  const auto& c = w.config;
+
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, const SafetensorsFile*> owner;  // tensor -> file that holds it
+  for (const auto& s : shards) {
+    files.push_back(std::make_unique<SafetensorsFile>(s));
+    for (const auto& t : files.back()->tensors()) {
+      LOWBIT_CHECK(owner.count(t.name) == 0, s.string(), ": tensor '", t.name, "' also appears in another shard");
+      owner[t.name] = files.back().get();
+    }
+  }
+  for (const auto& [name, shard] : weight_map) {
+    auto it = owner.find(name);
+    LOWBIT_CHECK(it != owner.end() && fs::path(it->second->path()) == shard, index.string(), ": tensor '", name,
+                 "' is listed in ", shard.string(), " but not stored there");
+  }
+
+  const index_t dim = c.dim, hidden = c.hidden_dim, vocab = c.vocab_size;
+  const index_t q_dim = static_cast<index_t>(c.n_heads) * c.head_dim(), kv = c.kv_dim();
+  auto add = [&](const std::string& hf_name, const std::string& canonical, std::vector<index_t> shape) {
+    auto it = owner.find(hf_name);
+    LOWBIT_CHECK(it != owner.end(), w.source, ": tensor '", hf_name, "' is missing");
+    const auto& t = it->second->tensor(hf_name);
+    if (t.shape != shape) {
+      std::string got, want;
+      for (auto d : t.shape) got.append(got.empty() ? "" : "x").append(std::to_string(d));
+      for (auto d : shape) want.append(want.empty() ? "" : "x").append(std::to_string(d));
+      fail(it->second->path(), ": tensor '", hf_name, "' has shape [", got, "], expected [", want, "]");
+    }
+    nn::Tensor out;
+    out.shape = std::move(shape);
+    out.data = it->second->to_f32(t);
+    w.tensors.emplace(canonical, std::move(out));
+  };
+  add("model.embed_tokens.weight", "tok_embeddings.weight", {vocab, dim});
+  for (int i = 0; i < c.n_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    auto L = [&](const char* s) { return nn::ModelWeights::layer_name(i, s); };
+    add(p + "input_layernorm.weight", L("attention_norm.weight"), {dim});
+    add(p + "self_attn.q_proj.weight", L("attention.wq.weight"), {q_dim, dim});
+    add(p + "self_attn.k_proj.weight", L("attention.wk.weight"), {kv, dim});
+    add(p + "self_attn.v_proj.weight", L("attention.wv.weight"), {kv, dim});
+    add(p + "self_attn.o_proj.weight", L("attention.wo.weight"), {dim, q_dim});
+    add(p + "post_attention_layernorm.weight", L("ffn_norm.weight"), {dim});
+    add(p + "mlp.gate_proj.weight", L("feed_forward.w1.weight"), {hidden, dim});
+    add(p + "mlp.down_proj.weight", L("feed_forward.w2.weight"), {dim, hidden});
+    add(p + "mlp.up_proj.weight", L("feed_forward.w3.weight"), {hidden, dim});
+  }
+  add("model.norm.weight", "norm.weight", {dim});
+  // A missing lm_head means the head is the embedding, whatever tie_word_embeddings says.
+  if (!c.tied_embeddings && owner.count("lm_head.weight")) add("lm_head.weight", "output.weight", {vocab, dim});
+  else w.config.tied_embeddings = true;
+  return w;
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/hf_llama.hpp ----
+
+// ---- begin lowbit/io/llama2c.hpp ----
+// Loader for llama2.c legacy checkpoints (.bin): a 7-int32 header followed by fp32 tensors in a fixed
+// order. The format carries no names and no checksums, so the only defence against a wrong or damaged
+// file is the size: it must equal exactly what the header implies. Byte layout: docs/file-formats.md.
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::io {
+
+struct Llama2cHeader {
+  std::int32_t dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0, seq_len = 0;
+  static constexpr std::size_t bytes = 7 * sizeof(std::int32_t);
+};
+
+namespace detail {
+
+// Header fields as a checked nn::ModelConfig (vocab sign decides the tied classifier).
+inline nn::ModelConfig llama2c_config(const Llama2cHeader& h, const std::string& source) {
+  LOWBIT_CHECK(h.dim > 0 && h.hidden_dim > 0 && h.n_layers > 0 && h.n_heads > 0 && h.n_kv_heads > 0 &&
+                   h.vocab_size != 0 && h.vocab_size != INT32_MIN && h.seq_len > 0,
+               source, ": llama2.c header has a non-positive field (dim=", h.dim, ", hidden_dim=", h.hidden_dim,
+               ", n_layers=", h.n_layers, ", n_heads=", h.n_heads, ", n_kv_heads=", h.n_kv_heads,
+               ", vocab_size=", h.vocab_size, ", seq_len=", h.seq_len, ")");
+  nn::ModelConfig c;
+  c.dim = h.dim;
+  c.hidden_dim = h.hidden_dim;
+  c.n_layers = h.n_layers;
+  c.n_heads = h.n_heads;
+  c.n_kv_heads = h.n_kv_heads;
+  c.vocab_size = h.vocab_size < 0 ? -h.vocab_size : h.vocab_size;
+  c.max_seq_len = h.seq_len;
+  c.norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.rope_layout = nn::RopeLayout::Interleaved;
+  c.tied_embeddings = h.vocab_size > 0;
+  c.validate(source);
+  LOWBIT_CHECK(h.n_kv_heads <= h.n_heads, source, ": n_kv_heads ", h.n_kv_heads, " exceeds n_heads ", h.n_heads);
+  return c;
+}
+
+struct Llama2cSlot {
+  std::string name;                 // canonical name, or empty for skipped legacy tensors
+  std::vector<index_t> shape;       // shape of one layer's (or the global) tensor
+  bool per_layer = false;           // one copy per layer, stored layer-major
+};
+
+// The tensors in file order; per-layer tensors are stored layer-major ([n_layers, ...]).
+inline std::vector<Llama2cSlot> llama2c_layout(const nn::ModelConfig& c) {
+  const index_t dim = c.dim, hidden = c.hidden_dim, vocab = c.vocab_size;
+  const index_t q_dim = static_cast<index_t>(c.n_heads) * c.head_dim(), kv = c.kv_dim();
+  const index_t half_rope = static_cast<index_t>(c.max_seq_len) * c.head_dim() / 2;
+  std::vector<Llama2cSlot> s = {
+      {"tok_embeddings.weight", {vocab, dim}, false},
+      {"attention_norm.weight", {dim}, true},
+      {"attention.wq.weight", {q_dim, dim}, true},
+      {"attention.wk.weight", {kv, dim}, true},
+      {"attention.wv.weight", {kv, dim}, true},
+      {"attention.wo.weight", {dim, q_dim}, true},
+      {"ffn_norm.weight", {dim}, true},
+      {"feed_forward.w1.weight", {hidden, dim}, true},
+      {"feed_forward.w2.weight", {dim, hidden}, true},
+      {"feed_forward.w3.weight", {hidden, dim}, true},
+      {"norm.weight", {dim}, false},
+      {"", {half_rope}, false},  // freq_cis_real (legacy, unused)
+      {"", {half_rope}, false},  // freq_cis_imag (legacy, unused)
+  };
+  if (!c.tied_embeddings) s.push_back({"output.weight", {vocab, dim}, false});
+  return s;
+}
+
+}  // namespace detail
+
+// Total file size in bytes that a header implies (header + all fp32 tensors).
+inline std::uint64_t llama2c_expected_bytes(const nn::ModelConfig& c, const std::string& source) {
+  std::uint64_t floats = 0;
+  for (const auto& slot : detail::llama2c_layout(c)) {
+    std::uint64_t n = slot.per_layer ? static_cast<std::uint64_t>(c.n_layers) : 1;
+    for (auto d : slot.shape) n = checked_mul(n, static_cast<std::uint64_t>(d), source);
+    floats = checked_add(floats, n, source);
+  }
+  return checked_add(Llama2cHeader::bytes, checked_mul(floats, sizeof(float), source), source);
+}
+
+inline Llama2cHeader read_llama2c_header(ByteReader& r) {
+  Llama2cHeader h;
+  h.dim = r.read<std::int32_t>("header field dim");
+  h.hidden_dim = r.read<std::int32_t>("header field hidden_dim");
+  h.n_layers = r.read<std::int32_t>("header field n_layers");
+  h.n_heads = r.read<std::int32_t>("header field n_heads");
+  h.n_kv_heads = r.read<std::int32_t>("header field n_kv_heads");
+  h.vocab_size = r.read<std::int32_t>("header field vocab_size");
+  h.seq_len = r.read<std::int32_t>("header field seq_len");
+  return h;
+}
+
+// Loads a llama2.c checkpoint into canonical fp32 tensors (see nn/weights.hpp). Throws lowbit::Error
+// when the header is inconsistent or the file size differs from what the header implies.
+inline nn::ModelWeights load_llama2c(const std::filesystem::path& path) {
+  const MappedFile file(path);
+  const std::string source = file.path();
+  ByteReader r(file);
+  const Llama2cHeader h = read_llama2c_header(r);
+  nn::ModelWeights w;
+  w.source = source;
+  w.config = detail::llama2c_config(h, source);
+  const std::uint64_t expected = llama2c_expected_bytes(w.config, source);
+  LOWBIT_CHECK(expected == file.size(), source, ": llama2.c file size is ", file.size(),
+               " bytes, but its header (dim=", h.dim, ", hidden_dim=", h.hidden_dim, ", n_layers=", h.n_layers,
+               ", n_heads=", h.n_heads, ", n_kv_heads=", h.n_kv_heads, ", vocab_size=", h.vocab_size,
+               ", seq_len=", h.seq_len, ") implies ", expected, " bytes");
+  for (const auto& slot : detail::llama2c_layout(w.config)) {
+    index_t per = 1;
+    for (auto d : slot.shape) per *= d;
+    const int copies = slot.per_layer ? w.config.n_layers : 1;
+    for (int copy = 0; copy < copies; ++copy) {
+      const std::string name = slot.per_layer ? nn::ModelWeights::layer_name(copy, slot.name) : slot.name;
+      const auto* bytes = r.take(static_cast<std::uint64_t>(per) * sizeof(float),
+                                 slot.name.empty() ? std::string("freq_cis") : name);
+      if (slot.name.empty()) continue;
+      nn::Tensor t;
+      t.shape = slot.shape;
+      t.data.resize(static_cast<std::size_t>(per));
+      std::memcpy(t.data.data(), bytes, static_cast<std::size_t>(per) * sizeof(float));
+      w.tensors.emplace(name, std::move(t));
+    }
+  }
+  LOWBIT_CHECK(r.remaining() == 0, source, ": ", r.remaining(), " unexpected trailing bytes");
+  return w;
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/llama2c.hpp ----
+
+// ---- begin lowbit/io/model_loader.hpp ----
+// One entry point for every checkpoint format: `load_model(path)` looks at the file's magic bytes
+// (GGUF), its shape (safetensors: 8-byte header length followed by '{'), the folder contents (Hugging
+// Face), or the .bin extension (llama2.c, which has no magic) and calls the matching loader, so tools
+// take --model FILE without a format flag. Unknown files get an error listing what is accepted.
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+
+namespace lowbit::io {
+
+enum class ModelFormat { Gguf, Llama2c, Safetensors, HfFolder, Unknown };
+
+inline const char* model_format_name(ModelFormat f) {
+  switch (f) {
+    case ModelFormat::Gguf: return "gguf";
+    case ModelFormat::Llama2c: return "llama2.c";
+    case ModelFormat::Safetensors: return "safetensors";
+    case ModelFormat::HfFolder: return "hugging-face folder";
+    case ModelFormat::Unknown: break;
+  }
+  return "unknown";
+}
+
+// Detects the format from the first bytes (and the extension for llama2.c); never throws for a
+// readable path.
+inline ModelFormat detect_model_format(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  if (fs::is_directory(path))
+    return fs::exists(path / "config.json") ? ModelFormat::HfFolder : ModelFormat::Unknown;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ModelFormat::Unknown;
+  unsigned char head[9] = {};
+  in.read(reinterpret_cast<char*>(head), sizeof head);
+  const auto got = in.gcount();
+  if (got >= 4 && std::memcmp(head, "GGUF", 4) == 0) return ModelFormat::Gguf;
+  if (got >= 9 && head[8] == '{') {
+    std::uint64_t header_len = 0;
+    std::memcpy(&header_len, head, 8);
+    if (header_len >= 2 && header_len <= SafetensorsFile::kMaxHeaderBytes) return ModelFormat::Safetensors;
+  }
+  if (path.extension() == ".bin" && got >= 4) return ModelFormat::Llama2c;
+  return ModelFormat::Unknown;
+}
+
+// Loads any supported checkpoint into canonical fp32 weights (nn/weights.hpp).
+inline nn::ModelWeights load_model(const std::filesystem::path& path) {
+  LOWBIT_CHECK(std::filesystem::exists(path), "model '", path.string(), "' does not exist");
+  switch (detect_model_format(path)) {
+    case ModelFormat::Gguf: return load_gguf(path);
+    case ModelFormat::Llama2c: return load_llama2c(path);
+    case ModelFormat::Safetensors:
+    case ModelFormat::HfFolder: return load_hf_llama(path);
+    case ModelFormat::Unknown: break;
+  }
+  fail("model '", path.string(),
+       "': unknown format (expected a GGUF file, a llama2.c .bin checkpoint, a .safetensors file with "
+       "config.json beside it, or a Hugging Face folder with config.json)");
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/model_loader.hpp ----
+
+// ---- begin lowbit/io/quantized_model.hpp ----
+// lowbit's quantized model file: a plain safetensors container, so any safetensors reader can list and
+// load it. Every quantized linear is stored as a few named tensors (codes, scales, zeros, ...), the
+// tensors that stay in floating point (embeddings, norms, head) as F32, and the metadata carries the
+// model hyper-parameters, a format descriptor per linear, a `quantization_config` and a checksum per
+// tensor. The loader recomputes every expected shape and dtype from the descriptor and refuses anything
+// that does not match. Byte layout: docs/quantized-file.md. The format registry below is the one place
+// a new format family is added (see `OtherFormats` and `PackedTensors`).
+
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "../format/additive.hpp"  // AQLM formats (aqlm helper)
+
+namespace lowbit::io {
+
+// ---- format registry ----------------------------------------------------------------------------
+
+template <class... Formats>
+struct FormatList {};
+template <class Format>
+struct FormatTag {
+  using type = Format;
+};
+
+// Formats the group-wise calibrators (RTN, GPTQ, AutoClip) can produce.
+using GroupFormats = FormatList<Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 64>,
+                                Uniform<4, 128>, Uniform<8, 128>, NF3<64>, NF3<128>>;
+// Other families the file can hold (AQLM adds Additive<M, B, G> instantiations here, plus a
+// PackedTensors specialization below).
+// ---- AQLM (aqlm helper): the additive formats `lowbit quantize --method aqlm` can write ----
+using OtherFormats = FormatList<Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>,
+                                Additive<8, 8, 8>, Additive<2, 8, 4>, Additive<1, 16, 8>, Additive<2, 15, 8>,
+                                Additive<1, 16, 16>, Additive<2, 8, 16>>;
+// ---- end AQLM ----
+
+// The named tensors of one packed matrix: suffix, dtype, shape, and the storage bytes inside Packed.
+struct PackedTensorView {
+  std::string suffix;
+  SafeDtype dtype;
+  std::vector<index_t> shape;
+  void* data;
+  std::size_t bytes;
+};
+
+template <class Format>
+struct PackedTensors;  // specialize per family: static std::vector<PackedTensorView> views(Packed&)
+
+template <int Bits, int Group, UniformMode Mode>
+struct PackedTensors<Uniform<Bits, Group, Mode>> {
+  static std::vector<PackedTensorView> views(UniformPacked<Uniform<Bits, Group, Mode>>& p) {
+    std::vector<PackedTensorView> v;
+    v.push_back({"codes", SafeDtype::U32, {p.rows(), p.code_words_per_row()}, p.codes().data(),
+                 p.codes().size() * 4});
+    v.push_back({"scales", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.scales().data(), p.scales().size() * 2});
+    if (p.zero_words_per_row() > 0)
+      v.push_back({"zeros", SafeDtype::U32, {p.rows(), p.zero_words_per_row()}, p.zero_words().data(),
+                   p.zero_words().size() * 4});
+    return v;
+  }
+};
+
+template <int Group>
+struct PackedTensors<NF3<Group>> {
+  static std::vector<PackedTensorView> views(NF3Packed<Group>& p) {
+    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
+            {"max", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.maxes().data(), p.maxes().size() * 2},
+            {"min", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.mins().data(), p.mins().size() * 2}};
+  }
+};
+
+// ---- AQLM (aqlm helper): codes [rows, words_per_row] u32, codebooks [M, 2^B, G] f16, scales [rows] f16 ----
+template <int M, int B, int G>
+struct PackedTensors<Additive<M, B, G>> {
+  static std::vector<PackedTensorView> views(AdditivePackedOf<M, B, G>& p) {
+    const index_t K = index_t{1} << B;
+    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
+            {"codebooks", SafeDtype::F16, {M, K, G}, p.codebooks().data(), p.codebooks().size() * 2},
+            {"scales", SafeDtype::F16, {p.rows()}, p.scales().data(), p.scales().size() * 2}};
+  }
+};
+// ---- end AQLM ----
+
+namespace detail {
+template <class Fn, class First, class... Rest>
+auto visit_in(const std::string& descriptor, Fn& fn, FormatList<First, Rest...>, const char* what) {
+  if (Quantizer<First>::name() == descriptor) return fn(FormatTag<First>{});
+  if constexpr (sizeof...(Rest) > 0) {
+    return visit_in(descriptor, fn, FormatList<Rest...>{}, what);
+  } else {
+    std::string known;
+    auto list = [&]<class... F>(FormatList<F...>) { ((known += (known.empty() ? "" : ", ") + Quantizer<F>::name()), ...); };
+    list(GroupFormats{});
+    list(OtherFormats{});
+    fail("unknown or unsupported ", what, " '", descriptor, "' (supported: ", known, ")");
+  }
+}
+template <class... A, class... B>
+FormatList<A..., B...> concat(FormatList<A...>, FormatList<B...>) {
+  return {};
+}
+}  // namespace detail
+
+using AllFormats = decltype(detail::concat(GroupFormats{}, OtherFormats{}));
+
+// Calls fn(FormatTag<F>{}) for the registered format whose Quantizer<F>::name() is `descriptor`.
+template <class Fn>
+auto visit_format(const std::string& descriptor, Fn&& fn) {
+  return detail::visit_in(descriptor, fn, AllFormats{}, "format");
+}
+// The same over the formats with per-group min/max parameters (what RTN/GPTQ/AutoClip calibrate).
+template <class Fn>
+auto visit_group_format(const std::string& descriptor, Fn&& fn) {
+  return detail::visit_in(descriptor, fn, GroupFormats{}, "group-wise format");
+}
+
+// ---- writing ------------------------------------------------------------------------------------
+
+inline constexpr const char* kQuantizedFileKind = "lowbit-quantized";
+inline constexpr int kQuantizedFileVersion = 1;
+
+inline std::string fnv1a64_hex(const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (std::size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+inline nlohmann::json model_config_json(const nn::ModelConfig& c) {
+  return {{"dim", c.dim},
+          {"hidden_dim", c.hidden_dim},
+          {"n_layers", c.n_layers},
+          {"n_heads", c.n_heads},
+          {"n_kv_heads", c.n_kv_heads},
+          {"vocab_size", c.vocab_size},
+          {"max_seq_len", c.max_seq_len},
+          {"norm_eps", c.norm_eps},
+          {"rope_theta", c.rope_theta},
+          {"rope_layout", c.rope_layout == nn::RopeLayout::Interleaved ? "interleaved" : "half_split"},
+          {"tied_embeddings", c.tied_embeddings}};
+}
+
+inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& source) {
+  nn::ModelConfig c;
+  try {
+    c.dim = j.at("dim").get<int>();
+    c.hidden_dim = j.at("hidden_dim").get<int>();
+    c.n_layers = j.at("n_layers").get<int>();
+    c.n_heads = j.at("n_heads").get<int>();
+    c.n_kv_heads = j.at("n_kv_heads").get<int>();
+    c.vocab_size = j.at("vocab_size").get<int>();
+    c.max_seq_len = j.at("max_seq_len").get<int>();
+    c.norm_eps = j.at("norm_eps").get<float>();
+    c.rope_theta = j.at("rope_theta").get<float>();
+    const auto layout = j.at("rope_layout").get<std::string>();
+    LOWBIT_CHECK(layout == "interleaved" || layout == "half_split", source, ": unknown rope_layout '", layout, "'");
+    c.rope_layout = layout == "interleaved" ? nn::RopeLayout::Interleaved : nn::RopeLayout::HalfSplit;
+    c.tied_embeddings = j.at("tied_embeddings").get<bool>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(source, ": metadata 'lowbit.model_config' is incomplete or has a wrong type (", e.what(), ")");
+  }
+  c.validate(source);
+  return c;
+}
+
+namespace detail {
+
+// Adds one linear's tensors under `name` (e.g. "layers.0.attention.wq"); returns its descriptor entry.
+inline nlohmann::json add_linear(SafetensorsWriter& writer, const std::string& name, nn::Linear& linear,
+                                 std::vector<std::vector<float>>& keep_alive, nlohmann::json& checksums) {
+  const std::string format = linear.format();
+  nlohmann::json entry = {{"format", format}, {"shape", {linear.out_features(), linear.in_features()}}};
+  if (format == "f32") {
+    keep_alive.emplace_back(static_cast<std::size_t>(linear.out_features() * linear.in_features()));
+    auto& w = keep_alive.back();
+    linear.dequantize(MatrixView<float>(w.data(), linear.out_features(), linear.in_features()));
+    writer.add_view(name + ".weight", SafeDtype::F32, {linear.out_features(), linear.in_features()}, w.data());
+    checksums[name + ".weight"] = fnv1a64_hex(w.data(), w.size() * 4);
+    return entry;
+  }
+  visit_format(format, [&](auto tag) {
+    using Format = typename decltype(tag)::type;
+    auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
+    LOWBIT_CHECK(q != nullptr, name, ": layer reports format '", format,
+                 "' but is not a QuantizedLinear of that format; it cannot be serialized");
+    auto& packed = const_cast<typename Quantizer<Format>::Packed&>(q->packed());
+    for (const auto& v : PackedTensors<Format>::views(packed)) {
+      writer.add_view(name + "." + v.suffix, v.dtype, v.shape, v.data);
+      checksums[name + "." + v.suffix] = fnv1a64_hex(v.data, v.bytes);
+    }
+    entry["bytes"] = packed.bytes();
+    return 0;
+  });
+  return entry;
+}
+
+inline void add_f32(SafetensorsWriter& writer, const std::string& name, std::vector<index_t> shape,
+                    const std::vector<float>& data, nlohmann::json& checksums) {
+  writer.add_view(name, SafeDtype::F32, std::move(shape), data.data());
+  checksums[name] = fnv1a64_hex(data.data(), data.size() * 4);
+}
+
+inline void write_metadata(SafetensorsWriter& writer, const nlohmann::json& formats, const nlohmann::json& checksums,
+                           const nlohmann::json& extra) {
+  writer.set_metadata("format", "pt");  // what Hugging Face loaders look for; the tensors are plain
+  writer.set_metadata("lowbit.kind", kQuantizedFileKind);
+  writer.set_metadata("lowbit.version", std::to_string(kQuantizedFileVersion));
+  writer.set_metadata("lowbit.tensor_formats", formats.dump());
+  writer.set_metadata("lowbit.checksums", checksums.dump());
+  for (auto& [key, value] : extra.items()) writer.set_metadata(key, value.is_string() ? value.get<std::string>() : value.dump());
+}
+
+}  // namespace detail
+
+// Writes the whole model: quantized linears as their packed tensors, everything else as F32.
+// `quantization_config` is stored verbatim (as JSON text) under the metadata key of that name.
+inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& model,
+                                  const nlohmann::json& quantization_config, const std::string& source_model = {}) {
+  const auto& c = model.config();
+  SafetensorsWriter writer;
+  nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
+  std::vector<std::vector<float>> keep_alive;
+  keep_alive.reserve(static_cast<std::size_t>(c.n_layers) * nn::kLinearRoles);
+  detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
+  for (int l = 0; l < c.n_layers; ++l) {
+    detail::add_f32(writer, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, model.attention_norm(l),
+                    checksums);
+    detail::add_f32(writer, nn::ModelWeights::layer_name(l, "ffn_norm.weight"), {c.dim}, model.ffn_norm(l), checksums);
+    for (auto role : nn::kAllLinearRoles) {
+      const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
+      formats[name] = detail::add_linear(writer, name, model.linear(l, role), keep_alive, checksums);
+    }
+  }
+  detail::add_f32(writer, "norm.weight", {c.dim}, model.final_norm(), checksums);
+  if (!c.tied_embeddings) detail::add_f32(writer, "output.weight", {c.vocab_size, c.dim}, model.output_weight(), checksums);
+  nlohmann::json extra = {{"lowbit.model_config", model_config_json(c).dump()},
+                          {"quantization_config", quantization_config.dump()}};
+  if (!source_model.empty()) extra["lowbit.source_model"] = source_model;
+  detail::write_metadata(writer, formats, checksums, extra);
+  writer.write(path);
+}
+
+// ---- reading ------------------------------------------------------------------------------------
+
+namespace detail {
+
+inline nlohmann::json metadata_json(const SafetensorsFile& f, const std::string& key) {
+  auto it = f.metadata().find(key);
+  LOWBIT_CHECK(it != f.metadata().end(), f.path(), ": metadata key '", key,
+               "' is missing (not a lowbit quantized model file, or written by another tool)");
+  try {
+    return nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    fail(f.path(), ": metadata '", key, "' is not valid JSON (", e.what(), ")");
+  }
+}
+
+inline std::string shape_string(const std::vector<index_t>& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// Checks one stored tensor against what the descriptor implies, then its checksum.
+inline const SafeTensorInfo& expect_tensor(const SafetensorsFile& f, const std::string& name, SafeDtype dtype,
+                                           const std::vector<index_t>& shape, const nlohmann::json& checksums,
+                                           std::set<std::string>& seen) {
+  const auto* t = f.find(name);
+  LOWBIT_CHECK(t != nullptr, f.path(), ": tensor '", name, "' is missing");
+  LOWBIT_CHECK(t->dtype == dtype, f.path(), ": tensor '", name, "' has dtype ", safe_dtype_name(t->dtype), ", expected ",
+               safe_dtype_name(dtype));
+  LOWBIT_CHECK(t->shape == shape, f.path(), ": tensor '", name, "' has shape ", shape_string(t->shape), ", expected ",
+               shape_string(shape));
+  LOWBIT_CHECK(checksums.contains(name), f.path(), ": tensor '", name, "' has no checksum in 'lowbit.checksums'");
+  const auto found = fnv1a64_hex(t->data, t->bytes());
+  LOWBIT_CHECK(checksums[name].get<std::string>() == found, f.path(), ": tensor '", name,
+               "' is corrupted or was modified (checksum ", found, ", expected ", checksums[name].get<std::string>(),
+               ")");
+  seen.insert(name);
+  return *t;
+}
+
+inline std::vector<float> read_f32(const SafetensorsFile& f, const std::string& name, const std::vector<index_t>& shape,
+                                   const nlohmann::json& checksums, std::set<std::string>& seen) {
+  const auto& t = expect_tensor(f, name, SafeDtype::F32, shape, checksums, seen);
+  return f.to_f32(t);
+}
+
+// Rebuilds one linear from its descriptor entry.
+inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& name, const nlohmann::json& entry,
+                                 index_t out, index_t in, const nlohmann::json& checksums, std::set<std::string>& seen) {
+  LOWBIT_CHECK(entry.is_object() && entry.contains("format") && entry["format"].is_string() && entry.contains("shape"),
+               f.path(), ": format descriptor of '", name, "' is malformed: ", entry.dump());
+  const auto format = entry["format"].get<std::string>();
+  const std::vector<index_t> shape = entry["shape"].get<std::vector<index_t>>();
+  LOWBIT_CHECK(shape == std::vector<index_t>({out, in}), f.path(), ": '", name, "' is described as ",
+               shape_string(shape), " but the model needs [", out, ", ", in, "]");
+  if (format == "f32") {
+    auto w = read_f32(f, name + ".weight", {out, in}, checksums, seen);
+    return std::make_unique<nn::DenseLinear>(out, in, std::move(w));
+  }
+  return visit_format(format, [&](auto tag) -> nn::LinearPtr {
+    using Format = typename decltype(tag)::type;
+    using Packed = typename Quantizer<Format>::Packed;
+    Packed packed(out, in);
+    for (const auto& v : PackedTensors<Format>::views(packed)) {
+      const auto& t = expect_tensor(f, name + "." + v.suffix, v.dtype, v.shape, checksums, seen);
+      LOWBIT_CHECK(t.bytes() == v.bytes, f.path(), ": tensor '", name, ".", v.suffix, "' holds ", t.bytes(),
+                   " bytes, expected ", v.bytes);
+      std::memcpy(v.data, t.data, v.bytes);
+    }
+    return std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  });
+}
+
+// A ModelWeights with the FP tensors of the file and zero placeholders for the linears (replaced next).
+inline nn::ModelWeights skeleton_weights(const nn::ModelConfig& c, const std::string& source) {
+  nn::ModelWeights w;
+  w.config = c;
+  w.source = source;
+  auto zeros = [](std::vector<index_t> shape) {
+    nn::Tensor t;
+    t.shape = std::move(shape);
+    t.data.assign(static_cast<std::size_t>(t.numel()), 0.0f);
+    return t;
+  };
+  w.tensors["tok_embeddings.weight"] = zeros({c.vocab_size, c.dim});
+  w.tensors["norm.weight"] = zeros({c.dim});
+  if (!c.tied_embeddings) w.tensors["output.weight"] = zeros({c.vocab_size, c.dim});
+  for (int l = 0; l < c.n_layers; ++l) {
+    w.tensors[nn::ModelWeights::layer_name(l, "attention_norm.weight")] = zeros({c.dim});
+    w.tensors[nn::ModelWeights::layer_name(l, "ffn_norm.weight")] = zeros({c.dim});
+    for (auto r : nn::kAllLinearRoles) {
+      auto [out, in] = nn::linear_role_shape(c, r);
+      w.tensors[nn::ModelWeights::layer_name(l, std::string(nn::linear_role_name(r)) + ".weight")] = zeros({out, in});
+    }
+  }
+  return w;
+}
+
+inline void check_kind(const SafetensorsFile& f) {
+  auto it = f.metadata().find("lowbit.kind");
+  LOWBIT_CHECK(it != f.metadata().end() && it->second == kQuantizedFileKind, f.path(),
+               ": not a lowbit quantized model file (metadata 'lowbit.kind' is ",
+               it == f.metadata().end() ? std::string("missing") : "'" + it->second + "'", ")");
+  auto v = f.metadata().find("lowbit.version");
+  LOWBIT_CHECK(v != f.metadata().end() && v->second == std::to_string(kQuantizedFileVersion), f.path(),
+               ": quantized file version ", v == f.metadata().end() ? std::string("missing") : v->second,
+               " is not supported (this lowbit reads version ", kQuantizedFileVersion, ")");
+}
+
+}  // namespace detail
+
+// Whether `path` looks like a lowbit quantized model (a safetensors file with lowbit.kind metadata).
+inline bool is_quantized_model_file(const std::filesystem::path& path) {
+  try {
+    if (!std::filesystem::is_regular_file(path)) return false;
+    SafetensorsFile f(path);
+    auto it = f.metadata().find("lowbit.kind");
+    return it != f.metadata().end() && it->second == kQuantizedFileKind;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// Loads a quantized model file as an nn::Llama with QuantizedLinear layers; every tensor is checked.
+inline nn::Llama load_quantized_model(const std::filesystem::path& path) {
+  SafetensorsFile f(path);
+  detail::check_kind(f);
+  const auto config = model_config_from_json(detail::metadata_json(f, "lowbit.model_config"), f.path());
+  const auto formats = detail::metadata_json(f, "lowbit.tensor_formats");
+  const auto checksums = detail::metadata_json(f, "lowbit.checksums");
+  std::set<std::string> seen;
+  nn::ModelWeights w = detail::skeleton_weights(config, f.path());
+  const auto& c = config;
+  w.tensors["tok_embeddings.weight"].data = detail::read_f32(f, "tok_embeddings.weight", {c.vocab_size, c.dim}, checksums, seen);
+  w.tensors["norm.weight"].data = detail::read_f32(f, "norm.weight", {c.dim}, checksums, seen);
+  if (!c.tied_embeddings)
+    w.tensors["output.weight"].data = detail::read_f32(f, "output.weight", {c.vocab_size, c.dim}, checksums, seen);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
+      const auto name = nn::ModelWeights::layer_name(l, norm);
+      w.tensors[name].data = detail::read_f32(f, name, {c.dim}, checksums, seen);
+    }
+  nn::Llama model(w);
+  w.tensors.clear();
+  for (int l = 0; l < c.n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
+      LOWBIT_CHECK(formats.contains(name), f.path(), ": no format descriptor for '", name, "' in 'lowbit.tensor_formats'");
+      auto [out, in] = nn::linear_role_shape(c, role);
+      model.set_linear(l, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
+    }
+  for (const auto& t : f.tensors())
+    LOWBIT_CHECK(seen.count(t.name), f.path(), ": unexpected tensor '", t.name,
+                 "' (not implied by the model configuration and format descriptors)");
+  return model;
+}
+
+// The quantization_config and source model recorded in a quantized file.
+inline nlohmann::json quantized_model_info(const std::filesystem::path& path) {
+  SafetensorsFile f(path);
+  detail::check_kind(f);
+  nlohmann::json info = {{"quantization_config", detail::metadata_json(f, "quantization_config")},
+                         {"model_config", detail::metadata_json(f, "lowbit.model_config")},
+                         {"tensor_formats", detail::metadata_json(f, "lowbit.tensor_formats")}};
+  auto it = f.metadata().find("lowbit.source_model");
+  if (it != f.metadata().end()) info["source_model"] = it->second;
+  return info;
+}
+
+// ---- per-block checkpoints (calibration resume) --------------------------------------------------
+
+// The seven linears of one block, in the same tensor layout as the model file.
+inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& model, int layer) {
+  SafetensorsWriter writer;
+  nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
+  std::vector<std::vector<float>> keep_alive;
+  keep_alive.reserve(nn::kLinearRoles);
+  for (auto role : nn::kAllLinearRoles) {
+    const auto name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
+    formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);
+  }
+  detail::write_metadata(writer, formats, checksums, {{"lowbit.block", std::to_string(layer)}});
+  writer.write(path);
+}
+
+inline void load_block_checkpoint(const std::filesystem::path& path, nn::Llama& model, int layer) {
+  SafetensorsFile f(path);
+  detail::check_kind(f);
+  const auto formats = detail::metadata_json(f, "lowbit.tensor_formats");
+  const auto checksums = detail::metadata_json(f, "lowbit.checksums");
+  std::set<std::string> seen;
+  for (auto role : nn::kAllLinearRoles) {
+    const auto name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
+    LOWBIT_CHECK(formats.contains(name), f.path(), ": block checkpoint has no '", name, "'");
+    auto [out, in] = nn::linear_role_shape(model.config(), role);
+    model.set_linear(layer, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
+  }
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/quantized_model.hpp ----
+
+// ---- begin lowbit/io/tokenizer.hpp ----
+// Choosing and building a model's tokenizer: `load_tokenizer(model, tokenizer)` picks the right
+// implementation from the files given (llama2.c tokenizer.bin, a GGUF's embedded vocabulary, a
+// Hugging Face tokenizer.json, a SentencePiece .model), so every command takes the same two options.
+// BOS/EOS ids and the add-BOS convention come from the file's own metadata.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+// ---- begin lowbit/io/tokenizer_base.hpp ----
+// The Tokenizer interface every vocabulary implements (llama2.c tokenizer.bin, GGUF-embedded
+// SentencePiece-style and byte-level BPE vocabularies, Hugging Face tokenizer.json, SentencePiece
+// .model). Evaluation and generation only see this interface, so a model's text side can be swapped
+// without touching them. Kept apart from tokenizer.hpp (the loader) so implementations can include it.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lowbit::io {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Token ids of `text`; with `add_bos` the BOS id comes first (when the vocabulary has one).
+  virtual std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const = 0;
+
+  // The bytes token `id` contributes when it follows `prev` (-1 at the start of a sequence). Pieces
+  // are raw bytes: a multi-byte UTF-8 character may be split across consecutive tokens.
+  virtual std::string decode_token(std::int32_t prev, std::int32_t id) const = 0;
+
+  // The text of a whole id sequence (concatenated decode_token calls, with per-tokenizer cleanup).
+  virtual std::string decode(const std::vector<std::int32_t>& ids) const {
+    std::string out;
+    std::int32_t prev = -1;
+    for (auto id : ids) {
+      out += decode_token(prev, id);
+      prev = id;
+    }
+    return out;
+  }
+
+  virtual std::int32_t bos_id() const = 0;  // -1 when the vocabulary has none
+  virtual std::int32_t eos_id() const = 0;
+  virtual int vocab_size() const = 0;
+
+  // Whether the model's own convention prepends BOS to a fresh text (GGUF add_bos_token, HF
+  // post-processor, llama2.c: always).
+  virtual bool adds_bos_by_default() const { return bos_id() >= 0; }
+
+  // Short description for reports: "llama2.c tok512.bin (512 tokens)", "gguf gpt2/smollm", ...
+  virtual std::string describe() const = 0;
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/tokenizer_base.hpp ----
+
+// ---- begin lowbit/io/tokenizer_bpe.hpp ----
+// Byte-level BPE (GPT-2 family: SmolLM2, Llama 3, Qwen2) from a GGUF vocabulary (tokenizer.ggml.model
+// = "gpt2") or a Hugging Face tokenizer.json. Encoding follows the Hugging Face `tokenizers` pipeline:
+// special (added) tokens are cut out first, the rest is split by the model's pre-tokenizer regexes
+// (PCRE2 with UTF + Unicode properties), each piece's bytes are mapped to printable code points
+// (GPT-2's bytes_to_unicode), and merges are applied lowest rank first, leftmost on ties.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#if defined(LOWBIT_WITH_PCRE2)
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+#endif
+
+
+// ---- begin lowbit/io/tokenizer_score_merge.hpp ----
+// Score-driven pair merging shared by the llama2.c and SentencePiece-style (GGUF "llama") tokenizers:
+// repeatedly merge the adjacent pair whose concatenation is the best-scoring vocabulary entry, leftmost
+// pair on ties. run.c rescans all pairs per merge (quadratic); a heap with lazy invalidation gives the
+// same merge order in O(n log n), which matters for encoding whole documents.
+
+#include <cstdint>
+#include <optional>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lowbit::io::detail {
+
+struct MergeSymbol {
+  std::string text;       // bytes this symbol stands for (the key used for pair lookups)
+  std::int32_t id = -1;   // vocabulary id, -1 while unknown
+};
+
+// `lookup(left_text, right_text)` returns {merged id, score} when the pair may merge, std::nullopt
+// otherwise (score-based vocabularies look up the concatenation; BPE looks up the pair's merge rank).
+// Symbols are merged in place; the survivors are returned in order.
+template <class Lookup>
+std::vector<MergeSymbol> score_merge(std::vector<MergeSymbol> symbols, Lookup&& lookup) {
+  const int n = static_cast<int>(symbols.size());
+  if (n < 2) return symbols;
+  std::vector<int> prev(n), next(n);
+  std::vector<char> alive(n, 1);
+  for (int i = 0; i < n; ++i) {
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
+  }
+  struct Candidate {
+    float score;
+    int left, right;
+    std::size_t left_len, right_len;
+    std::int32_t id;
+  };
+  auto worse = [](const Candidate& a, const Candidate& b) {
+    if (a.score != b.score) return a.score < b.score;
+    return a.left > b.left;  // leftmost wins ties
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)> heap(worse);
+  auto push_pair = [&](int left, int right) {
+    if (left < 0 || right < 0) return;
+    if (auto hit = lookup(std::string_view(symbols[left].text), std::string_view(symbols[right].text)))
+      heap.push({hit->second, left, right, symbols[left].text.size(), symbols[right].text.size(), hit->first});
+  };
+  for (int i = 0; i + 1 < n; ++i) push_pair(i, i + 1);
+  while (!heap.empty()) {
+    const Candidate c = heap.top();
+    heap.pop();
+    // Stale when either side has merged since the candidate was pushed.
+    if (!alive[c.left] || !alive[c.right] || next[c.left] != c.right ||
+        symbols[c.left].text.size() != c.left_len || symbols[c.right].text.size() != c.right_len)
+      continue;
+    symbols[c.left].text += symbols[c.right].text;
+    symbols[c.left].id = c.id;
+    alive[c.right] = 0;
+    next[c.left] = next[c.right];
+    if (next[c.left] >= 0) prev[next[c.left]] = c.left;
+    push_pair(prev[c.left], c.left);
+    push_pair(c.left, next[c.left]);
+  }
+  std::vector<MergeSymbol> out;
+  for (int i = 0; i >= 0; i = next[i]) out.push_back(std::move(symbols[i]));
+  return out;
+}
+
+// Splits UTF-8 text the way llama2.c's encode does: a lead byte starts a new character, up to four
+// bytes per character (longer continuation runs are cut at four), invalid bytes become their own unit.
+inline std::vector<std::string_view> utf8_units(std::string_view text) {
+  std::vector<std::string_view> units;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t len = 1;
+    while (i + len < text.size() && (static_cast<unsigned char>(text[i + len]) & 0xC0) == 0x80 && len < 4) ++len;
+    units.push_back(text.substr(i, len));
+    i += len;
+  }
+  return units;
+}
+
+}  // namespace lowbit::io::detail
+// ---- end lowbit/io/tokenizer_score_merge.hpp ----
+
+// ---- begin lowbit/io/tokenizer_vocab.hpp ----
+// A vocabulary as model files describe it (GGUF tokenizer.ggml.* keys, or a Hugging Face
+// tokenizer.json): tokens, scores, token types, merges, special ids and flags. The GGUF/JSON readers
+// fill it and the SentencePiece-style and BPE tokenizers are built from it, so each tokenizer is
+// testable without a model file and each reader without a tokenizer.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lowbit::io {
+
+// GGUF tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
+enum class TokenType : std::int32_t {
+  Undefined = 0,
+  Normal = 1,
+  Unknown = 2,
+  Control = 3,
+  UserDefined = 4,
+  Unused = 5,
+  Byte = 6,
+};
+
+struct VocabSpec {
+  std::string source;               // file it came from, for error messages
+  std::string model;                // "llama" (SentencePiece-style) or "gpt2" (byte-level BPE)
+  std::string pre;                  // GGUF tokenizer.ggml.pre ("smollm", "llama3", ...), BPE only
+  std::vector<std::string> tokens;  // [vocab]
+  std::vector<float> scores;        // [vocab] or empty (BPE)
+  std::vector<std::int32_t> token_types;  // [vocab] TokenType values, or empty (all Normal)
+  std::vector<std::string> merges;  // "left right" in rank order (BPE)
+  // Pre-tokenizer regexes applied in sequence, each isolating its matches (BPE). Empty: derive from
+  // `pre`. A Hugging Face tokenizer.json sets them from its pre_tokenizer.
+  std::vector<std::string> pre_regexes;
+  std::int32_t bos_id = -1, eos_id = -1, unk_id = -1;
+  bool add_bos = false, add_eos = false;
+  bool add_space_prefix = true;  // SentencePiece dummy prefix
+  bool byte_fallback = true;     // SentencePiece <0xXX> fallback
+  // Whether control/user-defined tokens written literally in the text become their ids. Hugging Face
+  // `tokenizers` always does this for added tokens (BPE default); SentencePiece and llama.cpp's
+  // perplexity tool treat them as plain text (SentencePiece-style default).
+  bool parse_special = true;
+
+  TokenType type(std::size_t id) const {
+    return id < token_types.size() ? static_cast<TokenType>(token_types[id]) : TokenType::Normal;
+  }
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/tokenizer_vocab.hpp ----
+
+namespace lowbit::io {
+
+namespace detail {
+
+inline void append_utf8(std::string& out, std::uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// GPT-2's reversible byte -> code point map: printable Latin-1 bytes map to themselves, the other 68
+// bytes to U+0100.. in byte order, so every byte string becomes printable text without spaces.
+inline const std::vector<std::string>& byte_to_unicode() {
+  static const std::vector<std::string> table = [] {
+    std::vector<std::string> t(256);
+    std::uint32_t next = 256;
+    for (std::uint32_t b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      append_utf8(t[b], printable ? b : next++);
+    }
+    return t;
+  }();
+  return table;
+}
+
+// Decodes one UTF-8 code point at s[i] (valid input assumed; returns 0xFFFD and advances 1 otherwise).
+inline std::uint32_t next_code_point(std::string_view s, std::size_t& i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (len == 0 || i + static_cast<std::size_t>(len) > s.size()) {
+    ++i;
+    return 0xFFFD;
+  }
+  std::uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+  for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3F);
+  i += static_cast<std::size_t>(len);
+  return cp;
+}
+
+// The pre-tokenizer regexes llama.cpp associates with each tokenizer.ggml.pre value (only the ones
+// lowbit has checked; an unknown name is an error rather than a silent mis-tokenization).
+inline constexpr const char* kGpt2Regex =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+inline std::vector<std::string> pre_regexes_for(const std::string& pre, const std::string& source) {
+  if (pre.empty() || pre == "default" || pre == "gpt2" || pre == "gpt-2") return {kGpt2Regex};
+  if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "codeshell" ||
+      pre == "exaone" || pre == "minerva")
+    return {"\\p{N}", kGpt2Regex};
+  if (pre == "llama3" || pre == "llama-bpe" || pre == "llama-v3" || pre == "dbrx" || pre == "smaug-bpe")
+    return {"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+            "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+  if (pre == "qwen2")
+    return {"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+            "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"};
+  fail(source, ": tokenizer.ggml.pre = '", pre,
+       "' is not a pre-tokenizer lowbit knows (known: default/gpt2, smollm, starcoder, llama3, qwen2)");
+}
+
+#if defined(LOWBIT_WITH_PCRE2)
+// A compiled PCRE2 pattern (UTF + UCP) that splits text into matches and the gaps between them.
+class Pcre2Splitter {
+ public:
+  explicit Pcre2Splitter(const std::string& pattern) {
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
+    if (!code_) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(error, message, sizeof message);
+      fail("pre-tokenizer regex '", pattern, "': ", reinterpret_cast<const char*>(message), " at offset ", offset);
+    }
+    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // best effort; the interpreter is the fallback
+  }
+  ~Pcre2Splitter() { pcre2_code_free(code_); }
+  Pcre2Splitter(const Pcre2Splitter&) = delete;
+  Pcre2Splitter& operator=(const Pcre2Splitter&) = delete;
+
+  // Appends the pieces of `text` to `out`: every match and every non-empty gap, in order (the Hugging
+  // Face "Isolated" split behaviour).
+  void split(std::string_view text, std::vector<std::string_view>& out) const {
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
+    std::size_t pos = 0, gap_start = 0;
+    while (pos <= text.size()) {
+      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos, 0, md, nullptr);
+      if (rc < 0) break;
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      const std::size_t b = ov[0], e = ov[1];
+      if (e == b) {  // empty match: step one character forward
+        if (b >= text.size()) break;
+        pos = b + 1;
+        while (pos < text.size() && (static_cast<unsigned char>(text[pos]) & 0xC0) == 0x80) ++pos;
+        continue;
+      }
+      if (b > gap_start) out.push_back(text.substr(gap_start, b - gap_start));
+      out.push_back(text.substr(b, e - b));
+      pos = gap_start = e;
+    }
+    if (gap_start < text.size()) out.push_back(text.substr(gap_start));
+    pcre2_match_data_free(md);
+  }
+
+ private:
+  pcre2_code* code_ = nullptr;
+};
+#endif
+
+}  // namespace detail
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  explicit BpeTokenizer(const VocabSpec& spec) : source_(spec.source), pre_(spec.pre) {
+    LOWBIT_CHECK(!spec.tokens.empty(), spec.source, ": BPE vocabulary is empty");
+    bos_ = spec.bos_id;
+    eos_ = spec.eos_id;
+    unk_ = spec.unk_id;
+    add_bos_ = spec.add_bos;
+    tokens_ = spec.tokens;
+    for (std::size_t i = 0; i < tokens_.size(); ++i) {
+      index_.emplace(tokens_[i], static_cast<std::int32_t>(i));
+      const auto type = spec.type(i);
+      if (type == TokenType::Control || type == TokenType::UserDefined) {
+        if (spec.parse_special) specials_.push_back(static_cast<std::int32_t>(i));
+        special_flag_.resize(tokens_.size(), 0);
+        special_flag_[i] = 1;
+      }
+    }
+    for (std::size_t r = 0; r < spec.merges.size(); ++r) {
+      const auto& m = spec.merges[r];
+      const auto space = m.find(' ', 1);  // the left side is never empty; it may itself be "Ġ"-prefixed
+      LOWBIT_CHECK(space != std::string::npos && space + 1 < m.size(), spec.source, ": merge ", r, " '", m,
+                   "' is not of the form 'left right'");
+      ranks_.emplace(m, static_cast<std::int32_t>(r));
+    }
+    for (int id : {bos_, eos_, unk_})
+      LOWBIT_CHECK(id < static_cast<int>(tokens_.size()), spec.source, ": special token id ", id,
+                   " outside the vocabulary of ", tokens_.size());
+    const auto regexes = spec.pre_regexes.empty() ? detail::pre_regexes_for(spec.pre, spec.source) : spec.pre_regexes;
+#if defined(LOWBIT_WITH_PCRE2)
+    for (const auto& r : regexes) splitters_.push_back(std::make_unique<detail::Pcre2Splitter>(r));
+#else
+    (void)regexes;
+    fail(spec.source, ": byte-level BPE needs PCRE2 for its pre-tokenizer; rebuild with libpcre2-dev installed");
+#endif
+    const auto& b2u = detail::byte_to_unicode();
+    for (int b = 0; b < 256; ++b) {
+      std::size_t i = 0;
+      unicode_to_byte_.emplace(detail::next_code_point(b2u[static_cast<std::size_t>(b)], i), static_cast<unsigned char>(b));
+    }
+  }
+
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<std::int32_t> ids;
+    if (add_bos && bos_ >= 0) ids.push_back(bos_);
+    // Cut out special tokens (earliest occurrence, longest on ties), BPE-encode the text between them.
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      std::size_t best_at = std::string_view::npos, best_len = 0;
+      std::int32_t best_id = -1;
+      for (auto id : specials_) {
+        const auto& s = tokens_[static_cast<std::size_t>(id)];
+        if (s.empty()) continue;
+        const auto at = text.find(s, pos);
+        if (at == std::string_view::npos) continue;
+        if (at < best_at || (at == best_at && s.size() > best_len)) {
+          best_at = at;
+          best_len = s.size();
+          best_id = id;
+        }
+      }
+      const std::size_t end = best_at == std::string_view::npos ? text.size() : best_at;
+      encode_ordinary(text.substr(pos, end - pos), ids);
+      if (best_id < 0) break;
+      ids.push_back(best_id);
+      pos = best_at + best_len;
+    }
+    return ids;
+  }
+
+  std::string decode_token(std::int32_t /*prev*/, std::int32_t id) const override {
+    LOWBIT_CHECK(id >= 0 && id < vocab_size(), source_, ": token id ", id, " outside [0, ", vocab_size(), ")");
+    const auto& piece = tokens_[static_cast<std::size_t>(id)];
+    if (is_special(id)) return piece;
+    std::string out;
+    for (std::size_t i = 0; i < piece.size();) {
+      const std::size_t start = i;
+      const auto cp = detail::next_code_point(piece, i);
+      auto it = unicode_to_byte_.find(cp);
+      if (it != unicode_to_byte_.end())
+        out += static_cast<char>(it->second);
+      else
+        out.append(piece, start, i - start);  // not a byte-level symbol: keep as is
+    }
+    return out;
+  }
+
+  std::int32_t bos_id() const override { return bos_; }
+  std::int32_t eos_id() const override { return eos_; }
+  int vocab_size() const override { return static_cast<int>(tokens_.size()); }
+  bool adds_bos_by_default() const override { return add_bos_ && bos_ >= 0; }
+  std::string describe() const override {
+    return "byte-level BPE (" + (pre_.empty() ? std::string("custom") : pre_) + ", " + std::to_string(vocab_size()) +
+           " tokens, " + std::to_string(ranks_.size()) + " merges) from " + source_;
+  }
+  bool is_special(std::int32_t id) const {
+    return static_cast<std::size_t>(id) < special_flag_.size() && special_flag_[static_cast<std::size_t>(id)];
+  }
+
+ private:
+  void encode_ordinary(std::string_view text, std::vector<std::int32_t>& ids) const {
+    if (text.empty()) return;
+    std::vector<std::string_view> pieces{text}, next;
+#if defined(LOWBIT_WITH_PCRE2)
+    for (const auto& splitter : splitters_) {
+      next.clear();
+      for (auto p : pieces) splitter->split(p, next);
+      pieces.swap(next);
+    }
+#endif
+    for (auto piece : pieces) encode_piece(piece, ids);
+  }
+
+  void encode_piece(std::string_view piece, std::vector<std::int32_t>& ids) const {
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex_);
+      auto it = cache_.find(std::string(piece));
+      if (it != cache_.end()) {
+        ids.insert(ids.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    const auto& b2u = detail::byte_to_unicode();
+    std::vector<detail::MergeSymbol> symbols;
+    symbols.reserve(piece.size());
+    for (unsigned char b : piece) symbols.push_back({b2u[b], -1});
+    std::string key;
+    auto merged = detail::score_merge(std::move(symbols), [&](std::string_view a, std::string_view b) {
+      std::optional<std::pair<std::int32_t, float>> hit;
+      key.assign(a);
+      key += ' ';
+      key.append(b);
+      auto r = ranks_.find(key);
+      if (r == ranks_.end()) return hit;
+      key.erase(a.size(), 1);
+      auto t = index_.find(key);
+      if (t != index_.end()) hit.emplace(t->second, -static_cast<float>(r->second));
+      return hit;
+    });
+    std::vector<std::int32_t> out;
+    for (auto& s : merged) {
+      auto t = index_.find(s.text);
+      if (t != index_.end()) {
+        out.push_back(t->second);
+      } else {
+        LOWBIT_CHECK(unk_ >= 0, source_, ": BPE symbol '", s.text, "' is not in the vocabulary and there is no unknown token");
+        out.push_back(unk_);
+      }
+    }
+    ids.insert(ids.end(), out.begin(), out.end());
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cache_.size() > 200000) cache_.clear();
+    cache_.emplace(std::string(piece), std::move(out));
+  }
+
+  std::string source_, pre_;
+  std::vector<std::string> tokens_;
+  std::unordered_map<std::string, std::int32_t> index_;
+  std::unordered_map<std::string, std::int32_t> ranks_;  // "left right" -> rank
+  std::vector<std::int32_t> specials_;
+  std::vector<char> special_flag_;
+  std::unordered_map<std::uint32_t, unsigned char> unicode_to_byte_;
+  std::int32_t bos_ = -1, eos_ = -1, unk_ = -1;
+  bool add_bos_ = false;
+#if defined(LOWBIT_WITH_PCRE2)
+  std::vector<std::unique_ptr<detail::Pcre2Splitter>> splitters_;
+#endif
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::vector<std::int32_t>> cache_;
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/tokenizer_bpe.hpp ----
+
+// ---- begin lowbit/io/tokenizer_llama2c.hpp ----
+// llama2.c's tokenizer.bin with run.c's exact semantics, so perplexities and generations match
+// Karpathy's reference token for token. File layout: int32 max_token_length, then per token
+// float32 score, int32 byte length, bytes. Ids 0/1/2 are <unk>, BOS, EOS; byte tokens <0xXX> are id
+// XX + 3. Encoding: optional BOS, a dummy-prefix " " for non-empty text, one token per UTF-8 character
+// (bytes as fallback), then greedy merging of the best-scoring adjacent pair (leftmost on ties).
+
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace lowbit::io {
+
+class Llama2cTokenizer final : public Tokenizer {
+ public:
+  static constexpr std::int32_t kBos = 1;
+  static constexpr std::int32_t kEos = 2;
+  static constexpr std::int32_t kByteOffset = 3;  // <0xXX> has id XX + 3
+
+  // Reads `path`; `vocab_size` is the model's (the file itself does not store it): -1 reads to EOF.
+  explicit Llama2cTokenizer(const std::string& path, int vocab_size = -1) : path_(path) {
+    std::ifstream in(path, std::ios::binary);
+    LOWBIT_CHECK(in.good(), "tokenizer file ", path, ": cannot open");
+    in.seekg(0, std::ios::end);
+    const auto file_size = static_cast<std::size_t>(in.tellg());
+    in.seekg(0);
+    std::vector<char> bytes(file_size);
+    in.read(bytes.data(), static_cast<std::streamsize>(file_size));
+    LOWBIT_CHECK(in.good() || in.eof(), "tokenizer file ", path, ": read failed");
+    parse(bytes, vocab_size);
+  }
+
+  // From an in-memory copy of the file (tests, embedded vocabularies).
+  Llama2cTokenizer(const std::vector<char>& bytes, std::string name, int vocab_size = -1) : path_(std::move(name)) {
+    parse(bytes, vocab_size);
+  }
+
+  // run.c's encode(text, bos, eos).
+  std::vector<std::int32_t> encode(std::string_view text, bool bos, bool eos) const {
+    // run.c reads a C string: stop at the first NUL.
+    if (auto nul = text.find('\0'); nul != std::string_view::npos) text = text.substr(0, nul);
+    std::vector<detail::MergeSymbol> symbols;
+    symbols.reserve(text.size() + 2);
+    auto push_id = [&](std::int32_t id) { symbols.push_back({vocab_[static_cast<std::size_t>(id)], id}); };
+    if (bos) push_id(kBos);
+    if (!text.empty()) {
+      const std::int32_t space = find(" ");
+      LOWBIT_CHECK(space >= 0, "tokenizer file ", path_, ": has no \" \" token for the dummy prefix");
+      push_id(space);
+    }
+    for (auto unit : detail::utf8_units(text)) {
+      const std::int32_t id = find(unit);
+      if (id >= 0) {
+        push_id(id);
+      } else {
+        for (unsigned char b : unit) {
+          const std::int32_t byte_id = static_cast<std::int32_t>(b) + kByteOffset;
+          LOWBIT_CHECK(byte_id < vocab_size(), "tokenizer file ", path_, ": byte fallback id ", byte_id,
+                       " outside the vocabulary of ", vocab_size());
+          push_id(byte_id);
+        }
+      }
+    }
+    std::string key;
+    auto merged = detail::score_merge(std::move(symbols), [this, &key](std::string_view a, std::string_view b) {
+      std::optional<std::pair<std::int32_t, float>> hit;
+      key.assign(a);
+      key.append(b);
+      const std::int32_t id = find(key);
+      if (id >= 0) hit.emplace(id, scores_[static_cast<std::size_t>(id)]);
+      return hit;
+    });
+    std::vector<std::int32_t> ids;
+    ids.reserve(merged.size() + 1);
+    for (const auto& s : merged) ids.push_back(s.id);
+    if (eos) ids.push_back(kEos);
+    return ids;
+  }
+
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const override {
+    return encode(text, add_bos, false);
+  }
+
+  // run.c's decode: strip the leading space of the first piece after BOS, map <0xXX> to the byte.
+  std::string decode_token(std::int32_t prev, std::int32_t id) const override {
+    LOWBIT_CHECK(id >= 0 && id < vocab_size(), "tokenizer ", path_, ": token id ", id, " outside [0, ",
+                 vocab_size(), ")");
+    std::string_view piece = vocab_[static_cast<std::size_t>(id)];
+    if (prev == kBos && !piece.empty() && piece[0] == ' ') piece.remove_prefix(1);
+    if (auto byte = parse_byte_piece(piece)) return std::string(1, static_cast<char>(*byte));
+    return std::string(piece);
+  }
+
+  std::int32_t bos_id() const override { return kBos; }
+  std::int32_t eos_id() const override { return kEos; }
+  int vocab_size() const override { return static_cast<int>(vocab_.size()); }
+  std::string describe() const override {
+    return "llama2.c tokenizer " + path_ + " (" + std::to_string(vocab_size()) + " tokens)";
+  }
+
+  const std::string& piece(std::int32_t id) const { return vocab_.at(static_cast<std::size_t>(id)); }
+  float score(std::int32_t id) const { return scores_.at(static_cast<std::size_t>(id)); }
+  int max_token_length() const { return max_token_length_; }
+
+  // "<0xAB>" -> 0xAB (run.c's sscanf "<0x%02hhX>" accepts exactly this shape for its byte pieces).
+  static std::optional<unsigned char> parse_byte_piece(std::string_view piece) {
+    if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return std::nullopt;
+    auto hex = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    const int hi = hex(piece[3]), lo = hex(piece[4]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    return static_cast<unsigned char>(hi * 16 + lo);
+  }
+
+ private:
+  std::int32_t find(std::string_view s) const {
+    auto it = index_.find(std::string(s));
+    return it == index_.end() ? -1 : it->second;
+  }
+
+  void parse(const std::vector<char>& bytes, int vocab_size) {
+    std::size_t pos = 0;
+    auto read = [&](void* dst, std::size_t n, const char* what, std::size_t token) {
+      LOWBIT_CHECK(pos + n <= bytes.size(), "tokenizer file ", path_, ": truncated while reading ", what,
+                   " of token ", token, " at byte ", pos, " (file has ", bytes.size(), " bytes)");
+      std::memcpy(dst, bytes.data() + pos, n);
+      pos += n;
+    };
+    std::int32_t max_len = 0;
+    read(&max_len, 4, "max_token_length", 0);
+    LOWBIT_CHECK(max_len > 0 && max_len < (1 << 16), "tokenizer file ", path_,
+                 ": max_token_length is ", max_len, ", expected a small positive number");
+    max_token_length_ = max_len;
+    for (std::size_t t = 0; vocab_size < 0 ? pos < bytes.size() : t < static_cast<std::size_t>(vocab_size); ++t) {
+      float score = 0;
+      std::int32_t len = 0;
+      read(&score, 4, "score", t);
+      read(&len, 4, "length", t);
+      LOWBIT_CHECK(len >= 0 && len <= max_len, "tokenizer file ", path_, ": token ", t, " has length ", len,
+                   ", expected 0..", max_len, " (max_token_length)");
+      std::string piece(static_cast<std::size_t>(len), '\0');
+      if (len > 0) read(piece.data(), static_cast<std::size_t>(len), "bytes", t);
+      scores_.push_back(score);
+      vocab_.push_back(std::move(piece));
+    }
+    LOWBIT_CHECK(vocab_.size() > static_cast<std::size_t>(kEos), "tokenizer file ", path_, ": holds ",
+                 vocab_.size(), " tokens, expected at least 3 (<unk>, BOS, EOS)");
+    for (std::size_t i = 0; i < vocab_.size(); ++i)
+      index_.emplace(vocab_[i], static_cast<std::int32_t>(i));  // first id wins for duplicates
+  }
+
+  std::string path_;
+  int max_token_length_ = 0;
+  std::vector<std::string> vocab_;
+  std::vector<float> scores_;
+  std::unordered_map<std::string, std::int32_t> index_;
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/tokenizer_llama2c.hpp ----
+
+// ---- begin lowbit/io/tokenizer_sentencepiece.hpp ----
+// SentencePiece .model files through libsentencepiece itself (compiled in when
+// LOWBIT_WITH_SENTENCEPIECE is defined), so a model shipped with a .model tokenizer is encoded exactly
+// as its authors' Python code does, normalizer included. Also exports the pieces as a VocabSpec so
+// lowbit's own SentencePiece-style tokenizer can be checked against the library.
+
+#if defined(LOWBIT_WITH_SENTENCEPIECE)
+
+#include <sentencepiece_processor.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit::io {
+
+class SentencePieceTokenizer final : public Tokenizer {
+ public:
+  explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
+    const auto status = processor_.Load(path);
+    LOWBIT_CHECK(status.ok(), "SentencePiece model ", path, ": ", status.ToString());
+  }
+
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<int> pieces;
+    const auto status = processor_.Encode(text, &pieces);
+    LOWBIT_CHECK(status.ok(), "SentencePiece model ", path_, ": encode failed: ", status.ToString());
+    std::vector<std::int32_t> ids;
+    if (add_bos && bos_id() >= 0) ids.push_back(bos_id());
+    ids.insert(ids.end(), pieces.begin(), pieces.end());
+    return ids;
+  }
+
+  std::string decode_token(std::int32_t prev, std::int32_t id) const override {
+    LOWBIT_CHECK(id >= 0 && id < vocab_size(), path_, ": token id ", id, " outside [0, ", vocab_size(), ")");
+    if (processor_.IsControl(id)) return {};
+    const std::string piece = processor_.IdToPiece(id);
+    if (processor_.IsByte(id))
+      if (auto b = Llama2cTokenizer::parse_byte_piece(piece)) return std::string(1, static_cast<char>(*b));
+    std::string out;
+    const std::string_view space = "\xE2\x96\x81";
+    for (std::size_t i = 0; i < piece.size();) {
+      if (piece.compare(i, space.size(), space) == 0) {
+        out += ' ';
+        i += space.size();
+      } else {
+        out += piece[i++];
+      }
+    }
+    if ((prev < 0 || prev == bos_id()) && !out.empty() && out[0] == ' ') out.erase(0, 1);
+    return out;
+  }
+
+  // The library's own decoder (it also undoes normalization-invariant details such as byte runs).
+  std::string decode(const std::vector<std::int32_t>& ids) const override {
+    std::vector<int> pieces(ids.begin(), ids.end());
+    std::string out;
+    const auto status = processor_.Decode(pieces, &out);
+    LOWBIT_CHECK(status.ok(), "SentencePiece model ", path_, ": decode failed: ", status.ToString());
+    return out;
+  }
+
+  std::int32_t bos_id() const override { return processor_.bos_id(); }
+  std::int32_t eos_id() const override { return processor_.eos_id(); }
+  int vocab_size() const override { return processor_.GetPieceSize(); }
+  std::string describe() const override {
+    return "SentencePiece " + path_ + " (" + std::to_string(vocab_size()) + " pieces)";
+  }
+
+  // Pieces, scores and types in GGUF's terms (what llama.cpp's converter would write).
+  VocabSpec vocab_spec() const {
+    VocabSpec v;
+    v.source = path_;
+    v.model = "llama";
+    for (int i = 0; i < vocab_size(); ++i) {
+      v.tokens.push_back(processor_.IdToPiece(i));
+      v.scores.push_back(processor_.GetScore(i));
+      TokenType t = TokenType::Normal;
+      if (processor_.IsUnknown(i)) t = TokenType::Unknown;
+      else if (processor_.IsControl(i)) t = TokenType::Control;
+      else if (processor_.IsUnused(i)) t = TokenType::Unused;
+      else if (processor_.IsByte(i)) t = TokenType::Byte;
+      v.token_types.push_back(static_cast<std::int32_t>(t));
+    }
+    v.bos_id = bos_id();
+    v.eos_id = eos_id();
+    v.unk_id = processor_.unk_id();
+    v.add_bos = true;
+    v.parse_special = false;  // the library encodes "<s>" written in the text as characters
+    return v;
+  }
+
+ private:
+  std::string path_;
+  sentencepiece::SentencePieceProcessor processor_;
+};
+
+}  // namespace lowbit::io
+
+#endif  // LOWBIT_WITH_SENTENCEPIECE
+// ---- end lowbit/io/tokenizer_sentencepiece.hpp ----
+
+// ---- begin lowbit/io/tokenizer_spm.hpp ----
+// SentencePiece-style vocabulary embedded in GGUF files (tokenizer.ggml.model = "llama": pieces with
+// "▁" for spaces, scores, token types, <0xXX> byte fallback), as used by Llama 1/2, Mistral and
+// TinyLlama. Encoding as SentencePiece's BPE does at inference: spaces become "▁", a dummy-prefix "▁"
+// is prepended, characters merge pairwise by best piece score (leftmost on ties), and characters
+// that end up outside the vocabulary fall back to byte pieces. Control/user-defined pieces that occur
+// literally in the text are cut out first (llama.cpp's special-token handling).
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+
+namespace lowbit::io {
+
+class SpmTokenizer final : public Tokenizer {
+ public:
+  static constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 LOWER ONE EIGHTH BLOCK "▁"
+
+  explicit SpmTokenizer(const VocabSpec& spec) : spec_(spec) {
+    const auto n = spec.tokens.size();
+    LOWBIT_CHECK(n > 0, spec.source, ": SentencePiece vocabulary is empty");
+    LOWBIT_CHECK(spec.scores.empty() || spec.scores.size() == n, spec.source, ": tokenizer.ggml.scores has ",
+                 spec.scores.size(), " entries, expected ", n, " (one per token)");
+    LOWBIT_CHECK(spec.token_types.empty() || spec.token_types.size() == n, spec.source,
+                 ": tokenizer.ggml.token_type has ", spec.token_types.size(), " entries, expected ", n);
+    for (int id : {spec.bos_id, spec.eos_id, spec.unk_id})
+      LOWBIT_CHECK(id < static_cast<int>(n), spec.source, ": special token id ", id, " outside the vocabulary of ", n);
+    byte_ids_.fill(-1);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto id = static_cast<std::int32_t>(i);
+      const auto type = spec.type(i);
+      if (type == TokenType::Normal || type == TokenType::Undefined) mergeable_.emplace(spec.tokens[i], id);
+      if (type == TokenType::Control || type == TokenType::UserDefined) specials_.push_back(id);
+      if (type == TokenType::Byte || type == TokenType::Undefined || type == TokenType::Normal)
+        if (auto b = Llama2cTokenizer::parse_byte_piece(spec.tokens[i]); b && (type == TokenType::Byte || byte_ids_[*b] < 0))
+          byte_ids_[*b] = id;
+    }
+  }
+
+  std::vector<std::int32_t> encode(std::string_view text, bool add_bos) const override {
+    std::vector<std::int32_t> ids;
+    if (add_bos && spec_.bos_id >= 0) ids.push_back(spec_.bos_id);
+    std::size_t pos = 0;
+    bool first = true;
+    while (pos < text.size()) {
+      auto [at, len, special] = next_special(text, pos);
+      encode_ordinary(text.substr(pos, at - pos), first, ids);
+      first = false;
+      if (special < 0) break;
+      ids.push_back(special);
+      pos = at + len;
+    }
+    if (spec_.add_eos && spec_.eos_id >= 0) ids.push_back(spec_.eos_id);
+    return ids;
+  }
+
+  // Byte pieces become their byte, "▁" a space; the dummy-prefix space of the first piece (or of the
+  // first piece after BOS) is dropped; control pieces decode to nothing.
+  std::string decode_token(std::int32_t prev, std::int32_t id) const override {
+    LOWBIT_CHECK(id >= 0 && id < vocab_size(), spec_.source, ": token id ", id, " outside [0, ", vocab_size(), ")");
+    const auto type = spec_.type(static_cast<std::size_t>(id));
+    if (type == TokenType::Control) return {};
+    const auto& piece = spec_.tokens[static_cast<std::size_t>(id)];
+    if (type == TokenType::Byte)
+      if (auto b = Llama2cTokenizer::parse_byte_piece(piece)) return std::string(1, static_cast<char>(*b));
+    std::string out;
+    for (std::size_t i = 0; i < piece.size();) {
+      if (piece.compare(i, kSpace.size(), kSpace) == 0) {
+        out += ' ';
+        i += kSpace.size();
+      } else {
+        out += piece[i++];
+      }
+    }
+    if (spec_.add_space_prefix && (prev < 0 || prev == spec_.bos_id) && !out.empty() && out[0] == ' ') out.erase(0, 1);
+    return out;
+  }
+
+  std::int32_t bos_id() const override { return spec_.bos_id; }
+  std::int32_t eos_id() const override { return spec_.eos_id; }
+  int vocab_size() const override { return static_cast<int>(spec_.tokens.size()); }
+  bool adds_bos_by_default() const override { return spec_.add_bos && spec_.bos_id >= 0; }
+  std::string describe() const override {
+    return "SentencePiece-style vocabulary (" + std::to_string(vocab_size()) + " pieces) from " + spec_.source;
+  }
+
+ private:
+  struct SpecialHit {
+    std::size_t at, len;
+    std::int32_t id;
+  };
+  SpecialHit next_special(std::string_view text, std::size_t pos) const {
+    SpecialHit best{text.size(), 0, -1};
+    if (!spec_.parse_special) return best;
+    for (auto id : specials_) {
+      const auto& s = spec_.tokens[static_cast<std::size_t>(id)];
+      if (s.empty()) continue;
+      const auto at = text.find(s, pos);
+      if (at == std::string_view::npos) continue;
+      if (at < best.at || (at == best.at && s.size() > best.len)) best = {at, s.size(), id};
+    }
+    return best;
+  }
+
+  void encode_ordinary(std::string_view text, bool at_start, std::vector<std::int32_t>& ids) const {
+    if (text.empty()) return;
+    std::string escaped;
+    if (spec_.add_space_prefix && at_start) escaped += kSpace;
+    for (char c : text) {
+      if (c == ' ')
+        escaped += kSpace;
+      else
+        escaped += c;
+    }
+    std::vector<detail::MergeSymbol> symbols;
+    for (auto unit : detail::utf8_units(escaped)) symbols.push_back({std::string(unit), find(unit)});
+    std::string key;
+    auto merged = detail::score_merge(std::move(symbols), [&](std::string_view a, std::string_view b) {
+      std::optional<std::pair<std::int32_t, float>> hit;
+      key.assign(a);
+      key.append(b);
+      auto it = mergeable_.find(key);
+      if (it != mergeable_.end())
+        hit.emplace(it->second, spec_.scores.empty() ? 0.0f : spec_.scores[static_cast<std::size_t>(it->second)]);
+      return hit;
+    });
+    for (const auto& s : merged) {
+      if (s.id >= 0) {
+        ids.push_back(s.id);
+        continue;
+      }
+      bool all_bytes = spec_.byte_fallback;
+      for (unsigned char b : s.text) all_bytes = all_bytes && byte_ids_[b] >= 0;
+      if (all_bytes) {
+        for (unsigned char b : s.text) ids.push_back(byte_ids_[b]);
+      } else {
+        LOWBIT_CHECK(spec_.unk_id >= 0, spec_.source, ": character '", s.text,
+                     "' is not in the vocabulary, has no byte fallback and there is no unknown token");
+        ids.push_back(spec_.unk_id);
+      }
+    }
+  }
+
+  std::int32_t find(std::string_view s) const {
+    auto it = mergeable_.find(std::string(s));
+    return it == mergeable_.end() ? -1 : it->second;
+  }
+
+  VocabSpec spec_;
+  std::unordered_map<std::string, std::int32_t> mergeable_;
+  std::vector<std::int32_t> specials_;
+  std::array<std::int32_t, 256> byte_ids_{};
+};
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/tokenizer_spm.hpp ----
+
+namespace lowbit::io {
+
+// The tokenizer.ggml.* keys of a GGUF file.
+inline VocabSpec vocab_from_gguf(const GgufFile& f) {
+  VocabSpec v;
+  v.source = f.path();
+  v.model = f.get_string("tokenizer.ggml.model");
+  v.tokens = f.get_string_array("tokenizer.ggml.tokens");
+  if (f.has("tokenizer.ggml.scores")) v.scores = f.get_float_array("tokenizer.ggml.scores");
+  if (f.has("tokenizer.ggml.token_type"))
+    for (auto t : f.get_int_array("tokenizer.ggml.token_type")) v.token_types.push_back(static_cast<std::int32_t>(t));
+  if (f.has("tokenizer.ggml.merges")) v.merges = f.get_string_array("tokenizer.ggml.merges");
+  v.pre = f.get_string_or("tokenizer.ggml.pre", "default");
+  v.bos_id = static_cast<std::int32_t>(f.get_int_or("tokenizer.ggml.bos_token_id", -1));
+  v.eos_id = static_cast<std::int32_t>(f.get_int_or("tokenizer.ggml.eos_token_id", -1));
+  v.unk_id = static_cast<std::int32_t>(f.get_int_or("tokenizer.ggml.unknown_token_id", -1));
+  const bool spm = v.model == "llama";
+  v.add_bos = f.get_bool_or("tokenizer.ggml.add_bos_token", spm);  // llama.cpp's defaults per model type
+  v.add_eos = f.get_bool_or("tokenizer.ggml.add_eos_token", false);
+  v.add_space_prefix = f.get_bool_or("tokenizer.ggml.add_space_prefix", spm);
+  v.parse_special = !spm;  // SentencePiece semantics for "llama", Hugging Face semantics for "gpt2"
+  const auto n = v.tokens.size();
+  LOWBIT_CHECK(v.token_types.empty() || v.token_types.size() == n, f.path(), ": tokenizer.ggml.token_type has ",
+               v.token_types.size(), " entries, expected ", n);
+  LOWBIT_CHECK(v.scores.empty() || v.scores.size() == n, f.path(), ": tokenizer.ggml.scores has ", v.scores.size(),
+               " entries, expected ", n);
+  return v;
+}
+
+inline std::unique_ptr<Tokenizer> tokenizer_from_vocab(const VocabSpec& v) {
+  if (v.model == "llama") return std::make_unique<SpmTokenizer>(v);
+  if (v.model == "gpt2") return std::make_unique<BpeTokenizer>(v);
+  fail(v.source, ": tokenizer model '", v.model, "' is not supported (expected 'llama' or 'gpt2')");
+}
+
+namespace detail {
+
+inline std::string escape_regex(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// Appends the regexes of a Hugging Face pre_tokenizer (Sequence / Split / Digits / ByteLevel).
+inline void hf_pre_tokenizer_regexes(const nlohmann::json& p, const std::string& source, std::vector<std::string>& out) {
+  if (p.is_null()) return;
+  const std::string type = p.value("type", "");
+  if (type == "Sequence") {
+    for (const auto& q : p.at("pretokenizers")) hf_pre_tokenizer_regexes(q, source, out);
+  } else if (type == "ByteLevel") {
+    LOWBIT_CHECK(!p.value("add_prefix_space", false), source,
+                 ": ByteLevel pre-tokenizer with add_prefix_space = true is not supported");
+    if (p.value("use_regex", true)) out.push_back(kGpt2Regex);
+  } else if (type == "Digits") {
+    out.push_back(p.value("individual_digits", false) ? "\\p{N}" : "\\p{N}+");
+  } else if (type == "Split") {
+    const std::string behavior = p.value("behavior", "Isolated");
+    LOWBIT_CHECK(behavior == "Isolated" && !p.value("invert", false), source, ": Split pre-tokenizer with behavior '",
+                 behavior, "' is not supported (only Isolated)");
+    const auto& pat = p.at("pattern");
+    if (pat.contains("Regex"))
+      out.push_back(pat.at("Regex").get<std::string>());
+    else
+      out.push_back(escape_regex(pat.at("String").get<std::string>()));
+  } else {
+    fail(source, ": pre_tokenizer type '", type, "' is not supported (Sequence, Split, Digits, ByteLevel are)");
+  }
+}
+
+}  // namespace detail
+
+// A Hugging Face tokenizer.json holding a byte-level BPE model.
+inline VocabSpec vocab_from_hf_json(const std::string& path) {
+  std::ifstream in(path);
+  LOWBIT_CHECK(in.good(), "tokenizer file ", path, ": cannot open");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    fail("tokenizer file ", path, ": not valid JSON (", e.what(), ")");
+  }
+  VocabSpec v;
+  v.source = path;
+  v.model = "gpt2";
+  try {
+    const auto& model = j.at("model");
+    LOWBIT_CHECK(model.value("type", "BPE") == "BPE", path, ": model type '", model.value("type", ""),
+                 "' is not supported (byte-level BPE only; use the SentencePiece .model for Llama-2 style vocabularies)");
+    std::size_t n = 0;
+    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it)
+      n = std::max<std::size_t>(n, it.value().get<std::size_t>() + 1);
+    if (j.contains("added_tokens"))
+      for (const auto& a : j["added_tokens"]) n = std::max<std::size_t>(n, a.at("id").get<std::size_t>() + 1);
+    v.tokens.assign(n, std::string());
+    v.token_types.assign(n, static_cast<std::int32_t>(TokenType::Unused));
+    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
+      const auto id = it.value().get<std::size_t>();
+      v.tokens[id] = it.key();
+      v.token_types[id] = static_cast<std::int32_t>(TokenType::Normal);
+    }
+    for (const auto& m : model.at("merges")) {
+      if (m.is_string())
+        v.merges.push_back(m.get<std::string>());
+      else
+        v.merges.push_back(m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+    }
+    if (j.contains("added_tokens"))
+      for (const auto& a : j["added_tokens"]) {
+        const auto id = a.at("id").get<std::size_t>();
+        v.tokens[id] = a.at("content").get<std::string>();
+        v.token_types[id] = static_cast<std::int32_t>(a.value("special", false) ? TokenType::Control : TokenType::UserDefined);
+      }
+    if (j.contains("pre_tokenizer")) detail::hf_pre_tokenizer_regexes(j["pre_tokenizer"], path, v.pre_regexes);
+    v.pre = "tokenizer.json";
+    if (v.pre_regexes.empty()) v.pre_regexes.push_back("(?!)");  // no split at all (never matches)
+    auto find = [&](const std::string& s) -> std::int32_t {
+      for (std::size_t i = 0; i < v.tokens.size(); ++i)
+        if (v.tokens[i] == s) return static_cast<std::int32_t>(i);
+      return -1;
+    };
+    // BOS is what the post-processor prepends (Llama 3); else the usual names.
+    if (j.contains("post_processor") && j["post_processor"].is_object() && j["post_processor"].contains("single")) {
+      const auto& single = j["post_processor"]["single"];
+      if (!single.empty() && single[0].contains("SpecialToken")) {
+        v.bos_id = find(single[0]["SpecialToken"].at("id").get<std::string>());
+        v.add_bos = v.bos_id >= 0;
+      }
+    }
+    for (const char* name : {"<|begin_of_text|>", "<|im_start|>", "<s>"})
+      if (v.bos_id < 0) v.bos_id = find(name);
+    for (const char* name : {"<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "</s>"})
+      if (v.eos_id < 0) v.eos_id = find(name);
+    if (model.contains("unk_token") && model["unk_token"].is_string()) v.unk_id = find(model["unk_token"].get<std::string>());
+  } catch (const nlohmann::json::exception& e) {
+    fail("tokenizer file ", path, ": unexpected structure (", e.what(), ")");
+  }
+  return v;
+}
+
+// Loads the tokenizer for `model_path`: `tokenizer_path` when given (kind chosen by extension and
+// magic), otherwise the vocabulary inside a GGUF model, or a tokenizer.json / tokenizer.model /
+// tokenizer.bin next to the model.
+inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, const std::string& tokenizer_path = {}) {
+  namespace fs = std::filesystem;
+  auto has_magic = [](const std::string& p, const char* magic) {
+    std::ifstream in(p, std::ios::binary);
+    char buf[4] = {};
+    in.read(buf, 4);
+    return in.gcount() == 4 && std::string(buf, 4) == magic;
+  };
+  auto from_file = [&](const std::string& p) -> std::unique_ptr<Tokenizer> {
+    LOWBIT_CHECK(fs::exists(p), "tokenizer file ", p, " does not exist");
+    const auto ext = fs::path(p).extension().string();
+    if (ext == ".gguf" || has_magic(p, "GGUF")) return tokenizer_from_vocab(vocab_from_gguf(GgufFile(p)));
+    if (ext == ".json") return std::make_unique<BpeTokenizer>(vocab_from_hf_json(p));
+    if (ext == ".model") {
+#if defined(LOWBIT_WITH_SENTENCEPIECE)
+      return std::make_unique<SentencePieceTokenizer>(p);
+#else
+      fail("tokenizer file ", p, ": SentencePiece .model files need libsentencepiece (rebuild with it installed)");
+#endif
+    }
+    return std::make_unique<Llama2cTokenizer>(p);
+  };
+  if (!tokenizer_path.empty()) return from_file(tokenizer_path);
+  LOWBIT_CHECK(!model_path.empty(), "load_tokenizer: neither a model nor a tokenizer file was given");
+  if (fs::is_regular_file(model_path) && (fs::path(model_path).extension() == ".gguf" || has_magic(model_path, "GGUF")))
+    return from_file(model_path);
+  const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer.bin"})
+    if (fs::exists(dir / name)) return from_file((dir / name).string());
+  fail("model ", model_path, ": no tokenizer inside it and none beside it (tokenizer.json, tokenizer.model, ",
+       "tokenizer.bin); pass --tokenizer FILE");
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/tokenizer.hpp ----
+
+
+// ---- begin lowbit/calib/additive_pipeline.hpp ----
+// AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Calibrator that replaces
+// each linear by QuantizedLinear<Additive<M,B,G>> calibrated against its input Hessian, and a block
+// fine-tune hook (ALGORITHMS.md §1.3 step 3) that trains codebooks, scales and RMSNorm gains against
+// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16.
+// `lowbit quantize --method aqlm --format additive:M:B:G` and examples/example_aqlm.cpp use this.
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+
+// ---- begin lowbit/train/block_trainer.hpp ----
+// Block-level training for calibration methods (AQLM and UniQuanF block fine-tuning): given one block's
+// cached inputs X [N sequences, T, dim] and target outputs Y (the FP block's outputs), train a chosen
+// subset of the block's parameters (a predicate on names: codebooks, scales, norm gains, ...) to minimize
+// mean((block(X) − Y)²) with AdamW on mini-batches of sequences. The last sequences are held out; after
+// each epoch their MSE is measured and the best parameters are kept (early stopping with patience).
+// Deterministic for a fixed seed: the only randomness is the epoch shuffle.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/adamw.hpp ----
+// AdamW (Loshchilov & Hutter) over any mix of nn::Parameter views: dense weights, codebooks, scales,
+// norm gains. Weight decay is decoupled (p ← p·(1 − lr·wd) before the Adam step), bias correction is on
+// by default, and AMSGrad (the running maximum of v, as AQLM's fine-tuning enables) is an option. The
+// state (m, v, v_max, step) is written to and read from a checkpoint stream so training resumes exactly.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <istream>
+#include <ostream>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::train {
+
+struct AdamWOptions {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // decoupled
+  bool amsgrad = false;
+  bool bias_correction = true;
+  // Which parameters weight decay applies to (by name); default all. Typical: only 2-D weights.
+  std::function<bool(const std::string&)> decays;
+};
+
+// True for names of matrices that conventionally get weight decay (linears and embeddings), false for
+// norm gains, scales and biases.
+inline bool is_decayed_weight(const std::string& name) {
+  auto ends_with = [&](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  return ends_with(".weight") && name.find("norm") == std::string::npos;
+}
+
+class AdamW {
+ public:
+  AdamW(std::vector<nn::Parameter> params, AdamWOptions options)
+      : params_(std::move(params)), options_(std::move(options)) {
+    state_.resize(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto n = static_cast<std::size_t>(params_[i].size);
+      state_[i].m.assign(n, 0.0f);
+      state_[i].v.assign(n, 0.0f);
+      if (options_.amsgrad) state_[i].v_max.assign(n, 0.0f);
+    }
+  }
+
+  const AdamWOptions& options() const { return options_; }
+  const std::vector<nn::Parameter>& parameters() const { return params_; }
+  std::int64_t step_count() const { return step_; }
+
+  void zero_grad() {
+    for (auto& p : params_) std::fill(p.grad, p.grad + p.size, 0.0f);
+  }
+
+  // One update with learning rate `lr` (from a schedule); gradients are read, not cleared.
+  void step(float lr) {
+    ++step_;
+    const float b1 = options_.beta1, b2 = options_.beta2;
+    const double bc1 = options_.bias_correction ? 1.0 - std::pow(static_cast<double>(b1), static_cast<double>(step_)) : 1.0;
+    const double bc2 = options_.bias_correction ? 1.0 - std::pow(static_cast<double>(b2), static_cast<double>(step_)) : 1.0;
+    const float step_size = static_cast<float>(lr / bc1);
+    const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const float eps = options_.eps;
+    const bool amsgrad = options_.amsgrad;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto& p = params_[i];
+      auto& s = state_[i];
+      const bool decay = options_.weight_decay != 0.0f && (!options_.decays || options_.decays(p.name));
+      const float keep = decay ? 1.0f - lr * options_.weight_decay : 1.0f;
+      float* value = p.value;
+      const float* grad = p.grad;
+      float* m = s.m.data();
+      float* v = s.v.data();
+      float* v_max = amsgrad ? s.v_max.data() : nullptr;
+      parallel_for(
+          0, p.size,
+          [&](index_t lo, index_t hi) {
+            for (index_t j = lo; j < hi; ++j) {
+              const float g = grad[j];
+              m[j] = b1 * m[j] + (1.0f - b1) * g;
+              v[j] = b2 * v[j] + (1.0f - b2) * g * g;
+              float second = v[j];
+              if (v_max) {
+                v_max[j] = std::max(v_max[j], v[j]);
+                second = v_max[j];
+              }
+              const float denom = std::sqrt(second) * inv_sqrt_bc2 + eps;
+              value[j] = value[j] * keep - step_size * m[j] / denom;
+            }
+          },
+          16384);
+    }
+  }
+  void step() { step(options_.lr); }
+
+  // Binary state: magic, step, parameter count, then per parameter name, size, m, v (and v_max).
+  void write(std::ostream& out) const {
+    write_pod(out, kMagic);
+    write_pod(out, step_);
+    write_pod(out, static_cast<std::uint8_t>(options_.amsgrad));
+    write_pod(out, static_cast<std::uint64_t>(params_.size()));
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      write_string(out, params_[i].name);
+      write_pod(out, static_cast<std::int64_t>(params_[i].size));
+      write_floats(out, state_[i].m);
+      write_floats(out, state_[i].v);
+      if (options_.amsgrad) write_floats(out, state_[i].v_max);
+    }
+  }
+
+  // Restores the state written by write(); `source` names the file in error messages.
+  void read(std::istream& in, const std::string& source) {
+    LOWBIT_CHECK(read_pod<std::uint32_t>(in, source) == kMagic, source, ": optimizer state has a bad magic");
+    const auto step = read_pod<std::int64_t>(in, source);
+    const bool amsgrad = read_pod<std::uint8_t>(in, source) != 0;
+    LOWBIT_CHECK(amsgrad == options_.amsgrad, source, ": optimizer state has amsgrad=", amsgrad,
+                 ", expected ", options_.amsgrad);
+    const auto count = read_pod<std::uint64_t>(in, source);
+    LOWBIT_CHECK(count == params_.size(), source, ": optimizer state holds ", count, " parameters, expected ",
+                 params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const std::string name = read_string(in, source);
+      LOWBIT_CHECK(name == params_[i].name, source, ": optimizer state parameter ", i, " is '", name,
+                   "', expected '", params_[i].name, "'");
+      const auto size = read_pod<std::int64_t>(in, source);
+      LOWBIT_CHECK(size == params_[i].size, source, ": optimizer state of '", name, "' has ", size,
+                   " values, expected ", params_[i].size);
+      read_floats(in, state_[i].m, source);
+      read_floats(in, state_[i].v, source);
+      if (options_.amsgrad) read_floats(in, state_[i].v_max, source);
+    }
+    step_ = step;
+  }
+
+  struct State {
+    std::vector<float> m, v, v_max;
+  };
+  const State& state(std::size_t i) const { return state_[i]; }
+
+ private:
+  static constexpr std::uint32_t kMagic = 0x4d414457u;  // "WDAM"
+
+  template <class T>
+  static void write_pod(std::ostream& out, const T& x) {
+    out.write(reinterpret_cast<const char*>(&x), sizeof(T));
+  }
+  static void write_string(std::ostream& out, const std::string& s) {
+    write_pod(out, static_cast<std::uint32_t>(s.size()));
+    out.write(s.data(), static_cast<std::streamsize>(s.size()));
+  }
+  static void write_floats(std::ostream& out, const std::vector<float>& v) {
+    out.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+  }
+  template <class T>
+  static T read_pod(std::istream& in, const std::string& source) {
+    T x{};
+    in.read(reinterpret_cast<char*>(&x), sizeof(T));
+    LOWBIT_CHECK(in.good(), source, ": optimizer state is truncated");
+    return x;
+  }
+  static std::string read_string(std::istream& in, const std::string& source) {
+    const auto n = read_pod<std::uint32_t>(in, source);
+    LOWBIT_CHECK(n < (1u << 16), source, ": optimizer state has a parameter name of ", n, " bytes");
+    std::string s(n, '\0');
+    in.read(s.data(), n);
+    LOWBIT_CHECK(in.good(), source, ": optimizer state is truncated");
+    return s;
+  }
+  static void read_floats(std::istream& in, std::vector<float>& v, const std::string& source) {
+    in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(float)));
+    LOWBIT_CHECK(in.good(), source, ": optimizer state is truncated");
+  }
+
+  std::vector<nn::Parameter> params_;
+  AdamWOptions options_;
+  std::vector<State> state_;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/adamw.hpp ----
+
+// ---- begin lowbit/train/clip.hpp ----
+// Global-norm gradient clipping: all gradients are scaled by one factor so that their joint L2 norm is at
+// most max_norm (as torch.nn.utils.clip_grad_norm_). The norm is accumulated in double in a fixed order,
+// so it does not depend on the thread count and resumed runs stay bit-identical.
+
+#include <cmath>
+#include <vector>
+
+
+namespace lowbit::train {
+
+inline double global_grad_norm(const std::vector<nn::Parameter>& params) {
+  double sum = 0.0;
+  for (const auto& p : params) {
+    double part = 0.0;
+    for (index_t i = 0; i < p.size; ++i) part += static_cast<double>(p.grad[i]) * p.grad[i];
+    sum += part;
+  }
+  return std::sqrt(sum);
+}
+
+// Scales the gradients when their global norm exceeds max_norm; returns the norm before clipping.
+// max_norm <= 0 disables clipping (the norm is still returned, for logging).
+inline double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm) {
+  const double norm = global_grad_norm(params);
+  if (max_norm > 0 && norm > max_norm) {
+    const float scale = static_cast<float>(max_norm / (norm + 1e-6));
+    for (const auto& p : params)
+      for (index_t i = 0; i < p.size; ++i) p.grad[i] *= scale;
+  }
+  return norm;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/clip.hpp ----
+
+// ---- begin lowbit/train/losses.hpp ----
+// Training and distillation losses over next-token logits [tokens, vocab] and over activations, each
+// returning the mean loss and its gradient with respect to the student logits (or both MSE inputs).
+// Softmaxes are never materialized: each row is reduced with a max-shifted log-sum-exp and the
+// probabilities are recomputed on the fly, so extra memory is O(tokens), and rows run in parallel
+// chunks. Templated on the scalar so tests check gradients by finite differences in double.
+//
+//   cross-entropy       −log p_S[y]                                  d/ds = p_S − onehot(y)
+//   forward KL          KL(p_T‖p_S) = Σ p_T (log p_T − log p_S)      d/ds = p_S − p_T
+//   reverse KL          KL(p_S‖p_T) = Σ p_S (log p_S − log p_T)      d/ds = p_S ⊙ (log p_S − log p_T − KL)
+//   CAKLD (BitDistiller) β·KL(p_S‖p_T) + (1−β)·KL(p_T‖p_S), β = the teacher's mean top-1 probability
+//   MSE                 mean((x − y)²)                               d/dx = 2(x − y)/N = −d/dy
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::train {
+
+// Rows per parallel chunk: a few rows of a 50k vocabulary are already ~1 MB of streaming work.
+inline constexpr index_t kLossRowsPerChunk = 4;
+
+// log Σ exp(x_j), shifted by the maximum so it never overflows.
+template <class T>
+double log_sum_exp(const T* x, index_t n) {
+  T max_value = x[0];
+  for (index_t j = 1; j < n; ++j) max_value = std::max(max_value, x[j]);
+  double sum = 0.0;
+  for (index_t j = 0; j < n; ++j) sum += static_cast<double>(std::exp(x[j] - max_value));
+  return static_cast<double>(max_value) + std::log(sum);
+}
+
+namespace detail {
+template <class T>
+void check_same_shape(MatrixView<const T> a, MatrixView<const T> b, const char* what) {
+  LOWBIT_CHECK(a.rows() == b.rows() && a.cols() == b.cols(), what, ": student logits are [", a.rows(), ", ",
+               a.cols(), "] but teacher logits are [", b.rows(), ", ", b.cols(), "]");
+}
+template <class T>
+void check_grad_shape(MatrixView<const T> logits, MatrixView<T> grad, const char* what) {
+  LOWBIT_CHECK(grad.data == nullptr || (grad.rows() == logits.rows() && grad.cols() == logits.cols()), what,
+               ": gradient is [", grad.rows(), ", ", grad.cols(), "], expected [", logits.rows(), ", ",
+               logits.cols(), "]");
+}
+inline double sum_in_order(const std::vector<double>& v) {
+  double s = 0.0;
+  for (double x : v) s += x;
+  return s;
+}
+}  // namespace detail
+
+// Mean cross-entropy over rows whose target is not `ignore_index`. When `dlogits.data` is set it is
+// overwritten with grad_scale · ∂loss/∂logits (ignored rows get zeros).
+template <class T>
+double cross_entropy(MatrixView<const T> logits, const std::int32_t* targets, MatrixView<T> dlogits = {},
+                     double grad_scale = 1.0, std::int32_t ignore_index = -1) {
+  detail::check_grad_shape(logits, dlogits, "cross_entropy");
+  const index_t n = logits.rows(), vocab = logits.cols();
+  index_t counted = 0;
+  for (index_t r = 0; r < n; ++r) {
+    if (targets[r] == ignore_index) continue;
+    LOWBIT_CHECK(targets[r] >= 0 && targets[r] < vocab, "cross_entropy: target ", targets[r], " at row ", r,
+                 " is outside the vocabulary [0, ", vocab, ")");
+    ++counted;
+  }
+  std::vector<double> row_loss(static_cast<std::size_t>(n), 0.0);
+  const double scale = counted > 0 ? grad_scale / static_cast<double>(counted) : 0.0;
+  parallel_for(
+      0, n,
+      [&](index_t lo, index_t hi) {
+        for (index_t r = lo; r < hi; ++r) {
+          const T* s = logits.row(r);
+          T* g = dlogits.data ? dlogits.row(r) : nullptr;
+          if (targets[r] == ignore_index) {
+            if (g) std::fill(g, g + vocab, T(0));
+            continue;
+          }
+          const double lse = log_sum_exp(s, vocab);
+          row_loss[static_cast<std::size_t>(r)] = lse - static_cast<double>(s[targets[r]]);
+          if (g) {
+            for (index_t j = 0; j < vocab; ++j) g[j] = static_cast<T>(scale * std::exp(static_cast<double>(s[j]) - lse));
+            g[targets[r]] -= static_cast<T>(scale);
+          }
+        }
+      },
+      kLossRowsPerChunk);
+  return counted > 0 ? detail::sum_in_order(row_loss) / static_cast<double>(counted) : 0.0;
+}
+
+enum class DistillLoss { ForwardKL, ReverseKL, CAKLD };
+
+inline DistillLoss parse_distill_loss(const std::string& name) {
+  if (name == "kl" || name == "forward_kl" || name == "fkl") return DistillLoss::ForwardKL;
+  if (name == "reverse_kl" || name == "rkl") return DistillLoss::ReverseKL;
+  if (name == "cakld") return DistillLoss::CAKLD;
+  fail("unknown distillation loss '", name, "' (expected kl, reverse_kl or cakld)");
+}
+
+// Mean over rows of β·KL(p_S‖p_T) + (1−β)·KL(p_T‖p_S): β = 0 is forward KL, β = 1 reverse KL.
+// When `dstudent.data` is set it is overwritten with grad_scale · ∂loss/∂student.
+template <class T>
+double mixed_kl(MatrixView<const T> student, MatrixView<const T> teacher, double beta, MatrixView<T> dstudent = {},
+                double grad_scale = 1.0) {
+  detail::check_same_shape(student, teacher, "kl");
+  detail::check_grad_shape(student, dstudent, "kl");
+  const index_t n = student.rows(), vocab = student.cols();
+  if (n == 0) return 0.0;
+  std::vector<double> row_loss(static_cast<std::size_t>(n), 0.0);
+  const double scale = grad_scale / static_cast<double>(n);
+  parallel_for(
+      0, n,
+      [&](index_t lo, index_t hi) {
+        for (index_t r = lo; r < hi; ++r) {
+          const T* s = student.row(r);
+          const T* t = teacher.row(r);
+          const double lse_s = log_sum_exp(s, vocab), lse_t = log_sum_exp(t, vocab);
+          double forward = 0.0, reverse = 0.0;
+          for (index_t j = 0; j < vocab; ++j) {
+            const double log_ps = static_cast<double>(s[j]) - lse_s, log_pt = static_cast<double>(t[j]) - lse_t;
+            const double ps = std::exp(log_ps), pt = std::exp(log_pt);
+            forward += pt * (log_pt - log_ps);
+            reverse += ps * (log_ps - log_pt);
+          }
+          row_loss[static_cast<std::size_t>(r)] = beta * reverse + (1.0 - beta) * forward;
+          if (T* g = dstudent.data ? dstudent.row(r) : nullptr) {
+            for (index_t j = 0; j < vocab; ++j) {
+              const double log_ps = static_cast<double>(s[j]) - lse_s, log_pt = static_cast<double>(t[j]) - lse_t;
+              const double ps = std::exp(log_ps), pt = std::exp(log_pt);
+              const double d_forward = ps - pt;
+              const double d_reverse = ps * (log_ps - log_pt - reverse);
+              g[j] = static_cast<T>(scale * (beta * d_reverse + (1.0 - beta) * d_forward));
+            }
+          }
+        }
+      },
+      kLossRowsPerChunk);
+  return detail::sum_in_order(row_loss) / static_cast<double>(n);
+}
+
+template <class T>
+double forward_kl(MatrixView<const T> student, MatrixView<const T> teacher, MatrixView<T> dstudent = {},
+                  double grad_scale = 1.0) {
+  return mixed_kl(student, teacher, 0.0, dstudent, grad_scale);
+}
+template <class T>
+double reverse_kl(MatrixView<const T> student, MatrixView<const T> teacher, MatrixView<T> dstudent = {},
+                  double grad_scale = 1.0) {
+  return mixed_kl(student, teacher, 1.0, dstudent, grad_scale);
+}
+// BitDistiller's confidence-aware KL; `beta` from teacher_mean_top1_probability().
+template <class T>
+double cakld(MatrixView<const T> student, MatrixView<const T> teacher, double beta, MatrixView<T> dstudent = {},
+             double grad_scale = 1.0) {
+  LOWBIT_CHECK(beta >= 0.0 && beta <= 1.0, "cakld: beta ", beta, " is outside [0, 1]");
+  return mixed_kl(student, teacher, beta, dstudent, grad_scale);
+}
+
+// Σ over rows of the teacher's largest softmax probability, and the row count, so estimates over many
+// batches can be pooled; β = sum / rows.
+struct Top1Probability {
+  double sum = 0.0;
+  index_t rows = 0;
+  double mean() const { return rows > 0 ? sum / static_cast<double>(rows) : 0.0; }
+  void add(const Top1Probability& o) {
+    sum += o.sum;
+    rows += o.rows;
+  }
+};
+
+template <class T>
+Top1Probability teacher_top1_probability(MatrixView<const T> teacher) {
+  const index_t n = teacher.rows(), vocab = teacher.cols();
+  std::vector<double> top(static_cast<std::size_t>(n), 0.0);
+  parallel_for(
+      0, n,
+      [&](index_t lo, index_t hi) {
+        for (index_t r = lo; r < hi; ++r) {
+          const T* t = teacher.row(r);
+          const double max_value = static_cast<double>(*std::max_element(t, t + vocab));
+          top[static_cast<std::size_t>(r)] = std::exp(max_value - log_sum_exp(t, vocab));
+        }
+      },
+      kLossRowsPerChunk);
+  return {detail::sum_in_order(top), n};
+}
+
+template <class T>
+double distill_loss(DistillLoss kind, MatrixView<const T> student, MatrixView<const T> teacher, double cakld_beta,
+                    MatrixView<T> dstudent = {}, double grad_scale = 1.0) {
+  switch (kind) {
+    case DistillLoss::ForwardKL: return mixed_kl(student, teacher, 0.0, dstudent, grad_scale);
+    case DistillLoss::ReverseKL: return mixed_kl(student, teacher, 1.0, dstudent, grad_scale);
+    case DistillLoss::CAKLD: return cakld(student, teacher, cakld_beta, dstudent, grad_scale);
+  }
+  return 0.0;
+}
+
+// mean((x − y)²) over `count` elements; dx and/or dy (when non-null) are overwritten with
+// grad_scale · ∂loss/∂x and grad_scale · ∂loss/∂y.
+template <class T>
+double mse(const T* x, const T* y, index_t count, T* dx = nullptr, T* dy = nullptr, double grad_scale = 1.0) {
+  if (count == 0) return 0.0;
+  constexpr index_t kChunk = 1 << 14;
+  const index_t chunks = (count + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
+  const double scale = 2.0 * grad_scale / static_cast<double>(count);
+  parallel_for(0, chunks, [&](index_t c_lo, index_t c_hi) {
+    for (index_t c = c_lo; c < c_hi; ++c) {
+      double sum = 0.0;
+      const index_t end = std::min(count, (c + 1) * kChunk);
+      for (index_t i = c * kChunk; i < end; ++i) {
+        const double diff = static_cast<double>(x[i]) - static_cast<double>(y[i]);
+        sum += diff * diff;
+        if (dx) dx[i] = static_cast<T>(scale * diff);
+        if (dy) dy[i] = static_cast<T>(-scale * diff);
+      }
+      partial[static_cast<std::size_t>(c)] = sum;
+    }
+  });
+  return detail::sum_in_order(partial) / static_cast<double>(count);
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/losses.hpp ----
+
+namespace lowbit::train {
+
+struct BlockTrainOptions {
+  int epochs = 10;
+  int batch_sequences = 4;
+  int heldout_sequences = -1;  // -1: max(1, N / 10) when N >= 2
+  int patience = 2;            // epochs without held-out improvement before stopping (0: never stop early)
+  double min_relative_improvement = 1e-4;  // improvements smaller than this count as none
+  double grad_clip = 0.0;
+  std::uint64_t seed = 0;
+  bool quiet = true;
+  AdamWOptions adam = [] {
+    AdamWOptions o;
+    o.lr = 1e-4f;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.95f;
+    return o;
+  }();
+  // Which block parameters train, by canonical name ("layers.3.ffn_norm.weight", ...). Default: all.
+  std::function<bool(const std::string&)> trainable;
+};
+
+struct BlockTrainResult {
+  double initial_train_mse = 0, initial_heldout_mse = 0;
+  double best_heldout_mse = 0;  // of the parameters kept
+  double final_train_mse = 0;   // training-split MSE of the parameters kept
+  int epochs_run = 0, best_epoch = 0;  // best_epoch 0: the initial parameters were best
+  std::int64_t steps = 0;
+  std::size_t trained_values = 0;
+};
+
+// Names that match any of `fragments` (for trainable predicates: {"norm", "codebooks", "scales"}).
+inline std::function<bool(const std::string&)> names_containing(std::vector<std::string> fragments) {
+  return [fragments = std::move(fragments)](const std::string& name) {
+    for (const auto& f : fragments)
+      if (name.find(f) != std::string::npos) return true;
+    return false;
+  };
+}
+
+// Mean squared error of the block on sequences [first, first + count) (no gradients).
+inline double block_mse(nn::Llama& model, int layer, const float* inputs, const float* targets, int first, int count,
+                        int T, int batch_sequences) {
+  const index_t dim = model.config().dim;
+  const index_t per_seq = static_cast<index_t>(T) * dim;
+  std::vector<float> x;
+  double total = 0.0;
+  for (int s = first; s < first + count; s += batch_sequences) {
+    const int B = std::min(batch_sequences, first + count - s);
+    x.assign(inputs + s * per_seq, inputs + (s + B) * per_seq);
+    model.block_forward(layer, x.data(), B, T);
+    total += mse(x.data(), targets + s * per_seq, B * per_seq) * static_cast<double>(B);
+  }
+  return count > 0 ? total / count : 0.0;
+}
+
+// inputs, targets: [N, T, dim] row-major.
+inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* inputs, const float* targets, int N,
+                                    int T, const BlockTrainOptions& options) {
+  const index_t dim = model.config().dim;
+  const index_t per_seq = static_cast<index_t>(T) * dim;
+  LOWBIT_CHECK(N >= 1 && T >= 1, "train_block: need at least one sequence of one token (got N=", N, ", T=", T, ")");
+  int heldout = options.heldout_sequences >= 0 ? options.heldout_sequences : (N >= 2 ? std::max(1, N / 10) : 0);
+  LOWBIT_CHECK(heldout < N, "train_block: ", heldout, " held-out sequences leave none of ", N, " to train on");
+  const int n_train = N - heldout;
+  const int batch = std::max(1, std::min(options.batch_sequences, n_train));
+
+  std::vector<nn::Parameter> all = model.block_parameters(layer), chosen;
+  for (const auto& p : all)
+    if (!options.trainable || options.trainable(p.name)) chosen.push_back(p);
+  LOWBIT_CHECK(!chosen.empty(), "train_block: no parameter of layer ", layer, " matches the trainable predicate");
+  BlockTrainResult result;
+  for (const auto& p : chosen) result.trained_values += static_cast<std::size_t>(p.size);
+
+  auto snapshot = [&] {
+    std::vector<std::vector<float>> s;
+    for (const auto& p : chosen) s.emplace_back(p.value, p.value + p.size);
+    return s;
+  };
+  auto restore = [&](const std::vector<std::vector<float>>& s) {
+    for (std::size_t i = 0; i < chosen.size(); ++i) std::memcpy(chosen[i].value, s[i].data(), s[i].size() * sizeof(float));
+  };
+
+  const float* heldout_in = inputs;
+  auto heldout_mse = [&] {
+    return heldout > 0 ? block_mse(model, layer, heldout_in, targets, n_train, heldout, T, batch)
+                       : block_mse(model, layer, inputs, targets, 0, n_train, T, batch);
+  };
+  result.initial_train_mse = block_mse(model, layer, inputs, targets, 0, n_train, T, batch);
+  result.initial_heldout_mse = heldout > 0 ? heldout_mse() : result.initial_train_mse;
+  result.best_heldout_mse = result.initial_heldout_mse;
+  auto best = snapshot();
+
+  AdamW optimizer(chosen, options.adam);
+  Rng rng(options.seed);
+  std::vector<int> order(static_cast<std::size_t>(n_train));
+  std::vector<float> x_in, x_out, d_out;
+  nn::BasicBlockActivations<float> acts;
+  int epochs_without_improvement = 0;
+  Progress progress("block " + std::to_string(layer), static_cast<index_t>(options.epochs) * n_train, "seq",
+                    options.quiet);
+  for (int epoch = 1; epoch <= options.epochs; ++epoch) {
+    std::iota(order.begin(), order.end(), 0);
+    for (int i = n_train - 1; i > 0; --i) std::swap(order[i], order[rng.below(static_cast<std::uint64_t>(i) + 1)]);
+    for (int s = 0; s < n_train; s += batch) {
+      const int B = std::min(batch, n_train - s);
+      x_in.resize(static_cast<std::size_t>(B * per_seq));
+      std::vector<float> y(static_cast<std::size_t>(B * per_seq));
+      for (int b = 0; b < B; ++b) {
+        const index_t src = order[static_cast<std::size_t>(s + b)] * per_seq;
+        std::memcpy(x_in.data() + b * per_seq, inputs + src, per_seq * sizeof(float));
+        std::memcpy(y.data() + b * per_seq, targets + src, per_seq * sizeof(float));
+      }
+      x_out.resize(x_in.size());
+      d_out.resize(x_in.size());
+      model.block_forward_train(layer, x_in.data(), B, T, x_out.data(), acts);
+      const double loss = mse(x_out.data(), y.data(), B * per_seq, d_out.data());
+      for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+      model.block_backward(layer, acts, d_out.data(), nullptr);
+      if (options.grad_clip > 0) clip_grad_norm(chosen, options.grad_clip);
+      optimizer.step();
+      ++result.steps;
+      char status[64];
+      std::snprintf(status, sizeof status, "epoch %d mse %.4g", epoch, loss);
+      progress.update(B, status);
+    }
+    result.epochs_run = epoch;
+    const double h = heldout_mse();
+    if (h < result.best_heldout_mse * (1.0 - options.min_relative_improvement)) {
+      result.best_heldout_mse = h;
+      result.best_epoch = epoch;
+      best = snapshot();
+      epochs_without_improvement = 0;
+    } else if (options.patience > 0 && ++epochs_without_improvement >= options.patience) {
+      break;
+    }
+  }
+  progress.finish();
+  restore(best);
+  for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+  result.final_train_mse = block_mse(model, layer, inputs, targets, 0, n_train, T, batch);
+  return result;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/block_trainer.hpp ----
+
+// ---- begin lowbit/calib/pipeline.hpp ----
+// Block-by-block post-training calibration (DESIGN.md, "How data flows through a calibration run").
+// N seeded windows of L calibration tokens are embedded once; then for each block the FP block runs
+// over the cached inputs to collect every linear's input statistics (H = XᵀX per distinct input, a
+// strided token sample for AutoClip) and its FP outputs, a pluggable Calibrator replaces each linear,
+// an optional fine-tune hook adjusts the block, and the block's quantized (or FP) outputs become the
+// next block's inputs. After every block a checkpoint (the block's layers + the propagated activations)
+// is written atomically under a run directory, so a killed run resumes exactly where it stopped.
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+
+// ---- begin lowbit/calib/autoclip.hpp ----
+// AutoClip: BitDistiller's asymmetric extension of AWQ's clipping search (ALGORITHMS.md §2.2). For every
+// row and group it tries max' = max·(1 − i/n_grid), min' = min·(1 − j/n_grid) for i, j < n_grid·max_shrink,
+// clamps the group to [min', max'], fake-quantizes it with parameters fitted to that range, and keeps
+// the pair with the smallest mean squared error of the group's partial dot products Σ_k x_k w_k over
+// calibration tokens. That error equals dᵀ C_g d with d = w − Q(clamp(w)) and C_g = X_gᵀX_g / T, so the
+// search runs on the group's Gram block: one small GEMM per candidate instead of a pass over tokens.
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+
+// ---- begin lowbit/calib/rtn.hpp ----
+// Round-to-nearest (RTN), the baseline every calibrated method is measured against, and `GroupGrid`,
+// the small per-group view of a format that GPTQ and AutoClip need: fit a group's parameters from a
+// (possibly clipped) range [lo, hi], encode a weight to a code, decode it back, and write both into the
+// format's packed storage. The grid forwards to the format's own arithmetic (fp16-rounded parameters
+// included), so a calibrator's codes always mean exactly what the kernels will compute.
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// Default grid: the format's Quantizer exposes Params, fit(lo, hi), encode(w, p), decode(code, p) and
+// a group size; its Packed exposes an incremental build (set_params, set_code). A format whose API
+// differs specializes GroupGrid instead.
+template <class Format>
+struct GroupGrid {
+  using Q = Quantizer<Format>;
+  using Packed = typename Q::Packed;
+  using Params = typename Q::Params;
+
+  // Columns per group for a row of `cols` weights (a whole-row group returns cols).
+  static index_t group_size(index_t cols) {
+    return Format::group_size > 0 ? std::min<index_t>(Format::group_size, cols) : cols;
+  }
+  static Packed make(index_t rows, index_t cols) { return Packed(rows, cols); }
+  static Params fit(float lo, float hi) { return Q::fit(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) { return Q::encode(w, p); }
+  static float decode(std::uint32_t code, const Params& p) { return Q::decode(code, p); }
+  static void set_params(Packed& packed, index_t row, index_t group, const Params& p) {
+    packed.set_params(row, group, p);
+  }
+  static void set_code(Packed& packed, index_t row, index_t col, std::uint32_t code) {
+    packed.set_code(row, col, code);
+  }
+};
+
+// Uniform<Bits, Group, Mode>: the per-group arithmetic of format/uniform.hpp (fp16 scale rounded before
+// any code is computed, integer zero point), so codes match the kernels bit for bit.
+template <int Bits, int GroupSize, UniformMode Mode>
+struct GroupGrid<Uniform<Bits, GroupSize, Mode>> {
+  using Format = Uniform<Bits, GroupSize, Mode>;
+  using Packed = UniformPacked<Format>;
+  using Params = UniformGroupParams;
+  static index_t group_size(index_t cols) { return uniform_group_size(GroupSize, cols); }
+  static Packed make(index_t rows, index_t cols) { return Packed(rows, cols); }
+  static Params fit(float lo, float hi) { return uniform_fit<Format>(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) { return uniform_encode(w, p, Format::max_code); }
+  static float decode(std::uint32_t code, const Params& p) { return uniform_decode(code, p); }
+  static void set_params(Packed& packed, index_t row, index_t group, const Params& p) {
+    packed.set_params(row, group, p);
+  }
+  static void set_code(Packed& packed, index_t row, index_t col, std::uint32_t code) {
+    packed.set_code(row, col, code);
+  }
+};
+
+// Quantizes one row segment with parameters fitted to its own min/max; writes the fake-quantized
+// values to `out` when it is not null. Returns the parameters.
+template <class Format>
+typename GroupGrid<Format>::Params rtn_group(const float* w, index_t count, float* out = nullptr) {
+  using Grid = GroupGrid<Format>;
+  float lo = w[0], hi = w[0];
+  for (index_t c = 1; c < count; ++c) {
+    lo = std::min(lo, w[c]);
+    hi = std::max(hi, w[c]);
+  }
+  const auto p = Grid::fit(lo, hi);
+  if (out)
+    for (index_t c = 0; c < count; ++c) out[c] = Grid::decode(Grid::encode(w[c], p), p);
+  return p;
+}
+
+// RTN of W [rows, cols]: every group's parameters come from its own min and max.
+template <class Format>
+typename GroupGrid<Format>::Packed rtn_quantize(MatrixView<const float> W) {
+  using Grid = GroupGrid<Format>;
+  LOWBIT_CHECK(W.rows() > 0 && W.cols() > 0, "rtn: empty weight matrix ", W.rows(), "x", W.cols());
+  auto packed = Grid::make(W.rows(), W.cols());
+  const index_t group = Grid::group_size(W.cols());
+  parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const float* w = W.row(r);
+      for (index_t c0 = 0, g = 0; c0 < W.cols(); c0 += group, ++g) {
+        const index_t count = std::min(group, W.cols() - c0);
+        const auto p = rtn_group<Format>(w + c0, count);
+        Grid::set_params(packed, r, g, p);
+        for (index_t c = 0; c < count; ++c) Grid::set_code(packed, r, c0 + c, Grid::encode(w[c0 + c], p));
+      }
+    }
+  }, 8);
+  return packed;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/rtn.hpp ----
+
+namespace lowbit::calib {
+
+struct AutoClipOptions {
+  int n_grid = 20;          // shrink step 1/n_grid
+  double max_shrink = 0.5;  // candidates i, j in [0, n_grid·max_shrink)
+};
+
+struct AutoClipStats {
+  double error_before = 0.0;  // Σ over rows and groups of the objective without clipping
+  double error_after = 0.0;   // the same with the chosen clip
+  index_t clipped_groups = 0; // (row, group) pairs whose best clip is not (0, 0)
+};
+
+// Gram matrix C = XᵀX / T of sampled input rows X [T, cols] (the AutoClip objective's metric).
+inline Eigen::MatrixXd gram_from_tokens(MatrixView<const float> X) {
+  LOWBIT_CHECK(X.rows() > 0, "autoclip: no calibration tokens were given");
+  Eigen::MatrixXd C = Eigen::MatrixXd::Zero(X.cols(), X.cols());
+  for (index_t t = 0; t < X.rows(); ++t) {
+    Eigen::Map<const Eigen::VectorXf> x(X.row(t), X.cols());
+    C.selfadjointView<Eigen::Lower>().rankUpdate(x.cast<double>());
+  }
+  C.triangularView<Eigen::StrictlyUpper>() = C.transpose();
+  return C / static_cast<double>(X.rows());
+}
+
+// The objective of one row segment: mean over tokens of (x_g·(w − ŵ))² = dᵀ C_g d.
+inline double partial_output_error(const float* w, const float* w_hat, index_t count,
+                                   const Eigen::Ref<const Eigen::MatrixXd>& C_group) {
+  Eigen::VectorXd d(count);
+  for (index_t k = 0; k < count; ++k) d(k) = static_cast<double>(w[k]) - static_cast<double>(w_hat[k]);
+  return d.dot(C_group * d);
+}
+
+// The range a group [lo0, hi0] has after clamping to [lo0·shrink_lo, hi0·shrink_hi]: the quantizer is
+// fitted to the clamped group's own min and max, exactly as BitDistiller re-fits after clamping.
+inline void clip_range(float lo0, float hi0, float shrink_lo, float shrink_hi, float& lo, float& hi) {
+  hi = std::clamp(hi0 * shrink_hi, lo0, hi0);
+  lo = std::clamp(lo0 * shrink_lo, lo0, hi);
+}
+
+// Searches the clip of every (row, group) of W [rows, cols] against C [cols, cols] (only its diagonal
+// group blocks are read) and clamps W in place to the chosen ranges.
+template <class Format>
+AutoClipStats autoclip_apply(MatrixView<float> W, const Eigen::MatrixXd& C, const AutoClipOptions& options = {}) {
+  using Grid = GroupGrid<Format>;
+  const index_t rows = W.rows(), cols = W.cols();
+  LOWBIT_CHECK(C.rows() == cols && C.cols() == cols, "autoclip: Gram matrix is ", C.rows(), "x", C.cols(),
+               ", expected ", cols, "x", cols);
+  LOWBIT_CHECK(options.n_grid > 0 && options.max_shrink >= 0 && options.max_shrink < 1,
+               "autoclip: n_grid must be positive and max_shrink in [0, 1)");
+  const index_t group = Grid::group_size(cols);
+  int steps = static_cast<int>(options.n_grid * options.max_shrink + 1e-9);
+  if (steps < 1) steps = 1;
+  AutoClipStats stats;
+
+  for (index_t c0 = 0; c0 < cols; c0 += group) {
+    const index_t count = std::min(group, cols - c0);
+    const Eigen::MatrixXf Cg = C.block(c0, c0, count, count).cast<float>();
+    std::vector<float> best_err(static_cast<std::size_t>(rows), std::numeric_limits<float>::infinity());
+    std::vector<float> no_clip_err(static_cast<std::size_t>(rows), 0.0f);
+    std::vector<float> best_lo(static_cast<std::size_t>(rows)), best_hi(static_cast<std::size_t>(rows));
+    std::vector<float> lo0(static_cast<std::size_t>(rows)), hi0(static_cast<std::size_t>(rows));
+    for (index_t r = 0; r < rows; ++r) {
+      const float* w = W.row(r) + c0;
+      lo0[r] = *std::min_element(w, w + count);
+      hi0[r] = *std::max_element(w, w + count);
+    }
+    Eigen::MatrixXf D(rows, count), DC(rows, count);
+    for (int i = 0; i < steps; ++i) {
+      for (int j = 0; j < steps; ++j) {
+        const float shrink_hi = 1.0f - static_cast<float>(i) / static_cast<float>(options.n_grid);
+        const float shrink_lo = 1.0f - static_cast<float>(j) / static_cast<float>(options.n_grid);
+        parallel_for(0, rows, [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) {
+            const float* w = W.row(r) + c0;
+            float hi = 0, lo = 0;
+            clip_range(lo0[r], hi0[r], shrink_lo, shrink_hi, lo, hi);
+            const auto p = Grid::fit(lo, hi);
+            for (index_t k = 0; k < count; ++k) {
+              const float clamped = std::clamp(w[k], lo, hi);
+              D(r, k) = w[k] - Grid::decode(Grid::encode(clamped, p), p);
+            }
+          }
+        }, 64);
+        DC.noalias() = D * Cg;
+        for (index_t r = 0; r < rows; ++r) {
+          const float err = D.row(r).dot(DC.row(r));
+          if (i == 0 && j == 0) no_clip_err[r] = err;
+          if (err < best_err[r]) {  // strict: ties keep the smaller shrink
+            best_err[r] = err;
+            clip_range(lo0[r], hi0[r], shrink_lo, shrink_hi, best_lo[r], best_hi[r]);
+          }
+        }
+      }
+    }
+    for (index_t r = 0; r < rows; ++r) {
+      stats.error_before += no_clip_err[r];
+      stats.error_after += best_err[r];
+      if (best_hi[r] != hi0[r] || best_lo[r] != lo0[r]) {
+        ++stats.clipped_groups;
+        float* w = W.row(r) + c0;
+        for (index_t k = 0; k < count; ++k) w[k] = std::clamp(w[k], best_lo[r], best_hi[r]);
+      }
+    }
+  }
+  return stats;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/autoclip.hpp ----
+
+// ---- begin lowbit/calib/gptq.hpp ----
+// GPTQ (Frantar et al., ICLR 2023; IST-DASLab/gptq, ALGORITHMS.md §6.1): quantize the columns of W one
+// at a time and push each column's rounding error onto the columns not yet quantized, weighted by the
+// inverse Hessian, which minimizes tr(ΔW H ΔWᵀ) greedily. With U the upper Cholesky factor of H⁻¹,
+// column i's error e = (w_i − q_i)/U_ii updates W[:, j] −= e·U_ij for j > i. Updates inside a block of
+// columns are applied immediately; the rest of the matrix gets one GEMM per block ("lazy batch").
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+struct GptqOptions {
+  double percdamp = 0.01;   // dampening: H += percdamp · mean(diag H) · I
+  int block_size = 128;     // columns per lazy-update block (rounded up to a multiple of the group)
+  bool act_order = false;   // process columns by decreasing diag(H)
+  bool static_groups = false;  // fit every group's parameters from the unmodified W up front
+};
+
+struct GptqStats {
+  double proxy_loss = 0.0;  // Σ e² / 2 over all quantized entries, as GPTQ reports it
+  double damp = 0.0;        // the absolute dampening added to diag(H)
+  int dampening_retries = 0;
+  index_t dead_columns = 0;
+  bool forced_static_groups = false;  // act-order with groups needs static groups in this format
+};
+
+namespace detail {
+
+// Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU); dampening grows ×10 when H is not positive definite.
+inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp, GptqStats& stats) {
+  const index_t n = H.rows();
+  const double mean_diag = H.diagonal().mean();
+  double damp = percdamp * mean_diag;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += damp;
+    Eigen::LLT<Eigen::MatrixXd> llt(Hd);
+    if (llt.info() == Eigen::Success) {
+      Eigen::MatrixXd Hinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
+      Hinv = 0.5 * (Hinv + Hinv.transpose());
+      Eigen::LLT<Eigen::MatrixXd> llt_inv(Hinv);
+      if (llt_inv.info() == Eigen::Success) {
+        stats.damp = damp;
+        return llt_inv.matrixU();
+      }
+    }
+    ++stats.dampening_retries;
+    damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(1.0, mean_diag);
+  }
+  fail("gptq: the Hessian (", n, "x", n, ") is not positive definite even with dampening ", damp,
+       "; the calibration data may be degenerate");
+}
+
+}  // namespace detail
+
+// Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
+template <class Format>
+typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, const Eigen::MatrixXd& H_in,
+                                                 const GptqOptions& options = {}, GptqStats* stats_out = nullptr) {
+  using Grid = GroupGrid<Format>;
+  using Params = typename Grid::Params;
+  const index_t rows = W_in.rows(), cols = W_in.cols();
+  LOWBIT_CHECK(rows > 0 && cols > 0, "gptq: empty weight matrix ", rows, "x", cols);
+  LOWBIT_CHECK(H_in.rows() == cols && H_in.cols() == cols, "gptq: Hessian is ", H_in.rows(), "x", H_in.cols(),
+               ", expected ", cols, "x", cols, " for a weight with ", cols, " input features");
+  LOWBIT_CHECK(options.percdamp >= 0 && options.block_size > 0, "gptq: percdamp must be >= 0 and block_size > 0");
+  GptqStats stats;
+  const index_t group = Grid::group_size(cols);
+  const index_t groups_per_row = (cols + group - 1) / group;
+  const bool grouped = group < cols;
+  const bool static_groups = options.static_groups || (options.act_order && grouped);
+  stats.forced_static_groups = static_groups && !options.static_groups;
+
+  Eigen::MatrixXd W(rows, cols);  // column-major: column updates are contiguous
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c) W(r, c) = W_in(r, c);
+  Eigen::MatrixXd H = H_in;
+
+  for (index_t c = 0; c < cols; ++c)
+    if (H(c, c) == 0.0) {  // a dead input: nothing to preserve, quantize zeros
+      H(c, c) = 1.0;
+      W.col(c).setZero();
+      ++stats.dead_columns;
+    }
+
+  auto packed = Grid::make(rows, cols);
+  // Parameters of group g of row r, in original column order.
+  std::vector<Params> params(static_cast<std::size_t>(rows * groups_per_row));
+  auto fit_group = [&](index_t g, index_t first_col, index_t count) {
+    for (index_t r = 0; r < rows; ++r) {
+      float lo = static_cast<float>(W(r, first_col)), hi = lo;
+      for (index_t c = first_col; c < first_col + count; ++c) {
+        lo = std::min(lo, static_cast<float>(W(r, c)));
+        hi = std::max(hi, static_cast<float>(W(r, c)));
+      }
+      params[static_cast<std::size_t>(r * groups_per_row + g)] = Grid::fit(lo, hi);
+    }
+  };
+  if (static_groups)
+    for (index_t g = 0; g < groups_per_row; ++g) fit_group(g, g * group, std::min(group, cols - g * group));
+
+  std::vector<index_t> perm(static_cast<std::size_t>(cols));
+  std::iota(perm.begin(), perm.end(), index_t{0});
+  if (options.act_order) {
+    std::stable_sort(perm.begin(), perm.end(), [&](index_t a, index_t b) { return H(a, a) > H(b, b); });
+    Eigen::MatrixXd Wp(rows, cols), Hp(cols, cols);
+    for (index_t j = 0; j < cols; ++j) {
+      Wp.col(j) = W.col(perm[j]);
+      for (index_t i = 0; i < cols; ++i) Hp(i, j) = H(perm[i], perm[j]);
+    }
+    W.swap(Wp);
+    H.swap(Hp);
+  }
+
+  const Eigen::MatrixXd U = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
+
+  // Blocks hold whole groups so a group's parameters are fitted from fully updated columns.
+  index_t block = options.block_size;
+  if (grouped && !static_groups) block = std::max<index_t>(1, (block + group - 1) / group) * group;
+
+  Eigen::MatrixXd E(rows, block);
+  for (index_t i1 = 0; i1 < cols; i1 += block) {
+    const index_t i2 = std::min(cols, i1 + block), count = i2 - i1;
+    for (index_t i = 0; i < count; ++i) {
+      const index_t j = i1 + i;         // position in processing order
+      const index_t original = perm[static_cast<std::size_t>(j)];
+      const index_t g = original / group;
+      if (!static_groups && j % group == 0) fit_group(g, j, std::min(group, cols - j));
+      const double d = U(j, j);
+      for (index_t r = 0; r < rows; ++r) {
+        const Params& p = params[static_cast<std::size_t>(r * groups_per_row + g)];
+        const float w = static_cast<float>(W(r, j));
+        const std::uint32_t code = Grid::encode(w, p);
+        Grid::set_code(packed, r, original, code);
+        const double err = (W(r, j) - static_cast<double>(Grid::decode(code, p))) / d;
+        E(r, i) = err;
+        stats.proxy_loss += 0.5 * err * err;
+      }
+      if (i + 1 < count)
+        W.block(0, j + 1, rows, count - i - 1).noalias() -=
+            E.col(i) * U.row(j).segment(j + 1, count - i - 1);
+    }
+    if (i2 < cols) W.rightCols(cols - i2).noalias() -= E.leftCols(count) * U.block(i1, i2, count, cols - i2);
+  }
+
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t g = 0; g < groups_per_row; ++g)
+      Grid::set_params(packed, r, g, params[static_cast<std::size_t>(r * groups_per_row + g)]);
+  if (stats_out) *stats_out = stats;
+  return packed;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/gptq.hpp ----
+
+// ---- begin lowbit/calib/hessian.hpp ----
+// The proxy Hessian of a linear layer's reconstruction error: H = XᵀX over every calibration row X
+// that enters the layer. GPTQ, AutoClip and AQLM all score a quantized weight Ŵ by
+// tr((W − Ŵ) H (W − Ŵ)ᵀ), so the pipeline accumulates one H per distinct linear input (q/k/v share
+// one, gate/up share one). Each batch's XᵀX is formed by a float rank-k update (half the FLOPs of a
+// GEMM) and then added into a double-precision running sum, so millions of rows lose no precision.
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::calib {
+
+class HessianAccumulator {
+ public:
+  HessianAccumulator() = default;
+  explicit HessianAccumulator(index_t features) { reset(features); }
+
+  void reset(index_t features) {
+    LOWBIT_CHECK(features > 0, "HessianAccumulator: feature count must be positive, got ", features);
+    features_ = features;
+    sum_.setZero(features, features);
+    rows_ = 0;
+  }
+
+  // Adds XᵀX for a batch X [n, features] (row-major, any row stride).
+  void add(MatrixView<const float> X) {
+    LOWBIT_CHECK(X.cols() == features_, "HessianAccumulator: batch has ", X.cols(),
+                 " features, expected ", features_);
+    if (X.rows() == 0) return;
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> x(X.data, X.rows(), X.cols(),
+                                                         Eigen::OuterStride<>(X.row_stride()));
+    Eigen::MatrixXf batch = Eigen::MatrixXf::Zero(features_, features_);
+    batch.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
+    // Only the lower triangle was written; mirror it while widening to double.
+    for (index_t j = 0; j < features_; ++j)
+      for (index_t i = j; i < features_; ++i) {
+        const double v = batch(i, j);
+        sum_(i, j) += v;
+        if (i != j) sum_(j, i) += v;
+      }
+    rows_ += X.rows();
+  }
+
+  // Adds another accumulator's rows (e.g. from a second thread or a resumed shard).
+  void merge(const HessianAccumulator& other) {
+    LOWBIT_CHECK(other.features_ == features_, "HessianAccumulator: cannot merge ", other.features_,
+                 " features into ", features_);
+    sum_ += other.sum_;
+    rows_ += other.rows_;
+  }
+
+  index_t features() const { return features_; }
+  std::int64_t rows() const { return rows_; }
+  // Σ xᵀx over all rows seen, [features, features], exactly symmetric.
+  const Eigen::MatrixXd& sum() const { return sum_; }
+  // H = 2/n · XᵀX as in GPTQ (the scale cancels in every argmin; it fixes what "percdamp" means).
+  Eigen::MatrixXd gptq_hessian() const {
+    LOWBIT_CHECK(rows_ > 0, "HessianAccumulator: no calibration rows were added");
+    return sum_ * (2.0 / static_cast<double>(rows_));
+  }
+
+ private:
+  index_t features_ = 0;
+  Eigen::MatrixXd sum_;
+  std::int64_t rows_ = 0;
+};
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/hessian.hpp ----
+
+namespace lowbit::calib {
+
+// ---- configuration ------------------------------------------------------------------------------
+
+struct CalibrationConfig {
+  std::string method = "gptq";            // rtn | gptq | autoclip | autoclip+gptq (or a custom name)
+  std::string format = "uniform:4:128";   // a descriptor known to io/quantized_model.hpp's registry
+  int nsamples = 128;                     // calibration sequences
+  int seqlen = 512;                       // tokens per sequence
+  std::uint64_t seed = 0;
+  GptqOptions gptq;
+  AutoClipOptions autoclip;
+  int autoclip_tokens = 512;    // sampled token rows per linear input for the AutoClip objective
+  bool autoclip_qk = false;     // BitDistiller skips q/k projections
+  bool propagate_quantized = true;  // next block sees the quantized block's outputs (GPTQ) or FP ones
+  int batch_sequences = 8;      // sequences per block forward
+  bool quiet = false;
+
+  // Everything that changes the result (the fingerprint and the file's quantization_config).
+  nlohmann::json to_json() const {
+    return {{"method", method},
+            {"format", format},
+            {"nsamples", nsamples},
+            {"seqlen", seqlen},
+            {"seed", seed},
+            {"damp", gptq.percdamp},
+            {"gptq_block_size", gptq.block_size},
+            {"act_order", gptq.act_order},
+            {"static_groups", gptq.static_groups},
+            {"autoclip_n_grid", autoclip.n_grid},
+            {"autoclip_max_shrink", autoclip.max_shrink},
+            {"autoclip_tokens", autoclip_tokens},
+            {"autoclip_qk", autoclip_qk},
+            {"propagate", propagate_quantized ? "quantized" : "fp"}};
+  }
+};
+
+// ---- calibration data ---------------------------------------------------------------------------
+
+// Draws `n` windows of `length` tokens (row-major [n, length]) the way GPTQ's loaders do: pick a random
+// document whose encoding is longer than the window, then a random start inside it. When no document is
+// long enough (e.g. one short text file), windows are cut from all documents joined with "\n\n".
+inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::string>& documents,
+                                                         const io::Tokenizer& tokenizer, int n, int length,
+                                                         std::uint64_t seed, const std::string& source = "calibration") {
+  LOWBIT_CHECK(n > 0 && length > 1, source, ": need a positive number of samples and a length > 1 (got ", n, " x ",
+               length, ")");
+  LOWBIT_CHECK(!documents.empty(), source, ": no documents");
+  Rng rng(seed);
+  std::vector<std::int32_t> out;
+  out.reserve(static_cast<std::size_t>(n) * length);
+  std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
+  auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
+    auto it = cache.find(d);
+    if (it == cache.end()) it = cache.emplace(d, tokenizer.encode(documents[d], false)).first;
+    return it->second;
+  };
+  int drawn = 0;
+  const int max_attempts = 64 * n + 1024;
+  for (int attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
+    const auto d = static_cast<std::size_t>(rng.below(documents.size()));
+    const auto& ids = encoded(d);
+    if (static_cast<int>(ids.size()) <= length) continue;
+    const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
+    out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+               ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+    ++drawn;
+  }
+  if (drawn < n) {  // too few long documents: sample from the joined stream instead
+    std::string joined;
+    for (std::size_t d = 0; d < documents.size(); ++d) joined += (d ? "\n\n" : "") + documents[d];
+    const auto ids = tokenizer.encode(joined, false);
+    LOWBIT_CHECK(static_cast<int>(ids.size()) > length, source, ": only ", ids.size(),
+                 " tokens in total, fewer than one calibration window of ", length);
+    for (; drawn < n; ++drawn) {
+      const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
+      out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+                 ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+    }
+  }
+  return out;
+}
+
+// ---- the calibrator interface -------------------------------------------------------------------
+
+// Which input a linear reads; q/k/v share attn_in, gate/up share ffn_in.
+enum class LinearInput { AttnIn = 0, AttnOut = 1, FfnIn = 2, FfnHidden = 3 };
+inline LinearInput input_of(nn::LinearRole r) {
+  switch (r) {
+    case nn::LinearRole::Q:
+    case nn::LinearRole::K:
+    case nn::LinearRole::V: return LinearInput::AttnIn;
+    case nn::LinearRole::O: return LinearInput::AttnOut;
+    case nn::LinearRole::Gate:
+    case nn::LinearRole::Up: return LinearInput::FfnIn;
+    case nn::LinearRole::Down: return LinearInput::FfnHidden;
+  }
+  return LinearInput::AttnIn;
+}
+
+struct LinearJob {
+  int layer = 0;
+  nn::LinearRole role = nn::LinearRole::Q;
+  std::string name;                       // canonical tensor name, e.g. "layers.3.attention.wq"
+  MatrixView<const float> weight;         // FP weight [out, in]
+  const HessianAccumulator* hessian = nullptr;  // XᵀX of this linear's input (when requested)
+  MatrixView<const float> sample_inputs;  // sampled input rows [S, in] (when requested)
+  const CalibrationConfig* config = nullptr;
+};
+
+struct LinearOutcome {
+  nn::LinearPtr layer;
+  nlohmann::json stats = nlohmann::json::object();
+};
+
+// A per-linear quantization strategy. AQLM or any other method plugs in here.
+struct Calibrator {
+  std::string name;
+  bool needs_hessian = true;
+  bool needs_samples = false;
+  std::function<LinearOutcome(const LinearJob&)> run;
+};
+
+// The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
+// targets [nsamples·seqlen, dim]. Returns stats for the log (the train helper's block trainer fits here).
+struct BlockContext {
+  int layer = 0;
+  nn::Llama* model = nullptr;
+  MatrixView<const float> inputs;
+  MatrixView<const float> targets;
+  int nsamples = 0, seqlen = 0;
+};
+using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
+
+namespace detail {
+
+template <class Format>
+LinearOutcome run_group_calibrator(const std::string& method, const LinearJob& job) {
+  const auto& cfg = *job.config;
+  const index_t rows = job.weight.rows(), cols = job.weight.cols();
+  std::vector<float> W(static_cast<std::size_t>(rows * cols));
+  for (index_t r = 0; r < rows; ++r) std::copy_n(job.weight.row(r), cols, W.data() + r * cols);
+  LinearOutcome out;
+  const bool clip = method == "autoclip" || method == "autoclip+gptq";
+  const bool skip_clip = !cfg.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
+  if (clip && !skip_clip) {
+    LOWBIT_CHECK(job.sample_inputs.rows() > 0, job.name, ": autoclip needs sampled inputs");
+    const auto C = gram_from_tokens(job.sample_inputs);
+    const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, cfg.autoclip);
+    out.stats["autoclip_error_before"] = s.error_before;
+    out.stats["autoclip_error_after"] = s.error_after;
+    out.stats["autoclip_clipped_groups"] = s.clipped_groups;
+  }
+  const MatrixView<const float> Wv(W.data(), rows, cols);
+  if (method == "gptq" || method == "autoclip+gptq") {
+    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");
+    GptqStats s;
+    auto packed = gptq_quantize<Format>(Wv, job.hessian->gptq_hessian(), cfg.gptq, &s);
+    out.stats["gptq_proxy_loss"] = s.proxy_loss;
+    out.stats["dead_columns"] = s.dead_columns;
+    if (s.dampening_retries) out.stats["dampening_retries"] = s.dampening_retries;
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  } else {
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(rtn_quantize<Format>(Wv));
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// RTN, GPTQ, AutoClip and AutoClip+GPTQ for every group-wise format in the registry.
+inline Calibrator group_calibrator(const std::string& method) {
+  LOWBIT_CHECK(method == "rtn" || method == "gptq" || method == "autoclip" || method == "autoclip+gptq",
+               "unknown calibration method '", method, "' (known: rtn, gptq, autoclip, autoclip+gptq)");
+  Calibrator c;
+  c.name = method;
+  c.needs_hessian = method == "gptq" || method == "autoclip+gptq";
+  c.needs_samples = method == "autoclip" || method == "autoclip+gptq";
+  c.run = [method](const LinearJob& job) {
+    return io::visit_group_format(job.config->format, [&](auto tag) {
+      using Format = typename decltype(tag)::type;
+      return detail::run_group_calibrator<Format>(method, job);
+    });
+  };
+  return c;
+}
+
+// ---- resource accounting ------------------------------------------------------------------------
+
+inline double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+struct MemoryEstimate {
+  double model_mib = 0, activations_mib = 0, statistics_mib = 0, workspace_mib = 0;
+  double total_mib() const { return model_mib + activations_mib + statistics_mib + workspace_mib; }
+  std::string describe() const {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "memory estimate: %.0f MiB (model %.0f, cached activations %.0f, Hessians/samples %.0f, "
+                  "block workspace %.0f)",
+                  total_mib(), model_mib, activations_mib, statistics_mib, workspace_mib);
+    return buf;
+  }
+};
+
+inline MemoryEstimate estimate_memory(const nn::ModelConfig& c, const CalibrationConfig& cfg, bool needs_targets) {
+  constexpr double MiB = 1024.0 * 1024.0;
+  const double dim = c.dim, hid = c.hidden_dim, qdim = double(c.n_heads) * c.head_dim(), kv = c.kv_dim();
+  const double per_block = dim * (qdim + 2 * kv) + qdim * dim + 3 * dim * hid;
+  MemoryEstimate m;
+  m.model_mib = 4.0 * (per_block * c.n_layers + double(c.vocab_size) * dim * (c.tied_embeddings ? 1 : 2)) / MiB;
+  const double tokens = double(cfg.nsamples) * cfg.seqlen;
+  m.activations_mib = 4.0 * tokens * dim * (needs_targets ? 2 : 1) / MiB;
+  m.statistics_mib = (8.0 + 4.0) * (2 * dim * dim + qdim * qdim + hid * hid) / MiB +
+                     4.0 * cfg.autoclip_tokens * (2 * dim + qdim + hid) / MiB;
+  const double batch_tokens = double(std::min(cfg.batch_sequences, cfg.nsamples)) * cfg.seqlen;
+  // block workspace + taps: norms, q/k/v, attention out, gate/up/hidden, per-head scores
+  m.workspace_mib = 4.0 * batch_tokens * (2 * (3 * dim + qdim + 2 * kv + 3 * hid) + c.n_heads * double(cfg.seqlen)) / MiB;
+  return m;
+}
+
+// ---- checkpoints --------------------------------------------------------------------------------
+
+// 64-bit FNV-1a: a fast, non-cryptographic fingerprint of files, token streams and configurations.
+inline std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t h = 0xcbf29ce484222325ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+inline std::string hex64(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+inline std::string file_fingerprint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in, "cannot open ", path, " to fingerprint it");
+  std::vector<char> buf(1 << 20);
+  std::uint64_t h = 0xcbf29ce484222325ULL, size = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<std::size_t>(in.gcount());
+    h = fnv1a64(buf.data(), got, h);
+    size += got;
+  }
+  return hex64(h) + ":" + std::to_string(size);
+}
+
+class CheckpointDir {
+ public:
+  CheckpointDir() = default;
+  explicit CheckpointDir(std::string dir) : dir_(std::move(dir)) {}
+  bool enabled() const { return !dir_.empty(); }
+  std::string block_path(int layer) const {
+    char name[64];
+    std::snprintf(name, sizeof name, "block_%03d.safetensors", layer);
+    return (std::filesystem::path(dir_) / name).string();
+  }
+  std::string state_path() const { return (std::filesystem::path(dir_) / "activations.bin").string(); }
+  std::string fingerprint_path() const { return (std::filesystem::path(dir_) / "fingerprint.json").string(); }
+
+  // Creates the directory and records the fingerprint, or checks it against an existing run.
+  void open(const nlohmann::json& fingerprint) {
+    std::filesystem::create_directories(dir_);
+    const auto path = fingerprint_path();
+    if (std::filesystem::exists(path)) {
+      std::ifstream in(path);
+      nlohmann::json existing;
+      try {
+        existing = nlohmann::json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        fail("run directory ", dir_, ": ", path, " is not valid JSON (", e.what(), ")");
+      }
+      if (existing != fingerprint) {
+        std::string diffs;
+        for (auto& [key, value] : fingerprint.items())
+          if (!existing.contains(key) || existing[key] != value)
+            diffs += "\n  " + key + ": run has " + (existing.contains(key) ? existing[key].dump() : "nothing") +
+                     ", this invocation has " + value.dump();
+        fail("run directory ", dir_, " belongs to a different calibration run; refusing to resume.", diffs,
+             "\nUse a fresh --run-dir (or delete this one) to start over.");
+      }
+      return;
+    }
+    write_atomic(path, fingerprint.dump(2) + "\n");
+  }
+
+  // The activations after block `layer` (inputs of layer + 1), [tokens, dim] float32.
+  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim) const {
+    std::string bytes;
+    const std::uint64_t header[4] = {0x54434b504c42574cULL /* "LWBLPKCT" */, static_cast<std::uint64_t>(next_layer),
+                                     static_cast<std::uint64_t>(tokens), static_cast<std::uint64_t>(dim)};
+    bytes.append(reinterpret_cast<const char*>(header), sizeof header);
+    bytes.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
+    const std::uint64_t check = fnv1a64(bytes.data(), bytes.size());
+    bytes.append(reinterpret_cast<const char*>(&check), sizeof check);
+    write_atomic(state_path(), bytes);
+  }
+
+  // Returns the next layer to calibrate (0 when there is nothing to resume) and fills x.
+  int load_state(std::vector<float>& x, index_t tokens, index_t dim) const {
+    const auto path = state_path();
+    if (!std::filesystem::exists(path)) return 0;
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::size_t expected = 32 + static_cast<std::size_t>(tokens * dim) * sizeof(float) + 8;
+    LOWBIT_CHECK(bytes.size() == expected, path, ": checkpoint has ", bytes.size(), " bytes, expected ", expected,
+                 " (truncated or from another configuration)");
+    std::uint64_t header[4], check;
+    std::memcpy(header, bytes.data(), sizeof header);
+    std::memcpy(&check, bytes.data() + bytes.size() - 8, 8);
+    LOWBIT_CHECK(header[0] == 0x54434b504c42574cULL, path, ": not a lowbit activation checkpoint");
+    LOWBIT_CHECK(fnv1a64(bytes.data(), bytes.size() - 8) == check, path, ": checksum mismatch (corrupted checkpoint)");
+    LOWBIT_CHECK(header[2] == static_cast<std::uint64_t>(tokens) && header[3] == static_cast<std::uint64_t>(dim), path,
+                 ": activations are ", header[2], "x", header[3], ", expected ", tokens, "x", dim);
+    x.resize(static_cast<std::size_t>(tokens * dim));
+    std::memcpy(x.data(), bytes.data() + 32, x.size() * sizeof(float));
+    return static_cast<int>(header[1]);
+  }
+
+  static void write_atomic(const std::string& path, const std::string& bytes) {
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      LOWBIT_CHECK(out, "cannot write ", tmp);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      out.flush();
+      LOWBIT_CHECK(out, "write to ", tmp, " failed (disk full?)");
+    }
+    std::filesystem::rename(tmp, path);
+  }
+
+ private:
+  std::string dir_;
+};
+
+// ---- the pipeline -------------------------------------------------------------------------------
+
+struct CalibrationReport {
+  double seconds = 0;
+  double peak_rss_mib = 0;
+  MemoryEstimate estimate;
+  int resumed_from_layer = 0;
+  nlohmann::json per_linear = nlohmann::json::object();  // name -> stats (this process's linears)
+  nlohmann::json to_json() const {
+    return {{"seconds", seconds},
+            {"peak_rss_mib", peak_rss_mib},
+            {"memory_estimate_mib", estimate.total_mib()},
+            {"resumed_from_layer", resumed_from_layer},
+            {"per_linear", per_linear}};
+  }
+};
+
+struct PipelineHooks {
+  BlockFinetune finetune;  // optional block fine-tune after the linears were replaced
+  // Called after each linear is replaced (layer, role); tests use it to interrupt a run.
+  std::function<void(int, nn::LinearRole)> after_linear;
+};
+
+// Calibrates every linear of `model` in place. `tokens` is [nsamples, seqlen]; `fingerprint` identifies
+// the model file and calibration data (the configuration and token stream are added here).
+inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
+                                         const CalibrationConfig& cfg, const Calibrator& calibrator,
+                                         nlohmann::json fingerprint = nlohmann::json::object(),
+                                         const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
+  const auto start_time = std::chrono::steady_clock::now();
+  const auto& mc = model.config();
+  const int N = cfg.nsamples, L = cfg.seqlen, dim = mc.dim;
+  const index_t n_tok = static_cast<index_t>(N) * L;
+  LOWBIT_CHECK(static_cast<index_t>(tokens.size()) == n_tok, "calibrate: got ", tokens.size(), " tokens, expected ",
+               N, " x ", L);
+  for (auto t : tokens)
+    LOWBIT_CHECK(t >= 0 && t < mc.vocab_size, "calibrate: token id ", t, " outside the vocabulary of ", mc.vocab_size);
+  const bool needs_targets = static_cast<bool>(hooks.finetune) || !cfg.propagate_quantized;
+
+  CalibrationReport report;
+  report.estimate = estimate_memory(mc, cfg, needs_targets);
+  if (!cfg.quiet) std::fprintf(stderr, "[calibrate] %s\n", report.estimate.describe().c_str());
+
+  fingerprint["config"] = cfg.to_json();
+  fingerprint["calibrator"] = calibrator.name;
+  fingerprint["tokens"] = hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" +
+                          std::to_string(tokens.size());
+  CheckpointDir ckpt(run_dir);
+  std::vector<float> x;  // [n_tok, dim] inputs of the current block
+  int first_layer = 0;
+  if (ckpt.enabled()) {
+    ckpt.open(fingerprint);
+    first_layer = ckpt.load_state(x, n_tok, dim);
+    for (int l = 0; l < first_layer; ++l) {
+      LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l,
+                   " but ", ckpt.block_path(l), " is missing");
+      io::load_block_checkpoint(ckpt.block_path(l), model, l);
+    }
+    if (first_layer > 0 && !cfg.quiet)
+      std::fprintf(stderr, "[calibrate] resuming %s at block %d/%d\n", run_dir.c_str(), first_layer, mc.n_layers);
+  }
+  report.resumed_from_layer = first_layer;
+  if (first_layer == 0) {
+    x.resize(static_cast<std::size_t>(n_tok * dim));
+    model.embed(tokens.data(), n_tok, x.data());
+  }
+
+  const int batch = std::max(1, std::min(cfg.batch_sequences, N));
+  std::vector<float> targets;
+  if (needs_targets) targets.resize(x.size());
+  const index_t widths[4] = {dim, static_cast<index_t>(mc.n_heads) * mc.head_dim(), dim, mc.hidden_dim};
+  const index_t sample_rows = calibrator.needs_samples ? std::min<index_t>(cfg.autoclip_tokens, n_tok) : 0;
+  const index_t sample_step = sample_rows > 0 ? n_tok / sample_rows : 1;
+
+  Progress blocks("calibrate", mc.n_layers, "block", cfg.quiet, 0.0);
+  blocks.update(first_layer);
+  std::vector<float> work;
+  for (int layer = first_layer; layer < mc.n_layers; ++layer) {
+    const auto block_start = std::chrono::steady_clock::now();
+    // 1. FP block over the cached inputs: statistics of the four linear inputs, and FP outputs.
+    std::vector<HessianAccumulator> hessians(4);
+    if (calibrator.needs_hessian)
+      for (int k = 0; k < 4; ++k) hessians[k].reset(widths[k]);
+    std::vector<std::vector<float>> samples(4);
+    for (int k = 0; k < 4; ++k) samples[k].resize(static_cast<std::size_t>(sample_rows * widths[k]));
+    nn::BlockTaps taps;
+    // A calibrator that reads no statistics (RTN) needs no forward passes at all.
+    const bool needs_forward = calibrator.needs_hessian || calibrator.needs_samples || needs_targets;
+    for (int s0 = 0; needs_forward && s0 < N; s0 += batch) {
+      const int B = std::min(batch, N - s0);
+      const index_t row0 = static_cast<index_t>(s0) * L, rows = static_cast<index_t>(B) * L;
+      work.assign(x.begin() + row0 * dim, x.begin() + (row0 + rows) * dim);
+      const bool want_taps = calibrator.needs_hessian || calibrator.needs_samples;
+      model.block_forward(layer, work.data(), B, L, want_taps ? &taps : nullptr);
+      if (needs_targets) std::copy(work.begin(), work.end(), targets.begin() + row0 * dim);
+      if (!want_taps) continue;
+      const std::vector<float>* tapped[4] = {&taps.attn_in, &taps.attn_out, &taps.ffn_in, &taps.ffn_hidden};
+      for (int k = 0; k < 4; ++k) {
+        LOWBIT_CHECK(static_cast<index_t>(tapped[k]->size()) == rows * widths[k], "calibrate: block ", layer,
+                     " tap ", k, " holds ", tapped[k]->size(), " values, expected ", rows * widths[k]);
+        if (calibrator.needs_hessian) hessians[k].add(MatrixView<const float>(tapped[k]->data(), rows, widths[k]));
+        for (index_t i = 0; i < sample_rows; ++i) {
+          const index_t global = i * sample_step;
+          if (global >= row0 && global < row0 + rows)
+            std::copy_n(tapped[k]->data() + (global - row0) * widths[k], widths[k],
+                        samples[k].data() + i * widths[k]);
+        }
+      }
+    }
+    taps = nn::BlockTaps{};
+
+    // 2. Replace every linear.
+    for (auto role : nn::kAllLinearRoles) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto& dense = model.linear(layer, role);
+      const index_t out = dense.out_features(), in = dense.in_features();
+      std::vector<float> W(static_cast<std::size_t>(out * in));
+      dense.dequantize(MatrixView<float>(W.data(), out, in));
+      const int k = static_cast<int>(input_of(role));
+      LinearJob job;
+      job.layer = layer;
+      job.role = role;
+      job.name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
+      job.weight = MatrixView<const float>(W.data(), out, in);
+      job.hessian = calibrator.needs_hessian ? &hessians[k] : nullptr;
+      job.sample_inputs = MatrixView<const float>(samples[k].data(), sample_rows, widths[k]);
+      job.config = &cfg;
+      LinearOutcome result = calibrator.run(job);
+      LOWBIT_CHECK(result.layer != nullptr, job.name, ": calibrator '", calibrator.name, "' returned no layer");
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      result.stats["seconds"] = secs;
+      result.stats["format"] = result.layer->format();
+      result.stats["bits_per_weight"] = result.layer->bits_per_weight();
+      if (!cfg.quiet) {
+        std::string extra;
+        if (result.stats.contains("gptq_proxy_loss"))
+          extra += " gptq-loss " + std::to_string(result.stats["gptq_proxy_loss"].get<double>());
+        if (result.stats.contains("autoclip_clipped_groups"))
+          extra += " clipped " + std::to_string(result.stats["autoclip_clipped_groups"].get<index_t>()) + " groups";
+        std::fprintf(stderr, "[calibrate] block %d/%d %-22s %s %s%s (%.2fs)\n", layer + 1, mc.n_layers,
+                     nn::linear_role_name(role), calibrator.name.c_str(), result.layer->format().c_str(),
+                     extra.c_str(), secs);
+      }
+      report.per_linear[job.name] = result.stats;
+      model.set_linear(layer, role, std::move(result.layer));
+      if (hooks.after_linear) hooks.after_linear(layer, role);
+    }
+    hessians.clear();
+
+    // 3. Optional fine-tune of the quantized block against the FP targets.
+    if (hooks.finetune) {
+      BlockContext ctx{layer, &model, MatrixView<const float>(x.data(), n_tok, dim),
+                       MatrixView<const float>(targets.data(), n_tok, dim), N, L};
+      report.per_linear[nn::ModelWeights::layer_name(layer, "finetune")] = hooks.finetune(ctx);
+    }
+
+    // 4. Next block's inputs.
+    if (cfg.propagate_quantized) {
+      for (int s0 = 0; needs_forward && s0 < N; s0 += batch) {
+        const int B = std::min(batch, N - s0);
+        model.block_forward(layer, x.data() + static_cast<index_t>(s0) * L * dim, B, L, nullptr);
+      }
+    } else {
+      x.swap(targets);
+    }
+
+    // 5. Checkpoint: the block's layers first, then the activations that point past it.
+    if (ckpt.enabled()) {
+      io::save_block_checkpoint(ckpt.block_path(layer), model, layer);
+      ckpt.save_state(layer + 1, x, n_tok, dim);
+    }
+    const double block_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count();
+    char status[96];
+    std::snprintf(status, sizeof status, "block %.1fs, peak RSS %.0f MiB", block_secs, peak_rss_mib());
+    blocks.update(1, status);
+  }
+  blocks.finish();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  report.peak_rss_mib = peak_rss_mib();
+  if (!cfg.quiet)
+    std::fprintf(stderr, "[calibrate] done in %s, peak RSS %.0f MiB\n", format_duration(report.seconds).c_str(),
+                 report.peak_rss_mib);
+  return report;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/pipeline.hpp ----
+
+namespace lowbit::calib {
+
+struct AqlmOptions {
+  AdditiveCalibOptions calib = [] {
+    AdditiveCalibOptions o;
+    o.kmeans.iterations = 25;  // the paper uses 100; 25 reaches the same objective on SmolLM2 shapes within 1%
+    o.max_epochs = 20;
+    o.relative_mse_tolerance = 0.01;
+    return o;
+  }();
+  int finetune_epochs = 0;  // 0: no block fine-tuning
+  float finetune_lr = 1e-4f;
+  int finetune_batch = 4;  // sequences per step
+  int finetune_patience = 2;
+  bool finetune_norms = true;  // also train the block's RMSNorm gains
+
+  nlohmann::json to_json() const {
+    return {{"kmeans_iterations", calib.kmeans.iterations},
+            {"max_points_per_centroid", calib.kmeans.max_points_per_centroid},
+            {"beam_size", calib.beam_size},
+            {"max_epochs", calib.max_epochs},
+            {"relative_mse_tolerance", calib.relative_mse_tolerance},
+            {"codebook_update", calib.update == CodebookUpdate::ExactLeastSquares ? "exact-ls" : "adam"},
+            {"adam_steps", calib.adam.steps},
+            {"adam_lr", calib.adam.lr},
+            {"seed", calib.seed},
+            {"finetune_epochs", finetune_epochs},
+            {"finetune_lr", finetune_lr},
+            {"finetune_batch", finetune_batch},
+            {"finetune_patience", finetune_patience},
+            {"finetune_norms", finetune_norms}};
+  }
+};
+
+template <class Format>
+inline constexpr bool is_additive_format = false;
+template <int M, int B, int G>
+inline constexpr bool is_additive_format<Additive<M, B, G>> = true;
+
+// QuantizedLinear<Additive<...>> for codes whose shape names a registered format (io::OtherFormats).
+inline nn::LinearPtr make_additive_linear(const AdditiveCodes& codes) {
+  const auto& s = codes.shape;
+  const std::string name = "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
+                           std::to_string(s.group_size);
+  return io::visit_format(name, [&](auto tag) -> nn::LinearPtr {
+    using Format = typename decltype(tag)::type;
+    if constexpr (is_additive_format<Format>) {
+      return std::make_unique<nn::QuantizedLinear<Format>>(Quantizer<Format>::pack(codes));
+    } else {
+      fail(name, " is not an additive format");
+    }
+  });
+}
+
+// Unpacked codes of a QuantizedLinear<Additive<...>> (fp16 codebooks and scales as stored).
+inline AdditiveCodes additive_codes_of(nn::Linear& linear) {
+  return io::visit_format(linear.format(), [&](auto tag) -> AdditiveCodes {
+    using Format = typename decltype(tag)::type;
+    if constexpr (is_additive_format<Format>) {
+      auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
+      LOWBIT_CHECK(q != nullptr, "aqlm: layer with format ", linear.format(), " is not a QuantizedLinear");
+      return q->packed().unpack();
+    } else {
+      fail("aqlm: layer has format ", linear.format(), ", expected additive:M:B:G");
+    }
+  });
+}
+
+// Per-linear AQLM: H = XᵀX / N from the pipeline, seed derived from the tensor name.
+inline Calibrator aqlm_calibrator(const AqlmOptions& options) {
+  Calibrator c;
+  c.name = "aqlm";
+  c.needs_hessian = true;
+  c.needs_samples = false;
+  c.run = [options](const LinearJob& job) {
+    const AdditiveShape fmt = parse_additive_format(job.config->format);
+    AdditiveCalibOptions o = options.calib;
+    o.num_codebooks = fmt.num_codebooks;
+    o.code_bits = fmt.code_bits;
+    o.group_size = fmt.group_size;
+    o.label = job.name;
+    o.seed = options.calib.seed ^ (job.config->seed * 0x9e3779b97f4a7c15ULL) ^
+             std::hash<std::string>{}(job.name);
+    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": aqlm needs the input Hessian");
+    const auto& sum = job.hessian->sum();
+    const index_t n = sum.rows();
+    std::vector<float> H(static_cast<std::size_t>(n * n));
+    const double inv_rows = 1.0 / static_cast<double>(job.hessian->rows());
+    for (index_t r = 0; r < n; ++r)
+      for (index_t col = 0; col < n; ++col) H[static_cast<std::size_t>(r * n + col)] = static_cast<float>(sum(r, col) * inv_rows);
+    AdditiveCalibReport report;
+    const AdditiveCodes codes =
+        calibrate_additive(job.weight, MatrixView<const float>(H.data(), n, n), o, &report);
+    LinearOutcome out;
+    out.layer = make_additive_linear(codes);
+    out.stats["aq_initial_relative_mse"] = report.initial_relative_mse;
+    out.stats["aq_relative_mse"] = report.relative_mse;
+    out.stats["aq_epochs"] = report.epochs;
+    return out;
+  };
+  return c;
+}
+
+// Block fine-tuning: swap the block's additive layers for trainable ones, train, swap back (fp16).
+inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& options) {
+  nn::Llama& model = *ctx.model;
+  for (auto role : nn::kAllLinearRoles) {
+    auto& lin = model.linear(ctx.layer, role);
+    model.set_linear(ctx.layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
+  }
+  train::BlockTrainOptions t;
+  t.epochs = options.finetune_epochs;
+  t.batch_sequences = options.finetune_batch;
+  t.patience = options.finetune_patience;
+  t.seed = options.calib.seed + static_cast<std::uint64_t>(ctx.layer);
+  t.adam.lr = options.finetune_lr;
+  t.adam.weight_decay = 0.0f;
+  t.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
+                                       : train::names_containing({"codebooks", "scales"});
+  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
+  for (auto role : nn::kAllLinearRoles) {
+    auto* trained = dynamic_cast<nn::AdditiveLinear*>(&model.linear(ctx.layer, role));
+    LOWBIT_CHECK(trained != nullptr, "aqlm fine-tune: layer ", ctx.layer, " lost its additive linear");
+    model.set_linear(ctx.layer, role, make_additive_linear(trained->codes()));
+  }
+  return {{"initial_heldout_mse", r.initial_heldout_mse},
+          {"best_heldout_mse", r.best_heldout_mse},
+          {"epochs_run", r.epochs_run},
+          {"best_epoch", r.best_epoch}};
+}
+
+inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
+  PipelineHooks hooks;
+  if (options.finetune_epochs > 0)
+    hooks.finetune = [options](BlockContext& ctx) { return aqlm_finetune_block(ctx, options); };
+  return hooks;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/additive_pipeline.hpp ----
+
+
+// ---- begin lowbit/train/byte_vocab.hpp ----
+// The byte-level vocabulary of lowbit's own models: token ids 0..255 are the bytes of UTF-8 text and 256
+// is BOS, so any text file can be trained on without a tokenizer file and decoding is exact.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit::train {
+
+struct ByteVocabulary {
+  static constexpr std::int32_t bos = 256;
+  static constexpr int size = 257;
+
+  static std::vector<std::int32_t> encode(std::string_view text, bool add_bos) {
+    std::vector<std::int32_t> ids;
+    ids.reserve(text.size() + 1);
+    if (add_bos) ids.push_back(bos);
+    for (unsigned char c : text) ids.push_back(static_cast<std::int32_t>(c));
+    return ids;
+  }
+
+  // Bytes back to text; BOS becomes nothing. Ids outside the vocabulary raise lowbit::Error.
+  static std::string decode(const std::vector<std::int32_t>& ids) {
+    std::string text;
+    text.reserve(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      LOWBIT_CHECK(ids[i] >= 0 && ids[i] < size, "byte vocabulary: token id ", ids[i], " at position ", i,
+                   " is outside [0, ", size, ")");
+      if (ids[i] != bos) text.push_back(static_cast<char>(ids[i]));
+    }
+    return text;
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/byte_vocab.hpp ----
+
+// ---- begin lowbit/train/checkpoint.hpp ----
+// Training checkpoints: everything needed to continue a run bit-identically (weights, AdamW state, step,
+// data-sampler RNG state and position) plus the model hyper-parameters, so the same file also loads as a
+// model (load_pretrained). Writes are atomic: a temporary file in the same folder is written, fsync'ed and
+// renamed over the target, so a run killed at any instant leaves either the old or the new checkpoint.
+//
+// Layout (little-endian): "LBTRAIN\0" magic, u32 version, ModelConfig (7 × i32, 2 × f32, 2 × u8),
+// u64 config fingerprint, u64 run fingerprint, i64 step, i64 total steps, 4 × u64 data RNG state,
+// u64 data position (batches drawn), f64 last training loss, u32 tensor count, tensors (u32 name length,
+// name, u32 rank, rank × i64 dims, f32 values), u8 has-optimizer, AdamW state, u64 FNV-1a checksum of all
+// preceding bytes.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::train {
+
+inline constexpr char kCheckpointMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\0'};
+inline constexpr std::uint32_t kCheckpointVersion = 1;
+
+// FNV-1a 64-bit, used for fingerprints and the trailing checksum.
+inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {
+  std::ostringstream s;
+  s << c.dim << ',' << c.hidden_dim << ',' << c.n_layers << ',' << c.n_heads << ',' << c.n_kv_heads << ','
+    << c.vocab_size << ',' << c.max_seq_len << ',' << c.norm_eps << ',' << c.rope_theta << ','
+    << static_cast<int>(c.rope_layout) << ',' << c.tied_embeddings;
+  const std::string text = s.str();
+  return fnv1a(text.data(), text.size());
+}
+
+// The shape of a canonical tensor name (nn/weights.hpp) under `c`; {size} for names it does not know.
+inline std::vector<index_t> canonical_shape(const std::string& name, const nn::ModelConfig& c, index_t size) {
+  auto ends = [&](const char* s) {
+    const std::size_t n = std::strlen(s);
+    return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
+  };
+  const index_t dim = c.dim, hidden = c.hidden_dim, q = static_cast<index_t>(c.n_heads) * c.head_dim(),
+                kv = c.kv_dim(), vocab = c.vocab_size;
+  std::vector<index_t> shape;
+  if (name == "tok_embeddings.weight" || name == "output.weight") shape = {vocab, dim};
+  else if (ends("norm.weight")) shape = {dim};
+  else if (ends("attention.wq.weight")) shape = {q, dim};
+  else if (ends("attention.wk.weight") || ends("attention.wv.weight")) shape = {kv, dim};
+  else if (ends("attention.wo.weight")) shape = {dim, q};
+  else if (ends("feed_forward.w1.weight") || ends("feed_forward.w3.weight")) shape = {hidden, dim};
+  else if (ends("feed_forward.w2.weight")) shape = {dim, hidden};
+  index_t n = 1;
+  for (auto d : shape) n *= d;
+  if (shape.empty() || n != size) shape = {size};
+  return shape;
+}
+
+struct TrainingState {
+  std::int64_t step = 0;         // updates done
+  std::int64_t total_steps = 0;  // planned updates
+  Rng::State data_rng{};         // the batch sampler's generator
+  std::uint64_t data_position = 0;  // batches drawn so far
+  std::uint64_t run_fingerprint = 0;  // options + data; a resume must match it
+  double last_loss = 0.0;
+};
+
+struct Checkpoint {
+  nn::ModelConfig config;
+  TrainingState state;
+  std::vector<std::pair<std::string, nn::Tensor>> tensors;  // in parameter order
+  std::string optimizer_state;                              // AdamW::write bytes, empty when absent
+  std::string source;
+};
+
+namespace detail {
+class ByteWriter {
+ public:
+  template <class T>
+  void pod(const T& x) {
+    bytes_.append(reinterpret_cast<const char*>(&x), sizeof(T));
+  }
+  void raw(const void* p, std::size_t n) { bytes_.append(static_cast<const char*>(p), n); }
+  void str(const std::string& s) {
+    pod(static_cast<std::uint32_t>(s.size()));
+    raw(s.data(), s.size());
+  }
+  std::string& bytes() { return bytes_; }
+
+ private:
+  std::string bytes_;
+};
+
+class ByteReader {
+ public:
+  ByteReader(const std::string& bytes, std::string source) : bytes_(bytes), source_(std::move(source)) {}
+  template <class T>
+  T pod(const char* what) {
+    T x{};
+    raw(&x, sizeof(T), what);
+    return x;
+  }
+  void raw(void* p, std::size_t n, const char* what) {
+    LOWBIT_CHECK(n <= bytes_.size() - pos_, source_, ": checkpoint is truncated while reading ", what, " (needs ", n,
+                 " bytes at offset ", pos_, ", file has ", bytes_.size(), ")");
+    std::memcpy(p, bytes_.data() + pos_, n);
+    pos_ += n;
+  }
+  std::string str(const char* what, std::size_t max_len) {
+    const auto n = pod<std::uint32_t>(what);
+    LOWBIT_CHECK(n <= max_len, source_, ": checkpoint ", what, " has length ", n, ", at most ", max_len, " expected");
+    std::string s(n, '\0');
+    raw(s.data(), n, what);
+    return s;
+  }
+  std::size_t position() const { return pos_; }
+
+ private:
+  const std::string& bytes_;
+  std::string source_;
+  std::size_t pos_ = 0;
+};
+}  // namespace detail
+
+// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync the folder.
+inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  const auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  std::filesystem::create_directories(folder);
+  const auto temp = folder / (path.filename().string() + ".tmp." + std::to_string(getpid()));
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  LOWBIT_CHECK(fd >= 0, temp.string(), ": cannot create file for writing: ", std::strerror(errno));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string reason = std::strerror(errno);
+      ::close(fd);
+      std::filesystem::remove(temp);
+      fail(temp.string(), ": write failed after ", done, " of ", bytes.size(), " bytes: ", reason);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  LOWBIT_CHECK(synced, temp.string(), ": fsync failed: ", std::strerror(errno));
+  std::filesystem::rename(temp, path);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
+  }
+}
+
+// Serializes a checkpoint of `params` (named canonically) and the optimizer (may be null).
+inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::vector<nn::Parameter>& params,
+                                    const TrainingState& state, const AdamW* optimizer) {
+  detail::ByteWriter w;
+  w.raw(kCheckpointMagic, sizeof kCheckpointMagic);
+  w.pod(kCheckpointVersion);
+  for (int v : {config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads, config.vocab_size,
+                config.max_seq_len})
+    w.pod(static_cast<std::int32_t>(v));
+  w.pod(config.norm_eps);
+  w.pod(config.rope_theta);
+  w.pod(static_cast<std::uint8_t>(config.rope_layout == nn::RopeLayout::HalfSplit));
+  w.pod(static_cast<std::uint8_t>(config.tied_embeddings));
+  w.pod(config_fingerprint(config));
+  w.pod(state.run_fingerprint);
+  w.pod(state.step);
+  w.pod(state.total_steps);
+  for (auto s : state.data_rng) w.pod(s);
+  w.pod(state.data_position);
+  w.pod(state.last_loss);
+  w.pod(static_cast<std::uint32_t>(params.size()));
+  for (const auto& p : params) {
+    w.str(p.name);
+    const auto shape = canonical_shape(p.name, config, p.size);
+    w.pod(static_cast<std::uint32_t>(shape.size()));
+    for (auto d : shape) w.pod(static_cast<std::int64_t>(d));
+    w.raw(p.value, static_cast<std::size_t>(p.size) * sizeof(float));
+  }
+  w.pod(static_cast<std::uint8_t>(optimizer != nullptr));
+  if (optimizer) {
+    std::ostringstream out;
+    optimizer->write(out);
+    w.raw(out.str().data(), out.str().size());
+  }
+  w.pod(fnv1a(w.bytes().data(), w.bytes().size()));
+  return std::move(w.bytes());
+}
+
+inline void save_checkpoint(const std::filesystem::path& path, const nn::ModelConfig& config,
+                            const std::vector<nn::Parameter>& params, const TrainingState& state,
+                            const AdamW* optimizer) {
+  write_file_atomically(path, checkpoint_bytes(config, params, state, optimizer));
+}
+
+inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
+  const std::string source = path.string();
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in.good(), source, ": cannot open checkpoint");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  LOWBIT_CHECK(bytes.size() >= sizeof kCheckpointMagic + 12 &&
+                   std::memcmp(bytes.data(), kCheckpointMagic, sizeof kCheckpointMagic) == 0,
+               source, ": not a lowbit training checkpoint (magic 'LBTRAIN' missing)");
+  std::uint64_t stored_sum;
+  std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
+  const std::uint64_t sum = fnv1a(bytes.data(), bytes.size() - 8);
+  LOWBIT_CHECK(stored_sum == sum, source, ": checkpoint checksum mismatch (file is truncated or corrupted)");
+
+  detail::ByteReader r(bytes, source);
+  char magic[8];
+  r.raw(magic, 8, "magic");
+  const auto version = r.pod<std::uint32_t>("version");
+  LOWBIT_CHECK(version == kCheckpointVersion, source, ": checkpoint version ", version, ", expected ",
+               kCheckpointVersion);
+  Checkpoint ck;
+  ck.source = source;
+  auto& c = ck.config;
+  c.dim = r.pod<std::int32_t>("dim");
+  c.hidden_dim = r.pod<std::int32_t>("hidden_dim");
+  c.n_layers = r.pod<std::int32_t>("n_layers");
+  c.n_heads = r.pod<std::int32_t>("n_heads");
+  c.n_kv_heads = r.pod<std::int32_t>("n_kv_heads");
+  c.vocab_size = r.pod<std::int32_t>("vocab_size");
+  c.max_seq_len = r.pod<std::int32_t>("max_seq_len");
+  c.norm_eps = r.pod<float>("norm_eps");
+  c.rope_theta = r.pod<float>("rope_theta");
+  c.rope_layout = r.pod<std::uint8_t>("rope_layout") ? nn::RopeLayout::HalfSplit : nn::RopeLayout::Interleaved;
+  c.tied_embeddings = r.pod<std::uint8_t>("tied_embeddings") != 0;
+  c.validate(source);
+  const auto fingerprint = r.pod<std::uint64_t>("config fingerprint");
+  LOWBIT_CHECK(fingerprint == config_fingerprint(c), source, ": config fingerprint ", fingerprint,
+               " does not match the stored hyper-parameters (", config_fingerprint(c), ")");
+  auto& s = ck.state;
+  s.run_fingerprint = r.pod<std::uint64_t>("run fingerprint");
+  s.step = r.pod<std::int64_t>("step");
+  s.total_steps = r.pod<std::int64_t>("total steps");
+  for (auto& x : s.data_rng) x = r.pod<std::uint64_t>("data RNG state");
+  s.data_position = r.pod<std::uint64_t>("data position");
+  s.last_loss = r.pod<double>("last loss");
+  const auto count = r.pod<std::uint32_t>("tensor count");
+  LOWBIT_CHECK(count < 100000, source, ": checkpoint claims ", count, " tensors");
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::string name = r.str("tensor name", 1024);
+    nn::Tensor t;
+    const auto rank = r.pod<std::uint32_t>("tensor rank");
+    LOWBIT_CHECK(rank >= 1 && rank <= 4, source, ": tensor '", name, "' has rank ", rank, ", expected 1..4");
+    for (std::uint32_t d = 0; d < rank; ++d) {
+      const auto dim = r.pod<std::int64_t>("tensor dims");
+      LOWBIT_CHECK(dim > 0 && dim < (std::int64_t{1} << 32), source, ": tensor '", name, "' has dimension ", dim);
+      t.shape.push_back(dim);
+    }
+    LOWBIT_CHECK(t.numel() * 4 <= static_cast<index_t>(bytes.size()), source, ": tensor '", name, "' of ",
+                 t.numel(), " values does not fit in the file");
+    t.data.resize(static_cast<std::size_t>(t.numel()));
+    r.raw(t.data.data(), t.data.size() * sizeof(float), "tensor values");
+    ck.tensors.emplace_back(std::move(name), std::move(t));
+  }
+  if (r.pod<std::uint8_t>("optimizer flag")) {
+    const std::size_t begin = r.position(), end = bytes.size() - 8;
+    ck.optimizer_state = bytes.substr(begin, end - begin);
+  }
+  return ck;
+}
+
+// Copies the checkpoint's tensors into `params` (same names, order and sizes) and the optimizer state.
+inline void restore_checkpoint(const Checkpoint& ck, const std::vector<nn::Parameter>& params, AdamW* optimizer) {
+  LOWBIT_CHECK(ck.tensors.size() == params.size(), ck.source, ": checkpoint holds ", ck.tensors.size(),
+               " tensors, the model has ", params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, t] = ck.tensors[i];
+    LOWBIT_CHECK(name == params[i].name, ck.source, ": tensor ", i, " is '", name, "', expected '", params[i].name, "'");
+    LOWBIT_CHECK(t.numel() == params[i].size, ck.source, ": tensor '", name, "' has ", t.numel(), " values, expected ",
+                 params[i].size);
+    std::memcpy(params[i].value, t.data.data(), t.data.size() * sizeof(float));
+  }
+  if (optimizer) {
+    LOWBIT_CHECK(!ck.optimizer_state.empty(), ck.source, ": checkpoint has no optimizer state to resume from");
+    std::istringstream in(ck.optimizer_state);
+    optimizer->read(in, ck.source);
+  }
+}
+
+// A training checkpoint (e.g. the built-in default model) as named fp32 weights for the model loaders.
+inline nn::ModelWeights load_pretrained(const std::filesystem::path& path) {
+  Checkpoint ck = read_checkpoint(path);
+  nn::ModelWeights w;
+  w.config = ck.config;
+  w.source = ck.source;
+  for (auto& [name, t] : ck.tensors) w.tensors.emplace(name, std::move(t));
+  return w;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/checkpoint.hpp ----
+
+// ---- begin lowbit/train/distill.hpp ----
+// End-to-end distillation of a student Llama (e.g. with quantized linears exposing scales/codebooks, or
+// fake-quantized latent weights) against a frozen teacher Llama's next-token distributions: forward KL
+// (AQLM global fine-tuning), reverse KL, or BitDistiller's CAKLD whose β is the teacher's mean top-1
+// probability estimated on the first `beta_batches` batches. AdamW, schedule and clipping as in pretraining.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/schedule.hpp ----
+// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
+// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
+// resumed run gets exactly the learning rate it would have had.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::train {
+
+enum class ScheduleKind { Constant, Linear, Cosine };
+
+inline ScheduleKind parse_schedule_kind(const std::string& name) {
+  if (name == "constant") return ScheduleKind::Constant;
+  if (name == "linear") return ScheduleKind::Linear;
+  if (name == "cosine") return ScheduleKind::Cosine;
+  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
+}
+
+struct LrSchedule {
+  ScheduleKind kind = ScheduleKind::Cosine;
+  float peak_lr = 1e-3f;
+  std::int64_t warmup_steps = 0;
+  std::int64_t total_steps = 1;
+  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
+
+  // Learning rate for the update with 0-based index `step`.
+  float lr(std::int64_t step) const {
+    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
+    if (kind == ScheduleKind::Constant) return peak_lr;
+    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
+    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
+    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
+    double lr = peak_lr;
+    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
+    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
+    return static_cast<float>(lr);
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/schedule.hpp ----
+
+// ---- begin lowbit/train/token_data.hpp ----
+// Token streams for language-model training: a training stream and a held-out stream, plus a sampler that
+// draws random windows of T + 1 tokens from a seeded generator whose state (and the count of batches
+// drawn) goes into checkpoints, so a resumed run sees exactly the batches it would have seen.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/synthetic_corpus.hpp ----
+// A corpus lowbit writes itself, so the built-in default model can be trained anywhere without data:
+// short documents drawn from a small probabilistic grammar of simple sentences (characters, objects,
+// places), stories whose numbers must add up ("tom has 3 cups. tom gets 4 more. now tom has 7 cups."),
+// arithmetic facts ("12 + 7 = 19.") and counting runs. It has local structure (spelling, agreement),
+// long-range structure (the main character and object of a document) and computation (sums), so the
+// loss keeps falling well below the byte unigram entropy as a model learns.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit::train {
+
+class SyntheticCorpus {
+ public:
+  explicit SyntheticCorpus(std::uint64_t seed) : rng_(seed) {}
+
+  // One document: 3 to 6 sentences about one main character, ending with '\n'.
+  std::string document() {
+    const std::string_view hero = pick(kNames);
+    std::string_view friend_name = pick(kNames);
+    while (friend_name == hero) friend_name = pick(kNames);
+    const std::string_view things = pick(kPluralNouns);
+    std::string doc;
+    const int sentences = 3 + static_cast<int>(rng_.below(4));
+    for (int s = 0; s < sentences; ++s) {
+      if (!doc.empty()) doc += ' ';
+      doc += sentence(hero, friend_name, things);
+    }
+    doc += '\n';
+    return doc;
+  }
+
+  // Documents appended until at least `bytes` bytes.
+  std::string text(std::size_t bytes) {
+    std::string out;
+    out.reserve(bytes + 256);
+    while (out.size() < bytes) out += document();
+    return out;
+  }
+
+ private:
+  static constexpr std::array<std::string_view, 10> kNames = {"tom", "anna", "lily", "ben", "sam",
+                                                              "mia", "max", "zoe", "leo", "ella"};
+  static constexpr std::array<std::string_view, 10> kNouns = {"cat", "dog", "ball", "book", "cup",
+                                                              "bird", "tree", "car", "hat", "box"};
+  static constexpr std::array<std::string_view, 8> kPluralNouns = {"apples", "books", "stars", "cups",
+                                                                   "coins", "shells", "cards", "eggs"};
+  static constexpr std::array<std::string_view, 8> kAdjectives = {"red", "big", "small", "blue",
+                                                                  "happy", "old", "green", "funny"};
+  static constexpr std::array<std::string_view, 6> kVerbs = {"sees", "likes", "finds", "wants", "takes", "draws"};
+  static constexpr std::array<std::string_view, 6> kPlaces = {"park", "house", "garden", "school", "river", "shop"};
+
+  template <std::size_t N>
+  std::string_view pick(const std::array<std::string_view, N>& words) {
+    return words[rng_.below(N)];
+  }
+  int number(int below) { return static_cast<int>(rng_.below(static_cast<std::uint64_t>(below))); }
+
+  std::string sentence(std::string_view hero, std::string_view friend_name, std::string_view things) {
+    const std::string h(hero), f(friend_name), t(things);
+    switch (rng_.below(8)) {
+      case 0:
+        return h + " " + std::string(pick(kVerbs)) + " a " + std::string(pick(kAdjectives)) + " " +
+               std::string(pick(kNouns)) + ".";
+      case 1: return h + " goes to the " + std::string(pick(kPlaces)) + " with " + f + ".";
+      case 2: {  // a sum the model must carry through the sentence
+        const int a = 1 + number(9), b = 1 + number(9);
+        return h + " has " + std::to_string(a) + " " + t + ". " + h + " gets " + std::to_string(b) +
+               " more. now " + h + " has " + std::to_string(a + b) + " " + t + ".";
+      }
+      case 3: {
+        const int a = 2 + number(9), b = 1 + number(a - 1);
+        return h + " has " + std::to_string(a) + " " + t + " and gives " + std::to_string(b) + " to " + f +
+               ", so " + h + " has " + std::to_string(a - b) + " left.";
+      }
+      case 4: {
+        const int a = number(50), b = number(50);
+        return std::to_string(a) + " + " + std::to_string(b) + " = " + std::to_string(a + b) + ".";
+      }
+      case 5: {
+        const int a = number(50), b = number(a + 1);
+        return std::to_string(a) + " - " + std::to_string(b) + " = " + std::to_string(a - b) + ".";
+      }
+      case 6: {
+        const int a = number(10), b = number(10);
+        return std::to_string(a) + " times " + std::to_string(b) + " is " + std::to_string(a * b) + ".";
+      }
+      default: {
+        const int start = number(20), count = 3 + number(4);
+        std::string s = h + " counts";
+        for (int i = 0; i < count; ++i) s += (i ? ", " : " ") + std::to_string(start + i);
+        return s + ".";
+      }
+    }
+  }
+
+  Rng rng_;
+};
+
+// Entropy in nats of the empirical distribution of `tokens` (ids in [0, vocab)): the loss of the best
+// model that ignores context, which a trained model must beat.
+inline double unigram_entropy(const std::vector<std::int32_t>& tokens, int vocab) {
+  std::vector<double> counts(static_cast<std::size_t>(vocab), 0.0);
+  for (auto t : tokens) counts[static_cast<std::size_t>(t)] += 1.0;
+  double h = 0.0;
+  const double n = static_cast<double>(tokens.size());
+  for (double c : counts)
+    if (c > 0) h -= (c / n) * std::log(c / n);
+  return h;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/synthetic_corpus.hpp ----
+
+namespace lowbit::train {
+
+struct TokenData {
+  std::vector<std::int32_t> train, heldout;
+  int vocab_size = 0;
+  std::string description;
+  std::uint64_t fingerprint = 0;  // of both streams; part of the run fingerprint
+
+  void finalize() {
+    fingerprint = fnv1a(train.data(), train.size() * sizeof(std::int32_t));
+    fingerprint = fnv1a(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
+  }
+};
+
+// Byte tokens of documents from the synthetic grammar, BOS before each document; the held-out stream
+// comes from an independent generator so no document is shared.
+inline TokenData synthetic_token_data(std::uint64_t seed, std::size_t train_bytes, std::size_t heldout_bytes) {
+  TokenData d;
+  d.vocab_size = ByteVocabulary::size;
+  auto fill = [](std::vector<std::int32_t>& out, std::uint64_t s, std::size_t bytes) {
+    SyntheticCorpus corpus(s);
+    out.reserve(bytes + 512);
+    while (out.size() < bytes) {
+      auto ids = ByteVocabulary::encode(corpus.document(), true);
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+  };
+  fill(d.train, seed, train_bytes);
+  fill(d.heldout, seed ^ 0x5eed0fde1d0a7ULL, heldout_bytes);
+  d.description = "synthetic corpus (seed " + std::to_string(seed) + ", " + std::to_string(d.train.size()) +
+                  " train / " + std::to_string(d.heldout.size()) + " held-out byte tokens)";
+  d.finalize();
+  return d;
+}
+
+inline std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in.good(), path.string(), ": cannot open text file");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Splits `tokens` so the last `heldout_fraction` is held out.
+inline TokenData split_tokens(std::vector<std::int32_t> tokens, double heldout_fraction, int vocab_size,
+                              std::string description) {
+  LOWBIT_CHECK(heldout_fraction > 0 && heldout_fraction < 1, description, ": held-out fraction ", heldout_fraction,
+               " must be in (0, 1)");
+  TokenData d;
+  d.vocab_size = vocab_size;
+  const auto cut = static_cast<std::size_t>(static_cast<double>(tokens.size()) * (1.0 - heldout_fraction));
+  d.heldout.assign(tokens.begin() + static_cast<std::ptrdiff_t>(cut), tokens.end());
+  tokens.resize(cut);
+  d.train = std::move(tokens);
+  d.description = std::move(description);
+  d.finalize();
+  return d;
+}
+
+// A text file as byte tokens (BOS first), the last `heldout_fraction` held out.
+inline TokenData byte_text_data(const std::filesystem::path& path, double heldout_fraction) {
+  auto ids = ByteVocabulary::encode(read_text_file(path), true);
+  std::string description = path.string() + " (" + std::to_string(ids.size()) + " byte tokens)";
+  return split_tokens(std::move(ids), heldout_fraction, ByteVocabulary::size, std::move(description));
+}
+
+class BatchSampler {
+ public:
+  // Targets equal to `masked_target` (e.g. BOS where documents are arbitrary paragraphs, so "a new
+  // document starts" is not something to learn) are replaced by -1, which the loss ignores.
+  BatchSampler(const std::vector<std::int32_t>& tokens, int batch, int seq_len, Rng rng,
+               std::int32_t masked_target = -1)
+      : tokens_(tokens), batch_(batch), seq_len_(seq_len), masked_target_(masked_target), rng_(rng) {
+    LOWBIT_CHECK(tokens.size() > static_cast<std::size_t>(seq_len) + 1, "training data has ", tokens.size(),
+                 " tokens, fewer than one window of ", seq_len + 1);
+  }
+
+  // inputs, targets: [batch * seq_len]; targets are the inputs shifted by one.
+  void next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets) {
+    const std::size_t n = static_cast<std::size_t>(batch_) * seq_len_;
+    inputs.resize(n);
+    targets.resize(n);
+    const std::uint64_t starts = tokens_.size() - static_cast<std::size_t>(seq_len_) - 1;
+    for (int b = 0; b < batch_; ++b) {
+      const std::size_t start = rng_.below(starts + 1);
+      for (int t = 0; t < seq_len_; ++t) {
+        inputs[static_cast<std::size_t>(b) * seq_len_ + t] = tokens_[start + t];
+        const std::int32_t target = tokens_[start + t + 1];
+        targets[static_cast<std::size_t>(b) * seq_len_ + t] = target == masked_target_ ? -1 : target;
+      }
+    }
+    ++position_;
+  }
+
+  const Rng& rng() const { return rng_; }
+  void restore(const Rng::State& state, std::uint64_t position) {
+    rng_.set_state(state);
+    position_ = position;
+  }
+  std::uint64_t position() const { return position_; }
+
+ private:
+  const std::vector<std::int32_t>& tokens_;
+  int batch_, seq_len_;
+  std::int32_t masked_target_;
+  Rng rng_;
+  std::uint64_t position_ = 0;
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/token_data.hpp ----
+
+namespace lowbit::train {
+
+struct DistillOptions {
+  DistillLoss loss = DistillLoss::CAKLD;
+  std::int64_t steps = 100;
+  int batch_size = 4;
+  int seq_len = 128;
+  LrSchedule schedule{ScheduleKind::Constant, 1e-4f, 0, 100, 1.0f};
+  AdamWOptions adam;
+  double grad_clip = 1.0;
+  int beta_batches = 10;  // CAKLD: batches used to estimate β
+  std::uint64_t seed = 0;
+  std::int64_t eval_tokens = 8192;  // held-out tokens for the before/after divergence
+  bool quiet = true;
+  // Which student parameters train (by name); default all.
+  std::function<bool(const std::string&)> trainable;
+};
+
+struct DistillResult {
+  double beta = 0.0;  // CAKLD β used (0 for forward KL, 1 for reverse KL)
+  double first_loss = 0.0, last_loss = 0.0;
+  double heldout_before = 0.0, heldout_after = 0.0;  // the same divergence on held-out windows
+  std::int64_t steps = 0;
+};
+
+// Mean divergence on non-overlapping held-out windows (no gradients).
+inline double heldout_divergence(nn::Llama& student, nn::Llama& teacher, const std::vector<std::int32_t>& tokens,
+                                 DistillLoss kind, double beta, int seq_len, std::int64_t max_tokens, int batch = 4) {
+  const std::int64_t windows = std::min<std::int64_t>(static_cast<std::int64_t>(tokens.size()) / seq_len,
+                                                      std::max<std::int64_t>(1, max_tokens / seq_len));
+  LOWBIT_CHECK(windows > 0, "distill: held-out data has fewer than ", seq_len, " tokens");
+  const index_t vocab = student.config().vocab_size;
+  std::vector<float> s, t;
+  double total = 0;
+  for (std::int64_t w = 0; w < windows; w += batch) {
+    const int B = static_cast<int>(std::min<std::int64_t>(batch, windows - w));
+    const std::int32_t* ids = tokens.data() + w * seq_len;
+    const index_t n = static_cast<index_t>(B) * seq_len;
+    s.resize(static_cast<std::size_t>(n * vocab));
+    t.resize(s.size());
+    student.forward(ids, B, seq_len, s.data());
+    teacher.forward(ids, B, seq_len, t.data());
+    total += distill_loss(kind, MatrixView<const float>(s.data(), n, vocab), MatrixView<const float>(t.data(), n, vocab),
+                          beta) * static_cast<double>(B);
+  }
+  return total / static_cast<double>(windows);
+}
+
+inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const TokenData& data,
+                             const DistillOptions& options) {
+  LOWBIT_CHECK(student.config().vocab_size == teacher.config().vocab_size, "distill: student vocabulary ",
+               student.config().vocab_size, " differs from the teacher's ", teacher.config().vocab_size);
+  const index_t vocab = student.config().vocab_size;
+  const int B = options.batch_size, T = options.seq_len;
+  const index_t n = static_cast<index_t>(B) * T;
+  std::vector<nn::Parameter> all = student.parameters(), chosen;
+  for (const auto& p : all)
+    if (!options.trainable || options.trainable(p.name)) chosen.push_back(p);
+  LOWBIT_CHECK(!chosen.empty(), "distill: no student parameter matches the trainable predicate");
+  AdamW optimizer(chosen, options.adam);
+  LrSchedule schedule = options.schedule;
+  schedule.total_steps = options.steps;
+  std::vector<std::int32_t> inputs, targets;
+  std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size());
+  DistillResult result;
+
+  // β from the teacher's confidence on the first batches (the same batches training then starts with).
+  result.beta = options.loss == DistillLoss::ReverseKL ? 1.0 : 0.0;
+  if (options.loss == DistillLoss::CAKLD) {
+    BatchSampler probe(data.train, B, T, Rng(options.seed).fork(2));
+    Top1Probability top1;
+    for (int i = 0; i < std::max(1, options.beta_batches); ++i) {
+      probe.next(inputs, targets);
+      teacher.forward(inputs.data(), B, T, t.data());
+      top1.add(teacher_top1_probability(MatrixView<const float>(t.data(), n, vocab)));
+    }
+    result.beta = top1.mean();
+  }
+  result.heldout_before =
+      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+
+  BatchSampler sampler(data.train, B, T, Rng(options.seed).fork(2));
+  Progress progress("distill", options.steps, "step", options.quiet);
+  for (std::int64_t step = 0; step < options.steps; ++step) {
+    sampler.next(inputs, targets);
+    teacher.forward(inputs.data(), B, T, t.data());
+    student.forward_train(inputs.data(), B, T, s.data());
+    const double loss = distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
+                                     MatrixView<const float>(t.data(), n, vocab), result.beta,
+                                     MatrixView<float>(ds.data(), n, vocab));
+    for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+    student.backward(ds.data());
+    clip_grad_norm(chosen, options.grad_clip);
+    optimizer.step(schedule.lr(step));
+    if (step == 0) result.first_loss = loss;
+    result.last_loss = loss;
+    ++result.steps;
+    char status[64];
+    std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
+    progress.update(1, status);
+  }
+  progress.finish();
+  for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+  result.heldout_after =
+      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+  return result;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/distill.hpp ----
+
+// ---- begin lowbit/train/pretrain.hpp ----
+// Language-model training from scratch (or from an initial checkpoint): AdamW with warm-up + cosine
+// schedule, global-norm clipping, random windows from a token stream, periodic held-out evaluation,
+// progress with loss, tokens/s and ETA, and atomic resumable checkpoints. `lowbit pretrain` with no
+// arguments trains the built-in default model (~0.8M parameters, byte vocabulary) on the synthetic corpus;
+// the demo and tests use the result. A resumed run is bit-identical to an uninterrupted one because every
+// input of a step (weights, AdamW moments, step number, sampler RNG state) is in the checkpoint.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::train {
+
+// The built-in default: dim 128, 4 layers, 4 heads (2 KV heads), SwiGLU 352, context 128, byte vocab.
+inline nn::ModelConfig default_model_config() {
+  nn::ModelConfig c;
+  c.dim = 128;
+  c.hidden_dim = 352;
+  c.n_layers = 4;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.vocab_size = ByteVocabulary::size;
+  c.max_seq_len = 128;
+  c.norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.rope_layout = nn::RopeLayout::Interleaved;
+  c.tied_embeddings = true;
+  return c;
+}
+
+// ${LOWBIT_CACHE:-~/.cache/lowbit}
+inline std::filesystem::path lowbit_cache_dir() {
+  if (const char* env = std::getenv("LOWBIT_CACHE"); env && *env) return env;
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home ? home : "/tmp") / ".cache" / "lowbit";
+}
+inline std::filesystem::path default_model_path() { return lowbit_cache_dir() / "default-model.bin"; }
+
+struct PretrainOptions {
+  int batch_size = 16;
+  int seq_len = 128;
+  std::int64_t steps = 200;
+  LrSchedule schedule{ScheduleKind::Cosine, 3e-3f, 20, 200, 0.1f};
+  AdamWOptions adam = [] {
+    AdamWOptions o;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.95f;
+    o.weight_decay = 0.1f;
+    o.decays = is_decayed_weight;
+    return o;
+  }();
+  double grad_clip = 1.0;
+  std::uint64_t seed = 1234;
+  std::int32_t masked_target = -1;  // a token id never used as a training target (see BatchSampler)
+  std::filesystem::path checkpoint;  // empty: no checkpoints
+  std::int64_t checkpoint_every = 100;
+  bool resume = false;
+  std::int64_t eval_every = 100;        // held-out loss every N steps (0: only at the end)
+  std::int64_t eval_tokens = 16384;     // held-out tokens per evaluation
+  bool quiet = false;
+  // Called after every step with (step, training loss); a test uses it to stop a run early.
+  std::function<void(std::int64_t, double)> on_step;
+};
+
+struct PretrainResult {
+  std::int64_t steps_done = 0;        // total updates in the model now
+  std::int64_t steps_this_run = 0;    // updates executed by this call
+  double first_loss = 0.0, last_loss = 0.0;  // training loss of the first / last step of this call
+  double heldout_loss_before = 0.0;   // held-out mean NLL (nats/token) before this call's training
+  double heldout_loss = 0.0;          // after
+  double unigram_entropy = 0.0;       // of the held-out tokens (nats)
+  double seconds = 0.0;
+  double tokens_per_second = 0.0;
+  bool resumed = false;
+};
+
+// Mean next-token NLL (nats) over non-overlapping windows of seq_len + 1 tokens from `tokens`, at most
+// `max_tokens` predictions (all when <= 0). Uses the inference forward, so it needs no gradients.
+inline double heldout_loss(nn::Llama& model, const std::vector<std::int32_t>& tokens, int seq_len,
+                           std::int64_t max_tokens, int batch = 8) {
+  const std::int64_t windows_available = (static_cast<std::int64_t>(tokens.size()) - 1) / seq_len;
+  std::int64_t windows = windows_available;
+  if (max_tokens > 0) windows = std::min<std::int64_t>(windows, std::max<std::int64_t>(1, max_tokens / seq_len));
+  LOWBIT_CHECK(windows > 0, "held-out data has ", tokens.size(), " tokens, fewer than one window of ", seq_len + 1);
+  const int vocab = model.config().vocab_size;
+  std::vector<std::int32_t> inputs, targets;
+  std::vector<float> logits;
+  double total = 0.0;
+  std::int64_t count = 0;
+  for (std::int64_t w0 = 0; w0 < windows; w0 += batch) {
+    const int B = static_cast<int>(std::min<std::int64_t>(batch, windows - w0));
+    inputs.resize(static_cast<std::size_t>(B) * seq_len);
+    targets.resize(inputs.size());
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < seq_len; ++t) {
+        const std::size_t src = static_cast<std::size_t>((w0 + b) * seq_len + t);
+        inputs[static_cast<std::size_t>(b) * seq_len + t] = tokens[src];
+        targets[static_cast<std::size_t>(b) * seq_len + t] = tokens[src + 1];
+      }
+    logits.resize(inputs.size() * static_cast<std::size_t>(vocab));
+    model.forward(inputs.data(), B, seq_len, logits.data());
+    const index_t n = static_cast<index_t>(inputs.size());
+    total += cross_entropy(MatrixView<const float>(logits.data(), n, vocab), targets.data()) * static_cast<double>(n);
+    count += n;
+  }
+  return total / static_cast<double>(count);
+}
+
+inline std::uint64_t run_fingerprint(const nn::ModelConfig& config, const TokenData& data, const PretrainOptions& o) {
+  std::ostringstream s;
+  s << config_fingerprint(config) << '|' << data.fingerprint << '|' << o.batch_size << '|' << o.seq_len << '|'
+    << o.steps << '|' << static_cast<int>(o.schedule.kind) << ',' << o.schedule.peak_lr << ','
+    << o.schedule.warmup_steps << ',' << o.schedule.total_steps << ',' << o.schedule.min_ratio << '|' << o.adam.beta1
+    << ',' << o.adam.beta2 << ',' << o.adam.eps << ',' << o.adam.weight_decay << ',' << o.adam.amsgrad << '|'
+    << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
+  const std::string text = s.str();
+  return fnv1a(text.data(), text.size());
+}
+
+// Trains `model` on `data`. With options.resume and an existing checkpoint, continues from it (the
+// checkpoint's run fingerprint must match these options and data).
+inline PretrainResult pretrain(nn::Llama& model, const TokenData& data, const PretrainOptions& options) {
+  const auto& config = model.config();
+  LOWBIT_CHECK(data.vocab_size <= config.vocab_size, "pretrain: data vocabulary ", data.vocab_size,
+               " exceeds the model's ", config.vocab_size);
+  LOWBIT_CHECK(options.seq_len <= config.max_seq_len, "pretrain: sequence length ", options.seq_len,
+               " exceeds the model context ", config.max_seq_len);
+  LOWBIT_CHECK(options.steps > 0 && options.batch_size > 0 && options.seq_len > 0,
+               "pretrain: steps, batch size and sequence length must be positive");
+  auto params = model.parameters();
+  AdamW optimizer(params, options.adam);
+  BatchSampler sampler(data.train, options.batch_size, options.seq_len, Rng(options.seed).fork(1),
+                       options.masked_target);
+  LrSchedule schedule = options.schedule;
+  schedule.total_steps = options.steps;
+  TrainingState state;
+  state.total_steps = options.steps;
+  state.run_fingerprint = run_fingerprint(config, data, options);
+  PretrainResult result;
+
+  if (options.resume && !options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
+    Checkpoint ck = read_checkpoint(options.checkpoint);
+    LOWBIT_CHECK(config_fingerprint(ck.config) == config_fingerprint(config), options.checkpoint.string(),
+                 ": checkpoint is for another model configuration");
+    LOWBIT_CHECK(ck.state.run_fingerprint == state.run_fingerprint, options.checkpoint.string(),
+                 ": checkpoint was written by a run with other options or data (run fingerprint ",
+                 ck.state.run_fingerprint, ", this run ", state.run_fingerprint, "); remove it or drop --resume");
+    restore_checkpoint(ck, params, &optimizer);
+    state = ck.state;
+    sampler.restore(state.data_rng, state.data_position);
+    result.resumed = true;
+  }
+
+  const std::int64_t eval_tokens = options.eval_tokens;
+  result.unigram_entropy = unigram_entropy(data.heldout, data.vocab_size);
+  result.heldout_loss_before = heldout_loss(model, data.heldout, options.seq_len, eval_tokens);
+  const std::int64_t tokens_per_step = static_cast<std::int64_t>(options.batch_size) * options.seq_len;
+  Progress progress("pretrain", (options.steps - state.step) * tokens_per_step, "tok", options.quiet);
+  std::vector<std::int32_t> inputs, targets;
+  double last_heldout = result.heldout_loss_before;
+
+  auto save = [&] {
+    if (options.checkpoint.empty()) return;
+    state.data_rng = sampler.rng().state();
+    state.data_position = sampler.position();
+    save_checkpoint(options.checkpoint, config, params, state, &optimizer);
+  };
+
+  for (std::int64_t step = state.step; step < options.steps; ++step) {
+    sampler.next(inputs, targets);
+    model.zero_grad();
+    const double loss = model.forward_backward_ce(inputs.data(), targets.data(), options.batch_size, options.seq_len);
+    LOWBIT_CHECK(std::isfinite(loss), "pretrain: training loss became ", loss, " at step ", step,
+                 " (lower the learning rate)");
+    clip_grad_norm(params, options.grad_clip);
+    const float lr = schedule.lr(step);
+    optimizer.step(lr);
+    state.step = step + 1;
+    state.last_loss = loss;
+    if (result.steps_this_run == 0) result.first_loss = loss;
+    result.last_loss = loss;
+    ++result.steps_this_run;
+    if (options.eval_every > 0 && state.step % options.eval_every == 0 && state.step < options.steps)
+      last_heldout = heldout_loss(model, data.heldout, options.seq_len, eval_tokens);
+    if (!options.checkpoint.empty() && options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0 &&
+        state.step < options.steps)
+      save();
+    char status[128];
+    std::snprintf(status, sizeof status, "step %lld loss %.4f held-out %.4f lr %.2e",
+                  static_cast<long long>(state.step), loss, last_heldout, static_cast<double>(lr));
+    progress.update(tokens_per_step, status);
+    if (options.on_step) options.on_step(state.step, loss);
+  }
+  progress.finish();
+  result.seconds = progress.elapsed();
+  result.tokens_per_second = result.seconds > 0
+                                 ? static_cast<double>(result.steps_this_run * tokens_per_step) / result.seconds
+                                 : 0.0;
+  result.steps_done = state.step;
+  result.heldout_loss = heldout_loss(model, data.heldout, options.seq_len, eval_tokens);
+  save();
+  return result;
+}
+
+// A freshly initialized model for `config` (seeded), as pretrain() starts from.
+inline nn::Llama initial_model(const nn::ModelConfig& config, std::uint64_t seed) {
+  Rng rng = Rng(seed).fork(0);
+  return nn::Llama::random_init(config, rng);
+}
+
+// The built-in default model: loads the cached checkpoint, or pretrains it (about a minute on 2 cores)
+// and caches it at default_model_path().
+inline nn::ModelWeights default_model_weights(bool quiet = false, PretrainResult* trained = nullptr) {
+  const auto path = default_model_path();
+  // Train when nothing is cached, or finish a run that was interrupted.
+  if (!std::filesystem::exists(path) || read_checkpoint(path).state.step < read_checkpoint(path).state.total_steps) {
+    PretrainOptions options;
+    options.checkpoint = path;
+    options.checkpoint_every = 100;
+    options.resume = true;
+    options.quiet = quiet;
+    const auto data = synthetic_token_data(options.seed, 4u << 20, 1u << 17);
+    nn::Llama model = initial_model(default_model_config(), options.seed);
+    auto r = pretrain(model, data, options);
+    if (trained) *trained = r;
+  }
+  return load_pretrained(path);
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/pretrain.hpp ----
+
+// ---- begin lowbit/train/ste.hpp ----
+// Gradients through non-differentiable steps. Quantization-aware training rounds weights in the forward
+// pass and lets the gradient through unchanged (identity STE) or only inside the clipping range
+// (clipped STE). The Auto Quantization Encoder's parametric Heaviside H(y) = α·sign(y − β) uses an arctan
+// surrogate (ALGORITHMS.md §4.1): the backward pass treats the step as smooth with slope k near zero.
+//
+// Surrogates for ∂H/∂y with u = y − β (∂H/∂β = −∂H/∂y always):
+//   AqeSqrt       α·(2/π)·k / sqrt((k u)² + 1)  what the AQE repo computes; it is the exact derivative of
+//                 α·(2/π)·asinh(k u), which is the smooth function our finite-difference test checks.
+//   ExactArctan   α·(2/π)·k / (1 + (k u)²)      the true derivative of α·(2/π)·arctan(k u).
+// ∂H/∂α: Sign (default) uses sign(u), the exact derivative of the forward value α·sign(u); Smooth uses
+// (2/π)·arctan(k u), consistent with the surrogate (the AQE repo writes (2/π)·arctan(y), i.e. k = 1, β = 0).
+
+#include <cmath>
+#include <vector>
+
+
+namespace lowbit::train {
+
+// Identity STE: ∂round(x)/∂x := 1.
+template <class T>
+void ste_identity_backward(const T* dout, T* din, index_t count) {
+  for (index_t i = 0; i < count; ++i) din[i] += dout[i];
+}
+
+// Clipped STE: the gradient passes where lo ≤ x ≤ hi (the values a clamp-then-round leaves unclamped).
+template <class T>
+void ste_clipped_backward(const T* x, const T* dout, T* din, index_t count, T lo, T hi) {
+  for (index_t i = 0; i < count; ++i)
+    if (x[i] >= lo && x[i] <= hi) din[i] += dout[i];
+}
+
+enum class HeavisideSurrogate { AqeSqrt, ExactArctan };
+enum class HeavisideAlphaGrad { Sign, Smooth };
+
+template <class T>
+struct ParametricHeaviside {
+  T k = T(4);
+  HeavisideSurrogate surrogate = HeavisideSurrogate::AqeSqrt;
+  HeavisideAlphaGrad alpha_grad = HeavisideAlphaGrad::Sign;
+
+  static constexpr T two_over_pi = T(0.63661977236758134308);
+
+  static T sign(T u) { return u > T(0) ? T(1) : (u < T(0) ? T(-1) : T(0)); }
+
+  // The smooth function whose derivative the surrogate is, per unit α: (2/π)·asinh(k u) or (2/π)·arctan(k u).
+  T smooth(T u) const {
+    return surrogate == HeavisideSurrogate::AqeSqrt ? two_over_pi * std::asinh(k * u) : two_over_pi * std::atan(k * u);
+  }
+  // d smooth / du.
+  T slope(T u) const {
+    const T ku = k * u;
+    return surrogate == HeavisideSurrogate::AqeSqrt ? two_over_pi * k / std::sqrt(ku * ku + T(1))
+                                                    : two_over_pi * k / (T(1) + ku * ku);
+  }
+
+  // y, out: [rows, channels]; alpha, beta: [channels]. out = α_c·sign(y − β_c).
+  void forward(MatrixView<const T> y, const T* alpha, const T* beta, MatrixView<T> out) const {
+    LOWBIT_CHECK(out.rows() == y.rows() && out.cols() == y.cols(), "ParametricHeaviside: output is [", out.rows(),
+                 ", ", out.cols(), "], expected [", y.rows(), ", ", y.cols(), "]");
+    for (index_t r = 0; r < y.rows(); ++r)
+      for (index_t c = 0; c < y.cols(); ++c) out(r, c) = alpha[c] * sign(y(r, c) - beta[c]);
+  }
+
+  // Accumulates (+=) dy [rows, channels] and dalpha, dbeta [channels] from dout.
+  void backward(MatrixView<const T> y, const T* alpha, const T* beta, MatrixView<const T> dout, MatrixView<T> dy,
+                T* dalpha, T* dbeta) const {
+    for (index_t r = 0; r < y.rows(); ++r)
+      for (index_t c = 0; c < y.cols(); ++c) {
+        const T u = y(r, c) - beta[c];
+        const T g = dout(r, c);
+        const T d_u = alpha[c] * slope(u) * g;
+        if (dy.data) dy(r, c) += d_u;
+        if (dbeta) dbeta[c] -= d_u;
+        if (dalpha) dalpha[c] += (alpha_grad == HeavisideAlphaGrad::Sign ? sign(u) : two_over_pi * std::atan(k * u)) * g;
+      }
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/ste.hpp ----
+
+
+// ---- begin lowbit/eval/kld.hpp ----
+// KL divergence of a model's next-token distribution from a reference model's on the same tokens,
+// the measure llama.cpp uses to compare quantizations: it sees every probability, not only the
+// target token's, so it separates quantizers that perplexity ranks equally. Reports the mean KL
+// (nats) with its standard error, percentiles, top-1 agreement, and both models' perplexities on the
+// same scored positions. Windows and scored positions follow a PerplexityProtocol.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+// ---- begin lowbit/eval/language_model.hpp ----
+// What the evaluations need from a model: a batched forward from token ids to next-token logits
+// [B*T, vocab], the vocabulary size and context limit, and an estimate of the FLOPs of a forward (for
+// reporting achieved FLOP/s). An adapter type so perplexity, zero-shot and KLD run on nn::Llama, on a
+// quantized model, or on a tiny analytic model in tests alike.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+
+namespace lowbit::eval {
+
+struct LanguageModel {
+  std::string name;
+  int vocab_size = 0;
+  int max_context = 0;  // 0: unlimited
+  // logits[(b*T + t)*vocab + v] for tokens[b*T + t], causal within each row.
+  std::function<void(const std::int32_t* tokens, int B, int T, float* logits)> forward;
+  // FLOPs of one forward over [B, T] (0 when unknown).
+  std::function<double(int B, int T)> forward_flops;
+};
+
+// Wraps any model with config() (nn::ModelConfig) and forward(tokens, B, T, logits); the model must
+// outlive the adapter.
+template <class Model>
+LanguageModel wrap_model(Model& model, std::string name) {
+  const auto& c = model.config();
+  LanguageModel lm;
+  lm.name = std::move(name);
+  lm.vocab_size = c.vocab_size;
+  lm.max_context = 0;  // RoPE models run past their training length; protocols choose the context
+  lm.forward = [&model](const std::int32_t* tokens, int B, int T, float* logits) { model.forward(tokens, B, T, logits); };
+  const double dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), layers = c.n_layers, vocab = c.vocab_size;
+  // Matmul FLOPs: q,k,v,o + gate/up/down per layer, the head, and causal attention (QKᵀ and PV, T/2 keys on average).
+  lm.forward_flops = [=](int B, int T) {
+    const double tokens = static_cast<double>(B) * T;
+    const double per_token = 2.0 * (layers * (dim * (2 * dim + 2 * kv) + 3 * dim * hidden) + vocab * dim);
+    const double attention = 2.0 * 2.0 * layers * dim * (T + 1) / 2.0;
+    return tokens * (per_token + attention);
+  };
+  return lm;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/language_model.hpp ----
+
+// ---- begin lowbit/eval/log_softmax.hpp ----
+// Numerically stable log-softmax pieces over one row of logits: the log-sum-exp (max-shifted, summed
+// in double so a 50k-entry vocabulary loses nothing), a token's log-probability, and the full
+// log-probability row. Shared by perplexity, zero-shot scoring and KL divergence.
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace lowbit::eval {
+
+inline double log_sum_exp(const float* logits, int n) {
+  float m = logits[0];
+  for (int i = 1; i < n; ++i) m = logits[i] > m ? logits[i] : m;
+  double s = 0.0;
+  for (int i = 0; i < n; ++i) s += std::exp(static_cast<double>(logits[i] - m));
+  return static_cast<double>(m) + std::log(s);
+}
+
+// log p(token) under softmax(logits).
+inline double token_log_prob(const float* logits, int n, std::int32_t token) {
+  return static_cast<double>(logits[token]) - log_sum_exp(logits, n);
+}
+
+// out[i] = log softmax(logits)[i].
+inline void log_softmax(const float* logits, int n, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(n));
+  const double lse = log_sum_exp(logits, n);
+  for (int i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = static_cast<double>(logits[i]) - lse;
+}
+
+inline int argmax(const float* logits, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/log_softmax.hpp ----
+
+// ---- begin lowbit/eval/perplexity.hpp ----
+// Perplexity with an explicit protocol. Published numbers differ by 0.3-0.4 PPL from context length
+// alone, so the protocol is a struct printed with every result: how documents are joined and
+// tokenized, where BOS goes, the context and stride of the windows, and which positions are scored.
+// Presets: "gptq" (GPTQ/AQLM/BitDistiller papers: "\n\n"-join, tokenize once, non-overlapping windows
+// of ctx tokens, every position but each window's first scored), "llama.cpp" (BOS replaces each
+// window's first token, only the second half scored), "llama2.c" (each document stripped and encoded
+// with BOS, windows of ctx inputs predicting the next ctx tokens).
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+// ---- begin lowbit/eval/text_input.hpp ----
+// Reading evaluation text: plain files and JSON-lines ({"text": ...}), validated as UTF-8 so a
+// corrupt or mis-encoded file fails with its name and line instead of silently changing token counts.
+// Also the small string helpers the protocols share (Python-style strip, splitting on a separator).
+
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace lowbit::eval {
+
+// Byte offset of the first invalid UTF-8 sequence in `s` (overlongs, surrogates and code points above
+// U+10FFFF are invalid), or npos when `s` is valid.
+inline std::size_t find_invalid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  while (i < n) {
+    const unsigned char c = byte(i);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+    else return i;
+    if (i + static_cast<std::size_t>(len) > n) return i;
+    for (int k = 1; k < len; ++k) {
+      if ((byte(i + static_cast<std::size_t>(k)) & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (byte(i + static_cast<std::size_t>(k)) & 0x3F);
+    }
+    const std::uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += static_cast<std::size_t>(len);
+  }
+  return std::string_view::npos;
+}
+
+// Throws naming `file`, the 1-based line and column of the first invalid byte. `first_line` is the
+// line number of s[0] in the file.
+inline void require_utf8(std::string_view s, const std::string& file, std::size_t first_line = 1) {
+  const auto bad = find_invalid_utf8(s);
+  if (bad == std::string_view::npos) return;
+  std::size_t line = first_line, col = 1;
+  for (std::size_t k = 0; k < bad; ++k) {
+    if (s[k] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned>(static_cast<unsigned char>(s[bad])));
+  fail(file, ":", line, ":", col, ": text is not valid UTF-8 (byte ", hex, " at offset ", bad, ")");
+}
+
+inline std::string read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in.good(), "text file ", path, ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Python's str.strip() for ASCII whitespace.
+inline std::string_view strip(std::string_view s) {
+  const char* ws = " \t\n\r\v\f";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+inline std::vector<std::string> split_on(std::string_view text, std::string_view sep) {
+  std::vector<std::string> parts;
+  if (sep.empty()) {
+    parts.emplace_back(text);
+    return parts;
+  }
+  for (std::size_t start = 0;;) {
+    const auto at = text.find(sep, start);
+    parts.emplace_back(text.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
+    if (at == std::string_view::npos) break;
+    start = at + sep.size();
+  }
+  return parts;
+}
+
+inline bool is_jsonl_path(const std::string& path) {
+  return path.size() >= 6 && (path.substr(path.size() - 6) == ".jsonl" || path.substr(path.size() - 5) == ".json");
+}
+
+// The documents of an evaluation file: a plain text file is one document; a .jsonl file gives one
+// document per line from its "text" field (blank lines skipped). Everything is UTF-8 checked.
+inline std::vector<std::string> read_documents(const std::string& path) {
+  const std::string bytes = read_file_bytes(path);
+  if (!is_jsonl_path(path)) {
+    require_utf8(bytes, path);
+    return {bytes};
+  }
+  std::vector<std::string> docs;
+  std::size_t line_no = 0, start = 0;
+  while (start < bytes.size()) {
+    auto end = bytes.find('\n', start);
+    if (end == std::string::npos) end = bytes.size();
+    const std::string_view line(bytes.data() + start, end - start);
+    ++line_no;
+    start = end + 1;
+    if (strip(line).empty()) continue;
+    require_utf8(line, path, line_no);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", line_no, ": not a JSON object (", e.what(), ")");
+    }
+    LOWBIT_CHECK(j.is_object() && j.contains("text") && j["text"].is_string(), path, ":", line_no,
+                 ": expected an object with a string field \"text\"");
+    docs.push_back(j["text"].get<std::string>());
+  }
+  return docs;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/text_input.hpp ----
+
+namespace lowbit::eval {
+
+enum class BosPolicy {
+  None,              // never insert BOS
+  TokenizerDefault,  // what the tokenizer does on its own for the joined text (Llama: once at the start)
+  PerDocument,       // every document encoded separately, each starting with BOS
+  PerWindow,         // BOS replaces the first input token of every window (llama.cpp)
+};
+
+// Inside: a window is ctx tokens; position j predicts token j+1 inside it (ctx-1 targets, GPTQ).
+// Shifted: ctx inputs predict the following ctx tokens (llama2.c's train/eval loss).
+enum class WindowTargets { Inside, Shifted };
+
+inline const char* to_string(BosPolicy b) {
+  switch (b) {
+    case BosPolicy::None: return "none";
+    case BosPolicy::TokenizerDefault: return "tokenizer-default";
+    case BosPolicy::PerDocument: return "per-document";
+    case BosPolicy::PerWindow: return "per-window";
+  }
+  return "?";
+}
+inline const char* to_string(WindowTargets t) { return t == WindowTargets::Inside ? "inside" : "shifted"; }
+
+struct PerplexityProtocol {
+  std::string name = "custom";
+  int ctx = 2048;                  // tokens per window (inputs)
+  int stride = 0;                  // window step; 0 = ctx (non-overlapping); < ctx = sliding
+  WindowTargets targets = WindowTargets::Inside;
+  bool score_second_half = false;  // llama.cpp: score positions [ctx/2, ...) only
+  BosPolicy bos = BosPolicy::TokenizerDefault;
+  std::string join = "\n\n";       // joins jsonl documents into one text (tokenized once)
+  std::string doc_sep;             // when set, split the text on it into documents
+  bool per_document_encoding = false;  // encode documents separately (stripped, empty ones dropped)
+
+  int effective_stride() const { return stride > 0 ? stride : ctx; }
+  int first_scored() const { return score_second_half ? ctx / 2 : 0; }
+
+  void validate() const {
+    LOWBIT_CHECK(ctx >= 2, "perplexity protocol '", name, "': context ", ctx, " must be at least 2");
+    LOWBIT_CHECK(stride >= 0 && stride <= ctx, "perplexity protocol '", name, "': stride ", stride,
+                 " must be in [0, ctx = ", ctx, "] (0 = ctx)");
+  }
+
+  std::string describe() const {
+    std::string s = name + ": ctx " + std::to_string(ctx) + ", stride " + std::to_string(effective_stride()) +
+                    ", targets " + to_string(targets) + ", scored " + (score_second_half ? "second half" : "all") +
+                    ", BOS " + to_string(bos);
+    if (per_document_encoding)
+      s += ", documents encoded separately" + (doc_sep.empty() ? std::string() : " (split on '" + doc_sep + "')");
+    else
+      s += ", documents joined with " + nlohmann::json(join).dump() + " and tokenized once";
+    return s;
+  }
+
+  nlohmann::json to_json() const {
+    return {{"name", name},
+            {"ctx", ctx},
+            {"stride", effective_stride()},
+            {"targets", to_string(targets)},
+            {"scored", score_second_half ? "second-half" : "all"},
+            {"bos", to_string(bos)},
+            {"join", join},
+            {"doc_sep", doc_sep},
+            {"per_document_encoding", per_document_encoding},
+            {"description", describe()}};
+  }
+};
+
+// Named presets; `ctx` <= 0 keeps the preset's default context.
+inline PerplexityProtocol perplexity_preset(const std::string& name, int ctx = 0) {
+  PerplexityProtocol p;
+  p.name = name;
+  if (name == "gptq" || name == "aqlm") {
+    p.ctx = name == "aqlm" ? 4096 : 2048;
+    p.targets = WindowTargets::Inside;
+    p.bos = BosPolicy::TokenizerDefault;
+    p.join = "\n\n";
+  } else if (name == "llama.cpp") {
+    p.ctx = 512;
+    p.targets = WindowTargets::Inside;
+    p.score_second_half = true;
+    p.bos = BosPolicy::PerWindow;
+  } else if (name == "llama2.c") {
+    p.ctx = 512;
+    p.targets = WindowTargets::Shifted;
+    p.bos = BosPolicy::PerDocument;
+    p.per_document_encoding = true;
+    p.doc_sep = "<|endoftext|>";
+  } else {
+    fail("unknown perplexity protocol '", name, "' (known: gptq, aqlm, llama.cpp, llama2.c)");
+  }
+  if (ctx > 0) p.ctx = ctx;
+  return p;
+}
+
+// The token stream a protocol evaluates.
+inline std::vector<std::int32_t> protocol_tokens(const std::vector<std::string>& documents, const io::Tokenizer& tok,
+                                                 const PerplexityProtocol& p) {
+  std::vector<std::string> docs;
+  for (const auto& d : documents) {
+    if (p.doc_sep.empty()) {
+      docs.push_back(d);
+    } else {
+      for (auto& part : split_on(d, p.doc_sep)) docs.push_back(std::move(part));
+    }
+  }
+  std::vector<std::int32_t> tokens;
+  if (p.per_document_encoding) {
+    const bool bos = p.bos == BosPolicy::PerDocument || (p.bos == BosPolicy::TokenizerDefault && tok.adds_bos_by_default());
+    for (const auto& d : docs) {
+      const auto text = strip(d);
+      if (text.empty()) continue;
+      const auto ids = tok.encode(text, bos);
+      tokens.insert(tokens.end(), ids.begin(), ids.end());
+    }
+  } else {
+    std::string text;
+    for (std::size_t i = 0; i < docs.size(); ++i) {
+      if (i) text += p.join;
+      text += docs[i];
+    }
+    const bool bos = p.bos == BosPolicy::PerDocument || (p.bos == BosPolicy::TokenizerDefault && tok.adds_bos_by_default());
+    tokens = tok.encode(text, bos);
+  }
+  return tokens;
+}
+
+// One window: inputs tokens[start, start + ctx); positions j in [first, last) are scored against
+// tokens[start + j + 1].
+struct Window {
+  std::int64_t start = 0;
+  int first = 0, last = 0;
+};
+
+inline std::vector<Window> plan_windows(std::int64_t n_tokens, const PerplexityProtocol& p) {
+  p.validate();
+  std::vector<Window> windows;
+  const int predictions = p.targets == WindowTargets::Shifted ? p.ctx : p.ctx - 1;
+  std::int64_t scored_until = -1;  // highest target index already scored (sliding windows)
+  for (std::int64_t s = 0; s + predictions + 1 <= n_tokens; s += p.effective_stride()) {
+    Window w{s, p.first_scored(), predictions};
+    if (scored_until >= 0) w.first = std::max<int>(w.first, static_cast<int>(scored_until - s));  // target s+j+1 > scored_until
+    if (w.first < w.last) windows.push_back(w);
+    scored_until = s + predictions;
+  }
+  return windows;
+}
+
+struct PerplexityResult {
+  PerplexityProtocol protocol;
+  double nll = 0;         // mean negative log-likelihood (nats) per scored token
+  double nll_stderr = 0;  // sample std of per-token NLL / sqrt(predictions)
+  double ppl = 0;
+  std::int64_t tokens = 0;       // tokens in the evaluated stream
+  std::int64_t predictions = 0;  // scored positions
+  std::int64_t windows = 0;
+  double seconds = 0;
+  double tokens_per_second = 0;  // forwarded tokens / s
+  double gflops_per_second = 0;  // estimated model FLOP/s reached (0 when unknown)
+  std::string model, tokenizer, text;
+
+  nlohmann::json to_json() const {
+    return {{"kind", "perplexity"},
+            {"model", model},
+            {"tokenizer", tokenizer},
+            {"text", text},
+            {"protocol", protocol.to_json()},
+            {"nll", nll},
+            {"nll_stderr", nll_stderr},
+            {"ppl", ppl},
+            {"tokens", tokens},
+            {"predictions", predictions},
+            {"windows", windows},
+            {"seconds", seconds},
+            {"tokens_per_second", tokens_per_second},
+            {"gflops_per_second", gflops_per_second}};
+  }
+
+  std::string to_markdown() const {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "| model | text | protocol | tokens | predictions | NLL | PPL | time |\n"
+                  "|---|---|---|---:|---:|---:|---:|---:|\n"
+                  "| %s | %s | %s | %lld | %lld | %.5f ± %.5f | %.4f | %.1f s |\n",
+                  model.c_str(), text.c_str(), protocol.describe().c_str(), static_cast<long long>(tokens),
+                  static_cast<long long>(predictions), nll, nll_stderr, ppl, seconds);
+    return buf;
+  }
+};
+
+struct PerplexityOptions {
+  int batch = 0;                       // windows per forward; 0 = as many as fit logits_budget_bytes
+  double logits_budget_bytes = 1.0e9;  // auto batch limit for the [B*ctx, vocab] logits buffer
+  bool quiet = false;
+};
+
+// Scores `tokens` under the protocol's windows.
+inline PerplexityResult perplexity(const LanguageModel& lm, const std::vector<std::int32_t>& tokens,
+                                   const PerplexityProtocol& p, std::int32_t bos_id, const PerplexityOptions& opt = {}) {
+  p.validate();
+  LOWBIT_CHECK(lm.forward && lm.vocab_size > 0, "perplexity: model '", lm.name, "' has no forward function");
+  LOWBIT_CHECK(lm.max_context <= 0 || p.ctx <= lm.max_context, "perplexity: context ", p.ctx,
+               " exceeds the model's limit of ", lm.max_context);
+  LOWBIT_CHECK(p.bos != BosPolicy::PerWindow || bos_id >= 0,
+               "perplexity protocol '", p.name, "' puts BOS in every window but the tokenizer has no BOS token");
+  for (auto t : tokens)
+    LOWBIT_CHECK(t >= 0 && t < lm.vocab_size, "perplexity: token id ", t, " outside the model's vocabulary of ",
+                 lm.vocab_size, " (tokenizer and model do not match)");
+  const auto windows = plan_windows(static_cast<std::int64_t>(tokens.size()), p);
+  LOWBIT_CHECK(!windows.empty(), "perplexity: ", tokens.size(), " tokens are too few for one window of ", p.ctx,
+               " (protocol ", p.name, ")");
+  const int V = lm.vocab_size, T = p.ctx;
+  int B = opt.batch;
+  if (B <= 0) B = static_cast<int>(std::max(1.0, opt.logits_budget_bytes / (4.0 * V * T)));
+  B = std::min<int>(B, static_cast<int>(windows.size()));
+
+  PerplexityResult r;
+  r.protocol = p;
+  r.tokens = static_cast<std::int64_t>(tokens.size());
+  r.windows = static_cast<std::int64_t>(windows.size());
+  std::vector<std::int32_t> batch_tokens(static_cast<std::size_t>(B) * T);
+  std::vector<float> logits(static_cast<std::size_t>(B) * T * V);
+  std::vector<double> nll_values;
+  double flops = 0;
+  const auto start = std::chrono::steady_clock::now();
+  Progress progress("perplexity", static_cast<index_t>(windows.size()), "win", opt.quiet);
+  double sum = 0;
+  for (std::size_t w0 = 0; w0 < windows.size(); w0 += static_cast<std::size_t>(B)) {
+    const int nb = static_cast<int>(std::min<std::size_t>(B, windows.size() - w0));
+    for (int b = 0; b < nb; ++b) {
+      const auto& w = windows[w0 + static_cast<std::size_t>(b)];
+      std::copy(tokens.begin() + w.start, tokens.begin() + w.start + T, batch_tokens.begin() + static_cast<std::ptrdiff_t>(b) * T);
+      if (p.bos == BosPolicy::PerWindow) batch_tokens[static_cast<std::size_t>(b) * T] = bos_id;
+    }
+    lm.forward(batch_tokens.data(), nb, T, logits.data());
+    if (lm.forward_flops) flops += lm.forward_flops(nb, T);
+    for (int b = 0; b < nb; ++b) {
+      const auto& w = windows[w0 + static_cast<std::size_t>(b)];
+      std::vector<double> local(static_cast<std::size_t>(w.last - w.first));
+      parallel_for(
+          w.first, w.last,
+          [&](index_t lo, index_t hi) {
+            for (index_t j = lo; j < hi; ++j) {
+              const float* row = logits.data() + (static_cast<std::size_t>(b) * T + static_cast<std::size_t>(j)) * V;
+              const auto target = tokens[static_cast<std::size_t>(w.start + j + 1)];
+              local[static_cast<std::size_t>(j - w.first)] = -token_log_prob(row, V, target);
+            }
+          },
+          16);
+      for (double v : local) sum += v;
+      nll_values.insert(nll_values.end(), local.begin(), local.end());
+    }
+    char status[64];
+    std::snprintf(status, sizeof status, "ppl %.4f", std::exp(sum / static_cast<double>(nll_values.size())));
+    progress.update(nb, status);
+  }
+  progress.finish();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.predictions = static_cast<std::int64_t>(nll_values.size());
+  r.nll = sum / static_cast<double>(r.predictions);
+  double var = 0;
+  for (double v : nll_values) var += (v - r.nll) * (v - r.nll);
+  var /= std::max<double>(1.0, static_cast<double>(r.predictions - 1));
+  r.nll_stderr = std::sqrt(var / static_cast<double>(r.predictions));
+  r.ppl = std::exp(r.nll);
+  r.tokens_per_second = r.seconds > 0 ? static_cast<double>(r.windows) * T / r.seconds : 0;
+  r.gflops_per_second = r.seconds > 0 ? flops / r.seconds * 1e-9 : 0;
+  r.model = lm.name;
+  return r;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/perplexity.hpp ----
+
+namespace lowbit::eval {
+
+struct KldResult {
+  PerplexityProtocol protocol;
+  std::int64_t positions = 0;
+  double mean_kld = 0, kld_stderr = 0;
+  double median_kld = 0, p90_kld = 0, p99_kld = 0, max_kld = 0;
+  double top1_agreement = 0, top1_stderr = 0;
+  double nll_model = 0, nll_reference = 0;  // on the scored targets
+  double seconds = 0;
+  std::string model, reference, text;
+
+  nlohmann::json to_json() const {
+    return {{"kind", "kld"}, {"model", model}, {"reference", reference}, {"text", text},
+            {"protocol", protocol.to_json()}, {"positions", positions}, {"mean_kld", mean_kld},
+            {"kld_stderr", kld_stderr}, {"median_kld", median_kld}, {"p90_kld", p90_kld}, {"p99_kld", p99_kld},
+            {"max_kld", max_kld}, {"top1_agreement", top1_agreement}, {"top1_stderr", top1_stderr},
+            {"ppl_model", std::exp(nll_model)}, {"ppl_reference", std::exp(nll_reference)}, {"seconds", seconds}};
+  }
+};
+
+// KL(P_ref || P_model) = Σ_v p_ref(v) (log p_ref(v) - log p_model(v)) for one position.
+inline double kl_divergence_row(const float* reference_logits, const float* model_logits, int V) {
+  const double lse_r = log_sum_exp(reference_logits, V), lse_m = log_sum_exp(model_logits, V);
+  double kl = 0;
+  for (int v = 0; v < V; ++v) {
+    const double lr = reference_logits[v] - lse_r;
+    kl += std::exp(lr) * (lr - (model_logits[v] - lse_m));
+  }
+  return std::max(0.0, kl);  // rounding can leave -1e-12 for identical rows
+}
+
+inline double percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<std::size_t>(std::min<double>(static_cast<double>(v.size()) - 1, std::floor(q * static_cast<double>(v.size() - 1) + 0.5)));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+inline KldResult kl_divergence(const LanguageModel& model, const LanguageModel& reference, const std::vector<std::int32_t>& tokens,
+                               const PerplexityProtocol& p, std::int32_t bos_id, const PerplexityOptions& opt = {}) {
+  LOWBIT_CHECK(model.vocab_size == reference.vocab_size, "kld: model '", model.name, "' has a vocabulary of ", model.vocab_size,
+               " but reference '", reference.name, "' has ", reference.vocab_size);
+  const int V = model.vocab_size, T = p.ctx;
+  for (auto t : tokens) LOWBIT_CHECK(t >= 0 && t < V, "kld: token id ", t, " outside the vocabulary of ", V);
+  const auto windows = plan_windows(static_cast<std::int64_t>(tokens.size()), p);
+  LOWBIT_CHECK(!windows.empty(), "kld: ", tokens.size(), " tokens are too few for one window of ", T);
+  std::vector<std::int32_t> input(static_cast<std::size_t>(T));
+  std::vector<float> lm(static_cast<std::size_t>(T) * V), lr(static_cast<std::size_t>(T) * V);
+  std::vector<double> kls, top1, nll_m, nll_r;
+  const auto start = std::chrono::steady_clock::now();
+  Progress progress("kld", static_cast<index_t>(windows.size()), "win", opt.quiet);
+  for (const auto& w : windows) {
+    std::copy(tokens.begin() + w.start, tokens.begin() + w.start + T, input.begin());
+    if (p.bos == BosPolicy::PerWindow) input[0] = bos_id;
+    model.forward(input.data(), 1, T, lm.data());
+    reference.forward(input.data(), 1, T, lr.data());
+    const std::size_t n = static_cast<std::size_t>(w.last - w.first), base = kls.size();
+    kls.resize(base + n), top1.resize(base + n), nll_m.resize(base + n), nll_r.resize(base + n);
+    parallel_for(w.first, w.last, [&](index_t lo, index_t hi) {
+      for (index_t j = lo; j < hi; ++j) {
+        const float* rm = lm.data() + static_cast<std::size_t>(j) * V;
+        const float* rr = lr.data() + static_cast<std::size_t>(j) * V;
+        const auto target = tokens[static_cast<std::size_t>(w.start + j + 1)];
+        const std::size_t k = base + static_cast<std::size_t>(j - w.first);
+        kls[k] = kl_divergence_row(rr, rm, V);
+        top1[k] = argmax(rm, V) == argmax(rr, V) ? 1.0 : 0.0;
+        nll_m[k] = -token_log_prob(rm, V, target);
+        nll_r[k] = -token_log_prob(rr, V, target);
+      }
+    }, 16);
+    progress.update(1);
+  }
+  progress.finish();
+  KldResult r;
+  r.protocol = p;
+  r.positions = static_cast<std::int64_t>(kls.size());
+  auto mean_se = [](const std::vector<double>& v) {
+    double m = 0;
+    for (double x : v) m += x;
+    m /= static_cast<double>(v.size());
+    double ss = 0;
+    for (double x : v) ss += (x - m) * (x - m);
+    const double n = static_cast<double>(v.size());
+    return std::pair<double, double>{m, n > 1 ? std::sqrt(ss / (n - 1) / n) : 0.0};
+  };
+  std::tie(r.mean_kld, r.kld_stderr) = mean_se(kls);
+  std::tie(r.top1_agreement, r.top1_stderr) = mean_se(top1);
+  r.nll_model = mean_se(nll_m).first;
+  r.nll_reference = mean_se(nll_r).first;
+  r.median_kld = percentile(kls, 0.5);
+  r.p90_kld = percentile(kls, 0.9);
+  r.p99_kld = percentile(kls, 0.99);
+  r.max_kld = *std::max_element(kls.begin(), kls.end());
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.model = model.name;
+  r.reference = reference.name;
+  return r;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/kld.hpp ----
+
+// ---- begin lowbit/eval/model_source.hpp ----
+// Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(). One entry
+// point, `load_any_model`, so the evaluation commands gain new formats in one place: lowbit quantized
+// files (io/quantized_model.hpp) load with their quantized linears; everything else goes through
+// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders) when that header exists,
+// or this file's own GGUF/llama2.c detection otherwise. Also reports the linears' bits per weight.
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+
+#if __has_include("../io/quantized_model.hpp")
+#define LOWBIT_EVAL_HAS_QUANTIZED_MODEL 1
+#endif
+#if __has_include("../io/model_loader.hpp")
+#define LOWBIT_EVAL_HAS_MODEL_LOADER 1
+#else
+#endif
+
+namespace lowbit::eval {
+
+// fp32 weights of the model at `path` (GGUF, llama2.c .bin, or whatever io::load_model accepts).
+inline nn::ModelWeights load_any_weights(const std::string& path) {
+  LOWBIT_CHECK(std::filesystem::exists(path), "model file ", path, " does not exist");
+#if defined(LOWBIT_EVAL_HAS_MODEL_LOADER)
+  return io::load_model(path);
+#else
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  in.read(magic, 4);
+  if (in.gcount() == 4 && std::string(magic, 4) == "GGUF") return io::load_gguf(path);
+  return io::load_llama2c(path);
+#endif
+}
+
+// Storage bits per weight over the transformer blocks' linears (codes, scales, zeros and codebooks as
+// stored; 32 for dense fp32). Embeddings and the head are not counted, as in the papers' tables.
+template <class Model>
+double linear_bits_per_weight(Model& model) {
+  double bits = 0, weights = 0;
+  for (int l = 0; l < model.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      auto& linear = model.linear(l, role);
+      bits += 8.0 * static_cast<double>(linear.bytes());
+      weights += static_cast<double>(linear.in_features()) * static_cast<double>(linear.out_features());
+    }
+  return weights > 0 ? bits / weights : 0.0;
+}
+
+// A loaded model plus the adapter the evaluations use (the adapter points into `model`).
+struct LoadedModel {
+  std::unique_ptr<nn::Llama> model;
+  LanguageModel lm;
+  std::string path;
+  double bits_per_weight = 0;  // of the block linears
+};
+
+inline LoadedModel load_any_model(const std::string& path) {
+  LoadedModel m;
+  m.path = path;
+#if defined(LOWBIT_EVAL_HAS_QUANTIZED_MODEL)
+  if (io::is_quantized_model_file(path))
+    m.model = std::make_unique<nn::Llama>(io::load_quantized_model(path));
+  else
+#endif
+    m.model = std::make_unique<nn::Llama>(load_any_weights(path));
+  m.bits_per_weight = linear_bits_per_weight(*m.model);
+  m.lm = wrap_model(*m.model, std::filesystem::path(path).filename().string());
+  return m;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/model_source.hpp ----
+
+// ---- begin lowbit/eval/report.hpp ----
+// Results as files people read: every evaluation writes its JSON (and a markdown table), and
+// `lowbit report` merges many result files into one markdown table and an SVG plot of perplexity
+// against bits per weight, one line per method, log-scale perplexity axis. The SVG is written by hand
+// (no plotting dependency) so docs/results.md can show pictures straight from the JSON files.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace lowbit::eval {
+
+// Writes `text` to `path` atomically (temporary file in the same folder, then rename).
+inline void write_text_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    LOWBIT_CHECK(out.good(), "cannot write ", tmp);
+    out << text;
+    LOWBIT_CHECK(out.good(), "write to ", tmp, " failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  LOWBIT_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
+}
+
+inline void write_json_file(const std::string& path, const nlohmann::json& j) { write_text_file(path, j.dump(2) + "\n"); }
+
+inline nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  LOWBIT_CHECK(in.good(), "result file ", path, ": cannot open");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("result file ", path, ": not valid JSON (", e.what(), ")");
+  }
+}
+
+// One row of the merged report.
+struct ReportRow {
+  std::string file, method, model, metric_name, protocol;
+  double bits_per_weight = 0;  // 0: unknown
+  double value = 0;            // perplexity, or accuracy for zero-shot results
+  double stderr_value = 0;
+};
+
+// Rows from a result JSON: a perplexity result gives one row; a zero-shot result one row per task.
+// `method` defaults to the model file name, bits/weight to the "bits_per_weight" field (absent: 0).
+inline std::vector<ReportRow> report_rows(const nlohmann::json& j, const std::string& file) {
+  std::vector<ReportRow> rows;
+  ReportRow base;
+  base.file = file;
+  base.model = j.value("model", std::string());
+  base.method = j.value("method", std::filesystem::path(base.model).filename().string());
+  base.bits_per_weight = j.value("bits_per_weight", 0.0);
+  const std::string kind = j.value("kind", std::string());
+  if (kind == "perplexity") {
+    ReportRow r = base;
+    r.metric_name = "ppl";
+    r.value = j.at("ppl").get<double>();
+    const double nll = j.at("nll").get<double>();
+    r.stderr_value = r.value * j.value("nll_stderr", 0.0);  // delta method: d exp(x) = exp(x) dx
+    (void)nll;
+    if (j.contains("protocol")) r.protocol = j["protocol"].value("description", std::string());
+    if (j.contains("text")) r.protocol = std::filesystem::path(j["text"].get<std::string>()).filename().string() + "; " + r.protocol;
+    rows.push_back(r);
+  } else if (kind == "zeroshot") {
+    for (const auto& t : j.at("tasks")) {
+      ReportRow r = base;
+      r.metric_name = t.at("task").get<std::string>() + " acc";
+      r.value = t.at("acc").get<double>();
+      r.stderr_value = t.value("acc_stderr", 0.0);
+      r.protocol = "n=" + std::to_string(t.value("n", 0));
+      rows.push_back(r);
+    }
+  } else {
+    fail("result file ", file, ": unknown result kind '", kind, "' (expected perplexity or zeroshot)");
+  }
+  return rows;
+}
+
+inline std::string report_markdown(const std::vector<ReportRow>& rows) {
+  std::ostringstream md;
+  md << "| method | bits/weight | metric | value | ± | protocol / notes | file |\n";
+  md << "|---|---:|---|---:|---:|---|---|\n";
+  char buf[64];
+  for (const auto& r : rows) {
+    md << "| " << r.method << " | ";
+    if (r.bits_per_weight > 0) {
+      std::snprintf(buf, sizeof buf, "%.3f", r.bits_per_weight);
+      md << buf;
+    } else {
+      md << "?";
+    }
+    std::snprintf(buf, sizeof buf, " | %s | %.4f | %.4f | ", r.metric_name.c_str(), r.value, r.stderr_value);
+    md << buf << r.protocol << " | " << std::filesystem::path(r.file).filename().string() << " |\n";
+  }
+  return md.str();
+}
+
+inline std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// Perplexity (log scale) vs bits/weight, one polyline per method, points sorted by bits. Rows other
+// than perplexity or without bits/weight are left out.
+inline std::string report_svg(const std::vector<ReportRow>& rows, const std::string& title = "Perplexity vs bits per weight") {
+  std::map<std::string, std::vector<std::pair<double, double>>> series;
+  for (const auto& r : rows)
+    if (r.metric_name == "ppl" && r.bits_per_weight > 0 && r.value > 0) series[r.method].emplace_back(r.bits_per_weight, r.value);
+  const double W = 720, H = 460, left = 70, right = 190, top = 40, bottom = 60;
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << " " << H
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  svg << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  svg << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << xml_escape(title) << "</text>\n";
+  if (series.empty()) {
+    svg << "<text x=\"" << W / 2 << "\" y=\"" << H / 2 << "\" text-anchor=\"middle\">no perplexity rows with bits/weight</text>\n</svg>\n";
+    return svg.str();
+  }
+  double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
+  for (auto& [m, pts] : series) {
+    std::sort(pts.begin(), pts.end());
+    for (auto [x, y] : pts) {
+      xmin = std::min(xmin, x), xmax = std::max(xmax, x);
+      ymin = std::min(ymin, y), ymax = std::max(ymax, y);
+    }
+  }
+  xmin = std::floor(xmin) - 0.5, xmax = std::ceil(xmax) + 0.5;
+  double ly0 = std::log10(ymin), ly1 = std::log10(ymax);
+  if (ly1 - ly0 < 0.1) ly0 -= 0.05, ly1 += 0.05;
+  const double pad = 0.05 * (ly1 - ly0);
+  ly0 -= pad, ly1 += pad;
+  const double pw = W - left - right, ph = H - top - bottom;
+  auto X = [&](double x) { return left + (x - xmin) / (xmax - xmin) * pw; };
+  auto Y = [&](double y) { return top + (ly1 - std::log10(y)) / (ly1 - ly0) * ph; };
+  svg << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
+      << "\" fill=\"none\" stroke=\"#333\"/>\n";
+  // x ticks at integers
+  for (double x = std::ceil(xmin); x <= xmax; x += 1) {
+    svg << "<line x1=\"" << X(x) << "\" y1=\"" << top + ph << "\" x2=\"" << X(x) << "\" y2=\"" << top
+        << "\" stroke=\"#ddd\"/>\n<text x=\"" << X(x) << "\" y=\"" << top + ph + 16 << "\" text-anchor=\"middle\">" << x
+        << "</text>\n";
+  }
+  // y ticks at 1, 2, 5 x 10^k inside the range (log scale)
+  for (int k = static_cast<int>(std::floor(ly0)) - 1; k <= static_cast<int>(std::ceil(ly1)); ++k)
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double y = m * std::pow(10.0, k);
+      if (std::log10(y) < ly0 || std::log10(y) > ly1) continue;
+      char label[32];
+      std::snprintf(label, sizeof label, "%g", y);
+      svg << "<line x1=\"" << left << "\" y1=\"" << Y(y) << "\" x2=\"" << left + pw << "\" y2=\"" << Y(y)
+          << "\" stroke=\"#ddd\"/>\n<text x=\"" << left - 6 << "\" y=\"" << Y(y) + 4 << "\" text-anchor=\"end\">" << label
+          << "</text>\n";
+    }
+  svg << "<text x=\"" << left + pw / 2 << "\" y=\"" << H - 18 << "\" text-anchor=\"middle\">bits per weight</text>\n";
+  svg << "<text transform=\"translate(18," << top + ph / 2 << ") rotate(-90)\" text-anchor=\"middle\">perplexity (log scale)</text>\n";
+  static const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"};
+  int i = 0;
+  for (const auto& [method, pts] : series) {
+    const char* color = colors[i % 10];
+    std::ostringstream path;
+    for (auto [x, y] : pts) path << (path.tellp() > 0 ? " " : "") << X(x) << "," << Y(y);
+    if (pts.size() > 1)
+      svg << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\" points=\"" << path.str() << "\"/>\n";
+    for (auto [x, y] : pts) {
+      char tip[64];
+      std::snprintf(tip, sizeof tip, "%.3f bits, ppl %.3f", x, y);
+      svg << "<circle cx=\"" << X(x) << "\" cy=\"" << Y(y) << "\" r=\"4\" fill=\"" << color << "\"><title>" << xml_escape(method)
+          << ": " << tip << "</title></circle>\n";
+    }
+    const double ly = top + 10 + 18 * i;
+    svg << "<line x1=\"" << left + pw + 12 << "\" y1=\"" << ly << "\" x2=\"" << left + pw + 32 << "\" y2=\"" << ly << "\" stroke=\""
+        << color << "\" stroke-width=\"3\"/>\n<text x=\"" << left + pw + 38 << "\" y=\"" << ly + 4 << "\">" << xml_escape(method)
+        << "</text>\n";
+    ++i;
+  }
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/report.hpp ----
+
+// ---- begin lowbit/eval/tasks.hpp ----
+// Zero-shot task files turned into multiple-choice items with lm-evaluation-harness's prompts: each
+// item is a list of (context, continuation) requests, one per choice, plus the gold index. PIQA and
+// ARC-Easy use "Question: ...\nAnswer:" with " {choice}"; WinoGrande scores the shared continuation
+// after each filled-in context (partial scoring); HellaSwag reads llama.cpp's 6-lines-per-item text
+// (bzip2) with " {ending}"; LAMBADA is one request whose continuation is " {last word}".
+
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#if defined(LOWBIT_WITH_BZIP2)
+#include <bzlib.h>
+#endif
+
+
+namespace lowbit::eval {
+
+struct ChoiceRequest {
+  std::string context, continuation;
+  std::size_t norm_bytes = 0;  // acc_norm's length: UTF-8 bytes of the choice text (without the " " delimiter)
+};
+
+inline ChoiceRequest make_request(std::string context, const std::string& choice, const std::string& delimiter = " ") {
+  return {std::move(context), delimiter + choice, choice.size()};
+}
+
+struct TaskItem {
+  std::vector<ChoiceRequest> choices;  // one request per choice (LAMBADA: exactly one)
+  int gold = 0;
+  std::size_t line = 0;  // where it came from, for messages
+};
+
+struct Task {
+  std::string name, file;
+  std::vector<TaskItem> items;
+};
+
+// Reads a whole .bz2 file through libbz2.
+inline std::string read_bzip2_file(const std::string& path) {
+#if defined(LOWBIT_WITH_BZIP2)
+  FILE* f = std::fopen(path.c_str(), "rb");
+  LOWBIT_CHECK(f, "task file ", path, ": cannot open");
+  int err = BZ_OK;
+  BZFILE* bz = BZ2_bzReadOpen(&err, f, 0, 0, nullptr, 0);
+  if (err != BZ_OK) {
+    std::fclose(f);
+    fail("task file ", path, ": not a bzip2 stream (libbz2 error ", err, ")");
+  }
+  std::string out;
+  char buf[1 << 16];
+  while (err == BZ_OK) {
+    const int n = BZ2_bzRead(&err, bz, buf, sizeof buf);
+    if (err == BZ_OK || err == BZ_STREAM_END) out.append(buf, static_cast<std::size_t>(n));
+  }
+  BZ2_bzReadClose(nullptr, bz);
+  std::fclose(f);
+  LOWBIT_CHECK(err == BZ_STREAM_END, "task file ", path, ": corrupt or truncated bzip2 data (libbz2 error ", err,
+               ") after ", out.size(), " bytes");
+  return out;
+#else
+  fail("task file ", path, ": reading .bz2 needs libbz2 (rebuild with libbz2-dev installed)");
+#endif
+}
+
+namespace detail {
+
+// Calls fn(json, line_number) for every non-blank line of a jsonl file, with UTF-8 and JSON errors
+// reported as file:line.
+template <class Fn>
+void for_each_jsonl(const std::string& path, Fn&& fn) {
+  const std::string bytes = read_file_bytes(path);
+  std::size_t line_no = 0, start = 0;
+  while (start < bytes.size()) {
+    auto end = bytes.find('\n', start);
+    if (end == std::string::npos) end = bytes.size();
+    const std::string_view line(bytes.data() + start, end - start);
+    ++line_no;
+    start = end + 1;
+    if (strip(line).empty()) continue;
+    require_utf8(line, path, line_no);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
+    }
+    try {
+      fn(j, line_no);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", line_no, ": missing or mistyped field (", e.what(), ")");
+    }
+  }
+}
+
+inline int checked_gold(const nlohmann::json& j, std::size_t n_choices, const std::string& path, std::size_t line) {
+  const int gold = j.at("gold").get<int>();
+  LOWBIT_CHECK(gold >= 0 && static_cast<std::size_t>(gold) < n_choices, path, ":", line, ": gold ", gold,
+               " is not a valid index into ", n_choices, " choices");
+  return gold;
+}
+
+}  // namespace detail
+
+// PIQA (llm-foundry jsonl: query "Question: {goal}\n", choices, gold).
+inline Task read_piqa(const std::string& path) {
+  Task t{"piqa", path, {}};
+  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line) {
+    TaskItem item;
+    item.line = line;
+    const auto query = j.at("query").get<std::string>();
+    for (const auto& c : j.at("choices")) item.choices.push_back(make_request(query + "Answer:", c.get<std::string>()));
+    LOWBIT_CHECK(item.choices.size() >= 2, path, ":", line, ": expected at least 2 choices");
+    item.gold = detail::checked_gold(j, item.choices.size(), path, line);
+    t.items.push_back(std::move(item));
+  });
+  return t;
+}
+
+// ARC (question, choices, gold).
+inline Task read_arc(const std::string& path, const std::string& name = "arc_easy") {
+  Task t{name, path, {}};
+  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line) {
+    TaskItem item;
+    item.line = line;
+    const auto context = "Question: " + j.at("question").get<std::string>() + "\nAnswer:";
+    for (const auto& c : j.at("choices")) item.choices.push_back(make_request(context, c.get<std::string>()));
+    LOWBIT_CHECK(item.choices.size() >= 2, path, ":", line, ": expected at least 2 choices");
+    item.gold = detail::checked_gold(j, item.choices.size(), path, line);
+    t.items.push_back(std::move(item));
+  });
+  return t;
+}
+
+// WinoGrande, partial scoring: the continuation after the blank, scored after each filled-in context.
+inline Task read_winogrande(const std::string& path) {
+  Task t{"winogrande", path, {}};
+  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line) {
+    TaskItem item;
+    item.line = line;
+    const auto continuation = j.at("continuation").get<std::string>();
+    for (const auto& c : j.at("context_options")) item.choices.push_back(make_request(c.get<std::string>(), continuation));
+    LOWBIT_CHECK(item.choices.size() == 2, path, ":", line, ": expected 2 context options, found ", item.choices.size());
+    item.gold = detail::checked_gold(j, item.choices.size(), path, line);
+    t.items.push_back(std::move(item));
+  });
+  return t;
+}
+
+// LAMBADA (OpenAI): context and the last word; one request per item, gold 0.
+inline Task read_lambada(const std::string& path) {
+  Task t{"lambada", path, {}};
+  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line) {
+    TaskItem item;
+    item.line = line;
+    item.choices.push_back(make_request(j.at("context").get<std::string>(), j.at("continuation").get<std::string>()));
+    t.items.push_back(std::move(item));
+  });
+  return t;
+}
+
+// HellaSwag in llama.cpp's format: per item 6 lines (context, gold label 0-3, four endings); the
+// text may come from a .bz2 file.
+inline Task read_hellaswag(const std::string& path) {
+  const std::string bytes = path.size() > 4 && path.substr(path.size() - 4) == ".bz2" ? read_bzip2_file(path) : read_file_bytes(path);
+  require_utf8(bytes, path);
+  std::vector<std::string_view> lines;
+  for (std::size_t start = 0; start < bytes.size();) {
+    auto end = bytes.find('\n', start);
+    if (end == std::string::npos) end = bytes.size();
+    lines.emplace_back(bytes.data() + start, end - start);
+    start = end + 1;
+  }
+  while (!lines.empty() && lines.back().empty()) lines.pop_back();
+  LOWBIT_CHECK(lines.size() % 6 == 0, path, ": ", lines.size(), " lines is not a multiple of 6 (context, label, 4 endings per item)");
+  Task t{"hellaswag", path, {}};
+  for (std::size_t i = 0; i < lines.size(); i += 6) {
+    TaskItem item;
+    item.line = i + 1;
+    const auto label = lines[i + 1];
+    LOWBIT_CHECK(label.size() == 1 && label[0] >= '0' && label[0] <= '3', path, ":", i + 2, ": gold label '", std::string(label),
+                 "' is not one of 0, 1, 2, 3");
+    item.gold = label[0] - '0';
+    for (int k = 0; k < 4; ++k)
+      item.choices.push_back(make_request(std::string(lines[i]), std::string(lines[i + 2 + static_cast<std::size_t>(k)])));
+    t.items.push_back(std::move(item));
+  }
+  return t;
+}
+
+// The standard file of each task under `data_dir` (../shared/data/tasks layout).
+inline Task read_task(const std::string& name, const std::string& data_dir) {
+  const std::string d = data_dir.empty() || data_dir.back() == '/' ? data_dir : data_dir + "/";
+  if (name == "piqa") return read_piqa(d + "piqa_validation.jsonl");
+  if (name == "arc_easy") return read_arc(d + "arc_easy_test.jsonl", "arc_easy");
+  if (name == "arc_challenge") return read_arc(d + "arc_challenge_test.jsonl", "arc_challenge");
+  if (name == "winogrande") return read_winogrande(d + "winogrande_xl_dev.jsonl");
+  if (name == "hellaswag") return read_hellaswag(d + "hellaswag_validation.txt.bz2");
+  if (name == "lambada" || name == "lambada_openai") return read_lambada(d + "lambada_openai_test.jsonl");
+  fail("unknown task '", name, "' (known: piqa, arc_easy, arc_challenge, winogrande, hellaswag, lambada)");
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/tasks.hpp ----
+
+// ---- begin lowbit/eval/zeroshot.hpp ----
+// Zero-shot multiple choice by log-likelihood, with lm-evaluation-harness semantics: each choice's
+// continuation is scored given its context (context and continuation encoded jointly, the
+// continuation's tokens being the tail beyond the context's own tokens; trailing context spaces move
+// into the continuation), acc = argmax of the summed log-probability, acc_norm = argmax of it divided
+// by the choice's UTF-8 byte length, LAMBADA-style items also get greedy-match accuracy and perplexity.
+// Standard errors are sample std / sqrt(n). Requests run longest-first in padded batches.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace lowbit::eval {
+
+// A request as token ids: the model reads `input` and the last `continuation.size()` positions
+// predict the continuation tokens.
+struct EncodedRequest {
+  std::vector<std::int32_t> input;
+  std::vector<std::int32_t> continuation;
+};
+
+inline EncodedRequest encode_request(const io::Tokenizer& tok, const ChoiceRequest& r, int max_length) {
+  std::string context = r.context, continuation = r.continuation;
+  // lm-eval: trailing whitespace of the context belongs to the continuation.
+  const auto kept = context.find_last_not_of(" \t\n\r\v\f");
+  const std::size_t n_spaces = kept == std::string::npos ? context.size() : context.size() - kept - 1;
+  if (n_spaces > 0) {
+    continuation = context.substr(context.size() - n_spaces) + continuation;
+    context.resize(context.size() - n_spaces);
+  }
+  auto whole = tok.encode(context + continuation, false);
+  auto context_ids = context.empty() ? std::vector<std::int32_t>{} : tok.encode(context, false);
+  EncodedRequest e;
+  if (context_ids.size() < whole.size() && std::equal(context_ids.begin(), context_ids.end(), whole.begin())) {
+    e.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(context_ids.size()), whole.end());
+  } else {
+    // The joint encoding merged across the boundary or differs in the context part: keep lm-eval's
+    // length-based split when it leaves a continuation, otherwise encode the continuation alone.
+    if (context_ids.size() < whole.size())
+      e.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(context_ids.size()), whole.end());
+    else
+      e.continuation = tok.encode(continuation, false);
+  }
+  LOWBIT_CHECK(!e.continuation.empty(), "zero-shot: continuation '", continuation, "' encodes to no tokens");
+  if (context_ids.empty()) {  // lm-eval prefixes an empty context with the end-of-text token
+    const auto prefix = tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
+    LOWBIT_CHECK(prefix >= 0, "zero-shot: empty context and the tokenizer has neither BOS nor EOS");
+    context_ids.push_back(prefix);
+  }
+  std::vector<std::int32_t> full = context_ids;
+  full.insert(full.end(), e.continuation.begin(), e.continuation.end());
+  if (static_cast<int>(full.size()) > max_length + 1) full.erase(full.begin(), full.end() - (max_length + 1));
+  LOWBIT_CHECK(e.continuation.size() < full.size(), "zero-shot: continuation of ", e.continuation.size(),
+               " tokens does not fit the context limit of ", max_length);
+  full.pop_back();
+  e.input = std::move(full);
+  return e;
+}
+
+struct RequestScore {
+  double log_prob = 0;  // sum over continuation tokens
+  bool greedy = false;  // every continuation token is the argmax
+  int tokens = 0;
+};
+
+struct ZeroShotOptions {
+  int limit = 0;                       // first N items of each task (0 = all)
+  int max_length = 2048;               // model context for a request
+  int max_batch = 64;                  // requests per forward
+  double logits_budget_bytes = 5e8;    // caps batch * length * vocab * 4
+  bool quiet = false;
+};
+
+// Scores requests in padded batches, longest first.
+inline std::vector<RequestScore> score_requests(const LanguageModel& lm, const std::vector<EncodedRequest>& reqs,
+                                                const ZeroShotOptions& opt, const std::string& label) {
+  std::vector<std::size_t> order(reqs.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return reqs[a].input.size() > reqs[b].input.size(); });
+  std::vector<RequestScore> scores(reqs.size());
+  const int V = lm.vocab_size;
+  Progress progress(label, static_cast<index_t>(reqs.size()), "req", opt.quiet);
+  std::vector<std::int32_t> tokens;
+  std::vector<float> logits;
+  for (std::size_t i = 0; i < order.size();) {
+    const int T = static_cast<int>(reqs[order[i]].input.size());
+    const int fit = static_cast<int>(std::max(1.0, opt.logits_budget_bytes / (4.0 * V * T)));
+    const int B = static_cast<int>(std::min<std::size_t>(std::min(fit, opt.max_batch), order.size() - i));
+    tokens.assign(static_cast<std::size_t>(B) * T, 0);  // right padding never affects earlier positions
+    for (int b = 0; b < B; ++b) {
+      const auto& in = reqs[order[i + static_cast<std::size_t>(b)]].input;
+      for (auto t : in)
+        LOWBIT_CHECK(t >= 0 && t < V, "zero-shot: token id ", t, " outside the model's vocabulary of ", V);
+      std::copy(in.begin(), in.end(), tokens.begin() + static_cast<std::ptrdiff_t>(b) * T);
+    }
+    logits.resize(static_cast<std::size_t>(B) * T * V);
+    lm.forward(tokens.data(), B, T, logits.data());
+    parallel_for(0, B, [&](index_t lo, index_t hi) {
+      for (index_t b = lo; b < hi; ++b) {
+        const auto& r = reqs[order[i + static_cast<std::size_t>(b)]];
+        const int len = static_cast<int>(r.input.size()), n = static_cast<int>(r.continuation.size());
+        RequestScore s;
+        s.greedy = true;
+        s.tokens = n;
+        for (int k = 0; k < n; ++k) {
+          const float* row = logits.data() + (static_cast<std::size_t>(b) * T + static_cast<std::size_t>(len - n + k)) * V;
+          const auto target = r.continuation[static_cast<std::size_t>(k)];
+          s.log_prob += token_log_prob(row, V, target);
+          s.greedy = s.greedy && argmax(row, V) == target;
+        }
+        scores[order[i + static_cast<std::size_t>(b)]] = s;
+      }
+    });
+    i += static_cast<std::size_t>(B);
+    progress.update(B);
+  }
+  progress.finish();
+  return scores;
+}
+
+struct TaskResult {
+  std::string task, file;
+  int n = 0;
+  double acc = 0, acc_stderr = 0, acc_norm = 0, acc_norm_stderr = 0;
+  double ppl = 0;  // LAMBADA: exp(-mean log-likelihood of the last word), as lm-eval reports it
+  bool single_choice = false;  // LAMBADA-style: acc is the greedy match of the continuation
+  std::int64_t requests = 0, tokens = 0;
+  double seconds = 0;
+
+  nlohmann::json to_json() const {
+    nlohmann::json j = {{"task", task}, {"file", file}, {"n", n}, {"acc", acc}, {"acc_stderr", acc_stderr},
+                        {"requests", requests}, {"tokens", tokens}, {"seconds", seconds}};
+    if (single_choice) {
+      j["ppl"] = ppl;
+    } else {
+      j["acc_norm"] = acc_norm;
+      j["acc_norm_stderr"] = acc_norm_stderr;
+    }
+    return j;
+  }
+};
+
+// Mean and its standard error (sample std with n-1, over sqrt(n)) of 0/1 outcomes.
+inline std::pair<double, double> mean_and_stderr(const std::vector<double>& v) {
+  if (v.empty()) return {0, 0};
+  const double n = static_cast<double>(v.size());
+  const double mean = std::accumulate(v.begin(), v.end(), 0.0) / n;
+  if (v.size() < 2) return {mean, 0};
+  double ss = 0;
+  for (double x : v) ss += (x - mean) * (x - mean);
+  return {mean, std::sqrt(ss / (n - 1)) / std::sqrt(n)};
+}
+
+inline TaskResult evaluate_task(const LanguageModel& lm, const io::Tokenizer& tok, const Task& task, const ZeroShotOptions& opt) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::size_t n_items =
+      opt.limit > 0 ? std::min<std::size_t>(task.items.size(), static_cast<std::size_t>(opt.limit)) : task.items.size();
+  LOWBIT_CHECK(n_items > 0, "task ", task.name, " (", task.file, "): no items");
+  std::vector<EncodedRequest> reqs;
+  std::vector<std::size_t> first(n_items + 1);
+  for (std::size_t i = 0; i < n_items; ++i) {
+    first[i] = reqs.size();
+    for (const auto& c : task.items[i].choices) reqs.push_back(encode_request(tok, c, opt.max_length));
+  }
+  first[n_items] = reqs.size();
+  const auto scores = score_requests(lm, reqs, opt, task.name);
+  TaskResult r;
+  r.task = task.name;
+  r.file = task.file;
+  r.n = static_cast<int>(n_items);
+  r.requests = static_cast<std::int64_t>(reqs.size());
+  for (const auto& e : reqs) r.tokens += static_cast<std::int64_t>(e.input.size());
+  std::vector<double> acc, acc_norm, ll;
+  for (std::size_t i = 0; i < n_items; ++i) {
+    const auto& item = task.items[i];
+    if (item.choices.size() == 1) {
+      r.single_choice = true;
+      acc.push_back(scores[first[i]].greedy ? 1.0 : 0.0);
+      ll.push_back(scores[first[i]].log_prob);
+      continue;
+    }
+    std::size_t best = 0, best_norm = 0;
+    for (std::size_t c = 0; c < item.choices.size(); ++c) {
+      const double lp = scores[first[i] + c].log_prob;
+      const double norm = lp / static_cast<double>(std::max<std::size_t>(1, item.choices[c].norm_bytes));
+      if (lp > scores[first[i] + best].log_prob) best = c;
+      if (norm > scores[first[i] + best_norm].log_prob /
+                     static_cast<double>(std::max<std::size_t>(1, item.choices[best_norm].norm_bytes)))
+        best_norm = c;
+    }
+    acc.push_back(static_cast<int>(best) == item.gold ? 1.0 : 0.0);
+    acc_norm.push_back(static_cast<int>(best_norm) == item.gold ? 1.0 : 0.0);
+  }
+  std::tie(r.acc, r.acc_stderr) = mean_and_stderr(acc);
+  std::tie(r.acc_norm, r.acc_norm_stderr) = mean_and_stderr(acc_norm);
+  if (!ll.empty()) r.ppl = std::exp(-std::accumulate(ll.begin(), ll.end(), 0.0) / static_cast<double>(ll.size()));
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/zeroshot.hpp ----
 // ---- end lowbit/lowbit.hpp ----

@@ -55,6 +55,99 @@ inline void solve_block_jacobi_cg(const Eigen::MatrixXd& A, const Eigen::VectorX
   }
 }
 
+// The same normal equations solved without forming A: A·v = Σ_o s_o²·D_oᵀ·H·D_o·v, where D_o places the
+// row's codewords into its groups. Block-Jacobi CG (diagonal blocks Σ s_o²·H_jj over the positions
+// using each codeword), from the current codebooks, to a relative residual of 1e-10.
+inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const std::vector<float>& WH,
+                                              AdditiveCodes& a, const std::vector<index_t>& block_of,
+                                              const std::vector<index_t>& codeword_of, double ridge) {
+  const AdditiveShape& s = a.shape;
+  const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), ncodes = s.codes_per_row();
+  const int G = s.group_size, M = s.num_codebooks;
+  const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
+  auto block_at = [&](index_t o, index_t i) {
+    return block_of[static_cast<std::size_t>((i % M) * K + a.codes[static_cast<std::size_t>(o * ncodes + i)])];
+  };
+  Eigen::VectorXd b = Eigen::VectorXd::Zero(n), theta(n);
+  std::vector<Eigen::MatrixXd> diag(static_cast<std::size_t>(nb), Eigen::MatrixXd::Zero(G, G));
+  for (index_t o = 0; o < rows; ++o) {
+    const double sc = a.scales[static_cast<std::size_t>(o)];
+    for (index_t i = 0; i < ncodes; ++i) {
+      const index_t bi = block_at(o, i), g0 = (i / M) * G;
+      for (int p = 0; p < G; ++p) {
+        b[bi * G + p] += sc * WH[static_cast<std::size_t>(o * P + g0 + p)];
+        for (int q = 0; q < G; ++q) diag[static_cast<std::size_t>(bi)](p, q) += sc * sc * prob.H[static_cast<std::size_t>((g0 + p) * P + g0 + q)];
+      }
+    }
+  }
+  double mean_diag = 0.0;
+  for (const auto& d : diag) mean_diag += d.trace();
+  const double lambda = std::max(ridge * mean_diag / static_cast<double>(std::max<index_t>(1, n)), 1e-30);
+  for (index_t bidx = 0; bidx < nb; ++bidx) {
+    const float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
+    for (int p = 0; p < G; ++p) {
+      theta[bidx * G + p] = cw[p];
+      b[bidx * G + p] += lambda * cw[p];
+      diag[static_cast<std::size_t>(bidx)](p, p) += lambda;
+    }
+  }
+  // A·v in two fixed row halves (results independent of the thread count).
+  auto apply = [&](const Eigen::VectorXd& v) {
+    std::vector<Eigen::VectorXd> partial(2, Eigen::VectorXd::Zero(n));
+    parallel_for(0, 2, [&](index_t c0, index_t c1) {
+      std::vector<double> w(static_cast<std::size_t>(P)), z(static_cast<std::size_t>(P));
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t o = rows * c / 2; o < rows * (c + 1) / 2; ++o) {
+          std::fill(w.begin(), w.end(), 0.0);
+          for (index_t i = 0; i < ncodes; ++i) {
+            const index_t bi = block_at(o, i), g0 = (i / M) * G;
+            for (int p = 0; p < G; ++p) w[static_cast<std::size_t>(g0 + p)] += v[bi * G + p];
+          }
+          const double s2 = static_cast<double>(a.scales[static_cast<std::size_t>(o)]) * a.scales[static_cast<std::size_t>(o)];
+          for (index_t r = 0; r < P; ++r) {
+            const float* h = prob.h_row(r);
+            double acc = 0.0;
+            for (index_t col = 0; col < P; ++col) acc += h[col] * w[static_cast<std::size_t>(col)];
+            z[static_cast<std::size_t>(r)] = s2 * acc;
+          }
+          for (index_t i = 0; i < ncodes; ++i) {
+            const index_t bi = block_at(o, i), g0 = (i / M) * G;
+            for (int p = 0; p < G; ++p) partial[static_cast<std::size_t>(c)][bi * G + p] += z[static_cast<std::size_t>(g0 + p)];
+          }
+        }
+    });
+    Eigen::VectorXd out = partial[0] + partial[1] + lambda * v;
+    return out;
+  };
+  std::vector<Eigen::LLT<Eigen::MatrixXd>> blocks;
+  blocks.reserve(static_cast<std::size_t>(nb));
+  for (const auto& d : diag) blocks.emplace_back(d);
+  auto precondition = [&](const Eigen::VectorXd& r) {
+    Eigen::VectorXd z(n);
+    for (index_t i = 0; i < nb; ++i) z.segment(i * G, G) = blocks[static_cast<std::size_t>(i)].solve(r.segment(i * G, G));
+    return z;
+  };
+  Eigen::VectorXd r = b - apply(theta);
+  const double target = 1e-10 * std::max(b.norm(), 1e-300);
+  Eigen::VectorXd z = precondition(r), p = z;
+  double rz = r.dot(z);
+  for (int it = 0; it < 500 && r.norm() > target; ++it) {
+    const Eigen::VectorXd Ap = apply(p);
+    const double alpha = rz / p.dot(Ap);
+    theta += alpha * p;
+    r -= alpha * Ap;
+    z = precondition(r);
+    const double rz_next = r.dot(z);
+    p = z + (rz_next / rz) * p;
+    rz = rz_next;
+  }
+  if (!theta.allFinite()) return;
+  for (index_t bidx = 0; bidx < nb; ++bidx) {
+    float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
+    for (int q = 0; q < G; ++q) cw[q] = static_cast<float>(theta[bidx * G + q]);
+  }
+}
+
 // Exact least-squares codebooks for fixed codes and scales. Only codewords some code uses are
 // unknowns; `ridge` (relative to the mean diagonal) pulls each toward its current value, which keeps
 // the system positive definite without biasing well-determined codewords. Up to `direct_max_unknowns`
@@ -76,6 +169,12 @@ inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std:
       }
     }
   const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
+  // Few rows relative to the unknowns (small matrices): A·v costs rows·P² matrix-free but n² dense,
+  // and assembling A costs rows·(codes per row)²·G²; solve matrix-free then.
+  if (n > direct_max_unknowns && static_cast<double>(rows) * P * P < 0.25 * static_cast<double>(n) * n) {
+    additive_codebooks_ls_matrix_free(prob, WH, a, block_of, codeword_of, ridge);
+    return;
+  }
   // Accumulate A (upper block triangle plus mirrored blocks) and b in two fixed row halves, so the
   // float sums do not depend on the thread count.
   const int chunks = rows >= 2 ? 2 : 1;

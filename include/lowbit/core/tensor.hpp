@@ -60,7 +60,9 @@ struct TensorView {
   }
 
   // Implicit conversion to a view of const elements.
-  LOWBIT_HD operator TensorView<const T, Rank>() const {
+  LOWBIT_HD operator TensorView<const T, Rank>() const
+    requires(!std::is_const_v<T>)
+  {
     TensorView<const T, Rank> v;
     v.data = data;
     for (int d = 0; d < Rank; ++d) {
@@ -88,7 +90,9 @@ struct MatrixView : TensorView<T, 2> {
   LOWBIT_HD index_t cols() const { return this->shape[1]; }
   LOWBIT_HD index_t row_stride() const { return this->stride[0]; }
   LOWBIT_HD T* row(index_t r) const { return this->data + r * this->stride[0]; }
-  LOWBIT_HD operator MatrixView<const T>() const {
+  LOWBIT_HD operator MatrixView<const T>() const
+    requires(!std::is_const_v<T>)
+  {
     return MatrixView<const T>(this->data, rows(), cols(), row_stride());
   }
 };
