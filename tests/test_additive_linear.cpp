@@ -113,5 +113,9 @@ TEST_CASE("AdditiveLinear converts to QuantizedLinear<Additive<2,8,8>> with iden
   std::vector<float> y(32), ref(32);
   q.forward(MatrixView<const float>(x.data(), 1, 64), MatrixView<float>(y.data(), 1, 32));
   additive_matvec_reference(q.packed().unpack(), x.data(), ref.data());
-  for (int o = 0; o < 32; ++o) CHECK(y[o] == doctest::Approx(ref[o]).epsilon(1e-4));
+  // One token takes the AVX-512 int16-table kernel where available: each of the 16 lookups per row is
+  // within Δ/2 = max|lut|/65534, so compare against a bound of that size rather than fp32 rounding.
+  double max_abs = 0.0;
+  for (float v : ref) max_abs = std::max<double>(max_abs, std::abs(v));
+  for (int o = 0; o < 32; ++o) CHECK(std::abs(y[o] - ref[o]) <= 2e-3 * (max_abs + 1.0));
 }

@@ -89,6 +89,9 @@ TEST_CASE("aqlm pipeline child: interrupted calibration run") {
 }
 
 TEST_CASE("aqlm pipeline: SIGKILL mid-calibration, then resume, gives a byte-identical file") {
+  // Opt-in: three AQLM calibrations of stories260K take minutes on a small machine (over the suite's
+  // per-test budget). Set LOWBIT_TEST_AQLM_PIPELINE=1 to run it.
+  if (!std::getenv("LOWBIT_TEST_AQLM_PIPELINE")) LOWBIT_SKIP("slow AQLM pipeline test; set LOWBIT_TEST_AQLM_PIPELINE=1");
   const auto s = stories();
   if (!s.ok()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text is missing from shared/data");
   const auto base = fs::temp_directory_path() / ("lowbit_test_aqlm_" + std::to_string(::getpid()));
@@ -119,6 +122,7 @@ TEST_CASE("aqlm pipeline: SIGKILL mid-calibration, then resume, gives a byte-ide
   run_to_file(s, killed_dir, base / "resumed.safetensors");
   const auto a = read_bytes(base / "full.safetensors"), b = read_bytes(base / "resumed.safetensors");
   CHECK(a.size() > 10000);
+  CHECK(a.size() == b.size());
   CHECK(a == b);
 
   // The file loads back as additive layers of the stored size.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <lowbit/calib/pipeline.hpp>
 #include <lowbit/core/parallel.hpp>
 #include <lowbit/format/uniform.hpp>
 #include <lowbit/nn/model.hpp>
@@ -49,6 +50,26 @@ void quantize_rtn(nn::Llama& model, const DemoContext&) {
     }
 }
 
+// Block-by-block calibration (calib/pipeline.hpp) with `method` ("gptq", "autoclip+gptq", ...) on
+// 32 sequences of the default model's own training stream.
+DemoMethod calibrated(std::string name, std::string method, std::string format) {
+  return {std::move(name), format, [method, format](nn::Llama& model, const DemoContext& ctx) {
+            calib::CalibrationConfig cfg;
+            cfg.method = method;
+            cfg.format = format;
+            cfg.nsamples = 32;
+            cfg.seqlen = ctx.seq_len;
+            cfg.seed = ctx.seed;
+            cfg.quiet = true;
+            const auto n = static_cast<std::size_t>(cfg.nsamples) * static_cast<std::size_t>(cfg.seqlen);
+            LOWBIT_CHECK(ctx.calibration_tokens && ctx.calibration_tokens->size() >= n,
+                         "demo: not enough calibration tokens for ", method);
+            const std::vector<std::int32_t> tokens(ctx.calibration_tokens->begin(),
+                                                   ctx.calibration_tokens->begin() + static_cast<std::ptrdiff_t>(n));
+            calib::calibrate_model(model, tokens, cfg, calib::group_calibrator(method));
+          }};
+}
+
 std::vector<DemoMethod> demo_methods() {
   return {
       {"FP32 (baseline)", "f32", nullptr},
@@ -57,6 +78,10 @@ std::vector<DemoMethod> demo_methods() {
       {"RTN W3 g128", "uniform:3:128", quantize_rtn<3, 128>},
       {"RTN W2 g128", "uniform:2:128", quantize_rtn<2, 128>},
       {"RTN W2 g32", "uniform:2:32", quantize_rtn<2, 32>},
+      calibrated("GPTQ W4 g128", "gptq", "uniform:4:128"),
+      calibrated("GPTQ W3 g128", "gptq", "uniform:3:128"),
+      calibrated("GPTQ W2 g128", "gptq", "uniform:2:128"),
+      calibrated("AutoClip+GPTQ W2", "autoclip+gptq", "uniform:2:128"),
   };
 }
 

@@ -36,7 +36,7 @@ std::string default_data_dir() {
 int run(const Options& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   auto loaded = eval::load_any_model(o.model);
-  auto tok = io::load_tokenizer(o.model, o.tokenizer);
+  auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
   const std::string data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
   eval::ZeroShotOptions opt;
   opt.limit = o.limit;

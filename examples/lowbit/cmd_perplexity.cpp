@@ -68,7 +68,7 @@ int run(const Options& o) {
   p.validate();
 
   auto loaded = eval::load_any_model(o.model);
-  auto tok = io::load_tokenizer(o.model, o.tokenizer);
+  auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
   LOWBIT_CHECK(tok->vocab_size() <= loaded.lm.vocab_size, "tokenizer ", tok->describe(), " has ", tok->vocab_size(),
                " tokens but model ", o.model, " only ", loaded.lm.vocab_size);
   auto tokens = eval::protocol_tokens(eval::read_documents(o.text), *tok, p);

@@ -6636,7 +6636,9 @@ class SafetensorsWriter {
     std::string text = header.dump();
     while (text.size() % 8) text.push_back(' ');  // data section starts 8-byte aligned
     const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-    const auto tmp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+    std::string tmp_name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
+    tmp_name.append(path.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
+    const auto tmp = dir / tmp_name;
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     LOWBIT_CHECK(fd >= 0, "cannot create '", tmp.string(), "': ", std::strerror(errno));
     try {
@@ -7082,6 +7084,7 @@ inline nn::ModelWeights load_model(const std::filesystem::path& path) {
 
 #include <cstdint>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -7496,7 +7499,8 @@ inline nlohmann::json quantized_model_info(const std::filesystem::path& path) {
 
 // ---- per-block checkpoints (calibration resume) --------------------------------------------------
 
-// The seven linears of one block, in the same tensor layout as the model file.
+// The seven linears of one block, in the same tensor layout as the model file, and the block's two
+// RMSNorm gains (block fine-tuning may train them, so a resume must restore them too).
 inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& model, int layer) {
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
@@ -7506,6 +7510,9 @@ inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     const auto name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
     formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);
   }
+  const auto dim = static_cast<index_t>(model.config().dim);
+  writer.add_f32(nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim}, model.attention_norm(layer).data());
+  writer.add_f32(nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, model.ffn_norm(layer).data());
   detail::write_metadata(writer, formats, checksums, {{"lowbit.block", std::to_string(layer)}});
   writer.write(path);
 }
@@ -7521,6 +7528,15 @@ inline void load_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     LOWBIT_CHECK(formats.contains(name), f.path(), ": block checkpoint has no '", name, "'");
     auto [out, in] = nn::linear_role_shape(model.config(), role);
     model.set_linear(layer, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
+  }
+  const auto dim = static_cast<std::size_t>(model.config().dim);
+  for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
+    const auto name = nn::ModelWeights::layer_name(layer, norm);
+    const auto gains = f.to_f32(name);
+    LOWBIT_CHECK(gains.size() == dim, f.path(), ": block checkpoint tensor '", name, "' has ", gains.size(),
+                 " values, expected ", dim);
+    auto& target = std::string(norm) == "ffn_norm.weight" ? model.ffn_norm(layer) : model.attention_norm(layer);
+    std::copy(gains.begin(), gains.end(), target.begin());
   }
 }
 
@@ -12187,8 +12203,8 @@ inline KldResult kl_divergence(const LanguageModel& model, const LanguageModel& 
 // Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(). One entry
 // point, `load_any_model`, so the evaluation commands gain new formats in one place: lowbit quantized
 // files (io/quantized_model.hpp) load with their quantized linears; everything else goes through
-// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders) when that header exists,
-// or this file's own GGUF/llama2.c detection otherwise. Also reports the linears' bits per weight.
+// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders). Also reports the
+// linears' bits per weight, and finds the tokenizer of a quantized file through its source model.
 
 #include <filesystem>
 #include <fstream>
@@ -12196,28 +12212,28 @@ inline KldResult kl_divergence(const LanguageModel& model, const LanguageModel& 
 #include <string>
 
 
-#if __has_include("../io/quantized_model.hpp")
-#define LOWBIT_EVAL_HAS_QUANTIZED_MODEL 1
-#endif
-#if __has_include("../io/model_loader.hpp")
-#define LOWBIT_EVAL_HAS_MODEL_LOADER 1
-#else
-#endif
 
 namespace lowbit::eval {
 
 // fp32 weights of the model at `path` (GGUF, llama2.c .bin, or whatever io::load_model accepts).
 inline nn::ModelWeights load_any_weights(const std::string& path) {
   LOWBIT_CHECK(std::filesystem::exists(path), "model file ", path, " does not exist");
-#if defined(LOWBIT_EVAL_HAS_MODEL_LOADER)
   return io::load_model(path);
-#else
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  in.read(magic, 4);
-  if (in.gcount() == 4 && std::string(magic, 4) == "GGUF") return io::load_gguf(path);
-  return io::load_llama2c(path);
-#endif
+}
+
+// The tokenizer for `model_path`: the explicit `tokenizer_path` when given; for a lowbit quantized
+// file, the tokenizer of the model it was quantized from (recorded as "source_model" in its metadata).
+inline std::unique_ptr<io::Tokenizer> load_any_tokenizer(const std::string& model_path,
+                                                         const std::string& tokenizer_path = {}) {
+  if (tokenizer_path.empty() && io::is_quantized_model_file(model_path)) {
+    const auto info = io::quantized_model_info(model_path);
+    const std::string source = info.value("source_model", std::string{});
+    LOWBIT_CHECK(!source.empty() && std::filesystem::exists(source), model_path,
+                 ": quantized file records no readable source model (found '", source,
+                 "'); pass --tokenizer FILE");
+    return io::load_tokenizer(source, {});
+  }
+  return io::load_tokenizer(model_path, tokenizer_path);
 }
 
 // Storage bits per weight over the transformer blocks' linears (codes, scales, zeros and codebooks as
@@ -12245,11 +12261,9 @@ struct LoadedModel {
 inline LoadedModel load_any_model(const std::string& path) {
   LoadedModel m;
   m.path = path;
-#if defined(LOWBIT_EVAL_HAS_QUANTIZED_MODEL)
   if (io::is_quantized_model_file(path))
     m.model = std::make_unique<nn::Llama>(io::load_quantized_model(path));
   else
-#endif
     m.model = std::make_unique<nn::Llama>(load_any_weights(path));
   m.bits_per_weight = linear_bits_per_weight(*m.model);
   m.lm = wrap_model(*m.model, std::filesystem::path(path).filename().string());

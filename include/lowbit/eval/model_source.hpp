@@ -1,8 +1,8 @@
 // Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(). One entry
 // point, `load_any_model`, so the evaluation commands gain new formats in one place: lowbit quantized
 // files (io/quantized_model.hpp) load with their quantized linears; everything else goes through
-// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders) when that header exists,
-// or this file's own GGUF/llama2.c detection otherwise. Also reports the linears' bits per weight.
+// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders). Also reports the
+// linears' bits per weight, and finds the tokenizer of a quantized file through its source model.
 #pragma once
 
 #include <filesystem>
@@ -15,32 +15,31 @@
 #include "../nn/weights.hpp"
 #include "language_model.hpp"
 
-#if __has_include("../io/quantized_model.hpp")
-#include "../io/quantized_model.hpp"
-#define LOWBIT_EVAL_HAS_QUANTIZED_MODEL 1
-#endif
-#if __has_include("../io/model_loader.hpp")
 #include "../io/model_loader.hpp"
-#define LOWBIT_EVAL_HAS_MODEL_LOADER 1
-#else
-#include "../io/gguf.hpp"
-#include "../io/llama2c.hpp"
-#endif
+#include "../io/quantized_model.hpp"
+#include "../io/tokenizer.hpp"
 
 namespace lowbit::eval {
 
 // fp32 weights of the model at `path` (GGUF, llama2.c .bin, or whatever io::load_model accepts).
 inline nn::ModelWeights load_any_weights(const std::string& path) {
   LOWBIT_CHECK(std::filesystem::exists(path), "model file ", path, " does not exist");
-#if defined(LOWBIT_EVAL_HAS_MODEL_LOADER)
   return io::load_model(path);
-#else
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  in.read(magic, 4);
-  if (in.gcount() == 4 && std::string(magic, 4) == "GGUF") return io::load_gguf(path);
-  return io::load_llama2c(path);
-#endif
+}
+
+// The tokenizer for `model_path`: the explicit `tokenizer_path` when given; for a lowbit quantized
+// file, the tokenizer of the model it was quantized from (recorded as "source_model" in its metadata).
+inline std::unique_ptr<io::Tokenizer> load_any_tokenizer(const std::string& model_path,
+                                                         const std::string& tokenizer_path = {}) {
+  if (tokenizer_path.empty() && io::is_quantized_model_file(model_path)) {
+    const auto info = io::quantized_model_info(model_path);
+    const std::string source = info.value("source_model", std::string{});
+    LOWBIT_CHECK(!source.empty() && std::filesystem::exists(source), model_path,
+                 ": quantized file records no readable source model (found '", source,
+                 "'); pass --tokenizer FILE");
+    return io::load_tokenizer(source, {});
+  }
+  return io::load_tokenizer(model_path, tokenizer_path);
 }
 
 // Storage bits per weight over the transformer blocks' linears (codes, scales, zeros and codebooks as
@@ -68,11 +67,9 @@ struct LoadedModel {
 inline LoadedModel load_any_model(const std::string& path) {
   LoadedModel m;
   m.path = path;
-#if defined(LOWBIT_EVAL_HAS_QUANTIZED_MODEL)
   if (io::is_quantized_model_file(path))
     m.model = std::make_unique<nn::Llama>(io::load_quantized_model(path));
   else
-#endif
     m.model = std::make_unique<nn::Llama>(load_any_weights(path));
   m.bits_per_weight = linear_bits_per_weight(*m.model);
   m.lm = wrap_model(*m.model, std::filesystem::path(path).filename().string());

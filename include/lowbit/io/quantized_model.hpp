@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -431,7 +432,8 @@ inline nlohmann::json quantized_model_info(const std::filesystem::path& path) {
 
 // ---- per-block checkpoints (calibration resume) --------------------------------------------------
 
-// The seven linears of one block, in the same tensor layout as the model file.
+// The seven linears of one block, in the same tensor layout as the model file, and the block's two
+// RMSNorm gains (block fine-tuning may train them, so a resume must restore them too).
 inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& model, int layer) {
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
@@ -441,6 +443,9 @@ inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     const auto name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
     formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);
   }
+  const auto dim = static_cast<index_t>(model.config().dim);
+  writer.add_f32(nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim}, model.attention_norm(layer).data());
+  writer.add_f32(nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, model.ffn_norm(layer).data());
   detail::write_metadata(writer, formats, checksums, {{"lowbit.block", std::to_string(layer)}});
   writer.write(path);
 }
@@ -456,6 +461,15 @@ inline void load_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     LOWBIT_CHECK(formats.contains(name), f.path(), ": block checkpoint has no '", name, "'");
     auto [out, in] = nn::linear_role_shape(model.config(), role);
     model.set_linear(layer, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
+  }
+  const auto dim = static_cast<std::size_t>(model.config().dim);
+  for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
+    const auto name = nn::ModelWeights::layer_name(layer, norm);
+    const auto gains = f.to_f32(name);
+    LOWBIT_CHECK(gains.size() == dim, f.path(), ": block checkpoint tensor '", name, "' has ", gains.size(),
+                 " values, expected ", dim);
+    auto& target = std::string(norm) == "ffn_norm.weight" ? model.ffn_norm(layer) : model.attention_norm(layer);
+    std::copy(gains.begin(), gains.end(), target.begin());
   }
 }
 

@@ -271,7 +271,9 @@ class SafetensorsWriter {
     std::string text = header.dump();
     while (text.size() % 8) text.push_back(' ');  // data section starts 8-byte aligned
     const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-    const auto tmp = dir / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+    std::string tmp_name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
+    tmp_name.append(path.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
+    const auto tmp = dir / tmp_name;
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     LOWBIT_CHECK(fd >= 0, "cannot create '", tmp.string(), "': ", std::strerror(errno));
     try {
