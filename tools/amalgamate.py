@@ -14,7 +14,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENTRY = ROOT / "include" / "lowbit" / "lowbit.hpp"
 OUTPUT = ROOT / "single_include" / "lowbit" / "lowbit.hpp"
-INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"\s*$')
+INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"\s*(//.*)?$')
 PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\s*$")
 
 

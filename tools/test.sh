@@ -24,13 +24,13 @@ rm -rf "$build/install" "$build/consumer-package" "$build/consumer-subdir"
 cmake --install "$build" --prefix "$build/install" >/dev/null
 cmake -S tests/consumer -B "$build/consumer-package" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DLOWBIT_CONSUME=package -DCMAKE_PREFIX_PATH="$build/install" >/dev/null
-cmake --build "$build/consumer-package" >/dev/null
+cmake --build "$build/consumer-package"
 "$build/consumer-package/consumer"
 
 echo "== consumer: add_subdirectory(lowbit)"
 cmake -S tests/consumer -B "$build/consumer-subdir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DLOWBIT_CONSUME=subdirectory -DLOWBIT_SOURCE="$root" >/dev/null
-cmake --build "$build/consumer-subdir" >/dev/null
+cmake --build "$build/consumer-subdir"
 "$build/consumer-subdir/consumer"
 
 echo "== consumer: single_include/lowbit/lowbit.hpp alone"

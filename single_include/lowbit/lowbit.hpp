@@ -3842,6 +3842,10 @@ class BasicLinear {
   // Format descriptor: "f32", "uniform:4:128", "additive:2:8:8", ...
   virtual std::string format() const = 0;
 
+  // Frees memory that the layer can rebuild on demand (e.g. a quantized layer's dequantized copy for
+  // batched calls). Calibration calls it once a block is finished, so caches do not pile up.
+  virtual void release_workspace() {}
+
   double bits_per_weight() const {
     return 8.0 * static_cast<double>(bytes()) / static_cast<double>(in_features() * out_features());
   }
@@ -5245,6 +5249,8 @@ class QuantizedLinear : public Linear {
   std::string format() const override { return Q::name(); }
 
   const Packed& packed() const { return packed_; }
+
+  void release_workspace() override { release_dense_cache(); }
 
   // Drops the cached dense Ŵ (it is rebuilt on the next batched call).
   void release_dense_cache() {
@@ -7093,7 +7099,6 @@ inline nn::ModelWeights load_model(const std::filesystem::path& path) {
 #include <string>
 #include <vector>
 
-#include "../format/additive.hpp"  // AQLM formats (aqlm helper)
 
 namespace lowbit::io {
 
@@ -10313,6 +10318,7 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     } else {
       x.swap(targets);
     }
+    for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
 
     // 5. Checkpoint: the block's layers first, then the activations that point past it.
     if (ckpt.enabled()) {

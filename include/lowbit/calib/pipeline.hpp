@@ -542,6 +542,7 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     } else {
       x.swap(targets);
     }
+    for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
 
     // 5. Checkpoint: the block's layers first, then the activations that point past it.
     if (ckpt.enabled()) {

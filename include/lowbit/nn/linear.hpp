@@ -43,6 +43,10 @@ class BasicLinear {
   // Format descriptor: "f32", "uniform:4:128", "additive:2:8:8", ...
   virtual std::string format() const = 0;
 
+  // Frees memory that the layer can rebuild on demand (e.g. a quantized layer's dequantized copy for
+  // batched calls). Calibration calls it once a block is finished, so caches do not pile up.
+  virtual void release_workspace() {}
+
   double bits_per_weight() const {
     return 8.0 * static_cast<double>(bytes()) / static_cast<double>(in_features() * out_features());
   }

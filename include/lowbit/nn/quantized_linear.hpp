@@ -66,6 +66,8 @@ class QuantizedLinear : public Linear {
 
   const Packed& packed() const { return packed_; }
 
+  void release_workspace() override { release_dense_cache(); }
+
   // Drops the cached dense Ŵ (it is rebuilt on the next batched call).
   void release_dense_cache() {
     std::lock_guard<std::mutex> lock(cache_mutex_);
