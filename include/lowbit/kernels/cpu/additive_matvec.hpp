@@ -317,7 +317,7 @@ inline AdditiveKernel additive_default_kernel(const AdditiveShape& s) {
   return AdditiveKernel::Scalar;
 }
 
-inline bool additive_kernel_available(const AdditiveShape& s, AdditiveKernel k) {
+inline bool additive_kernel_available([[maybe_unused]] const AdditiveShape& s, AdditiveKernel k) {
   switch (k) {
     case AdditiveKernel::Auto:
     case AdditiveKernel::Scalar:
