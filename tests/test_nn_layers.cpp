@@ -38,6 +38,39 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
+// Plain loop attention in double: out [B*Tq, qw], probs [B, H, Tq, Tk]; batch b's keys at b*kv_stride.
+void attention_loop(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, int B,
+                    int Tq, int Tk, int offset, index_t kv_stride, const AttentionShape& s, std::vector<float>& out,
+                    std::vector<float>& probs) {
+  const index_t qw = s.q_width(), kvw = s.kv_width();
+  out.assign(static_cast<std::size_t>(B * Tq * qw), 0.0f);
+  probs.assign(static_cast<std::size_t>(B * s.n_heads * Tq * Tk), 0.0f);
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < Tq; ++i)
+      for (int h = 0; h < s.n_heads; ++h) {
+        const int g = h / (s.n_heads / s.n_kv_heads);
+        const float* qi = &q[static_cast<std::size_t>((b * Tq + i) * qw + h * s.head_dim)];
+        std::vector<double> score;
+        for (int j = 0; j <= offset + i; ++j) {
+          const float* kj = &k[static_cast<std::size_t>(b * kv_stride + j * kvw + g * s.head_dim)];
+          double d = 0;
+          for (int e = 0; e < s.head_dim; ++e) d += static_cast<double>(qi[e]) * kj[e];
+          score.push_back(d / std::sqrt(static_cast<double>(s.head_dim)));
+        }
+        double mx = -1e300, z = 0;
+        for (double x : score) mx = std::max(mx, x);
+        for (double& x : score) z += (x = std::exp(x - mx));
+        for (std::size_t j = 0; j < score.size(); ++j)
+          probs[static_cast<std::size_t>(((b * s.n_heads + h) * Tq + i) * Tk) + j] = static_cast<float>(score[j] / z);
+        for (int e = 0; e < s.head_dim; ++e) {
+          double o = 0;
+          for (std::size_t j = 0; j < score.size(); ++j)
+            o += score[j] / z * v[b * kv_stride + static_cast<index_t>(j) * kvw + g * s.head_dim + e];
+          out[static_cast<std::size_t>((b * Tq + i) * qw + h * s.head_dim + e)] = static_cast<float>(o);
+        }
+      }
+}
+
 }  // namespace
 
 TEST_CASE("attention matches a loop implementation (GQA, causal, cache offset)") {
@@ -46,27 +79,35 @@ TEST_CASE("attention matches a loop implementation (GQA, causal, cache offset)")
   const int Tk = 9, Tq = 4, offset = 5;  // queries at positions 5..8 over 9 cached keys
   const index_t qw = s.q_width(), kvw = s.kv_width();
   auto q = randn(rng, Tq * qw), k = randn(rng, Tk * kvw), v = randn(rng, Tk * kvw);
-  std::vector<float> out(static_cast<std::size_t>(Tq * qw)), ref(out.size());
+  std::vector<float> out(static_cast<std::size_t>(Tq * qw)), ref, ref_probs;
   attention_forward(q.data(), k.data(), v.data(), out.data(), 1, Tq, Tk, offset, 0, s);
-  for (int i = 0; i < Tq; ++i)
-    for (int h = 0; h < s.n_heads; ++h) {
-      const int g = h / (s.n_heads / s.n_kv_heads);
-      std::vector<double> score;
-      for (int j = 0; j <= offset + i; ++j) {
-        double d = 0;
-        for (int e = 0; e < s.head_dim; ++e) d += q[i * qw + h * s.head_dim + e] * k[j * kvw + g * s.head_dim + e];
-        score.push_back(d / std::sqrt(8.0));
-      }
-      double mx = -1e300, z = 0;
-      for (double x : score) mx = std::max(mx, x);
-      for (double& x : score) z += (x = std::exp(x - mx));
-      for (int e = 0; e < s.head_dim; ++e) {
-        double o = 0;
-        for (std::size_t j = 0; j < score.size(); ++j) o += score[j] / z * v[j * kvw + g * s.head_dim + e];
-        ref[static_cast<std::size_t>(i * qw + h * s.head_dim + e)] = static_cast<float>(o);
-      }
-    }
+  attention_loop(q, k, v, 1, Tq, Tk, offset, 0, s, ref, ref_probs);
   CHECK(max_diff(out, ref) < 1e-5);
+}
+
+TEST_CASE("attention over several query tiles: batched prompt with probabilities, and a long cached suffix") {
+  Rng rng(3);
+  const AttentionShape s{4, 2, 16};
+  const index_t qw = s.q_width(), kvw = s.kv_width();
+  const int tile = static_cast<int>(kAttentionQueryTile);
+  SUBCASE("batch of 2 prompts crossing tile boundaries, probs saved") {
+    const int B = 2, T = 2 * tile + 7;
+    auto q = randn(rng, B * T * qw), k = randn(rng, B * T * kvw), v = randn(rng, B * T * kvw);
+    std::vector<float> out(static_cast<std::size_t>(B * T * qw)), probs(static_cast<std::size_t>(B * s.n_heads * T * T), 7.0f);
+    std::vector<float> ref, ref_probs;
+    attention_forward(q.data(), k.data(), v.data(), out.data(), B, T, T, 0, T * kvw, s, probs.data());
+    attention_loop(q, k, v, B, T, T, 0, T * kvw, s, ref, ref_probs);
+    CHECK(max_diff(out, ref) < 1e-5);
+    CHECK(max_diff(probs, ref_probs) < 1e-6);  // includes the zeros above the diagonal
+  }
+  SUBCASE("queries at an offset into a cache, more than one tile of them") {
+    const int Tq = tile + 3, offset = 40, Tk = offset + Tq + 5;  // cache longer than needed: unused tail
+    auto q = randn(rng, Tq * qw), k = randn(rng, Tk * kvw), v = randn(rng, Tk * kvw);
+    std::vector<float> out(static_cast<std::size_t>(Tq * qw)), ref, ref_probs;
+    attention_forward(q.data(), k.data(), v.data(), out.data(), 1, Tq, Tk, offset, 0, s);
+    attention_loop(q, k, v, 1, Tq, Tk, offset, 0, s, ref, ref_probs);
+    CHECK(max_diff(out, ref) < 1e-5);
+  }
 }
 
 TEST_CASE("rope is a complex rotation by pos * theta^(-2k/d), in both pairings") {

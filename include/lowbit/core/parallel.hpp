@@ -56,4 +56,23 @@ void parallel_for(index_t begin, index_t end, Fn&& fn, index_t min_chunk = 1) {
 #endif
 }
 
+// Calls fn(i) for every i in [begin, end), handing indices to threads one at a time as they finish
+// (OpenMP dynamic schedule): for units of very different cost. Each index is still processed exactly
+// once, so results do not depend on the thread count. `parallel = false` runs the loop serially (for
+// work too small to be worth a fork/join).
+template <class Fn>
+void parallel_for_dynamic(index_t begin, index_t end, Fn&& fn, bool parallel = true) {
+  if (end - begin <= 0) return;
+#if defined(_OPENMP)
+  if (parallel && max_threads() > 1 && end - begin > 1) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (index_t i = begin; i < end; ++i) fn(i);
+    return;
+  }
+#else
+  (void)parallel;
+#endif
+  for (index_t i = begin; i < end; ++i) fn(i);
+}
+
 }  // namespace lowbit

@@ -1,19 +1,31 @@
-// Numerically stable log-softmax pieces over one row of logits: the log-sum-exp (max-shifted, summed
-// in double so a 50k-entry vocabulary loses nothing), a token's log-probability, and the full
-// log-probability row. Shared by perplexity, zero-shot scoring and KL divergence.
+// Numerically stable log-softmax pieces over one row of logits: the log-sum-exp (max-shifted;
+// vectorized float exponentials summed in double, so a 50k-entry vocabulary loses nothing), a token's
+// log-probability, and the full log-probability row. Shared by perplexity, zero-shot scoring and KL divergence.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include <Eigen/Core>
+
 namespace lowbit::eval {
 
 inline double log_sum_exp(const float* logits, int n) {
-  float m = logits[0];
-  for (int i = 1; i < n; ++i) m = logits[i] > m ? logits[i] : m;
+  const Eigen::Map<const Eigen::ArrayXf> row(logits, n);
+  const float m = row.maxCoeff();
+  // exp(x - m) <= 1 in float (Eigen's vectorized exp, ~1 ulp) summed in double per chunk: the
+  // relative error of the sum stays ~1e-7 while a 49k-entry row costs a few microseconds.
+  constexpr int kChunk = 1024;
+  alignas(64) float tmp[kChunk];
   double s = 0.0;
-  for (int i = 0; i < n; ++i) s += std::exp(static_cast<double>(logits[i] - m));
+  for (int i = 0; i < n; i += kChunk) {
+    const int len = std::min(kChunk, n - i);
+    Eigen::Map<Eigen::ArrayXf> buf(tmp, len);
+    buf = (row.segment(i, len) - m).exp();
+    s += buf.cast<double>().sum();
+  }
   return static_cast<double>(m) + std::log(s);
 }
 

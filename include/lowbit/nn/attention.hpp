@@ -8,8 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
+
+#include <Eigen/Core>
 
 #include "../core/parallel.hpp"
 #include "../core/tensor.hpp"
@@ -26,49 +27,64 @@ struct AttentionShape {
   int group() const { return n_heads / n_kv_heads; }
 };
 
+// Queries are processed in tiles of this many rows: a tile's scores are a [tile, visible keys] block
+// that stays in cache, and causality lets tile t skip every key after its last query (half the work of
+// a full T x T product for a long prompt).
+inline constexpr index_t kAttentionQueryTile = 64;
+
+// Softmax of one score row in place over its first `visible` entries (vectorized exp through Eigen);
+// the entries in [visible, width) become 0.
+template <class F>
+void causal_softmax_row(F* row, index_t visible, index_t width) {
+  Eigen::Map<Eigen::Array<F, Eigen::Dynamic, 1>> r(row, visible);
+  r = (r - r.maxCoeff()).exp();
+  r *= F(1) / r.sum();
+  std::fill(row + visible, row + width, F(0));
+}
+
 // q, out: [B*Tq, n_heads*head_dim]; k, v: batch b's keys start at k + b*kv_batch_stride, rows of
 // n_kv_heads*head_dim. Query i of a sequence sits at position offset + i and sees keys 0..offset+i
 // (Tk >= offset + Tq). probs (optional, [B, n_heads, Tq, Tk]) receives the attention probabilities.
+// Work is split into (batch, head, query tile) units, scheduled dynamically because later tiles see
+// more keys.
 template <class F>
 void attention_forward(const F* q, const F* k, const F* v, F* out, int B, int Tq, int Tk, int offset,
                        index_t kv_batch_stride, const AttentionShape& s, F* probs = nullptr) {
   const index_t qw = s.q_width(), kvw = s.kv_width(), hd = s.head_dim;
   const F scale = static_cast<F>(1.0 / std::sqrt(static_cast<double>(hd)));
-  const index_t units = static_cast<index_t>(B) * s.n_heads;
-  parallel_for(0, units, [&](index_t lo, index_t hi) {
-    RowMajor<F> scratch;
-    for (index_t u = lo; u < hi; ++u) {
-      const index_t b = u / s.n_heads, h = u % s.n_heads, kvh = h / s.group();
-      auto Q = eigen_map<F>(q + b * Tq * qw + h * hd, Tq, hd, qw);
-      auto K = eigen_map<F>(k + b * kv_batch_stride + kvh * hd, Tk, hd, kvw);
-      auto V = eigen_map<F>(v + b * kv_batch_stride + kvh * hd, Tk, hd, kvw);
-      auto O = eigen_map<F>(out + b * Tq * qw + h * hd, Tq, hd, qw);
-      F* pbuf;
-      if (probs) {
-        pbuf = probs + u * Tq * Tk;
-      } else {
-        scratch.resize(Tq, Tk);
-        pbuf = scratch.data();
-      }
-      auto P = eigen_map<F>(pbuf, Tq, Tk);
-      P.noalias() = (Q * K.transpose()) * scale;
-      for (index_t i = 0; i < Tq; ++i) {
-        F* row = pbuf + i * Tk;
-        const index_t visible = std::min<index_t>(Tk, offset + i + 1);
-        F mx = -std::numeric_limits<F>::infinity();
-        for (index_t j = 0; j < visible; ++j) mx = std::max(mx, row[j]);
-        F sum = 0;
-        for (index_t j = 0; j < visible; ++j) {
-          row[j] = std::exp(row[j] - mx);
-          sum += row[j];
-        }
-        const F inv = F(1) / sum;
-        for (index_t j = 0; j < visible; ++j) row[j] *= inv;
-        for (index_t j = visible; j < Tk; ++j) row[j] = F(0);
-      }
-      O.noalias() = P * V;
+  const index_t tiles = (Tq + kAttentionQueryTile - 1) / kAttentionQueryTile;
+  const index_t units = static_cast<index_t>(B) * s.n_heads * tiles;
+  auto unit = [&](index_t u, std::vector<F>& scratch) {
+    // Tile-major order from the last tile down: the most expensive units are handed out first.
+    const index_t t = tiles - 1 - u / (static_cast<index_t>(B) * s.n_heads);
+    const index_t bh = u % (static_cast<index_t>(B) * s.n_heads);
+    const index_t b = bh / s.n_heads, h = bh % s.n_heads, kvh = h / s.group();
+    const index_t i0 = t * kAttentionQueryTile, rows = std::min<index_t>(kAttentionQueryTile, Tq - i0);
+    const index_t keys = std::min<index_t>(Tk, offset + i0 + rows);  // keys the tile's last query sees
+    auto Q = eigen_map<F>(q + (b * Tq + i0) * qw + h * hd, rows, hd, qw);
+    auto K = eigen_map<F>(k + b * kv_batch_stride + kvh * hd, keys, hd, kvw);
+    auto V = eigen_map<F>(v + b * kv_batch_stride + kvh * hd, keys, hd, kvw);
+    auto O = eigen_map<F>(out + (b * Tq + i0) * qw + h * hd, rows, hd, qw);
+    F* pbuf;
+    index_t pstride;
+    if (probs) {
+      pbuf = probs + ((b * s.n_heads + h) * Tq + i0) * Tk;
+      pstride = Tk;
+    } else {
+      scratch.resize(static_cast<std::size_t>(rows * keys));
+      pbuf = scratch.data();
+      pstride = keys;
     }
-  }, chunk_for(2 * Tq * Tk * hd));
+    auto P = eigen_map<F>(pbuf, rows, keys, pstride);
+    P.noalias() = (Q * K.transpose()) * scale;
+    for (index_t i = 0; i < rows; ++i)
+      causal_softmax_row(pbuf + i * pstride, std::min<index_t>(keys, offset + i0 + i + 1), pstride);
+    O.noalias() = P * V;
+  };
+  parallel_for_dynamic(0, units, [&](index_t u) {
+    thread_local std::vector<F> scratch;  // reused across calls: no page faults per layer
+    unit(u, scratch);
+  }, static_cast<index_t>(B) * s.n_heads * Tq * Tk * hd >= kMinParallelWork);
 }
 
 // Backward of the batched causal forward (offset 0, Tq = Tk = T, keys of batch b at b*T rows).
