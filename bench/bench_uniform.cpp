@@ -1,4 +1,5 @@
-// Uniform<2|3|4, 64|128> matvec against the Eigen fp32 GEMV on LLaMA-sized matrices, 1 and 2 threads.
+// Uniform<2|3|4, 64|128> matvec against the Eigen fp32 GEMV on LLaMA-sized matrices, 1 and 2 threads:
+// `matvec/...` the exact kernels (fp32 activations), `matvec_q8/...` int8 activations (AVX-512 VNNI).
 // A matvec reads every weight once, so what matters is DRAM traffic: each benchmark rotates over enough
 // distinct copies of its matrix (≥ 256 MiB and ≥ 4x the L3 in total) that every call streams its
 // weights from DRAM, for fp32 and quantized alike. The fp32 baseline of each (shape, threads) runs first
@@ -130,7 +131,7 @@ void bench_fp32(benchmark::State& state) {
   set_context(state, copies, bytes);
 }
 
-template <class Format>
+template <class Format, lowbit::MatvecPrecision Precision>
 void bench_uniform(benchmark::State& state) {
   using Q = lowbit::Quantizer<Format>;
   const int shape_index = static_cast<int>(state.range(0));
@@ -143,8 +144,8 @@ void bench_uniform(benchmark::State& state) {
   const std::size_t copies = copies_for(bytes);
   std::vector<typename Q::Packed> mats(copies, packed);
   std::vector<float> x(static_cast<std::size_t>(s.cols), 0.5f), y(static_cast<std::size_t>(s.rows));
-  const CallTime seconds =
-      timed_loop(state, threads, [&](std::size_t call) { Q::matvec(mats[call % copies], x.data(), y.data()); });
+  const CallTime seconds = timed_loop(
+      state, threads, [&](std::size_t call) { Q::matvec(mats[call % copies], x.data(), y.data(), Precision); });
   state.counters["weight_GB/s"] =
       benchmark::Counter(static_cast<double>(bytes) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["bits/weight"] = Q::bits_per_weight(packed);
@@ -155,11 +156,20 @@ void bench_uniform(benchmark::State& state) {
 template <class Format>
 void add_format(const std::string& shape_name, int shape_index, int threads) {
   using Q = lowbit::Quantizer<Format>;
-  benchmark::RegisterBenchmark(("matvec/" + Q::name() + "/" + shape_name).c_str(), bench_uniform<Format>)
+  benchmark::RegisterBenchmark(("matvec/" + Q::name() + "/" + shape_name).c_str(),
+                               bench_uniform<Format, lowbit::MatvecPrecision::Exact>)
       ->Args({shape_index, threads})
       ->ArgNames({"shape", "threads"})
       ->UseRealTime()
       ->Unit(benchmark::kMicrosecond);
+  // int8 activations (kernels/cpu/uniform_matvec_q8.hpp): only where this build has the kernel.
+  if constexpr (lowbit::kernels::cpu::uniform_q8_supported<Format>())
+    benchmark::RegisterBenchmark(("matvec_q8/" + Q::name() + "/" + shape_name).c_str(),
+                                 bench_uniform<Format, lowbit::MatvecPrecision::Int8Activations>)
+        ->Args({shape_index, threads})
+        ->ArgNames({"shape", "threads"})
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
 }
 
 }  // namespace

@@ -10,9 +10,21 @@
 #include <lowbit/nn/quantized_linear.hpp>
 #include <lowbit/quantizer.hpp>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 using namespace lowbit;
+
+// The views Quantizer::quantize and dequantize take: a mutable view converts to a view of const
+// elements, never back, and a const view has no conversion operator of its own (core/tensor.hpp; an
+// operator converting a type to itself drew nvcc warning #554).
+static_assert(std::is_convertible_v<MatrixView<float>, MatrixView<const float>>);
+static_assert(std::is_convertible_v<MatrixView<float>, TensorView<const float, 2>>);
+static_assert(std::is_convertible_v<TensorView<float, 3>, TensorView<const float, 3>>);
+static_assert(!std::is_convertible_v<MatrixView<const float>, MatrixView<float>>);
+static_assert(!std::is_convertible_v<TensorView<const float, 3>, TensorView<float, 3>>);
+static_assert(!std::is_convertible_v<MatrixView<float>, MatrixView<const double>>);
+static_assert(std::is_copy_constructible_v<MatrixView<const float>>);
 
 namespace {
 

@@ -23,6 +23,7 @@
 #include "kernels/cpu/additive_reference.hpp"
 #include "kernels/cpu/additive_shared.hpp"
 #include "kernels/cpu/uniform_matvec.hpp"
+#include "kernels/cpu/uniform_matvec_q8.hpp"
 
 #include "nn/additive_linear.hpp"
 #include "nn/attention.hpp"

@@ -3,7 +3,8 @@
 // other format families specialize Quantizer in their own format/*.hpp.
 //
 // Quantizer<Uniform<Bits, GroupSize, Mode>>: round-to-nearest quantization with each group's own
-// min/max (or max |w|), dequantization, the fastest CPU matvec of this build, and the storage cost.
+// min/max (or max |w|), dequantization, the fastest CPU matvec of this build (exact, or with int8
+// activations on request: MatvecPrecision), and the storage cost.
 #pragma once
 
 #include <cmath>
@@ -16,8 +17,15 @@
 #include "format/concepts.hpp"
 #include "format/uniform.hpp"
 #include "kernels/cpu/uniform_matvec.hpp"
+#include "kernels/cpu/uniform_matvec_q8.hpp"
 
 namespace lowbit {
+
+// Arithmetic of a matvec. Exact: fp32 activations, the reference numerics (every format's default).
+// Int8Activations: x may be quantized to int8 per block of ≤ 256 values (one fp32 scale each) so the
+// kernel can multiply with integer dot-product instructions; each x[c] is then off by at most half its
+// block's step max|x_block|/127. A format or build without such a kernel computes the exact result.
+enum class MatvecPrecision { Exact, Int8Activations };
 
 template <int Bits, int GroupSize, UniformMode Mode>
 struct Quantizer<Uniform<Bits, GroupSize, Mode>> {
@@ -94,6 +102,14 @@ struct Quantizer<Uniform<Bits, GroupSize, Mode>> {
 
   // y[rows] = Ŵ x[cols] with the fastest CPU path of this build (kernels/cpu/uniform_matvec.hpp).
   static void matvec(const Packed& packed, const float* x, float* y) { kernels::cpu::uniform_matvec(packed, x, y); }
+  // The same with a choice of arithmetic: Int8Activations runs kernels/cpu/uniform_matvec_q8.hpp
+  // (AVX-512 VNNI), or the exact path where this build or format has no int8 kernel.
+  static void matvec(const Packed& packed, const float* x, float* y, MatvecPrecision precision) {
+    if (precision == MatvecPrecision::Int8Activations)
+      kernels::cpu::uniform_matvec_q8(packed, x, y);
+    else
+      kernels::cpu::uniform_matvec(packed, x, y);
+  }
 
   static double bits_per_weight(const Packed& packed) {
     return 8.0 * static_cast<double>(packed.bytes()) / static_cast<double>(packed.rows() * packed.cols());

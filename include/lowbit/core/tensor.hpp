@@ -59,11 +59,13 @@ struct TensorView {
     return data[off];
   }
 
-  // Implicit conversion to a view of const elements.
-  LOWBIT_HD operator TensorView<const T, Rank>() const
-    requires(!std::is_const_v<T>)
-  {
-    TensorView<const T, Rank> v;
+  // Implicit conversion to a view of const elements. A constrained member template (U is always T),
+  // so a view that is already const has no such operator at all: a plain operator with a requires-clause
+  // is still declared there as a conversion to its own type, which nvcc flags (warning #554).
+  template <class U = T>
+    requires(std::is_same_v<U, T> && !std::is_const_v<U>)
+  LOWBIT_HD operator TensorView<const U, Rank>() const {
+    TensorView<const U, Rank> v;
     v.data = data;
     for (int d = 0; d < Rank; ++d) {
       v.shape[d] = shape[d];
@@ -90,10 +92,11 @@ struct MatrixView : TensorView<T, 2> {
   LOWBIT_HD index_t cols() const { return this->shape[1]; }
   LOWBIT_HD index_t row_stride() const { return this->stride[0]; }
   LOWBIT_HD T* row(index_t r) const { return this->data + r * this->stride[0]; }
-  LOWBIT_HD operator MatrixView<const T>() const
-    requires(!std::is_const_v<T>)
-  {
-    return MatrixView<const T>(this->data, rows(), cols(), row_stride());
+  // To a view of const elements; a member template for the same reason as TensorView's.
+  template <class U = T>
+    requires(std::is_same_v<U, T> && !std::is_const_v<U>)
+  LOWBIT_HD operator MatrixView<const U>() const {
+    return MatrixView<const U>(this->data, rows(), cols(), row_stride());
   }
 };
 
