@@ -44,11 +44,6 @@ std::vector<GreedyStep> read_reference(const std::filesystem::path& p) {
   return steps;
 }
 
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 }  // namespace
 
 TEST_CASE("stories260K greedy decoding matches llama2.c run.c") {
@@ -93,7 +88,7 @@ TEST_CASE("stories260K greedy decoding matches llama2.c run.c") {
     text += tok.decode_token(prev, id);
     prev = id;
   }
-  CHECK(text + "\n" == read_text(txt_path));
+  CHECK(text + "\n" == test::read_text(txt_path));
 }
 
 TEST_CASE("stories260K: batched forward, chunked prefill and incremental decoding agree") {

@@ -11,35 +11,12 @@
 
 #include "test_util.hpp"
 
+using lowbit::test::read_ids;
+using lowbit::test::read_text;
+using lowbit::test::test_data;
+using lowbit::test::wikitext_200k;
+
 namespace {
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::int32_t> read_ids(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::vector<std::int32_t> ids;
-  for (std::int32_t id; in >> id;) ids.push_back(id);
-  return ids;
-}
-
-std::filesystem::path test_data(const std::string& name) {
-  return std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests" / "data" / name;
-}
-
-// The first 200 KiB of WikiText-2 test, cut back to a UTF-8 character boundary (as the generator does).
-std::string wikitext_200k() {
-  auto p = lowbit::test::shared_file("text/wikitext2_test.txt");
-  if (p.empty()) return {};
-  std::string s = read_all(p).substr(0, 200 * 1024);
-  while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();
-  if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
-  return s;
-}
 
 // First index where the two id sequences differ (or the shorter length), for readable failures.
 std::size_t first_difference(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
@@ -68,7 +45,7 @@ TEST_CASE("SmolLM2 GGUF BPE equals Hugging Face tokenizers") {
   CHECK(tok->bos_id() == 1);
   CHECK(tok->eos_id() == 2);
   CHECK(!tok->adds_bos_by_default());
-  const auto edge = read_all(test_data("tokenizer_edge_cases.txt"));
+  const auto edge = read_text(test_data("tokenizer_edge_cases.txt"));
   check_against_reference(*tok, edge, "smollm2_edge_cases.ids.txt");
   const auto wiki = wikitext_200k();
   if (wiki.empty()) LOWBIT_SKIP("shared/data not found");
@@ -101,7 +78,7 @@ TEST_CASE("the same vocabulary as a Hugging Face tokenizer.json") {
   const auto path = std::filesystem::temp_directory_path() / "lowbit_test_tokenizer.json";
   std::ofstream(path) << j.dump();
   auto tok = lowbit::io::load_tokenizer("", path.string());
-  check_against_reference(*tok, read_all(test_data("tokenizer_edge_cases.txt")), "smollm2_edge_cases.ids.txt");
+  check_against_reference(*tok, read_text(test_data("tokenizer_edge_cases.txt")), "smollm2_edge_cases.ids.txt");
   std::filesystem::remove(path);
 
   std::ofstream(path) << "{\"model\": ";  // truncated JSON

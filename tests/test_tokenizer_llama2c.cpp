@@ -9,14 +9,10 @@
 
 #include "test_util.hpp"
 
-namespace {
+using lowbit::test::read_ids;
+using lowbit::test::read_text;
 
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+namespace {
 
 std::string_view strip(std::string_view s) {
   const char* ws = " \t\n\r\v\f";
@@ -36,7 +32,7 @@ TEST_CASE("llama2.c tok512 encode equals run.c on 100 TinyStories") {
   CHECK(tok.vocab_size() == 512);
   CHECK(tok.max_token_length() == 7);
 
-  const std::string text = read_all(text_path);
+  const std::string text = read_text(text_path);
   std::vector<std::string> stories;
   const std::string sep = "<|endoftext|>";
   for (std::size_t start = 0;;) {
@@ -95,7 +91,7 @@ TEST_CASE("llama2.c tokenizer: byte fallback, dummy prefix, eos") {
 TEST_CASE("llama2.c tokenizer: truncated or inconsistent files raise lowbit::Error") {
   auto tok_path = lowbit::test::shared_file("models/tok512.bin");
   if (tok_path.empty()) LOWBIT_SKIP("shared/data not found");
-  const std::string bytes = read_all(tok_path);
+  const std::string bytes = read_text(tok_path);
   for (std::size_t cut : {0ul, 3ul, 4ul, 9ul, 100ul, bytes.size() - 1}) {
     std::vector<char> part(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(cut));
     CHECK_THROWS_AS(lowbit::io::Llama2cTokenizer(part, "cut", 512), lowbit::Error);

@@ -11,34 +11,12 @@
 
 #include "test_util.hpp"
 
+using lowbit::test::read_ids;
+using lowbit::test::read_text;
+using lowbit::test::test_data;
+using lowbit::test::wikitext_200k;
+
 namespace {
-
-std::string read_all(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<std::int32_t> read_ids(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::vector<std::int32_t> ids;
-  for (std::int32_t id; in >> id;) ids.push_back(id);
-  return ids;
-}
-
-std::filesystem::path test_data(const std::string& name) {
-  return std::filesystem::path(LOWBIT_SOURCE_DIR) / "tests" / "data" / name;
-}
-
-std::string wikitext_200k() {
-  auto p = lowbit::test::shared_file("text/wikitext2_test.txt");
-  if (p.empty()) return {};
-  std::string s = read_all(p).substr(0, 200 * 1024);
-  while (!s.empty() && (static_cast<unsigned char>(s.back()) & 0xC0) == 0x80) s.pop_back();
-  if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
-  return s;
-}
 
 // SentencePiece's remove_extra_whitespaces: drop leading/trailing spaces, collapse runs of spaces.
 std::string collapse_spaces(const std::string& s) {
@@ -67,7 +45,7 @@ TEST_CASE("SpmTokenizer equals libsentencepiece on tok512.model") {
   lowbit::io::SentencePieceTokenizer sp(model.string());
   CHECK(sp.vocab_size() == 512);
   lowbit::io::SpmTokenizer ours(sp.vocab_spec());
-  std::vector<std::string> texts = lines_of(read_all(test_data("tokenizer_edge_cases.txt")));
+  std::vector<std::string> texts = lines_of(read_text(test_data("tokenizer_edge_cases.txt")));
   for (const auto& l : lines_of(wikitext_200k())) texts.push_back(l);
   std::size_t compared = 0, mismatched = 0, tokens = 0;
   for (const auto& raw : texts) {
@@ -93,7 +71,7 @@ TEST_CASE("llama2.c tok512.bin versus Python sentencepiece on tok512.model") {
   lowbit::io::Llama2cTokenizer run_c(bin.string());
   // Whole files, exactly as tools/reference/tokenizer_reference.py encoded them.
   for (auto [text, ids_file] :
-       {std::pair{read_all(test_data("tokenizer_edge_cases.txt")), std::string("tok512_spm_edge_cases.ids.txt")},
+       {std::pair{read_text(test_data("tokenizer_edge_cases.txt")), std::string("tok512_spm_edge_cases.ids.txt")},
         std::pair{wikitext_200k(), std::string("tok512_spm_wikitext2_200k.ids.txt")}}) {
     if (text.empty()) continue;
     const auto want = read_ids(test_data(ids_file));

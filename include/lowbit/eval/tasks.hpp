@@ -70,34 +70,6 @@ inline std::string read_bzip2_file(const std::string& path) {
 
 namespace detail {
 
-// Calls fn(json, line_number) for every non-blank line of a jsonl file, with UTF-8 and JSON errors
-// reported as file:line.
-template <class Fn>
-void for_each_jsonl(const std::string& path, Fn&& fn) {
-  const std::string bytes = read_file_bytes(path);
-  std::size_t line_no = 0, start = 0;
-  while (start < bytes.size()) {
-    auto end = bytes.find('\n', start);
-    if (end == std::string::npos) end = bytes.size();
-    const std::string_view line(bytes.data() + start, end - start);
-    ++line_no;
-    start = end + 1;
-    if (strip(line).empty()) continue;
-    require_utf8(line, path, line_no);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
-    }
-    try {
-      fn(j, line_no);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ":", line_no, ": missing or mistyped field (", e.what(), ")");
-    }
-  }
-}
-
 inline int checked_gold(const nlohmann::json& j, std::size_t n_choices, const std::string& path, std::size_t line) {
   const int gold = j.at("gold").get<int>();
   LOWBIT_CHECK(gold >= 0 && static_cast<std::size_t>(gold) < n_choices, path, ":", line, ": gold ", gold,

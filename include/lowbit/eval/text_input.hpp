@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -96,19 +97,13 @@ inline std::vector<std::string> split_on(std::string_view text, std::string_view
   return parts;
 }
 
-inline bool is_jsonl_path(const std::string& path) {
-  return path.size() >= 6 && (path.substr(path.size() - 6) == ".jsonl" || path.substr(path.size() - 5) == ".json");
-}
+namespace detail {
 
-// The documents of an evaluation file: a plain text file is one document; a .jsonl file gives one
-// document per line from its "text" field (blank lines skipped). Everything is UTF-8 checked.
-inline std::vector<std::string> read_documents(const std::string& path) {
+// Calls fn(json, line_number) for every non-blank line of a jsonl file, with UTF-8 and JSON errors
+// reported as file:line.
+template <class Fn>
+void for_each_jsonl(const std::string& path, Fn&& fn) {
   const std::string bytes = read_file_bytes(path);
-  if (!is_jsonl_path(path)) {
-    require_utf8(bytes, path);
-    return {bytes};
-  }
-  std::vector<std::string> docs;
   std::size_t line_no = 0, start = 0;
   while (start < bytes.size()) {
     auto end = bytes.find('\n', start);
@@ -122,12 +117,36 @@ inline std::vector<std::string> read_documents(const std::string& path) {
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
-      fail(path, ":", line_no, ": not a JSON object (", e.what(), ")");
+      fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
     }
+    try {
+      fn(j, line_no);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", line_no, ": missing or mistyped field (", e.what(), ")");
+    }
+  }
+}
+
+}  // namespace detail
+
+inline bool is_jsonl_path(const std::string& path) {
+  return path.size() >= 6 && (path.substr(path.size() - 6) == ".jsonl" || path.substr(path.size() - 5) == ".json");
+}
+
+// The documents of an evaluation file: a plain text file is one document; a .jsonl file gives one
+// document per line from its "text" field (blank lines skipped). Everything is UTF-8 checked.
+inline std::vector<std::string> read_documents(const std::string& path) {
+  if (!is_jsonl_path(path)) {
+    std::string bytes = read_file_bytes(path);
+    require_utf8(bytes, path);
+    return {std::move(bytes)};
+  }
+  std::vector<std::string> docs;
+  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line_no) {
     LOWBIT_CHECK(j.is_object() && j.contains("text") && j["text"].is_string(), path, ":", line_no,
                  ": expected an object with a string field \"text\"");
     docs.push_back(j["text"].get<std::string>());
-  }
+  });
   return docs;
 }
 

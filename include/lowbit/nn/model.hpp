@@ -98,7 +98,7 @@ class BasicLlama {
   // x [B*T, dim] in place through block `layer`; taps (optional) receive the linear inputs.
   void block_forward(int layer, F* x, int B, int T, BasicBlockTaps<F>* taps = nullptr) {
     rope_.ensure(T);
-    block(layer).forward(x, B, T, rope_, nullptr, layer, 0, taps);
+    block(layer).forward(x, B, T, rope_, nullptr, layer, 0, taps, &workspace_);
   }
 
   // Final norm + output head: x [n, dim] -> logits [n, vocab].
@@ -126,7 +126,8 @@ class BasicLlama {
     const index_t n = T;
     x_.resize(static_cast<std::size_t>(n * cfg_.dim));
     embed(tokens, n, x_.data());
-    for (int l = 0; l < cfg_.n_layers; ++l) block(l).forward(x_.data(), 1, T, rope_, &cache, l, start_pos, nullptr);
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      block(l).forward(x_.data(), 1, T, rope_, &cache, l, start_pos, nullptr, &workspace_);
     if (last_only)
       head_forward(x_.data() + (n - 1) * cfg_.dim, 1, logits);
     else
@@ -295,8 +296,9 @@ class BasicLlama {
   std::vector<F> final_norm_, final_norm_grad_;
   std::vector<F> output_, output_grad_;  // untied head only
 
-  // inference workspace
+  // inference workspace (one for all blocks)
   std::vector<F> x_, xn_;
+  BasicBlockActivations<F> workspace_;
   // training state (forward_train -> backward)
   int train_B_ = 0, train_T_ = 0;
   std::vector<std::int32_t> train_tokens_;
