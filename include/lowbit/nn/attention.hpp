@@ -36,9 +36,17 @@ inline constexpr index_t kAttentionQueryTile = 64;
 // the entries in [visible, width) become 0.
 template <class F>
 void causal_softmax_row(F* row, index_t visible, index_t width) {
-  Eigen::Map<Eigen::Array<F, Eigen::Dynamic, 1>> r(row, visible);
+  // Computed in a 64-byte aligned buffer: on an unaligned row Eigen peels scalar iterations (std::exp, a
+  // different summation order) up to the first aligned address, so results would depend on where the
+  // row lies in memory and runs would not be bit-reproducible.
+  using Array = Eigen::Array<F, Eigen::Dynamic, 1>;
+  thread_local std::vector<F, Eigen::aligned_allocator<F>> buffer;
+  if (static_cast<index_t>(buffer.size()) < visible) buffer.resize(static_cast<std::size_t>(visible));
+  Eigen::Map<Array, Eigen::Aligned64> r(buffer.data(), visible);
+  r = Eigen::Map<const Array>(row, visible);
   r = (r - r.maxCoeff()).exp();
   r *= F(1) / r.sum();
+  std::copy_n(buffer.data(), visible, row);
   std::fill(row + visible, row + width, F(0));
 }
 
