@@ -306,3 +306,22 @@ TEST_CASE("uniform: QuantizedLinear: forward (one token and batches) and backwar
   }
   CHECK(layer.parameters().empty());
 }
+
+TEST_CASE("uniform: QuantizedLinear decodes through the int8-activation kernel when asked") {
+  using F = Uniform<4, 128>;
+  const index_t out = 33, in = 512;
+  const auto w = gaussian(out * in, 31, 0.05f);
+  nn::QuantizedLinear<F> layer(Quantizer<F>::quantize(MatrixView<const float>(w.data(), out, in)));
+  CHECK(layer.matvec_precision() == MatvecPrecision::Exact);
+  const auto x = gaussian(in, 32);
+  std::vector<float> exact(out), q8(out), y(out);
+  Quantizer<F>::matvec(layer.packed(), x.data(), exact.data());
+  Quantizer<F>::matvec(layer.packed(), x.data(), q8.data(), MatvecPrecision::Int8Activations);
+  layer.forward(MatrixView<const float>(x.data(), 1, in), MatrixView<float>(y.data(), 1, out));
+  CHECK(y == exact);
+  layer.set_matvec_precision(MatvecPrecision::Int8Activations);
+  layer.forward(MatrixView<const float>(x.data(), 1, in), MatrixView<float>(y.data(), 1, out));
+  CHECK(y == q8);
+  auto moved = std::move(layer);
+  CHECK(moved.matvec_precision() == MatvecPrecision::Int8Activations);
+}

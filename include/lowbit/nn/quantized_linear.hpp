@@ -32,7 +32,7 @@ class QuantizedLinear : public Linear {
                  ">: packed weight is empty");
   }
   QuantizedLinear(QuantizedLinear&& other) noexcept
-      : packed_(std::move(other.packed_)), dense_(std::move(other.dense_)) {}
+      : packed_(std::move(other.packed_)), precision_(other.precision_), dense_(std::move(other.dense_)) {}
   QuantizedLinear(const QuantizedLinear&) = delete;
   QuantizedLinear& operator=(const QuantizedLinear&) = delete;
 
@@ -45,7 +45,10 @@ class QuantizedLinear : public Linear {
   void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
     check_shapes(X.rows(), X.cols(), Y.rows(), Y.cols(), "forward");
     if (X.rows() == 1) {
-      Q::matvec(packed_, X.row(0), Y.row(0));
+      if constexpr (requires(const Packed& p, const float* x, float* y) { Q::matvec(p, x, y, MatvecPrecision::Exact); })
+        Q::matvec(packed_, X.row(0), Y.row(0), precision_);
+      else
+        Q::matvec(packed_, X.row(0), Y.row(0));
       return;
     }
     matmul_xwt<float>(X, dense(), Y);
@@ -65,6 +68,12 @@ class QuantizedLinear : public Linear {
   std::string format() const override { return Q::name(); }
 
   const Packed& packed() const { return packed_; }
+
+  // How single-token (decoding) products treat the activation: Exact (fp32, the default) or
+  // Int8Activations (x quantized to int8 per block, the VNNI kernel; formats without that kernel
+  // ignore it). Batched products always use the exact dense path.
+  void set_matvec_precision(MatvecPrecision p) { precision_ = p; }
+  MatvecPrecision matvec_precision() const { return precision_; }
 
   void release_workspace() override { release_dense_cache(); }
 
@@ -92,6 +101,7 @@ class QuantizedLinear : public Linear {
   }
 
   Packed packed_;
+  MatvecPrecision precision_ = MatvecPrecision::Exact;
   mutable std::mutex cache_mutex_;
   mutable std::vector<float> dense_;  // [out, in] Ŵ for batched products; empty until first needed
 };
