@@ -16,17 +16,7 @@ using namespace lowbit::train;
 
 namespace {
 
-nn::ModelConfig tiny_config() {
-  nn::ModelConfig c;
-  c.dim = 32;
-  c.hidden_dim = 64;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.vocab_size = ByteVocabulary::size;
-  c.max_seq_len = 16;
-  return c;
-}
+nn::ModelConfig tiny_config() { return byte_model_config(32, 64, 2, 4, 2, 16); }
 
 nn::Llama make_model(std::uint64_t seed, double std) {
   set_num_threads(1);

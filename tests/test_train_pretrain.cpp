@@ -18,17 +18,7 @@ using namespace lowbit::train;
 
 namespace {
 
-nn::ModelConfig tiny_config() {
-  nn::ModelConfig c;
-  c.dim = 32;
-  c.hidden_dim = 64;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.vocab_size = ByteVocabulary::size;
-  c.max_seq_len = 32;
-  return c;
-}
+nn::ModelConfig tiny_config() { return byte_model_config(32, 64, 2, 2, 1, 32); }
 
 PretrainOptions tiny_options(std::int64_t steps) {
   set_num_threads(1);  // tiny matrices gain nothing from threads, and a loaded machine makes them slower

@@ -28,14 +28,7 @@ constexpr std::int64_t kSteps = 120;
 [[noreturn]] void child_train(const std::filesystem::path& checkpoint, std::int64_t every) {
   int code = 0;
   try {
-    nn::ModelConfig c;
-    c.dim = 32;
-    c.hidden_dim = 64;
-    c.n_layers = 2;
-    c.n_heads = 2;
-    c.n_kv_heads = 1;
-    c.vocab_size = ByteVocabulary::size;
-    c.max_seq_len = 32;
+    const nn::ModelConfig c = byte_model_config(32, 64, 2, 2, 1, 32);
     const auto data = synthetic_token_data(11, 1u << 16, 1u << 12);
     PretrainOptions o;
     o.batch_size = 8;

@@ -30,22 +30,27 @@
 
 namespace lowbit::train {
 
-// The built-in default: dim 128, 4 layers, 4 heads (2 KV heads), SwiGLU 352, context 128, byte vocab.
-inline nn::ModelConfig default_model_config() {
+// A LLaMA over the byte vocabulary (tied embeddings, interleaved RoPE, theta 10000, eps 1e-5) of the
+// given shape: the built-in default model and the tests' tiny models.
+inline nn::ModelConfig byte_model_config(int dim, int hidden_dim, int n_layers, int n_heads, int n_kv_heads,
+                                         int max_seq_len) {
   nn::ModelConfig c;
-  c.dim = 128;
-  c.hidden_dim = 352;
-  c.n_layers = 4;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
+  c.dim = dim;
+  c.hidden_dim = hidden_dim;
+  c.n_layers = n_layers;
+  c.n_heads = n_heads;
+  c.n_kv_heads = n_kv_heads;
   c.vocab_size = ByteVocabulary::size;
-  c.max_seq_len = 128;
+  c.max_seq_len = max_seq_len;
   c.norm_eps = 1e-5f;
   c.rope_theta = 10000.0f;
   c.rope_layout = nn::RopeLayout::Interleaved;
   c.tied_embeddings = true;
   return c;
 }
+
+// The built-in default: dim 128, 4 layers, 4 heads (2 KV heads), SwiGLU 352, context 128, byte vocab.
+inline nn::ModelConfig default_model_config() { return byte_model_config(128, 352, 4, 4, 2, 128); }
 
 // ${LOWBIT_CACHE:-~/.cache/lowbit}
 inline std::filesystem::path lowbit_cache_dir() {
