@@ -257,11 +257,14 @@ void check_ls_against_dense(const AdditiveShape& s, std::uint64_t seed) {
   additive_dequantize_reference(dense, as_matrix(w_dense, s.rows, s.cols));
   const double before = additive_objective(prob, a), optimum = additive_objective(prob, dense);
   CHECK(optimum <= before);
-  // Cholesky; block-Jacobi CG on the assembled A; matrix-free CG (chosen when rows·P² ≪ unknowns²).
+  // Cholesky on the assembled A (direct limit 2048), then the matrix-free GEMM CG (limit 0).
   for (index_t direct_limit : {index_t{2048}, index_t{0}}) {
     AdditiveCodes b = a;
     const auto WH = additive_wh(prob);
-    additive_update_codebooks_ls(prob, WH, b, 1e-10, direct_limit);
+    AdditiveLsSolveOptions solve;
+    solve.ridge = 1e-10;
+    solve.direct_max_unknowns = direct_limit;
+    additive_update_codebooks_ls(prob, WH, b, solve);
     additive_dequantize_reference(b, as_matrix(w_fast, s.rows, s.cols));
     double max_diff = 0.0, max_w = 0.0;
     for (std::size_t i = 0; i < w_fast.size(); ++i) {
@@ -277,7 +280,37 @@ void check_ls_against_dense(const AdditiveShape& s, std::uint64_t seed) {
 
 TEST_CASE("least-squares codebook update equals a dense solve of the explicit design matrix") {
   check_ls_against_dense(AdditiveShape{10, 12, 2, 2, 4}, 61);  // 32 unknowns, assembled normal equations
-  check_ls_against_dense(AdditiveShape{4, 8, 2, 4, 4}, 63);    // ≤ 64 unknowns, 4 rows: matrix-free path
+  check_ls_against_dense(AdditiveShape{4, 8, 2, 4, 4}, 63);    // ≤ 64 unknowns, 4 rows
+  check_ls_against_dense(AdditiveShape{150, 16, 2, 3, 4}, 65); // 150 rows: three 64-row GEMM chunks
+}
+
+TEST_CASE("early-stopped matrix-free CG never increases the objective and is thread-count invariant") {
+  // The calibration default (stop when a CG step gains < 1e-4 of the objective, at most 40 steps) on a
+  // problem solved matrix-free: the objective only goes down, ends within 1% of the exact optimum's
+  // gain, and the codebooks are bit-identical for 1 and several threads.
+  const AdditiveShape s{150, 48, 2, 5, 8};
+  const AdditiveProblem prob = problem(s, 67);
+  const AdditiveCodes a = random_codes(s, 69);
+  const auto WH = additive_wh(prob);
+  AdditiveLsSolveOptions exact;
+  exact.ridge = 1e-10;
+  exact.direct_max_unknowns = 0;
+  AdditiveLsSolveOptions early = AdditiveCalibOptions{}.ls;
+  early.direct_max_unknowns = 0;
+  AdditiveCodes best = a, one = a, many = a;
+  additive_update_codebooks_ls(prob, WH, best, exact);
+  const int threads = max_threads();
+  set_num_threads(1);
+  additive_update_codebooks_ls(prob, WH, one, early);
+  set_num_threads(std::max(2, threads));
+  additive_update_codebooks_ls(prob, WH, many, early);
+  set_num_threads(threads);
+  CHECK(one.codebooks == many.codebooks);
+  const double before = additive_objective(prob, a), after = additive_objective(prob, one),
+               optimum = additive_objective(prob, best);
+  CHECK(optimum < before);
+  CHECK(after <= before);
+  CHECK(before - after >= 0.99 * (before - optimum));
 }
 
 TEST_CASE("closed-form scales are a stationary point and never increase the objective") {

@@ -32,7 +32,14 @@ struct AdditiveCalibOptions {
   double relative_mse_tolerance = 0.01;  // stop when an epoch gains less than this fraction
   CodebookUpdate update = CodebookUpdate::ExactLeastSquares;
   AdditiveAdamOptions adam{};  // used when update == Adam
-  double ls_ridge = 1e-7;
+  // Exact-LS solve: the CG path (more than 2048 unknowns, e.g. 2x8 g8) stops when a step gains less than
+  // 1e-4 of the objective or after 40 steps; tests tighten this to the exact solution.
+  AdditiveLsSolveOptions ls = [] {
+    AdditiveLsSolveOptions o;
+    o.objective_tolerance = 1e-4;
+    o.max_iterations = 40;
+    return o;
+  }();
   std::uint64_t seed = 0;
   bool verbose = false;
   std::string label;  // printed with verbose progress
@@ -115,7 +122,7 @@ inline AdditiveCodes additive_initialize(const AdditiveProblem& prob, const Addi
 inline void additive_continuous_step(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a,
                                      const AdditiveCalibOptions& options, AdditiveAdamState& adam_state) {
   if (options.update == CodebookUpdate::ExactLeastSquares) {
-    additive_update_codebooks_ls(prob, WH, a, options.ls_ridge);
+    additive_update_codebooks_ls(prob, WH, a, options.ls);
     additive_update_scales_ls(prob, WH, a);
   } else {
     additive_update_adam(prob, a, options.adam, adam_state);

@@ -1,7 +1,8 @@
 // The continuous step of AQLM: with codes fixed, update codebooks and per-row scales to lower
 // tr(ΔW·H·ΔWᵀ). Two ways: (1) exact — the objective is quadratic in the codebooks, so we solve the
-// normal equations A·θ = b (one G×G block of s_o²·H_jj' per pair of code positions of a row) with a
-// Cholesky factorization, then set each row's scale in closed form (ALGORITHMS.md §7.3); (2) the
+// normal equations A·θ = b (one G×G block of s_o²·H_jj' per pair of code positions of a row) — Cholesky
+// on the assembled A for small systems, matrix-free preconditioned CG (one GEMM per step) for large ones —
+// then set each row's scale in closed form (ALGORITHMS.md §7.3); (2) the
 // paper's Adam (lr 1e-4, betas (0, 0.95), amsgrad) on codebooks and scales with gradient 2·ΔW·H.
 #pragma once
 
@@ -26,97 +27,101 @@ inline std::vector<float> additive_wh(const AdditiveProblem& prob) {
   return V;
 }
 
-// Solves the SPD system A·x = b by conjugate gradients preconditioned with the inverse G×G diagonal
-// blocks of A, from the initial x (the current codebooks), to a relative residual of 1e-10: the same
-// solution as a Cholesky solve at O(n²) per iteration instead of O(n³) (n = 4096 for 2x8 g8).
-inline void solve_block_jacobi_cg(const Eigen::MatrixXd& A, const Eigen::VectorXd& b, int G, Eigen::VectorXd& x,
-                                  int max_iterations = 500, double tolerance = 1e-10) {
-  const index_t n = A.rows(), nb = n / G;
-  std::vector<Eigen::LLT<Eigen::MatrixXd>> blocks(static_cast<std::size_t>(nb));
-  for (index_t i = 0; i < nb; ++i) blocks[static_cast<std::size_t>(i)].compute(A.block(i * G, i * G, G, G));
-  auto precondition = [&](const Eigen::VectorXd& r) {
-    Eigen::VectorXd z(n);
-    for (index_t i = 0; i < nb; ++i) z.segment(i * G, G) = blocks[static_cast<std::size_t>(i)].solve(r.segment(i * G, G));
-    return z;
-  };
-  Eigen::VectorXd r = b - A.selfadjointView<Eigen::Lower>() * x;
-  const double target = tolerance * std::max(b.norm(), 1e-300);
-  Eigen::VectorXd z = precondition(r), p = z, Ap(n);
-  double rz = r.dot(z);
-  for (int it = 0; it < max_iterations && r.norm() > target; ++it) {
-    Ap.noalias() = A.selfadjointView<Eigen::Lower>() * p;
-    const double alpha = rz / p.dot(Ap);
-    x += alpha * p;
-    r -= alpha * Ap;
-    z = precondition(r);
-    const double rz_next = r.dot(z);
-    p = z + (rz_next / rz) * p;
-    rz = rz_next;
-  }
-}
+// Limits of the conjugate-gradient solve of the normal equations (the large-matrix path).
+struct AdditiveLsSolveOptions {
+  double ridge = 1e-7;                    // relative to the mean diagonal, toward the current codewords
+  index_t direct_max_unknowns = 2048;     // up to this many unknowns: assemble A and factor it (Cholesky)
+  double residual_tolerance = 1e-10;      // CG stops at ‖r‖ ≤ tol·‖b‖ ...
+  double objective_tolerance = 0.0;       // ... or when a CG step lowers the objective by < this fraction
+  int max_iterations = 500;               // ... or after this many steps
+};
 
 // The same normal equations solved without forming A: A·v = Σ_o s_o²·D_oᵀ·H·D_o·v, where D_o places the
-// row's codewords into its groups. Block-Jacobi CG (diagonal blocks Σ s_o²·H_jj over the positions
-// using each codeword), from the current codebooks, to a relative residual of 1e-10.
+// row's codewords into its groups. One A·v is a dense [rows, P]·[P, P] product (the rows' reconstructions
+// under the codebooks v, times H), computed in fixed 64-row chunks so the sums do not depend on the thread
+// count. Block-Jacobi preconditioned CG (diagonal blocks Σ s_o²·H_jj over the positions using each
+// codeword), warm-started from the current codebooks. CG from x0 lowers the quadratic objective
+// monotonically, so stopping early never makes the codebooks worse than they were.
 inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const std::vector<float>& WH,
                                               AdditiveCodes& a, const std::vector<index_t>& block_of,
-                                              const std::vector<index_t>& codeword_of, double ridge) {
+                                              const std::vector<index_t>& codeword_of,
+                                              const AdditiveLsSolveOptions& opt) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const AdditiveShape& s = a.shape;
   const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), ncodes = s.codes_per_row();
   const int G = s.group_size, M = s.num_codebooks;
   const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
-  auto block_at = [&](index_t o, index_t i) {
-    return block_of[static_cast<std::size_t>((i % M) * K + a.codes[static_cast<std::size_t>(o * ncodes + i)])];
-  };
+  std::vector<index_t> blk(static_cast<std::size_t>(rows * ncodes));
+  for (index_t o = 0; o < rows; ++o)
+    for (index_t i = 0; i < ncodes; ++i)
+      blk[static_cast<std::size_t>(o * ncodes + i)] =
+          block_of[static_cast<std::size_t>((i % M) * K + a.codes[static_cast<std::size_t>(o * ncodes + i)])];
   Eigen::VectorXd b = Eigen::VectorXd::Zero(n), theta(n);
   std::vector<Eigen::MatrixXd> diag(static_cast<std::size_t>(nb), Eigen::MatrixXd::Zero(G, G));
+  double energy = 0.0;  // Σ_o w_o·H·w_oᵀ: the objective is energy + θᵀAθ − 2bᵀθ without the ridge
   for (index_t o = 0; o < rows; ++o) {
     const double sc = a.scales[static_cast<std::size_t>(o)];
+    for (index_t c = 0; c < P; ++c) energy += static_cast<double>(prob.w_row(o)[c]) * WH[static_cast<std::size_t>(o * P + c)];
     for (index_t i = 0; i < ncodes; ++i) {
-      const index_t bi = block_at(o, i), g0 = (i / M) * G;
+      const index_t bi = blk[static_cast<std::size_t>(o * ncodes + i)], g0 = (i / M) * G;
+      Eigen::MatrixXd& d = diag[static_cast<std::size_t>(bi)];
       for (int p = 0; p < G; ++p) {
         b[bi * G + p] += sc * WH[static_cast<std::size_t>(o * P + g0 + p)];
-        for (int q = 0; q < G; ++q) diag[static_cast<std::size_t>(bi)](p, q) += sc * sc * prob.H[static_cast<std::size_t>((g0 + p) * P + g0 + q)];
+        const float* h = prob.h_row(g0 + p) + g0;
+        for (int q = 0; q < G; ++q) d(p, q) += sc * sc * h[q];
       }
     }
   }
   double mean_diag = 0.0;
   for (const auto& d : diag) mean_diag += d.trace();
-  const double lambda = std::max(ridge * mean_diag / static_cast<double>(std::max<index_t>(1, n)), 1e-30);
+  const double lambda = std::max(opt.ridge * mean_diag / static_cast<double>(std::max<index_t>(1, n)), 1e-30);
+  double theta0_norm2 = 0.0;
   for (index_t bidx = 0; bidx < nb; ++bidx) {
     const float* cw = a.codebooks.data() + codeword_of[static_cast<std::size_t>(bidx)] * G;
     for (int p = 0; p < G; ++p) {
       theta[bidx * G + p] = cw[p];
       b[bidx * G + p] += lambda * cw[p];
+      theta0_norm2 += static_cast<double>(cw[p]) * cw[p];
       diag[static_cast<std::size_t>(bidx)](p, p) += lambda;
     }
   }
-  // A·v in two fixed row halves (results independent of the thread count).
+  constexpr index_t kChunk = 64;
+  const index_t chunks = (rows + kChunk - 1) / kChunk;
+  std::vector<Eigen::VectorXd> partial(static_cast<std::size_t>(chunks));
+  std::vector<float> vf(static_cast<std::size_t>(n));
+  Eigen::Map<const RowMajor> H(prob.H.data(), P, P);
   auto apply = [&](const Eigen::VectorXd& v) {
-    std::vector<Eigen::VectorXd> partial(2, Eigen::VectorXd::Zero(n));
-    parallel_for(0, 2, [&](index_t c0, index_t c1) {
-      std::vector<double> w(static_cast<std::size_t>(P)), z(static_cast<std::size_t>(P));
-      for (index_t c = c0; c < c1; ++c)
-        for (index_t o = rows * c / 2; o < rows * (c + 1) / 2; ++o) {
-          std::fill(w.begin(), w.end(), 0.0);
+    for (index_t i = 0; i < n; ++i) vf[static_cast<std::size_t>(i)] = static_cast<float>(v[i]);
+    parallel_for(0, chunks, [&](index_t c0, index_t c1) {
+      RowMajor U, Z;
+      for (index_t c = c0; c < c1; ++c) {
+        const index_t o0 = c * kChunk, o1 = std::min(rows, o0 + kChunk);
+        U.setZero(o1 - o0, P);
+        for (index_t o = o0; o < o1; ++o) {
+          const float sc = a.scales[static_cast<std::size_t>(o)];
+          float* u = U.data() + (o - o0) * P;
           for (index_t i = 0; i < ncodes; ++i) {
-            const index_t bi = block_at(o, i), g0 = (i / M) * G;
-            for (int p = 0; p < G; ++p) w[static_cast<std::size_t>(g0 + p)] += v[bi * G + p];
-          }
-          const double s2 = static_cast<double>(a.scales[static_cast<std::size_t>(o)]) * a.scales[static_cast<std::size_t>(o)];
-          for (index_t r = 0; r < P; ++r) {
-            const float* h = prob.h_row(r);
-            double acc = 0.0;
-            for (index_t col = 0; col < P; ++col) acc += h[col] * w[static_cast<std::size_t>(col)];
-            z[static_cast<std::size_t>(r)] = s2 * acc;
-          }
-          for (index_t i = 0; i < ncodes; ++i) {
-            const index_t bi = block_at(o, i), g0 = (i / M) * G;
-            for (int p = 0; p < G; ++p) partial[static_cast<std::size_t>(c)][bi * G + p] += z[static_cast<std::size_t>(g0 + p)];
+            const float* cw = vf.data() + blk[static_cast<std::size_t>(o * ncodes + i)] * G;
+            float* dst = u + (i / M) * G;
+            for (int p = 0; p < G; ++p) dst[p] += sc * cw[p];
           }
         }
+        Z.noalias() = U * H;
+        Eigen::VectorXd& out = partial[static_cast<std::size_t>(c)];
+        out.setZero(n);
+        for (index_t o = o0; o < o1; ++o) {
+          const double sc = a.scales[static_cast<std::size_t>(o)];
+          const float* z = Z.data() + (o - o0) * P;
+          for (index_t i = 0; i < ncodes; ++i) {
+            const index_t bi = blk[static_cast<std::size_t>(o * ncodes + i)] * G;
+            const float* zg = z + (i / M) * G;
+            for (int p = 0; p < G; ++p) out[bi + p] += sc * zg[p];
+          }
+        }
+      }
     });
-    Eigen::VectorXd out = partial[0] + partial[1] + lambda * v;
+    Eigen::VectorXd out = lambda * v;
+    for (const auto& part : partial) out += part;
     return out;
   };
   std::vector<Eigen::LLT<Eigen::MatrixXd>> blocks;
@@ -128,14 +133,22 @@ inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const
     return z;
   };
   Eigen::VectorXd r = b - apply(theta);
-  const double target = 1e-10 * std::max(b.norm(), 1e-300);
+  // Objective (with the ridge, which is 0 at the start) at θ: energy + θᵀAθ − 2bᵀθ + λ‖θ0‖².
+  double objective = energy + theta.dot(b - r) - 2.0 * b.dot(theta) + lambda * theta0_norm2;
+  const double target = opt.residual_tolerance * std::max(b.norm(), 1e-300);
   Eigen::VectorXd z = precondition(r), p = z;
   double rz = r.dot(z);
-  for (int it = 0; it < 500 && r.norm() > target; ++it) {
+  for (int it = 0; it < opt.max_iterations && r.norm() > target; ++it) {
     const Eigen::VectorXd Ap = apply(p);
-    const double alpha = rz / p.dot(Ap);
+    const double pAp = p.dot(Ap);
+    if (!(pAp > 0.0)) break;
+    const double alpha = rz / pAp;
     theta += alpha * p;
     r -= alpha * Ap;
+    // This step lowered the objective by α·rᵀz (exact arithmetic).
+    const double gain = alpha * rz;
+    objective -= gain;
+    if (opt.objective_tolerance > 0.0 && gain < opt.objective_tolerance * std::max(objective, 1e-300)) break;
     z = precondition(r);
     const double rz_next = r.dot(z);
     p = z + (rz_next / rz) * p;
@@ -153,7 +166,9 @@ inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const
 // the system positive definite without biasing well-determined codewords. Up to `direct_max_unknowns`
 // the normal equations are solved by Cholesky (LLT), above by block-Jacobi CG to the same solution.
 inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a,
-                                         double ridge = 1e-7, index_t direct_max_unknowns = 2048) {
+                                         const AdditiveLsSolveOptions& solve = {}) {
+  const double ridge = solve.ridge;
+  const index_t direct_max_unknowns = solve.direct_max_unknowns;
   const AdditiveShape& s = a.shape;
   const index_t rows = s.rows, P = prob.P(), K = s.codebook_size(), ncodes = s.codes_per_row();
   const int G = s.group_size, M = s.num_codebooks;
@@ -169,10 +184,10 @@ inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std:
       }
     }
   const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
-  // Few rows relative to the unknowns (small matrices): A·v costs rows·P² matrix-free but n² dense,
-  // and assembling A costs rows·(codes per row)²·G²; solve matrix-free then.
-  if (n > direct_max_unknowns && static_cast<double>(rows) * P * P < 0.25 * static_cast<double>(n) * n) {
-    additive_codebooks_ls_matrix_free(prob, WH, a, block_of, codeword_of, ridge);
+  // Above `direct_max_unknowns`, solve matrix-free: assembling A costs rows·(codes per row)²·G² scattered
+  // updates of an n² matrix (≈ 30 s for 576x1536 2x8 g8), one matrix-free A·v a dense rows·P² GEMM.
+  if (n > direct_max_unknowns) {
+    additive_codebooks_ls_matrix_free(prob, WH, a, block_of, codeword_of, solve);
     return;
   }
   // Accumulate A (upper block triangle plus mirrored blocks) and b in two fixed row halves, so the
@@ -239,11 +254,9 @@ inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std:
   Eigen::VectorXd theta(n);
   for (index_t bidx = 0; bidx < nb; ++bidx)
     for (int p = 0; p < G; ++p) theta[bidx * G + p] = a.codebooks[static_cast<std::size_t>(codeword_of[static_cast<std::size_t>(bidx)] * G + p)];
-  if (n <= direct_max_unknowns) {
+  {
     Eigen::LLT<Eigen::MatrixXd> llt(A);
     theta = llt.info() == Eigen::Success ? Eigen::VectorXd(llt.solve(b)) : Eigen::VectorXd(A.ldlt().solve(b));
-  } else {
-    solve_block_jacobi_cg(A, b, G, theta);
   }
   if (!theta.allFinite()) return;  // keep the old codebooks rather than poison them
   for (index_t bidx = 0; bidx < nb; ++bidx) {

@@ -38,7 +38,14 @@ inline void kmeans_assign(const float* points, index_t n, int dim, const float* 
                           std::uint32_t* assignment, float* distance2 = nullptr) {
   using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   Eigen::Map<const RowMajor> C(centroids, K, dim);
-  const Eigen::VectorXf c_norm = C.rowwise().squaredNorm();
+  // Squared norms in a plain loop: Eigen's vectorized reduction over a Map peels up to the first aligned
+  // address, so its rounding (and near-tie assignments) would depend on where the centroids lie in memory.
+  Eigen::VectorXf c_norm(K);
+  for (index_t k = 0; k < K; ++k) {
+    float acc = 0.0f;
+    for (int d = 0; d < dim; ++d) acc += centroids[k * dim + d] * centroids[k * dim + d];
+    c_norm[k] = acc;
+  }
   // Keep each thread's score block near 4 MiB.
   const index_t chunk = std::max<index_t>(8, std::min<index_t>(1024, (index_t{1} << 20) / std::max<index_t>(1, K)));
   const index_t chunks = (n + chunk - 1) / chunk;
