@@ -12,20 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "test_kernels_util.hpp"
+
 using namespace lowbit;
 namespace cpu = lowbit::kernels::cpu;
+using lowbit::test::random_vector;
 
 namespace {
-
-
-std::vector<float> random_vector(index_t n, Rng& rng, bool heavy) {
-  std::vector<float> v(static_cast<std::size_t>(n));
-  for (auto& x : v) {
-    const double z = rng.normal();
-    x = static_cast<float>(heavy ? z * z * z : z);
-  }
-  return v;
-}
 
 // Σ_c |ŵ[r, c]·x[c]| per row: the scale of the rounding error of any summation order.
 template <class Format>
@@ -88,8 +81,7 @@ void check_all_paths(index_t rows, index_t cols, std::uint64_t seed) {
 
 template <class Format>
 void check_shapes(std::uint64_t seed) {
-  const index_t shapes[][2] = {{1, 1}, {3, 7}, {37, 1000}, {29, 333}, {5, 129}, {61, 1536}, {17, 4097}};
-  for (const auto& s : shapes) check_all_paths<Format>(s[0], s[1], seed++);
+  for (const auto& s : test::kOddShapes) check_all_paths<Format>(s[0], s[1], seed++);
 }
 
 }  // namespace

@@ -211,6 +211,21 @@ struct Q8UnpackPattern {
   }
 };
 
+// 64 bytes of packed codes at p. Checked: near the end of the code array (codes_end) the load is masked
+// so it never reads past it; elsewhere plain loads (masked loads prefetch badly).
+template <bool Checked>
+inline __m512i q8_load_codes(const std::uint8_t* p, const std::uint8_t* codes_end) {
+  if constexpr (Checked) {
+    if (p + 64 > codes_end) {
+      const auto left = static_cast<unsigned>(codes_end - p);
+      return _mm512_maskz_loadu_epi8((1ull << left) - 1ull, p);
+    }
+  } else {
+    (void)codes_end;
+  }
+  return _mm512_loadu_si512(p);
+}
+
 // Horizontal sum by halving (log depth; the masked forms avoid GCC 12's false -Wmaybe-uninitialized).
 inline float q8_hsum(__m512 v) {
   const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xFF, v, 0), _mm512_maskz_extractf32x8_ps(0xFF, v, 1));
@@ -290,19 +305,7 @@ inline float q8_avx512_row(const UniformPacked<Format>& packed, index_t r, const
   const std::int8_t* x8 = xa.x8.data();
 
   auto unit = [&](const std::uint8_t* p, const std::int8_t* xp, __m512i iacc) {
-    __m512i raw;
-    if constexpr (Checked) {
-      // Masked loads only where 64 bytes would pass the array (masked loads prefetch badly).
-      if (p + 64 <= codes_end) {
-        raw = _mm512_loadu_si512(p);
-      } else {
-        const auto left = static_cast<unsigned>(codes_end - p);
-        raw = _mm512_maskz_loadu_epi8((1ull << left) - 1ull, p);
-      }
-    } else {
-      (void)codes_end;
-      raw = _mm512_loadu_si512(p);
-    }
+    const __m512i raw = q8_load_codes<Checked>(p, codes_end);
     __m512i q = raw;
     if constexpr (bits < 8) {
       q = _mm512_maskz_permutexvar_epi8(~0ull, gather, raw);
@@ -370,18 +373,7 @@ inline float q8_avx512_row_pow2(const UniformPacked<Format>& packed, index_t r, 
   auto do_chunk = [&](index_t q, __m512i iacc) {
     const std::uint8_t* p = bytes + q * 64;
     _mm_prefetch(reinterpret_cast<const char*>(p + kQ8PrefetchBytes), _MM_HINT_T0);
-    __m512i raw;
-    if constexpr (Checked) {
-      if (p + 64 <= codes_end) {
-        raw = _mm512_loadu_si512(p);
-      } else {
-        const auto left = static_cast<unsigned>(codes_end - p);
-        raw = _mm512_maskz_loadu_epi8((1ull << left) - 1ull, p);
-      }
-    } else {
-      (void)codes_end;
-      raw = _mm512_loadu_si512(p);
-    }
+    const __m512i raw = q8_load_codes<Checked>(p, codes_end);
     const std::int8_t* xq = x8p + q * chunk;
     // two partial sums: shorter vpdpbusd dependency chains
     __m512i part[2] = {iacc, _mm512_setzero_si512()};
