@@ -317,6 +317,7 @@ TEST_CASE("uniform: QuantizedLinear decodes through the int8-activation kernel w
   std::vector<float> exact(out), q8(out), y(out);
   Quantizer<F>::matvec(layer.packed(), x.data(), exact.data());
   Quantizer<F>::matvec(layer.packed(), x.data(), q8.data(), MatvecPrecision::Int8Activations);
+  CHECK(q8 != exact);  // the two paths are distinguishable, so the routing below is really tested
   layer.forward(MatrixView<const float>(x.data(), 1, in), MatrixView<float>(y.data(), 1, out));
   CHECK(y == exact);
   layer.set_matvec_precision(MatvecPrecision::Int8Activations);

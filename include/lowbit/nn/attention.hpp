@@ -36,17 +36,17 @@ inline constexpr index_t kAttentionQueryTile = 64;
 // the entries in [visible, width) become 0.
 template <class F>
 void causal_softmax_row(F* row, index_t visible, index_t width) {
-  // Computed in a 64-byte aligned buffer: on an unaligned row Eigen peels scalar iterations (std::exp, a
-  // different summation order) up to the first aligned address, so results would depend on where the
-  // row lies in memory and runs would not be bit-reproducible.
+  // The exponentials go to a 64-byte aligned buffer: on an unaligned destination Eigen peels scalar
+  // iterations (std::exp, another summation order) up to the first aligned address, so results would
+  // depend on where the row lies in memory and runs would not be bit-reproducible. The max and the final
+  // scaling are exact element-wise operations, so they may read and write the row directly.
   using Array = Eigen::Array<F, Eigen::Dynamic, 1>;
   thread_local std::vector<F, Eigen::aligned_allocator<F>> buffer;
   if (static_cast<index_t>(buffer.size()) < visible) buffer.resize(static_cast<std::size_t>(visible));
-  Eigen::Map<Array, Eigen::Aligned64> r(buffer.data(), visible);
-  r = Eigen::Map<const Array>(row, visible);
-  r = (r - r.maxCoeff()).exp();
-  r *= F(1) / r.sum();
-  std::copy_n(buffer.data(), visible, row);
+  Eigen::Map<Array, Eigen::Aligned64> e(buffer.data(), visible);
+  Eigen::Map<Array> r(row, visible);
+  e = (r - r.maxCoeff()).exp();
+  r = e * (F(1) / e.sum());
   std::fill(row + visible, row + width, F(0));
 }
 
@@ -62,7 +62,8 @@ void attention_forward(const F* q, const F* k, const F* v, F* out, int B, int Tq
   const F scale = static_cast<F>(1.0 / std::sqrt(static_cast<double>(hd)));
   const index_t tiles = (Tq + kAttentionQueryTile - 1) / kAttentionQueryTile;
   const index_t units = static_cast<index_t>(B) * s.n_heads * tiles;
-  auto unit = [&](index_t u, std::vector<F>& scratch) {
+  parallel_for_dynamic(0, units, [&](index_t u) {
+    thread_local std::vector<F> scratch;  // reused across calls: no page faults per layer
     // Tile-major order from the last tile down: the most expensive units are handed out first.
     const index_t t = tiles - 1 - u / (static_cast<index_t>(B) * s.n_heads);
     const index_t bh = u % (static_cast<index_t>(B) * s.n_heads);
@@ -88,10 +89,6 @@ void attention_forward(const F* q, const F* k, const F* v, F* out, int B, int Tq
     for (index_t i = 0; i < rows; ++i)
       causal_softmax_row(pbuf + i * pstride, std::min<index_t>(keys, offset + i0 + i + 1), pstride);
     O.noalias() = P * V;
-  };
-  parallel_for_dynamic(0, units, [&](index_t u) {
-    thread_local std::vector<F> scratch;  // reused across calls: no page faults per layer
-    unit(u, scratch);
   }, static_cast<index_t>(B) * s.n_heads * Tq * Tk * hd >= kMinParallelWork);
 }
 
