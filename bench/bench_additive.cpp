@@ -197,6 +197,8 @@ void matvec_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(bench_fp32)->Apply(matvec_args);
 BENCHMARK(bench_additive<2, 8, 8>)->Name("aqlm_2x8_g8")->Apply(matvec_args);
 BENCHMARK(bench_additive<4, 8, 8>)->Name("aqlm_4x8_g8")->Apply(matvec_args);
+BENCHMARK(bench_additive<4, 6, 8>)->Name("aqlm_4x6_g8")->Apply(matvec_args);
+BENCHMARK(bench_additive<3, 7, 8>)->Name("aqlm_3x7_g8")->Apply(matvec_args);
 BENCHMARK(bench_additive<1, 16, 8>)->Name("aqlm_1x16_g8")->Apply(matvec_args);
 BENCHMARK(bench_uniform<lowbit::Uniform<2, 128>>)->Name("uniform_2_128")->Apply(matvec_args);
 BENCHMARK(bench_calibrate_2x8)->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kSecond)->UseRealTime();

@@ -128,12 +128,14 @@ TEST_CASE("Additive rejects codes that do not fit and mismatched storage") {
 
 TEST_CASE("LUT matvec equals dequantize-then-GEMV for every kernel, with padded columns") {
   // Kx8 shapes exercise the LUT kernels (tails of 16-code chunks, odd row counts, padded last group);
-  // 1x16 / 2x15 exercise the gather path; 1x4 and 3x5 the scalar LUT over unpacked codes.
+  // 1x16 / 2x15 exercise the gather path; B < 8 (1x4, 3x5, 4x6, 3x7) the scalar LUT over unpacked
+  // codes and the in-register int16 tables of 64 (B ≤ 6, zero-padded) and 128 entries.
   for (const AdditiveShape s : {AdditiveShape{133, 256, 2, 8, 8}, AdditiveShape{64, 44, 2, 8, 8},
                                 AdditiveShape{70, 120, 4, 8, 8}, AdditiveShape{17, 64, 1, 8, 8},
                                 AdditiveShape{31, 90, 3, 8, 16}, AdditiveShape{40, 64, 1, 16, 8},
                                 AdditiveShape{33, 52, 2, 15, 8}, AdditiveShape{21, 36, 1, 4, 2},
-                                AdditiveShape{29, 70, 3, 5, 4}, AdditiveShape{300, 96, 8, 8, 32}}) {
+                                AdditiveShape{29, 70, 3, 5, 4}, AdditiveShape{300, 96, 8, 8, 32},
+                                AdditiveShape{70, 120, 4, 6, 8}, AdditiveShape{45, 64, 3, 7, 8}}) {
     const AdditivePacked p(random_codes(s, 11 + static_cast<std::uint64_t>(s.rows)));
     const auto x = random_vector(s.cols, 5);
     for (auto k : {AdditiveKernel::Auto, AdditiveKernel::Scalar, AdditiveKernel::Avx2, AdditiveKernel::Avx512,

@@ -1,7 +1,8 @@
 // AQLM through the calibration pipeline on stories260K (seconds): every linear becomes
 // QuantizedLinear<Additive<2,8,8>> with block fine-tuning on, a run killed with SIGKILL mid-block resumes
 // from the pipeline's checkpoints and writes a file byte-identical to an uninterrupted run (so the run
-// is also deterministic), and the file loads back with the same format and bytes.
+// is also deterministic), and the file loads back with the same format and bytes; end-to-end (KL)
+// fine-tuning after the block pass lowers the held-out divergence to the FP model with codes frozen.
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -148,4 +149,41 @@ TEST_CASE("aqlm pipeline: SIGKILL mid-calibration, then resume, gives a byte-ide
   CHECK(model.linear(0, nn::LinearRole::Q).format() == "additive:2:8:8");
   CHECK(model.linear(4, nn::LinearRole::Down).format() == "additive:2:8:8");
   fs::remove_all(base);
+}
+
+TEST_CASE("aqlm end-to-end fine-tuning lowers the held-out KL to the FP model with codes frozen") {
+  const auto s = stories();
+  if (!s.ok()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text is missing from shared/data");
+  auto cfg = small_config();
+  cfg.nsamples = 40;  // 36 training windows, 4 held out
+  cfg.seqlen = 64;
+  auto aqlm = small_aqlm();
+  aqlm.finetune_epochs = 0;
+  aqlm.e2e_steps = 40;
+  aqlm.e2e_batch = 2;
+  aqlm.e2e_lr = 1e-4f;
+  nn::Llama teacher(io::load_llama2c(s.model)), student(io::load_llama2c(s.model));
+  io::Llama2cTokenizer tok(s.tokenizer.string());
+  const auto text = eval::read_file_bytes(s.text.string()).substr(0, 100000);
+  const auto tokens = calib::draw_calibration_tokens({text}, tok, cfg.nsamples, cfg.seqlen, cfg.seed);
+  calib::calibrate_model(student, tokens, cfg, calib::aqlm_calibrator(aqlm), {}, "", {});
+  const AdditiveCodes codes_before = calib::additive_codes_of(student.linear(1, nn::LinearRole::Gate));
+
+  const auto r = calib::aqlm_finetune_end_to_end(student, teacher, tokens, cfg.seqlen, aqlm, true);
+  MESSAGE("held-out KL " << r["heldout_kl_before"].get<double>() << " -> " << r["heldout_kl_after"].get<double>() << " train " << r["first_loss"].get<double>() << " -> " << r["last_loss"].get<double>());
+  CHECK(r["steps"].get<std::int64_t>() == 40);
+  CHECK(r["train_windows"].get<std::size_t>() == 36);
+  CHECK(r["last_loss"].get<double>() < 0.7 * r["first_loss"].get<double>());
+  // Measured 0.217 -> 0.181; the 260K-parameter model overfits its 2304 training tokens quickly
+  // (training KL 0.171 -> 0.098), so the held-out gain is modest.
+  CHECK(r["heldout_kl_before"].get<double>() > 0.0);
+  CHECK(r["heldout_kl_after"].get<double>() < 0.9 * r["heldout_kl_before"].get<double>());
+  // Back in packed fp16 storage, codes untouched, codebooks trained.
+  auto& gate = student.linear(1, nn::LinearRole::Gate);
+  CHECK(gate.format() == "additive:2:8:8");
+  const AdditiveCodes codes_after = calib::additive_codes_of(gate);
+  CHECK(codes_after.codes == codes_before.codes);
+  CHECK(codes_after.codebooks != codes_before.codebooks);
+  // A mismatched window length is refused before anything changes.
+  CHECK_THROWS_AS(calib::aqlm_finetune_end_to_end(student, teacher, tokens, cfg.seqlen + 1, aqlm, true), Error);
 }

@@ -87,6 +87,18 @@ std::string command_line(const Options& o) {
   if (o.act_order) c << " --act-order";
   if (o.static_groups) c << " --static-groups";
   if (o.propagate_fp) c << " --propagate-fp";
+  if (o.method == "aqlm") {
+    const auto& a = o.aqlm;
+    c << " --aqlm-kmeans-iters " << a.calib.kmeans.iterations << " --aqlm-beam " << a.calib.beam_size
+      << " --aqlm-max-epochs " << a.calib.max_epochs << " --aqlm-tolerance " << a.calib.relative_mse_tolerance
+      << " --aqlm-update " << o.aqlm_update;
+    if (o.aqlm_update == "adam") c << " --aqlm-adam-steps " << a.calib.adam.steps << " --aqlm-adam-lr " << a.calib.adam.lr;
+    c << " --aqlm-finetune-epochs " << a.finetune_epochs;
+    if (a.finetune_epochs > 0) c << " --aqlm-finetune-lr " << a.finetune_lr << " --aqlm-finetune-batch " << a.finetune_batch;
+    if (a.e2e_steps > 0)
+      c << " --aqlm-e2e-steps " << a.e2e_steps << " --aqlm-e2e-lr " << a.e2e_lr << " --aqlm-e2e-batch " << a.e2e_batch
+        << " --aqlm-e2e-seqlen " << a.e2e_seq_len;
+  }
   c << " --out " << o.out;
   if (!o.eval_text.empty()) {
     c << " --eval-text " << o.eval_text;
@@ -145,6 +157,19 @@ int run(const Options& o) {
                                 {"calibration_file", calib::file_fingerprint(o.calib_file)}};
   if (aqlm) fingerprint["aqlm"] = aqlm_options.to_json();  // AQLM (aqlm helper)
   auto cal = calib::calibrate_model(*model, tokens, cfg, calibrator, fingerprint, o.run_dir, hooks);
+  if (aqlm && aqlm_options.e2e_steps > 0) {
+    // Global fine-tuning against the FP model (not checkpointed: after a kill the block pass resumes
+    // from --run-dir and this step runs again from its start).
+    std::fprintf(stderr, "[quantize] end-to-end fine-tuning: %lld steps of %d x %d tokens, forward KL to %s\n",
+                 static_cast<long long>(aqlm_options.e2e_steps), aqlm_options.e2e_batch,
+                 aqlm_options.e2e_seq_len > 0 ? aqlm_options.e2e_seq_len : o.seqlen - 1, o.model.c_str());
+    nn::Llama teacher(eval::load_any_weights(o.model));
+    const auto e2e = calib::aqlm_finetune_end_to_end(*model, teacher, tokens, o.seqlen, aqlm_options, o.quiet);
+    std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s\n",
+                 e2e["heldout_kl_before"].get<double>(), e2e["heldout_kl_after"].get<double>(),
+                 e2e["seconds"].get<double>());
+    report["end_to_end"] = e2e;
+  }
   io::write_quantized_model(o.out, *model, cfg.to_json(), o.model);
   const auto size = measure_size(*model, o.out);
   std::fprintf(stderr, "[quantize] wrote %s: %.4f bits/weight over the linears, %.4f over the whole file\n",
@@ -191,13 +216,13 @@ int run(const Options& o) {
 }
 
 const cli::Registration registration{
-    "quantize", "Quantize a model (RTN, GPTQ, AutoClip, AutoClip+GPTQ) into a lowbit quantized file",
+    "quantize", "Quantize a model (RTN, GPTQ, AutoClip, AutoClip+GPTQ, AQLM) into a lowbit quantized file",
     [](CLI::App& app) {
       auto o = std::make_shared<Options>();
       app.add_option("--model", o->model, "model file (GGUF, llama2.c .bin, safetensors)")->required();
       app.add_option("--tokenizer", o->tokenizer, "tokenizer file (default: inside/beside the model)");
-      app.add_option("--method", o->method, "rtn | gptq | autoclip | autoclip+gptq");
-      app.add_option("--format", o->format, "uniform:BITS:GROUP (BITS 2,3,4,8; GROUP 64,128) or nf3:128");
+      app.add_option("--method", o->method, "rtn | gptq | autoclip | autoclip+gptq | aqlm");
+      app.add_option("--format", o->format, "uniform:BITS:GROUP (BITS 2,3,4,8; GROUP 64,128), nf3:128, or with --method aqlm additive:M:B:G (e.g. 2:8:8, 3:8:8, 4:6:8, 3:7:8, 1:16:8; docs/aqlm.md)");
       app.add_option("--calib", o->calib_file, "calibration text (.txt, or .jsonl with {\"text\": ...})")->required();
       app.add_option("--nsamples", o->nsamples, "calibration sequences (default 128)");
       app.add_option("--seqlen", o->seqlen, "tokens per calibration sequence (default 512)");
@@ -232,6 +257,12 @@ const cli::Registration registration{
       app.add_option("--aqlm-finetune-epochs", o->aqlm.finetune_epochs, "AQLM: block fine-tune epochs, 0 = off (0)");
       app.add_option("--aqlm-finetune-lr", o->aqlm.finetune_lr, "AQLM: block fine-tune learning rate (1e-4)");
       app.add_option("--aqlm-finetune-batch", o->aqlm.finetune_batch, "AQLM: block fine-tune sequences per step (4)");
+      app.add_option("--aqlm-e2e-steps", o->aqlm.e2e_steps,
+                     "AQLM: end-to-end fine-tuning steps after all blocks (forward KL to the FP model), 0 = off (0)");
+      app.add_option("--aqlm-e2e-lr", o->aqlm.e2e_lr, "AQLM: end-to-end fine-tuning learning rate (1e-4)");
+      app.add_option("--aqlm-e2e-batch", o->aqlm.e2e_batch, "AQLM: end-to-end sequences per step (1)");
+      app.add_option("--aqlm-e2e-seqlen", o->aqlm.e2e_seq_len,
+                     "AQLM: end-to-end tokens per sequence (0 = --seqlen - 1)");
       return [o] { return run(*o); };
     }};
 

@@ -1,10 +1,13 @@
 // AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Calibrator that replaces
 // each linear by QuantizedLinear<Additive<M,B,G>> calibrated against its input Hessian, and a block
 // fine-tune hook (ALGORITHMS.md §1.3 step 3) that trains codebooks, scales and RMSNorm gains against
-// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16.
+// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16;
+// and the optional end-to-end "global fine-tuning" after the block pass (ALGORITHMS.md §1.4, P step
+// only): codebooks, scales and norm gains of the whole model trained by forward KL to the FP model.
 // `lowbit quantize --method aqlm --format additive:M:B:G` and examples/example_aqlm.cpp use this.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -15,6 +18,7 @@
 #include "../nn/additive_linear.hpp"
 #include "../nn/quantized_linear.hpp"
 #include "../train/block_trainer.hpp"
+#include "../train/distill.hpp"
 #include "additive.hpp"
 #include "pipeline.hpp"
 
@@ -33,6 +37,16 @@ struct AqlmOptions {
   int finetune_batch = 4;  // sequences per step
   int finetune_patience = 2;
   bool finetune_norms = true;  // also train the block's RMSNorm gains
+  // End-to-end fine-tuning after all blocks (aqlm_finetune_end_to_end); not part of to_json(), which
+  // fingerprints the block pass for resuming, so changing these reuses the calibrated blocks.
+  std::int64_t e2e_steps = 0;  // 0: off
+  float e2e_lr = 1e-4f;
+  int e2e_batch = 1;     // sequences per step
+  int e2e_seq_len = 0;   // tokens per sequence; 0: the calibration sequence length
+
+  nlohmann::json e2e_json() const {
+    return {{"steps", e2e_steps}, {"lr", e2e_lr}, {"batch", e2e_batch}, {"seq_len", e2e_seq_len}, {"loss", "forward-kl"}};
+  }
 
   nlohmann::json to_json() const {
     return {{"kmeans_iterations", calib.kmeans.iterations},
@@ -121,13 +135,25 @@ inline Calibrator aqlm_calibrator(const AqlmOptions& options) {
   return c;
 }
 
+// Swaps the additive linears of one block for their trainable form (true: codebooks and scales become
+// parameters, codes stay frozen) or back to fp16-packed QuantizedLinear storage (false).
+inline void set_additive_trainable(nn::Llama& model, int layer, bool trainable) {
+  for (auto role : nn::kAllLinearRoles) {
+    auto& lin = model.linear(layer, role);
+    if (trainable) {
+      model.set_linear(layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
+    } else {
+      auto* t = dynamic_cast<nn::AdditiveLinear*>(&lin);
+      LOWBIT_CHECK(t != nullptr, "aqlm: layer ", layer, " ", nn::linear_role_name(role), " is not a trainable additive linear");
+      model.set_linear(layer, role, make_additive_linear(t->codes()));
+    }
+  }
+}
+
 // Block fine-tuning: swap the block's additive layers for trainable ones, train, swap back (fp16).
 inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& options) {
   nn::Llama& model = *ctx.model;
-  for (auto role : nn::kAllLinearRoles) {
-    auto& lin = model.linear(ctx.layer, role);
-    model.set_linear(ctx.layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
-  }
+  set_additive_trainable(model, ctx.layer, true);
   train::BlockTrainOptions t;
   t.epochs = options.finetune_epochs;
   t.batch_sequences = options.finetune_batch;
@@ -138,15 +164,61 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
   t.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
   const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
-  for (auto role : nn::kAllLinearRoles) {
-    auto* trained = dynamic_cast<nn::AdditiveLinear*>(&model.linear(ctx.layer, role));
-    LOWBIT_CHECK(trained != nullptr, "aqlm fine-tune: layer ", ctx.layer, " lost its additive linear");
-    model.set_linear(ctx.layer, role, make_additive_linear(trained->codes()));
-  }
+  set_additive_trainable(model, ctx.layer, false);
   return {{"initial_heldout_mse", r.initial_heldout_mse},
           {"best_heldout_mse", r.best_heldout_mse},
           {"epochs_run", r.epochs_run},
           {"best_epoch", r.best_epoch}};
+}
+
+// Global fine-tuning (ALGORITHMS.md §1.4, the P step; no discrete V step): after the block pass, train
+// the codebooks, scales and RMSNorm gains of the whole quantized model (codes frozen) with AdamW
+// (betas 0.9 / 0.95) on the forward KL to the FP teacher's next-token distributions. The calibration
+// windows (`nsamples` x `seqlen` tokens) are split: the last 10% (at least one window) measure the
+// held-out KL before and after, the rest are sampled for training. Deterministic for a seed.
+inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher,
+                                               const std::vector<std::int32_t>& windows, int seqlen,
+                                               const AqlmOptions& options, bool quiet = false) {
+  const auto start = std::chrono::steady_clock::now();
+  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
+               "aqlm end-to-end fine-tuning needs at least 2 calibration windows of ", seqlen, " tokens (got ",
+               windows.size(), " tokens)");
+  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
+  const std::size_t heldout = std::max<std::size_t>(1, n / 10);
+  train::TokenData data;
+  data.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen));
+  data.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen), windows.end());
+  data.vocab_size = student.config().vocab_size;
+  data.description = "calibration windows";
+  data.finalize();
+
+  train::DistillOptions d;
+  d.loss = train::DistillLoss::ForwardKL;
+  d.steps = options.e2e_steps;
+  d.batch_size = options.e2e_batch;
+  d.seq_len = std::min(options.e2e_seq_len > 0 ? options.e2e_seq_len : seqlen, seqlen - 1);
+  d.schedule.peak_lr = options.e2e_lr;
+  d.adam.lr = options.e2e_lr;
+  d.adam.beta2 = 0.95f;
+  d.adam.weight_decay = 0.0f;
+  d.seed = options.calib.seed;
+  d.eval_tokens = static_cast<std::int64_t>(heldout) * seqlen;
+  d.quiet = quiet;
+  d.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
+                                       : train::names_containing({"codebooks", "scales"});
+  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, true);
+  const auto r = train::distill(student, teacher, data, d);
+  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, false);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {{"options", options.e2e_json()},
+          {"steps", r.steps},
+          {"train_windows", n - heldout},
+          {"heldout_windows", heldout},
+          {"first_loss", r.first_loss},
+          {"last_loss", r.last_loss},
+          {"heldout_kl_before", r.heldout_before},
+          {"heldout_kl_after", r.heldout_after},
+          {"seconds", seconds}};
 }
 
 inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {

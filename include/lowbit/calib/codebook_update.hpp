@@ -30,7 +30,8 @@ inline std::vector<float> additive_wh(const AdditiveProblem& prob) {
 // Limits of the conjugate-gradient solve of the normal equations (the large-matrix path).
 struct AdditiveLsSolveOptions {
   double ridge = 1e-7;                    // relative to the mean diagonal, toward the current codewords
-  index_t direct_max_unknowns = 2048;     // up to this many unknowns: assemble A and factor it (Cholesky)
+  index_t direct_max_unknowns = 2048;     // up to this many unknowns: assemble A and factor it (Cholesky) ...
+  double direct_max_block_updates = 4e6;  // ... if assembling it takes at most this many G×G block updates
   double residual_tolerance = 1e-10;      // CG stops at ‖r‖ ≤ tol·‖b‖ ...
   double objective_tolerance = 0.0;       // ... or when a CG step lowers the objective by < this fraction
   int max_iterations = 500;               // ... or after this many steps
@@ -163,8 +164,9 @@ inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const
 
 // Exact least-squares codebooks for fixed codes and scales. Only codewords some code uses are
 // unknowns; `ridge` (relative to the mean diagonal) pulls each toward its current value, which keeps
-// the system positive definite without biasing well-determined codewords. Up to `direct_max_unknowns`
-// the normal equations are solved by Cholesky (LLT), above by block-Jacobi CG to the same solution.
+// the system positive definite without biasing well-determined codewords. Small systems that are cheap
+// to assemble (`direct_max_unknowns`, `direct_max_block_updates`) are solved by Cholesky (LLT), the
+// others by block-Jacobi CG to the same solution.
 inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a,
                                          const AdditiveLsSolveOptions& solve = {}) {
   const double ridge = solve.ridge;
@@ -184,9 +186,11 @@ inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std:
       }
     }
   const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
-  // Above `direct_max_unknowns`, solve matrix-free: assembling A costs rows·(codes per row)²·G² scattered
-  // updates of an n² matrix (≈ 30 s for 576x1536 2x8 g8), one matrix-free A·v a dense rows·P² GEMM.
-  if (n > direct_max_unknowns) {
+  // Otherwise solve matrix-free: assembling A costs rows·(codes per row)²/2 scattered G×G block updates
+  // of an n² matrix (≈ 30 s for 576x1536 2x8 g8; 4x6 g8 on 576x576 has only 2048 unknowns but 24 M
+  // block updates, 86% of its calibration time in a profile), one matrix-free A·v a dense rows·P² GEMM.
+  const double block_updates = 0.5 * static_cast<double>(rows) * static_cast<double>(ncodes) * static_cast<double>(ncodes);
+  if (n > direct_max_unknowns || block_updates > solve.direct_max_block_updates) {
     additive_codebooks_ls_matrix_free(prob, WH, a, block_of, codeword_of, solve);
     return;
   }

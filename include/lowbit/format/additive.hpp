@@ -138,7 +138,7 @@ class AdditivePacked {
     std::mutex mutex;
     bool ready = false;
     std::vector<float> codebooks, scales;
-    std::vector<std::uint8_t> tiled_codes;  // kernel layout of 8-bit codes (AVX-512 builds only)
+    std::vector<std::uint8_t> tiled_codes;  // kernel layout of B ≤ 8-bit codes (AVX-512 builds only)
   };
   const Decoded& decoded() const {
     if (!decoded_) decoded_ = std::make_shared<Decoded>();  // a moved-from object being reused
@@ -150,7 +150,7 @@ class AdditivePacked {
       d.scales.resize(scales_.size());
       for (std::size_t i = 0; i < scales_.size(); ++i) d.scales[i] = to_float(scales_[i]);
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-      if (shape_.code_bits == 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
+      if (shape_.code_bits <= 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
 #endif
       d.ready = true;
     }

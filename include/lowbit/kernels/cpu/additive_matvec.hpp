@@ -29,23 +29,27 @@ struct AdditiveKernelView {
   index_t words_per_row = 0;
   const float* codebooks = nullptr;  // [M, 2^B, G] fp32
   const float* scales = nullptr;     // [rows] fp32
-  // Optional kernel layout of 8-bit codes, 32-row tiles transposed: [ceil(rows/32), codes_per_row, 32]
-  // bytes (additive_tile_codes). When present, the AVX-512 kernel looks codes up in registers.
+  // Optional kernel layout of codes of B ≤ 8 bits, one byte each, 32-row tiles transposed:
+  // [ceil(rows/32), codes_per_row, 32] bytes (additive_tile_codes). When present, the AVX-512 kernel
+  // looks codes up in registers.
   const std::uint8_t* tiled_codes = nullptr;
 };
 
 inline constexpr index_t kAdditiveTileRows = 32;
 
-// Builds the tiled layout of 8-bit codes (rows past the end are code 0 and ignored).
+// Builds the tiled byte layout of B ≤ 8-bit codes (rows past the end are code 0 and ignored).
 inline std::vector<std::uint8_t> additive_tile_codes(const AdditiveShape& s, const std::uint32_t* codes,
                                                      index_t words_per_row) {
-  LOWBIT_CHECK(s.code_bits == 8, "additive_tile_codes: needs 8-bit codes, found ", s.code_bits);
+  LOWBIT_CHECK(s.code_bits >= 1 && s.code_bits <= 8, "additive_tile_codes: needs codes of at most 8 bits, found ",
+               s.code_bits);
   const index_t n = s.codes_per_row(), tiles = (s.rows + kAdditiveTileRows - 1) / kAdditiveTileRows;
   std::vector<std::uint8_t> out(static_cast<std::size_t>(tiles * n * kAdditiveTileRows), 0);
   for (index_t o = 0; o < s.rows; ++o) {
-    const std::uint8_t* row = reinterpret_cast<const std::uint8_t*>(codes + o * words_per_row);
+    const std::uint32_t* row = codes + o * words_per_row;
     const index_t t = o / kAdditiveTileRows, lane = o % kAdditiveTileRows;
-    for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>((t * n + i) * kAdditiveTileRows + lane)] = row[i];
+    for (index_t i = 0; i < n; ++i)
+      out[static_cast<std::size_t>((t * n + i) * kAdditiveTileRows + lane)] = static_cast<std::uint8_t>(
+          s.code_bits == 8 ? reinterpret_cast<const std::uint8_t*>(row)[i] : unpack_code(row, i, s.code_bits));
   }
   return out;
 }
@@ -215,36 +219,52 @@ inline void additive_lut_rows_avx512(const AdditiveKernelView& v, const float* l
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-// AVX-512, 8-bit codes, tables in registers: the per-token LUT is quantized once to int16 with one step
-// Δ = max|lut| / 32767 (relative error ≤ 1.5e-5 of the largest entry), so one 256-entry table is 8 zmm
-// registers and 32 rows' codes for a position are looked up with 4 vpermi2w + 3 blends — no gathers.
-// Rows come in 32-row tiles of transposed codes (AdditiveKernelView::tiled_codes); 4 tiles share each
-// table load. y = Δ · s_o · Σ int16 lookups (int32 accumulation is exact).
+// AVX-512, codes of B ≤ 8 bits, tables in registers: the per-token LUT is quantized once to int16 with
+// one step Δ = max|lut| / 32767 (relative error ≤ 1.5e-5 of the largest entry), so one table of up to
+// 256 entries is Regs = 2 (B ≤ 6, padded to 64 entries), 4 (B = 7) or 8 (B = 8) zmm registers, and 32
+// rows' codes for a position are looked up with Regs/2 vpermi2w + Regs/2 − 1 blends — no gathers.
+// Rows come in 32-row tiles of transposed byte codes (AdditiveKernelView::tiled_codes); 4 tiles share
+// each table load. y = Δ · s_o · Σ int16 lookups (int32 accumulation is exact).
+inline constexpr index_t additive_table_stride(int code_bits) { return code_bits <= 6 ? 64 : index_t{1} << code_bits; }
+
+template <int Regs>
+inline __m512i additive_table_lookup(const __m512i (&T)[Regs], __m512i idx) {
+  const __m512i q0 = _mm512_permutex2var_epi16(T[0], idx, T[1]);  // index bits 0-5
+  if constexpr (Regs == 2) {
+    return q0;
+  } else {
+    const __m512i q1 = _mm512_permutex2var_epi16(T[2], idx, T[3]);
+    const __mmask32 m6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+    const __m512i lo = _mm512_mask_blend_epi16(m6, q0, q1);
+    if constexpr (Regs == 4) {
+      return lo;
+    } else {
+      const __m512i q2 = _mm512_permutex2var_epi16(T[4], idx, T[5]);
+      const __m512i q3 = _mm512_permutex2var_epi16(T[6], idx, T[7]);
+      const __m512i hi = _mm512_mask_blend_epi16(m6, q2, q3);
+      return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(128)), lo, hi);
+    }
+  }
+}
+
+template <int Regs>
 inline void additive_lut_rows_avx512_table(const AdditiveKernelView& v, const std::int16_t* lut16, float delta,
                                            index_t tile0, index_t tile1, float* y) {
   const index_t n = v.shape.codes_per_row();
-  const __m512i bit6 = _mm512_set1_epi16(64), bit7 = _mm512_set1_epi16(128);
+  constexpr index_t kStride = Regs * 32;  // int16 entries per position
   constexpr int kTilesPerPass = 4;
   for (index_t t0 = tile0; t0 < tile1; t0 += kTilesPerPass) {
     const int tiles = static_cast<int>(std::min<index_t>(kTilesPerPass, tile1 - t0));
     __m512i acc_lo[kTilesPerPass], acc_hi[kTilesPerPass];
     for (int t = 0; t < kTilesPerPass; ++t) acc_lo[t] = acc_hi[t] = _mm512_setzero_si512();
     for (index_t i = 0; i < n; ++i) {
-      const __m512i* table = reinterpret_cast<const __m512i*>(lut16 + i * 256);
-      const __m512i T0 = _mm512_loadu_si512(table + 0), T1 = _mm512_loadu_si512(table + 1);
-      const __m512i T2 = _mm512_loadu_si512(table + 2), T3 = _mm512_loadu_si512(table + 3);
-      const __m512i T4 = _mm512_loadu_si512(table + 4), T5 = _mm512_loadu_si512(table + 5);
-      const __m512i T6 = _mm512_loadu_si512(table + 6), T7 = _mm512_loadu_si512(table + 7);
+      const __m512i* table = reinterpret_cast<const __m512i*>(lut16 + i * kStride);
+      __m512i T[Regs];
+      for (int r = 0; r < Regs; ++r) T[r] = _mm512_loadu_si512(table + r);
       for (int t = 0; t < tiles; ++t) {
         const std::uint8_t* codes = v.tiled_codes + ((t0 + t) * n + i) * kAdditiveTileRows;
         const __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
-        const __m512i q0 = _mm512_permutex2var_epi16(T0, idx, T1);
-        const __m512i q1 = _mm512_permutex2var_epi16(T2, idx, T3);
-        const __m512i q2 = _mm512_permutex2var_epi16(T4, idx, T5);
-        const __m512i q3 = _mm512_permutex2var_epi16(T6, idx, T7);
-        const __mmask32 m6 = _mm512_test_epi16_mask(idx, bit6), m7 = _mm512_test_epi16_mask(idx, bit7);
-        const __m512i lo = _mm512_mask_blend_epi16(m6, q0, q1), hi = _mm512_mask_blend_epi16(m6, q2, q3);
-        const __m512i val = _mm512_mask_blend_epi16(m7, lo, hi);
+        const __m512i val = additive_table_lookup<Regs>(T, idx);
         acc_lo[t] = _mm512_add_epi32(acc_lo[t], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(val)));
         acc_hi[t] = _mm512_add_epi32(acc_hi[t], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(val, 1)));
       }
@@ -258,6 +278,38 @@ inline void additive_lut_rows_avx512_table(const AdditiveKernelView& v, const st
       for (index_t r = 0; r < rows; ++r) y[row0 + r] = static_cast<float>(sums[r]) * delta * v.scales[row0 + r];
     }
   }
+}
+
+// The fp32 table [codes_per_row, K] as int16 with stride additive_table_stride(B) (zero padding);
+// returns Δ.
+inline float additive_quantize_lut(const AdditiveShape& s, const float* lut, std::vector<std::int16_t>& lut16) {
+  const index_t n = s.codes_per_row(), K = s.codebook_size(), stride = additive_table_stride(s.code_bits);
+  const index_t total = n * K;
+  __m512 vmax = _mm512_setzero_ps();
+  index_t i = 0;
+  for (; i + 16 <= total; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(lut + i)));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, vmax);
+  float max_abs = 0.0f;
+  for (float value : lanes) max_abs = std::max(max_abs, value);
+  for (; i < total; ++i) max_abs = std::max(max_abs, std::abs(lut[i]));
+  const float delta = max_abs > 0.0f ? max_abs / 32767.0f : 1.0f;
+  const float inv_delta = 1.0f / delta;
+  lut16.resize(static_cast<std::size_t>(n * stride));
+  if (K == stride) {  // K ≥ 64: one contiguous conversion, 16 entries at a time
+    const __m512 inv = _mm512_set1_ps(inv_delta);
+    for (index_t e = 0; e < total; e += 16) {
+      const __m512i rounded = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(lut + e), inv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lut16.data() + e), _mm512_cvtsepi32_epi16(rounded));
+    }
+  } else {  // small codebooks: per position, K entries then zeros up to 64
+    for (index_t p = 0; p < n; ++p)
+      for (index_t k = 0; k < stride; ++k)
+        lut16[static_cast<std::size_t>(p * stride + k)] =
+            k < K ? static_cast<std::int16_t>(std::nearbyint(lut[p * K + k] * inv_delta)) : std::int16_t{0};
+  }
+  return delta;
 }
 #endif
 
@@ -304,12 +356,13 @@ inline void additive_gather_rows(const AdditiveKernelView& v, const float* x, in
   }
 }
 
-// The fastest kernel compiled in for this layout.
+// The fastest kernel compiled in for this layout (additive_matvec upgrades Auto to Avx512Table when the
+// view carries tiled codes).
 inline AdditiveKernel additive_default_kernel(const AdditiveShape& s) {
   if (s.code_bits > 8) return AdditiveKernel::Gather;
   if (s.code_bits == 8) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    return AdditiveKernel::Avx512;  // additive_matvec upgrades to Avx512Table when tiled codes exist
+    return AdditiveKernel::Avx512;
 #elif defined(__AVX2__)
     return AdditiveKernel::Avx2;
 #endif
@@ -336,7 +389,7 @@ inline bool additive_kernel_available([[maybe_unused]] const AdditiveShape& s, A
 #endif
     case AdditiveKernel::Avx512Table:
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-      return s.code_bits == 8;  // and the view must carry tiled codes
+      return s.code_bits <= 8;  // and the view must carry tiled codes
 #else
       return false;
 #endif
@@ -348,10 +401,9 @@ inline bool additive_kernel_available([[maybe_unused]] const AdditiveShape& s, A
 inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* y,
                             AdditiveKernel kernel = AdditiveKernel::Auto) {
   const auto& s = v.shape;
-  if (kernel == AdditiveKernel::Auto) {
-    kernel = additive_default_kernel(s);
-    if (kernel == AdditiveKernel::Avx512 && v.tiled_codes) kernel = AdditiveKernel::Avx512Table;
-  }
+  if (kernel == AdditiveKernel::Auto)
+    kernel = v.tiled_codes && additive_kernel_available(s, AdditiveKernel::Avx512Table) ? AdditiveKernel::Avx512Table
+                                                                                         : additive_default_kernel(s);
   LOWBIT_CHECK(additive_kernel_available(s, kernel) && (kernel != AdditiveKernel::Avx512Table || v.tiled_codes),
                "additive matvec: the requested kernel is not available for ", s.num_codebooks, "x", s.code_bits,
                " codes on this build");
@@ -366,25 +418,16 @@ inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   if (kernel == AdditiveKernel::Avx512Table) {
     thread_local std::vector<std::int16_t> lut16;
-    const index_t total = static_cast<index_t>(lut.size());  // a multiple of 16 (K = 256)
-    lut16.resize(lut.size());
-    __m512 vmax = _mm512_setzero_ps();
-    for (index_t i = 0; i < total; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(table + i)));
-    alignas(64) float lanes[16];
-    _mm512_store_ps(lanes, vmax);
-    float max_abs = 0.0f;
-    for (float value : lanes) max_abs = std::max(max_abs, value);
-    const float delta = max_abs > 0.0f ? max_abs / 32767.0f : 1.0f;
-    const __m512 inv = _mm512_set1_ps(1.0f / delta);
-    std::int16_t* q = lut16.data();
-    for (index_t i = 0; i < total; i += 16) {
-      const __m512i rounded = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(table + i), inv),
-                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm512_cvtsepi32_epi16(rounded));
-    }
+    const float delta = additive_quantize_lut(s, table, lut16);
     const std::int16_t* table16 = lut16.data();
     const index_t tiles = (s.rows + kAdditiveTileRows - 1) / kAdditiveTileRows;
-    parallel_for(0, tiles, [&](index_t t0, index_t t1) { additive_lut_rows_avx512_table(v, table16, delta, t0, t1, y); });
+    parallel_for(0, tiles, [&](index_t t0, index_t t1) {
+      switch (additive_table_stride(s.code_bits)) {
+        case 64: additive_lut_rows_avx512_table<2>(v, table16, delta, t0, t1, y); break;
+        case 128: additive_lut_rows_avx512_table<4>(v, table16, delta, t0, t1, y); break;
+        default: additive_lut_rows_avx512_table<8>(v, table16, delta, t0, t1, y); break;
+      }
+    });
     return;
   }
 #endif
