@@ -1099,7 +1099,8 @@ inline std::vector<float> additive_wh(const AdditiveProblem& prob) {
 // Limits of the conjugate-gradient solve of the normal equations (the large-matrix path).
 struct AdditiveLsSolveOptions {
   double ridge = 1e-7;                    // relative to the mean diagonal, toward the current codewords
-  index_t direct_max_unknowns = 2048;     // up to this many unknowns: assemble A and factor it (Cholesky)
+  index_t direct_max_unknowns = 2048;     // up to this many unknowns: assemble A and factor it (Cholesky) ...
+  double direct_max_block_updates = 4e6;  // ... if assembling it takes at most this many G×G block updates
   double residual_tolerance = 1e-10;      // CG stops at ‖r‖ ≤ tol·‖b‖ ...
   double objective_tolerance = 0.0;       // ... or when a CG step lowers the objective by < this fraction
   int max_iterations = 500;               // ... or after this many steps
@@ -1232,8 +1233,9 @@ inline void additive_codebooks_ls_matrix_free(const AdditiveProblem& prob, const
 
 // Exact least-squares codebooks for fixed codes and scales. Only codewords some code uses are
 // unknowns; `ridge` (relative to the mean diagonal) pulls each toward its current value, which keeps
-// the system positive definite without biasing well-determined codewords. Up to `direct_max_unknowns`
-// the normal equations are solved by Cholesky (LLT), above by block-Jacobi CG to the same solution.
+// the system positive definite without biasing well-determined codewords. Small systems that are cheap
+// to assemble (`direct_max_unknowns`, `direct_max_block_updates`) are solved by Cholesky (LLT), the
+// others by block-Jacobi CG to the same solution.
 inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std::vector<float>& WH, AdditiveCodes& a,
                                          const AdditiveLsSolveOptions& solve = {}) {
   const double ridge = solve.ridge;
@@ -1253,9 +1255,11 @@ inline void additive_update_codebooks_ls(const AdditiveProblem& prob, const std:
       }
     }
   const index_t nb = static_cast<index_t>(codeword_of.size()), n = nb * G;
-  // Above `direct_max_unknowns`, solve matrix-free: assembling A costs rows·(codes per row)²·G² scattered
-  // updates of an n² matrix (≈ 30 s for 576x1536 2x8 g8), one matrix-free A·v a dense rows·P² GEMM.
-  if (n > direct_max_unknowns) {
+  // Otherwise solve matrix-free: assembling A costs rows·(codes per row)²/2 scattered G×G block updates
+  // of an n² matrix (≈ 30 s for 576x1536 2x8 g8; 4x6 g8 on 576x576 has only 2048 unknowns but 24 M
+  // block updates, 86% of its calibration time in a profile), one matrix-free A·v a dense rows·P² GEMM.
+  const double block_updates = 0.5 * static_cast<double>(rows) * static_cast<double>(ncodes) * static_cast<double>(ncodes);
+  if (n > direct_max_unknowns || block_updates > solve.direct_max_block_updates) {
     additive_codebooks_ls_matrix_free(prob, WH, a, block_of, codeword_of, solve);
     return;
   }
@@ -1778,23 +1782,27 @@ struct AdditiveKernelView {
   index_t words_per_row = 0;
   const float* codebooks = nullptr;  // [M, 2^B, G] fp32
   const float* scales = nullptr;     // [rows] fp32
-  // Optional kernel layout of 8-bit codes, 32-row tiles transposed: [ceil(rows/32), codes_per_row, 32]
-  // bytes (additive_tile_codes). When present, the AVX-512 kernel looks codes up in registers.
+  // Optional kernel layout of codes of B ≤ 8 bits, one byte each, 32-row tiles transposed:
+  // [ceil(rows/32), codes_per_row, 32] bytes (additive_tile_codes). When present, the AVX-512 kernel
+  // looks codes up in registers.
   const std::uint8_t* tiled_codes = nullptr;
 };
 
 inline constexpr index_t kAdditiveTileRows = 32;
 
-// Builds the tiled layout of 8-bit codes (rows past the end are code 0 and ignored).
+// Builds the tiled byte layout of B ≤ 8-bit codes (rows past the end are code 0 and ignored).
 inline std::vector<std::uint8_t> additive_tile_codes(const AdditiveShape& s, const std::uint32_t* codes,
                                                      index_t words_per_row) {
-  LOWBIT_CHECK(s.code_bits == 8, "additive_tile_codes: needs 8-bit codes, found ", s.code_bits);
+  LOWBIT_CHECK(s.code_bits >= 1 && s.code_bits <= 8, "additive_tile_codes: needs codes of at most 8 bits, found ",
+               s.code_bits);
   const index_t n = s.codes_per_row(), tiles = (s.rows + kAdditiveTileRows - 1) / kAdditiveTileRows;
   std::vector<std::uint8_t> out(static_cast<std::size_t>(tiles * n * kAdditiveTileRows), 0);
   for (index_t o = 0; o < s.rows; ++o) {
-    const std::uint8_t* row = reinterpret_cast<const std::uint8_t*>(codes + o * words_per_row);
+    const std::uint32_t* row = codes + o * words_per_row;
     const index_t t = o / kAdditiveTileRows, lane = o % kAdditiveTileRows;
-    for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>((t * n + i) * kAdditiveTileRows + lane)] = row[i];
+    for (index_t i = 0; i < n; ++i)
+      out[static_cast<std::size_t>((t * n + i) * kAdditiveTileRows + lane)] = static_cast<std::uint8_t>(
+          s.code_bits == 8 ? reinterpret_cast<const std::uint8_t*>(row)[i] : unpack_code(row, i, s.code_bits));
   }
   return out;
 }
@@ -1964,36 +1972,52 @@ inline void additive_lut_rows_avx512(const AdditiveKernelView& v, const float* l
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-// AVX-512, 8-bit codes, tables in registers: the per-token LUT is quantized once to int16 with one step
-// Δ = max|lut| / 32767 (relative error ≤ 1.5e-5 of the largest entry), so one 256-entry table is 8 zmm
-// registers and 32 rows' codes for a position are looked up with 4 vpermi2w + 3 blends — no gathers.
-// Rows come in 32-row tiles of transposed codes (AdditiveKernelView::tiled_codes); 4 tiles share each
-// table load. y = Δ · s_o · Σ int16 lookups (int32 accumulation is exact).
+// AVX-512, codes of B ≤ 8 bits, tables in registers: the per-token LUT is quantized once to int16 with
+// one step Δ = max|lut| / 32767 (relative error ≤ 1.5e-5 of the largest entry), so one table of up to
+// 256 entries is Regs = 2 (B ≤ 6, padded to 64 entries), 4 (B = 7) or 8 (B = 8) zmm registers, and 32
+// rows' codes for a position are looked up with Regs/2 vpermi2w + Regs/2 − 1 blends — no gathers.
+// Rows come in 32-row tiles of transposed byte codes (AdditiveKernelView::tiled_codes); 4 tiles share
+// each table load. y = Δ · s_o · Σ int16 lookups (int32 accumulation is exact).
+inline constexpr index_t additive_table_stride(int code_bits) { return code_bits <= 6 ? 64 : index_t{1} << code_bits; }
+
+template <int Regs>
+inline __m512i additive_table_lookup(const __m512i (&T)[Regs], __m512i idx) {
+  const __m512i q0 = _mm512_permutex2var_epi16(T[0], idx, T[1]);  // index bits 0-5
+  if constexpr (Regs == 2) {
+    return q0;
+  } else {
+    const __m512i q1 = _mm512_permutex2var_epi16(T[2], idx, T[3]);
+    const __mmask32 m6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+    const __m512i lo = _mm512_mask_blend_epi16(m6, q0, q1);
+    if constexpr (Regs == 4) {
+      return lo;
+    } else {
+      const __m512i q2 = _mm512_permutex2var_epi16(T[4], idx, T[5]);
+      const __m512i q3 = _mm512_permutex2var_epi16(T[6], idx, T[7]);
+      const __m512i hi = _mm512_mask_blend_epi16(m6, q2, q3);
+      return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(128)), lo, hi);
+    }
+  }
+}
+
+template <int Regs>
 inline void additive_lut_rows_avx512_table(const AdditiveKernelView& v, const std::int16_t* lut16, float delta,
                                            index_t tile0, index_t tile1, float* y) {
   const index_t n = v.shape.codes_per_row();
-  const __m512i bit6 = _mm512_set1_epi16(64), bit7 = _mm512_set1_epi16(128);
+  constexpr index_t kStride = Regs * 32;  // int16 entries per position
   constexpr int kTilesPerPass = 4;
   for (index_t t0 = tile0; t0 < tile1; t0 += kTilesPerPass) {
     const int tiles = static_cast<int>(std::min<index_t>(kTilesPerPass, tile1 - t0));
     __m512i acc_lo[kTilesPerPass], acc_hi[kTilesPerPass];
     for (int t = 0; t < kTilesPerPass; ++t) acc_lo[t] = acc_hi[t] = _mm512_setzero_si512();
     for (index_t i = 0; i < n; ++i) {
-      const __m512i* table = reinterpret_cast<const __m512i*>(lut16 + i * 256);
-      const __m512i T0 = _mm512_loadu_si512(table + 0), T1 = _mm512_loadu_si512(table + 1);
-      const __m512i T2 = _mm512_loadu_si512(table + 2), T3 = _mm512_loadu_si512(table + 3);
-      const __m512i T4 = _mm512_loadu_si512(table + 4), T5 = _mm512_loadu_si512(table + 5);
-      const __m512i T6 = _mm512_loadu_si512(table + 6), T7 = _mm512_loadu_si512(table + 7);
+      const __m512i* table = reinterpret_cast<const __m512i*>(lut16 + i * kStride);
+      __m512i T[Regs];
+      for (int r = 0; r < Regs; ++r) T[r] = _mm512_loadu_si512(table + r);
       for (int t = 0; t < tiles; ++t) {
         const std::uint8_t* codes = v.tiled_codes + ((t0 + t) * n + i) * kAdditiveTileRows;
         const __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes)));
-        const __m512i q0 = _mm512_permutex2var_epi16(T0, idx, T1);
-        const __m512i q1 = _mm512_permutex2var_epi16(T2, idx, T3);
-        const __m512i q2 = _mm512_permutex2var_epi16(T4, idx, T5);
-        const __m512i q3 = _mm512_permutex2var_epi16(T6, idx, T7);
-        const __mmask32 m6 = _mm512_test_epi16_mask(idx, bit6), m7 = _mm512_test_epi16_mask(idx, bit7);
-        const __m512i lo = _mm512_mask_blend_epi16(m6, q0, q1), hi = _mm512_mask_blend_epi16(m6, q2, q3);
-        const __m512i val = _mm512_mask_blend_epi16(m7, lo, hi);
+        const __m512i val = additive_table_lookup<Regs>(T, idx);
         acc_lo[t] = _mm512_add_epi32(acc_lo[t], _mm512_cvtepi16_epi32(_mm512_castsi512_si256(val)));
         acc_hi[t] = _mm512_add_epi32(acc_hi[t], _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(val, 1)));
       }
@@ -2007,6 +2031,38 @@ inline void additive_lut_rows_avx512_table(const AdditiveKernelView& v, const st
       for (index_t r = 0; r < rows; ++r) y[row0 + r] = static_cast<float>(sums[r]) * delta * v.scales[row0 + r];
     }
   }
+}
+
+// The fp32 table [codes_per_row, K] as int16 with stride additive_table_stride(B) (zero padding);
+// returns Δ.
+inline float additive_quantize_lut(const AdditiveShape& s, const float* lut, std::vector<std::int16_t>& lut16) {
+  const index_t n = s.codes_per_row(), K = s.codebook_size(), stride = additive_table_stride(s.code_bits);
+  const index_t total = n * K;
+  __m512 vmax = _mm512_setzero_ps();
+  index_t i = 0;
+  for (; i + 16 <= total; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(lut + i)));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, vmax);
+  float max_abs = 0.0f;
+  for (float value : lanes) max_abs = std::max(max_abs, value);
+  for (; i < total; ++i) max_abs = std::max(max_abs, std::abs(lut[i]));
+  const float delta = max_abs > 0.0f ? max_abs / 32767.0f : 1.0f;
+  const float inv_delta = 1.0f / delta;
+  lut16.resize(static_cast<std::size_t>(n * stride));
+  if (K == stride) {  // K ≥ 64: one contiguous conversion, 16 entries at a time
+    const __m512 inv = _mm512_set1_ps(inv_delta);
+    for (index_t e = 0; e < total; e += 16) {
+      const __m512i rounded = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(lut + e), inv),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lut16.data() + e), _mm512_cvtsepi32_epi16(rounded));
+    }
+  } else {  // small codebooks: per position, K entries then zeros up to 64
+    for (index_t p = 0; p < n; ++p)
+      for (index_t k = 0; k < stride; ++k)
+        lut16[static_cast<std::size_t>(p * stride + k)] =
+            k < K ? static_cast<std::int16_t>(std::nearbyint(lut[p * K + k] * inv_delta)) : std::int16_t{0};
+  }
+  return delta;
 }
 #endif
 
@@ -2053,12 +2109,13 @@ inline void additive_gather_rows(const AdditiveKernelView& v, const float* x, in
   }
 }
 
-// The fastest kernel compiled in for this layout.
+// The fastest kernel compiled in for this layout (additive_matvec upgrades Auto to Avx512Table when the
+// view carries tiled codes).
 inline AdditiveKernel additive_default_kernel(const AdditiveShape& s) {
   if (s.code_bits > 8) return AdditiveKernel::Gather;
   if (s.code_bits == 8) {
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    return AdditiveKernel::Avx512;  // additive_matvec upgrades to Avx512Table when tiled codes exist
+    return AdditiveKernel::Avx512;
 #elif defined(__AVX2__)
     return AdditiveKernel::Avx2;
 #endif
@@ -2085,7 +2142,7 @@ inline bool additive_kernel_available([[maybe_unused]] const AdditiveShape& s, A
 #endif
     case AdditiveKernel::Avx512Table:
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-      return s.code_bits == 8;  // and the view must carry tiled codes
+      return s.code_bits <= 8;  // and the view must carry tiled codes
 #else
       return false;
 #endif
@@ -2097,10 +2154,9 @@ inline bool additive_kernel_available([[maybe_unused]] const AdditiveShape& s, A
 inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* y,
                             AdditiveKernel kernel = AdditiveKernel::Auto) {
   const auto& s = v.shape;
-  if (kernel == AdditiveKernel::Auto) {
-    kernel = additive_default_kernel(s);
-    if (kernel == AdditiveKernel::Avx512 && v.tiled_codes) kernel = AdditiveKernel::Avx512Table;
-  }
+  if (kernel == AdditiveKernel::Auto)
+    kernel = v.tiled_codes && additive_kernel_available(s, AdditiveKernel::Avx512Table) ? AdditiveKernel::Avx512Table
+                                                                                         : additive_default_kernel(s);
   LOWBIT_CHECK(additive_kernel_available(s, kernel) && (kernel != AdditiveKernel::Avx512Table || v.tiled_codes),
                "additive matvec: the requested kernel is not available for ", s.num_codebooks, "x", s.code_bits,
                " codes on this build");
@@ -2115,25 +2171,16 @@ inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   if (kernel == AdditiveKernel::Avx512Table) {
     thread_local std::vector<std::int16_t> lut16;
-    const index_t total = static_cast<index_t>(lut.size());  // a multiple of 16 (K = 256)
-    lut16.resize(lut.size());
-    __m512 vmax = _mm512_setzero_ps();
-    for (index_t i = 0; i < total; i += 16) vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(table + i)));
-    alignas(64) float lanes[16];
-    _mm512_store_ps(lanes, vmax);
-    float max_abs = 0.0f;
-    for (float value : lanes) max_abs = std::max(max_abs, value);
-    const float delta = max_abs > 0.0f ? max_abs / 32767.0f : 1.0f;
-    const __m512 inv = _mm512_set1_ps(1.0f / delta);
-    std::int16_t* q = lut16.data();
-    for (index_t i = 0; i < total; i += 16) {
-      const __m512i rounded = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_loadu_ps(table + i), inv),
-                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm512_cvtsepi32_epi16(rounded));
-    }
+    const float delta = additive_quantize_lut(s, table, lut16);
     const std::int16_t* table16 = lut16.data();
     const index_t tiles = (s.rows + kAdditiveTileRows - 1) / kAdditiveTileRows;
-    parallel_for(0, tiles, [&](index_t t0, index_t t1) { additive_lut_rows_avx512_table(v, table16, delta, t0, t1, y); });
+    parallel_for(0, tiles, [&](index_t t0, index_t t1) {
+      switch (additive_table_stride(s.code_bits)) {
+        case 64: additive_lut_rows_avx512_table<2>(v, table16, delta, t0, t1, y); break;
+        case 128: additive_lut_rows_avx512_table<4>(v, table16, delta, t0, t1, y); break;
+        default: additive_lut_rows_avx512_table<8>(v, table16, delta, t0, t1, y); break;
+      }
+    });
     return;
   }
 #endif
@@ -2365,7 +2412,7 @@ class AdditivePacked {
     std::mutex mutex;
     bool ready = false;
     std::vector<float> codebooks, scales;
-    std::vector<std::uint8_t> tiled_codes;  // kernel layout of 8-bit codes (AVX-512 builds only)
+    std::vector<std::uint8_t> tiled_codes;  // kernel layout of B ≤ 8-bit codes (AVX-512 builds only)
   };
   const Decoded& decoded() const {
     if (!decoded_) decoded_ = std::make_shared<Decoded>();  // a moved-from object being reused
@@ -2377,7 +2424,7 @@ class AdditivePacked {
       d.scales.resize(scales_.size());
       for (std::size_t i = 0; i < scales_.size(); ++i) d.scales[i] = to_float(scales_[i]);
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-      if (shape_.code_bits == 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
+      if (shape_.code_bits <= 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
 #endif
       d.ready = true;
     }
@@ -7907,11 +7954,12 @@ using GroupFormats = FormatList<Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 64>,
                                 Uniform<4, 128>, Uniform<8, 128>, NF3<64>, NF3<128>>;
 // Other families the file can hold (AQLM adds Additive<M, B, G> instantiations here, plus a
 // PackedTensors specialization below).
-// ---- AQLM (aqlm helper): the additive formats `lowbit quantize --method aqlm` can write ----
+// The additive formats `lowbit quantize --method aqlm` can write. 3x7 and 4x6 (g8) spend 21 and 24
+// code bits per 8 weights with 6 and 4 KiB of codebooks per matrix (3x8: 12 KiB), so on SmolLM2-sized
+// matrices they land at ~2.75 and ~3.09 bits/weight where 3x8 lands at 3.22 (docs/aqlm.md).
 using OtherFormats = FormatList<Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>,
                                 Additive<8, 8, 8>, Additive<2, 8, 4>, Additive<1, 16, 8>, Additive<2, 15, 8>,
-                                Additive<1, 16, 16>, Additive<2, 8, 16>>;
-// ---- end AQLM ----
+                                Additive<1, 16, 16>, Additive<2, 8, 16>, Additive<3, 7, 8>, Additive<4, 6, 8>>;
 
 // The named tensors of one packed matrix: suffix, dtype, shape, and the storage bytes inside Packed.
 struct PackedTensorView {
@@ -9491,9 +9539,12 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
 // AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Calibrator that replaces
 // each linear by QuantizedLinear<Additive<M,B,G>> calibrated against its input Hessian, and a block
 // fine-tune hook (ALGORITHMS.md §1.3 step 3) that trains codebooks, scales and RMSNorm gains against
-// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16.
+// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16;
+// and the optional end-to-end "global fine-tuning" after the block pass (ALGORITHMS.md §1.4, P step
+// only): codebooks, scales and norm gains of the whole model trained by forward KL to the FP model.
 // `lowbit quantize --method aqlm --format additive:M:B:G` and examples/example_aqlm.cpp use this.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -10116,6 +10167,768 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
 
 }  // namespace lowbit::train
 // ---- end lowbit/train/block_trainer.hpp ----
+
+// ---- begin lowbit/train/distill.hpp ----
+// End-to-end distillation of a student Llama (e.g. with quantized linears exposing scales/codebooks, or
+// fake-quantized latent weights) against a frozen teacher Llama's next-token distributions: forward KL
+// (AQLM global fine-tuning), reverse KL, or BitDistiller's CAKLD whose β is the teacher's mean top-1
+// probability estimated on the first `beta_batches` batches. AdamW, schedule and clipping as in pretraining.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/schedule.hpp ----
+// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
+// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
+// resumed run gets exactly the learning rate it would have had.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::train {
+
+enum class ScheduleKind { Constant, Linear, Cosine };
+
+inline ScheduleKind parse_schedule_kind(const std::string& name) {
+  if (name == "constant") return ScheduleKind::Constant;
+  if (name == "linear") return ScheduleKind::Linear;
+  if (name == "cosine") return ScheduleKind::Cosine;
+  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
+}
+
+struct LrSchedule {
+  ScheduleKind kind = ScheduleKind::Cosine;
+  float peak_lr = 1e-3f;
+  std::int64_t warmup_steps = 0;
+  std::int64_t total_steps = 1;
+  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
+
+  // Learning rate for the update with 0-based index `step`.
+  float lr(std::int64_t step) const {
+    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
+    if (kind == ScheduleKind::Constant) return peak_lr;
+    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
+    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
+    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
+    double lr = peak_lr;
+    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
+    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
+    return static_cast<float>(lr);
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/schedule.hpp ----
+
+// ---- begin lowbit/train/token_data.hpp ----
+// Token streams for language-model training: a training stream and a held-out stream, plus a sampler that
+// draws random windows of T + 1 tokens from a seeded generator whose state (and the count of batches
+// drawn) goes into checkpoints, so a resumed run sees exactly the batches it would have seen.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/byte_vocab.hpp ----
+// The byte-level vocabulary of lowbit's own models: token ids 0..255 are the bytes of UTF-8 text and 256
+// is BOS, so any text file can be trained on without a tokenizer file and decoding is exact.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit::train {
+
+struct ByteVocabulary {
+  static constexpr std::int32_t bos = 256;
+  static constexpr int size = 257;
+
+  static std::vector<std::int32_t> encode(std::string_view text, bool add_bos) {
+    std::vector<std::int32_t> ids;
+    ids.reserve(text.size() + 1);
+    if (add_bos) ids.push_back(bos);
+    for (unsigned char c : text) ids.push_back(static_cast<std::int32_t>(c));
+    return ids;
+  }
+
+  // Bytes back to text; BOS becomes nothing. Ids outside the vocabulary raise lowbit::Error.
+  static std::string decode(const std::vector<std::int32_t>& ids) {
+    std::string text;
+    text.reserve(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      LOWBIT_CHECK(ids[i] >= 0 && ids[i] < size, "byte vocabulary: token id ", ids[i], " at position ", i,
+                   " is outside [0, ", size, ")");
+      if (ids[i] != bos) text.push_back(static_cast<char>(ids[i]));
+    }
+    return text;
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/byte_vocab.hpp ----
+
+// ---- begin lowbit/train/checkpoint.hpp ----
+// Training checkpoints: everything needed to continue a run bit-identically (weights, AdamW state, step,
+// data-sampler RNG state and position) plus the model hyper-parameters, so the same file also loads as a
+// model (load_pretrained). Writes are atomic: a temporary file in the same folder is written, fsync'ed and
+// renamed over the target, so a run killed at any instant leaves either the old or the new checkpoint.
+//
+// Layout (little-endian): "LBTRAIN\0" magic, u32 version, ModelConfig (7 × i32, 2 × f32, 2 × u8),
+// u64 config fingerprint, u64 run fingerprint, i64 step, i64 total steps, 4 × u64 data RNG state,
+// u64 data position (batches drawn), f64 last training loss, u32 tensor count, tensors (u32 name length,
+// name, u32 rank, rank × i64 dims, f32 values), u8 has-optimizer, AdamW state, u64 FNV-1a checksum of all
+// preceding bytes.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::train {
+
+inline constexpr char kCheckpointMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\0'};
+inline constexpr std::uint32_t kCheckpointVersion = 1;
+
+// FNV-1a 64-bit, used for fingerprints and the trailing checksum.
+inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {
+  std::ostringstream s;
+  s << c.dim << ',' << c.hidden_dim << ',' << c.n_layers << ',' << c.n_heads << ',' << c.n_kv_heads << ','
+    << c.vocab_size << ',' << c.max_seq_len << ',' << c.norm_eps << ',' << c.rope_theta << ','
+    << static_cast<int>(c.rope_layout) << ',' << c.tied_embeddings;
+  const std::string text = s.str();
+  return fnv1a(text.data(), text.size());
+}
+
+// The shape of a canonical tensor name (nn/weights.hpp) under `c`; {size} for names it does not know.
+inline std::vector<index_t> canonical_shape(const std::string& name, const nn::ModelConfig& c, index_t size) {
+  auto ends = [&](const char* s) {
+    const std::size_t n = std::strlen(s);
+    return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
+  };
+  const index_t dim = c.dim, hidden = c.hidden_dim, q = static_cast<index_t>(c.n_heads) * c.head_dim(),
+                kv = c.kv_dim(), vocab = c.vocab_size;
+  std::vector<index_t> shape;
+  if (name == "tok_embeddings.weight" || name == "output.weight") shape = {vocab, dim};
+  else if (ends("norm.weight")) shape = {dim};
+  else if (ends("attention.wq.weight")) shape = {q, dim};
+  else if (ends("attention.wk.weight") || ends("attention.wv.weight")) shape = {kv, dim};
+  else if (ends("attention.wo.weight")) shape = {dim, q};
+  else if (ends("feed_forward.w1.weight") || ends("feed_forward.w3.weight")) shape = {hidden, dim};
+  else if (ends("feed_forward.w2.weight")) shape = {dim, hidden};
+  index_t n = 1;
+  for (auto d : shape) n *= d;
+  if (shape.empty() || n != size) shape = {size};
+  return shape;
+}
+
+struct TrainingState {
+  std::int64_t step = 0;         // updates done
+  std::int64_t total_steps = 0;  // planned updates
+  Rng::State data_rng{};         // the batch sampler's generator
+  std::uint64_t data_position = 0;  // batches drawn so far
+  std::uint64_t run_fingerprint = 0;  // options + data; a resume must match it
+  double last_loss = 0.0;
+};
+
+struct Checkpoint {
+  nn::ModelConfig config;
+  TrainingState state;
+  std::vector<std::pair<std::string, nn::Tensor>> tensors;  // in parameter order
+  std::string optimizer_state;                              // AdamW::write bytes, empty when absent
+  std::string source;
+};
+
+namespace detail {
+class ByteWriter {
+ public:
+  template <class T>
+  void pod(const T& x) {
+    bytes_.append(reinterpret_cast<const char*>(&x), sizeof(T));
+  }
+  void raw(const void* p, std::size_t n) { bytes_.append(static_cast<const char*>(p), n); }
+  void str(const std::string& s) {
+    pod(static_cast<std::uint32_t>(s.size()));
+    raw(s.data(), s.size());
+  }
+  std::string& bytes() { return bytes_; }
+
+ private:
+  std::string bytes_;
+};
+
+class ByteReader {
+ public:
+  ByteReader(const std::string& bytes, std::string source) : bytes_(bytes), source_(std::move(source)) {}
+  template <class T>
+  T pod(const char* what) {
+    T x{};
+    raw(&x, sizeof(T), what);
+    return x;
+  }
+  void raw(void* p, std::size_t n, const char* what) {
+    LOWBIT_CHECK(n <= bytes_.size() - pos_, source_, ": checkpoint is truncated while reading ", what, " (needs ", n,
+                 " bytes at offset ", pos_, ", file has ", bytes_.size(), ")");
+    std::memcpy(p, bytes_.data() + pos_, n);
+    pos_ += n;
+  }
+  std::string str(const char* what, std::size_t max_len) {
+    const auto n = pod<std::uint32_t>(what);
+    LOWBIT_CHECK(n <= max_len, source_, ": checkpoint ", what, " has length ", n, ", at most ", max_len, " expected");
+    std::string s(n, '\0');
+    raw(s.data(), n, what);
+    return s;
+  }
+  std::size_t position() const { return pos_; }
+
+ private:
+  const std::string& bytes_;
+  std::string source_;
+  std::size_t pos_ = 0;
+};
+}  // namespace detail
+
+// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync the folder.
+inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  const auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  std::filesystem::create_directories(folder);
+  const auto temp = folder / (path.filename().string() + ".tmp." + std::to_string(getpid()));
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  LOWBIT_CHECK(fd >= 0, temp.string(), ": cannot create file for writing: ", std::strerror(errno));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string reason = std::strerror(errno);
+      ::close(fd);
+      std::filesystem::remove(temp);
+      fail(temp.string(), ": write failed after ", done, " of ", bytes.size(), " bytes: ", reason);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  LOWBIT_CHECK(synced, temp.string(), ": fsync failed: ", std::strerror(errno));
+  std::filesystem::rename(temp, path);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
+  }
+}
+
+// Serializes a checkpoint of `params` (named canonically) and the optimizer (may be null).
+inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::vector<nn::Parameter>& params,
+                                    const TrainingState& state, const AdamW* optimizer) {
+  detail::ByteWriter w;
+  w.raw(kCheckpointMagic, sizeof kCheckpointMagic);
+  w.pod(kCheckpointVersion);
+  for (int v : {config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads, config.vocab_size,
+                config.max_seq_len})
+    w.pod(static_cast<std::int32_t>(v));
+  w.pod(config.norm_eps);
+  w.pod(config.rope_theta);
+  w.pod(static_cast<std::uint8_t>(config.rope_layout == nn::RopeLayout::HalfSplit));
+  w.pod(static_cast<std::uint8_t>(config.tied_embeddings));
+  w.pod(config_fingerprint(config));
+  w.pod(state.run_fingerprint);
+  w.pod(state.step);
+  w.pod(state.total_steps);
+  for (auto s : state.data_rng) w.pod(s);
+  w.pod(state.data_position);
+  w.pod(state.last_loss);
+  w.pod(static_cast<std::uint32_t>(params.size()));
+  for (const auto& p : params) {
+    w.str(p.name);
+    const auto shape = canonical_shape(p.name, config, p.size);
+    w.pod(static_cast<std::uint32_t>(shape.size()));
+    for (auto d : shape) w.pod(static_cast<std::int64_t>(d));
+    w.raw(p.value, static_cast<std::size_t>(p.size) * sizeof(float));
+  }
+  w.pod(static_cast<std::uint8_t>(optimizer != nullptr));
+  if (optimizer) {
+    std::ostringstream out;
+    optimizer->write(out);
+    w.raw(out.str().data(), out.str().size());
+  }
+  w.pod(fnv1a(w.bytes().data(), w.bytes().size()));
+  return std::move(w.bytes());
+}
+
+inline void save_checkpoint(const std::filesystem::path& path, const nn::ModelConfig& config,
+                            const std::vector<nn::Parameter>& params, const TrainingState& state,
+                            const AdamW* optimizer) {
+  write_file_atomically(path, checkpoint_bytes(config, params, state, optimizer));
+}
+
+inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
+  const std::string source = path.string();
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in.good(), source, ": cannot open checkpoint");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  LOWBIT_CHECK(bytes.size() >= sizeof kCheckpointMagic + 12 &&
+                   std::memcmp(bytes.data(), kCheckpointMagic, sizeof kCheckpointMagic) == 0,
+               source, ": not a lowbit training checkpoint (magic 'LBTRAIN' missing)");
+  std::uint64_t stored_sum;
+  std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
+  const std::uint64_t sum = fnv1a(bytes.data(), bytes.size() - 8);
+  LOWBIT_CHECK(stored_sum == sum, source, ": checkpoint checksum mismatch (file is truncated or corrupted)");
+
+  detail::ByteReader r(bytes, source);
+  char magic[8];
+  r.raw(magic, 8, "magic");
+  const auto version = r.pod<std::uint32_t>("version");
+  LOWBIT_CHECK(version == kCheckpointVersion, source, ": checkpoint version ", version, ", expected ",
+               kCheckpointVersion);
+  Checkpoint ck;
+  ck.source = source;
+  auto& c = ck.config;
+  c.dim = r.pod<std::int32_t>("dim");
+  c.hidden_dim = r.pod<std::int32_t>("hidden_dim");
+  c.n_layers = r.pod<std::int32_t>("n_layers");
+  c.n_heads = r.pod<std::int32_t>("n_heads");
+  c.n_kv_heads = r.pod<std::int32_t>("n_kv_heads");
+  c.vocab_size = r.pod<std::int32_t>("vocab_size");
+  c.max_seq_len = r.pod<std::int32_t>("max_seq_len");
+  c.norm_eps = r.pod<float>("norm_eps");
+  c.rope_theta = r.pod<float>("rope_theta");
+  c.rope_layout = r.pod<std::uint8_t>("rope_layout") ? nn::RopeLayout::HalfSplit : nn::RopeLayout::Interleaved;
+  c.tied_embeddings = r.pod<std::uint8_t>("tied_embeddings") != 0;
+  c.validate(source);
+  const auto fingerprint = r.pod<std::uint64_t>("config fingerprint");
+  LOWBIT_CHECK(fingerprint == config_fingerprint(c), source, ": config fingerprint ", fingerprint,
+               " does not match the stored hyper-parameters (", config_fingerprint(c), ")");
+  auto& s = ck.state;
+  s.run_fingerprint = r.pod<std::uint64_t>("run fingerprint");
+  s.step = r.pod<std::int64_t>("step");
+  s.total_steps = r.pod<std::int64_t>("total steps");
+  for (auto& x : s.data_rng) x = r.pod<std::uint64_t>("data RNG state");
+  s.data_position = r.pod<std::uint64_t>("data position");
+  s.last_loss = r.pod<double>("last loss");
+  const auto count = r.pod<std::uint32_t>("tensor count");
+  LOWBIT_CHECK(count < 100000, source, ": checkpoint claims ", count, " tensors");
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::string name = r.str("tensor name", 1024);
+    nn::Tensor t;
+    const auto rank = r.pod<std::uint32_t>("tensor rank");
+    LOWBIT_CHECK(rank >= 1 && rank <= 4, source, ": tensor '", name, "' has rank ", rank, ", expected 1..4");
+    for (std::uint32_t d = 0; d < rank; ++d) {
+      const auto dim = r.pod<std::int64_t>("tensor dims");
+      LOWBIT_CHECK(dim > 0 && dim < (std::int64_t{1} << 32), source, ": tensor '", name, "' has dimension ", dim);
+      t.shape.push_back(dim);
+    }
+    LOWBIT_CHECK(t.numel() * 4 <= static_cast<index_t>(bytes.size()), source, ": tensor '", name, "' of ",
+                 t.numel(), " values does not fit in the file");
+    t.data.resize(static_cast<std::size_t>(t.numel()));
+    r.raw(t.data.data(), t.data.size() * sizeof(float), "tensor values");
+    ck.tensors.emplace_back(std::move(name), std::move(t));
+  }
+  if (r.pod<std::uint8_t>("optimizer flag")) {
+    const std::size_t begin = r.position(), end = bytes.size() - 8;
+    ck.optimizer_state = bytes.substr(begin, end - begin);
+  }
+  return ck;
+}
+
+// Copies the checkpoint's tensors into `params` (same names, order and sizes) and the optimizer state.
+inline void restore_checkpoint(const Checkpoint& ck, const std::vector<nn::Parameter>& params, AdamW* optimizer) {
+  LOWBIT_CHECK(ck.tensors.size() == params.size(), ck.source, ": checkpoint holds ", ck.tensors.size(),
+               " tensors, the model has ", params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& [name, t] = ck.tensors[i];
+    LOWBIT_CHECK(name == params[i].name, ck.source, ": tensor ", i, " is '", name, "', expected '", params[i].name, "'");
+    LOWBIT_CHECK(t.numel() == params[i].size, ck.source, ": tensor '", name, "' has ", t.numel(), " values, expected ",
+                 params[i].size);
+    std::memcpy(params[i].value, t.data.data(), t.data.size() * sizeof(float));
+  }
+  if (optimizer) {
+    LOWBIT_CHECK(!ck.optimizer_state.empty(), ck.source, ": checkpoint has no optimizer state to resume from");
+    std::istringstream in(ck.optimizer_state);
+    optimizer->read(in, ck.source);
+  }
+}
+
+// A training checkpoint (e.g. the built-in default model) as named fp32 weights for the model loaders.
+inline nn::ModelWeights load_pretrained(const std::filesystem::path& path) {
+  Checkpoint ck = read_checkpoint(path);
+  nn::ModelWeights w;
+  w.config = ck.config;
+  w.source = ck.source;
+  for (auto& [name, t] : ck.tensors) w.tensors.emplace(name, std::move(t));
+  return w;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/checkpoint.hpp ----
+
+// ---- begin lowbit/train/synthetic_corpus.hpp ----
+// A corpus lowbit writes itself, so the built-in default model can be trained anywhere without data:
+// short documents drawn from a small probabilistic grammar of simple sentences (characters, objects,
+// places), stories whose numbers must add up ("tom has 3 cups. tom gets 4 more. now tom has 7 cups."),
+// arithmetic facts ("12 + 7 = 19.") and counting runs. It has local structure (spelling, agreement),
+// long-range structure (the main character and object of a document) and computation (sums), so the
+// loss keeps falling well below the byte unigram entropy as a model learns.
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit::train {
+
+class SyntheticCorpus {
+ public:
+  explicit SyntheticCorpus(std::uint64_t seed) : rng_(seed) {}
+
+  // One document: 3 to 6 sentences about one main character, ending with '\n'.
+  std::string document() {
+    const std::string_view hero = pick(kNames);
+    std::string_view friend_name = pick(kNames);
+    while (friend_name == hero) friend_name = pick(kNames);
+    const std::string_view things = pick(kPluralNouns);
+    std::string doc;
+    const int sentences = 3 + static_cast<int>(rng_.below(4));
+    for (int s = 0; s < sentences; ++s) {
+      if (!doc.empty()) doc += ' ';
+      doc += sentence(hero, friend_name, things);
+    }
+    doc += '\n';
+    return doc;
+  }
+
+  // Documents appended until at least `bytes` bytes.
+  std::string text(std::size_t bytes) {
+    std::string out;
+    out.reserve(bytes + 256);
+    while (out.size() < bytes) out += document();
+    return out;
+  }
+
+ private:
+  static constexpr std::array<std::string_view, 10> kNames = {"tom", "anna", "lily", "ben", "sam",
+                                                              "mia", "max", "zoe", "leo", "ella"};
+  static constexpr std::array<std::string_view, 10> kNouns = {"cat", "dog", "ball", "book", "cup",
+                                                              "bird", "tree", "car", "hat", "box"};
+  static constexpr std::array<std::string_view, 8> kPluralNouns = {"apples", "books", "stars", "cups",
+                                                                   "coins", "shells", "cards", "eggs"};
+  static constexpr std::array<std::string_view, 8> kAdjectives = {"red", "big", "small", "blue",
+                                                                  "happy", "old", "green", "funny"};
+  static constexpr std::array<std::string_view, 6> kVerbs = {"sees", "likes", "finds", "wants", "takes", "draws"};
+  static constexpr std::array<std::string_view, 6> kPlaces = {"park", "house", "garden", "school", "river", "shop"};
+
+  template <std::size_t N>
+  std::string_view pick(const std::array<std::string_view, N>& words) {
+    return words[rng_.below(N)];
+  }
+  int number(int below) { return static_cast<int>(rng_.below(static_cast<std::uint64_t>(below))); }
+
+  std::string sentence(std::string_view hero, std::string_view friend_name, std::string_view things) {
+    const std::string h(hero), f(friend_name), t(things);
+    switch (rng_.below(8)) {
+      case 0:
+        return h + " " + std::string(pick(kVerbs)) + " a " + std::string(pick(kAdjectives)) + " " +
+               std::string(pick(kNouns)) + ".";
+      case 1: return h + " goes to the " + std::string(pick(kPlaces)) + " with " + f + ".";
+      case 2: {  // a sum the model must carry through the sentence
+        const int a = 1 + number(9), b = 1 + number(9);
+        return h + " has " + std::to_string(a) + " " + t + ". " + h + " gets " + std::to_string(b) +
+               " more. now " + h + " has " + std::to_string(a + b) + " " + t + ".";
+      }
+      case 3: {
+        const int a = 2 + number(9), b = 1 + number(a - 1);
+        return h + " has " + std::to_string(a) + " " + t + " and gives " + std::to_string(b) + " to " + f +
+               ", so " + h + " has " + std::to_string(a - b) + " left.";
+      }
+      case 4: {
+        const int a = number(50), b = number(50);
+        return std::to_string(a) + " + " + std::to_string(b) + " = " + std::to_string(a + b) + ".";
+      }
+      case 5: {
+        const int a = number(50), b = number(a + 1);
+        return std::to_string(a) + " - " + std::to_string(b) + " = " + std::to_string(a - b) + ".";
+      }
+      case 6: {
+        const int a = number(10), b = number(10);
+        return std::to_string(a) + " times " + std::to_string(b) + " is " + std::to_string(a * b) + ".";
+      }
+      default: {
+        const int start = number(20), count = 3 + number(4);
+        std::string s = h + " counts";
+        for (int i = 0; i < count; ++i) s += (i ? ", " : " ") + std::to_string(start + i);
+        return s + ".";
+      }
+    }
+  }
+
+  Rng rng_;
+};
+
+// Entropy in nats of the empirical distribution of `tokens` (ids in [0, vocab)): the loss of the best
+// model that ignores context, which a trained model must beat.
+inline double unigram_entropy(const std::vector<std::int32_t>& tokens, int vocab) {
+  std::vector<double> counts(static_cast<std::size_t>(vocab), 0.0);
+  for (auto t : tokens) counts[static_cast<std::size_t>(t)] += 1.0;
+  double h = 0.0;
+  const double n = static_cast<double>(tokens.size());
+  for (double c : counts)
+    if (c > 0) h -= (c / n) * std::log(c / n);
+  return h;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/synthetic_corpus.hpp ----
+
+namespace lowbit::train {
+
+struct TokenData {
+  std::vector<std::int32_t> train, heldout;
+  int vocab_size = 0;
+  std::string description;
+  std::uint64_t fingerprint = 0;  // of both streams; part of the run fingerprint
+
+  void finalize() {
+    fingerprint = fnv1a(train.data(), train.size() * sizeof(std::int32_t));
+    fingerprint = fnv1a(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
+  }
+};
+
+// Byte tokens of documents from the synthetic grammar, BOS before each document; the held-out stream
+// comes from an independent generator so no document is shared.
+inline TokenData synthetic_token_data(std::uint64_t seed, std::size_t train_bytes, std::size_t heldout_bytes) {
+  TokenData d;
+  d.vocab_size = ByteVocabulary::size;
+  auto fill = [](std::vector<std::int32_t>& out, std::uint64_t s, std::size_t bytes) {
+    SyntheticCorpus corpus(s);
+    out.reserve(bytes + 512);
+    while (out.size() < bytes) {
+      auto ids = ByteVocabulary::encode(corpus.document(), true);
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
+  };
+  fill(d.train, seed, train_bytes);
+  fill(d.heldout, seed ^ 0x5eed0fde1d0a7ULL, heldout_bytes);
+  d.description = "synthetic corpus (seed " + std::to_string(seed) + ", " + std::to_string(d.train.size()) +
+                  " train / " + std::to_string(d.heldout.size()) + " held-out byte tokens)";
+  d.finalize();
+  return d;
+}
+
+inline std::string read_text_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in.good(), path.string(), ": cannot open text file");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Splits `tokens` so the last `heldout_fraction` is held out.
+inline TokenData split_tokens(std::vector<std::int32_t> tokens, double heldout_fraction, int vocab_size,
+                              std::string description) {
+  LOWBIT_CHECK(heldout_fraction > 0 && heldout_fraction < 1, description, ": held-out fraction ", heldout_fraction,
+               " must be in (0, 1)");
+  TokenData d;
+  d.vocab_size = vocab_size;
+  const auto cut = static_cast<std::size_t>(static_cast<double>(tokens.size()) * (1.0 - heldout_fraction));
+  d.heldout.assign(tokens.begin() + static_cast<std::ptrdiff_t>(cut), tokens.end());
+  tokens.resize(cut);
+  d.train = std::move(tokens);
+  d.description = std::move(description);
+  d.finalize();
+  return d;
+}
+
+// A text file as byte tokens (BOS first), the last `heldout_fraction` held out.
+inline TokenData byte_text_data(const std::filesystem::path& path, double heldout_fraction) {
+  auto ids = ByteVocabulary::encode(read_text_file(path), true);
+  std::string description = path.string() + " (" + std::to_string(ids.size()) + " byte tokens)";
+  return split_tokens(std::move(ids), heldout_fraction, ByteVocabulary::size, std::move(description));
+}
+
+class BatchSampler {
+ public:
+  // Targets equal to `masked_target` (e.g. BOS where documents are arbitrary paragraphs, so "a new
+  // document starts" is not something to learn) are replaced by -1, which the loss ignores.
+  BatchSampler(const std::vector<std::int32_t>& tokens, int batch, int seq_len, Rng rng,
+               std::int32_t masked_target = -1)
+      : tokens_(tokens), batch_(batch), seq_len_(seq_len), masked_target_(masked_target), rng_(rng) {
+    LOWBIT_CHECK(tokens.size() > static_cast<std::size_t>(seq_len) + 1, "training data has ", tokens.size(),
+                 " tokens, fewer than one window of ", seq_len + 1);
+  }
+
+  // inputs, targets: [batch * seq_len]; targets are the inputs shifted by one.
+  void next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets) {
+    const std::size_t n = static_cast<std::size_t>(batch_) * seq_len_;
+    inputs.resize(n);
+    targets.resize(n);
+    const std::uint64_t starts = tokens_.size() - static_cast<std::size_t>(seq_len_) - 1;
+    for (int b = 0; b < batch_; ++b) {
+      const std::size_t start = rng_.below(starts + 1);
+      for (int t = 0; t < seq_len_; ++t) {
+        inputs[static_cast<std::size_t>(b) * seq_len_ + t] = tokens_[start + t];
+        const std::int32_t target = tokens_[start + t + 1];
+        targets[static_cast<std::size_t>(b) * seq_len_ + t] = target == masked_target_ ? -1 : target;
+      }
+    }
+    ++position_;
+  }
+
+  const Rng& rng() const { return rng_; }
+  void restore(const Rng::State& state, std::uint64_t position) {
+    rng_.set_state(state);
+    position_ = position;
+  }
+  std::uint64_t position() const { return position_; }
+
+ private:
+  const std::vector<std::int32_t>& tokens_;
+  int batch_, seq_len_;
+  std::int32_t masked_target_;
+  Rng rng_;
+  std::uint64_t position_ = 0;
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/token_data.hpp ----
+
+namespace lowbit::train {
+
+struct DistillOptions {
+  DistillLoss loss = DistillLoss::CAKLD;
+  std::int64_t steps = 100;
+  int batch_size = 4;
+  int seq_len = 128;
+  LrSchedule schedule{ScheduleKind::Constant, 1e-4f, 0, 100, 1.0f};
+  AdamWOptions adam;
+  double grad_clip = 1.0;
+  int beta_batches = 10;  // CAKLD: batches used to estimate β
+  std::uint64_t seed = 0;
+  std::int64_t eval_tokens = 8192;  // held-out tokens for the before/after divergence
+  bool quiet = true;
+  // Which student parameters train (by name); default all.
+  std::function<bool(const std::string&)> trainable;
+};
+
+struct DistillResult {
+  double beta = 0.0;  // CAKLD β used (0 for forward KL, 1 for reverse KL)
+  double first_loss = 0.0, last_loss = 0.0;
+  double heldout_before = 0.0, heldout_after = 0.0;  // the same divergence on held-out windows
+  std::int64_t steps = 0;
+};
+
+// Mean divergence on non-overlapping held-out windows (no gradients).
+inline double heldout_divergence(nn::Llama& student, nn::Llama& teacher, const std::vector<std::int32_t>& tokens,
+                                 DistillLoss kind, double beta, int seq_len, std::int64_t max_tokens, int batch = 4) {
+  const std::int64_t windows = std::min<std::int64_t>(static_cast<std::int64_t>(tokens.size()) / seq_len,
+                                                      std::max<std::int64_t>(1, max_tokens / seq_len));
+  LOWBIT_CHECK(windows > 0, "distill: held-out data has fewer than ", seq_len, " tokens");
+  const index_t vocab = student.config().vocab_size;
+  std::vector<float> s, t;
+  double total = 0;
+  for (std::int64_t w = 0; w < windows; w += batch) {
+    const int B = static_cast<int>(std::min<std::int64_t>(batch, windows - w));
+    const std::int32_t* ids = tokens.data() + w * seq_len;
+    const index_t n = static_cast<index_t>(B) * seq_len;
+    s.resize(static_cast<std::size_t>(n * vocab));
+    t.resize(s.size());
+    student.forward(ids, B, seq_len, s.data());
+    teacher.forward(ids, B, seq_len, t.data());
+    total += distill_loss(kind, MatrixView<const float>(s.data(), n, vocab), MatrixView<const float>(t.data(), n, vocab),
+                          beta) * static_cast<double>(B);
+  }
+  return total / static_cast<double>(windows);
+}
+
+inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const TokenData& data,
+                             const DistillOptions& options) {
+  LOWBIT_CHECK(student.config().vocab_size == teacher.config().vocab_size, "distill: student vocabulary ",
+               student.config().vocab_size, " differs from the teacher's ", teacher.config().vocab_size);
+  const index_t vocab = student.config().vocab_size;
+  const int B = options.batch_size, T = options.seq_len;
+  const index_t n = static_cast<index_t>(B) * T;
+  std::vector<nn::Parameter> all = student.parameters(), chosen;
+  for (const auto& p : all)
+    if (!options.trainable || options.trainable(p.name)) chosen.push_back(p);
+  LOWBIT_CHECK(!chosen.empty(), "distill: no student parameter matches the trainable predicate");
+  AdamW optimizer(chosen, options.adam);
+  LrSchedule schedule = options.schedule;
+  schedule.total_steps = options.steps;
+  std::vector<std::int32_t> inputs, targets;
+  std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size());
+  DistillResult result;
+
+  // β from the teacher's confidence on the first batches (the same batches training then starts with).
+  result.beta = options.loss == DistillLoss::ReverseKL ? 1.0 : 0.0;
+  if (options.loss == DistillLoss::CAKLD) {
+    BatchSampler probe(data.train, B, T, Rng(options.seed).fork(2));
+    Top1Probability top1;
+    for (int i = 0; i < std::max(1, options.beta_batches); ++i) {
+      probe.next(inputs, targets);
+      teacher.forward(inputs.data(), B, T, t.data());
+      top1.add(teacher_top1_probability(MatrixView<const float>(t.data(), n, vocab)));
+    }
+    result.beta = top1.mean();
+  }
+  result.heldout_before =
+      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+
+  BatchSampler sampler(data.train, B, T, Rng(options.seed).fork(2));
+  Progress progress("distill", options.steps, "step", options.quiet);
+  for (std::int64_t step = 0; step < options.steps; ++step) {
+    sampler.next(inputs, targets);
+    teacher.forward(inputs.data(), B, T, t.data());
+    student.forward_train(inputs.data(), B, T, s.data());
+    const double loss = distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
+                                     MatrixView<const float>(t.data(), n, vocab), result.beta,
+                                     MatrixView<float>(ds.data(), n, vocab));
+    for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+    student.backward(ds.data());
+    clip_grad_norm(chosen, options.grad_clip);
+    optimizer.step(schedule.lr(step));
+    if (step == 0) result.first_loss = loss;
+    result.last_loss = loss;
+    ++result.steps;
+    char status[64];
+    std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
+    progress.update(1, status);
+  }
+  progress.finish();
+  for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+  result.heldout_after =
+      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+  return result;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/distill.hpp ----
 
 // ---- begin lowbit/calib/pipeline.hpp ----
 // Block-by-block post-training calibration (DESIGN.md, "How data flows through a calibration run").
@@ -11148,6 +11961,16 @@ struct AqlmOptions {
   int finetune_batch = 4;  // sequences per step
   int finetune_patience = 2;
   bool finetune_norms = true;  // also train the block's RMSNorm gains
+  // End-to-end fine-tuning after all blocks (aqlm_finetune_end_to_end); not part of to_json(), which
+  // fingerprints the block pass for resuming, so changing these reuses the calibrated blocks.
+  std::int64_t e2e_steps = 0;  // 0: off
+  float e2e_lr = 1e-4f;
+  int e2e_batch = 1;     // sequences per step
+  int e2e_seq_len = 0;   // tokens per sequence; 0: the calibration sequence length
+
+  nlohmann::json e2e_json() const {
+    return {{"steps", e2e_steps}, {"lr", e2e_lr}, {"batch", e2e_batch}, {"seq_len", e2e_seq_len}, {"loss", "forward-kl"}};
+  }
 
   nlohmann::json to_json() const {
     return {{"kmeans_iterations", calib.kmeans.iterations},
@@ -11236,13 +12059,25 @@ inline Calibrator aqlm_calibrator(const AqlmOptions& options) {
   return c;
 }
 
+// Swaps the additive linears of one block for their trainable form (true: codebooks and scales become
+// parameters, codes stay frozen) or back to fp16-packed QuantizedLinear storage (false).
+inline void set_additive_trainable(nn::Llama& model, int layer, bool trainable) {
+  for (auto role : nn::kAllLinearRoles) {
+    auto& lin = model.linear(layer, role);
+    if (trainable) {
+      model.set_linear(layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
+    } else {
+      auto* t = dynamic_cast<nn::AdditiveLinear*>(&lin);
+      LOWBIT_CHECK(t != nullptr, "aqlm: layer ", layer, " ", nn::linear_role_name(role), " is not a trainable additive linear");
+      model.set_linear(layer, role, make_additive_linear(t->codes()));
+    }
+  }
+}
+
 // Block fine-tuning: swap the block's additive layers for trainable ones, train, swap back (fp16).
 inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& options) {
   nn::Llama& model = *ctx.model;
-  for (auto role : nn::kAllLinearRoles) {
-    auto& lin = model.linear(ctx.layer, role);
-    model.set_linear(ctx.layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
-  }
+  set_additive_trainable(model, ctx.layer, true);
   train::BlockTrainOptions t;
   t.epochs = options.finetune_epochs;
   t.batch_sequences = options.finetune_batch;
@@ -11253,15 +12088,61 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
   t.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
   const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
-  for (auto role : nn::kAllLinearRoles) {
-    auto* trained = dynamic_cast<nn::AdditiveLinear*>(&model.linear(ctx.layer, role));
-    LOWBIT_CHECK(trained != nullptr, "aqlm fine-tune: layer ", ctx.layer, " lost its additive linear");
-    model.set_linear(ctx.layer, role, make_additive_linear(trained->codes()));
-  }
+  set_additive_trainable(model, ctx.layer, false);
   return {{"initial_heldout_mse", r.initial_heldout_mse},
           {"best_heldout_mse", r.best_heldout_mse},
           {"epochs_run", r.epochs_run},
           {"best_epoch", r.best_epoch}};
+}
+
+// Global fine-tuning (ALGORITHMS.md §1.4, the P step; no discrete V step): after the block pass, train
+// the codebooks, scales and RMSNorm gains of the whole quantized model (codes frozen) with AdamW
+// (betas 0.9 / 0.95) on the forward KL to the FP teacher's next-token distributions. The calibration
+// windows (`nsamples` x `seqlen` tokens) are split: the last 10% (at least one window) measure the
+// held-out KL before and after, the rest are sampled for training. Deterministic for a seed.
+inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher,
+                                               const std::vector<std::int32_t>& windows, int seqlen,
+                                               const AqlmOptions& options, bool quiet = false) {
+  const auto start = std::chrono::steady_clock::now();
+  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
+               "aqlm end-to-end fine-tuning needs at least 2 calibration windows of ", seqlen, " tokens (got ",
+               windows.size(), " tokens)");
+  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
+  const std::size_t heldout = std::max<std::size_t>(1, n / 10);
+  train::TokenData data;
+  data.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen));
+  data.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen), windows.end());
+  data.vocab_size = student.config().vocab_size;
+  data.description = "calibration windows";
+  data.finalize();
+
+  train::DistillOptions d;
+  d.loss = train::DistillLoss::ForwardKL;
+  d.steps = options.e2e_steps;
+  d.batch_size = options.e2e_batch;
+  d.seq_len = std::min(options.e2e_seq_len > 0 ? options.e2e_seq_len : seqlen, seqlen - 1);
+  d.schedule.peak_lr = options.e2e_lr;
+  d.adam.lr = options.e2e_lr;
+  d.adam.beta2 = 0.95f;
+  d.adam.weight_decay = 0.0f;
+  d.seed = options.calib.seed;
+  d.eval_tokens = static_cast<std::int64_t>(heldout) * seqlen;
+  d.quiet = quiet;
+  d.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
+                                       : train::names_containing({"codebooks", "scales"});
+  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, true);
+  const auto r = train::distill(student, teacher, data, d);
+  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, false);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {{"options", options.e2e_json()},
+          {"steps", r.steps},
+          {"train_windows", n - heldout},
+          {"heldout_windows", heldout},
+          {"first_loss", r.first_loss},
+          {"last_loss", r.last_loss},
+          {"heldout_kl_before", r.heldout_before},
+          {"heldout_kl_after", r.heldout_after},
+          {"seconds", seconds}};
 }
 
 inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
@@ -11274,768 +12155,6 @@ inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/additive_pipeline.hpp ----
 
-
-// ---- begin lowbit/train/byte_vocab.hpp ----
-// The byte-level vocabulary of lowbit's own models: token ids 0..255 are the bytes of UTF-8 text and 256
-// is BOS, so any text file can be trained on without a tokenizer file and decoding is exact.
-
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace lowbit::train {
-
-struct ByteVocabulary {
-  static constexpr std::int32_t bos = 256;
-  static constexpr int size = 257;
-
-  static std::vector<std::int32_t> encode(std::string_view text, bool add_bos) {
-    std::vector<std::int32_t> ids;
-    ids.reserve(text.size() + 1);
-    if (add_bos) ids.push_back(bos);
-    for (unsigned char c : text) ids.push_back(static_cast<std::int32_t>(c));
-    return ids;
-  }
-
-  // Bytes back to text; BOS becomes nothing. Ids outside the vocabulary raise lowbit::Error.
-  static std::string decode(const std::vector<std::int32_t>& ids) {
-    std::string text;
-    text.reserve(ids.size());
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      LOWBIT_CHECK(ids[i] >= 0 && ids[i] < size, "byte vocabulary: token id ", ids[i], " at position ", i,
-                   " is outside [0, ", size, ")");
-      if (ids[i] != bos) text.push_back(static_cast<char>(ids[i]));
-    }
-    return text;
-  }
-};
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/byte_vocab.hpp ----
-
-// ---- begin lowbit/train/checkpoint.hpp ----
-// Training checkpoints: everything needed to continue a run bit-identically (weights, AdamW state, step,
-// data-sampler RNG state and position) plus the model hyper-parameters, so the same file also loads as a
-// model (load_pretrained). Writes are atomic: a temporary file in the same folder is written, fsync'ed and
-// renamed over the target, so a run killed at any instant leaves either the old or the new checkpoint.
-//
-// Layout (little-endian): "LBTRAIN\0" magic, u32 version, ModelConfig (7 × i32, 2 × f32, 2 × u8),
-// u64 config fingerprint, u64 run fingerprint, i64 step, i64 total steps, 4 × u64 data RNG state,
-// u64 data position (batches drawn), f64 last training loss, u32 tensor count, tensors (u32 name length,
-// name, u32 rank, rank × i64 dims, f32 values), u8 has-optimizer, AdamW state, u64 FNV-1a checksum of all
-// preceding bytes.
-
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <array>
-#include <cerrno>
-#include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <sstream>
-#include <string>
-#include <vector>
-
-
-namespace lowbit::train {
-
-inline constexpr char kCheckpointMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\0'};
-inline constexpr std::uint32_t kCheckpointVersion = 1;
-
-// FNV-1a 64-bit, used for fingerprints and the trailing checksum.
-inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
-
-inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {
-  std::ostringstream s;
-  s << c.dim << ',' << c.hidden_dim << ',' << c.n_layers << ',' << c.n_heads << ',' << c.n_kv_heads << ','
-    << c.vocab_size << ',' << c.max_seq_len << ',' << c.norm_eps << ',' << c.rope_theta << ','
-    << static_cast<int>(c.rope_layout) << ',' << c.tied_embeddings;
-  const std::string text = s.str();
-  return fnv1a(text.data(), text.size());
-}
-
-// The shape of a canonical tensor name (nn/weights.hpp) under `c`; {size} for names it does not know.
-inline std::vector<index_t> canonical_shape(const std::string& name, const nn::ModelConfig& c, index_t size) {
-  auto ends = [&](const char* s) {
-    const std::size_t n = std::strlen(s);
-    return name.size() >= n && name.compare(name.size() - n, n, s) == 0;
-  };
-  const index_t dim = c.dim, hidden = c.hidden_dim, q = static_cast<index_t>(c.n_heads) * c.head_dim(),
-                kv = c.kv_dim(), vocab = c.vocab_size;
-  std::vector<index_t> shape;
-  if (name == "tok_embeddings.weight" || name == "output.weight") shape = {vocab, dim};
-  else if (ends("norm.weight")) shape = {dim};
-  else if (ends("attention.wq.weight")) shape = {q, dim};
-  else if (ends("attention.wk.weight") || ends("attention.wv.weight")) shape = {kv, dim};
-  else if (ends("attention.wo.weight")) shape = {dim, q};
-  else if (ends("feed_forward.w1.weight") || ends("feed_forward.w3.weight")) shape = {hidden, dim};
-  else if (ends("feed_forward.w2.weight")) shape = {dim, hidden};
-  index_t n = 1;
-  for (auto d : shape) n *= d;
-  if (shape.empty() || n != size) shape = {size};
-  return shape;
-}
-
-struct TrainingState {
-  std::int64_t step = 0;         // updates done
-  std::int64_t total_steps = 0;  // planned updates
-  Rng::State data_rng{};         // the batch sampler's generator
-  std::uint64_t data_position = 0;  // batches drawn so far
-  std::uint64_t run_fingerprint = 0;  // options + data; a resume must match it
-  double last_loss = 0.0;
-};
-
-struct Checkpoint {
-  nn::ModelConfig config;
-  TrainingState state;
-  std::vector<std::pair<std::string, nn::Tensor>> tensors;  // in parameter order
-  std::string optimizer_state;                              // AdamW::write bytes, empty when absent
-  std::string source;
-};
-
-namespace detail {
-class ByteWriter {
- public:
-  template <class T>
-  void pod(const T& x) {
-    bytes_.append(reinterpret_cast<const char*>(&x), sizeof(T));
-  }
-  void raw(const void* p, std::size_t n) { bytes_.append(static_cast<const char*>(p), n); }
-  void str(const std::string& s) {
-    pod(static_cast<std::uint32_t>(s.size()));
-    raw(s.data(), s.size());
-  }
-  std::string& bytes() { return bytes_; }
-
- private:
-  std::string bytes_;
-};
-
-class ByteReader {
- public:
-  ByteReader(const std::string& bytes, std::string source) : bytes_(bytes), source_(std::move(source)) {}
-  template <class T>
-  T pod(const char* what) {
-    T x{};
-    raw(&x, sizeof(T), what);
-    return x;
-  }
-  void raw(void* p, std::size_t n, const char* what) {
-    LOWBIT_CHECK(n <= bytes_.size() - pos_, source_, ": checkpoint is truncated while reading ", what, " (needs ", n,
-                 " bytes at offset ", pos_, ", file has ", bytes_.size(), ")");
-    std::memcpy(p, bytes_.data() + pos_, n);
-    pos_ += n;
-  }
-  std::string str(const char* what, std::size_t max_len) {
-    const auto n = pod<std::uint32_t>(what);
-    LOWBIT_CHECK(n <= max_len, source_, ": checkpoint ", what, " has length ", n, ", at most ", max_len, " expected");
-    std::string s(n, '\0');
-    raw(s.data(), n, what);
-    return s;
-  }
-  std::size_t position() const { return pos_; }
-
- private:
-  const std::string& bytes_;
-  std::string source_;
-  std::size_t pos_ = 0;
-};
-}  // namespace detail
-
-// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync the folder.
-inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
-  const auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::filesystem::create_directories(folder);
-  const auto temp = folder / (path.filename().string() + ".tmp." + std::to_string(getpid()));
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  LOWBIT_CHECK(fd >= 0, temp.string(), ": cannot create file for writing: ", std::strerror(errno));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string reason = std::strerror(errno);
-      ::close(fd);
-      std::filesystem::remove(temp);
-      fail(temp.string(), ": write failed after ", done, " of ", bytes.size(), " bytes: ", reason);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  LOWBIT_CHECK(synced, temp.string(), ": fsync failed: ", std::strerror(errno));
-  std::filesystem::rename(temp, path);
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-}
-
-// Serializes a checkpoint of `params` (named canonically) and the optimizer (may be null).
-inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::vector<nn::Parameter>& params,
-                                    const TrainingState& state, const AdamW* optimizer) {
-  detail::ByteWriter w;
-  w.raw(kCheckpointMagic, sizeof kCheckpointMagic);
-  w.pod(kCheckpointVersion);
-  for (int v : {config.dim, config.hidden_dim, config.n_layers, config.n_heads, config.n_kv_heads, config.vocab_size,
-                config.max_seq_len})
-    w.pod(static_cast<std::int32_t>(v));
-  w.pod(config.norm_eps);
-  w.pod(config.rope_theta);
-  w.pod(static_cast<std::uint8_t>(config.rope_layout == nn::RopeLayout::HalfSplit));
-  w.pod(static_cast<std::uint8_t>(config.tied_embeddings));
-  w.pod(config_fingerprint(config));
-  w.pod(state.run_fingerprint);
-  w.pod(state.step);
-  w.pod(state.total_steps);
-  for (auto s : state.data_rng) w.pod(s);
-  w.pod(state.data_position);
-  w.pod(state.last_loss);
-  w.pod(static_cast<std::uint32_t>(params.size()));
-  for (const auto& p : params) {
-    w.str(p.name);
-    const auto shape = canonical_shape(p.name, config, p.size);
-    w.pod(static_cast<std::uint32_t>(shape.size()));
-    for (auto d : shape) w.pod(static_cast<std::int64_t>(d));
-    w.raw(p.value, static_cast<std::size_t>(p.size) * sizeof(float));
-  }
-  w.pod(static_cast<std::uint8_t>(optimizer != nullptr));
-  if (optimizer) {
-    std::ostringstream out;
-    optimizer->write(out);
-    w.raw(out.str().data(), out.str().size());
-  }
-  w.pod(fnv1a(w.bytes().data(), w.bytes().size()));
-  return std::move(w.bytes());
-}
-
-inline void save_checkpoint(const std::filesystem::path& path, const nn::ModelConfig& config,
-                            const std::vector<nn::Parameter>& params, const TrainingState& state,
-                            const AdamW* optimizer) {
-  write_file_atomically(path, checkpoint_bytes(config, params, state, optimizer));
-}
-
-inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
-  const std::string source = path.string();
-  std::ifstream in(path, std::ios::binary);
-  LOWBIT_CHECK(in.good(), source, ": cannot open checkpoint");
-  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  LOWBIT_CHECK(bytes.size() >= sizeof kCheckpointMagic + 12 &&
-                   std::memcmp(bytes.data(), kCheckpointMagic, sizeof kCheckpointMagic) == 0,
-               source, ": not a lowbit training checkpoint (magic 'LBTRAIN' missing)");
-  std::uint64_t stored_sum;
-  std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
-  const std::uint64_t sum = fnv1a(bytes.data(), bytes.size() - 8);
-  LOWBIT_CHECK(stored_sum == sum, source, ": checkpoint checksum mismatch (file is truncated or corrupted)");
-
-  detail::ByteReader r(bytes, source);
-  char magic[8];
-  r.raw(magic, 8, "magic");
-  const auto version = r.pod<std::uint32_t>("version");
-  LOWBIT_CHECK(version == kCheckpointVersion, source, ": checkpoint version ", version, ", expected ",
-               kCheckpointVersion);
-  Checkpoint ck;
-  ck.source = source;
-  auto& c = ck.config;
-  c.dim = r.pod<std::int32_t>("dim");
-  c.hidden_dim = r.pod<std::int32_t>("hidden_dim");
-  c.n_layers = r.pod<std::int32_t>("n_layers");
-  c.n_heads = r.pod<std::int32_t>("n_heads");
-  c.n_kv_heads = r.pod<std::int32_t>("n_kv_heads");
-  c.vocab_size = r.pod<std::int32_t>("vocab_size");
-  c.max_seq_len = r.pod<std::int32_t>("max_seq_len");
-  c.norm_eps = r.pod<float>("norm_eps");
-  c.rope_theta = r.pod<float>("rope_theta");
-  c.rope_layout = r.pod<std::uint8_t>("rope_layout") ? nn::RopeLayout::HalfSplit : nn::RopeLayout::Interleaved;
-  c.tied_embeddings = r.pod<std::uint8_t>("tied_embeddings") != 0;
-  c.validate(source);
-  const auto fingerprint = r.pod<std::uint64_t>("config fingerprint");
-  LOWBIT_CHECK(fingerprint == config_fingerprint(c), source, ": config fingerprint ", fingerprint,
-               " does not match the stored hyper-parameters (", config_fingerprint(c), ")");
-  auto& s = ck.state;
-  s.run_fingerprint = r.pod<std::uint64_t>("run fingerprint");
-  s.step = r.pod<std::int64_t>("step");
-  s.total_steps = r.pod<std::int64_t>("total steps");
-  for (auto& x : s.data_rng) x = r.pod<std::uint64_t>("data RNG state");
-  s.data_position = r.pod<std::uint64_t>("data position");
-  s.last_loss = r.pod<double>("last loss");
-  const auto count = r.pod<std::uint32_t>("tensor count");
-  LOWBIT_CHECK(count < 100000, source, ": checkpoint claims ", count, " tensors");
-  for (std::uint32_t i = 0; i < count; ++i) {
-    std::string name = r.str("tensor name", 1024);
-    nn::Tensor t;
-    const auto rank = r.pod<std::uint32_t>("tensor rank");
-    LOWBIT_CHECK(rank >= 1 && rank <= 4, source, ": tensor '", name, "' has rank ", rank, ", expected 1..4");
-    for (std::uint32_t d = 0; d < rank; ++d) {
-      const auto dim = r.pod<std::int64_t>("tensor dims");
-      LOWBIT_CHECK(dim > 0 && dim < (std::int64_t{1} << 32), source, ": tensor '", name, "' has dimension ", dim);
-      t.shape.push_back(dim);
-    }
-    LOWBIT_CHECK(t.numel() * 4 <= static_cast<index_t>(bytes.size()), source, ": tensor '", name, "' of ",
-                 t.numel(), " values does not fit in the file");
-    t.data.resize(static_cast<std::size_t>(t.numel()));
-    r.raw(t.data.data(), t.data.size() * sizeof(float), "tensor values");
-    ck.tensors.emplace_back(std::move(name), std::move(t));
-  }
-  if (r.pod<std::uint8_t>("optimizer flag")) {
-    const std::size_t begin = r.position(), end = bytes.size() - 8;
-    ck.optimizer_state = bytes.substr(begin, end - begin);
-  }
-  return ck;
-}
-
-// Copies the checkpoint's tensors into `params` (same names, order and sizes) and the optimizer state.
-inline void restore_checkpoint(const Checkpoint& ck, const std::vector<nn::Parameter>& params, AdamW* optimizer) {
-  LOWBIT_CHECK(ck.tensors.size() == params.size(), ck.source, ": checkpoint holds ", ck.tensors.size(),
-               " tensors, the model has ", params.size());
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const auto& [name, t] = ck.tensors[i];
-    LOWBIT_CHECK(name == params[i].name, ck.source, ": tensor ", i, " is '", name, "', expected '", params[i].name, "'");
-    LOWBIT_CHECK(t.numel() == params[i].size, ck.source, ": tensor '", name, "' has ", t.numel(), " values, expected ",
-                 params[i].size);
-    std::memcpy(params[i].value, t.data.data(), t.data.size() * sizeof(float));
-  }
-  if (optimizer) {
-    LOWBIT_CHECK(!ck.optimizer_state.empty(), ck.source, ": checkpoint has no optimizer state to resume from");
-    std::istringstream in(ck.optimizer_state);
-    optimizer->read(in, ck.source);
-  }
-}
-
-// A training checkpoint (e.g. the built-in default model) as named fp32 weights for the model loaders.
-inline nn::ModelWeights load_pretrained(const std::filesystem::path& path) {
-  Checkpoint ck = read_checkpoint(path);
-  nn::ModelWeights w;
-  w.config = ck.config;
-  w.source = ck.source;
-  for (auto& [name, t] : ck.tensors) w.tensors.emplace(name, std::move(t));
-  return w;
-}
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/checkpoint.hpp ----
-
-// ---- begin lowbit/train/distill.hpp ----
-// End-to-end distillation of a student Llama (e.g. with quantized linears exposing scales/codebooks, or
-// fake-quantized latent weights) against a frozen teacher Llama's next-token distributions: forward KL
-// (AQLM global fine-tuning), reverse KL, or BitDistiller's CAKLD whose β is the teacher's mean top-1
-// probability estimated on the first `beta_batches` batches. AdamW, schedule and clipping as in pretraining.
-
-#include <cstdint>
-#include <functional>
-#include <string>
-#include <vector>
-
-
-// ---- begin lowbit/train/schedule.hpp ----
-// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
-// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
-// resumed run gets exactly the learning rate it would have had.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <string>
-
-
-namespace lowbit::train {
-
-enum class ScheduleKind { Constant, Linear, Cosine };
-
-inline ScheduleKind parse_schedule_kind(const std::string& name) {
-  if (name == "constant") return ScheduleKind::Constant;
-  if (name == "linear") return ScheduleKind::Linear;
-  if (name == "cosine") return ScheduleKind::Cosine;
-  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
-}
-
-struct LrSchedule {
-  ScheduleKind kind = ScheduleKind::Cosine;
-  float peak_lr = 1e-3f;
-  std::int64_t warmup_steps = 0;
-  std::int64_t total_steps = 1;
-  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
-
-  // Learning rate for the update with 0-based index `step`.
-  float lr(std::int64_t step) const {
-    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
-    if (kind == ScheduleKind::Constant) return peak_lr;
-    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
-    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
-    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
-    double lr = peak_lr;
-    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
-    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
-    return static_cast<float>(lr);
-  }
-};
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/schedule.hpp ----
-
-// ---- begin lowbit/train/token_data.hpp ----
-// Token streams for language-model training: a training stream and a held-out stream, plus a sampler that
-// draws random windows of T + 1 tokens from a seeded generator whose state (and the count of batches
-// drawn) goes into checkpoints, so a resumed run sees exactly the batches it would have seen.
-
-#include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <string>
-#include <vector>
-
-
-// ---- begin lowbit/train/synthetic_corpus.hpp ----
-// A corpus lowbit writes itself, so the built-in default model can be trained anywhere without data:
-// short documents drawn from a small probabilistic grammar of simple sentences (characters, objects,
-// places), stories whose numbers must add up ("tom has 3 cups. tom gets 4 more. now tom has 7 cups."),
-// arithmetic facts ("12 + 7 = 19.") and counting runs. It has local structure (spelling, agreement),
-// long-range structure (the main character and object of a document) and computation (sums), so the
-// loss keeps falling well below the byte unigram entropy as a model learns.
-
-#include <array>
-#include <cmath>
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace lowbit::train {
-
-class SyntheticCorpus {
- public:
-  explicit SyntheticCorpus(std::uint64_t seed) : rng_(seed) {}
-
-  // One document: 3 to 6 sentences about one main character, ending with '\n'.
-  std::string document() {
-    const std::string_view hero = pick(kNames);
-    std::string_view friend_name = pick(kNames);
-    while (friend_name == hero) friend_name = pick(kNames);
-    const std::string_view things = pick(kPluralNouns);
-    std::string doc;
-    const int sentences = 3 + static_cast<int>(rng_.below(4));
-    for (int s = 0; s < sentences; ++s) {
-      if (!doc.empty()) doc += ' ';
-      doc += sentence(hero, friend_name, things);
-    }
-    doc += '\n';
-    return doc;
-  }
-
-  // Documents appended until at least `bytes` bytes.
-  std::string text(std::size_t bytes) {
-    std::string out;
-    out.reserve(bytes + 256);
-    while (out.size() < bytes) out += document();
-    return out;
-  }
-
- private:
-  static constexpr std::array<std::string_view, 10> kNames = {"tom", "anna", "lily", "ben", "sam",
-                                                              "mia", "max", "zoe", "leo", "ella"};
-  static constexpr std::array<std::string_view, 10> kNouns = {"cat", "dog", "ball", "book", "cup",
-                                                              "bird", "tree", "car", "hat", "box"};
-  static constexpr std::array<std::string_view, 8> kPluralNouns = {"apples", "books", "stars", "cups",
-                                                                   "coins", "shells", "cards", "eggs"};
-  static constexpr std::array<std::string_view, 8> kAdjectives = {"red", "big", "small", "blue",
-                                                                  "happy", "old", "green", "funny"};
-  static constexpr std::array<std::string_view, 6> kVerbs = {"sees", "likes", "finds", "wants", "takes", "draws"};
-  static constexpr std::array<std::string_view, 6> kPlaces = {"park", "house", "garden", "school", "river", "shop"};
-
-  template <std::size_t N>
-  std::string_view pick(const std::array<std::string_view, N>& words) {
-    return words[rng_.below(N)];
-  }
-  int number(int below) { return static_cast<int>(rng_.below(static_cast<std::uint64_t>(below))); }
-
-  std::string sentence(std::string_view hero, std::string_view friend_name, std::string_view things) {
-    const std::string h(hero), f(friend_name), t(things);
-    switch (rng_.below(8)) {
-      case 0:
-        return h + " " + std::string(pick(kVerbs)) + " a " + std::string(pick(kAdjectives)) + " " +
-               std::string(pick(kNouns)) + ".";
-      case 1: return h + " goes to the " + std::string(pick(kPlaces)) + " with " + f + ".";
-      case 2: {  // a sum the model must carry through the sentence
-        const int a = 1 + number(9), b = 1 + number(9);
-        return h + " has " + std::to_string(a) + " " + t + ". " + h + " gets " + std::to_string(b) +
-               " more. now " + h + " has " + std::to_string(a + b) + " " + t + ".";
-      }
-      case 3: {
-        const int a = 2 + number(9), b = 1 + number(a - 1);
-        return h + " has " + std::to_string(a) + " " + t + " and gives " + std::to_string(b) + " to " + f +
-               ", so " + h + " has " + std::to_string(a - b) + " left.";
-      }
-      case 4: {
-        const int a = number(50), b = number(50);
-        return std::to_string(a) + " + " + std::to_string(b) + " = " + std::to_string(a + b) + ".";
-      }
-      case 5: {
-        const int a = number(50), b = number(a + 1);
-        return std::to_string(a) + " - " + std::to_string(b) + " = " + std::to_string(a - b) + ".";
-      }
-      case 6: {
-        const int a = number(10), b = number(10);
-        return std::to_string(a) + " times " + std::to_string(b) + " is " + std::to_string(a * b) + ".";
-      }
-      default: {
-        const int start = number(20), count = 3 + number(4);
-        std::string s = h + " counts";
-        for (int i = 0; i < count; ++i) s += (i ? ", " : " ") + std::to_string(start + i);
-        return s + ".";
-      }
-    }
-  }
-
-  Rng rng_;
-};
-
-// Entropy in nats of the empirical distribution of `tokens` (ids in [0, vocab)): the loss of the best
-// model that ignores context, which a trained model must beat.
-inline double unigram_entropy(const std::vector<std::int32_t>& tokens, int vocab) {
-  std::vector<double> counts(static_cast<std::size_t>(vocab), 0.0);
-  for (auto t : tokens) counts[static_cast<std::size_t>(t)] += 1.0;
-  double h = 0.0;
-  const double n = static_cast<double>(tokens.size());
-  for (double c : counts)
-    if (c > 0) h -= (c / n) * std::log(c / n);
-  return h;
-}
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/synthetic_corpus.hpp ----
-
-namespace lowbit::train {
-
-struct TokenData {
-  std::vector<std::int32_t> train, heldout;
-  int vocab_size = 0;
-  std::string description;
-  std::uint64_t fingerprint = 0;  // of both streams; part of the run fingerprint
-
-  void finalize() {
-    fingerprint = fnv1a(train.data(), train.size() * sizeof(std::int32_t));
-    fingerprint = fnv1a(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
-  }
-};
-
-// Byte tokens of documents from the synthetic grammar, BOS before each document; the held-out stream
-// comes from an independent generator so no document is shared.
-inline TokenData synthetic_token_data(std::uint64_t seed, std::size_t train_bytes, std::size_t heldout_bytes) {
-  TokenData d;
-  d.vocab_size = ByteVocabulary::size;
-  auto fill = [](std::vector<std::int32_t>& out, std::uint64_t s, std::size_t bytes) {
-    SyntheticCorpus corpus(s);
-    out.reserve(bytes + 512);
-    while (out.size() < bytes) {
-      auto ids = ByteVocabulary::encode(corpus.document(), true);
-      out.insert(out.end(), ids.begin(), ids.end());
-    }
-  };
-  fill(d.train, seed, train_bytes);
-  fill(d.heldout, seed ^ 0x5eed0fde1d0a7ULL, heldout_bytes);
-  d.description = "synthetic corpus (seed " + std::to_string(seed) + ", " + std::to_string(d.train.size()) +
-                  " train / " + std::to_string(d.heldout.size()) + " held-out byte tokens)";
-  d.finalize();
-  return d;
-}
-
-inline std::string read_text_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  LOWBIT_CHECK(in.good(), path.string(), ": cannot open text file");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// Splits `tokens` so the last `heldout_fraction` is held out.
-inline TokenData split_tokens(std::vector<std::int32_t> tokens, double heldout_fraction, int vocab_size,
-                              std::string description) {
-  LOWBIT_CHECK(heldout_fraction > 0 && heldout_fraction < 1, description, ": held-out fraction ", heldout_fraction,
-               " must be in (0, 1)");
-  TokenData d;
-  d.vocab_size = vocab_size;
-  const auto cut = static_cast<std::size_t>(static_cast<double>(tokens.size()) * (1.0 - heldout_fraction));
-  d.heldout.assign(tokens.begin() + static_cast<std::ptrdiff_t>(cut), tokens.end());
-  tokens.resize(cut);
-  d.train = std::move(tokens);
-  d.description = std::move(description);
-  d.finalize();
-  return d;
-}
-
-// A text file as byte tokens (BOS first), the last `heldout_fraction` held out.
-inline TokenData byte_text_data(const std::filesystem::path& path, double heldout_fraction) {
-  auto ids = ByteVocabulary::encode(read_text_file(path), true);
-  std::string description = path.string() + " (" + std::to_string(ids.size()) + " byte tokens)";
-  return split_tokens(std::move(ids), heldout_fraction, ByteVocabulary::size, std::move(description));
-}
-
-class BatchSampler {
- public:
-  // Targets equal to `masked_target` (e.g. BOS where documents are arbitrary paragraphs, so "a new
-  // document starts" is not something to learn) are replaced by -1, which the loss ignores.
-  BatchSampler(const std::vector<std::int32_t>& tokens, int batch, int seq_len, Rng rng,
-               std::int32_t masked_target = -1)
-      : tokens_(tokens), batch_(batch), seq_len_(seq_len), masked_target_(masked_target), rng_(rng) {
-    LOWBIT_CHECK(tokens.size() > static_cast<std::size_t>(seq_len) + 1, "training data has ", tokens.size(),
-                 " tokens, fewer than one window of ", seq_len + 1);
-  }
-
-  // inputs, targets: [batch * seq_len]; targets are the inputs shifted by one.
-  void next(std::vector<std::int32_t>& inputs, std::vector<std::int32_t>& targets) {
-    const std::size_t n = static_cast<std::size_t>(batch_) * seq_len_;
-    inputs.resize(n);
-    targets.resize(n);
-    const std::uint64_t starts = tokens_.size() - static_cast<std::size_t>(seq_len_) - 1;
-    for (int b = 0; b < batch_; ++b) {
-      const std::size_t start = rng_.below(starts + 1);
-      for (int t = 0; t < seq_len_; ++t) {
-        inputs[static_cast<std::size_t>(b) * seq_len_ + t] = tokens_[start + t];
-        const std::int32_t target = tokens_[start + t + 1];
-        targets[static_cast<std::size_t>(b) * seq_len_ + t] = target == masked_target_ ? -1 : target;
-      }
-    }
-    ++position_;
-  }
-
-  const Rng& rng() const { return rng_; }
-  void restore(const Rng::State& state, std::uint64_t position) {
-    rng_.set_state(state);
-    position_ = position;
-  }
-  std::uint64_t position() const { return position_; }
-
- private:
-  const std::vector<std::int32_t>& tokens_;
-  int batch_, seq_len_;
-  std::int32_t masked_target_;
-  Rng rng_;
-  std::uint64_t position_ = 0;
-};
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/token_data.hpp ----
-
-namespace lowbit::train {
-
-struct DistillOptions {
-  DistillLoss loss = DistillLoss::CAKLD;
-  std::int64_t steps = 100;
-  int batch_size = 4;
-  int seq_len = 128;
-  LrSchedule schedule{ScheduleKind::Constant, 1e-4f, 0, 100, 1.0f};
-  AdamWOptions adam;
-  double grad_clip = 1.0;
-  int beta_batches = 10;  // CAKLD: batches used to estimate β
-  std::uint64_t seed = 0;
-  std::int64_t eval_tokens = 8192;  // held-out tokens for the before/after divergence
-  bool quiet = true;
-  // Which student parameters train (by name); default all.
-  std::function<bool(const std::string&)> trainable;
-};
-
-struct DistillResult {
-  double beta = 0.0;  // CAKLD β used (0 for forward KL, 1 for reverse KL)
-  double first_loss = 0.0, last_loss = 0.0;
-  double heldout_before = 0.0, heldout_after = 0.0;  // the same divergence on held-out windows
-  std::int64_t steps = 0;
-};
-
-// Mean divergence on non-overlapping held-out windows (no gradients).
-inline double heldout_divergence(nn::Llama& student, nn::Llama& teacher, const std::vector<std::int32_t>& tokens,
-                                 DistillLoss kind, double beta, int seq_len, std::int64_t max_tokens, int batch = 4) {
-  const std::int64_t windows = std::min<std::int64_t>(static_cast<std::int64_t>(tokens.size()) / seq_len,
-                                                      std::max<std::int64_t>(1, max_tokens / seq_len));
-  LOWBIT_CHECK(windows > 0, "distill: held-out data has fewer than ", seq_len, " tokens");
-  const index_t vocab = student.config().vocab_size;
-  std::vector<float> s, t;
-  double total = 0;
-  for (std::int64_t w = 0; w < windows; w += batch) {
-    const int B = static_cast<int>(std::min<std::int64_t>(batch, windows - w));
-    const std::int32_t* ids = tokens.data() + w * seq_len;
-    const index_t n = static_cast<index_t>(B) * seq_len;
-    s.resize(static_cast<std::size_t>(n * vocab));
-    t.resize(s.size());
-    student.forward(ids, B, seq_len, s.data());
-    teacher.forward(ids, B, seq_len, t.data());
-    total += distill_loss(kind, MatrixView<const float>(s.data(), n, vocab), MatrixView<const float>(t.data(), n, vocab),
-                          beta) * static_cast<double>(B);
-  }
-  return total / static_cast<double>(windows);
-}
-
-inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const TokenData& data,
-                             const DistillOptions& options) {
-  LOWBIT_CHECK(student.config().vocab_size == teacher.config().vocab_size, "distill: student vocabulary ",
-               student.config().vocab_size, " differs from the teacher's ", teacher.config().vocab_size);
-  const index_t vocab = student.config().vocab_size;
-  const int B = options.batch_size, T = options.seq_len;
-  const index_t n = static_cast<index_t>(B) * T;
-  std::vector<nn::Parameter> all = student.parameters(), chosen;
-  for (const auto& p : all)
-    if (!options.trainable || options.trainable(p.name)) chosen.push_back(p);
-  LOWBIT_CHECK(!chosen.empty(), "distill: no student parameter matches the trainable predicate");
-  AdamW optimizer(chosen, options.adam);
-  LrSchedule schedule = options.schedule;
-  schedule.total_steps = options.steps;
-  std::vector<std::int32_t> inputs, targets;
-  std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size());
-  DistillResult result;
-
-  // β from the teacher's confidence on the first batches (the same batches training then starts with).
-  result.beta = options.loss == DistillLoss::ReverseKL ? 1.0 : 0.0;
-  if (options.loss == DistillLoss::CAKLD) {
-    BatchSampler probe(data.train, B, T, Rng(options.seed).fork(2));
-    Top1Probability top1;
-    for (int i = 0; i < std::max(1, options.beta_batches); ++i) {
-      probe.next(inputs, targets);
-      teacher.forward(inputs.data(), B, T, t.data());
-      top1.add(teacher_top1_probability(MatrixView<const float>(t.data(), n, vocab)));
-    }
-    result.beta = top1.mean();
-  }
-  result.heldout_before =
-      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
-
-  BatchSampler sampler(data.train, B, T, Rng(options.seed).fork(2));
-  Progress progress("distill", options.steps, "step", options.quiet);
-  for (std::int64_t step = 0; step < options.steps; ++step) {
-    sampler.next(inputs, targets);
-    teacher.forward(inputs.data(), B, T, t.data());
-    student.forward_train(inputs.data(), B, T, s.data());
-    const double loss = distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
-                                     MatrixView<const float>(t.data(), n, vocab), result.beta,
-                                     MatrixView<float>(ds.data(), n, vocab));
-    for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
-    student.backward(ds.data());
-    clip_grad_norm(chosen, options.grad_clip);
-    optimizer.step(schedule.lr(step));
-    if (step == 0) result.first_loss = loss;
-    result.last_loss = loss;
-    ++result.steps;
-    char status[64];
-    std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
-    progress.update(1, status);
-  }
-  progress.finish();
-  for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
-  result.heldout_after =
-      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
-  return result;
-}
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/distill.hpp ----
 
 // ---- begin lowbit/train/pretrain.hpp ----
 // Language-model training from scratch (or from an initial checkpoint): AdamW with warm-up + cosine
