@@ -1,8 +1,12 @@
 // Core vocabulary: bit packing round trips for every width, fp16/bf16 conversion against exact
-// references, the RNG's determinism and state round trip, parallel_for coverage, errors.
+// references, the RNG's determinism and state round trip, parallel_for coverage, errors, progress logs.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <lowbit/lowbit.hpp>
 #include <set>
@@ -115,4 +119,43 @@ TEST_CASE("errors carry their message") {
   } catch (const lowbit::Error& e) {
     CHECK(std::string(e.what()) == "file x.bin: expected 3, found 2");
   }
+}
+
+namespace {
+// Runs `body` with stderr redirected to a temporary file (not a terminal) and returns what it wrote.
+template <class Body>
+std::string captured_stderr(Body body) {
+  std::fflush(stderr);
+  std::FILE* tmp = std::tmpfile();
+  REQUIRE(tmp != nullptr);
+  const int saved = ::dup(STDERR_FILENO);
+  ::dup2(::fileno(tmp), STDERR_FILENO);
+  body();
+  std::fflush(stderr);
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  std::string out;
+  std::rewind(tmp);
+  for (int c; (c = std::fgetc(tmp)) != EOF;) out.push_back(static_cast<char>(c));
+  std::fclose(tmp);
+  return out;
+}
+std::size_t count_lines(const std::string& s) { return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n')); }
+}  // namespace
+
+TEST_CASE("Progress in a log prints the completed line once, and a final line for unfinished work") {
+  const std::string done = captured_stderr([] {
+    lowbit::Progress p("work", 3, "step");
+    for (int i = 0; i < 3; ++i) p.update(1, "ok");
+    p.finish();
+  });
+  CHECK(count_lines(done) == 1);
+  CHECK(done.find("[work] 3/3 (100.0%)") != std::string::npos);
+  const std::string partial = captured_stderr([] {
+    lowbit::Progress p("work", 3, "step");
+    p.update(2);
+  });  // the destructor finishes it
+  CHECK(count_lines(partial) == 1);
+  CHECK(partial.find("[work] 2/3") != std::string::npos);
+  CHECK(captured_stderr([] { lowbit::Progress("quiet", 2, "step", true).update(2); }).empty());
 }

@@ -525,7 +525,8 @@ class Progress {
   void finish() {
     if (finished_) return;
     finished_ = true;
-    if (!quiet_) print(true);
+    // A log (non-tty) already holds the line for the last update if it reached the total.
+    if (!quiet_ && (tty_ || printed_done_ != done_)) print(true);
   }
 
  private:
@@ -535,6 +536,7 @@ class Progress {
   }
 
   void print(bool final_line) {
+    printed_done_ = done_;
     const double e = elapsed();
     const double r = rate();
     const double eta = r > 0 && total_ > done_ ? static_cast<double>(total_ - done_) / r : 0.0;
@@ -557,7 +559,7 @@ class Progress {
   }
 
   std::string label_, unit_, status_;
-  index_t total_ = 0, done_ = 0;
+  index_t total_ = 0, done_ = 0, printed_done_ = -1;
   bool quiet_ = false, tty_ = false, finished_ = false;
   double log_interval_ = 10.0;
   Clock::time_point start_, last_print_;
