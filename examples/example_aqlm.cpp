@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
     //    FP model (a second, untouched copy) on the calibration windows.
     if (aqlm.e2e_steps > 0) {
       nn::Llama teacher(eval::load_any_weights(model_path));
-      const auto e2e = calib::aqlm_finetune_end_to_end(*model, teacher, tokens, cfg.seqlen, aqlm);
+      const auto e2e = calib::aqlm_finetune_end_to_end(*model, teacher, tokens, cfg.seqlen, aqlm, false, out + ".run");
       std::printf("end-to-end: held-out KL %.4f -> %.4f\n", e2e["heldout_kl_before"].get<double>(),
                   e2e["heldout_kl_after"].get<double>());
     }

@@ -169,7 +169,14 @@ TEST_CASE("aqlm end-to-end fine-tuning lowers the held-out KL to the FP model wi
   calib::calibrate_model(student, tokens, cfg, calib::aqlm_calibrator(aqlm), {}, "", {});
   const AdditiveCodes codes_before = calib::additive_codes_of(student.linear(1, nn::LinearRole::Gate));
 
-  const auto r = calib::aqlm_finetune_end_to_end(student, teacher, tokens, cfg.seqlen, aqlm, true);
+  const auto run_dir = fs::temp_directory_path() / ("lowbit_test_aqlm_e2e_" + std::to_string(::getpid()));
+  fs::remove_all(run_dir);
+  const auto r = calib::aqlm_finetune_end_to_end(student, teacher, tokens, cfg.seqlen, aqlm, true, run_dir.string());
+  std::size_t checkpoints = 0;
+  for (const auto& e : fs::directory_iterator(run_dir)) checkpoints += e.path().extension() == ".ckpt";
+  CHECK(checkpoints == 1);  // resumability itself: test_train_block's interrupted distillation
+  CHECK_FALSE(r["resumed"].get<bool>());
+  fs::remove_all(run_dir);
   MESSAGE("held-out KL " << r["heldout_kl_before"].get<double>() << " -> " << r["heldout_kl_after"].get<double>() << " train " << r["first_loss"].get<double>() << " -> " << r["last_loss"].get<double>());
   CHECK(r["steps"].get<std::int64_t>() == 40);
   CHECK(r["train_windows"].get<std::size_t>() == 36);

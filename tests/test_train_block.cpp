@@ -1,10 +1,14 @@
 // Block-level training and end-to-end distillation: a block whose norm gains were perturbed recovers its
 // FP outputs when only the gains train (and nothing else moves), keep-best restores the initial
 // parameters when training only makes things worse, runs are deterministic, and distilling a perturbed
-// student towards its teacher lowers the held-out KL / CAKLD.
+// student towards its teacher lowers the held-out KL / CAKLD, and an interrupted distillation resumes
+// from its checkpoint to the same bits as an uninterrupted one.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
+#include <stdexcept>
 #include <vector>
 
 #include <lowbit/train/block_trainer.hpp>
@@ -130,4 +134,64 @@ TEST_CASE("distillation lowers the held-out divergence to the teacher (forward K
     CHECK(r.heldout_after < 0.5 * r.heldout_before);
     CHECK(r.last_loss < r.first_loss);
   }
+}
+
+TEST_CASE("distillation interrupted after a checkpoint resumes to the same bits; other options are refused") {
+  const auto data = synthetic_token_data(4, 1u << 13, 1u << 11);
+  auto perturbed_student = [] {
+    auto student = make_model(5, 0.3);
+    Rng noise(9);
+    for (auto& prm : student.parameters())
+      if (prm.name.find("norm") == std::string::npos)
+        for (index_t i = 0; i < prm.size; ++i) prm.value[i] += static_cast<float>(0.1 * noise.normal());
+    return student;
+  };
+  auto values = [](nn::Llama& m) {
+    std::vector<float> v;
+    for (auto& prm : m.parameters()) v.insert(v.end(), prm.value, prm.value + prm.size);
+    return v;
+  };
+  DistillOptions o;
+  o.loss = DistillLoss::ForwardKL;
+  o.steps = 30;
+  o.batch_size = 2;
+  o.seq_len = 16;
+  o.schedule.peak_lr = 3e-3f;
+  o.eval_tokens = 256;
+  o.trainable = names_containing({"attention", "norm"});
+  auto teacher = make_model(5, 0.3);
+
+  auto uninterrupted = perturbed_student();
+  const auto full = distill(uninterrupted, teacher, data, o);
+
+  const auto ckpt = std::filesystem::temp_directory_path() / ("lowbit_distill_" + std::to_string(::getpid()) + ".ckpt");
+  std::filesystem::remove(ckpt);
+  o.checkpoint = ckpt;
+  o.checkpoint_every = 10;
+  {
+    auto killed = perturbed_student();
+    auto stop = o;
+    stop.on_step = [](std::int64_t step, double) {
+      if (step == 15) throw std::runtime_error("interrupted");
+    };
+    CHECK_THROWS_AS(distill(killed, teacher, data, stop), std::runtime_error);
+  }
+  REQUIRE(std::filesystem::exists(ckpt));
+  CHECK(read_checkpoint(ckpt).state.step == 10);
+
+  auto resumed = perturbed_student();
+  const auto again = distill(resumed, teacher, data, o);
+  CHECK(again.resumed);
+  CHECK(again.resumed_from_step == 10);
+  CHECK(again.steps == 30);
+  CHECK(values(resumed) == values(uninterrupted));
+  CHECK(again.heldout_after == full.heldout_after);
+
+  // The finished checkpoint belongs to this run only: other options are refused, nothing is changed.
+  auto other = perturbed_student();
+  const auto before = values(other);
+  o.schedule.peak_lr = 1e-3f;
+  CHECK_THROWS_AS(distill(other, teacher, data, o), Error);
+  CHECK(values(other) == before);
+  std::filesystem::remove(ckpt);
 }

@@ -158,16 +158,18 @@ int run(const Options& o) {
   if (aqlm) fingerprint["aqlm"] = aqlm_options.to_json();  // AQLM (aqlm helper)
   auto cal = calib::calibrate_model(*model, tokens, cfg, calibrator, fingerprint, o.run_dir, hooks);
   if (aqlm && aqlm_options.e2e_steps > 0) {
-    // Global fine-tuning against the FP model (not checkpointed: after a kill the block pass resumes
-    // from --run-dir and this step runs again from its start).
+    // Global fine-tuning against the FP model, checkpointed in --run-dir like the block pass.
     std::fprintf(stderr, "[quantize] end-to-end fine-tuning: %lld steps of %d x %d tokens, forward KL to %s\n",
                  static_cast<long long>(aqlm_options.e2e_steps), aqlm_options.e2e_batch,
                  aqlm_options.e2e_seq_len > 0 ? aqlm_options.e2e_seq_len : o.seqlen - 1, o.model.c_str());
     nn::Llama teacher(eval::load_any_weights(o.model));
-    const auto e2e = calib::aqlm_finetune_end_to_end(*model, teacher, tokens, o.seqlen, aqlm_options, o.quiet);
-    std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s\n",
+    const auto e2e = calib::aqlm_finetune_end_to_end(*model, teacher, tokens, o.seqlen, aqlm_options, o.quiet, o.run_dir);
+    std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s%s\n",
                  e2e["heldout_kl_before"].get<double>(), e2e["heldout_kl_after"].get<double>(),
-                 e2e["seconds"].get<double>());
+                 e2e["seconds"].get<double>(),
+                 e2e["resumed"].get<bool>()
+                     ? (" (resumed at step " + std::to_string(e2e["resumed_from_step"].get<long long>()) + ")").c_str()
+                     : "");
     report["end_to_end"] = e2e;
   }
   io::write_quantized_model(o.out, *model, cfg.to_json(), o.model);

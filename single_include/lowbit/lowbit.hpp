@@ -9548,6 +9548,8 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -10175,111 +10177,18 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
 // fake-quantized latent weights) against a frozen teacher Llama's next-token distributions: forward KL
 // (AQLM global fine-tuning), reverse KL, or BitDistiller's CAKLD whose β is the teacher's mean top-1
 // probability estimated on the first `beta_batches` batches. AdamW, schedule and clipping as in pretraining.
-
-#include <cstdint>
-#include <functional>
-#include <string>
-#include <vector>
-
-
-// ---- begin lowbit/train/schedule.hpp ----
-// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
-// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
-// resumed run gets exactly the learning rate it would have had.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <string>
-
-
-namespace lowbit::train {
-
-enum class ScheduleKind { Constant, Linear, Cosine };
-
-inline ScheduleKind parse_schedule_kind(const std::string& name) {
-  if (name == "constant") return ScheduleKind::Constant;
-  if (name == "linear") return ScheduleKind::Linear;
-  if (name == "cosine") return ScheduleKind::Cosine;
-  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
-}
-
-struct LrSchedule {
-  ScheduleKind kind = ScheduleKind::Cosine;
-  float peak_lr = 1e-3f;
-  std::int64_t warmup_steps = 0;
-  std::int64_t total_steps = 1;
-  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
-
-  // Learning rate for the update with 0-based index `step`.
-  float lr(std::int64_t step) const {
-    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
-    if (kind == ScheduleKind::Constant) return peak_lr;
-    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
-    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
-    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
-    double lr = peak_lr;
-    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
-    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
-    return static_cast<float>(lr);
-  }
-};
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/schedule.hpp ----
-
-// ---- begin lowbit/train/token_data.hpp ----
-// Token streams for language-model training: a training stream and a held-out stream, plus a sampler that
-// draws random windows of T + 1 tokens from a seeded generator whose state (and the count of batches
-// drawn) goes into checkpoints, so a resumed run sees exactly the batches it would have seen.
+// With `checkpoint` set, the trainable parameters, AdamW state and sampler position are saved atomically
+// every `checkpoint_every` steps (train/checkpoint.hpp); a rerun of the same run (same options, data,
+// trainable names and starting values) continues from the file and ends bit-identical to an
+// uninterrupted run.
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
-
-// ---- begin lowbit/train/byte_vocab.hpp ----
-// The byte-level vocabulary of lowbit's own models: token ids 0..255 are the bytes of UTF-8 text and 256
-// is BOS, so any text file can be trained on without a tokenizer file and decoding is exact.
-
-#include <cstdint>
-#include <string>
-#include <string_view>
-#include <vector>
-
-
-namespace lowbit::train {
-
-struct ByteVocabulary {
-  static constexpr std::int32_t bos = 256;
-  static constexpr int size = 257;
-
-  static std::vector<std::int32_t> encode(std::string_view text, bool add_bos) {
-    std::vector<std::int32_t> ids;
-    ids.reserve(text.size() + 1);
-    if (add_bos) ids.push_back(bos);
-    for (unsigned char c : text) ids.push_back(static_cast<std::int32_t>(c));
-    return ids;
-  }
-
-  // Bytes back to text; BOS becomes nothing. Ids outside the vocabulary raise lowbit::Error.
-  static std::string decode(const std::vector<std::int32_t>& ids) {
-    std::string text;
-    text.reserve(ids.size());
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      LOWBIT_CHECK(ids[i] >= 0 && ids[i] < size, "byte vocabulary: token id ", ids[i], " at position ", i,
-                   " is outside [0, ", size, ")");
-      if (ids[i] != bos) text.push_back(static_cast<char>(ids[i]));
-    }
-    return text;
-  }
-};
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/byte_vocab.hpp ----
 
 // ---- begin lowbit/train/checkpoint.hpp ----
 // Training checkpoints: everything needed to continue a run bit-identically (weights, AdamW state, step,
@@ -10591,6 +10500,105 @@ inline nn::ModelWeights load_pretrained(const std::filesystem::path& path) {
 }  // namespace lowbit::train
 // ---- end lowbit/train/checkpoint.hpp ----
 
+// ---- begin lowbit/train/schedule.hpp ----
+// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
+// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
+// resumed run gets exactly the learning rate it would have had.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::train {
+
+enum class ScheduleKind { Constant, Linear, Cosine };
+
+inline ScheduleKind parse_schedule_kind(const std::string& name) {
+  if (name == "constant") return ScheduleKind::Constant;
+  if (name == "linear") return ScheduleKind::Linear;
+  if (name == "cosine") return ScheduleKind::Cosine;
+  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
+}
+
+struct LrSchedule {
+  ScheduleKind kind = ScheduleKind::Cosine;
+  float peak_lr = 1e-3f;
+  std::int64_t warmup_steps = 0;
+  std::int64_t total_steps = 1;
+  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
+
+  // Learning rate for the update with 0-based index `step`.
+  float lr(std::int64_t step) const {
+    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
+    if (kind == ScheduleKind::Constant) return peak_lr;
+    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
+    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
+    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
+    double lr = peak_lr;
+    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
+    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
+    return static_cast<float>(lr);
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/schedule.hpp ----
+
+// ---- begin lowbit/train/token_data.hpp ----
+// Token streams for language-model training: a training stream and a held-out stream, plus a sampler that
+// draws random windows of T + 1 tokens from a seeded generator whose state (and the count of batches
+// drawn) goes into checkpoints, so a resumed run sees exactly the batches it would have seen.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/byte_vocab.hpp ----
+// The byte-level vocabulary of lowbit's own models: token ids 0..255 are the bytes of UTF-8 text and 256
+// is BOS, so any text file can be trained on without a tokenizer file and decoding is exact.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit::train {
+
+struct ByteVocabulary {
+  static constexpr std::int32_t bos = 256;
+  static constexpr int size = 257;
+
+  static std::vector<std::int32_t> encode(std::string_view text, bool add_bos) {
+    std::vector<std::int32_t> ids;
+    ids.reserve(text.size() + 1);
+    if (add_bos) ids.push_back(bos);
+    for (unsigned char c : text) ids.push_back(static_cast<std::int32_t>(c));
+    return ids;
+  }
+
+  // Bytes back to text; BOS becomes nothing. Ids outside the vocabulary raise lowbit::Error.
+  static std::string decode(const std::vector<std::int32_t>& ids) {
+    std::string text;
+    text.reserve(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      LOWBIT_CHECK(ids[i] >= 0 && ids[i] < size, "byte vocabulary: token id ", ids[i], " at position ", i,
+                   " is outside [0, ", size, ")");
+      if (ids[i] != bos) text.push_back(static_cast<char>(ids[i]));
+    }
+    return text;
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/byte_vocab.hpp ----
+
 // ---- begin lowbit/train/synthetic_corpus.hpp ----
 // A corpus lowbit writes itself, so the built-in default model can be trained anywhere without data:
 // short documents drawn from a small probabilistic grammar of simple sentences (characters, objects,
@@ -10837,13 +10845,18 @@ struct DistillOptions {
   bool quiet = true;
   // Which student parameters train (by name); default all.
   std::function<bool(const std::string&)> trainable;
+  std::filesystem::path checkpoint;  // empty: no checkpoints
+  std::int64_t checkpoint_every = 25;
+  std::function<void(std::int64_t step, double loss)> on_step;  // after each update (tests interrupt here)
 };
 
 struct DistillResult {
   double beta = 0.0;  // CAKLD β used (0 for forward KL, 1 for reverse KL)
   double first_loss = 0.0, last_loss = 0.0;
   double heldout_before = 0.0, heldout_after = 0.0;  // the same divergence on held-out windows
-  std::int64_t steps = 0;
+  std::int64_t steps = 0;  // updates done in total, including those before a resume
+  bool resumed = false;
+  std::int64_t resumed_from_step = 0;
 };
 
 // Mean divergence on non-overlapping held-out windows (no gradients).
@@ -10883,6 +10896,23 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
   AdamW optimizer(chosen, options.adam);
   LrSchedule schedule = options.schedule;
   schedule.total_steps = options.steps;
+  // The run: options, data, and the names and starting values of what trains.
+  TrainingState state;
+  state.total_steps = options.steps;
+  {
+    std::ostringstream f;
+    f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|'
+      << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
+      << schedule.min_ratio << '|' << options.adam.lr << ',' << options.adam.beta1 << ',' << options.adam.beta2 << ','
+      << options.adam.eps << ',' << options.adam.weight_decay << ',' << options.adam.amsgrad << '|'
+      << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
+    std::uint64_t h = fnv1a(f.str().data(), f.str().size());
+    for (const auto& p : chosen) {
+      h = fnv1a(p.name.data(), p.name.size(), h);
+      h = fnv1a(p.value, static_cast<std::size_t>(p.size) * sizeof(float), h);
+    }
+    state.run_fingerprint = h;
+  }
   std::vector<std::int32_t> inputs, targets;
   std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size());
   DistillResult result;
@@ -10903,8 +10933,27 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
       heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
 
   BatchSampler sampler(data.train, B, T, Rng(options.seed).fork(2));
-  Progress progress("distill", options.steps, "step", options.quiet);
-  for (std::int64_t step = 0; step < options.steps; ++step) {
+  if (!options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
+    Checkpoint ck = read_checkpoint(options.checkpoint);
+    LOWBIT_CHECK(ck.state.run_fingerprint == state.run_fingerprint, options.checkpoint.string(),
+                 ": distillation checkpoint was written by another run (other options, data or starting "
+                 "weights); remove it to start over");
+    restore_checkpoint(ck, chosen, &optimizer);
+    state = ck.state;
+    sampler.restore(state.data_rng, state.data_position);
+    result.resumed = true;
+    result.resumed_from_step = state.step;
+    result.first_loss = result.last_loss = state.last_loss;
+  }
+  auto save = [&] {
+    if (options.checkpoint.empty()) return;
+    state.data_rng = sampler.rng().state();
+    state.data_position = sampler.position();
+    save_checkpoint(options.checkpoint, student.config(), chosen, state, &optimizer);
+  };
+  const std::int64_t first_step = state.step;
+  Progress progress("distill", options.steps - first_step, "step", options.quiet);
+  for (std::int64_t step = first_step; step < options.steps; ++step) {
     sampler.next(inputs, targets);
     teacher.forward(inputs.data(), B, T, t.data());
     student.forward_train(inputs.data(), B, T, s.data());
@@ -10915,13 +10964,18 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     student.backward(ds.data());
     clip_grad_norm(chosen, options.grad_clip);
     optimizer.step(schedule.lr(step));
-    if (step == 0) result.first_loss = loss;
+    if (step == first_step) result.first_loss = loss;
     result.last_loss = loss;
-    ++result.steps;
+    state.step = step + 1;
+    state.last_loss = loss;
+    if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0) save();
     char status[64];
     std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
     progress.update(1, status);
+    if (options.on_step) options.on_step(step + 1, loss);
   }
+  result.steps = state.step;
+  save();
   progress.finish();
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
   result.heldout_after =
@@ -12101,10 +12155,13 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
 // the codebooks, scales and RMSNorm gains of the whole quantized model (codes frozen) with AdamW
 // (betas 0.9 / 0.95) on the forward KL to the FP teacher's next-token distributions. The calibration
 // windows (`nsamples` x `seqlen` tokens) are split: the last 10% (at least one window) measure the
-// held-out KL before and after, the rest are sampled for training. Deterministic for a seed.
+// held-out KL before and after, the rest are sampled for training. Deterministic for a seed. With a
+// `run_dir`, progress is checkpointed there (end_to_end-<hash of the e2e options>.ckpt, every 25 steps):
+// a killed run continues where it stopped and ends bit-identical to an uninterrupted one.
 inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher,
                                                const std::vector<std::int32_t>& windows, int seqlen,
-                                               const AqlmOptions& options, bool quiet = false) {
+                                               const AqlmOptions& options, bool quiet = false,
+                                               const std::string& run_dir = {}) {
   const auto start = std::chrono::steady_clock::now();
   LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
                "aqlm end-to-end fine-tuning needs at least 2 calibration windows of ", seqlen, " tokens (got ",
@@ -12132,6 +12189,14 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   d.quiet = quiet;
   d.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
+  if (!run_dir.empty()) {
+    const std::string key = options.e2e_json().dump();
+    char name[64];
+    std::snprintf(name, sizeof name, "end_to_end-%016llx.ckpt",
+                  static_cast<unsigned long long>(train::fnv1a(key.data(), key.size())));
+    std::filesystem::create_directories(run_dir);
+    d.checkpoint = std::filesystem::path(run_dir) / name;
+  }
   for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, true);
   const auto r = train::distill(student, teacher, data, d);
   for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, false);
@@ -12144,6 +12209,8 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
           {"last_loss", r.last_loss},
           {"heldout_kl_before", r.heldout_before},
           {"heldout_kl_after", r.heldout_after},
+          {"resumed", r.resumed},
+          {"resumed_from_step", r.resumed_from_step},
           {"seconds", seconds}};
 }
 

@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -175,10 +177,13 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
 // the codebooks, scales and RMSNorm gains of the whole quantized model (codes frozen) with AdamW
 // (betas 0.9 / 0.95) on the forward KL to the FP teacher's next-token distributions. The calibration
 // windows (`nsamples` x `seqlen` tokens) are split: the last 10% (at least one window) measure the
-// held-out KL before and after, the rest are sampled for training. Deterministic for a seed.
+// held-out KL before and after, the rest are sampled for training. Deterministic for a seed. With a
+// `run_dir`, progress is checkpointed there (end_to_end-<hash of the e2e options>.ckpt, every 25 steps):
+// a killed run continues where it stopped and ends bit-identical to an uninterrupted one.
 inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher,
                                                const std::vector<std::int32_t>& windows, int seqlen,
-                                               const AqlmOptions& options, bool quiet = false) {
+                                               const AqlmOptions& options, bool quiet = false,
+                                               const std::string& run_dir = {}) {
   const auto start = std::chrono::steady_clock::now();
   LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
                "aqlm end-to-end fine-tuning needs at least 2 calibration windows of ", seqlen, " tokens (got ",
@@ -206,6 +211,14 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   d.quiet = quiet;
   d.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
+  if (!run_dir.empty()) {
+    const std::string key = options.e2e_json().dump();
+    char name[64];
+    std::snprintf(name, sizeof name, "end_to_end-%016llx.ckpt",
+                  static_cast<unsigned long long>(train::fnv1a(key.data(), key.size())));
+    std::filesystem::create_directories(run_dir);
+    d.checkpoint = std::filesystem::path(run_dir) / name;
+  }
   for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, true);
   const auto r = train::distill(student, teacher, data, d);
   for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, false);
@@ -218,6 +231,8 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
           {"last_loss", r.last_loss},
           {"heldout_kl_before", r.heldout_before},
           {"heldout_kl_after", r.heldout_after},
+          {"resumed", r.resumed},
+          {"resumed_from_step", r.resumed_from_step},
           {"seconds", seconds}};
 }
 

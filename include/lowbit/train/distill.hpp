@@ -2,10 +2,16 @@
 // fake-quantized latent weights) against a frozen teacher Llama's next-token distributions: forward KL
 // (AQLM global fine-tuning), reverse KL, or BitDistiller's CAKLD whose β is the teacher's mean top-1
 // probability estimated on the first `beta_batches` batches. AdamW, schedule and clipping as in pretraining.
+// With `checkpoint` set, the trainable parameters, AdamW state and sampler position are saved atomically
+// every `checkpoint_every` steps (train/checkpoint.hpp); a rerun of the same run (same options, data,
+// trainable names and starting values) continues from the file and ends bit-identical to an
+// uninterrupted run.
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +19,7 @@
 #include "../core/progress.hpp"
 #include "../nn/model.hpp"
 #include "adamw.hpp"
+#include "checkpoint.hpp"
 #include "clip.hpp"
 #include "losses.hpp"
 #include "schedule.hpp"
@@ -34,13 +41,18 @@ struct DistillOptions {
   bool quiet = true;
   // Which student parameters train (by name); default all.
   std::function<bool(const std::string&)> trainable;
+  std::filesystem::path checkpoint;  // empty: no checkpoints
+  std::int64_t checkpoint_every = 25;
+  std::function<void(std::int64_t step, double loss)> on_step;  // after each update (tests interrupt here)
 };
 
 struct DistillResult {
   double beta = 0.0;  // CAKLD β used (0 for forward KL, 1 for reverse KL)
   double first_loss = 0.0, last_loss = 0.0;
   double heldout_before = 0.0, heldout_after = 0.0;  // the same divergence on held-out windows
-  std::int64_t steps = 0;
+  std::int64_t steps = 0;  // updates done in total, including those before a resume
+  bool resumed = false;
+  std::int64_t resumed_from_step = 0;
 };
 
 // Mean divergence on non-overlapping held-out windows (no gradients).
@@ -80,6 +92,23 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
   AdamW optimizer(chosen, options.adam);
   LrSchedule schedule = options.schedule;
   schedule.total_steps = options.steps;
+  // The run: options, data, and the names and starting values of what trains.
+  TrainingState state;
+  state.total_steps = options.steps;
+  {
+    std::ostringstream f;
+    f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|'
+      << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
+      << schedule.min_ratio << '|' << options.adam.lr << ',' << options.adam.beta1 << ',' << options.adam.beta2 << ','
+      << options.adam.eps << ',' << options.adam.weight_decay << ',' << options.adam.amsgrad << '|'
+      << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
+    std::uint64_t h = fnv1a(f.str().data(), f.str().size());
+    for (const auto& p : chosen) {
+      h = fnv1a(p.name.data(), p.name.size(), h);
+      h = fnv1a(p.value, static_cast<std::size_t>(p.size) * sizeof(float), h);
+    }
+    state.run_fingerprint = h;
+  }
   std::vector<std::int32_t> inputs, targets;
   std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size());
   DistillResult result;
@@ -100,8 +129,27 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
       heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
 
   BatchSampler sampler(data.train, B, T, Rng(options.seed).fork(2));
-  Progress progress("distill", options.steps, "step", options.quiet);
-  for (std::int64_t step = 0; step < options.steps; ++step) {
+  if (!options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
+    Checkpoint ck = read_checkpoint(options.checkpoint);
+    LOWBIT_CHECK(ck.state.run_fingerprint == state.run_fingerprint, options.checkpoint.string(),
+                 ": distillation checkpoint was written by another run (other options, data or starting "
+                 "weights); remove it to start over");
+    restore_checkpoint(ck, chosen, &optimizer);
+    state = ck.state;
+    sampler.restore(state.data_rng, state.data_position);
+    result.resumed = true;
+    result.resumed_from_step = state.step;
+    result.first_loss = result.last_loss = state.last_loss;
+  }
+  auto save = [&] {
+    if (options.checkpoint.empty()) return;
+    state.data_rng = sampler.rng().state();
+    state.data_position = sampler.position();
+    save_checkpoint(options.checkpoint, student.config(), chosen, state, &optimizer);
+  };
+  const std::int64_t first_step = state.step;
+  Progress progress("distill", options.steps - first_step, "step", options.quiet);
+  for (std::int64_t step = first_step; step < options.steps; ++step) {
     sampler.next(inputs, targets);
     teacher.forward(inputs.data(), B, T, t.data());
     student.forward_train(inputs.data(), B, T, s.data());
@@ -112,13 +160,18 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     student.backward(ds.data());
     clip_grad_norm(chosen, options.grad_clip);
     optimizer.step(schedule.lr(step));
-    if (step == 0) result.first_loss = loss;
+    if (step == first_step) result.first_loss = loss;
     result.last_loss = loss;
-    ++result.steps;
+    state.step = step + 1;
+    state.last_loss = loss;
+    if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0) save();
     char status[64];
     std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
     progress.update(1, status);
+    if (options.on_step) options.on_step(step + 1, loss);
   }
+  result.steps = state.step;
+  save();
   progress.finish();
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
   result.heldout_after =
