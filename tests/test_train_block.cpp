@@ -108,16 +108,24 @@ TEST_CASE("keep-best returns the initial parameters when every epoch is worse") 
   CHECK(std::vector<float>(initial.value, initial.value + initial.size) == w0);
 }
 
+namespace {
+// The teacher make_model(5, 0.3) with every non-norm weight perturbed by N(0, 0.1²) noise.
+nn::Llama perturbed_student() {
+  auto student = make_model(5, 0.3);
+  Rng noise(9);
+  for (auto& prm : student.parameters())
+    if (prm.name.find("norm") == std::string::npos)
+      for (index_t i = 0; i < prm.size; ++i) prm.value[i] += static_cast<float>(0.1 * noise.normal());
+  return student;
+}
+}  // namespace
+
 TEST_CASE("distillation lowers the held-out divergence to the teacher (forward KL and CAKLD)") {
   const auto data = synthetic_token_data(2, 1u << 14, 1u << 12);
   for (auto kind : {DistillLoss::ForwardKL, DistillLoss::CAKLD}) {
     CAPTURE(static_cast<int>(kind));
     auto teacher = make_model(5, 0.3);
-    auto student = make_model(5, 0.3);
-    Rng noise(9);
-    for (auto& prm : student.parameters())
-      if (prm.name.find("norm") == std::string::npos)
-        for (index_t i = 0; i < prm.size; ++i) prm.value[i] += static_cast<float>(0.1 * noise.normal());
+    auto student = perturbed_student();
     DistillOptions o;
     o.loss = kind;
     o.steps = 40;
@@ -138,14 +146,6 @@ TEST_CASE("distillation lowers the held-out divergence to the teacher (forward K
 
 TEST_CASE("distillation interrupted after a checkpoint resumes to the same bits; other options are refused") {
   const auto data = synthetic_token_data(4, 1u << 13, 1u << 11);
-  auto perturbed_student = [] {
-    auto student = make_model(5, 0.3);
-    Rng noise(9);
-    for (auto& prm : student.parameters())
-      if (prm.name.find("norm") == std::string::npos)
-        for (index_t i = 0; i < prm.size; ++i) prm.value[i] += static_cast<float>(0.1 * noise.normal());
-    return student;
-  };
   auto values = [](nn::Llama& m) {
     std::vector<float> v;
     for (auto& prm : m.parameters()) v.insert(v.end(), prm.value, prm.value + prm.size);
