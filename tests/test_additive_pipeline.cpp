@@ -177,7 +177,8 @@ TEST_CASE("aqlm end-to-end fine-tuning lowers the held-out KL to the FP model wi
   CHECK(checkpoints == 1);  // resumability itself: test_train_block's interrupted distillation
   CHECK_FALSE(r["resumed"].get<bool>());
   fs::remove_all(run_dir);
-  MESSAGE("held-out KL " << r["heldout_kl_before"].get<double>() << " -> " << r["heldout_kl_after"].get<double>() << " train " << r["first_loss"].get<double>() << " -> " << r["last_loss"].get<double>());
+  MESSAGE("held-out KL " << r["heldout_kl_before"].get<double>() << " -> " << r["heldout_kl_after"].get<double>()
+                          << ", training KL " << r["first_loss"].get<double>() << " -> " << r["last_loss"].get<double>());
   CHECK(r["steps"].get<std::int64_t>() == 40);
   CHECK(r["train_windows"].get<std::size_t>() == 36);
   CHECK(r["last_loss"].get<double>() < 0.7 * r["first_loss"].get<double>());

@@ -10217,6 +10217,52 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
 #include <vector>
 
 
+// ---- begin lowbit/train/schedule.hpp ----
+// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
+// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
+// resumed run gets exactly the learning rate it would have had.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::train {
+
+enum class ScheduleKind { Constant, Linear, Cosine };
+
+inline ScheduleKind parse_schedule_kind(const std::string& name) {
+  if (name == "constant") return ScheduleKind::Constant;
+  if (name == "linear") return ScheduleKind::Linear;
+  if (name == "cosine") return ScheduleKind::Cosine;
+  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
+}
+
+struct LrSchedule {
+  ScheduleKind kind = ScheduleKind::Cosine;
+  float peak_lr = 1e-3f;
+  std::int64_t warmup_steps = 0;
+  std::int64_t total_steps = 1;
+  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
+
+  // Learning rate for the update with 0-based index `step`.
+  float lr(std::int64_t step) const {
+    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
+    if (kind == ScheduleKind::Constant) return peak_lr;
+    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
+    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
+    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
+    double lr = peak_lr;
+    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
+    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
+    return static_cast<float>(lr);
+  }
+};
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/schedule.hpp ----
+
 namespace lowbit::train {
 
 inline constexpr char kCheckpointMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\0'};
@@ -10227,6 +10273,13 @@ inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0x
   const auto* p = static_cast<const unsigned char*>(data);
   for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
   return h;
+}
+
+// The optimizer part of a run fingerprint (pretrain, distill): the schedule and AdamW settings as text.
+inline void write_optimizer_fingerprint(std::ostream& s, const LrSchedule& schedule, const AdamWOptions& adam) {
+  s << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
+    << schedule.total_steps << ',' << schedule.min_ratio << '|' << adam.beta1 << ',' << adam.beta2 << ',' << adam.eps
+    << ',' << adam.weight_decay << ',' << adam.amsgrad;
 }
 
 inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {
@@ -10499,52 +10552,6 @@ inline nn::ModelWeights load_pretrained(const std::filesystem::path& path) {
 
 }  // namespace lowbit::train
 // ---- end lowbit/train/checkpoint.hpp ----
-
-// ---- begin lowbit/train/schedule.hpp ----
-// Learning-rate schedules: linear warm-up from 0 to the peak over `warmup_steps`, then constant, linear
-// decay or cosine decay to `min_ratio · peak` at `total_steps`. Pure functions of the step number, so a
-// resumed run gets exactly the learning rate it would have had.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <string>
-
-
-namespace lowbit::train {
-
-enum class ScheduleKind { Constant, Linear, Cosine };
-
-inline ScheduleKind parse_schedule_kind(const std::string& name) {
-  if (name == "constant") return ScheduleKind::Constant;
-  if (name == "linear") return ScheduleKind::Linear;
-  if (name == "cosine") return ScheduleKind::Cosine;
-  fail("unknown learning-rate schedule '", name, "' (expected constant, linear or cosine)");
-}
-
-struct LrSchedule {
-  ScheduleKind kind = ScheduleKind::Cosine;
-  float peak_lr = 1e-3f;
-  std::int64_t warmup_steps = 0;
-  std::int64_t total_steps = 1;
-  float min_ratio = 0.1f;  // final lr = min_ratio * peak_lr (linear and cosine)
-
-  // Learning rate for the update with 0-based index `step`.
-  float lr(std::int64_t step) const {
-    if (step < warmup_steps) return peak_lr * static_cast<float>(step + 1) / static_cast<float>(warmup_steps);
-    if (kind == ScheduleKind::Constant) return peak_lr;
-    const std::int64_t decay_steps = std::max<std::int64_t>(1, total_steps - warmup_steps);
-    const double progress = std::clamp(static_cast<double>(step - warmup_steps) / static_cast<double>(decay_steps), 0.0, 1.0);
-    const double min_lr = static_cast<double>(min_ratio) * peak_lr;
-    double lr = peak_lr;
-    if (kind == ScheduleKind::Linear) lr = peak_lr + (min_lr - peak_lr) * progress;
-    if (kind == ScheduleKind::Cosine) lr = min_lr + 0.5 * (peak_lr - min_lr) * (1.0 + std::cos(3.141592653589793 * progress));
-    return static_cast<float>(lr);
-  }
-};
-
-}  // namespace lowbit::train
-// ---- end lowbit/train/schedule.hpp ----
 
 // ---- begin lowbit/train/token_data.hpp ----
 // Token streams for language-model training: a training stream and a held-out stream, plus a sampler that
@@ -10901,11 +10908,9 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
   state.total_steps = options.steps;
   {
     std::ostringstream f;
-    f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|'
-      << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
-      << schedule.min_ratio << '|' << options.adam.lr << ',' << options.adam.beta1 << ',' << options.adam.beta2 << ','
-      << options.adam.eps << ',' << options.adam.weight_decay << ',' << options.adam.amsgrad << '|'
-      << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
+    f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|';
+    write_optimizer_fingerprint(f, schedule, options.adam);
+    f << '|' << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
     std::uint64_t h = fnv1a(f.str().data(), f.str().size());
     for (const auto& p : chosen) {
       h = fnv1a(p.name.data(), p.name.size(), h);
@@ -10968,14 +10973,15 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     result.last_loss = loss;
     state.step = step + 1;
     state.last_loss = loss;
-    if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0) save();
+    if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0 && state.step < options.steps)
+      save();
     char status[64];
     std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
     progress.update(1, status);
     if (options.on_step) options.on_step(step + 1, loss);
   }
   result.steps = state.step;
-  save();
+  save();  // the finished run: a rerun restores it instead of training again
   progress.finish();
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
   result.heldout_after =
@@ -12180,8 +12186,7 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   d.steps = options.e2e_steps;
   d.batch_size = options.e2e_batch;
   d.seq_len = std::min(options.e2e_seq_len > 0 ? options.e2e_seq_len : seqlen, seqlen - 1);
-  d.schedule.peak_lr = options.e2e_lr;
-  d.adam.lr = options.e2e_lr;
+  d.schedule.peak_lr = options.e2e_lr;  // constant schedule
   d.adam.beta2 = 0.95f;
   d.adam.weight_decay = 0.0f;
   d.seed = options.calib.seed;
@@ -12348,10 +12353,9 @@ inline double heldout_loss(nn::Llama& model, const std::vector<std::int32_t>& to
 inline std::uint64_t run_fingerprint(const nn::ModelConfig& config, const TokenData& data, const PretrainOptions& o) {
   std::ostringstream s;
   s << config_fingerprint(config) << '|' << data.fingerprint << '|' << o.batch_size << '|' << o.seq_len << '|'
-    << o.steps << '|' << static_cast<int>(o.schedule.kind) << ',' << o.schedule.peak_lr << ','
-    << o.schedule.warmup_steps << ',' << o.schedule.total_steps << ',' << o.schedule.min_ratio << '|' << o.adam.beta1
-    << ',' << o.adam.beta2 << ',' << o.adam.eps << ',' << o.adam.weight_decay << ',' << o.adam.amsgrad << '|'
-    << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
+    << o.steps << '|';
+  write_optimizer_fingerprint(s, o.schedule, o.adam);
+  s << '|' << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
   const std::string text = s.str();
   return fnv1a(text.data(), text.size());
 }

@@ -202,8 +202,7 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   d.steps = options.e2e_steps;
   d.batch_size = options.e2e_batch;
   d.seq_len = std::min(options.e2e_seq_len > 0 ? options.e2e_seq_len : seqlen, seqlen - 1);
-  d.schedule.peak_lr = options.e2e_lr;
-  d.adam.lr = options.e2e_lr;
+  d.schedule.peak_lr = options.e2e_lr;  // constant schedule
   d.adam.beta2 = 0.95f;
   d.adam.weight_decay = 0.0f;
   d.seed = options.calib.seed;

@@ -30,6 +30,7 @@
 #include "../nn/parameter.hpp"
 #include "../nn/weights.hpp"
 #include "adamw.hpp"
+#include "schedule.hpp"
 
 namespace lowbit::train {
 
@@ -41,6 +42,13 @@ inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0x
   const auto* p = static_cast<const unsigned char*>(data);
   for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
   return h;
+}
+
+// The optimizer part of a run fingerprint (pretrain, distill): the schedule and AdamW settings as text.
+inline void write_optimizer_fingerprint(std::ostream& s, const LrSchedule& schedule, const AdamWOptions& adam) {
+  s << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
+    << schedule.total_steps << ',' << schedule.min_ratio << '|' << adam.beta1 << ',' << adam.beta2 << ',' << adam.eps
+    << ',' << adam.weight_decay << ',' << adam.amsgrad;
 }
 
 inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {

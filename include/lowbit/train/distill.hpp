@@ -97,11 +97,9 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
   state.total_steps = options.steps;
   {
     std::ostringstream f;
-    f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|'
-      << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
-      << schedule.min_ratio << '|' << options.adam.lr << ',' << options.adam.beta1 << ',' << options.adam.beta2 << ','
-      << options.adam.eps << ',' << options.adam.weight_decay << ',' << options.adam.amsgrad << '|'
-      << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
+    f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|';
+    write_optimizer_fingerprint(f, schedule, options.adam);
+    f << '|' << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
     std::uint64_t h = fnv1a(f.str().data(), f.str().size());
     for (const auto& p : chosen) {
       h = fnv1a(p.name.data(), p.name.size(), h);
@@ -164,14 +162,15 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     result.last_loss = loss;
     state.step = step + 1;
     state.last_loss = loss;
-    if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0) save();
+    if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0 && state.step < options.steps)
+      save();
     char status[64];
     std::snprintf(status, sizeof status, "loss %.4f beta %.3f", loss, result.beta);
     progress.update(1, status);
     if (options.on_step) options.on_step(step + 1, loss);
   }
   result.steps = state.step;
-  save();
+  save();  // the finished run: a rerun restores it instead of training again
   progress.finish();
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
   result.heldout_after =

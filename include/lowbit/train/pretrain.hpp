@@ -133,10 +133,9 @@ inline double heldout_loss(nn::Llama& model, const std::vector<std::int32_t>& to
 inline std::uint64_t run_fingerprint(const nn::ModelConfig& config, const TokenData& data, const PretrainOptions& o) {
   std::ostringstream s;
   s << config_fingerprint(config) << '|' << data.fingerprint << '|' << o.batch_size << '|' << o.seq_len << '|'
-    << o.steps << '|' << static_cast<int>(o.schedule.kind) << ',' << o.schedule.peak_lr << ','
-    << o.schedule.warmup_steps << ',' << o.schedule.total_steps << ',' << o.schedule.min_ratio << '|' << o.adam.beta1
-    << ',' << o.adam.beta2 << ',' << o.adam.eps << ',' << o.adam.weight_decay << ',' << o.adam.amsgrad << '|'
-    << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
+    << o.steps << '|';
+  write_optimizer_fingerprint(s, o.schedule, o.adam);
+  s << '|' << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
   const std::string text = s.str();
   return fnv1a(text.data(), text.size());
 }
