@@ -196,3 +196,24 @@ TEST_CASE("shared LOWBIT_HD group decode and dot equal the fp32 reference") {
     CHECK(dot == doctest::Approx(ref).epsilon(1e-5));
   }
 }
+
+TEST_CASE("shared LOWBIT_HD fp32-codebook group dot (the tiled CUDA kernel's step) equals the reference") {
+  const AdditiveShape s{7, 48, 3, 7, 8};  // 7-bit codes straddle words; whole groups
+  const auto packed = AdditivePacked(random_codes(s, 43));
+  const AdditiveCodes a = packed.unpack();
+  const auto x = random_vector(s.cols, 44);
+  std::vector<float> books;
+  for (const half_t h : packed.codebooks()) books.push_back(to_float(h));
+  std::vector<float> u(static_cast<std::size_t>(s.padded_cols()));
+  for (index_t o = 0; o < s.rows; ++o) {
+    additive_unscaled_row_reference(a, o, u.data());
+    const std::uint32_t* row = packed.codes().data() + o * packed.words_per_row();
+    double dot = 0.0;
+    for (index_t j = 0; j < s.groups(); ++j)
+      dot += additive_group_dot_f32<8>(books.data(), s.codebook_size(), s.num_codebooks, row, s.code_bits, j,
+                                       x.data() + j * 8);
+    double ref = 0.0;
+    for (index_t c = 0; c < s.cols; ++c) ref += static_cast<double>(u[static_cast<std::size_t>(c)]) * x[c];
+    CHECK(dot == doctest::Approx(ref).epsilon(1e-5));
+  }
+}

@@ -77,6 +77,20 @@ void check_all_paths(index_t rows, index_t cols, std::uint64_t seed) {
       sum += uniform_row_partial_dot<Format::bits, Format::group_size>(view, r, x.data(), lane, 32);
     REQUIRE(std::fabs(double(sum) - ref[r]) <= 1e-5 * scale[r] + 1e-6);
   }
+
+  // The tiled CUDA kernel's step (32-code units, format/uniform.hpp), where the shape allows it.
+  if (uniform_unit_aligned(view.cols, view.group_size)) {
+    for (index_t r = 0; r < rows; ++r) {
+      float sum = 0.0f;
+      for (index_t u = 0; u < cols / uniform_unit_codes; ++u) {
+        const index_t g = u * uniform_unit_codes / view.group_size;
+        sum += view.scale(r, g) * uniform_unit_dot<Format::bits>(view.codes + r * view.code_words_per_row + u * Format::bits,
+                                                                 x.data() + u * uniform_unit_codes,
+                                                                 view.template zero<Format::bits>(r, g));
+      }
+      REQUIRE(std::fabs(double(sum) - ref[r]) <= 1e-5 * scale[r] + 1e-6);
+    }
+  }
 }
 
 template <class Format>

@@ -69,7 +69,9 @@ std::vector<T> host_copy(const T* device, std::size_t n) {
   return out;
 }
 
-void check_matvec(const AdditiveShape& s) {
+enum class Path { Auto, General, Tiled4x8 };
+
+void check_matvec(const AdditiveShape& s, Path path = Path::Auto) {
   const HostMatrix h = make_matrix(s, 7 + static_cast<std::uint64_t>(s.rows));
   Rng rng(3);
   std::vector<float> x(static_cast<std::size_t>(s.cols));
@@ -80,9 +82,14 @@ void check_matvec(const AdditiveShape& s) {
   DeviceAdditiveMatrix m(s, h.words, h.words_per_row, h.codebooks, h.scales);
   float* x_dev = device_copy(x);
   std::vector<float> zeros(static_cast<std::size_t>(s.rows * s.cols), 0.0f);
-  float* y_dev = device_copy(std::vector<float>(static_cast<std::size_t>(s.rows), 0.0f));
+  // NaN-poisoned output: a row the kernel never writes fails the comparison.
+  float* y_dev = device_copy(std::vector<float>(static_cast<std::size_t>(s.rows), std::nanf("")));
   float* w_dev = device_copy(zeros);
-  m.matvec(x_dev, y_dev);
+  switch (path) {
+    case Path::Auto: m.matvec(x_dev, y_dev); break;
+    case Path::General: launch_additive_matvec_general(m.view(), x_dev, y_dev); break;
+    case Path::Tiled4x8: launch_additive_matvec_tiled<4, 8>(m.view(), x_dev, y_dev); break;
+  }
   m.dequantize(w_dev);
   check_cuda_status(cudaDeviceSynchronize(), "sync");
   const auto y = host_copy(y_dev, ref.size());
@@ -91,11 +98,15 @@ void check_matvec(const AdditiveShape& s) {
   cudaFree(y_dev);
   cudaFree(w_dev);
   double max_ref = 0.0, max_err = 0.0;
+  bool all_finite = true;
   for (std::size_t i = 0; i < ref.size(); ++i) {
     max_ref = std::max<double>(max_ref, std::abs(ref[i]));
     max_err = std::max<double>(max_err, std::abs(y[i] - ref[i]));
+    all_finite = all_finite && std::isfinite(y[i]);
   }
-  INFO(s.num_codebooks << "x" << s.code_bits << " g" << s.group_size << " " << s.rows << "x" << s.cols);
+  INFO(s.num_codebooks << "x" << s.code_bits << " g" << s.group_size << " " << s.rows << "x" << s.cols
+                       << (additive_tiled_applies(s, x_dev) ? " (tiled)" : " (general)"));
+  CHECK(all_finite);
   CHECK(max_err <= 1e-5 * (max_ref + 1.0) * std::sqrt(static_cast<double>(s.cols)));
   CHECK(w == dense_ref);
 }
@@ -108,6 +119,17 @@ TEST_CASE("CUDA additive matvec and dequantize equal the CPU reference") {
                                 AdditiveShape{70, 120, 4, 8, 8}, AdditiveShape{300, 576, 1, 16, 8},
                                 AdditiveShape{33, 52, 2, 15, 8}, AdditiveShape{29, 70, 3, 5, 4}})
     check_matvec(s);
+}
+
+TEST_CASE("CUDA additive tiled matvec: every group size, partial tiles, 64 KiB of codebooks, forced paths") {
+  if (!have_device()) LOWBIT_SKIP("no CUDA device");
+  for (const AdditiveShape s : {AdditiveShape{1001, 576, 4, 6, 8}, AdditiveShape{77, 1536, 3, 7, 8},
+                                AdditiveShape{9, 64, 8, 8, 8}, AdditiveShape{13, 96, 2, 8, 16},
+                                AdditiveShape{5, 64, 1, 8, 32}, AdditiveShape{31, 34, 2, 4, 2},
+                                AdditiveShape{1536, 576, 2, 8, 8}})
+    check_matvec(s);
+  check_matvec(AdditiveShape{1537, 4096, 2, 8, 8}, Path::Tiled4x8);
+  check_matvec(AdditiveShape{300, 2048, 2, 8, 8}, Path::General);
 }
 
 TEST_CASE("CUDA beam-search scoring keeps each row's best candidates") {

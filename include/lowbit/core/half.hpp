@@ -64,6 +64,12 @@ LOWBIT_HD std::uint16_t float_to_half_bits(float f) {
 }
 
 LOWBIT_HD float half_bits_to_float(std::uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  // One hardware conversion on the device (exact, like the bit manipulation below).
+  float f;
+  asm("{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(f) : "h"(h));
+  return f;
+#else
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
   const std::uint32_t exp = (h >> 10) & 0x1fu;
   std::uint32_t mant = h & 0x3ffu;
@@ -75,6 +81,7 @@ LOWBIT_HD float half_bits_to_float(std::uint16_t h) {
   }
   if (exp == 31) return bits_as_float(sign | 0x7f800000u | (mant << 13));
   return bits_as_float(sign | ((exp + 112u) << 23) | (mant << 13));
+#endif
 }
 
 // fp32 -> bf16, round to nearest even; NaN stays NaN.

@@ -144,6 +144,43 @@ LOWBIT_HD float uniform_word_dot(std::uint32_t word, const float* x, int count, 
   return acc;
 }
 
+// ---- 32-code units (the tiled CUDA kernel's step) ------------------------------------------------
+// 32 consecutive codes of a row occupy exactly Bits words (32·Bits bits), and when the row length and
+// the group size are multiples of 32 such a unit starts on a word boundary and lies inside one group.
+// The tiled CUDA matvec hands one unit to a thread at a time; this is its arithmetic, shared with the
+// host tests. (q − zero) is formed exactly in fp32 as (2^23 + q) − (2^23 + zero), where 2^23 + q is
+// the float whose bits are 0x4B000000 | q: an OR instead of an integer-to-float conversion.
+inline constexpr int uniform_unit_codes = 32;
+
+// Σ_{j<Count} (q_{First+j} − zero)·x[j] over codes First.. of a unit (words = the unit's Bits words),
+// with biased_zero = uniform_biased_zero(zero). First and Count are constants, so every shift is one.
+LOWBIT_HD float uniform_biased_zero(std::uint32_t zero) { return bits_as_float(0x4B000000u | zero); }
+
+template <int Bits, int First, int Count>
+LOWBIT_HD float uniform_codes_dot(const std::uint32_t* words, const float* x, float biased_zero) {
+  static_assert(First >= 0 && Count > 0 && First + Count <= uniform_unit_codes, "uniform_codes_dot: codes outside the unit");
+  constexpr std::uint32_t mask = (1u << Bits) - 1u;
+  float acc = 0.0f;
+  LOWBIT_UNROLL
+  for (int j = 0; j < Count; ++j) {
+    const int bit = (First + j) * Bits, w = bit >> 5, off = bit & 31;
+    std::uint32_t v = words[w] >> off;
+    if (off + Bits > 32) v |= words[w + 1] << (32 - off);
+    acc += (bits_as_float(0x4B000000u | (v & mask)) - biased_zero) * x[j];
+  }
+  return acc;
+}
+
+template <int Bits>
+LOWBIT_HD float uniform_unit_dot(const std::uint32_t* words, const float* x, std::uint32_t zero) {
+  return uniform_codes_dot<Bits, 0, uniform_unit_codes>(words, x, uniform_biased_zero(zero));
+}
+
+// Whether a matrix can use 32-code units: whole units per row, and each unit inside one group.
+LOWBIT_HD constexpr bool uniform_unit_aligned(index_t cols, index_t group_size) {
+  return cols % uniform_unit_codes == 0 && group_size % uniform_unit_codes == 0;
+}
+
 // Columns per group for a row of `cols` weights.
 LOWBIT_HD constexpr index_t uniform_group_size(int group_size, index_t cols) {
   return group_size > 0 ? (group_size < cols ? group_size : cols) : cols;

@@ -45,6 +45,21 @@ LOWBIT_HD float additive_group_dot(const std::uint16_t* codebooks, index_t codeb
   return acc;
 }
 
+// The same dot product with fp32 codebooks [M, K, G] and the group's G activations already gathered
+// (xg), for rows whose length is a multiple of G (no padding): the tiled CUDA kernel's inner step, with
+// the codebooks decoded once into shared memory.
+template <int G>
+LOWBIT_HD float additive_group_dot_f32(const float* codebooks, index_t codebook_size, int num_codebooks,
+                                       const std::uint32_t* row_words, int bits, index_t j, const float* xg) {
+  float acc = 0.0f;
+  for (int m = 0; m < num_codebooks; ++m) {
+    const float* c = codebooks + (m * codebook_size + additive_code(row_words, j, m, num_codebooks, bits)) * G;
+    LOWBIT_UNROLL
+    for (int d = 0; d < G; ++d) acc += c[d] * xg[d];
+  }
+  return acc;
+}
+
 // eᵀ·H_jj·e for a codeword e and the G×G diagonal block H_jj (row-major).
 LOWBIT_HD float additive_quadratic_form(const float* e, const float* hjj, int group_size) {
   float total = 0.0f;
