@@ -11,10 +11,10 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <fstream>
 #include <lowbit/calib/additive.hpp>
 #include <lowbit/core/parallel.hpp>
 #include <lowbit/core/rng.hpp>
+#include <lowbit/eval/matvec_bench.hpp>
 #include <lowbit/format/additive.hpp>
 #include <lowbit/quantizer.hpp>
 #include <map>
@@ -31,28 +31,13 @@ struct Shape {
 };
 constexpr Shape kShapes[] = {{4096, 4096}, {5632, 2048}};
 
-std::size_t l3_bytes() {
-  std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index3/size");
-  std::size_t kib = 0;
-  if (in >> kib) return kib * 1024;
-  return 32u << 20;
-}
-std::size_t copies_for(std::size_t bytes_per_copy) {
-  const std::size_t rotation = std::max<std::size_t>(256u << 20, 4 * l3_bytes());
-  return std::max<std::size_t>(2, (rotation + bytes_per_copy - 1) / bytes_per_copy);
-}
+std::size_t copies_for(std::size_t bytes_per_copy) { return lowbit::eval::rotation_copies(bytes_per_copy); }
 
-struct CallTime {
-  double wall = 0, cpu = 0;
-};
+using lowbit::eval::CallTime;
+using lowbit::eval::process_cpu_seconds;
 std::map<std::pair<int, int>, CallTime>& baseline_times() {
   static std::map<std::pair<int, int>, CallTime> m;
   return m;
-}
-double process_cpu_seconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 template <class Body>
 CallTime timed_loop(benchmark::State& state, int threads, Body&& body) {
@@ -80,16 +65,11 @@ void report(benchmark::State& state, int shape_index, int threads, CallTime t, s
   }
   char label[160];
   std::snprintf(label, sizeof label, "DRAM-resident: %zu copies, %.0f MiB > L3 %.0f MiB", copies,
-                static_cast<double>(copies * bytes) / (1 << 20), static_cast<double>(l3_bytes()) / (1 << 20));
+                static_cast<double>(copies * bytes) / (1 << 20), static_cast<double>(lowbit::eval::l3_bytes()) / (1 << 20));
   state.SetLabel(label);
 }
 
-std::vector<float> random_matrix(Shape s, std::uint64_t seed) {
-  lowbit::Rng rng(seed);
-  std::vector<float> w(static_cast<std::size_t>(s.rows * s.cols));
-  for (auto& v : w) v = 0.02f * static_cast<float>(rng.normal());
-  return w;
-}
+std::vector<float> random_matrix(Shape s, std::uint64_t seed) { return lowbit::eval::gaussian_matrix(s.rows, s.cols, seed); }
 
 void bench_fp32(benchmark::State& state) {
   const int shape_index = static_cast<int>(state.range(0)), threads = static_cast<int>(state.range(1));
@@ -100,18 +80,8 @@ void bench_fp32(benchmark::State& state) {
   const auto w = random_matrix(s, 1);
   std::vector<std::vector<float>> mats(copies, w);
   std::vector<float> x(static_cast<std::size_t>(s.cols), 0.5f), y(static_cast<std::size_t>(s.rows));
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const CallTime t = timed_loop(state, threads, [&](std::size_t call) {
-    const float* W = mats[call % copies].data();
-    lowbit::parallel_for(
-        0, s.rows,
-        [&](index_t r0, index_t r1) {
-          Eigen::Map<const RowMajor> block(W + r0 * s.cols, r1 - r0, s.cols);
-          Eigen::Map<const Eigen::VectorXf> xv(x.data(), s.cols);
-          Eigen::Map<Eigen::VectorXf> yv(y.data() + r0, r1 - r0);
-          yv.noalias() = block * xv;
-        },
-        64);
+    lowbit::eval::fp32_gemv(mats[call % copies].data(), s.rows, s.cols, x.data(), y.data());
   });
   baseline_times()[{shape_index, threads}] = t;
   report(state, shape_index, threads, t, bytes, 32.0, copies);
@@ -132,7 +102,7 @@ void bench_additive(benchmark::State& state) {
   const auto packed = Q::pack(a);
   const std::size_t bytes = packed.bytes(), copies = copies_for(bytes);
   std::vector<typename Q::Packed> mats(copies, packed);
-  for (const auto& m : mats) (void)m.view();  // decode fp32 codebooks before timing
+  for (const auto& m : mats) (void)lowbit::additive_kernel_view(m);  // decode fp32 codebooks before timing
   std::vector<float> x(static_cast<std::size_t>(s.cols), 0.5f), y(static_cast<std::size_t>(s.rows));
   const CallTime t =
       timed_loop(state, threads, [&](std::size_t call) { Q::matvec(mats[call % copies], x.data(), y.data()); });

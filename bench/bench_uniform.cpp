@@ -7,7 +7,6 @@
 // (`speedup` on wall time; `speedup_cpu` on CPU time per thread, robust to other jobs on the machine).
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +14,7 @@
 #include <fstream>
 #include <lowbit/core/parallel.hpp>
 #include <lowbit/core/rng.hpp>
+#include <lowbit/eval/matvec_bench.hpp>
 #include <lowbit/quantizer.hpp>
 #include <map>
 #include <string>
@@ -30,43 +30,17 @@ struct Shape {
 };
 constexpr Shape kShapes[] = {{4096, 4096}, {5632, 2048}, {1536, 576}};
 
-std::size_t l3_bytes() {
-  std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index3/size");
-  std::size_t kib = 0;
-  if (in >> kib) return kib * 1024;
-  return 32u << 20;
-}
+std::size_t copies_for(std::size_t bytes_per_copy) { return lowbit::eval::rotation_copies(bytes_per_copy); }
 
-std::size_t rotation_bytes() { return std::max<std::size_t>(256u << 20, 4 * l3_bytes()); }
+std::vector<float> random_matrix(Shape s, std::uint64_t seed) { return lowbit::eval::gaussian_matrix(s.rows, s.cols, seed); }
 
-std::size_t copies_for(std::size_t bytes_per_copy) {
-  return std::max<std::size_t>(2, (rotation_bytes() + bytes_per_copy - 1) / bytes_per_copy);
-}
-
-std::vector<float> random_matrix(Shape s, std::uint64_t seed) {
-  lowbit::Rng rng(seed);
-  std::vector<float> w(static_cast<std::size_t>(s.rows * s.cols));
-  for (auto& v : w) v = 0.02f * static_cast<float>(rng.normal());
-  return w;
-}
-
-// Per-call times of one benchmark: wall clock, and process CPU time divided by the thread count. On a
-// machine shared with other jobs the wall clock includes time the threads spent descheduled; the CPU
-// time does not (memory stalls still count), so both are reported.
-struct CallTime {
-  double wall = 0, cpu = 0;
-};
+using lowbit::eval::CallTime;
+using lowbit::eval::process_cpu_seconds;
 
 // fp32 times, keyed by (shape, threads); filled by the baseline benchmarks, which run first.
 std::map<std::pair<int, int>, CallTime>& baseline_times() {
   static std::map<std::pair<int, int>, CallTime> m;
   return m;
-}
-
-double process_cpu_seconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 template <class Body>
@@ -95,7 +69,8 @@ void report_speedup(benchmark::State& state, int shape_index, int threads, CallT
 void set_context(benchmark::State& state, std::size_t copies, std::size_t bytes_per_copy) {
   char label[160];
   std::snprintf(label, sizeof label, "DRAM-resident: rotating %zu copies, %.0f MiB > L3 %.0f MiB", copies,
-                static_cast<double>(copies * bytes_per_copy) / (1 << 20), static_cast<double>(l3_bytes()) / (1 << 20));
+                static_cast<double>(copies * bytes_per_copy) / (1 << 20),
+                static_cast<double>(lowbit::eval::l3_bytes()) / (1 << 20));
   state.SetLabel(label);
 }
 
@@ -109,19 +84,8 @@ void bench_fp32(benchmark::State& state) {
   const auto w = random_matrix(s, 1);
   std::vector<std::vector<float>> mats(copies, w);
   std::vector<float> x(static_cast<std::size_t>(s.cols), 0.5f), y(static_cast<std::size_t>(s.rows));
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const CallTime seconds = timed_loop(state, threads, [&](std::size_t call) {
-    const float* W = mats[call % copies].data();
-    // Eigen does not thread a GEMV: split the rows over threads as the model's small-batch path does.
-    lowbit::parallel_for(
-        0, s.rows,
-        [&](index_t r0, index_t r1) {
-          Eigen::Map<const RowMajor> block(W + r0 * s.cols, r1 - r0, s.cols);
-          Eigen::Map<const Eigen::VectorXf> xv(x.data(), s.cols);
-          Eigen::Map<Eigen::VectorXf> yv(y.data() + r0, r1 - r0);
-          yv.noalias() = block * xv;
-        },
-        64);
+    lowbit::eval::fp32_gemv(mats[call % copies].data(), s.rows, s.cols, x.data(), y.data());
   });
   baseline_times()[{shape_index, threads}] = seconds;
   state.counters["weight_GB/s"] =
@@ -131,7 +95,7 @@ void bench_fp32(benchmark::State& state) {
   set_context(state, copies, bytes);
 }
 
-template <class Format, lowbit::MatvecPrecision Precision>
+template <class Format, class Activations>
 void bench_uniform(benchmark::State& state) {
   using Q = lowbit::Quantizer<Format>;
   const int shape_index = static_cast<int>(state.range(0));
@@ -145,7 +109,7 @@ void bench_uniform(benchmark::State& state) {
   std::vector<typename Q::Packed> mats(copies, packed);
   std::vector<float> x(static_cast<std::size_t>(s.cols), 0.5f), y(static_cast<std::size_t>(s.rows));
   const CallTime seconds = timed_loop(
-      state, threads, [&](std::size_t call) { Q::matvec(mats[call % copies], x.data(), y.data(), Precision); });
+      state, threads, [&](std::size_t call) { Q::template matvec<Activations>(mats[call % copies], x.data(), y.data()); });
   state.counters["weight_GB/s"] =
       benchmark::Counter(static_cast<double>(bytes) * state.iterations(), benchmark::Counter::kIsRate);
   state.counters["bits/weight"] = Q::bits_per_weight(packed);
@@ -157,7 +121,7 @@ template <class Format>
 void add_format(const std::string& shape_name, int shape_index, int threads) {
   using Q = lowbit::Quantizer<Format>;
   benchmark::RegisterBenchmark(("matvec/" + Q::name() + "/" + shape_name).c_str(),
-                               bench_uniform<Format, lowbit::MatvecPrecision::Exact>)
+                               bench_uniform<Format, lowbit::F32Activations>)
       ->Args({shape_index, threads})
       ->ArgNames({"shape", "threads"})
       ->UseRealTime()
@@ -165,7 +129,7 @@ void add_format(const std::string& shape_name, int shape_index, int threads) {
   // int8 activations (kernels/cpu/uniform_matvec_q8.hpp): only where this build has the kernel.
   if constexpr (lowbit::kernels::cpu::uniform_q8_supported<Format>())
     benchmark::RegisterBenchmark(("matvec_q8/" + Q::name() + "/" + shape_name).c_str(),
-                                 bench_uniform<Format, lowbit::MatvecPrecision::Int8Activations>)
+                                 bench_uniform<Format, lowbit::Int8Activations>)
         ->Args({shape_index, threads})
         ->ArgNames({"shape", "threads"})
         ->UseRealTime()
@@ -195,7 +159,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   std::printf("lowbit bench_uniform: every benchmark rotates over >= %zu MiB of weight copies (L3 %zu MiB), "
               "so weights stream from DRAM; speedup = Eigen fp32 time / format time, same shape and threads\n",
-              rotation_bytes() >> 20, l3_bytes() >> 20);
+              lowbit::eval::rotation_bytes() >> 20, lowbit::eval::l3_bytes() >> 20);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

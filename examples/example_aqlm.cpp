@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
 
     // 3. Block by block: H = XᵀX per linear input, AQLM per linear, optional block fine-tune, propagate.
     //    A run directory makes the run resumable after a kill.
-    nlohmann::json fingerprint = {{"model", calib::file_fingerprint(model_path)}, {"aqlm", aqlm.to_json()}};
-    const auto report = calib::calibrate_model(*model, tokens, cfg, calib::aqlm_calibrator(aqlm), fingerprint,
+    nlohmann::json fingerprint = {{"model", file_fingerprint(model_path)}};
+    const auto report = calib::calibrate_model(*model, tokens, cfg, calib::aqlm_method(aqlm), fingerprint,
                                                out + ".run", calib::aqlm_hooks(aqlm));
     std::printf("calibrated in %.1f s (peak RSS %.0f MiB)\n", report.seconds, report.peak_rss_mib);
 

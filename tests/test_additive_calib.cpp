@@ -11,7 +11,7 @@
 #include <vector>
 
 #include <lowbit/calib/additive.hpp>
-#include <lowbit/kernels/cpu/additive_shared.hpp>
+#include <lowbit/format/additive_shared.hpp>
 #include <lowbit/core/rng.hpp>
 
 using namespace lowbit;

@@ -8,7 +8,9 @@
 
 #include <lowbit/core/rng.hpp>
 #include <lowbit/format/additive.hpp>
-#include <lowbit/kernels/cpu/additive_shared.hpp>
+#include <lowbit/formats.hpp>
+#include <lowbit/kernels/cpu/additive_matvec.hpp>
+#include <lowbit/format/additive_shared.hpp>
 
 using namespace lowbit;
 
@@ -45,7 +47,7 @@ std::vector<float> random_vector(index_t n, std::uint64_t seed) {
 // y = Ŵ x through the dequantized matrix, in double.
 std::vector<double> gemv_dequantized(const AdditivePacked& p, const std::vector<float>& x) {
   std::vector<float> W(static_cast<std::size_t>(p.rows() * p.cols()));
-  additive_dequantize(p.view(), as_matrix(W, p.rows(), p.cols()));
+  additive_dequantize(additive_kernel_view(p), as_matrix(W, p.rows(), p.cols()));
   std::vector<double> y(static_cast<std::size_t>(p.rows()), 0.0);
   for (index_t o = 0; o < p.rows(); ++o)
     for (index_t c = 0; c < p.cols(); ++c) y[o] += static_cast<double>(W[o * p.cols() + c]) * x[c];
@@ -54,10 +56,10 @@ std::vector<double> gemv_dequantized(const AdditivePacked& p, const std::vector<
 
 void check_kernel(const AdditivePacked& p, AdditiveKernel kernel, const std::vector<float>& x) {
   if (!additive_kernel_available(p.shape(), kernel)) return;
-  if (kernel == AdditiveKernel::Avx512Table && !p.view().tiled_codes) return;
+  if (kernel == AdditiveKernel::Avx512Table && !additive_kernel_view(p).tiled_codes) return;
   const auto ref = gemv_dequantized(p, x);
   std::vector<float> y(static_cast<std::size_t>(p.rows()));
-  additive_matvec(p.view(), x.data(), y.data(), kernel);
+  additive_matvec(additive_kernel_view(p), x.data(), y.data(), kernel);
   double max_err = 0.0, max_ref = 0.0;
   for (index_t o = 0; o < p.rows(); ++o) {
     max_err = std::max(max_err, std::abs(y[o] - ref[o]));
@@ -68,10 +70,10 @@ void check_kernel(const AdditivePacked& p, AdditiveKernel kernel, const std::vec
   if (kernel == AdditiveKernel::Avx512Table) {
     // int16 table: each lookup is off by at most Δ/2, Δ = max|lut| / 32767, times the row scale.
     std::vector<float> lut(static_cast<std::size_t>(additive_lut_size(p.shape()))), scratch;
-    additive_build_lut(p.view(), x.data(), lut.data(), scratch);
+    additive_build_lut(additive_kernel_view(p), x.data(), lut.data(), scratch);
     double max_lut = 0.0, max_scale = 0.0;
     for (float v : lut) max_lut = std::max<double>(max_lut, std::abs(v));
-    for (index_t o = 0; o < p.rows(); ++o) max_scale = std::max<double>(max_scale, std::abs(p.view().scales[o]));
+    for (index_t o = 0; o < p.rows(); ++o) max_scale = std::max<double>(max_scale, std::abs(additive_kernel_view(p).scales[o]));
     bound += static_cast<double>(p.shape().codes_per_row()) * 0.5 * max_lut / 32767.0 * max_scale * 1.01;
   }
   CHECK(max_err <= bound);
@@ -107,7 +109,7 @@ TEST_CASE("Additive pack/unpack round-trips codes and fp16-rounds codebooks and 
     for (std::size_t i = 0; i < a.scales.size(); ++i) CHECK(b.scales[i] == to_float(to_half(a.scales[i])));
     // The fast dequantize equals the reference reconstruction of the stored values.
     std::vector<float> fast(static_cast<std::size_t>(s.rows * s.cols)), ref(fast.size());
-    additive_dequantize(p.view(), as_matrix(fast, s.rows, s.cols));
+    additive_dequantize(additive_kernel_view(p), as_matrix(fast, s.rows, s.cols));
     additive_dequantize_reference(b, as_matrix(ref, s.rows, s.cols));
     CHECK(fast == ref);
   }
@@ -118,9 +120,14 @@ TEST_CASE("Additive rejects codes that do not fit and mismatched storage") {
   a.codes[1] = 16;
   CHECK_THROWS_AS(AdditivePacked{a}, Error);
   CHECK_THROWS_AS(AdditivePacked(AdditiveShape{2, 16, 1, 4, 8}, {}, {}, {}), Error);
-  CHECK_THROWS_AS(parse_additive_format("additive:2:8:7"), Error);
-  CHECK_THROWS_AS(parse_additive_format("uniform:4:128"), Error);
-  const AdditiveShape s = parse_additive_format("additive:2:8:8");
+  // Descriptors resolve through the format registry (formats.hpp): the additive ones to their policy.
+  constexpr auto additive = []<class F>() { return AdditiveFormat<F>; };
+  auto shape_of = [&](const std::string& d) {
+    return visit_format_if(d, additive, []<class F>(FormatTag<F>) { return F::shape(0, 0); }, "additive format");
+  };
+  CHECK_THROWS_AS(shape_of("additive:2:8:7"), Error);
+  CHECK_THROWS_AS(shape_of("uniform:4:128"), Error);
+  const AdditiveShape s = shape_of("additive:2:8:8");
   CHECK(s.num_codebooks == 2);
   CHECK(s.code_bits == 8);
   CHECK(s.group_size == 8);
@@ -150,9 +157,9 @@ TEST_CASE("Multithreaded matvec equals the single-threaded result bit for bit") 
   std::vector<float> y1(512), y2(512);
   const int threads = max_threads();
   set_num_threads(1);
-  additive_matvec(p.view(), x.data(), y1.data());
+  additive_matvec(additive_kernel_view(p), x.data(), y1.data());
   set_num_threads(std::max(2, threads));
-  additive_matvec(p.view(), x.data(), y2.data());
+  additive_matvec(additive_kernel_view(p), x.data(), y2.data());
   set_num_threads(threads);
   CHECK(y1 == y2);
 }

@@ -68,7 +68,7 @@ void run_to_file(const Stories& s, const fs::path& run_dir, const fs::path& out,
   io::Llama2cTokenizer tok(s.tokenizer.string());
   auto text = eval::read_file_bytes(s.text.string()).substr(0, 100000);
   const auto tokens = calib::draw_calibration_tokens({text}, tok, cfg.nsamples, cfg.seqlen, cfg.seed);
-  nlohmann::json fingerprint = {{"model", calib::file_fingerprint(s.model.string())}, {"aqlm", aqlm.to_json()}};
+  nlohmann::json fingerprint = {{"model", file_fingerprint(s.model.string())}, {"aqlm", aqlm.to_json()}};
   hooks.finetune = calib::aqlm_hooks(aqlm).finetune;
   calib::calibrate_model(model, tokens, cfg, calib::aqlm_calibrator(aqlm), fingerprint, run_dir.string(), hooks);
   io::write_quantized_model(out, model, cfg.to_json(), s.model.string());

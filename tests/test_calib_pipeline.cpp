@@ -60,7 +60,7 @@ calib::CalibrationReport run_to_file(const Stories& s, const calib::CalibrationC
                                      const fs::path& out, const calib::PipelineHooks& hooks = {}) {
   nn::Llama model(io::load_llama2c(s.model));
   const auto tokens = calibration_tokens(s, cfg);
-  nlohmann::json fingerprint = {{"model", calib::file_fingerprint(s.model.string())}};
+  nlohmann::json fingerprint = {{"model", file_fingerprint(s.model.string())}};
   auto report = calib::calibrate_model(model, tokens, cfg, calib::group_calibrator(cfg.method), fingerprint,
                                        run_dir.string(), hooks);
   io::write_quantized_model(out, model, cfg.to_json(), s.model.string());
@@ -174,7 +174,7 @@ TEST_CASE("quantized file: loads back exactly; truncated or tampered files are r
   const auto base = scratch("file");
   auto cfg = small_config();
   cfg.method = "autoclip+gptq";
-  cfg.autoclip_tokens = 128;
+  cfg.sample_tokens = 128;
   nn::Llama model(io::load_llama2c(s.model));
   const auto tokens = calibration_tokens(s, cfg);
   calib::calibrate_model(model, tokens, cfg, calib::group_calibrator(cfg.method));

@@ -312,11 +312,11 @@ TEST_CASE("uniform: QuantizedLinear decodes through the int8-activation kernel w
   const index_t out = 33, in = 512;
   const auto w = gaussian(out * in, 31, 0.05f);
   nn::QuantizedLinear<F> layer(Quantizer<F>::quantize(MatrixView<const float>(w.data(), out, in)));
-  CHECK(layer.matvec_precision() == MatvecPrecision::Exact);
+  CHECK(layer.activations() == "f32");
   const auto x = gaussian(in, 32);
   std::vector<float> exact(out), q8(out), y(out);
   Quantizer<F>::matvec(layer.packed(), x.data(), exact.data());
-  Quantizer<F>::matvec(layer.packed(), x.data(), q8.data(), MatvecPrecision::Int8Activations);
+  Quantizer<F>::matvec<Int8Activations>(layer.packed(), x.data(), q8.data());
   // Where the build has an int8 kernel the two paths are distinguishable, so the routing below is
   // really tested; without one (LOWBIT_NATIVE=OFF) Int8Activations is documented to be the exact path.
   if constexpr (kernels::cpu::uniform_q8_supported<F>())
@@ -325,9 +325,9 @@ TEST_CASE("uniform: QuantizedLinear decodes through the int8-activation kernel w
     CHECK(q8 == exact);
   layer.forward(MatrixView<const float>(x.data(), 1, in), MatrixView<float>(y.data(), 1, out));
   CHECK(y == exact);
-  layer.set_matvec_precision(MatvecPrecision::Int8Activations);
+  layer.set_activations<Int8Activations>();
   layer.forward(MatrixView<const float>(x.data(), 1, in), MatrixView<float>(y.data(), 1, out));
   CHECK(y == q8);
   auto moved = std::move(layer);
-  CHECK(moved.matvec_precision() == MatvecPrecision::Int8Activations);
+  CHECK(moved.activations() == "int8");
 }

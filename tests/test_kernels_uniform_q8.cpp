@@ -119,7 +119,7 @@ void check_q8(index_t rows, index_t cols, std::uint64_t seed) {
   }
 #endif
   std::fill(got.begin(), got.end(), -1.0f);
-  Q::matvec(packed, x.data(), got.data(), MatvecPrecision::Int8Activations);
+  Q::template matvec<Int8Activations>(packed, x.data(), got.data());
   if (cpu::uniform_q8_supported<Format>()) {
     expect_same(cpu::uniform_matvec_q8_path<Format>());
   } else {
@@ -130,7 +130,7 @@ void check_q8(index_t rows, index_t cols, std::uint64_t seed) {
   }
   std::fill(got.begin(), got.end(), -1.0f);
   std::vector<float> fp32(rows);
-  Q::matvec(packed, x.data(), got.data(), MatvecPrecision::Exact);
+  Q::template matvec<F32Activations>(packed, x.data(), got.data());
   Q::matvec(packed, x.data(), fp32.data());
   CHECK(got == fp32);
 }
@@ -251,11 +251,11 @@ TEST_CASE("uniform q8: results do not depend on the thread count") {
   const int saved = max_threads();
   std::vector<float> one4(rows), two4(rows), one2(rows), two2(rows);
   set_num_threads(1);
-  Q::matvec(p4, x.data(), one4.data(), MatvecPrecision::Int8Activations);
-  Q2::matvec(p2, x.data(), one2.data(), MatvecPrecision::Int8Activations);
+  Q::template matvec<Int8Activations>(p4, x.data(), one4.data());
+  Q2::template matvec<Int8Activations>(p2, x.data(), one2.data());
   set_num_threads(2);
-  Q::matvec(p4, x.data(), two4.data(), MatvecPrecision::Int8Activations);
-  Q2::matvec(p2, x.data(), two2.data(), MatvecPrecision::Int8Activations);
+  Q::template matvec<Int8Activations>(p4, x.data(), two4.data());
+  Q2::template matvec<Int8Activations>(p2, x.data(), two2.data());
   set_num_threads(saved);
   CHECK(one4 == two4);
   CHECK(one2 == two2);

@@ -1,25 +1,23 @@
-// `lowbit bench-formats`: what each weight format costs and buys, on random matrices. For every format in
-// `format_table()` it quantizes a Gaussian and a heavy-tailed (Student-t, 3 degrees of freedom) matrix
-// and prints bits/weight as stored, the relative Frobenius error ‖W − Ŵ‖/‖W‖, and the matvec time and
-// speedup over an Eigen fp32 GEMV measured in the same run. Both sides rotate over enough copies of
-// their weights (≥ 4x the L3) that they stream from DRAM, as in decoding. New formats append one line
-// to `format_table()`.
-#include <Eigen/Core>
+// `lowbit bench-formats`: what each weight format costs and buys, on random matrices. For every
+// registered format (formats.hpp) selected by --formats it quantizes a Gaussian and a heavy-tailed
+// (Student-t, 3 degrees of freedom) matrix with the format's default quantization (RTN for group-grid
+// formats, data-free AQ for additive ones) and prints bits/weight as stored, the relative Frobenius
+// error ‖W − Ŵ‖/‖W‖, and the matvec time and speedup over an Eigen fp32 GEMV measured in the same run,
+// with the harness bench/ uses (eval/matvec_bench.hpp: weights stream from DRAM, as in decoding).
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/parallel.hpp>
 #include <lowbit/core/rng.hpp>
-#include <lowbit/format/concepts.hpp>
-#include <lowbit/quantizer.hpp>
+#include <lowbit/eval/matvec_bench.hpp>
+#include <lowbit/formats.hpp>
 
 #include "cli.hpp"
 
@@ -36,37 +34,6 @@ struct FormatResult {
   std::string name;
   double bits_per_weight = 0, error_gaussian = 0, error_heavy = 0, matvec_us = 0;
 };
-
-std::size_t l3_bytes() {
-  std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index3/size");
-  std::size_t kib = 0;
-  return (in >> kib) ? kib * 1024 : (32u << 20);
-}
-
-std::size_t rotation_copies(std::size_t bytes_per_copy) {
-  const std::size_t target = std::max<std::size_t>(128u << 20, 4 * l3_bytes());
-  return std::max<std::size_t>(2, (target + bytes_per_copy - 1) / bytes_per_copy);
-}
-
-// Seconds per call of `call(i)`: the best of 3 batches, each at least 0.1 s long.
-double seconds_per_call(const std::function<void(std::size_t)>& call) {
-  using Clock = std::chrono::steady_clock;
-  double best = 1e30;
-  std::size_t i = 0;
-  call(i++);  // warm-up
-  for (int batch = 0; batch < 3; ++batch) {
-    const auto t0 = Clock::now();
-    std::size_t n = 0;
-    double elapsed = 0;
-    do {
-      call(i++);
-      ++n;
-      elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-    } while (elapsed < 0.1);
-    best = std::min(best, elapsed / static_cast<double>(n));
-  }
-  return best;
-}
 
 double relative_error(const std::vector<float>& w, const std::vector<float>& w_hat) {
   double num = 0, den = 0;
@@ -92,41 +59,21 @@ FormatResult run_format(const Matrices& m) {
   Q::dequantize(packed, MatrixView<float>(w_hat.data(), m.rows, m.cols));
   result.error_gaussian = relative_error(m.gaussian, w_hat);
   result.bits_per_weight = Q::bits_per_weight(packed);
-  const std::size_t copies = rotation_copies(packed.bytes());
+  const std::size_t copies = eval::rotation_copies(packed.bytes(), 128u << 20);
   std::vector<typename Q::Packed> mats(copies, packed);
   std::vector<float> y(static_cast<std::size_t>(m.rows));
-  result.matvec_us = 1e6 * seconds_per_call([&](std::size_t i) { Q::matvec(mats[i % copies], m.x.data(), y.data()); });
+  result.matvec_us =
+      1e6 * eval::time_calls([&](std::size_t i) { Q::matvec(mats[i % copies], m.x.data(), y.data()); }, max_threads()).wall;
   return result;
 }
 
-// Every format the benchmark knows; append new formats here.
-using FormatRunner = FormatResult (*)(const Matrices&);
-const std::vector<FormatRunner>& format_table() {
-  static const std::vector<FormatRunner> table = {
-      &run_format<Uniform<4, 128>>, &run_format<Uniform<4, 64>>, &run_format<Uniform<3, 128>>,
-      &run_format<Uniform<3, 64>>,  &run_format<Uniform<2, 128>>, &run_format<Uniform<2, 64>>,
-  };
-  return table;
-}
-
 double fp32_matvec_us(const Matrices& m) {
-  const std::size_t bytes = m.gaussian.size() * sizeof(float);
-  const std::size_t copies = rotation_copies(bytes);
+  const std::size_t copies = eval::rotation_copies(m.gaussian.size() * sizeof(float), 128u << 20);
   std::vector<std::vector<float>> mats(copies, m.gaussian);
   std::vector<float> y(static_cast<std::size_t>(m.rows));
-  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  return 1e6 * seconds_per_call([&](std::size_t i) {
-           const float* W = mats[i % copies].data();
-           parallel_for(
-               0, m.rows,
-               [&](index_t r0, index_t r1) {
-                 Eigen::Map<const RowMajor> block(W + r0 * m.cols, r1 - r0, m.cols);
-                 Eigen::Map<const Eigen::VectorXf> xv(m.x.data(), m.cols);
-                 Eigen::Map<Eigen::VectorXf> yv(y.data() + r0, r1 - r0);
-                 yv.noalias() = block * xv;
-               },
-               64);
-         });
+  return 1e6 * eval::time_calls([&](std::size_t i) { eval::fp32_gemv(mats[i % copies].data(), m.rows, m.cols, m.x.data(), y.data()); },
+                                max_threads())
+                   .wall;
 }
 
 Matrices make_matrices(index_t rows, index_t cols, std::uint64_t seed) {
@@ -159,17 +106,22 @@ Matrices make_matrices(index_t rows, index_t cols, std::uint64_t seed) {
   return m;
 }
 
-struct Options {
+struct Options : cli::CommonOptions {
   index_t rows = 4096, cols = 4096;
   std::uint64_t seed = 0;
-  int threads = 0;
-  bool json = false;
+  std::string formats = "^(uniform|nf3):";  // group-grid formats: RTN quantizes them in a blink
 };
 
 int run(const Options& opt) {
   LOWBIT_CHECK(opt.rows > 0 && opt.cols > 0, "bench-formats: --rows and --cols must be positive, got ", opt.rows,
                " and ", opt.cols);
-  if (opt.threads > 0) set_num_threads(opt.threads);
+  opt.apply();
+  std::regex select;
+  try {
+    select = std::regex(opt.formats);
+  } catch (const std::regex_error& e) {
+    fail("bench-formats: --formats '", opt.formats, "' is not a valid regular expression (", e.what(), ")");
+  }
   const Matrices m = make_matrices(opt.rows, opt.cols, opt.seed);
   const double fp32_us = fp32_matvec_us(m);
   std::vector<FormatResult> results;
@@ -177,17 +129,20 @@ int run(const Options& opt) {
               "so every matvec streams them from DRAM\n",
               static_cast<long long>(m.rows), static_cast<long long>(m.cols),
               static_cast<unsigned long long>(opt.seed), max_threads(),
-              std::max<std::size_t>(128u << 20, 4 * l3_bytes()) >> 20, l3_bytes() >> 20);
+              eval::rotation_bytes(128u << 20) >> 20, eval::l3_bytes() >> 20);
   std::printf("%-20s %10s %14s %16s %12s %9s\n", "format", "bits/w", "rel.err gauss", "rel.err t(3)",
               "matvec us", "speedup");
   std::printf("%-20s %10.3f %14s %16s %12.1f %8.2fx\n", "f32 (Eigen)", 32.0, "0", "0", fp32_us, 1.0);
-  for (const auto runner : format_table()) {
-    const FormatResult r = runner(m);
+  for_each_format([&]<class F>(FormatTag<F>) {
+    if (!std::regex_search(F::name(), select)) return;
+    const FormatResult r = run_format<F>(m);
     std::printf("%-20s %10.3f %14.4f %16.4f %12.1f %8.2fx\n", r.name.c_str(), r.bits_per_weight, r.error_gaussian,
                 r.error_heavy, r.matvec_us, fp32_us / r.matvec_us);
     std::fflush(stdout);
     results.push_back(r);
-  }
+  });
+  LOWBIT_CHECK(!results.empty(), "bench-formats: --formats '", opt.formats, "' selects no registered format (",
+               lowbit::detail::joined(format_names()), ")");
   if (opt.json) {
     nlohmann::json out;
     out["rows"] = m.rows;
@@ -217,8 +172,11 @@ const lowbit::cli::Registration registration{
       app.add_option("--rows", opt->rows, "matrix rows (output features)")->capture_default_str();
       app.add_option("--cols", opt->cols, "matrix columns (input features)")->capture_default_str();
       app.add_option("--seed", opt->seed, "random seed")->capture_default_str();
-      app.add_option("--threads", opt->threads, "threads (0: all cores)")->capture_default_str();
-      app.add_flag("--json", opt->json, "print one JSON object with all results on the last stdout line");
+      app.add_option("--formats", opt->formats,
+                     "regular expression over format names (`lowbit formats`); additive formats quantize slowly "
+                     "(data-free AQ), e.g. '^additive:2:8:8$'")
+          ->capture_default_str();
+      cli::add_common_options(app, *opt, cli::kThreads | cli::kJson);
       return [opt] { return run(*opt); };
     }};
 

@@ -1,8 +1,7 @@
 // `lowbit demo`: the README's main job. It takes the built-in default model (pretraining it on the
 // synthetic corpus first when it is not cached, about a minute), quantizes every linear with each method
 // that works, and prints held-out perplexity and exact bits/weight per method, FP baseline first.
-// Adding a method is one entry in demo_methods(): a name and a function that quantizes a model in place
-// (it receives calibration tokens for methods such as GPTQ that need them).
+// Adding a row is one entry in demo_rows(): a name, a method and a registered format.
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -12,11 +11,10 @@
 #include <vector>
 
 #include <lowbit/calib/additive_pipeline.hpp>
+#include <lowbit/calib/group_methods.hpp>
 #include <lowbit/calib/pipeline.hpp>
 #include <lowbit/core/parallel.hpp>
-#include <lowbit/format/uniform.hpp>
 #include <lowbit/nn/model.hpp>
-#include <lowbit/nn/quantized_linear.hpp>
 #include <lowbit/train/pretrain.hpp>
 
 #include "cli.hpp"
@@ -31,74 +29,54 @@ struct DemoContext {
   std::uint64_t seed = 0;
 };
 
-struct DemoMethod {
+// One table row: a method of calib/ and a registered format (formats.hpp); an empty method is the FP
+// baseline. Adding a row is one line here.
+struct DemoRow {
   std::string name;    // table row
+  std::string method;  // rtn | gptq | autoclip+gptq | aqlm | ... ("": FP baseline)
   std::string format;  // e.g. "uniform:4:128"
-  std::function<void(nn::Llama&, const DemoContext&)> quantize;  // empty: the FP baseline
 };
 
-// Replaces every linear of every block by RTN-quantized Uniform<Bits, Group> (embeddings/head stay FP).
-template <int Bits, int Group>
-void quantize_rtn(nn::Llama& model, const DemoContext&) {
-  using Layer = nn::QuantizedLinear<Uniform<Bits, Group>>;
-  for (int l = 0; l < model.n_layers(); ++l)
-    for (auto role : nn::kAllLinearRoles) {
-      auto& dense = model.linear(l, role);
-      std::vector<float> w(static_cast<std::size_t>(dense.out_features() * dense.in_features()));
-      dense.dequantize(MatrixView<float>(w.data(), dense.out_features(), dense.in_features()));
-      auto q = Layer::from_dense(MatrixView<const float>(w.data(), dense.out_features(), dense.in_features()));
-      model.set_linear(l, role, std::make_unique<Layer>(std::move(q)));
-    }
-}
-
-// Block-by-block calibration (calib/pipeline.hpp) with `method` ("gptq", "autoclip+gptq", "aqlm", ...)
-// on 32 sequences of the default model's own training stream.
-DemoMethod calibrated(std::string name, std::string method, std::string format,
-                      calib::Calibrator calibrator, calib::PipelineHooks hooks = {}) {
-  return {std::move(name), format, [method, format, calibrator, hooks](nn::Llama& model, const DemoContext& ctx) {
-            calib::CalibrationConfig cfg;
-            cfg.method = method;
-            cfg.format = format;
-            cfg.nsamples = 32;
-            cfg.seqlen = ctx.seq_len;
-            cfg.seed = ctx.seed;
-            cfg.quiet = true;
-            const auto n = static_cast<std::size_t>(cfg.nsamples) * static_cast<std::size_t>(cfg.seqlen);
-            LOWBIT_CHECK(ctx.calibration_tokens && ctx.calibration_tokens->size() >= n,
-                         "demo: not enough calibration tokens for ", method);
-            const std::vector<std::int32_t> tokens(ctx.calibration_tokens->begin(),
-                                                   ctx.calibration_tokens->begin() + static_cast<std::ptrdiff_t>(n));
-            calib::calibrate_model(model, tokens, cfg, calibrator, nlohmann::json::object(), "", hooks);
-          }};
-}
-DemoMethod calibrated(std::string name, const std::string& method, std::string format) {
-  return calibrated(std::move(name), method, std::move(format), calib::group_calibrator(method));
-}
-
-// AQLM with block fine-tuning. On the default model's 128-wide matrices codebooks are expensive
-// (one 256 x 8 fp16 codebook is 4 KiB next to a 32 KiB 128x128 fp16 matrix), so 1x8 g8 is the ~2-bit
-// format here; on real models 2x8 g8 is (docs/aqlm.md).
-DemoMethod aqlm(std::string name, std::string format) {
-  calib::AqlmOptions o;
-  o.finetune_epochs = 2;
-  return calibrated(std::move(name), "aqlm", std::move(format), calib::aqlm_calibrator(o), calib::aqlm_hooks(o));
-}
-
-std::vector<DemoMethod> demo_methods() {
+std::vector<DemoRow> demo_rows() {
   return {
-      {"FP32 (baseline)", "f32", nullptr},
-      {"RTN W4 g128", "uniform:4:128", quantize_rtn<4, 128>},
-      {"RTN W4 g32", "uniform:4:32", quantize_rtn<4, 32>},
-      {"RTN W3 g128", "uniform:3:128", quantize_rtn<3, 128>},
-      {"RTN W2 g128", "uniform:2:128", quantize_rtn<2, 128>},
-      {"RTN W2 g32", "uniform:2:32", quantize_rtn<2, 32>},
-      calibrated("GPTQ W4 g128", "gptq", "uniform:4:128"),
-      calibrated("GPTQ W3 g128", "gptq", "uniform:3:128"),
-      calibrated("GPTQ W2 g128", "gptq", "uniform:2:128"),
-      calibrated("AutoClip+GPTQ W2", "autoclip+gptq", "uniform:2:128"),
-      aqlm("AQLM 1x8 g8 + FT", "additive:1:8:8"),
-      aqlm("AQLM 2x8 g8 + FT", "additive:2:8:8"),
+      {"FP32 (baseline)", "", "f32"},
+      {"RTN W4 g128", "rtn", "uniform:4:128"},
+      {"RTN W4 g32", "rtn", "uniform:4:32"},
+      {"RTN W3 g128", "rtn", "uniform:3:128"},
+      {"RTN W2 g128", "rtn", "uniform:2:128"},
+      {"RTN W2 g32", "rtn", "uniform:2:32"},
+      {"GPTQ W4 g128", "gptq", "uniform:4:128"},
+      {"GPTQ W3 g128", "gptq", "uniform:3:128"},
+      {"GPTQ W2 g128", "gptq", "uniform:2:128"},
+      {"AutoClip+GPTQ W2", "autoclip+gptq", "uniform:2:128"},
+      // On the default model's 128-wide matrices codebooks are expensive (one 256 x 8 fp16 codebook is
+      // 4 KiB next to a 32 KiB 128x128 fp16 matrix), so 1x8 g8 is the ~2-bit format here; on real models
+      // 2x8 g8 is (docs/aqlm.md). AQLM rows run with two epochs of block fine-tuning.
+      {"AQLM 1x8 g8 + FT", "aqlm", "additive:1:8:8"},
+      {"AQLM 2x8 g8 + FT", "aqlm", "additive:2:8:8"},
   };
+}
+
+// Block-by-block calibration (calib/pipeline.hpp) of every linear with the row's method and format, on
+// 32 sequences of the default model's own training stream (RTN reads none of them).
+void quantize_row(nn::Llama& model, const DemoRow& row, const DemoContext& ctx) {
+  calib::CalibrationConfig cfg;
+  cfg.format = row.format;
+  cfg.nsamples = 32;
+  cfg.seqlen = ctx.seq_len;
+  cfg.seed = ctx.seed;
+  cfg.quiet = true;
+  const auto n = static_cast<std::size_t>(cfg.nsamples) * static_cast<std::size_t>(cfg.seqlen);
+  LOWBIT_CHECK(ctx.calibration_tokens && ctx.calibration_tokens->size() >= n, "demo: not enough calibration tokens for ",
+               row.method);
+  const std::vector<std::int32_t> tokens(ctx.calibration_tokens->begin(),
+                                         ctx.calibration_tokens->begin() + static_cast<std::ptrdiff_t>(n));
+  calib::AqlmOptions aqlm;
+  aqlm.finetune_epochs = 2;
+  const bool is_aqlm = row.method == "aqlm";
+  const calib::Method method = is_aqlm ? calib::aqlm_method(aqlm) : calib::group_method(row.method);
+  calib::calibrate_model(model, tokens, cfg, calib::QuantizationPlan(method, row.format), nlohmann::json::object(), "",
+                         is_aqlm ? calib::aqlm_hooks(aqlm) : calib::PipelineHooks{});
 }
 
 // Exact bits per weight of the block linears as stored (codes, scales, zeros, codebooks).
@@ -113,15 +91,12 @@ double linear_bits_per_weight(nn::Llama& model) {
   return 8.0 * bytes / weights;
 }
 
-struct DemoArgs {
-  std::string model;  // empty: the built-in default
+struct DemoArgs : cli::CommonOptions {  // --model: a lowbit checkpoint instead of the built-in default model
   std::int64_t eval_tokens = 32768;
-  int threads = 0;
-  bool json = false, quiet = false;
 };
 
 int run_demo(const DemoArgs& a) {
-  if (a.threads > 0) set_num_threads(a.threads);
+  a.apply();
   train::PretrainResult trained;
   trained.steps_this_run = 0;
   const nn::ModelWeights weights =
@@ -153,13 +128,13 @@ int run_demo(const DemoArgs& a) {
                 std::string(13, '-').c_str(), std::string(11, '-').c_str(), std::string(12, '-').c_str(),
                 std::string(10, '-').c_str());
   }
-  for (const auto& method : demo_methods()) {
+  for (const auto& method : demo_rows()) {
     nn::Llama model(weights);
-    if (method.quantize) method.quantize(model, context);
+    if (!method.method.empty()) quantize_row(model, method, context);
     const double bpw = linear_bits_per_weight(model);
     const double nll = train::heldout_loss(model, data.heldout, seq_len, a.eval_tokens);
     const double ppl = std::exp(nll);
-    if (!method.quantize) baseline_ppl = ppl;
+    if (method.method.empty()) baseline_ppl = ppl;
     const double delta = baseline_ppl > 0 ? 100.0 * (ppl / baseline_ppl - 1.0) : 0.0;
     rows.push_back({{"method", method.name}, {"format", method.format}, {"bits_per_weight", bpw}, {"nll", nll},
                     {"ppl", ppl}, {"ppl_increase_percent", delta}, {"predictions", predictions}});
@@ -182,11 +157,9 @@ const lowbit::cli::Registration registration{
     "Pretrain the built-in model if needed, quantize it with every working method, print perplexity vs bits/weight",
     [](CLI::App& app) -> lowbit::cli::Action {
       auto a = std::make_shared<DemoArgs>();
-      app.add_option("--model", a->model, "A lowbit checkpoint instead of the built-in default model");
+      cli::add_common_options(app, *a, cli::kModel | cli::kThreads | cli::kQuiet | cli::kJson,
+                              "a lowbit checkpoint (lowbit pretrain) instead of the built-in default model");
       app.add_option("--eval-tokens", a->eval_tokens, "Held-out predictions per method")->capture_default_str();
-      app.add_option("--threads", a->threads, "Threads (default: OpenMP's)");
-      app.add_flag("--json", a->json, "Machine-readable output (one JSON object on stdout)");
-      app.add_flag("--quiet", a->quiet, "No progress output");
       return [a] { return run_demo(*a); };
     }};
 

@@ -19,10 +19,9 @@ namespace {
 
 using namespace lowbit;
 
-struct Options {
-  std::string model, tokenizer, tasks = "piqa,arc_easy,winogrande,hellaswag,lambada", data_dir, out_json, out_md, method;
-  int limit = 0, max_length = 2048, threads = 0, batch = 64;
-  bool json = false, quiet = false;
+struct Options : cli::CommonOptions {
+  std::string tasks = "piqa,arc_easy,winogrande,hellaswag,lambada", data_dir, out_json, out_md, method;
+  int limit = 0, max_length = 2048, batch = 64;
 };
 
 std::string default_data_dir() {
@@ -34,7 +33,7 @@ std::string default_data_dir() {
 }
 
 int run(const Options& o) {
-  if (o.threads > 0) set_num_threads(o.threads);
+  o.apply();
   auto loaded = eval::load_any_model(o.model);
   auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
   const std::string data_dir = o.data_dir.empty() ? default_data_dir() : o.data_dir;
@@ -76,17 +75,13 @@ int run(const Options& o) {
 const cli::Registration registration{
     "eval", "Zero-shot accuracy on PIQA, ARC-Easy, WinoGrande, HellaSwag, LAMBADA (lm-eval semantics)", [](CLI::App& app) {
       auto o = std::make_shared<Options>();
-      app.add_option("--model", o->model, "model file")->required();
-      app.add_option("--tokenizer", o->tokenizer, "tokenizer file (default: inside/beside the model)");
+      cli::add_common_options(app, *o, cli::kAllCommon);
       app.add_option("--tasks", o->tasks, "comma-separated: piqa,arc_easy,arc_challenge,winogrande,hellaswag,lambada");
       app.add_option("--limit", o->limit, "first N items of each task (0 = all)");
       app.add_option("--data-dir", o->data_dir, "folder with the task files (default ../shared/data/tasks)");
       app.add_option("--max-length", o->max_length, "context limit per request in tokens");
       app.add_option("--batch", o->batch, "maximum requests per forward");
-      app.add_option("--threads", o->threads, "OpenMP threads (default: all)");
       app.add_option("--method", o->method, "method label stored in the JSON");
-      app.add_flag("--json", o->json, "print the result JSON as the last line of stdout");
-      app.add_flag("--quiet", o->quiet, "no progress output");
       app.add_option("--out-json", o->out_json, "write the result JSON here");
       app.add_option("--out-md", o->out_md, "write the markdown table here");
       return [o] { return run(*o); };

@@ -1,4 +1,5 @@
-// `lowbit generate`: text generation with the fp32 model, llama2.c run.c style. With no prompt it starts
+// `lowbit generate`: text generation, llama2.c run.c style, with an fp32 model (GGUF, llama2.c) or a
+// lowbit quantized file (its linears decode through their quantized kernels). With no prompt it starts
 // from BOS; --temperature 0 is greedy, otherwise temperature sampling with optional top-p, seeded. The
 // decoded text streams to stdout; prefill and decode speeds go to stderr, so stdout is exactly the text.
 #include <cctype>
@@ -13,8 +14,10 @@
 
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/parallel.hpp>
+#include <lowbit/eval/model_source.hpp>
 #include <lowbit/io/gguf.hpp>
 #include <lowbit/io/llama2c.hpp>
+#include <lowbit/io/quantized_model.hpp>
 #include <lowbit/io/tokenizer.hpp>
 #include <lowbit/nn/model.hpp>
 #include <lowbit/nn/sampler.hpp>
@@ -64,24 +67,32 @@ std::vector<std::int32_t> parse_ids(const std::string& list) {
   return ids;
 }
 
-struct Options {
-  std::string model, tokenizer, prompt, prompt_ids;
+struct Options : cli::CommonOptions {
+  std::string prompt, prompt_ids;
   int steps = 256;
   float temperature = 1.0f;
   float top_p = 0.9f;
   std::uint64_t seed = 0;
-  int threads = 0;
 };
 
+// The model at `path`: a lowbit quantized file (its quantized linears decode through their kernels),
+// a GGUF file, or a llama2.c checkpoint.
+nn::Llama load_model(const std::string& path, bool gguf) {
+  if (io::is_quantized_model_file(path)) return io::load_quantized_model(path);
+  return nn::Llama(gguf ? io::load_gguf(path) : io::load_llama2c(path));
+}
+
 int run(const Options& o) {
-  if (o.threads > 0) set_num_threads(o.threads);
+  o.apply();
   const bool gguf = has_gguf_magic(o.model);
+  const bool quantized = io::is_quantized_model_file(o.model);
   const auto load_start = std::chrono::steady_clock::now();
-  nn::Llama model(gguf ? io::load_gguf(o.model) : io::load_llama2c(o.model));
+  nn::Llama model = load_model(o.model, gguf);
   const auto& cfg = model.config();
 
+  // A quantized file finds its tokenizer through the model it was quantized from.
   std::unique_ptr<io::Tokenizer> tokenizer;
-  if (!o.tokenizer.empty() || gguf) tokenizer = io::load_tokenizer(o.model, o.tokenizer);
+  if (!o.tokenizer.empty() || gguf || quantized) tokenizer = eval::load_any_tokenizer(o.model, o.tokenizer);
   std::int32_t bos = 1;  // llama2.c
   if (tokenizer)
     bos = tokenizer->bos_id();
@@ -155,16 +166,14 @@ int run(const Options& o) {
 const cli::Registration registration{
     "generate", "Generate text with a model (greedy, temperature or top-p sampling)", [](CLI::App& app) {
       auto o = std::make_shared<Options>();
-      app.add_option("--model,-m", o->model, "model file: llama2.c .bin or GGUF")->required()->check(CLI::ExistingFile);
-      app.add_option("--tokenizer,-z", o->tokenizer, "tokenizer file (llama2.c tokenizer.bin, tokenizer.json, ...); "
-                                                     "GGUF models carry their own");
+      cli::add_common_options(app, *o, cli::kModelRequired | cli::kTokenizer | cli::kThreads,
+                              "model file: llama2.c .bin, GGUF, or a lowbit quantized file");
       auto* text = app.add_option("--prompt,-i", o->prompt, "prompt text");
       app.add_option("--prompt-ids", o->prompt_ids, "prompt as comma-separated token ids")->excludes(text);
       app.add_option("-n,--steps", o->steps, "number of tokens to generate after the prompt")->capture_default_str();
       app.add_option("--temperature,-t", o->temperature, "0 = greedy")->capture_default_str();
       app.add_option("--top-p,-p", o->top_p, "nucleus sampling mass (1 = off)")->capture_default_str();
       app.add_option("--seed,-s", o->seed, "random seed")->capture_default_str();
-      app.add_option("--threads", o->threads, "threads (default: OpenMP's)");
       return [o] { return run(*o); };
     }};
 

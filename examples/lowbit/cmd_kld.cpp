@@ -15,15 +15,14 @@ namespace {
 
 using namespace lowbit;
 
-struct Options {
-  std::string model, reference, tokenizer, text, protocol = "gptq", out_json;
-  int ctx = 0, threads = 0;
+struct Options : cli::CommonOptions {
+  std::string reference, text, protocol = "gptq", out_json;
+  int ctx = 0;
   long long limit_tokens = 0;
-  bool json = false, quiet = false;
 };
 
 int run(const Options& o) {
-  if (o.threads > 0) set_num_threads(o.threads);
+  o.apply();
   const auto p = eval::perplexity_preset(o.protocol, o.ctx);
   auto model = eval::load_any_model(o.model);
   auto reference = eval::load_any_model(o.reference);
@@ -51,16 +50,13 @@ int run(const Options& o) {
 const cli::Registration registration{
     "kld", "KL divergence and top-1 agreement of a model against a reference model", [](CLI::App& app) {
       auto o = std::make_shared<Options>();
-      app.add_option("--model", o->model, "model under test (e.g. quantized)")->required();
+      cli::add_common_options(app, *o, cli::kAllCommon, "model under test (e.g. a lowbit quantized file)",
+                              "tokenizer file (default: the reference's)");
       app.add_option("--reference", o->reference, "reference model (e.g. full precision)")->required();
-      app.add_option("--tokenizer", o->tokenizer, "tokenizer file (default: the reference's)");
       app.add_option("--text", o->text, "text or jsonl file")->required();
       app.add_option("--protocol", o->protocol, "window preset as in `lowbit perplexity` (default gptq)");
       app.add_option("--ctx", o->ctx, "tokens per window");
       app.add_option("--limit-tokens", o->limit_tokens, "use only the first N tokens");
-      app.add_option("--threads", o->threads, "OpenMP threads");
-      app.add_flag("--json", o->json, "print the result JSON as the last line of stdout");
-      app.add_flag("--quiet", o->quiet, "no progress output");
       app.add_option("--out-json", o->out_json, "write the result JSON here");
       return [o] { return run(*o); };
     }};

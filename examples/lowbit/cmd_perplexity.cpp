@@ -17,11 +17,11 @@ namespace {
 
 using namespace lowbit;
 
-struct Options {
-  std::string model, tokenizer, text, protocol = "auto", doc_sep, out_json, out_md, method, join, targets;
-  int ctx = 0, stride = -1, batch = 0, threads = 0;
+struct Options : cli::CommonOptions {
+  std::string text, protocol = "auto", doc_sep, out_json, out_md, method, join, targets;
+  int ctx = 0, stride = -1, batch = 0;
   long long limit_tokens = 0;
-  bool bos_per_doc = false, json = false, quiet = false, score_second_half = false;
+  bool bos_per_doc = false, score_second_half = false;
   bool join_set = false;
 };
 
@@ -45,7 +45,7 @@ nlohmann::json protocol_fields(const eval::PerplexityProtocol& p) {
 }
 
 int run(const Options& o) {
-  if (o.threads > 0) set_num_threads(o.threads);
+  o.apply();
   const std::string preset = resolve_protocol(o.protocol, o.model);
   auto p = eval::perplexity_preset(preset, o.ctx);
   const auto preset_fields = protocol_fields(p);
@@ -102,8 +102,7 @@ int run(const Options& o) {
 const cli::Registration registration{
     "perplexity", "Perplexity of a model on a text/jsonl file under a stated protocol", [](CLI::App& app) {
       auto o = std::make_shared<Options>();
-      app.add_option("--model", o->model, "model file (GGUF, llama2.c .bin, ...)")->required();
-      app.add_option("--tokenizer", o->tokenizer, "tokenizer file (default: inside/beside the model)");
+      cli::add_common_options(app, *o, cli::kAllCommon);
       app.add_option("--text", o->text, "text file, or .jsonl with {\"text\": ...} per line")->required();
       app.add_option("--protocol", o->protocol,
                      "preset: auto (default: llama2.c for llama2.c .bin models, else gptq), gptq, aqlm, llama.cpp, llama2.c");
@@ -117,10 +116,7 @@ const cli::Registration registration{
       app.add_flag("--score-second-half", o->score_second_half, "score only the second half of each window");
       app.add_option("--limit-tokens", o->limit_tokens, "evaluate only the first N tokens of the stream");
       app.add_option("--batch", o->batch, "windows per forward (default: as many as fit 1 GB of logits)");
-      app.add_option("--threads", o->threads, "OpenMP threads (default: all)");
       app.add_option("--method", o->method, "method label stored in the JSON (for lowbit report)");
-      app.add_flag("--json", o->json, "print the result as one JSON object on the last line of stdout");
-      app.add_flag("--quiet", o->quiet, "no progress output");
       app.add_option("--out-json", o->out_json, "write the result JSON to this file");
       app.add_option("--out-md", o->out_md, "write a markdown table row to this file");
       return [o] { return run(*o); };

@@ -78,10 +78,10 @@ std::vector<std::int32_t> encode_documents(const std::string& text, const std::s
   return ids;
 }
 
-struct PretrainArgs {
-  std::string text, tokenizer, init, out, eval_text, doc_sep = "\n\n", eval_doc_sep = "<|endoftext|>", schedule = "cosine";
+struct PretrainArgs : cli::CommonOptions {
+  std::string text, init, out, eval_text, doc_sep = "\n\n", eval_doc_sep = "<|endoftext|>", schedule = "cosine";
   int dim = 0, layers = 0, heads = 0, kv_heads = 0, hidden = 0, ctx = 0;
-  int batch = 16, seq_len = 0, threads = 0;
+  int batch = 16, seq_len = 0;
   std::int64_t steps = 200, warmup = -1, checkpoint_every = 100, eval_every = 100, eval_tokens = 16384;
   float lr = 3e-3f, min_lr_ratio = 0.1f, weight_decay = 0.1f, beta2 = 0.95f;
   double clip = 1.0, heldout_fraction = 0.05;
@@ -89,11 +89,11 @@ struct PretrainArgs {
   std::size_t synthetic_bytes = 4u << 20;
   std::size_t chunk_chars = 0;
   std::string chunk_joiner = "\n";
-  bool resume = false, json = false, quiet = false, amsgrad = false, bos_targets = false;
+  bool resume = false, amsgrad = false, bos_targets = false;
 };
 
 int run_pretrain(const PretrainArgs& a) {
-  if (a.threads > 0) set_num_threads(a.threads);
+  a.apply();
   std::unique_ptr<io::Tokenizer> tokenizer;
   if (!a.tokenizer.empty()) tokenizer = std::make_unique<io::Llama2cTokenizer>(a.tokenizer);
 
@@ -222,7 +222,8 @@ const lowbit::cli::Registration registration{
     [](CLI::App& app) -> lowbit::cli::Action {
       auto a = std::make_shared<PretrainArgs>();
       app.add_option("--text", a->text, "Training text file (default: lowbit's synthetic corpus)");
-      app.add_option("--tokenizer", a->tokenizer, "llama2.c tokenizer.bin (default: byte-level tokens)");
+      cli::add_common_options(app, *a, cli::kTokenizer | cli::kThreads | cli::kQuiet | cli::kJson, "",
+                              "llama2.c tokenizer.bin (default: byte-level tokens)");
       app.add_option("--doc-sep", a->doc_sep, "Document separator of --text when --tokenizer is given (BOS per document)");
       app.add_option("--chunk-chars", a->chunk_chars,
                      "With --tokenizer: re-join --doc-sep pieces with --chunk-joiner into chunks of this many characters");
@@ -243,7 +244,6 @@ const lowbit::cli::Registration registration{
       app.add_flag("--amsgrad", a->amsgrad, "AMSGrad variant of AdamW");
       app.add_option("--clip", a->clip, "Global gradient-norm clip (0: off)")->capture_default_str();
       app.add_option("--seed", a->seed, "Seed (initialization, data, sampling)")->capture_default_str();
-      app.add_option("--threads", a->threads, "Threads (default: OpenMP's)");
       app.add_option("--checkpoint-every", a->checkpoint_every, "Steps between checkpoints")->capture_default_str();
       app.add_option("--eval-every", a->eval_every, "Steps between held-out evaluations")->capture_default_str();
       app.add_option("--eval-tokens", a->eval_tokens, "Held-out tokens per evaluation")->capture_default_str();
@@ -257,8 +257,6 @@ const lowbit::cli::Registration registration{
       app.add_option("--kv-heads", a->kv_heads, "Key/value heads (new models)");
       app.add_option("--hidden", a->hidden, "SwiGLU width (new models)");
       app.add_option("--ctx", a->ctx, "Context length (new models)");
-      app.add_flag("--json", a->json, "Print a JSON summary as the last line of stdout");
-      app.add_flag("--quiet", a->quiet, "No progress output");
       return [a] { return run_pretrain(*a); };
     }};
 

@@ -1,41 +1,46 @@
-// `lowbit quantize`: post-training quantization of a LLaMA-family model with RTN, GPTQ, AutoClip or
-// AutoClip+GPTQ into lowbit's quantized model file (docs/quantized-file.md), block by block over seeded
-// calibration windows (calib/pipeline.hpp), resumable through --run-dir. With --eval-text it measures
-// perplexity before and after (GPTQ protocol) and writes a markdown + JSON report with exact
-// bits/weight, calibration time and peak memory.
+// `lowbit quantize`: post-training quantization of a LLaMA-family model into lowbit's quantized model
+// file (docs/quantized-file.md), block by block over seeded calibration windows (calib/pipeline.hpp),
+// resumable through --run-dir. Which method and format each linear gets is a plan: one --method and
+// --format for all, or repeated --tensor-format 'REGEX=METHOD:FORMAT' rules (first match wins), so one
+// model can mix methods and formats. Methods register themselves (method_*.cpp, quantize_method.hpp),
+// formats come from the registry (formats.hpp). With --eval-text it measures perplexity before and
+// after (GPTQ protocol) and writes a markdown + JSON report with exact bits/weight, calibration time and
+// peak memory.
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
-#include <lowbit/calib/additive_pipeline.hpp>  // AQLM (aqlm helper)
 #include <lowbit/calib/pipeline.hpp>
-#include <lowbit/core/parallel.hpp>
+#include <lowbit/core/hash.hpp>
+#include <lowbit/core/resources.hpp>
 #include <lowbit/eval/model_source.hpp>
 #include <lowbit/eval/perplexity.hpp>
 #include <lowbit/eval/report.hpp>
 #include <lowbit/eval/text_input.hpp>
+#include <lowbit/formats.hpp>
 #include <lowbit/io/quantized_model.hpp>
 #include <lowbit/io/tokenizer.hpp>
 
 #include "cli.hpp"
+#include "quantize_method.hpp"
 
 namespace {
 
 using namespace lowbit;
 
-struct Options {
-  std::string model, tokenizer, calib_file, out, run_dir, eval_text, report_md, report_json, ppl_json;
+struct Options : cli::CommonOptions {
+  std::string calib_file, out, run_dir, eval_text, report_md, report_json, ppl_json;
   std::string method = "gptq", format = "uniform:4:128", eval_protocol = "gptq";
-  int nsamples = 128, seqlen = 512, threads = 0, eval_ctx = 0, batch_sequences = 8, autoclip_tokens = 512;
+  std::vector<std::string> tensor_formats;
+  int nsamples = 128, seqlen = 512, eval_ctx = 0, batch_sequences = 8, sample_tokens = 512;
   std::uint64_t seed = 0;
-  double damp = 0.01;
   long long eval_limit_tokens = 0;
-  bool act_order = false, static_groups = false, propagate_fp = false, autoclip_qk = false, skip_fp_eval = false;
-  bool quiet = false;
-  calib::AqlmOptions aqlm;  // AQLM knobs (aqlm helper)
-  std::string aqlm_update = "exact-ls";
+  bool propagate_fp = false, skip_fp_eval = false;
+  std::map<std::string, cli::QuantizeMethodFactory> factories;  // method name -> factory
 };
 
 struct QuantizedSize {
@@ -79,106 +84,94 @@ eval::PerplexityResult measure_perplexity(nn::Llama& model, const io::Tokenizer&
   return r;
 }
 
-std::string command_line(const Options& o) {
-  std::ostringstream c;
-  c << "lowbit quantize --model " << o.model << " --method " << o.method << " --format " << o.format << " --calib "
-    << o.calib_file << " --nsamples " << o.nsamples << " --seqlen " << o.seqlen << " --seed " << o.seed;
-  if (o.method.find("gptq") != std::string::npos) c << " --damp " << o.damp;
-  if (o.act_order) c << " --act-order";
-  if (o.static_groups) c << " --static-groups";
-  if (o.propagate_fp) c << " --propagate-fp";
-  if (o.method == "aqlm") {
-    const auto& a = o.aqlm;
-    c << " --aqlm-kmeans-iters " << a.calib.kmeans.iterations << " --aqlm-beam " << a.calib.beam_size
-      << " --aqlm-max-epochs " << a.calib.max_epochs << " --aqlm-tolerance " << a.calib.relative_mse_tolerance
-      << " --aqlm-update " << o.aqlm_update;
-    if (o.aqlm_update == "adam") c << " --aqlm-adam-steps " << a.calib.adam.steps << " --aqlm-adam-lr " << a.calib.adam.lr;
-    c << " --aqlm-finetune-epochs " << a.finetune_epochs;
-    if (a.finetune_epochs > 0) c << " --aqlm-finetune-lr " << a.finetune_lr << " --aqlm-finetune-batch " << a.finetune_batch;
-    if (a.e2e_steps > 0)
-      c << " --aqlm-e2e-steps " << a.e2e_steps << " --aqlm-e2e-lr " << a.e2e_lr << " --aqlm-e2e-batch " << a.e2e_batch
-        << " --aqlm-e2e-seqlen " << a.e2e_seq_len;
+std::string known_methods(const Options& o) {
+  std::string out;
+  for (const auto& [name, factory] : o.factories) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
+// The plan from --tensor-format rules, or one rule '.*' from --method/--format; each method is built
+// once, and the steps around the block pass come from the methods the plan uses.
+struct Plan {
+  calib::QuantizationPlan plan;
+  std::vector<cli::QuantizeMethod> methods;  // the distinct methods used, in order of first use
+};
+
+Plan make_plan(const Options& o) {
+  std::vector<calib::RuleText> rules;
+  if (o.tensor_formats.empty()) {
+    rules.push_back({".*", o.method, o.format});
+  } else {
+    for (const auto& text : o.tensor_formats) rules.push_back(calib::parse_rule_text(text));
   }
-  c << " --out " << o.out;
-  if (!o.eval_text.empty()) {
-    c << " --eval-text " << o.eval_text;
-    if (o.eval_ctx > 0) c << " --eval-ctx " << o.eval_ctx;
-    if (o.eval_limit_tokens > 0) c << " --eval-limit-tokens " << o.eval_limit_tokens;
+  Plan p;
+  std::map<std::string, std::size_t> built;
+  for (const auto& r : rules) {
+    auto it = o.factories.find(r.method);
+    LOWBIT_CHECK(it != o.factories.end(), "unknown method '", r.method, "' (known: ", known_methods(o), ")");
+    if (!built.count(r.method)) {
+      built[r.method] = p.methods.size();
+      p.methods.push_back(it->second(r.method));
+    }
+    p.plan.add(r.pattern, p.methods[built[r.method]].method, r.format);
   }
-  if (o.threads > 0) c << " --threads " << o.threads;
-  return c.str();
+  return p;
 }
 
 int run(const Options& o) {
-  if (o.threads > 0) set_num_threads(o.threads);
+  o.apply();
   calib::CalibrationConfig cfg;
-  cfg.method = o.method;
-  cfg.format = o.format;
   cfg.nsamples = o.nsamples;
   cfg.seqlen = o.seqlen;
   cfg.seed = o.seed;
-  cfg.gptq.percdamp = o.damp;
-  cfg.gptq.act_order = o.act_order;
-  cfg.gptq.static_groups = o.static_groups;
-  cfg.autoclip_tokens = o.autoclip_tokens;
-  cfg.autoclip_qk = o.autoclip_qk;
+  cfg.sample_tokens = o.sample_tokens;
   cfg.propagate_quantized = !o.propagate_fp;
   cfg.batch_sequences = o.batch_sequences;
   cfg.quiet = o.quiet;
-  // ---- AQLM branch (aqlm helper): --method aqlm --format additive:M:B:G ----
-  const bool aqlm = o.method == "aqlm";
-  calib::AqlmOptions aqlm_options = o.aqlm;
-  aqlm_options.calib.update = o.aqlm_update == "adam" ? calib::CodebookUpdate::Adam : calib::CodebookUpdate::ExactLeastSquares;
-  LOWBIT_CHECK(!aqlm || o.aqlm_update == "adam" || o.aqlm_update == "exact-ls", "--aqlm-update must be exact-ls or adam");
-  if (aqlm) parse_additive_format(o.format);  // fail early on a malformed descriptor
-  const auto calibrator = aqlm ? calib::aqlm_calibrator(aqlm_options) : calib::group_calibrator(o.method);
-  const calib::PipelineHooks hooks = aqlm ? calib::aqlm_hooks(aqlm_options) : calib::PipelineHooks{};
-  // ---- end AQLM branch ----
-  if (!aqlm) io::visit_group_format(o.format, [](auto) { return 0; });  // fail early on an unknown format
+  const Plan plan = make_plan(o);  // fails early on an unknown method or format, or a method that cannot fill it
+  calib::PipelineHooks hooks;
+  std::vector<calib::BlockFinetune> finetunes;
+  for (const auto& m : plan.methods)
+    if (m.finetune) finetunes.push_back(m.finetune);
+  if (!finetunes.empty())
+    hooks.finetune = [finetunes](calib::BlockContext& ctx) {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& f : finetunes) out.update(f(ctx));
+      return out;
+    };
 
   std::fprintf(stderr, "[quantize] loading %s\n", o.model.c_str());
   auto model = std::make_unique<nn::Llama>(eval::load_any_weights(o.model));
   auto tok = io::load_tokenizer(o.model, o.tokenizer);
   const auto& mc = model->config();
-  std::fprintf(stderr, "[quantize] %d layers, dim %d, hidden %d, vocab %d; %s %s, %d x %d calibration tokens, %d threads\n",
-               mc.n_layers, mc.dim, mc.hidden_dim, mc.vocab_size, o.method.c_str(), o.format.c_str(), o.nsamples,
-               o.seqlen, max_threads());
-
-  nlohmann::json report = {{"command", command_line(o)}, {"model", o.model}, {"method", o.method}, {"format", o.format},
-                           {"calibration_file", o.calib_file}, {"threads", max_threads()}, {"config", cfg.to_json()}};
-  if (!o.eval_text.empty() && !o.skip_fp_eval) {
-    auto before = measure_perplexity(*model, *tok, o, "fp32");
-    report["ppl_before"] = before.to_json();
+  const std::string plan_text = o.tensor_formats.empty() ? o.method + " " + o.format
+                                                         : std::to_string(o.tensor_formats.size()) + " tensor rules";
+  std::fprintf(stderr, "[quantize] %d layers, dim %d, hidden %d, vocab %d; %s, %d x %d calibration tokens, %d threads\n",
+               mc.n_layers, mc.dim, mc.hidden_dim, mc.vocab_size, plan_text.c_str(), o.nsamples, o.seqlen,
+               max_threads());
+  const auto qconfig = calib::quantization_config(cfg, plan.plan, *model);
+  nlohmann::json report = {{"command", cli::invocation()}, {"model", o.model}, {"calibration_file", o.calib_file},
+                           {"threads", max_threads()}, {"quantization_config", qconfig}};
+  if (o.tensor_formats.empty()) {
+    report["method"] = o.method;
+    report["format"] = o.format;
   }
+  if (!o.eval_text.empty() && !o.skip_fp_eval) report["ppl_before"] = measure_perplexity(*model, *tok, o, "fp32").to_json();
 
-  const auto tokens =
-      calib::draw_calibration_tokens(eval::read_documents(o.calib_file), *tok, o.nsamples, o.seqlen, o.seed, o.calib_file);
-  nlohmann::json fingerprint = {{"model", calib::file_fingerprint(o.model)},
-                                {"calibration_file", calib::file_fingerprint(o.calib_file)}};
-  if (aqlm) fingerprint["aqlm"] = aqlm_options.to_json();  // AQLM (aqlm helper)
-  auto cal = calib::calibrate_model(*model, tokens, cfg, calibrator, fingerprint, o.run_dir, hooks);
-  if (aqlm && aqlm_options.e2e_steps > 0) {
-    // Global fine-tuning against the FP model, checkpointed in --run-dir like the block pass.
-    std::fprintf(stderr, "[quantize] end-to-end fine-tuning: %lld steps of %d x %d tokens, forward KL to %s\n",
-                 static_cast<long long>(aqlm_options.e2e_steps), aqlm_options.e2e_batch,
-                 aqlm_options.e2e_seq_len > 0 ? aqlm_options.e2e_seq_len : o.seqlen - 1, o.model.c_str());
-    nn::Llama teacher(eval::load_any_weights(o.model));
-    const auto e2e = calib::aqlm_finetune_end_to_end(*model, teacher, tokens, o.seqlen, aqlm_options, o.quiet, o.run_dir);
-    std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s%s\n",
-                 e2e["heldout_kl_before"].get<double>(), e2e["heldout_kl_after"].get<double>(),
-                 e2e["seconds"].get<double>(),
-                 e2e["resumed"].get<bool>()
-                     ? (" (resumed at step " + std::to_string(e2e["resumed_from_step"].get<long long>()) + ")").c_str()
-                     : "");
-    report["end_to_end"] = e2e;
-  }
-  io::write_quantized_model(o.out, *model, cfg.to_json(), o.model);
+  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(o.calib_file), *tok, o.nsamples, o.seqlen,
+                                                     o.seed, o.calib_file);
+  nlohmann::json fingerprint = {{"model", file_fingerprint(o.model)},
+                                {"calibration_file", file_fingerprint(o.calib_file)}};
+  auto cal = calib::calibrate_model(*model, tokens, cfg, plan.plan, fingerprint, o.run_dir, hooks);
+  const cli::QuantizeContext ctx{o.model, &tokens, o.seqlen, o.quiet, o.run_dir};
+  for (const auto& m : plan.methods)
+    if (m.after_calibration) report.update(m.after_calibration(*model, ctx));
+  io::write_quantized_model(o.out, *model, qconfig, o.model);
   const auto size = measure_size(*model, o.out);
   std::fprintf(stderr, "[quantize] wrote %s: %.4f bits/weight over the linears, %.4f over the whole file\n",
                o.out.c_str(), size.linear_bits_per_weight, size.model_bits_per_weight);
   report["calibration"] = cal.to_json();
   report["calibration_seconds"] = cal.seconds;
-  report["peak_rss_mib"] = cal.peak_rss_mib;
   report["bits_per_weight"] = size.linear_bits_per_weight;
   report["model_bits_per_weight"] = size.model_bits_per_weight;
   report["linear_bytes"] = size.linear_bytes;
@@ -190,12 +183,12 @@ int run(const Options& o) {
     nn::Llama loaded = io::load_quantized_model(o.out);
     auto after = measure_perplexity(loaded, *tok, o, o.out);
     auto j = after.to_json();
-    j["method"] = o.method + " " + o.format;
+    j["method"] = plan_text;
     j["bits_per_weight"] = size.linear_bits_per_weight;
     report["ppl_after"] = j;
     if (!o.ppl_json.empty()) eval::write_json_file(o.ppl_json, j);
   }
-  report["peak_rss_mib"] = calib::peak_rss_mib();
+  report["peak_rss_mib"] = peak_rss_mib();
 
   std::ostringstream md;
   char buf[512];
@@ -204,67 +197,72 @@ int run(const Options& o) {
   auto ppl = [&](const char* key) {
     return report.contains(key) ? std::to_string(report[key]["ppl"].get<double>()).substr(0, 8) : std::string("-");
   };
-  std::snprintf(buf, sizeof buf, "| %s | %s | %.4f | %.4f | %s | %s | %.1f s | %.0f MiB |\n", o.method.c_str(),
-                o.format.c_str(), size.linear_bits_per_weight, size.model_bits_per_weight, ppl("ppl_before").c_str(),
+  const std::string method_cell = o.tensor_formats.empty() ? o.method : "per tensor";
+  const std::string format_cell = o.tensor_formats.empty() ? o.format : "mixed (quantization_config)";
+  std::snprintf(buf, sizeof buf, "| %s | %s | %.4f | %.4f | %s | %s | %.1f s | %.0f MiB |\n", method_cell.c_str(),
+                format_cell.c_str(), size.linear_bits_per_weight, size.model_bits_per_weight, ppl("ppl_before").c_str(),
                 ppl("ppl_after").c_str(), cal.seconds, report["peak_rss_mib"].get<double>());
-  md << buf << "\nCommand: `" << command_line(o) << "`\n";
+  md << buf << "\nCommand: `" << cli::invocation() << "`\n";
   if (report.contains("ppl_after"))
     md << "\nProtocol: " << report["ppl_after"]["protocol"].value("description", std::string()) << ", "
        << report["ppl_after"]["predictions"].get<long long>() << " predictions\n";
   std::printf("%s", md.str().c_str());
   if (!o.report_md.empty()) eval::write_text_file(o.report_md, md.str());
   if (!o.report_json.empty()) eval::write_json_file(o.report_json, report);
+  if (o.json) std::printf("%s\n", report.dump().c_str());
   return 0;
 }
 
+std::string methods_help() {
+  std::string out = "calibration method:";
+  for (const auto& spec : cli::quantize_methods()) {
+    std::string names;
+    for (const auto& n : spec.names) names += (names.empty() ? "" : ", ") + n;
+    out += "\n  " + names + ": " + spec.summary;
+  }
+  return out;
+}
+
 const cli::Registration registration{
-    "quantize", "Quantize a model (RTN, GPTQ, AutoClip, AutoClip+GPTQ, AQLM) into a lowbit quantized file",
+    "quantize",
+    "Quantize a model into a lowbit quantized file, one method and format for all linears or per tensor",
     [](CLI::App& app) {
       auto o = std::make_shared<Options>();
-      app.add_option("--model", o->model, "model file (GGUF, llama2.c .bin, safetensors)")->required();
-      app.add_option("--tokenizer", o->tokenizer, "tokenizer file (default: inside/beside the model)");
-      app.add_option("--method", o->method, "rtn | gptq | autoclip | autoclip+gptq | aqlm");
-      app.add_option("--format", o->format, "uniform:BITS:GROUP (BITS 2,3,4,8; GROUP 64,128), nf3:128, or with --method aqlm additive:M:B:G (e.g. 2:8:8, 3:8:8, 4:6:8, 3:7:8, 1:16:8; docs/aqlm.md)");
+      cli::add_common_options(app, *o, cli::kAllCommon);
+      app.add_option("--method", o->method, methods_help())->capture_default_str();
+      app.add_option("--format", o->format,
+                     "weight format (`lowbit formats` lists them with their bits/weight): " +
+                         lowbit::detail::joined(format_names()))
+          ->capture_default_str();
+      app.add_option("--tensor-format", o->tensor_formats,
+                     "per-tensor rule REGEX=METHOD:FORMAT, repeatable, first match wins; REGEX is searched in "
+                     "names like layers.3.attention.wq, layers.3.feed_forward.w2 (e.g. "
+                     "'feed_forward\\.w2=gptq:uniform:4:128' then '.*=aqlm:additive:2:8:8'); replaces "
+                     "--method/--format");
       app.add_option("--calib", o->calib_file, "calibration text (.txt, or .jsonl with {\"text\": ...})")->required();
-      app.add_option("--nsamples", o->nsamples, "calibration sequences (default 128)");
-      app.add_option("--seqlen", o->seqlen, "tokens per calibration sequence (default 512)");
-      app.add_option("--seed", o->seed, "seed of the calibration sampling (default 0)");
-      app.add_option("--damp", o->damp, "GPTQ dampening, fraction of mean diag(H) (default 0.01)");
-      app.add_flag("--act-order", o->act_order, "GPTQ: quantize columns by decreasing diag(H) (implies static groups)");
-      app.add_flag("--static-groups", o->static_groups, "GPTQ: fit group ranges on the unmodified weights");
-      app.add_option("--autoclip-tokens", o->autoclip_tokens, "token rows sampled for the AutoClip objective (512)");
-      app.add_flag("--autoclip-qk", o->autoclip_qk, "also clip q/k projections (BitDistiller skips them)");
+      app.add_option("--nsamples", o->nsamples, "calibration sequences")->capture_default_str();
+      app.add_option("--seqlen", o->seqlen, "tokens per calibration sequence")->capture_default_str();
+      app.add_option("--seed", o->seed, "seed of the calibration sampling")->capture_default_str();
+      app.add_option("--sample-tokens,--autoclip-tokens", o->sample_tokens,
+                     "token rows sampled per linear input for methods that need samples (AutoClip)")
+          ->capture_default_str();
       app.add_flag("--propagate-fp", o->propagate_fp, "feed FP block outputs to the next block (default: quantized)");
-      app.add_option("--batch-sequences", o->batch_sequences, "calibration sequences per block forward (8)");
+      app.add_option("--batch-sequences", o->batch_sequences, "calibration sequences per block forward")
+          ->capture_default_str();
       app.add_option("--run-dir", o->run_dir, "checkpoint folder: a killed run resumes from it");
       app.add_option("--out", o->out, "output quantized model file (.safetensors)")->required();
       app.add_option("--eval-text", o->eval_text, "measure perplexity before and after on this text");
-      app.add_option("--eval-protocol", o->eval_protocol, "perplexity protocol preset (default gptq)");
+      app.add_option("--eval-protocol", o->eval_protocol, "perplexity protocol preset")->capture_default_str();
       app.add_option("--eval-ctx", o->eval_ctx, "perplexity context (default: the preset's, 2048 for gptq)");
       app.add_option("--eval-limit-tokens", o->eval_limit_tokens, "evaluate only the first N tokens");
       app.add_flag("--skip-fp-eval", o->skip_fp_eval, "do not measure the full-precision perplexity");
       app.add_option("--report-md", o->report_md, "write the markdown report here");
       app.add_option("--report-json", o->report_json, "write the JSON report here");
       app.add_option("--ppl-json", o->ppl_json, "write the quantized model's perplexity result (for lowbit report)");
-      app.add_option("--threads", o->threads, "OpenMP threads (default: all)");
-      app.add_flag("--quiet", o->quiet, "no progress output");
-      // ---- AQLM knobs (aqlm helper; docs/aqlm.md) ----
-      app.add_option("--aqlm-kmeans-iters", o->aqlm.calib.kmeans.iterations, "AQLM: k-means iterations (25)");
-      app.add_option("--aqlm-beam", o->aqlm.calib.beam_size, "AQLM: beam width of the code search (1)");
-      app.add_option("--aqlm-max-epochs", o->aqlm.calib.max_epochs, "AQLM: max alternating epochs per linear (20)");
-      app.add_option("--aqlm-tolerance", o->aqlm.calib.relative_mse_tolerance, "AQLM: relative MSE tolerance (0.01)");
-      app.add_option("--aqlm-update", o->aqlm_update, "AQLM: codebook update, exact-ls or adam (exact-ls)");
-      app.add_option("--aqlm-adam-steps", o->aqlm.calib.adam.steps, "AQLM: Adam steps per epoch (100)");
-      app.add_option("--aqlm-adam-lr", o->aqlm.calib.adam.lr, "AQLM: Adam learning rate (1e-4)");
-      app.add_option("--aqlm-finetune-epochs", o->aqlm.finetune_epochs, "AQLM: block fine-tune epochs, 0 = off (0)");
-      app.add_option("--aqlm-finetune-lr", o->aqlm.finetune_lr, "AQLM: block fine-tune learning rate (1e-4)");
-      app.add_option("--aqlm-finetune-batch", o->aqlm.finetune_batch, "AQLM: block fine-tune sequences per step (4)");
-      app.add_option("--aqlm-e2e-steps", o->aqlm.e2e_steps,
-                     "AQLM: end-to-end fine-tuning steps after all blocks (forward KL to the FP model), 0 = off (0)");
-      app.add_option("--aqlm-e2e-lr", o->aqlm.e2e_lr, "AQLM: end-to-end fine-tuning learning rate (1e-4)");
-      app.add_option("--aqlm-e2e-batch", o->aqlm.e2e_batch, "AQLM: end-to-end sequences per step (1)");
-      app.add_option("--aqlm-e2e-seqlen", o->aqlm.e2e_seq_len,
-                     "AQLM: end-to-end tokens per sequence (0 = --seqlen - 1)");
+      for (const auto& spec : cli::quantize_methods()) {
+        auto factory = spec.setup(app);
+        for (const auto& name : spec.names) o->factories[name] = factory;
+      }
       return [o] { return run(*o); };
     }};
 

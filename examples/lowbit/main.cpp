@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
     CLI::App* sub = app.add_subcommand(spec.name, spec.description);
     actions.emplace_back(sub, spec.setup(*sub));
   }
+  lowbit::cli::record_invocation(argc, argv);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,122 +1,39 @@
-// Quantizer<Format>: the façade generic code uses (QuantizedLinear, benchmarks, the CLI). This header
-// brings in the QuantizerFor concept and the Quantizer specializations of the formats that live here;
-// other format families specialize Quantizer in their own format/*.hpp.
-//
-// Quantizer<Uniform<Bits, GroupSize, Mode>>: round-to-nearest quantization with each group's own
-// min/max (or max |w|), dequantization, the fastest CPU matvec of this build (exact, or with int8
-// activations on request: MatvecPrecision), and the storage cost.
+// Quantizer<Format>: the façade generic code uses (QuantizedLinear, benchmarks, the CLI) to quantize,
+// dequantize and multiply with any weight format. The primary template and the QuantizerFor concept are
+// format/concepts.hpp; each format family specializes it in its own header under quantizer/, where the
+// format's storage (format/) meets its kernels (kernels/) and its default quantization. The list of
+// formats a program knows by name is formats.hpp.
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-#include <string>
-
-#include "core/error.hpp"
-#include "core/parallel.hpp"
-#include "core/tensor.hpp"
+#include "format/activation.hpp"
 #include "format/concepts.hpp"
-#include "format/uniform.hpp"
-#include "kernels/cpu/uniform_matvec.hpp"
-#include "kernels/cpu/uniform_matvec_q8.hpp"
+#include "quantizer/additive.hpp"
+#include "quantizer/nf3.hpp"
+#include "quantizer/uniform.hpp"
 
 namespace lowbit {
 
-// Arithmetic of a matvec. Exact: fp32 activations, the reference numerics (every format's default).
-// Int8Activations: x may be quantized to int8 per block of ≤ 256 values (one fp32 scale each) so the
-// kernel can multiply with integer dot-product instructions; each x[c] is then off by at most half its
-// block's step max|x_block|/127. A format or build without such a kernel computes the exact result.
-enum class MatvecPrecision { Exact, Int8Activations };
+// y = Ŵx with activation format A: the format's own kernel for A when it has one (Quantizer<F>::
+// matvec<A>), otherwise its exact matvec. Generic code calls this, so a format needs no kernel per
+// activation format.
+template <class Format, ActivationFormat A = F32Activations>
+void matvec_with(const typename Quantizer<Format>::Packed& packed, const float* x, float* y) {
+  using Q = Quantizer<Format>;
+  if constexpr (requires { Q::template matvec<A>(packed, x, y); })
+    Q::template matvec<A>(packed, x, y);
+  else
+    Q::matvec(packed, x, y);
+}
 
-template <int Bits, int GroupSize, UniformMode Mode>
-struct Quantizer<Uniform<Bits, GroupSize, Mode>> {
-  using Format = Uniform<Bits, GroupSize, Mode>;
-  using Packed = UniformPacked<Format>;
-  using Params = UniformGroupParams;
-
-  // "uniform:4:128", "uniform:3:row" (whole-row groups), "uniform:4:128:sym".
-  static std::string name() {
-    std::string n = "uniform:" + std::to_string(Bits) + ":" + (GroupSize > 0 ? std::to_string(GroupSize) : "row");
-    if (Format::symmetric) n += ":sym";
-    return n;
-  }
-
-  // Per-group arithmetic (the grid calibrators use; see format/uniform.hpp).
-  static Params fit(float lo, float hi) { return uniform_fit<Format>(lo, hi); }
-  static std::uint32_t encode(float w, const Params& p) { return uniform_encode(w, p, Format::max_code); }
-  static float decode(std::uint32_t code, const Params& p) { return uniform_decode(code, p); }
-
-  // Round-to-nearest; throws lowbit::Error on an empty matrix or a NaN/Inf weight.
-  static Packed quantize(MatrixView<const float> W) {
-    LOWBIT_CHECK(W.data != nullptr && W.rows() > 0 && W.cols() > 0, name(), " quantize: weight matrix is empty (",
-                 W.rows(), "x", W.cols(), ")");
-    for (index_t r = 0; r < W.rows(); ++r) {
-      const float* w = W.row(r);
-      for (index_t c = 0; c < W.cols(); ++c)
-        LOWBIT_CHECK(std::isfinite(w[c]), name(), " quantize: weight (", r, ", ", c, ") is ", w[c],
-                     "; expected a finite value");
-    }
-    Packed packed(W.rows(), W.cols());
-    parallel_for(
-        0, W.rows(),
-        [&](index_t r0, index_t r1) {
-          for (index_t r = r0; r < r1; ++r) {
-            const float* w = W.row(r);
-            for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-              const index_t c0 = packed.group_begin(g), c1 = packed.group_end(g);
-              float lo = w[c0], hi = w[c0];
-              for (index_t c = c0 + 1; c < c1; ++c) {
-                lo = std::min(lo, w[c]);
-                hi = std::max(hi, w[c]);
-              }
-              const Params p = fit(lo, hi);
-              packed.set_params(r, g, p);
-              for (index_t c = c0; c < c1; ++c) packed.set_code(r, c, encode(w[c], p));
-            }
-          }
-        },
-        8);
-    return packed;
-  }
-
-  static void dequantize(const Packed& packed, MatrixView<float> W) {
-    LOWBIT_CHECK(W.rows() == packed.rows() && W.cols() == packed.cols(), name(), " dequantize: output is ",
-                 W.rows(), "x", W.cols(), ", expected ", packed.rows(), "x", packed.cols());
-    parallel_for(
-        0, packed.rows(),
-        [&](index_t r0, index_t r1) {
-          for (index_t r = r0; r < r1; ++r) dequantize_row(packed, r, W.row(r));
-        },
-        8);
-  }
-
-  // Row r of Ŵ into out[cols].
-  static void dequantize_row(const Packed& packed, index_t r, float* out) {
-    const std::uint32_t* words = packed.row_codes(r);
-    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-      const float s = packed.scale(r, g);
-      const std::uint32_t z = packed.zero(r, g);
-      for (index_t c = packed.group_begin(g); c < packed.group_end(g); ++c)
-        out[c] = uniform_decode(unpack_code<Bits>(words, c), s, z);
-    }
-  }
-
-  // y[rows] = Ŵ x[cols] with the fastest CPU path of this build (kernels/cpu/uniform_matvec.hpp).
-  static void matvec(const Packed& packed, const float* x, float* y) { kernels::cpu::uniform_matvec(packed, x, y); }
-  // The same with a choice of arithmetic: Int8Activations runs kernels/cpu/uniform_matvec_q8.hpp
-  // (AVX-512 VNNI), or the exact path where this build or format has no int8 kernel.
-  static void matvec(const Packed& packed, const float* x, float* y, MatvecPrecision precision) {
-    if (precision == MatvecPrecision::Int8Activations)
-      kernels::cpu::uniform_matvec_q8(packed, x, y);
-    else
-      kernels::cpu::uniform_matvec(packed, x, y);
-  }
-
-  static double bits_per_weight(const Packed& packed) {
-    return 8.0 * static_cast<double>(packed.bytes()) / static_cast<double>(packed.rows() * packed.cols());
-  }
-};
-
-static_assert(QuantizerFor<Quantizer<Uniform<4, 128>>>);
-static_assert(QuantizerFor<Quantizer<Uniform<3, whole_row, UniformMode::Symmetric>>>);
+// Whether matvec_with<Format, A> runs a kernel of its own for A on this build (false: the exact path).
+template <class Format, ActivationFormat A>
+constexpr bool has_activation_kernel() {
+  if constexpr (A::exact)
+    return true;
+  else if constexpr (requires { Quantizer<Format>::template has_kernel_for<A>(); })
+    return Quantizer<Format>::template has_kernel_for<A>();
+  else
+    return false;
+}
 
 }  // namespace lowbit

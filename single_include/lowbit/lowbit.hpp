@@ -50,16 +50,21 @@ inline constexpr bool dependent_false = false;
 // ---- end lowbit/config.hpp ----
 
 
-// ---- begin lowbit/core/bitpack.hpp ----
-// Packing of b-bit codes (b = 1..8 and 16) into 32-bit words.
-//
-// Layout (documented in docs/formats.md): codes form one little-endian bit stream; code i occupies
-// bits [i*b, i*b + b) of that stream, word k holds stream bits [32k, 32k + 32). When b divides 32
-// (1, 2, 4, 8, 16) no code straddles a word and word k holds codes [k*32/b, (k+1)*32/b); for
-// b = 3, 5, 6, 7 a code may straddle two words. Packed rows of a matrix each start on a word boundary.
+// ---- begin lowbit/core/atomic_file.hpp ----
+// The one way lowbit writes a file that must never be seen half-written (model files, checkpoints,
+// reports): bytes go to a temporary file in the destination's folder, which is fsynced, renamed over
+// the destination, and then the folder itself is fsynced so the rename survives a crash. A writer that
+// is destroyed without commit() (an exception, a failed write) removes its temporary file, so a
+// failure never leaves debris or a truncated destination. The folder must exist (a typo in an output
+// path is an error, not a new folder); callers that own a folder create it first.
 
-#include <cstdint>
-#include <vector>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
 
 
 // ---- begin lowbit/core/error.hpp ----
@@ -102,6 +107,87 @@ template <class... Args>
     if (!(condition)) ::lowbit::fail(__VA_ARGS__); \
   } while (0)
 // ---- end lowbit/core/error.hpp ----
+
+namespace lowbit {
+
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::filesystem::path path) : path_(std::move(path)) {
+    folder_ = path_.has_parent_path() ? path_.parent_path() : std::filesystem::path(".");
+    std::string name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
+    name.append(path_.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
+    temp_ = folder_ / name;
+    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    LOWBIT_CHECK(fd_ >= 0, "cannot create '", temp_.string(), "': ", std::strerror(errno));
+  }
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  ~AtomicFileWriter() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) {
+      std::error_code ignored;
+      std::filesystem::remove(temp_, ignored);
+    }
+  }
+
+  void write(const void* data, std::size_t bytes) {
+    const auto* p = static_cast<const char*>(data);
+    std::size_t done = 0;
+    while (done < bytes) {
+      const ssize_t n = ::write(fd_, p + done, bytes - done);
+      if (n < 0 && errno == EINTR) continue;
+      LOWBIT_CHECK(n > 0, "write to '", temp_.string(), "' failed after ", written_ + done, " bytes: ",
+                   n < 0 ? std::strerror(errno) : "no progress (disk full?)");
+      done += static_cast<std::size_t>(n);
+    }
+    written_ += bytes;
+  }
+  void write(const std::string& bytes) { write(bytes.data(), bytes.size()); }
+
+  // Makes the destination hold exactly what was written: fsync, rename over it, fsync of the folder.
+  void commit() {
+    LOWBIT_CHECK(::fsync(fd_) == 0, "fsync of '", temp_.string(), "' failed: ", std::strerror(errno));
+    const int closed = ::close(fd_);
+    fd_ = -1;
+    LOWBIT_CHECK(closed == 0, "close of '", temp_.string(), "' failed: ", std::strerror(errno));
+    if (::rename(temp_.c_str(), path_.c_str()) != 0)
+      fail("cannot rename '", temp_.string(), "' to '", path_.string(), "': ", std::strerror(errno));
+    committed_ = true;
+    const int dir = ::open(folder_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+      (void)::fsync(dir);  // best effort: makes the rename itself durable
+      ::close(dir);
+    }
+  }
+
+ private:
+  std::filesystem::path path_, folder_, temp_;
+  int fd_ = -1;
+  std::size_t written_ = 0;
+  bool committed_ = false;
+};
+
+// Writes `bytes` to `path` atomically (see AtomicFileWriter).
+inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
+  AtomicFileWriter out(path);
+  out.write(bytes);
+  out.commit();
+}
+
+}  // namespace lowbit
+// ---- end lowbit/core/atomic_file.hpp ----
+
+// ---- begin lowbit/core/bitpack.hpp ----
+// Packing of b-bit codes (b = 1..8 and 16) into 32-bit words.
+//
+// Layout (documented in docs/formats.md): codes form one little-endian bit stream; code i occupies
+// bits [i*b, i*b + b) of that stream, word k holds stream bits [32k, 32k + 32). When b divides 32
+// (1, 2, 4, 8, 16) no code straddles a word and word k holds codes [k*32/b, (k+1)*32/b); for
+// b = 3, 5, 6, 7 a code may straddle two words. Packed rows of a matrix each start on a word boundary.
+
+#include <cstdint>
+#include <vector>
+
 
 // ---- begin lowbit/core/tensor.hpp ----
 // Non-owning, strided tensor views usable on host and device. A view is a pointer plus shape and
@@ -386,6 +472,60 @@ LOWBIT_HD float to_float(bf16_t b) { return bf16_bits_to_float(b.bits); }
 }  // namespace lowbit
 // ---- end lowbit/core/half.hpp ----
 
+// ---- begin lowbit/core/hash.hpp ----
+// The one fingerprint lowbit uses everywhere: 64-bit FNV-1a over bytes (checksums of stored tensors,
+// fingerprints of configurations, token streams and files for resumable runs). Fast and stable across
+// platforms and versions; not cryptographic, so it detects accidents (truncation, edits, a changed
+// option), not attacks.
+
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+namespace lowbit {
+
+inline constexpr std::uint64_t kFnv1aOffset = 0xcbf29ce484222325ULL;
+
+// FNV-1a of `bytes` bytes, continuing from `h` (pass a previous result to hash several pieces).
+inline std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t h = kFnv1aOffset) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+inline std::uint64_t fnv1a64(std::string_view text, std::uint64_t h = kFnv1aOffset) {
+  return fnv1a64(text.data(), text.size(), h);
+}
+
+// 16 lowercase hex digits.
+inline std::string hex64(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+inline std::string fnv1a64_hex(const void* data, std::size_t bytes) { return hex64(fnv1a64(data, bytes)); }
+
+// "<hash>:<size>" of a whole file, read in 1 MiB pieces.
+inline std::string file_fingerprint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in, "cannot open ", path, " to fingerprint it");
+  std::vector<char> buf(1 << 20);
+  std::uint64_t h = kFnv1aOffset, size = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto got = static_cast<std::size_t>(in.gcount());
+    h = fnv1a64(buf.data(), got, h);
+    size += got;
+  }
+  return hex64(h) + ":" + std::to_string(size);
+}
+
+}  // namespace lowbit
+// ---- end lowbit/core/hash.hpp ----
+
 // ---- begin lowbit/core/parallel.hpp ----
 // Threading on OpenMP. `parallel_for` splits [begin, end) into contiguous chunks, one per thread, so
 // each thread streams its own slice of a weight matrix; results never depend on the thread count
@@ -575,6 +715,23 @@ class Progress {
 }  // namespace lowbit
 // ---- end lowbit/core/progress.hpp ----
 
+// ---- begin lowbit/core/resources.hpp ----
+// Resource accounting for long runs: the process's peak resident memory, reported beside timings.
+
+#include <sys/resource.h>
+
+namespace lowbit {
+
+// Peak resident set size of this process so far, in MiB.
+inline double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+}  // namespace lowbit
+// ---- end lowbit/core/resources.hpp ----
+
 // ---- begin lowbit/core/rng.hpp ----
 // An explicit, seedable random generator. Every random choice in lowbit takes one of these by
 // reference, so the same seed gives the same output on every machine and the state can be saved in a
@@ -659,20 +816,1094 @@ class Rng {
 }  // namespace lowbit
 // ---- end lowbit/core/rng.hpp ----
 
+// ---- begin lowbit/core/stored_tensor.hpp ----
+// What a packed weight stores, described as named tensors: each format's packed storage lists its
+// tensors (suffix, element type, shape, bytes) next to its own definition, and file writers and readers
+// (io/quantized_model.hpp) work from that list alone, so a new format needs no code in io/. The element
+// types are the few that packed storage uses; io/ maps them to its container's dtypes.
+
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
+namespace lowbit {
+
+enum class StoredType { U8, U16, U32, F16, F32 };
+
+inline std::size_t stored_type_size(StoredType t) {
+  switch (t) {
+    case StoredType::U8: return 1;
+    case StoredType::U16:
+    case StoredType::F16: return 2;
+    case StoredType::U32:
+    case StoredType::F32: return 4;
+  }
+  return 0;
+}
+
+// One named tensor of a packed matrix. Ptr is `const void*` for writing (StoredTensor) and `void*` for
+// filling storage that a reader allocated (StoredTensorSlot).
+template <class Ptr>
+struct BasicStoredTensor {
+  std::string suffix;  // "codes", "scales", ...: the file names it "<linear>.<suffix>"
+  StoredType type;
+  std::vector<index_t> shape;
+  Ptr data;
+  std::size_t bytes;
+};
+using StoredTensor = BasicStoredTensor<const void*>;
+using StoredTensorSlot = BasicStoredTensor<void*>;
+
+// The list a packed storage returns for itself: read-only views when `Self` is const, slots otherwise.
+template <class Self>
+using StoredTensorsOf = std::vector<BasicStoredTensor<std::conditional_t<std::is_const_v<Self>, const void*, void*>>>;
+
+// A stored tensor over a std::vector member of `storage` (const storage gives a read-only view).
+template <class Vector>
+auto stored_tensor(std::string suffix, StoredType type, std::vector<index_t> shape, Vector& values) {
+  using Ptr = std::conditional_t<std::is_const_v<Vector>, const void*, void*>;
+  return BasicStoredTensor<Ptr>{std::move(suffix), type, std::move(shape), static_cast<Ptr>(values.data()),
+                                values.size() * sizeof(typename std::remove_const_t<Vector>::value_type)};
+}
+
+}  // namespace lowbit
+// ---- end lowbit/core/stored_tensor.hpp ----
+
+
+// ---- begin lowbit/format/activation.hpp ----
+// Activation formats: how a linear layer's input vector is represented when it meets the packed
+// weights, as compile-time policies like the weight formats. A kernel is specialized per (weight format,
+// activation format) pair; `Quantizer<W>::matvec<A>(packed, x, y)` runs it, and a pair without a kernel
+// of its own computes the exact fp32-activation result (never a slow path, never a wrong one).
+//   F32Activations   x as given: the reference numerics and every format's default.
+//   Int8Activations  x quantized to int8 per block of up to 256 values with one fp32 scale each (as
+//                    llama.cpp's Q8 activations), so the product runs on integer dot-product instructions
+//                    (AVX-512 VNNI / AVX2); each x[c] is off by at most half its block's step
+//                    max|x_block|/127.
+// Learned 1-bit activations (an encoder and a Heaviside step before the layer) are another policy of
+// this kind; they change the layer, not just its kernel, so they wrap it (ALGORITHMS.md §4).
+
+#include <concepts>
+#include <string>
+
+namespace lowbit {
+
+struct F32Activations {
+  static std::string name() { return "f32"; }
+  static constexpr bool exact = true;
+};
+
+struct Int8Activations {
+  static std::string name() { return "int8"; }
+  static constexpr bool exact = false;
+  static constexpr int max_block = 256;  // values per fp32 scale (a whole group when the group is shorter)
+};
+
+template <class A>
+concept ActivationFormat = requires {
+  { A::name() } -> std::convertible_to<std::string>;
+  { A::exact } -> std::convertible_to<bool>;
+};
+
+template <class... A>
+struct ActivationFormatList {};
+// Every activation format the decoding layers can be switched to (QuantizedLinear::set_activations).
+using RegisteredActivationFormats = ActivationFormatList<F32Activations, Int8Activations>;
+
+static_assert(ActivationFormat<F32Activations> && ActivationFormat<Int8Activations>);
+
+}  // namespace lowbit
+// ---- end lowbit/format/activation.hpp ----
 
 // ---- begin lowbit/format/additive.hpp ----
 // Additive quantization (AQLM): a row's group of G weights is s_o · Σ_m C_m[code_m], with M codebooks
-// of 2^B fp16 vectors shared by the whole matrix and one fp16 scale per row. `Additive<M, B, G>` is the
-// policy; `Quantizer<Additive<...>>` packs, dequantizes and runs the matvec through the CPU kernels.
+// of 2^B fp16 vectors shared by the whole matrix and one fp16 scale per row. This header holds the
+// policy `Additive<M, B, G>`, the runtime shape and the unpacked fp32 form that calibration works on
+// (AdditiveShape, AdditiveCodes), and the packed storage; the LOWBIT_HD per-group arithmetic is
+// format/additive_shared.hpp, the façade Quantizer<Additive<...>> is quantizer/additive.hpp.
 // Byte layout (docs/aqlm.md): codes [rows, ceil(cols/G), M] as a B-bit stream per row starting on a
 // 32-bit word (core/bitpack.hpp), codebooks [M, 2^B, G] fp16, scales [rows] fp16.
 
 #include <cstdint>
-#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
+
+
+namespace lowbit {
+
+// Runtime description of an additive layout: M codebooks of 2^B vectors of G weights each.
+struct AdditiveShape {
+  index_t rows = 0;
+  index_t cols = 0;
+  int num_codebooks = 0;  // M
+  int code_bits = 0;      // B
+  int group_size = 0;     // G
+
+  LOWBIT_HD index_t groups() const { return (cols + group_size - 1) / group_size; }
+  LOWBIT_HD index_t padded_cols() const { return groups() * group_size; }
+  LOWBIT_HD index_t codebook_size() const { return index_t{1} << code_bits; }
+  LOWBIT_HD index_t codes_per_row() const { return groups() * num_codebooks; }
+
+  void validate(const std::string& what) const {
+    LOWBIT_CHECK(rows > 0 && cols > 0, what, ": additive matrix must be non-empty, found [", rows, ", ",
+                 cols, "]");
+    LOWBIT_CHECK(num_codebooks >= 1 && num_codebooks <= 8, what, ": number of codebooks must be 1..8, found ",
+                 num_codebooks);
+    LOWBIT_CHECK(code_bits >= 1 && code_bits <= 16, what, ": code bits must be 1..16, found ", code_bits);
+    LOWBIT_CHECK(group_size == 2 || group_size == 4 || group_size == 8 || group_size == 16 || group_size == 32,
+                 what, ": group size must be 2, 4, 8, 16 or 32, found ", group_size);
+  }
+  // The format descriptor of this layout, "additive:M:B:G" (the one place the family's descriptor is
+  // spelled; Additive<M, B, G>::name() is this for its shape).
+  std::string format_name() const {
+    return "additive:" + std::to_string(num_codebooks) + ":" + std::to_string(code_bits) + ":" +
+           std::to_string(group_size);
+  }
+  bool operator==(const AdditiveShape&) const = default;
+};
+
+struct AdditiveCodes {
+  AdditiveShape shape;
+  std::vector<std::uint32_t> codes;  // [rows, groups, M]
+  std::vector<float> codebooks;      // [M, 2^B, G]
+  std::vector<float> scales;         // [rows]
+
+  AdditiveCodes() = default;
+  explicit AdditiveCodes(const AdditiveShape& s)
+      : shape(s),
+        codes(static_cast<std::size_t>(s.rows * s.codes_per_row()), 0u),
+        codebooks(static_cast<std::size_t>(s.num_codebooks * s.codebook_size() * s.group_size), 0.0f),
+        scales(static_cast<std::size_t>(s.rows), 1.0f) {}
+
+  std::uint32_t& code(index_t row, index_t group, int m) {
+    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
+  }
+  std::uint32_t code(index_t row, index_t group, int m) const {
+    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
+  }
+  float* codeword(int m, index_t k) {
+    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
+  }
+  const float* codeword(int m, index_t k) const {
+    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
+  }
+};
+
+template <int M, int B, int G>
+struct Additive {
+  static_assert(M >= 1 && M <= 8, "Additive<M, B, G>: the number of codebooks M must be 1..8");
+  static_assert(B >= 1 && B <= 16, "Additive<M, B, G>: the code width B must be 1..16 bits");
+  static_assert(G == 2 || G == 4 || G == 8 || G == 16 || G == 32,
+                "Additive<M, B, G>: the group size G must be 2, 4, 8, 16 or 32");
+  static constexpr int num_codebooks = M;
+  static constexpr int code_bits = B;
+  static constexpr int group_size = G;
+  static constexpr index_t codebook_size = index_t{1} << B;
+
+  // Descriptor: "additive:2:8:8".
+  static std::string name() { return shape(0, 0).format_name(); }
+  static AdditiveShape shape(index_t rows, index_t cols) { return AdditiveShape{rows, cols, M, B, G}; }
+};
+
+// Packed storage, exactly as written to a file, plus a cache slot for what kernels derive from it (not
+// counted in bytes()). Storage filled in place after construction (a file reader) must be complete
+// before the first kernel call.
+class AdditivePacked {
+ public:
+  AdditivePacked() = default;
+  AdditivePacked(const AdditivePacked& o)
+      : shape_(o.shape_), words_per_row_(o.words_per_row_), codes_(o.codes_), codebooks_(o.codebooks_),
+        scales_(o.scales_) {}
+  AdditivePacked(AdditivePacked&&) noexcept = default;
+  AdditivePacked& operator=(const AdditivePacked& o) {
+    if (this != &o) *this = AdditivePacked(o);
+    return *this;
+  }
+  AdditivePacked& operator=(AdditivePacked&&) noexcept = default;
+
+  // Zero storage for a shape (to be filled by a reader).
+  explicit AdditivePacked(const AdditiveShape& shape) : shape_(shape) {
+    shape_.validate("AdditivePacked");
+    words_per_row_ = packed_words(shape_.codes_per_row(), shape_.code_bits);
+    codes_.assign(static_cast<std::size_t>(shape_.rows * words_per_row_), 0u);
+    codebooks_.assign(static_cast<std::size_t>(shape_.num_codebooks * shape_.codebook_size() * shape_.group_size), half_t{});
+    scales_.assign(static_cast<std::size_t>(shape_.rows), half_t{});
+  }
+
+  // Packs unpacked codes; codebooks and scales are rounded to fp16 (the fp32 copies hold the rounded
+  // values, so every kernel computes exactly the stored matrix).
+  explicit AdditivePacked(const AdditiveCodes& a) : shape_(a.shape) {
+    shape_.validate("AdditivePacked");
+    const index_t n = shape_.codes_per_row(), K = shape_.codebook_size();
+    LOWBIT_CHECK(static_cast<index_t>(a.codes.size()) == shape_.rows * n, "AdditivePacked: expected ",
+                 shape_.rows * n, " codes, found ", a.codes.size());
+    words_per_row_ = packed_words(n, shape_.code_bits);
+    codes_.assign(static_cast<std::size_t>(shape_.rows * words_per_row_), 0u);
+    for (index_t o = 0; o < shape_.rows; ++o)
+      for (index_t i = 0; i < n; ++i) {
+        const std::uint32_t c = a.codes[static_cast<std::size_t>(o * n + i)];
+        LOWBIT_CHECK(c < static_cast<std::uint32_t>(K), "AdditivePacked: code ", c, " at row ", o, " position ", i,
+                     " does not fit in ", shape_.code_bits, " bits");
+        pack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits, c);
+      }
+    codebooks_.resize(a.codebooks.size());
+    for (std::size_t i = 0; i < a.codebooks.size(); ++i) codebooks_[i] = to_half(a.codebooks[i]);
+    scales_.resize(a.scales.size());
+    for (std::size_t i = 0; i < a.scales.size(); ++i) scales_[i] = to_half(a.scales[i]);
+  }
+
+  // Adopts raw storage (as read from a file); sizes are checked against the shape.
+  AdditivePacked(const AdditiveShape& shape, std::vector<std::uint32_t> codes, std::vector<half_t> codebooks,
+                 std::vector<half_t> scales)
+      : shape_(shape), codes_(std::move(codes)), codebooks_(std::move(codebooks)), scales_(std::move(scales)) {
+    shape_.validate("AdditivePacked");
+    words_per_row_ = packed_words(shape_.codes_per_row(), shape_.code_bits);
+    LOWBIT_CHECK(static_cast<index_t>(codes_.size()) == shape_.rows * words_per_row_, "AdditivePacked: expected ",
+                 shape_.rows * words_per_row_, " code words, found ", codes_.size());
+    LOWBIT_CHECK(static_cast<index_t>(codebooks_.size()) == shape_.num_codebooks * shape_.codebook_size() * shape_.group_size,
+                 "AdditivePacked: expected ", shape_.num_codebooks * shape_.codebook_size() * shape_.group_size,
+                 " codebook values, found ", codebooks_.size());
+    LOWBIT_CHECK(static_cast<index_t>(scales_.size()) == shape_.rows, "AdditivePacked: expected ", shape_.rows,
+                 " scales, found ", scales_.size());
+  }
+
+  index_t rows() const { return shape_.rows; }
+  index_t cols() const { return shape_.cols; }
+  const AdditiveShape& shape() const { return shape_; }
+  index_t words_per_row() const { return words_per_row_; }
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& codebooks() const { return codebooks_; }
+  const std::vector<half_t>& scales() const { return scales_; }
+  // Mutable storage for readers (before the first kernel call).
+  std::vector<std::uint32_t>& codes() { return codes_; }
+  std::vector<half_t>& codebooks() { return codebooks_; }
+  std::vector<half_t>& scales() { return scales_; }
+
+  // Bytes as stored: code words + fp16 codebooks + fp16 scales.
+  std::size_t bytes() const { return codes_.size() * 4 + codebooks_.size() * 2 + scales_.size() * 2; }
+
+  // Back to the unpacked fp32 form (codebooks and scales as stored in fp16).
+  AdditiveCodes unpack() const {
+    AdditiveCodes a(shape_);
+    const index_t n = shape_.codes_per_row();
+    for (index_t o = 0; o < shape_.rows; ++o)
+      for (index_t i = 0; i < n; ++i)
+        a.codes[static_cast<std::size_t>(o * n + i)] = unpack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits);
+    for (std::size_t i = 0; i < codebooks_.size(); ++i) a.codebooks[i] = to_float(codebooks_[i]);
+    for (std::size_t i = 0; i < scales_.size(); ++i) a.scales[i] = to_float(scales_[i]);
+    return a;
+  }
+
+ // The tensors a file stores (docs/aqlm.md): codes [rows, words] u32, codebooks [M, 2^B, G] f16,
+  // scales [rows] f16.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
+  // Data a kernel derives once from the stored bytes (decoded fp32 codebooks, a re-tiled code layout):
+  // owned here so that it lives and dies with the matrix, defined by the kernels that use it
+  // (kernels/cpu/additive_matvec.hpp). Copies start with an empty cache.
+  struct KernelCache {
+    std::mutex mutex;
+    std::shared_ptr<const void> data;
+  };
+  KernelCache& kernel_cache() const {
+    if (!cache_) cache_ = std::make_shared<KernelCache>();  // a moved-from object being reused
+    return *cache_;
+  }
+
+ private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    const index_t K = p.shape_.codebook_size();
+    return {
+        stored_tensor("codes", StoredType::U32, {p.shape_.rows, p.words_per_row_}, p.codes_),
+        stored_tensor("codebooks", StoredType::F16, {p.shape_.num_codebooks, K, p.shape_.group_size}, p.codebooks_),
+        stored_tensor("scales", StoredType::F16, {p.shape_.rows}, p.scales_)};
+  }
+
+  AdditiveShape shape_{};
+  index_t words_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;  // [rows, words_per_row]
+  std::vector<half_t> codebooks_;     // [M, 2^B, G]
+  std::vector<half_t> scales_;        // [rows]
+  mutable std::shared_ptr<KernelCache> cache_ = std::make_shared<KernelCache>();  // null only when moved from
+};
+
+// The packed type of one format: fixes M, B, G so a reader can allocate storage from (rows, cols).
+template <int M, int B, int G>
+class AdditivePackedOf : public AdditivePacked {
+ public:
+  AdditivePackedOf() = default;
+  AdditivePackedOf(index_t rows, index_t cols) : AdditivePacked(AdditiveShape{rows, cols, M, B, G}) {}
+  explicit AdditivePackedOf(const AdditiveCodes& a) : AdditivePacked(check(a)) {}
+
+ private:
+  static const AdditiveCodes& check(const AdditiveCodes& a) {
+    LOWBIT_CHECK(a.shape.num_codebooks == M && a.shape.code_bits == B && a.shape.group_size == G,
+                 "additive:", M, ":", B, ":", G, ": codes are ", a.shape.num_codebooks, "x", a.shape.code_bits,
+                 " with group ", a.shape.group_size);
+    return a;
+  }
+};
+
+
+template <class Format>
+inline constexpr bool is_additive_format = false;
+template <int M, int B, int G>
+inline constexpr bool is_additive_format<Additive<M, B, G>> = true;
+
+// The capability AQLM's calibrator needs: an additive format, whose codes it chooses by beam search and
+// whose codebooks it fits (calib/additive.hpp).
+template <class Format>
+concept AdditiveFormat = is_additive_format<Format>;
+
+}  // namespace lowbit
+// ---- end lowbit/format/additive.hpp ----
+
+// ---- begin lowbit/format/additive_shared.hpp ----
+// Arithmetic of the additive (AQLM) kernels that runs unchanged on host and device (LOWBIT_HD): reading a
+// code from the packed stream, decoding one group from fp16 codebooks, a group's dot product, and the
+// beam-search candidate score. The CUDA kernels call exactly these, and the host tests check them
+// against the fp32 reference, so a GPU-less build still verifies the device arithmetic.
+
+#include <cstdint>
+
+
+namespace lowbit {
+
+// Code (j, m) of a row whose B-bit stream starts at `row_words`.
+LOWBIT_HD std::uint32_t additive_code(const std::uint32_t* row_words, index_t j, int m, int num_codebooks, int bits) {
+  return unpack_code(row_words, j * num_codebooks + m, bits);
+}
+
+// out[d] = Σ_m C_m[code_jm][d] for one group, codebooks as fp16 bits [M, K, G].
+LOWBIT_HD void additive_decode_group(const std::uint16_t* codebooks, index_t codebook_size, int num_codebooks,
+                                     int group_size, const std::uint32_t* row_words, int bits, index_t j, float* out) {
+  for (int d = 0; d < group_size; ++d) out[d] = 0.0f;
+  for (int m = 0; m < num_codebooks; ++m) {
+    const std::uint32_t code = additive_code(row_words, j, m, num_codebooks, bits);
+    const std::uint16_t* c = codebooks + (m * codebook_size + code) * group_size;
+    for (int d = 0; d < group_size; ++d) out[d] += half_bits_to_float(c[d]);
+  }
+}
+
+// Σ_d (Σ_m C_m[code_jm][d]) · x[G·j + d], with columns at or past `cols` (padding) skipped.
+LOWBIT_HD float additive_group_dot(const std::uint16_t* codebooks, index_t codebook_size, int num_codebooks,
+                                   int group_size, const std::uint32_t* row_words, int bits, index_t j,
+                                   const float* x, index_t cols) {
+  float acc = 0.0f;
+  for (int m = 0; m < num_codebooks; ++m) {
+    const std::uint32_t code = additive_code(row_words, j, m, num_codebooks, bits);
+    const std::uint16_t* c = codebooks + (m * codebook_size + code) * group_size;
+    for (int d = 0; d < group_size; ++d) {
+      const index_t col = j * group_size + d;
+      if (col < cols) acc += half_bits_to_float(c[d]) * x[col];
+    }
+  }
+  return acc;
+}
+
+// The same dot product with fp32 codebooks [M, K, G] and the group's G activations already gathered
+// (xg), for rows whose length is a multiple of G (no padding): the tiled CUDA kernel's inner step, with
+// the codebooks decoded once into shared memory.
+template <int G>
+LOWBIT_HD float additive_group_dot_f32(const float* codebooks, index_t codebook_size, int num_codebooks,
+                                       const std::uint32_t* row_words, int bits, index_t j, const float* xg) {
+  float acc = 0.0f;
+  for (int m = 0; m < num_codebooks; ++m) {
+    const float* c = codebooks + (m * codebook_size + additive_code(row_words, j, m, num_codebooks, bits)) * G;
+    LOWBIT_UNROLL
+    for (int d = 0; d < G; ++d) acc += c[d] * xg[d];
+  }
+  return acc;
+}
+
+// eᵀ·H_jj·e for a codeword e and the G×G diagonal block H_jj (row-major).
+LOWBIT_HD float additive_quadratic_form(const float* e, const float* hjj, int group_size) {
+  float total = 0.0f;
+  for (int p = 0; p < group_size; ++p) {
+    float hp = 0.0f;
+    for (int t = 0; t < group_size; ++t) hp += hjj[p * group_size + t] * e[t];
+    total += e[p] * hp;
+  }
+  return total;
+}
+
+// Beam-search score of candidate codeword e for a row (calib/beam_search.hpp): s²·eᵀH_jj e + ⟨e, q⟩ with
+// q = 2s(r_j − s·H_jj·f). Equal to the row's new loss up to a constant shared by all candidates.
+LOWBIT_HD float additive_candidate_score(const float* e, const float* q, int group_size, float scale_squared,
+                                         float quad) {
+  float total = scale_squared * quad;
+  for (int p = 0; p < group_size; ++p) total += q[p] * e[p];
+  return total;
+}
+
+}  // namespace lowbit
+// ---- end lowbit/format/additive_shared.hpp ----
+
+// ---- begin lowbit/format/concepts.hpp ----
+// What a weight format is. A format is an empty policy type (Uniform<4,128>, Additive<2,8,8>, ...)
+// with static constexpr parameters validated by static_assert and a descriptor `name()`;
+// `Quantizer<Format>` is specialized per format family and provides the operations below. Generic code
+// (QuantizedLinear, the quantized model file, benchmarks, calibrators) is written against these
+// concepts only; a family-specific capability (AdditiveFormat) sits next to its family.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+// Primary template: every supported format family specializes it. Using an unsupported type fails in
+// one readable line.
+template <class Format>
+struct Quantizer {
+  static_assert(dependent_false<Format>, "lowbit: no Quantizer specialization for this format type");
+};
+
+// The operations every Quantizer<Format> provides.
+//   Packed                      owning packed storage (codes + scales + codebooks), with rows(),
+//                               cols() and bytes() (storage bytes, exactly as stored)
+//   quantize(W)                 round-to-nearest (or the format's default) quantization of W [rows, cols]
+//   dequantize(P, W)            writes Ŵ [rows, cols]
+//   matvec(P, x, y)             y[rows] = Ŵ x[cols] without materializing Ŵ
+//   bits_per_weight(P)          8 * bytes() / (rows * cols): scales, zeros and codebooks included
+//   name()                      e.g. "uniform:4:128"
+template <class Q>
+concept QuantizerFor = requires(const typename Q::Packed& packed, MatrixView<const float> w,
+                                MatrixView<float> out, const float* x, float* y) {
+  typename Q::Format;
+  { Q::quantize(w) } -> std::same_as<typename Q::Packed>;
+  { Q::dequantize(packed, out) };
+  { Q::matvec(packed, x, y) };
+  { Q::bits_per_weight(packed) } -> std::convertible_to<double>;
+  { Q::name() } -> std::convertible_to<std::string>;
+  { packed.rows() } -> std::convertible_to<index_t>;
+  { packed.cols() } -> std::convertible_to<index_t>;
+  { packed.bytes() } -> std::convertible_to<std::size_t>;
+};
+
+// A format whose packed storage a file can hold: storage for a shape can be allocated empty and lists
+// its named tensors, read-only for writing and writable for a reader to fill (core/stored_tensor.hpp).
+template <class Format>
+concept StorableFormat = std::constructible_from<typename Quantizer<Format>::Packed, index_t, index_t> &&
+                         requires(typename Quantizer<Format>::Packed& packed,
+                                  const typename Quantizer<Format>::Packed& stored) {
+  { packed.stored_tensors() } -> std::same_as<std::vector<StoredTensorSlot>>;
+  { stored.stored_tensors() } -> std::same_as<std::vector<StoredTensor>>;
+};
+
+// A weight format lowbit can quantize, run and store: every registered format is one (formats.hpp).
+template <class Format>
+concept WeightFormat = QuantizerFor<Quantizer<Format>> && StorableFormat<Format> && requires {
+  { Format::name() } -> std::convertible_to<std::string>;
+};
+
+// A group-grid format: each group of `Format::group_size` weights of a row (0: the whole row) has its
+// own parameters fitted from a range [lo, hi], every weight is encoded independently on that grid, and
+// the packed storage is built group by group. RTN, GPTQ and AutoClip fill any such format.
+template <class Format>
+concept GroupGridFormat =
+    WeightFormat<Format> &&
+    requires(typename Quantizer<Format>::Packed& packed, const typename Quantizer<Format>::Params& p, float w,
+             std::uint32_t code, index_t i) {
+      { Format::group_size } -> std::convertible_to<int>;
+      { Quantizer<Format>::fit(w, w) } -> std::same_as<typename Quantizer<Format>::Params>;
+      { Quantizer<Format>::encode(w, p) } -> std::convertible_to<std::uint32_t>;
+      { Quantizer<Format>::decode(code, p) } -> std::convertible_to<float>;
+      packed.set_params(i, i, p);
+      packed.set_code(i, i, code);
+      { packed.code(i, i) } -> std::convertible_to<std::uint32_t>;
+      { packed.params(i, i) } -> std::convertible_to<typename Quantizer<Format>::Params>;
+    };
+
+}  // namespace lowbit
+// ---- end lowbit/format/concepts.hpp ----
+
+// ---- begin lowbit/format/nf3.hpp ----
+// NF3<Group>: BitDistiller's asymmetric NormalFloat-style 3-bit grid (ALGORITHMS.md §2.1). Each group
+// of `Group` consecutive input weights stores its max (≥ 0) and min (≤ 0) in fp16; positive weights are
+// divided by the max, negative ones by |min|, and rounded to the nearest of eight fixed levels, which
+// sit denser near zero where LLM weights concentrate. Codes are 3-bit, packed per row with
+// core/bitpack.hpp (each row starts on a 32-bit word); a short last group is allowed.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+template <int GroupSize>
+struct NF3 {
+  static_assert(GroupSize >= 8 && GroupSize % 8 == 0, "NF3: group size must be a positive multiple of 8");
+  static constexpr int bits = 3;
+  static constexpr int group_size = GroupSize;
+  static constexpr int levels = 8;
+  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
+};
+
+// The eight levels, code 0..7, ascending. Code 3 is exactly zero.
+LOWBIT_HD float nf3_level(std::uint32_t code) {
+  constexpr float table[8] = {-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3820f, 0.6230f, 1.0f};
+  return table[code & 7u];
+}
+
+// Decision thresholds halfway between consecutive levels (threshold k separates code k and k+1).
+LOWBIT_HD float nf3_threshold(int k) {
+  return 0.5f * (nf3_level(static_cast<std::uint32_t>(k)) + nf3_level(static_cast<std::uint32_t>(k + 1)));
+}
+
+// Group parameters as stored: fp16 max ≥ 0 and fp16 min ≤ 0.
+struct NF3Params {
+  half_t max;
+  half_t min;
+};
+
+// Parameters for a group whose (possibly clipped) range is [lo, hi]; zero always lies in the range.
+LOWBIT_HD NF3Params nf3_fit(float lo, float hi) {
+  return NF3Params{to_half(hi > 0.0f ? hi : 0.0f), to_half(lo < 0.0f ? lo : 0.0f)};
+}
+
+// Normalizes w by the side's magnitude and returns the code of the nearest level (ties go up).
+LOWBIT_HD std::uint32_t nf3_encode(float w, float group_max, float group_min) {
+  float v = 0.0f;
+  if (w >= 0.0f) {
+    v = group_max > 0.0f ? w / group_max : 0.0f;
+  } else {
+    v = group_min < 0.0f ? w / -group_min : 0.0f;
+  }
+  std::uint32_t code = 0;
+  LOWBIT_UNROLL
+  for (int k = 0; k < 7; ++k) code += v >= nf3_threshold(k) ? 1u : 0u;
+  return code;
+}
+
+LOWBIT_HD float nf3_decode(std::uint32_t code, float group_max, float group_min) {
+  const float level = nf3_level(code);
+  return level >= 0.0f ? level * group_max : level * -group_min;
+}
+
+// Owning storage of an NF3-quantized matrix [rows, cols].
+template <int GroupSize>
+class NF3Packed {
+ public:
+  static constexpr int bits = 3;
+  NF3Packed() = default;
+  NF3Packed(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
+    LOWBIT_CHECK(rows > 0 && cols > 0, "NF3Packed: shape must be positive, got ", rows, "x", cols);
+    words_per_row_ = packed_words(cols, bits);
+    groups_per_row_ = (cols + GroupSize - 1) / GroupSize;
+    codes_.assign(static_cast<std::size_t>(rows * words_per_row_), 0u);
+    maxes_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+    mins_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+  }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  index_t words_per_row() const { return words_per_row_; }
+  index_t groups_per_row() const { return groups_per_row_; }
+  std::size_t bytes() const {
+    return codes_.size() * sizeof(std::uint32_t) + (maxes_.size() + mins_.size()) * sizeof(half_t);
+  }
+
+  // Incremental build: parameters of a group, then codes (a code may be overwritten).
+  void set_params(index_t row, index_t group, NF3Params p) {
+    maxes_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.max;
+    mins_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.min;
+  }
+  NF3Params params(index_t row, index_t group) const {
+    const auto i = static_cast<std::size_t>(row * groups_per_row_ + group);
+    return NF3Params{maxes_[i], mins_[i]};
+  }
+  void set_code(index_t row, index_t col, std::uint32_t code) {
+    LOWBIT_CHECK(code < 8u, "NF3 packed storage: code ", code, " does not fit in 3 bits");
+    std::uint32_t* words = codes_.data() + row * words_per_row_;
+    const index_t bit = col * bits;
+    const int off = static_cast<int>(bit & 31);
+    words[bit >> 5] &= ~(7u << off);
+    if (off + bits > 32) words[(bit >> 5) + 1] &= ~(7u >> (32 - off));
+    pack_code(words, col, bits, code);
+  }
+  std::uint32_t code(index_t row, index_t col) const {
+    return unpack_code<bits>(codes_.data() + row * words_per_row_, col);
+  }
+
+  // The tensors a file stores (docs/quantized-file.md): codes [rows, words] u32, max and min
+  // [rows, groups] f16.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
+  // Raw storage, as written to the quantized model file.
+  std::vector<std::uint32_t>& codes() { return codes_; }    // [rows, words_per_row]
+  std::vector<half_t>& maxes() { return maxes_; }             // [rows, groups_per_row]
+  std::vector<half_t>& mins() { return mins_; }               // [rows, groups_per_row]
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& maxes() const { return maxes_; }
+  const std::vector<half_t>& mins() const { return mins_; }
+
+ private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    return {stored_tensor("codes", StoredType::U32, {p.rows_, p.words_per_row_}, p.codes_),
+                       stored_tensor("max", StoredType::F16, {p.rows_, p.groups_per_row_}, p.maxes_),
+                       stored_tensor("min", StoredType::F16, {p.rows_, p.groups_per_row_}, p.mins_)};
+  }
+
+  index_t rows_ = 0, cols_ = 0, words_per_row_ = 0, groups_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;
+  std::vector<half_t> maxes_, mins_;
+};
+
+
+}  // namespace lowbit
+// ---- end lowbit/format/nf3.hpp ----
+
+// ---- begin lowbit/format/uniform.hpp ----
+// Uniform<Bits, GroupSize, Mode>: group-wise uniform (integer) quantization, the format of RTN, GPTQ and
+// BitDistiller. Each group of GroupSize consecutive input weights of a row shares an fp16 scale and, in
+// the default asymmetric mode, a Bits-bit integer zero point: ŵ = (code − zero)·scale. This header holds
+// the policy, the per-group arithmetic (LOWBIT_HD, shared by the CPU and CUDA kernels and by the
+// calibrators) and the packed storage; Quantizer<Uniform<...>> lives in quantizer.hpp.
+//
+// API for calibrators (GPTQ, AutoClip) — everything a per-group algorithm needs:
+//   UniformGroupParams p = uniform_fit<Format>(lo, hi);   // from a (possibly clipped) range; the scale is
+//                                                        // rounded to fp16 *before* any code is computed
+//   std::uint32_t q = uniform_encode(w, p, Format::max_code);  // clamp(round(w/scale) + zero, 0, 2^b − 1)
+//   float w_hat   = uniform_decode(q, p);                // (q − zero)·scale, exactly what kernels compute
+//   UniformPacked<Format> P(rows, cols);  (or ::zeros)   // all codes 0, all params unset (scale 0)
+//   P.set_params(row, group, p);  P.set_code(row, col, q);  P.code(row, col);  P.params(row, group);
+//   P.group_begin(g), P.group_end(g), P.group_size(), P.groups_per_row()   // a short last group is allowed
+//
+// Rounding: the fp16 scale is rounded toward zero and codes round half away from zero, so the extreme
+// weights of a group land exactly on codes 0 and 2^b − 1 (asymmetric) or ±(2^(b−1) − 1) (symmetric); this
+// makes quantize → dequantize → quantize reproduce the packed matrix bit for bit.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+// GroupSize value meaning "one group per row" (the group is as long as the row).
+inline constexpr int whole_row = 0;
+
+// Asymmetric: per-group scale and integer zero from [min, max]. Symmetric: zero fixed at 2^(b−1) (not
+// stored), scale from max |w|, levels −(2^(b−1) − 1)..(2^(b−1) − 1) used by RTN.
+enum class UniformMode { Asymmetric, Symmetric };
+
+template <int Bits, int GroupSize, UniformMode Mode = UniformMode::Asymmetric>
+struct Uniform {
+  static_assert(Bits >= 1 && Bits <= 8, "lowbit::Uniform: Bits must be between 1 and 8");
+  static_assert(GroupSize > 0 || GroupSize == whole_row,
+                "lowbit::Uniform: GroupSize must be positive, or lowbit::whole_row for one group per row");
+  static_assert(Mode == UniformMode::Asymmetric || Bits >= 2,
+                "lowbit::Uniform: symmetric mode needs at least 2 bits");
+  static constexpr int bits = Bits;
+  static constexpr int group_size = GroupSize;  // 0 (whole_row): one group per row
+  static constexpr UniformMode mode = Mode;
+  static constexpr bool symmetric = Mode == UniformMode::Symmetric;
+  static constexpr std::uint32_t max_code = (1u << Bits) - 1u;
+  static constexpr std::uint32_t symmetric_zero = 1u << (Bits - 1);
+
+  // Descriptor: "uniform:4:128", "uniform:3:row" (whole-row groups), "uniform:4:128:sym".
+  static std::string name() {
+    std::string n = "uniform:" + std::to_string(Bits) + ":" + (GroupSize > 0 ? std::to_string(GroupSize) : "row");
+    if (symmetric) n += ":sym";
+    return n;
+  }
+};
+
+template <class T>
+inline constexpr bool is_uniform_format = false;
+template <int B, int G, UniformMode M>
+inline constexpr bool is_uniform_format<Uniform<B, G, M>> = true;
+
+// Parameters of one group, as stored: fp16 scale and integer zero point (< 2^Bits).
+struct UniformGroupParams {
+  half_t scale;
+  std::uint32_t zero = 0;
+};
+
+// ---- per-group arithmetic (host and device) ------------------------------------------------------
+
+// Round half away from zero (the same on host and device).
+LOWBIT_HD float uniform_round(float v) {
+#if defined(__CUDA_ARCH__)
+  return roundf(v);
+#else
+  return std::round(v);
+#endif
+}
+
+// The largest fp16 value ≤ v (v ≥ 0); saturates at 65504 instead of overflowing.
+LOWBIT_HD std::uint16_t half_bits_round_down(float v) {
+  std::uint16_t h = float_to_half_bits(v);
+  if (half_bits_to_float(h) > v) --h;
+  return h;
+}
+
+// code = clamp(round(w / scale) + zero, 0, max_code).
+LOWBIT_HD std::uint32_t uniform_encode(float w, float scale, std::uint32_t zero, std::uint32_t max_code) {
+  const float q = uniform_round(w / scale) + static_cast<float>(zero);
+  const float clamped = q < 0.0f ? 0.0f : (q > static_cast<float>(max_code) ? static_cast<float>(max_code) : q);
+  return static_cast<std::uint32_t>(clamped);
+}
+LOWBIT_HD std::uint32_t uniform_encode(float w, UniformGroupParams p, std::uint32_t max_code) {
+  return uniform_encode(w, half_bits_to_float(p.scale.bits), p.zero, max_code);
+}
+
+// ŵ = (code − zero)·scale.
+LOWBIT_HD float uniform_decode(std::uint32_t code, float scale, std::uint32_t zero) {
+  return static_cast<float>(static_cast<int>(code) - static_cast<int>(zero)) * scale;
+}
+LOWBIT_HD float uniform_decode(std::uint32_t code, UniformGroupParams p) {
+  return uniform_decode(code, half_bits_to_float(p.scale.bits), p.zero);
+}
+
+// Group parameters from a (possibly clipped) range [lo, hi], runtime width. Asymmetric: the range is
+// widened to contain 0, scale = (hi − lo)/(2^b − 1) rounded down to fp16, zero = round(−lo/scale).
+// Symmetric: scale = max(|lo|, |hi|)/(2^(b−1) − 1), zero = 2^(b−1). A zero-width range gets the smallest
+// positive fp16 scale, so every code is defined and all weights decode to 0.
+LOWBIT_HD UniformGroupParams uniform_fit(float lo, float hi, int bits, bool symmetric) {
+  const std::uint32_t max_code = (1u << bits) - 1u;
+  lo = lo < 0.0f ? lo : 0.0f;
+  hi = hi > 0.0f ? hi : 0.0f;
+  UniformGroupParams p;
+  if (symmetric) {
+    const float absmax = -lo > hi ? -lo : hi;
+    p.scale.bits = half_bits_round_down(absmax / static_cast<float>((1u << (bits - 1)) - 1u));
+    if (p.scale.bits == 0) p.scale.bits = 1;
+    p.zero = 1u << (bits - 1);
+    return p;
+  }
+  p.scale.bits = half_bits_round_down((hi - lo) / static_cast<float>(max_code));
+  if (p.scale.bits == 0) p.scale.bits = 1;
+  const float z = uniform_round(-lo / half_bits_to_float(p.scale.bits));
+  p.zero = z > static_cast<float>(max_code) ? max_code : static_cast<std::uint32_t>(z);
+  return p;
+}
+
+template <class Format>
+LOWBIT_HD UniformGroupParams uniform_fit(float lo, float hi) {
+  static_assert(is_uniform_format<Format>, "uniform_fit: Format must be a lowbit::Uniform<...>");
+  return uniform_fit(lo, hi, Format::bits, Format::symmetric);
+}
+
+// Σ_j ŵ_j·x[j] for the first `count` codes of one packed word (Bits divides 32; code j at bits j·Bits),
+// all in one group with parameters (scale, zero). Shared by the CUDA kernel and its host tests.
+template <int Bits>
+LOWBIT_HD float uniform_word_dot(std::uint32_t word, const float* x, int count, float scale, std::uint32_t zero) {
+  static_assert(32 % Bits == 0, "uniform_word_dot: Bits must divide 32");
+  constexpr int per_word = 32 / Bits;
+  constexpr std::uint32_t mask = (1u << Bits) - 1u;
+  float acc = 0.0f;
+  for (int j = 0; j < per_word; ++j)  // constant trip count: unrolled by host and device compilers
+    if (j < count) acc += uniform_decode((word >> (j * Bits)) & mask, scale, zero) * x[j];
+  return acc;
+}
+
+// ---- 32-code units (the tiled CUDA kernel's step) ------------------------------------------------
+// 32 consecutive codes of a row occupy exactly Bits words (32·Bits bits), and when the row length and
+// the group size are multiples of 32 such a unit starts on a word boundary and lies inside one group.
+// The tiled CUDA matvec hands one unit to a thread at a time; this is its arithmetic, shared with the
+// host tests. (q − zero) is formed exactly in fp32 as (2^23 + q) − (2^23 + zero), where 2^23 + q is
+// the float whose bits are 0x4B000000 | q: an OR instead of an integer-to-float conversion.
+inline constexpr int uniform_unit_codes = 32;
+
+// Σ_{j<Count} (q_{First+j} − zero)·x[j] over codes First.. of a unit (words = the unit's Bits words),
+// with biased_zero = uniform_biased_zero(zero). First and Count are constants, so every shift is one.
+LOWBIT_HD float uniform_biased_zero(std::uint32_t zero) { return bits_as_float(0x4B000000u | zero); }
+
+template <int Bits, int First, int Count>
+LOWBIT_HD float uniform_codes_dot(const std::uint32_t* words, const float* x, float biased_zero) {
+  static_assert(First >= 0 && Count > 0 && First + Count <= uniform_unit_codes, "uniform_codes_dot: codes outside the unit");
+  constexpr std::uint32_t mask = (1u << Bits) - 1u;
+  float acc = 0.0f;
+  LOWBIT_UNROLL
+  for (int j = 0; j < Count; ++j) {
+    const int bit = (First + j) * Bits, w = bit >> 5, off = bit & 31;
+    std::uint32_t v = words[w] >> off;
+    if (off + Bits > 32) v |= words[w + 1] << (32 - off);
+    acc += (bits_as_float(0x4B000000u | (v & mask)) - biased_zero) * x[j];
+  }
+  return acc;
+}
+
+template <int Bits>
+LOWBIT_HD float uniform_unit_dot(const std::uint32_t* words, const float* x, std::uint32_t zero) {
+  return uniform_codes_dot<Bits, 0, uniform_unit_codes>(words, x, uniform_biased_zero(zero));
+}
+
+// Whether a matrix can use 32-code units: whole units per row, and each unit inside one group.
+LOWBIT_HD constexpr bool uniform_unit_aligned(index_t cols, index_t group_size) {
+  return cols % uniform_unit_codes == 0 && group_size % uniform_unit_codes == 0;
+}
+
+// Columns per group for a row of `cols` weights.
+LOWBIT_HD constexpr index_t uniform_group_size(int group_size, index_t cols) {
+  return group_size > 0 ? (group_size < cols ? group_size : cols) : cols;
+}
+
+// Non-owning view of packed Uniform storage (host or device pointers), passed by value to kernels.
+struct UniformMatrixView {
+  const std::uint32_t* codes = nullptr;  // [rows, code_words_per_row]
+  const std::uint16_t* scales = nullptr;  // [rows, groups_per_row] fp16 bits
+  const std::uint32_t* zeros = nullptr;   // [rows, zero_words_per_row]; null when symmetric
+  index_t rows = 0, cols = 0, group_size = 0, groups_per_row = 0;
+  index_t code_words_per_row = 0, zero_words_per_row = 0;
+  std::uint32_t symmetric_zero = 0;  // used when zeros is null
+
+  LOWBIT_HD float scale(index_t row, index_t group) const {
+    return half_bits_to_float(scales[row * groups_per_row + group]);
+  }
+  template <int Bits>
+  LOWBIT_HD std::uint32_t zero(index_t row, index_t group) const {
+    return zeros ? unpack_code<Bits>(zeros + row * zero_words_per_row, group) : symmetric_zero;
+  }
+};
+
+// Part of Σ_c ŵ[row, c]·x[c] that a worker `lane` of `stride` workers computes (a CUDA thread of a
+// warp, or a host loop over lanes in the tests). When Bits divides 32 and every word lies in one group,
+// a worker takes whole words (codes of word w: w·32/Bits ...) and reads the group's parameters once
+// per word; otherwise it takes single codes lane, lane + stride, ...
+template <int Bits, int GroupSize>
+LOWBIT_HD float uniform_row_partial_dot(const UniformMatrixView& m, index_t row, const float* x, index_t lane,
+                                        index_t stride) {
+  const std::uint32_t* words = m.codes + row * m.code_words_per_row;
+  float acc = 0.0f;
+  constexpr int per_word = 32 % Bits == 0 ? 32 / Bits : 0;
+  constexpr bool whole_words = per_word > 0 && (GroupSize <= 0 || GroupSize % (per_word > 0 ? per_word : 1) == 0);
+  if constexpr (whole_words) {
+    for (index_t w = lane; w < m.code_words_per_row; w += stride) {
+      const index_t c0 = w * per_word;
+      const index_t left = m.cols - c0;
+      const int count = left < per_word ? static_cast<int>(left) : per_word;
+      const index_t g = GroupSize > 0 ? c0 / GroupSize : 0;
+      acc += uniform_word_dot<Bits>(words[w], x + c0, count, m.scale(row, g), m.zero<Bits>(row, g));
+    }
+  } else {
+    for (index_t c = lane; c < m.cols; c += stride) {
+      const index_t g = c / m.group_size;
+      acc += uniform_decode(unpack_code<Bits>(words, c), m.scale(row, g), m.zero<Bits>(row, g)) * x[c];
+    }
+  }
+  return acc;
+}
+
+// ---- packed storage -----------------------------------------------------------------------------
+
+// Owning storage of a Uniform-quantized matrix [rows, cols]. Byte layout (docs/formats.md):
+//   codes   uint32 [rows, code_words_per_row]   Bits-bit codes, core/bitpack.hpp stream per row
+//   scales  fp16   [rows, groups_per_row]
+//   zeros   uint32 [rows, zero_words_per_row]   Bits-bit zero points, bitpack stream per row
+//                                               (asymmetric only; symmetric stores none)
+template <class Format>
+class UniformPacked {
+  static_assert(is_uniform_format<Format>, "UniformPacked: Format must be a lowbit::Uniform<...>");
+
+ public:
+  using format_type = Format;
+  static constexpr int bits = Format::bits;
+
+  UniformPacked() = default;
+  UniformPacked(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
+    LOWBIT_CHECK(rows > 0 && cols > 0, "Uniform packed storage: shape must be positive, got ", rows, "x", cols);
+    group_size_ = uniform_group_size(Format::group_size, cols);
+    groups_per_row_ = (cols + group_size_ - 1) / group_size_;
+    code_words_per_row_ = packed_words(cols, bits);
+    zero_words_per_row_ = Format::symmetric ? 0 : packed_words(groups_per_row_, bits);
+    codes_.assign(static_cast<std::size_t>(rows * code_words_per_row_), 0u);
+    scales_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+    zeros_.assign(static_cast<std::size_t>(rows * zero_words_per_row_), 0u);
+  }
+  static UniformPacked zeros(index_t rows, index_t cols) { return UniformPacked(rows, cols); }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  // Storage bytes exactly as stored: code words + fp16 scales + zero words.
+  std::size_t bytes() const {
+    return codes_.size() * sizeof(std::uint32_t) + scales_.size() * sizeof(half_t) +
+           zeros_.size() * sizeof(std::uint32_t);
+  }
+
+  index_t group_size() const { return group_size_; }
+  index_t groups_per_row() const { return groups_per_row_; }
+  index_t group_begin(index_t group) const { return group * group_size_; }
+  index_t group_end(index_t group) const { return std::min(cols_, (group + 1) * group_size_); }
+  index_t code_words_per_row() const { return code_words_per_row_; }
+  index_t zero_words_per_row() const { return zero_words_per_row_; }
+
+  // ---- incremental build and element access ----
+  void set_params(index_t row, index_t group, UniformGroupParams p) {
+    check_group(row, group);
+    LOWBIT_CHECK(p.zero <= Format::max_code, "Uniform packed storage: zero point ", p.zero, " does not fit in ",
+                 bits, " bits");
+    LOWBIT_CHECK(!Format::symmetric || p.zero == Format::symmetric_zero, "Uniform packed storage: symmetric format ",
+                 "has zero ", Format::symmetric_zero, ", got ", p.zero);
+    scales_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.scale;
+    if constexpr (!Format::symmetric) write_field(zeros_.data() + row * zero_words_per_row_, group, p.zero);
+  }
+  void set_group_params(index_t row, index_t group, UniformGroupParams p) { set_params(row, group, p); }
+  void set_group_params(index_t row, index_t group, half_t scale, std::uint32_t zero) {
+    set_params(row, group, UniformGroupParams{scale, zero});
+  }
+  UniformGroupParams params(index_t row, index_t group) const {
+    return UniformGroupParams{scale_bits(row, group), zero(row, group)};
+  }
+  half_t scale_bits(index_t row, index_t group) const {
+    return scales_[static_cast<std::size_t>(row * groups_per_row_ + group)];
+  }
+  float scale(index_t row, index_t group) const { return to_float(scale_bits(row, group)); }
+  std::uint32_t zero(index_t row, index_t group) const {
+    if constexpr (Format::symmetric) {
+      (void)row;
+      (void)group;
+      return Format::symmetric_zero;
+    } else {
+      return unpack_code<bits>(zeros_.data() + row * zero_words_per_row_, group);
+    }
+  }
+
+  // Overwrites code (row, col); any previous value is cleared first.
+  void set_code(index_t row, index_t col, std::uint32_t code) {
+    LOWBIT_CHECK(row >= 0 && row < rows_ && col >= 0 && col < cols_, "Uniform packed storage: element (", row,
+                 ", ", col, ") is outside ", rows_, "x", cols_);
+    LOWBIT_CHECK(code <= Format::max_code, "Uniform packed storage: code ", code, " does not fit in ", bits,
+                 " bits");
+    write_field(codes_.data() + row * code_words_per_row_, col, code);
+  }
+  std::uint32_t code(index_t row, index_t col) const {
+    return unpack_code<bits>(codes_.data() + row * code_words_per_row_, col);
+  }
+  float weight(index_t row, index_t col) const {
+    const index_t g = col / group_size_;
+    return uniform_decode(code(row, col), scale(row, g), zero(row, g));
+  }
+
+  // A kernel view of this storage (host pointers); the CUDA launcher takes one with device pointers.
+  UniformMatrixView view() const {
+    UniformMatrixView v;
+    v.codes = codes_.data();
+    v.scales = reinterpret_cast<const std::uint16_t*>(scales_.data());
+    v.zeros = Format::symmetric ? nullptr : zeros_.data();
+    v.rows = rows_;
+    v.cols = cols_;
+    v.group_size = group_size_;
+    v.groups_per_row = groups_per_row_;
+    v.code_words_per_row = code_words_per_row_;
+    v.zero_words_per_row = zero_words_per_row_;
+    v.symmetric_zero = Format::symmetric_zero;
+    return v;
+  }
+
+  // ---- raw storage (kernels, model files) ----
+  const std::uint32_t* row_codes(index_t row) const { return codes_.data() + row * code_words_per_row_; }
+  const half_t* row_scales(index_t row) const { return scales_.data() + row * groups_per_row_; }
+  const std::uint32_t* row_zeros(index_t row) const { return zeros_.data() + row * zero_words_per_row_; }
+  std::vector<std::uint32_t>& codes() { return codes_; }  // [rows, code_words_per_row]
+  std::vector<half_t>& scales() { return scales_; }        // [rows, groups_per_row]
+  std::vector<std::uint32_t>& zero_words() { return zeros_; }  // [rows, zero_words_per_row]
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& scales() const { return scales_; }
+  const std::vector<std::uint32_t>& zero_words() const { return zeros_; }
+
+  // The tensors a file stores (docs/quantized-file.md): codes [rows, words] u32, scales [rows, groups]
+  // f16, zeros [rows, zero words] u32 (asymmetric only).
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
+  friend bool operator==(const UniformPacked& a, const UniformPacked& b) {
+    return a.rows_ == b.rows_ && a.cols_ == b.cols_ && a.codes_ == b.codes_ && a.zeros_ == b.zeros_ &&
+           std::equal(a.scales_.begin(), a.scales_.end(), b.scales_.begin(), b.scales_.end(),
+                      [](half_t x, half_t y) { return x.bits == y.bits; });
+  }
+
+ private:
+  void check_group(index_t row, index_t group) const {
+    LOWBIT_CHECK(row >= 0 && row < rows_ && group >= 0 && group < groups_per_row_, "Uniform packed storage: group (",
+                 row, ", ", group, ") is outside ", rows_, "x", groups_per_row_, " groups");
+  }
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    StoredTensorsOf<Self> v;
+    v.push_back(stored_tensor("codes", StoredType::U32, {p.rows_, p.code_words_per_row_}, p.codes_));
+    v.push_back(stored_tensor("scales", StoredType::F16, {p.rows_, p.groups_per_row_}, p.scales_));
+    if (p.zero_words_per_row_ > 0)
+      v.push_back(stored_tensor("zeros", StoredType::U32, {p.rows_, p.zero_words_per_row_}, p.zeros_));
+    return v;
+  }
+
+  // Clears then writes field i of a Bits-bit stream (pack_code alone only ORs into zeroed words).
+  static void write_field(std::uint32_t* words, index_t i, std::uint32_t value) {
+    constexpr std::uint32_t mask = Format::max_code;
+    const index_t bit = i * bits;
+    const index_t w = bit >> 5;
+    const int off = static_cast<int>(bit & 31);
+    words[w] &= ~(mask << off);
+    if (off + bits > 32) words[w + 1] &= ~(mask >> (32 - off));
+    pack_code(words, i, bits, value);
+  }
+
+  index_t rows_ = 0, cols_ = 0, group_size_ = 0, groups_per_row_ = 0;
+  index_t code_words_per_row_ = 0, zero_words_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;
+  std::vector<half_t> scales_;
+  std::vector<std::uint32_t> zeros_;
+};
+
+}  // namespace lowbit
+// ---- end lowbit/format/uniform.hpp ----
+
+// ---- begin lowbit/formats.hpp ----
+// The format registry: the one list of weight formats lowbit knows by name. The quantized-model file
+// (reader and writer), the calibration methods (which formats they can fill), the CLI (`--format`
+// validation and help, `lowbit formats`), the format benchmark table and the generic tests all derive
+// from this list, so a new format is its own headers plus one line here (docs/adding-a-format.md).
+// Everything format-specific lives next to the format: its descriptor (`Format::name()`), its storage
+// and stored tensors (format/), its kernels and façade (quantizer/), its capabilities as concepts
+// (format/concepts.hpp, or next to its family like AdditiveFormat), its trainable form (nn/).
+//
+// A program can register formats of its own without editing lowbit: compile with
+// -DLOWBIT_USER_FORMATS_HEADER='"my_formats.hpp"', a header that defines the formats and
+// `namespace lowbit { using UserFormats = FormatList<MyFormat<...>, ...>; }` (tests/formats/ does this).
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+// ---- begin lowbit/quantizer.hpp ----
+// Quantizer<Format>: the façade generic code uses (QuantizedLinear, benchmarks, the CLI) to quantize,
+// dequantize and multiply with any weight format. The primary template and the QuantizerFor concept are
+// format/concepts.hpp; each format family specializes it in its own header under quantizer/, where the
+// format's storage (format/) meets its kernels (kernels/) and its default quantization. The list of
+// formats a program knows by name is formats.hpp.
+
+
+// ---- begin lowbit/quantizer/additive.hpp ----
+// Quantizer<Additive<M, B, G>>: AQLM formats (format/additive.hpp) behind the Quantizer façade. The
+// data-free quantize(W) runs additive quantization against the identity (calib/additive.hpp; the
+// calibrated path with a Hessian is calib/additive_pipeline.hpp); dequantize and matvec run the CPU
+// kernels of kernels/cpu/additive_matvec.hpp.
+
+#include <string>
 
 
 // ---- begin lowbit/calib/additive.hpp ----
@@ -705,10 +1936,9 @@ class Rng {
 
 
 // ---- begin lowbit/kernels/cpu/additive_reference.hpp ----
-// The unpacked, fp32 form of an additively quantized matrix, and the slow, obviously correct
-// reconstruction and matvec every fast path is tested against. Calibration works on this form (codes as
-// plain integers, codebooks and scales in fp32); the packed storage of format/additive.hpp is derived
-// from it. Ŵ[o, G·j + d] = s_o · Σ_m C_m[codes[o, j, m]][d]  (AQLM, ALGORITHMS.md §1.1).
+// The slow, obviously correct reconstruction and matvec of an additively quantized matrix in its
+// unpacked fp32 form (AdditiveCodes, format/additive.hpp), which every fast path is tested against.
+// Ŵ[o, G·j + d] = s_o · Σ_m C_m[codes[o, j, m]][d]  (AQLM, ALGORITHMS.md §1.1).
 
 #include <cstdint>
 #include <string>
@@ -716,58 +1946,6 @@ class Rng {
 
 
 namespace lowbit {
-
-// Runtime description of an additive layout: M codebooks of 2^B vectors of G weights each.
-struct AdditiveShape {
-  index_t rows = 0;
-  index_t cols = 0;
-  int num_codebooks = 0;  // M
-  int code_bits = 0;      // B
-  int group_size = 0;     // G
-
-  LOWBIT_HD index_t groups() const { return (cols + group_size - 1) / group_size; }
-  LOWBIT_HD index_t padded_cols() const { return groups() * group_size; }
-  LOWBIT_HD index_t codebook_size() const { return index_t{1} << code_bits; }
-  LOWBIT_HD index_t codes_per_row() const { return groups() * num_codebooks; }
-
-  void validate(const std::string& what) const {
-    LOWBIT_CHECK(rows > 0 && cols > 0, what, ": additive matrix must be non-empty, found [", rows, ", ",
-                 cols, "]");
-    LOWBIT_CHECK(num_codebooks >= 1 && num_codebooks <= 8, what, ": number of codebooks must be 1..8, found ",
-                 num_codebooks);
-    LOWBIT_CHECK(code_bits >= 1 && code_bits <= 16, what, ": code bits must be 1..16, found ", code_bits);
-    LOWBIT_CHECK(group_size == 2 || group_size == 4 || group_size == 8 || group_size == 16 || group_size == 32,
-                 what, ": group size must be 2, 4, 8, 16 or 32, found ", group_size);
-  }
-  bool operator==(const AdditiveShape&) const = default;
-};
-
-struct AdditiveCodes {
-  AdditiveShape shape;
-  std::vector<std::uint32_t> codes;  // [rows, groups, M]
-  std::vector<float> codebooks;      // [M, 2^B, G]
-  std::vector<float> scales;         // [rows]
-
-  AdditiveCodes() = default;
-  explicit AdditiveCodes(const AdditiveShape& s)
-      : shape(s),
-        codes(static_cast<std::size_t>(s.rows * s.codes_per_row()), 0u),
-        codebooks(static_cast<std::size_t>(s.num_codebooks * s.codebook_size() * s.group_size), 0.0f),
-        scales(static_cast<std::size_t>(s.rows), 1.0f) {}
-
-  std::uint32_t& code(index_t row, index_t group, int m) {
-    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
-  }
-  std::uint32_t code(index_t row, index_t group, int m) const {
-    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
-  }
-  float* codeword(int m, index_t k) {
-    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
-  }
-  const float* codeword(int m, index_t k) const {
-    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
-  }
-};
 
 // Unscaled reconstruction of one row over the padded width: u[G·j + d] = Σ_m C_m[codes[o,j,m]][d].
 inline void additive_unscaled_row_reference(const AdditiveCodes& a, index_t row, float* u) {
@@ -1774,6 +2952,8 @@ inline AdditiveCodes calibrate_additive(MatrixView<const float> W, MatrixView<co
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -1814,6 +2994,33 @@ inline std::vector<std::uint8_t> additive_tile_codes(const AdditiveShape& s, con
           s.code_bits == 8 ? reinterpret_cast<const std::uint8_t*>(row)[i] : unpack_code(row, i, s.code_bits));
   }
   return out;
+}
+
+// What the CPU kernels derive once from a packed matrix (stored in its kernel cache): fp32 codebooks
+// and scales, and on AVX-512 builds the tiled byte layout of B ≤ 8-bit codes.
+struct AdditiveDecoded {
+  std::vector<float> codebooks, scales;
+  std::vector<std::uint8_t> tiled_codes;
+};
+
+// The kernel view of packed storage; the first call per matrix decodes into its kernel cache.
+inline AdditiveKernelView additive_kernel_view(const AdditivePacked& p) {
+  auto& cache = p.kernel_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  if (!cache.data) {
+    auto d = std::make_shared<AdditiveDecoded>();
+    d->codebooks.resize(p.codebooks().size());
+    for (std::size_t i = 0; i < p.codebooks().size(); ++i) d->codebooks[i] = to_float(p.codebooks()[i]);
+    d->scales.resize(p.scales().size());
+    for (std::size_t i = 0; i < p.scales().size(); ++i) d->scales[i] = to_float(p.scales()[i]);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    if (p.shape().code_bits <= 8) d->tiled_codes = additive_tile_codes(p.shape(), p.codes().data(), p.words_per_row());
+#endif
+    cache.data = std::move(d);
+  }
+  const auto& d = *static_cast<const AdditiveDecoded*>(cache.data.get());
+  return AdditiveKernelView{p.shape(), p.codes().data(), p.words_per_row(), d.codebooks.data(), d.scales.data(),
+                            d.tiled_codes.empty() ? nullptr : d.tiled_codes.data()};
 }
 
 inline std::uint32_t additive_code_at(const AdditiveKernelView& v, index_t row, index_t i) {
@@ -2257,213 +3464,7 @@ inline void additive_dequantize(const AdditiveKernelView& v, MatrixView<float> o
 }  // namespace lowbit
 // ---- end lowbit/kernels/cpu/additive_matvec.hpp ----
 
-// ---- begin lowbit/format/concepts.hpp ----
-// What a weight format is. A format is an empty policy type (Uniform<4,128>, Additive<2,8,8>, ...)
-// with static constexpr parameters validated by static_assert; `Quantizer<Format>` is specialized per
-// format family and provides the operations below. Generic code (QuantizedLinear, the quantized model
-// file, benchmarks) is written against the `QuantizerFor` concept only.
-
-#include <concepts>
-#include <cstddef>
-#include <string>
-
-
 namespace lowbit {
-
-// Primary template: every supported format family specializes it. Using an unsupported type fails in
-// one readable line.
-template <class Format>
-struct Quantizer {
-  static_assert(dependent_false<Format>, "lowbit: no Quantizer specialization for this format type");
-};
-
-// The operations every Quantizer<Format> provides.
-//   Packed                      owning packed storage (codes + scales + codebooks), with rows(),
-//                               cols() and bytes() (storage bytes, exactly as stored)
-//   quantize(W)                 round-to-nearest (or the format's default) quantization of W [rows, cols]
-//   dequantize(P, W)            writes Ŵ [rows, cols]
-//   matvec(P, x, y)             y[rows] = Ŵ x[cols] without materializing Ŵ
-//   bits_per_weight(P)          8 * bytes() / (rows * cols): scales, zeros and codebooks included
-//   name()                      e.g. "uniform:4:128"
-template <class Q>
-concept QuantizerFor = requires(const typename Q::Packed& packed, MatrixView<const float> w,
-                                MatrixView<float> out, const float* x, float* y) {
-  typename Q::Format;
-  { Q::quantize(w) } -> std::same_as<typename Q::Packed>;
-  { Q::dequantize(packed, out) };
-  { Q::matvec(packed, x, y) };
-  { Q::bits_per_weight(packed) } -> std::convertible_to<double>;
-  { Q::name() } -> std::convertible_to<std::string>;
-  { packed.rows() } -> std::convertible_to<index_t>;
-  { packed.cols() } -> std::convertible_to<index_t>;
-  { packed.bytes() } -> std::convertible_to<std::size_t>;
-};
-
-}  // namespace lowbit
-// ---- end lowbit/format/concepts.hpp ----
-
-namespace lowbit {
-
-template <int M, int B, int G>
-struct Additive {
-  static_assert(M >= 1 && M <= 8, "Additive<M, B, G>: the number of codebooks M must be 1..8");
-  static_assert(B >= 1 && B <= 16, "Additive<M, B, G>: the code width B must be 1..16 bits");
-  static_assert(G == 2 || G == 4 || G == 8 || G == 16 || G == 32,
-                "Additive<M, B, G>: the group size G must be 2, 4, 8, 16 or 32");
-  static constexpr int num_codebooks = M;
-  static constexpr int code_bits = B;
-  static constexpr int group_size = G;
-  static constexpr index_t codebook_size = index_t{1} << B;
-
-  static std::string name() {
-    return "additive:" + std::to_string(M) + ":" + std::to_string(B) + ":" + std::to_string(G);
-  }
-  static AdditiveShape shape(index_t rows, index_t cols) { return AdditiveShape{rows, cols, M, B, G}; }
-};
-
-// Packed storage, exactly as written to a file, plus fp32 copies of the codebooks and scales that the
-// kernels read (decoded on first use; not counted in bytes()). Storage filled in place after
-// construction (a file reader) must happen before the first kernel call.
-class AdditivePacked {
- public:
-  AdditivePacked() = default;
-  AdditivePacked(const AdditivePacked& o)
-      : shape_(o.shape_), words_per_row_(o.words_per_row_), codes_(o.codes_), codebooks_(o.codebooks_),
-        scales_(o.scales_) {}
-  AdditivePacked(AdditivePacked&&) noexcept = default;
-  AdditivePacked& operator=(const AdditivePacked& o) {
-    if (this != &o) *this = AdditivePacked(o);
-    return *this;
-  }
-  AdditivePacked& operator=(AdditivePacked&&) noexcept = default;
-
-  // Zero storage for a shape (to be filled by a reader).
-  explicit AdditivePacked(const AdditiveShape& shape) : shape_(shape) {
-    shape_.validate("AdditivePacked");
-    words_per_row_ = packed_words(shape_.codes_per_row(), shape_.code_bits);
-    codes_.assign(static_cast<std::size_t>(shape_.rows * words_per_row_), 0u);
-    codebooks_.assign(static_cast<std::size_t>(shape_.num_codebooks * shape_.codebook_size() * shape_.group_size), half_t{});
-    scales_.assign(static_cast<std::size_t>(shape_.rows), half_t{});
-  }
-
-  // Packs unpacked codes; codebooks and scales are rounded to fp16 (the fp32 copies hold the rounded
-  // values, so every kernel computes exactly the stored matrix).
-  explicit AdditivePacked(const AdditiveCodes& a) : shape_(a.shape) {
-    shape_.validate("AdditivePacked");
-    const index_t n = shape_.codes_per_row(), K = shape_.codebook_size();
-    LOWBIT_CHECK(static_cast<index_t>(a.codes.size()) == shape_.rows * n, "AdditivePacked: expected ",
-                 shape_.rows * n, " codes, found ", a.codes.size());
-    words_per_row_ = packed_words(n, shape_.code_bits);
-    codes_.assign(static_cast<std::size_t>(shape_.rows * words_per_row_), 0u);
-    for (index_t o = 0; o < shape_.rows; ++o)
-      for (index_t i = 0; i < n; ++i) {
-        const std::uint32_t c = a.codes[static_cast<std::size_t>(o * n + i)];
-        LOWBIT_CHECK(c < static_cast<std::uint32_t>(K), "AdditivePacked: code ", c, " at row ", o, " position ", i,
-                     " does not fit in ", shape_.code_bits, " bits");
-        pack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits, c);
-      }
-    codebooks_.resize(a.codebooks.size());
-    for (std::size_t i = 0; i < a.codebooks.size(); ++i) codebooks_[i] = to_half(a.codebooks[i]);
-    scales_.resize(a.scales.size());
-    for (std::size_t i = 0; i < a.scales.size(); ++i) scales_[i] = to_half(a.scales[i]);
-  }
-
-  // Adopts raw storage (as read from a file); sizes are checked against the shape.
-  AdditivePacked(const AdditiveShape& shape, std::vector<std::uint32_t> codes, std::vector<half_t> codebooks,
-                 std::vector<half_t> scales)
-      : shape_(shape), codes_(std::move(codes)), codebooks_(std::move(codebooks)), scales_(std::move(scales)) {
-    shape_.validate("AdditivePacked");
-    words_per_row_ = packed_words(shape_.codes_per_row(), shape_.code_bits);
-    LOWBIT_CHECK(static_cast<index_t>(codes_.size()) == shape_.rows * words_per_row_, "AdditivePacked: expected ",
-                 shape_.rows * words_per_row_, " code words, found ", codes_.size());
-    LOWBIT_CHECK(static_cast<index_t>(codebooks_.size()) == shape_.num_codebooks * shape_.codebook_size() * shape_.group_size,
-                 "AdditivePacked: expected ", shape_.num_codebooks * shape_.codebook_size() * shape_.group_size,
-                 " codebook values, found ", codebooks_.size());
-    LOWBIT_CHECK(static_cast<index_t>(scales_.size()) == shape_.rows, "AdditivePacked: expected ", shape_.rows,
-                 " scales, found ", scales_.size());
-  }
-
-  index_t rows() const { return shape_.rows; }
-  index_t cols() const { return shape_.cols; }
-  const AdditiveShape& shape() const { return shape_; }
-  index_t words_per_row() const { return words_per_row_; }
-  const std::vector<std::uint32_t>& codes() const { return codes_; }
-  const std::vector<half_t>& codebooks() const { return codebooks_; }
-  const std::vector<half_t>& scales() const { return scales_; }
-  // Mutable storage for readers (before the first kernel call).
-  std::vector<std::uint32_t>& codes() { return codes_; }
-  std::vector<half_t>& codebooks() { return codebooks_; }
-  std::vector<half_t>& scales() { return scales_; }
-
-  // Bytes as stored: code words + fp16 codebooks + fp16 scales.
-  std::size_t bytes() const { return codes_.size() * 4 + codebooks_.size() * 2 + scales_.size() * 2; }
-
-  AdditiveKernelView view() const {
-    const Decoded& d = decoded();
-    return AdditiveKernelView{shape_, codes_.data(), words_per_row_, d.codebooks.data(), d.scales.data(),
-                              d.tiled_codes.empty() ? nullptr : d.tiled_codes.data()};
-  }
-
-  // Back to the unpacked fp32 form (codebooks and scales as stored in fp16).
-  AdditiveCodes unpack() const {
-    AdditiveCodes a(shape_);
-    const index_t n = shape_.codes_per_row();
-    for (index_t o = 0; o < shape_.rows; ++o)
-      for (index_t i = 0; i < n; ++i)
-        a.codes[static_cast<std::size_t>(o * n + i)] = unpack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits);
-    a.codebooks = decoded().codebooks;
-    a.scales = decoded().scales;
-    return a;
-  }
-
- private:
-  struct Decoded {
-    std::mutex mutex;
-    bool ready = false;
-    std::vector<float> codebooks, scales;
-    std::vector<std::uint8_t> tiled_codes;  // kernel layout of B ≤ 8-bit codes (AVX-512 builds only)
-  };
-  const Decoded& decoded() const {
-    if (!decoded_) decoded_ = std::make_shared<Decoded>();  // a moved-from object being reused
-    Decoded& d = *decoded_;
-    std::lock_guard<std::mutex> lock(d.mutex);
-    if (!d.ready) {
-      d.codebooks.resize(codebooks_.size());
-      for (std::size_t i = 0; i < codebooks_.size(); ++i) d.codebooks[i] = to_float(codebooks_[i]);
-      d.scales.resize(scales_.size());
-      for (std::size_t i = 0; i < scales_.size(); ++i) d.scales[i] = to_float(scales_[i]);
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-      if (shape_.code_bits <= 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
-#endif
-      d.ready = true;
-    }
-    return d;
-  }
-
-  AdditiveShape shape_{};
-  index_t words_per_row_ = 0;
-  std::vector<std::uint32_t> codes_;  // [rows, words_per_row]
-  std::vector<half_t> codebooks_;     // [M, 2^B, G]
-  std::vector<half_t> scales_;        // [rows]
-  mutable std::shared_ptr<Decoded> decoded_ = std::make_shared<Decoded>();  // null only when moved from
-};
-
-// The packed type of one format: fixes M, B, G so a reader can allocate storage from (rows, cols).
-template <int M, int B, int G>
-class AdditivePackedOf : public AdditivePacked {
- public:
-  AdditivePackedOf() = default;
-  AdditivePackedOf(index_t rows, index_t cols) : AdditivePacked(AdditiveShape{rows, cols, M, B, G}) {}
-  explicit AdditivePackedOf(const AdditiveCodes& a) : AdditivePacked(check(a)) {}
-
- private:
-  static const AdditiveCodes& check(const AdditiveCodes& a) {
-    LOWBIT_CHECK(a.shape.num_codebooks == M && a.shape.code_bits == B && a.shape.group_size == G,
-                 "additive:", M, ":", B, ":", G, ": codes are ", a.shape.num_codebooks, "x", a.shape.code_bits,
-                 " with group ", a.shape.group_size);
-    return a;
-  }
-};
 
 template <int M, int B, int G>
 struct Quantizer<Additive<M, B, G>> {
@@ -2497,8 +3498,13 @@ struct Quantizer<Additive<M, B, G>> {
 
   static Packed pack(const AdditiveCodes& a) { return Packed(a); }
 
-  static void dequantize(const Packed& p, MatrixView<float> out) { additive_dequantize(p.view(), out); }
-  static void matvec(const Packed& p, const float* x, float* y) { additive_matvec(p.view(), x, y); }
+  static void dequantize(const Packed& p, MatrixView<float> out) { additive_dequantize(additive_kernel_view(p), out); }
+  // y = Ŵx through the CPU lookup-table kernels (kernels/cpu/additive_matvec.hpp); no int8-activation
+  // kernel, so every activation format computes the exact product.
+  template <ActivationFormat A = F32Activations>
+  static void matvec(const Packed& p, const float* x, float* y) {
+    additive_matvec(additive_kernel_view(p), x, y);
+  }
   static double bits_per_weight(const Packed& p) {
     return 8.0 * static_cast<double>(p.bytes()) / static_cast<double>(p.rows() * p.cols());
   }
@@ -2512,150 +3518,70 @@ struct Quantizer<Additive<M, B, G>> {
   static std::string name() { return Format::name(); }
 };
 
-// Parses "additive:M:B:G" into a shape template (rows/cols left 0); throws on anything else.
-inline AdditiveShape parse_additive_format(const std::string& text) {
-  AdditiveShape s;
-  int m = 0, b = 0, g = 0;
-  char tail = 0;
-  LOWBIT_CHECK(std::sscanf(text.c_str(), "additive:%d:%d:%d%c", &m, &b, &g, &tail) == 3, "format '", text,
-               "': expected additive:M:B:G, e.g. additive:2:8:8");
-  s.rows = 1;
-  s.cols = 1;
-  s.num_codebooks = m;
-  s.code_bits = b;
-  s.group_size = g;
-  s.validate("format '" + text + "'");
-  s.rows = 0;
-  s.cols = 0;
-  return s;
-}
+static_assert(QuantizerFor<Quantizer<Additive<2, 8, 8>>>);
 
 }  // namespace lowbit
-// ---- end lowbit/format/additive.hpp ----
+// ---- end lowbit/quantizer/additive.hpp ----
 
-// ---- begin lowbit/format/nf3.hpp ----
-// NF3<Group>: BitDistiller's asymmetric NormalFloat-style 3-bit grid (ALGORITHMS.md §2.1). Each group
-// of `Group` consecutive input weights stores its max (≥ 0) and min (≤ 0) in fp16; positive weights are
-// divided by the max, negative ones by |min|, and rounded to the nearest of eight fixed levels, which
-// sit denser near zero where LLM weights concentrate. Codes are 3-bit, packed per row with
-// core/bitpack.hpp (each row starts on a 32-bit word); a short last group is allowed.
+// ---- begin lowbit/quantizer/nf3.hpp ----
+// Quantizer<NF3<Group>>: BitDistiller's NF3 grid (format/nf3.hpp) behind the Quantizer façade: the
+// per-group arithmetic the calibrators use (fit, encode, decode), round-to-nearest quantization,
+// dequantization and the CPU matvec of kernels/cpu/nf3_matvec.hpp.
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <string>
-#include <vector>
 
+
+// ---- begin lowbit/kernels/cpu/nf3_matvec.hpp ----
+// CPU matvec and row dequantization for NF3<Group> (format/nf3.hpp): per group, the positive and
+// negative level sums are accumulated apart and scaled once by max and |min|.
+
+#include <algorithm>
+#include <cstdint>
+
+
+namespace lowbit::kernels::cpu {
+
+// Row r of Ŵ into out[cols].
+template <int GroupSize>
+void nf3_dequantize_row(const NF3Packed<GroupSize>& packed, index_t r, float* out) {
+  for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+    const NF3Params p = packed.params(r, g);
+    const float hi = to_float(p.max), lo = to_float(p.min);
+    const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
+    for (index_t c = c0; c < c1; ++c) out[c] = nf3_decode(packed.code(r, c), hi, lo);
+  }
+}
+
+// y[rows] = Ŵ x[cols].
+template <int GroupSize>
+void nf3_matvec(const NF3Packed<GroupSize>& packed, const float* x, float* y) {
+  parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const std::uint32_t* words = packed.codes().data() + r * packed.words_per_row();
+      float acc = 0.0f;
+      for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+        const NF3Params p = packed.params(r, g);
+        const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
+        float pos = 0.0f, neg = 0.0f;
+        for (index_t c = c0; c < c1; ++c) {
+          const std::uint32_t code = unpack_code<3>(words, c);
+          const float level = nf3_level(code);
+          if (code >= 3u) pos += level * x[c];
+          else neg += level * x[c];
+        }
+        acc += pos * to_float(p.max) - neg * to_float(p.min);
+      }
+      y[r] = acc;
+    }
+  }, 16);
+}
+
+}  // namespace lowbit::kernels::cpu
+// ---- end lowbit/kernels/cpu/nf3_matvec.hpp ----
 
 namespace lowbit {
-
-template <int GroupSize>
-struct NF3 {
-  static_assert(GroupSize >= 8 && GroupSize % 8 == 0, "NF3: group size must be a positive multiple of 8");
-  static constexpr int bits = 3;
-  static constexpr int group_size = GroupSize;
-  static constexpr int levels = 8;
-};
-
-// The eight levels, code 0..7, ascending. Code 3 is exactly zero.
-LOWBIT_HD float nf3_level(std::uint32_t code) {
-  constexpr float table[8] = {-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3820f, 0.6230f, 1.0f};
-  return table[code & 7u];
-}
-
-// Decision thresholds halfway between consecutive levels (threshold k separates code k and k+1).
-LOWBIT_HD float nf3_threshold(int k) {
-  return 0.5f * (nf3_level(static_cast<std::uint32_t>(k)) + nf3_level(static_cast<std::uint32_t>(k + 1)));
-}
-
-// Group parameters as stored: fp16 max ≥ 0 and fp16 min ≤ 0.
-struct NF3Params {
-  half_t max;
-  half_t min;
-};
-
-// Parameters for a group whose (possibly clipped) range is [lo, hi]; zero always lies in the range.
-LOWBIT_HD NF3Params nf3_fit(float lo, float hi) {
-  return NF3Params{to_half(hi > 0.0f ? hi : 0.0f), to_half(lo < 0.0f ? lo : 0.0f)};
-}
-
-// Normalizes w by the side's magnitude and returns the code of the nearest level (ties go up).
-LOWBIT_HD std::uint32_t nf3_encode(float w, float group_max, float group_min) {
-  float v = 0.0f;
-  if (w >= 0.0f) {
-    v = group_max > 0.0f ? w / group_max : 0.0f;
-  } else {
-    v = group_min < 0.0f ? w / -group_min : 0.0f;
-  }
-  std::uint32_t code = 0;
-  LOWBIT_UNROLL
-  for (int k = 0; k < 7; ++k) code += v >= nf3_threshold(k) ? 1u : 0u;
-  return code;
-}
-
-LOWBIT_HD float nf3_decode(std::uint32_t code, float group_max, float group_min) {
-  const float level = nf3_level(code);
-  return level >= 0.0f ? level * group_max : level * -group_min;
-}
-
-// Owning storage of an NF3-quantized matrix [rows, cols].
-template <int GroupSize>
-class NF3Packed {
- public:
-  static constexpr int bits = 3;
-  NF3Packed() = default;
-  NF3Packed(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
-    LOWBIT_CHECK(rows > 0 && cols > 0, "NF3Packed: shape must be positive, got ", rows, "x", cols);
-    words_per_row_ = packed_words(cols, bits);
-    groups_per_row_ = (cols + GroupSize - 1) / GroupSize;
-    codes_.assign(static_cast<std::size_t>(rows * words_per_row_), 0u);
-    maxes_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
-    mins_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
-  }
-
-  index_t rows() const { return rows_; }
-  index_t cols() const { return cols_; }
-  index_t words_per_row() const { return words_per_row_; }
-  index_t groups_per_row() const { return groups_per_row_; }
-  std::size_t bytes() const {
-    return codes_.size() * sizeof(std::uint32_t) + (maxes_.size() + mins_.size()) * sizeof(half_t);
-  }
-
-  // Incremental build: parameters of a group, then codes (a code may be overwritten).
-  void set_params(index_t row, index_t group, NF3Params p) {
-    maxes_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.max;
-    mins_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.min;
-  }
-  NF3Params params(index_t row, index_t group) const {
-    const auto i = static_cast<std::size_t>(row * groups_per_row_ + group);
-    return NF3Params{maxes_[i], mins_[i]};
-  }
-  void set_code(index_t row, index_t col, std::uint32_t code) {
-    LOWBIT_CHECK(code < 8u, "NF3 packed storage: code ", code, " does not fit in 3 bits");
-    std::uint32_t* words = codes_.data() + row * words_per_row_;
-    const index_t bit = col * bits;
-    const int off = static_cast<int>(bit & 31);
-    words[bit >> 5] &= ~(7u << off);
-    if (off + bits > 32) words[(bit >> 5) + 1] &= ~(7u >> (32 - off));
-    pack_code(words, col, bits, code);
-  }
-  std::uint32_t code(index_t row, index_t col) const {
-    return unpack_code<bits>(codes_.data() + row * words_per_row_, col);
-  }
-
-  // Raw storage, as written to the quantized model file.
-  std::vector<std::uint32_t>& codes() { return codes_; }    // [rows, words_per_row]
-  std::vector<half_t>& maxes() { return maxes_; }             // [rows, groups_per_row]
-  std::vector<half_t>& mins() { return mins_; }               // [rows, groups_per_row]
-  const std::vector<std::uint32_t>& codes() const { return codes_; }
-  const std::vector<half_t>& maxes() const { return maxes_; }
-  const std::vector<half_t>& mins() const { return mins_; }
-
- private:
-  index_t rows_ = 0, cols_ = 0, words_per_row_ = 0, groups_per_row_ = 0;
-  std::vector<std::uint32_t> codes_;
-  std::vector<half_t> maxes_, mins_;
-};
 
 template <int GroupSize>
 struct Quantizer<NF3<GroupSize>> {
@@ -2663,7 +3589,7 @@ struct Quantizer<NF3<GroupSize>> {
   using Packed = NF3Packed<GroupSize>;
   using Params = NF3Params;
 
-  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
+  static std::string name() { return Format::name(); }
 
   static Params fit(float lo, float hi) { return nf3_fit(lo, hi); }
   static std::uint32_t encode(float w, const Params& p) {
@@ -2704,35 +3630,14 @@ struct Quantizer<NF3<GroupSize>> {
   }
 
   static void dequantize_row(const Packed& packed, index_t r, float* out) {
-    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-      const Params p = packed.params(r, g);
-      const float hi = to_float(p.max), lo = to_float(p.min);
-      const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
-      for (index_t c = c0; c < c1; ++c) out[c] = nf3_decode(packed.code(r, c), hi, lo);
-    }
+    kernels::cpu::nf3_dequantize_row(packed, r, out);
   }
 
-  // y = Ŵx: per group, the positive and negative level sums are scaled once by max and |min|.
+  // y = Ŵx (kernels/cpu/nf3_matvec.hpp); NF3 has no int8-activation kernel, so every activation format
+  // computes the exact product.
+  template <ActivationFormat A = F32Activations>
   static void matvec(const Packed& packed, const float* x, float* y) {
-    parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        const std::uint32_t* words = packed.codes().data() + r * packed.words_per_row();
-        float acc = 0.0f;
-        for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-          const Params p = packed.params(r, g);
-          const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
-          float pos = 0.0f, neg = 0.0f;
-          for (index_t c = c0; c < c1; ++c) {
-            const std::uint32_t code = unpack_code<3>(words, c);
-            const float level = nf3_level(code);
-            if (code >= 3u) pos += level * x[c];
-            else neg += level * x[c];
-          }
-          acc += pos * to_float(p.max) - neg * to_float(p.min);
-        }
-        y[r] = acc;
-      }
-    }, 16);
+    kernels::cpu::nf3_matvec(packed, x, y);
   }
 
   static double bits_per_weight(const Packed& packed) {
@@ -2744,396 +3649,16 @@ struct Quantizer<NF3<GroupSize>> {
 static_assert(QuantizerFor<Quantizer<NF3<128>>>);
 
 }  // namespace lowbit
-// ---- end lowbit/format/nf3.hpp ----
+// ---- end lowbit/quantizer/nf3.hpp ----
 
-// ---- begin lowbit/format/uniform.hpp ----
-// Uniform<Bits, GroupSize, Mode>: group-wise uniform (integer) quantization, the format of RTN, GPTQ and
-// BitDistiller. Each group of GroupSize consecutive input weights of a row shares an fp16 scale and, in
-// the default asymmetric mode, a Bits-bit integer zero point: ŵ = (code − zero)·scale. This header holds
-// the policy, the per-group arithmetic (LOWBIT_HD, shared by the CPU and CUDA kernels and by the
-// calibrators) and the packed storage; Quantizer<Uniform<...>> lives in quantizer.hpp.
-//
-// API for calibrators (GPTQ, AutoClip) — everything a per-group algorithm needs:
-//   UniformGroupParams p = uniform_fit<Format>(lo, hi);   // from a (possibly clipped) range; the scale is
-//                                                        // rounded to fp16 *before* any code is computed
-//   std::uint32_t q = uniform_encode(w, p, Format::max_code);  // clamp(round(w/scale) + zero, 0, 2^b − 1)
-//   float w_hat   = uniform_decode(q, p);                // (q − zero)·scale, exactly what kernels compute
-//   UniformPacked<Format> P(rows, cols);  (or ::zeros)   // all codes 0, all params unset (scale 0)
-//   P.set_params(row, group, p);  P.set_code(row, col, q);  P.code(row, col);  P.params(row, group);
-//   P.group_begin(g), P.group_end(g), P.group_size(), P.groups_per_row()   // a short last group is allowed
-//
-// Rounding: the fp16 scale is rounded toward zero and codes round half away from zero, so the extreme
-// weights of a group land exactly on codes 0 and 2^b − 1 (asymmetric) or ±(2^(b−1) − 1) (symmetric); this
-// makes quantize → dequantize → quantize reproduce the packed matrix bit for bit.
+// ---- begin lowbit/quantizer/uniform.hpp ----
+// Quantizer<Uniform<Bits, GroupSize, Mode>>: round-to-nearest quantization with each group's own
+// min/max (or max |w|), dequantization, the fastest CPU matvec of this build (fp32 activations, or int8
+// activations on request: format/activation.hpp), and the storage cost.
 
 #include <algorithm>
 #include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <vector>
-
-
-namespace lowbit {
-
-// GroupSize value meaning "one group per row" (the group is as long as the row).
-inline constexpr int whole_row = 0;
-
-// Asymmetric: per-group scale and integer zero from [min, max]. Symmetric: zero fixed at 2^(b−1) (not
-// stored), scale from max |w|, levels −(2^(b−1) − 1)..(2^(b−1) − 1) used by RTN.
-enum class UniformMode { Asymmetric, Symmetric };
-
-template <int Bits, int GroupSize, UniformMode Mode = UniformMode::Asymmetric>
-struct Uniform {
-  static_assert(Bits >= 1 && Bits <= 8, "lowbit::Uniform: Bits must be between 1 and 8");
-  static_assert(GroupSize > 0 || GroupSize == whole_row,
-                "lowbit::Uniform: GroupSize must be positive, or lowbit::whole_row for one group per row");
-  static_assert(Mode == UniformMode::Asymmetric || Bits >= 2,
-                "lowbit::Uniform: symmetric mode needs at least 2 bits");
-  static constexpr int bits = Bits;
-  static constexpr int group_size = GroupSize;  // 0 (whole_row): one group per row
-  static constexpr UniformMode mode = Mode;
-  static constexpr bool symmetric = Mode == UniformMode::Symmetric;
-  static constexpr std::uint32_t max_code = (1u << Bits) - 1u;
-  static constexpr std::uint32_t symmetric_zero = 1u << (Bits - 1);
-};
-
-template <class T>
-inline constexpr bool is_uniform_format = false;
-template <int B, int G, UniformMode M>
-inline constexpr bool is_uniform_format<Uniform<B, G, M>> = true;
-
-// Parameters of one group, as stored: fp16 scale and integer zero point (< 2^Bits).
-struct UniformGroupParams {
-  half_t scale;
-  std::uint32_t zero = 0;
-};
-
-// ---- per-group arithmetic (host and device) ------------------------------------------------------
-
-// Round half away from zero (the same on host and device).
-LOWBIT_HD float uniform_round(float v) {
-#if defined(__CUDA_ARCH__)
-  return roundf(v);
-#else
-  return std::round(v);
-#endif
-}
-
-// The largest fp16 value ≤ v (v ≥ 0); saturates at 65504 instead of overflowing.
-LOWBIT_HD std::uint16_t half_bits_round_down(float v) {
-  std::uint16_t h = float_to_half_bits(v);
-  if (half_bits_to_float(h) > v) --h;
-  return h;
-}
-
-// code = clamp(round(w / scale) + zero, 0, max_code).
-LOWBIT_HD std::uint32_t uniform_encode(float w, float scale, std::uint32_t zero, std::uint32_t max_code) {
-  const float q = uniform_round(w / scale) + static_cast<float>(zero);
-  const float clamped = q < 0.0f ? 0.0f : (q > static_cast<float>(max_code) ? static_cast<float>(max_code) : q);
-  return static_cast<std::uint32_t>(clamped);
-}
-LOWBIT_HD std::uint32_t uniform_encode(float w, UniformGroupParams p, std::uint32_t max_code) {
-  return uniform_encode(w, half_bits_to_float(p.scale.bits), p.zero, max_code);
-}
-
-// ŵ = (code − zero)·scale.
-LOWBIT_HD float uniform_decode(std::uint32_t code, float scale, std::uint32_t zero) {
-  return static_cast<float>(static_cast<int>(code) - static_cast<int>(zero)) * scale;
-}
-LOWBIT_HD float uniform_decode(std::uint32_t code, UniformGroupParams p) {
-  return uniform_decode(code, half_bits_to_float(p.scale.bits), p.zero);
-}
-
-// Group parameters from a (possibly clipped) range [lo, hi], runtime width. Asymmetric: the range is
-// widened to contain 0, scale = (hi − lo)/(2^b − 1) rounded down to fp16, zero = round(−lo/scale).
-// Symmetric: scale = max(|lo|, |hi|)/(2^(b−1) − 1), zero = 2^(b−1). A zero-width range gets the smallest
-// positive fp16 scale, so every code is defined and all weights decode to 0.
-LOWBIT_HD UniformGroupParams uniform_fit(float lo, float hi, int bits, bool symmetric) {
-  const std::uint32_t max_code = (1u << bits) - 1u;
-  lo = lo < 0.0f ? lo : 0.0f;
-  hi = hi > 0.0f ? hi : 0.0f;
-  UniformGroupParams p;
-  if (symmetric) {
-    const float absmax = -lo > hi ? -lo : hi;
-    p.scale.bits = half_bits_round_down(absmax / static_cast<float>((1u << (bits - 1)) - 1u));
-    if (p.scale.bits == 0) p.scale.bits = 1;
-    p.zero = 1u << (bits - 1);
-    return p;
-  }
-  p.scale.bits = half_bits_round_down((hi - lo) / static_cast<float>(max_code));
-  if (p.scale.bits == 0) p.scale.bits = 1;
-  const float z = uniform_round(-lo / half_bits_to_float(p.scale.bits));
-  p.zero = z > static_cast<float>(max_code) ? max_code : static_cast<std::uint32_t>(z);
-  return p;
-}
-
-template <class Format>
-LOWBIT_HD UniformGroupParams uniform_fit(float lo, float hi) {
-  static_assert(is_uniform_format<Format>, "uniform_fit: Format must be a lowbit::Uniform<...>");
-  return uniform_fit(lo, hi, Format::bits, Format::symmetric);
-}
-
-// Σ_j ŵ_j·x[j] for the first `count` codes of one packed word (Bits divides 32; code j at bits j·Bits),
-// all in one group with parameters (scale, zero). Shared by the CUDA kernel and its host tests.
-template <int Bits>
-LOWBIT_HD float uniform_word_dot(std::uint32_t word, const float* x, int count, float scale, std::uint32_t zero) {
-  static_assert(32 % Bits == 0, "uniform_word_dot: Bits must divide 32");
-  constexpr int per_word = 32 / Bits;
-  constexpr std::uint32_t mask = (1u << Bits) - 1u;
-  float acc = 0.0f;
-  for (int j = 0; j < per_word; ++j)  // constant trip count: unrolled by host and device compilers
-    if (j < count) acc += uniform_decode((word >> (j * Bits)) & mask, scale, zero) * x[j];
-  return acc;
-}
-
-// ---- 32-code units (the tiled CUDA kernel's step) ------------------------------------------------
-// 32 consecutive codes of a row occupy exactly Bits words (32·Bits bits), and when the row length and
-// the group size are multiples of 32 such a unit starts on a word boundary and lies inside one group.
-// The tiled CUDA matvec hands one unit to a thread at a time; this is its arithmetic, shared with the
-// host tests. (q − zero) is formed exactly in fp32 as (2^23 + q) − (2^23 + zero), where 2^23 + q is
-// the float whose bits are 0x4B000000 | q: an OR instead of an integer-to-float conversion.
-inline constexpr int uniform_unit_codes = 32;
-
-// Σ_{j<Count} (q_{First+j} − zero)·x[j] over codes First.. of a unit (words = the unit's Bits words),
-// with biased_zero = uniform_biased_zero(zero). First and Count are constants, so every shift is one.
-LOWBIT_HD float uniform_biased_zero(std::uint32_t zero) { return bits_as_float(0x4B000000u | zero); }
-
-template <int Bits, int First, int Count>
-LOWBIT_HD float uniform_codes_dot(const std::uint32_t* words, const float* x, float biased_zero) {
-  static_assert(First >= 0 && Count > 0 && First + Count <= uniform_unit_codes, "uniform_codes_dot: codes outside the unit");
-  constexpr std::uint32_t mask = (1u << Bits) - 1u;
-  float acc = 0.0f;
-  LOWBIT_UNROLL
-  for (int j = 0; j < Count; ++j) {
-    const int bit = (First + j) * Bits, w = bit >> 5, off = bit & 31;
-    std::uint32_t v = words[w] >> off;
-    if (off + Bits > 32) v |= words[w + 1] << (32 - off);
-    acc += (bits_as_float(0x4B000000u | (v & mask)) - biased_zero) * x[j];
-  }
-  return acc;
-}
-
-template <int Bits>
-LOWBIT_HD float uniform_unit_dot(const std::uint32_t* words, const float* x, std::uint32_t zero) {
-  return uniform_codes_dot<Bits, 0, uniform_unit_codes>(words, x, uniform_biased_zero(zero));
-}
-
-// Whether a matrix can use 32-code units: whole units per row, and each unit inside one group.
-LOWBIT_HD constexpr bool uniform_unit_aligned(index_t cols, index_t group_size) {
-  return cols % uniform_unit_codes == 0 && group_size % uniform_unit_codes == 0;
-}
-
-// Columns per group for a row of `cols` weights.
-LOWBIT_HD constexpr index_t uniform_group_size(int group_size, index_t cols) {
-  return group_size > 0 ? (group_size < cols ? group_size : cols) : cols;
-}
-
-// Non-owning view of packed Uniform storage (host or device pointers), passed by value to kernels.
-struct UniformMatrixView {
-  const std::uint32_t* codes = nullptr;  // [rows, code_words_per_row]
-  const std::uint16_t* scales = nullptr;  // [rows, groups_per_row] fp16 bits
-  const std::uint32_t* zeros = nullptr;   // [rows, zero_words_per_row]; null when symmetric
-  index_t rows = 0, cols = 0, group_size = 0, groups_per_row = 0;
-  index_t code_words_per_row = 0, zero_words_per_row = 0;
-  std::uint32_t symmetric_zero = 0;  // used when zeros is null
-
-  LOWBIT_HD float scale(index_t row, index_t group) const {
-    return half_bits_to_float(scales[row * groups_per_row + group]);
-  }
-  template <int Bits>
-  LOWBIT_HD std::uint32_t zero(index_t row, index_t group) const {
-    return zeros ? unpack_code<Bits>(zeros + row * zero_words_per_row, group) : symmetric_zero;
-  }
-};
-
-// Part of Σ_c ŵ[row, c]·x[c] that a worker `lane` of `stride` workers computes (a CUDA thread of a
-// warp, or a host loop over lanes in the tests). When Bits divides 32 and every word lies in one group,
-// a worker takes whole words (codes of word w: w·32/Bits ...) and reads the group's parameters once
-// per word; otherwise it takes single codes lane, lane + stride, ...
-template <int Bits, int GroupSize>
-LOWBIT_HD float uniform_row_partial_dot(const UniformMatrixView& m, index_t row, const float* x, index_t lane,
-                                        index_t stride) {
-  const std::uint32_t* words = m.codes + row * m.code_words_per_row;
-  float acc = 0.0f;
-  constexpr int per_word = 32 % Bits == 0 ? 32 / Bits : 0;
-  constexpr bool whole_words = per_word > 0 && (GroupSize <= 0 || GroupSize % (per_word > 0 ? per_word : 1) == 0);
-  if constexpr (whole_words) {
-    for (index_t w = lane; w < m.code_words_per_row; w += stride) {
-      const index_t c0 = w * per_word;
-      const index_t left = m.cols - c0;
-      const int count = left < per_word ? static_cast<int>(left) : per_word;
-      const index_t g = GroupSize > 0 ? c0 / GroupSize : 0;
-      acc += uniform_word_dot<Bits>(words[w], x + c0, count, m.scale(row, g), m.zero<Bits>(row, g));
-    }
-  } else {
-    for (index_t c = lane; c < m.cols; c += stride) {
-      const index_t g = c / m.group_size;
-      acc += uniform_decode(unpack_code<Bits>(words, c), m.scale(row, g), m.zero<Bits>(row, g)) * x[c];
-    }
-  }
-  return acc;
-}
-
-// ---- packed storage -----------------------------------------------------------------------------
-
-// Owning storage of a Uniform-quantized matrix [rows, cols]. Byte layout (docs/formats.md):
-//   codes   uint32 [rows, code_words_per_row]   Bits-bit codes, core/bitpack.hpp stream per row
-//   scales  fp16   [rows, groups_per_row]
-//   zeros   uint32 [rows, zero_words_per_row]   Bits-bit zero points, bitpack stream per row
-//                                               (asymmetric only; symmetric stores none)
-template <class Format>
-class UniformPacked {
-  static_assert(is_uniform_format<Format>, "UniformPacked: Format must be a lowbit::Uniform<...>");
-
- public:
-  using format_type = Format;
-  static constexpr int bits = Format::bits;
-
-  UniformPacked() = default;
-  UniformPacked(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
-    LOWBIT_CHECK(rows > 0 && cols > 0, "Uniform packed storage: shape must be positive, got ", rows, "x", cols);
-    group_size_ = uniform_group_size(Format::group_size, cols);
-    groups_per_row_ = (cols + group_size_ - 1) / group_size_;
-    code_words_per_row_ = packed_words(cols, bits);
-    zero_words_per_row_ = Format::symmetric ? 0 : packed_words(groups_per_row_, bits);
-    codes_.assign(static_cast<std::size_t>(rows * code_words_per_row_), 0u);
-    scales_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
-    zeros_.assign(static_cast<std::size_t>(rows * zero_words_per_row_), 0u);
-  }
-  static UniformPacked zeros(index_t rows, index_t cols) { return UniformPacked(rows, cols); }
-
-  index_t rows() const { return rows_; }
-  index_t cols() const { return cols_; }
-  // Storage bytes exactly as stored: code words + fp16 scales + zero words.
-  std::size_t bytes() const {
-    return codes_.size() * sizeof(std::uint32_t) + scales_.size() * sizeof(half_t) +
-           zeros_.size() * sizeof(std::uint32_t);
-  }
-
-  index_t group_size() const { return group_size_; }
-  index_t groups_per_row() const { return groups_per_row_; }
-  index_t group_begin(index_t group) const { return group * group_size_; }
-  index_t group_end(index_t group) const { return std::min(cols_, (group + 1) * group_size_); }
-  index_t code_words_per_row() const { return code_words_per_row_; }
-  index_t zero_words_per_row() const { return zero_words_per_row_; }
-
-  // ---- incremental build and element access ----
-  void set_params(index_t row, index_t group, UniformGroupParams p) {
-    check_group(row, group);
-    LOWBIT_CHECK(p.zero <= Format::max_code, "Uniform packed storage: zero point ", p.zero, " does not fit in ",
-                 bits, " bits");
-    LOWBIT_CHECK(!Format::symmetric || p.zero == Format::symmetric_zero, "Uniform packed storage: symmetric format ",
-                 "has zero ", Format::symmetric_zero, ", got ", p.zero);
-    scales_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.scale;
-    if constexpr (!Format::symmetric) write_field(zeros_.data() + row * zero_words_per_row_, group, p.zero);
-  }
-  void set_group_params(index_t row, index_t group, UniformGroupParams p) { set_params(row, group, p); }
-  void set_group_params(index_t row, index_t group, half_t scale, std::uint32_t zero) {
-    set_params(row, group, UniformGroupParams{scale, zero});
-  }
-  UniformGroupParams params(index_t row, index_t group) const {
-    return UniformGroupParams{scale_bits(row, group), zero(row, group)};
-  }
-  half_t scale_bits(index_t row, index_t group) const {
-    return scales_[static_cast<std::size_t>(row * groups_per_row_ + group)];
-  }
-  float scale(index_t row, index_t group) const { return to_float(scale_bits(row, group)); }
-  std::uint32_t zero(index_t row, index_t group) const {
-    if constexpr (Format::symmetric) {
-      (void)row;
-      (void)group;
-      return Format::symmetric_zero;
-    } else {
-      return unpack_code<bits>(zeros_.data() + row * zero_words_per_row_, group);
-    }
-  }
-
-  // Overwrites code (row, col); any previous value is cleared first.
-  void set_code(index_t row, index_t col, std::uint32_t code) {
-    LOWBIT_CHECK(row >= 0 && row < rows_ && col >= 0 && col < cols_, "Uniform packed storage: element (", row,
-                 ", ", col, ") is outside ", rows_, "x", cols_);
-    LOWBIT_CHECK(code <= Format::max_code, "Uniform packed storage: code ", code, " does not fit in ", bits,
-                 " bits");
-    write_field(codes_.data() + row * code_words_per_row_, col, code);
-  }
-  std::uint32_t code(index_t row, index_t col) const {
-    return unpack_code<bits>(codes_.data() + row * code_words_per_row_, col);
-  }
-  float weight(index_t row, index_t col) const {
-    const index_t g = col / group_size_;
-    return uniform_decode(code(row, col), scale(row, g), zero(row, g));
-  }
-
-  // A kernel view of this storage (host pointers); the CUDA launcher takes one with device pointers.
-  UniformMatrixView view() const {
-    UniformMatrixView v;
-    v.codes = codes_.data();
-    v.scales = reinterpret_cast<const std::uint16_t*>(scales_.data());
-    v.zeros = Format::symmetric ? nullptr : zeros_.data();
-    v.rows = rows_;
-    v.cols = cols_;
-    v.group_size = group_size_;
-    v.groups_per_row = groups_per_row_;
-    v.code_words_per_row = code_words_per_row_;
-    v.zero_words_per_row = zero_words_per_row_;
-    v.symmetric_zero = Format::symmetric_zero;
-    return v;
-  }
-
-  // ---- raw storage (kernels, model files) ----
-  const std::uint32_t* row_codes(index_t row) const { return codes_.data() + row * code_words_per_row_; }
-  const half_t* row_scales(index_t row) const { return scales_.data() + row * groups_per_row_; }
-  const std::uint32_t* row_zeros(index_t row) const { return zeros_.data() + row * zero_words_per_row_; }
-  std::vector<std::uint32_t>& codes() { return codes_; }  // [rows, code_words_per_row]
-  std::vector<half_t>& scales() { return scales_; }        // [rows, groups_per_row]
-  std::vector<std::uint32_t>& zero_words() { return zeros_; }  // [rows, zero_words_per_row]
-  const std::vector<std::uint32_t>& codes() const { return codes_; }
-  const std::vector<half_t>& scales() const { return scales_; }
-  const std::vector<std::uint32_t>& zero_words() const { return zeros_; }
-
-  friend bool operator==(const UniformPacked& a, const UniformPacked& b) {
-    return a.rows_ == b.rows_ && a.cols_ == b.cols_ && a.codes_ == b.codes_ && a.zeros_ == b.zeros_ &&
-           std::equal(a.scales_.begin(), a.scales_.end(), b.scales_.begin(), b.scales_.end(),
-                      [](half_t x, half_t y) { return x.bits == y.bits; });
-  }
-
- private:
-  void check_group(index_t row, index_t group) const {
-    LOWBIT_CHECK(row >= 0 && row < rows_ && group >= 0 && group < groups_per_row_, "Uniform packed storage: group (",
-                 row, ", ", group, ") is outside ", rows_, "x", groups_per_row_, " groups");
-  }
-  // Clears then writes field i of a Bits-bit stream (pack_code alone only ORs into zeroed words).
-  static void write_field(std::uint32_t* words, index_t i, std::uint32_t value) {
-    constexpr std::uint32_t mask = Format::max_code;
-    const index_t bit = i * bits;
-    const index_t w = bit >> 5;
-    const int off = static_cast<int>(bit & 31);
-    words[w] &= ~(mask << off);
-    if (off + bits > 32) words[w + 1] &= ~(mask >> (32 - off));
-    pack_code(words, i, bits, value);
-  }
-
-  index_t rows_ = 0, cols_ = 0, group_size_ = 0, groups_per_row_ = 0;
-  index_t code_words_per_row_ = 0, zero_words_per_row_ = 0;
-  std::vector<std::uint32_t> codes_;
-  std::vector<half_t> scales_;
-  std::vector<std::uint32_t> zeros_;
-};
-
-}  // namespace lowbit
-// ---- end lowbit/format/uniform.hpp ----
-
-// ---- begin lowbit/quantizer.hpp ----
-// Quantizer<Format>: the façade generic code uses (QuantizedLinear, benchmarks, the CLI). This header
-// brings in the QuantizerFor concept and the Quantizer specializations of the formats that live here;
-// other format families specialize Quantizer in their own format/*.hpp.
-//
-// Quantizer<Uniform<Bits, GroupSize, Mode>>: round-to-nearest quantization with each group's own
-// min/max (or max |w|), dequantization, the fastest CPU matvec of this build (exact, or with int8
-// activations on request: MatvecPrecision), and the storage cost.
-
-#include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <string>
 
@@ -4353,24 +4878,13 @@ void uniform_matvec_q8(const UniformPacked<Format>& packed, const float* x, floa
 
 namespace lowbit {
 
-// Arithmetic of a matvec. Exact: fp32 activations, the reference numerics (every format's default).
-// Int8Activations: x may be quantized to int8 per block of ≤ 256 values (one fp32 scale each) so the
-// kernel can multiply with integer dot-product instructions; each x[c] is then off by at most half its
-// block's step max|x_block|/127. A format or build without such a kernel computes the exact result.
-enum class MatvecPrecision { Exact, Int8Activations };
-
 template <int Bits, int GroupSize, UniformMode Mode>
 struct Quantizer<Uniform<Bits, GroupSize, Mode>> {
   using Format = Uniform<Bits, GroupSize, Mode>;
   using Packed = UniformPacked<Format>;
   using Params = UniformGroupParams;
 
-  // "uniform:4:128", "uniform:3:row" (whole-row groups), "uniform:4:128:sym".
-  static std::string name() {
-    std::string n = "uniform:" + std::to_string(Bits) + ":" + (GroupSize > 0 ? std::to_string(GroupSize) : "row");
-    if (Format::symmetric) n += ":sym";
-    return n;
-  }
+  static std::string name() { return Format::name(); }
 
   // Per-group arithmetic (the grid calibrators use; see format/uniform.hpp).
   static Params fit(float lo, float hi) { return uniform_fit<Format>(lo, hi); }
@@ -4432,15 +4946,23 @@ struct Quantizer<Uniform<Bits, GroupSize, Mode>> {
     }
   }
 
-  // y[rows] = Ŵ x[cols] with the fastest CPU path of this build (kernels/cpu/uniform_matvec.hpp).
-  static void matvec(const Packed& packed, const float* x, float* y) { kernels::cpu::uniform_matvec(packed, x, y); }
-  // The same with a choice of arithmetic: Int8Activations runs kernels/cpu/uniform_matvec_q8.hpp
-  // (AVX-512 VNNI), or the exact path where this build or format has no int8 kernel.
-  static void matvec(const Packed& packed, const float* x, float* y, MatvecPrecision precision) {
-    if (precision == MatvecPrecision::Int8Activations)
+  // y[rows] = Ŵ x[cols] with the fastest CPU path of this build (kernels/cpu/uniform_matvec.hpp), for
+  // fp32 activations or, with Int8Activations, the int8 kernels of kernels/cpu/uniform_matvec_q8.hpp
+  // (the exact path where this build or format has no int8 kernel: format/activation.hpp).
+  template <ActivationFormat A = F32Activations>
+  static void matvec(const Packed& packed, const float* x, float* y) {
+    if constexpr (std::same_as<A, Int8Activations>)
       kernels::cpu::uniform_matvec_q8(packed, x, y);
     else
       kernels::cpu::uniform_matvec(packed, x, y);
+  }
+  // Whether matvec<A> has a kernel of its own on this build (otherwise it is the exact path).
+  template <ActivationFormat A>
+  static constexpr bool has_kernel_for() {
+    if constexpr (std::same_as<A, Int8Activations>)
+      return kernels::cpu::uniform_q8_supported<Format>();
+    else
+      return A::exact;
   }
 
   static double bits_per_weight(const Packed& packed) {
@@ -4452,96 +4974,185 @@ static_assert(QuantizerFor<Quantizer<Uniform<4, 128>>>);
 static_assert(QuantizerFor<Quantizer<Uniform<3, whole_row, UniformMode::Symmetric>>>);
 
 }  // namespace lowbit
-// ---- end lowbit/quantizer.hpp ----
-
-
-// ---- begin lowbit/kernels/cpu/additive_shared.hpp ----
-// Arithmetic of the additive (AQLM) kernels that runs unchanged on host and device (LOWBIT_HD): reading a
-// code from the packed stream, decoding one group from fp16 codebooks, a group's dot product, and the
-// beam-search candidate score. The CUDA kernels call exactly these, and the host tests check them
-// against the fp32 reference, so a GPU-less build still verifies the device arithmetic.
-
-#include <cstdint>
-
+// ---- end lowbit/quantizer/uniform.hpp ----
 
 namespace lowbit {
 
-// Code (j, m) of a row whose B-bit stream starts at `row_words`.
-LOWBIT_HD std::uint32_t additive_code(const std::uint32_t* row_words, index_t j, int m, int num_codebooks, int bits) {
-  return unpack_code(row_words, j * num_codebooks + m, bits);
+// y = Ŵx with activation format A: the format's own kernel for A when it has one (Quantizer<F>::
+// matvec<A>), otherwise its exact matvec. Generic code calls this, so a format needs no kernel per
+// activation format.
+template <class Format, ActivationFormat A = F32Activations>
+void matvec_with(const typename Quantizer<Format>::Packed& packed, const float* x, float* y) {
+  using Q = Quantizer<Format>;
+  if constexpr (requires { Q::template matvec<A>(packed, x, y); })
+    Q::template matvec<A>(packed, x, y);
+  else
+    Q::matvec(packed, x, y);
 }
 
-// out[d] = Σ_m C_m[code_jm][d] for one group, codebooks as fp16 bits [M, K, G].
-LOWBIT_HD void additive_decode_group(const std::uint16_t* codebooks, index_t codebook_size, int num_codebooks,
-                                     int group_size, const std::uint32_t* row_words, int bits, index_t j, float* out) {
-  for (int d = 0; d < group_size; ++d) out[d] = 0.0f;
-  for (int m = 0; m < num_codebooks; ++m) {
-    const std::uint32_t code = additive_code(row_words, j, m, num_codebooks, bits);
-    const std::uint16_t* c = codebooks + (m * codebook_size + code) * group_size;
-    for (int d = 0; d < group_size; ++d) out[d] += half_bits_to_float(c[d]);
-  }
-}
-
-// Σ_d (Σ_m C_m[code_jm][d]) · x[G·j + d], with columns at or past `cols` (padding) skipped.
-LOWBIT_HD float additive_group_dot(const std::uint16_t* codebooks, index_t codebook_size, int num_codebooks,
-                                   int group_size, const std::uint32_t* row_words, int bits, index_t j,
-                                   const float* x, index_t cols) {
-  float acc = 0.0f;
-  for (int m = 0; m < num_codebooks; ++m) {
-    const std::uint32_t code = additive_code(row_words, j, m, num_codebooks, bits);
-    const std::uint16_t* c = codebooks + (m * codebook_size + code) * group_size;
-    for (int d = 0; d < group_size; ++d) {
-      const index_t col = j * group_size + d;
-      if (col < cols) acc += half_bits_to_float(c[d]) * x[col];
-    }
-  }
-  return acc;
-}
-
-// The same dot product with fp32 codebooks [M, K, G] and the group's G activations already gathered
-// (xg), for rows whose length is a multiple of G (no padding): the tiled CUDA kernel's inner step, with
-// the codebooks decoded once into shared memory.
-template <int G>
-LOWBIT_HD float additive_group_dot_f32(const float* codebooks, index_t codebook_size, int num_codebooks,
-                                       const std::uint32_t* row_words, int bits, index_t j, const float* xg) {
-  float acc = 0.0f;
-  for (int m = 0; m < num_codebooks; ++m) {
-    const float* c = codebooks + (m * codebook_size + additive_code(row_words, j, m, num_codebooks, bits)) * G;
-    LOWBIT_UNROLL
-    for (int d = 0; d < G; ++d) acc += c[d] * xg[d];
-  }
-  return acc;
-}
-
-// eᵀ·H_jj·e for a codeword e and the G×G diagonal block H_jj (row-major).
-LOWBIT_HD float additive_quadratic_form(const float* e, const float* hjj, int group_size) {
-  float total = 0.0f;
-  for (int p = 0; p < group_size; ++p) {
-    float hp = 0.0f;
-    for (int t = 0; t < group_size; ++t) hp += hjj[p * group_size + t] * e[t];
-    total += e[p] * hp;
-  }
-  return total;
-}
-
-// Beam-search score of candidate codeword e for a row (calib/beam_search.hpp): s²·eᵀH_jj e + ⟨e, q⟩ with
-// q = 2s(r_j − s·H_jj·f). Equal to the row's new loss up to a constant shared by all candidates.
-LOWBIT_HD float additive_candidate_score(const float* e, const float* q, int group_size, float scale_squared,
-                                         float quad) {
-  float total = scale_squared * quad;
-  for (int p = 0; p < group_size; ++p) total += q[p] * e[p];
-  return total;
+// Whether matvec_with<Format, A> runs a kernel of its own for A on this build (false: the exact path).
+template <class Format, ActivationFormat A>
+constexpr bool has_activation_kernel() {
+  if constexpr (A::exact)
+    return true;
+  else if constexpr (requires { Quantizer<Format>::template has_kernel_for<A>(); })
+    return Quantizer<Format>::template has_kernel_for<A>();
+  else
+    return false;
 }
 
 }  // namespace lowbit
-// ---- end lowbit/kernels/cpu/additive_shared.hpp ----
+// ---- end lowbit/quantizer.hpp ----
+
+namespace lowbit {
+
+template <class... Formats>
+struct FormatList {
+  static constexpr std::size_t size = sizeof...(Formats);
+};
+template <class Format>
+struct FormatTag {
+  using type = Format;
+};
+
+namespace detail {
+template <class... A, class... B>
+FormatList<A..., B...> concat_formats(FormatList<A...>, FormatList<B...>) {
+  return {};
+}
+}  // namespace detail
+
+// ---- the list -----------------------------------------------------------------------------------
+using BuiltinFormats = FormatList<
+    // group-wise uniform (RTN, GPTQ, AutoClip, BitDistiller): bits x group size
+    Uniform<2, 32>, Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 32>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 32>,
+    Uniform<4, 64>, Uniform<4, 128>, Uniform<8, 128>,
+    // BitDistiller's NF3 grid
+    NF3<64>, NF3<128>,
+    // AQLM: M codebooks of 2^B codewords of G weights. 3x7 and 4x6 (g8) spend 21 and 24 code bits per 8
+    // weights with 6 and 4 KiB of codebooks per matrix (3x8: 12 KiB), so on SmolLM2-sized matrices they
+    // land at ~2.75 and ~3.09 bits/weight where 3x8 lands at 3.22 (docs/aqlm.md).
+    Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>, Additive<8, 8, 8>, Additive<2, 8, 4>,
+    Additive<1, 16, 8>, Additive<2, 15, 8>, Additive<1, 16, 16>, Additive<2, 8, 16>, Additive<3, 7, 8>,
+    Additive<4, 6, 8>>;
+
+}  // namespace lowbit
+
+#if defined(LOWBIT_USER_FORMATS_HEADER)
+#include LOWBIT_USER_FORMATS_HEADER
+#else
+namespace lowbit {
+using UserFormats = FormatList<>;
+}  // namespace lowbit
+#endif
+
+namespace lowbit {
+
+using RegisteredFormats = decltype(detail::concat_formats(BuiltinFormats{}, UserFormats{}));
+
+namespace detail {
+template <class... F>
+constexpr bool all_weight_formats(FormatList<F...>) {
+  return (WeightFormat<F> && ...);
+}
+}  // namespace detail
+static_assert(detail::all_weight_formats(RegisteredFormats{}),
+              "lowbit: every registered format needs a Quantizer (QuantizerFor), a name() and packed storage that "
+              "lists its tensors (stored_tensors(), StorableFormat): see format/concepts.hpp");
+
+// ---- visiting -----------------------------------------------------------------------------------
+
+// Calls fn(FormatTag<F>{}) for every registered format, in list order.
+template <class Fn>
+void for_each_format(Fn&& fn) {
+  [&]<class... F>(FormatList<F...>) { (fn(FormatTag<F>{}), ...); }(RegisteredFormats{});
+}
+
+// A capability filter is a stateless template lambda, e.g. `[]<class F>() { return GroupGridFormat<F>; }`.
+inline constexpr auto any_format = []<class F>() { return true; };
+
+// Descriptors of the registered formats that pass `filter`, in list order.
+template <class Filter = decltype(any_format)>
+std::vector<std::string> format_names(Filter = any_format) {
+  std::vector<std::string> names;
+  for_each_format([&]<class F>(FormatTag<F>) {
+    if constexpr (Filter{}.template operator()<F>()) names.push_back(F::name());
+  });
+  return names;
+}
+
+inline bool is_registered_format(const std::string& descriptor) {
+  bool found = false;
+  for_each_format([&]<class F>(FormatTag<F>) { found = found || F::name() == descriptor; });
+  return found;
+}
+
+namespace detail {
+template <class Filter, class First, class... Rest>
+constexpr auto first_passing(FormatList<First, Rest...>) {
+  if constexpr (Filter{}.template operator()<First>()) {
+    return FormatTag<First>{};
+  } else {
+    static_assert(sizeof...(Rest) > 0, "lowbit: no registered format has this capability");
+    return first_passing<Filter>(FormatList<Rest...>{});
+  }
+}
+
+inline std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+}  // namespace detail
+
+// Calls fn(FormatTag<F>{}) for the registered format F whose name() is `descriptor` and which passes
+// `filter`, and returns its result (every candidate must return the same type). A descriptor that is not
+// registered, or names a format without the capability, throws lowbit::Error listing what would work;
+// `capability` names the capability in that message ("group-grid format", ...).
+template <class Filter, class Fn>
+auto visit_format_if(const std::string& descriptor, Filter filter, Fn&& fn, const std::string& capability) {
+  (void)filter;  // a stateless lambda: its type is the filter
+  using First = typename decltype(detail::first_passing<Filter>(RegisteredFormats{}))::type;
+  using R = decltype(fn(FormatTag<First>{}));
+  std::conditional_t<std::is_void_v<R>, bool, std::optional<R>> result{};
+  bool registered = false;
+  for_each_format([&]<class F>(FormatTag<F> tag) {
+    if (F::name() != descriptor) return;
+    registered = true;
+    if constexpr (Filter{}.template operator()<F>()) {
+      if constexpr (std::is_void_v<R>) {
+        fn(tag);
+        result = true;
+      } else {
+        result.emplace(fn(tag));
+      }
+    }
+  });
+  if (!result) {
+    const auto able = format_names(filter);
+    if (!registered) fail("unknown format '", descriptor, "' (", capability, "s: ", detail::joined(able), ")");
+    fail("format '", descriptor, "' is not a ", capability, " (", capability, "s: ", detail::joined(able), ")");
+  }
+  if constexpr (!std::is_void_v<R>) return std::move(*result);
+}
+
+// The same over every registered format.
+template <class Fn>
+auto visit_format(const std::string& descriptor, Fn&& fn) {
+  return visit_format_if(descriptor, any_format, std::forward<Fn>(fn), "registered format");
+}
+
+}  // namespace lowbit
+// ---- end lowbit/formats.hpp ----
+
 
 
 // ---- begin lowbit/nn/additive_linear.hpp ----
-// A trainable additively quantized linear for AQLM's block fine-tuning: codes are frozen, codebooks and
-// per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
+// The trainable form of AQLM layers, for block and end-to-end fine-tuning: codes are frozen, codebooks
+// and per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
 //   dX += dY·Ŵ,   dC_m[k] += Σ_{o,j: c_ojm = k} s_o·dŴ[o, block j],   ds_o += ⟨dŴ_o, u_o⟩ (u = Ŵ/s).
-// After training, to_packed() rounds to the stored fp16 format for QuantizedLinear<Additive<...>>.
+// QuantizedLinear<Additive<M,B,G>>::trainable_form() makes one (TrainableForm below); its
+// inference_form() rounds back to the stored fp16 format as QuantizedLinear<Additive<M,B,G>>.
 
 #include <string>
 #include <vector>
@@ -4642,6 +5253,9 @@ void matmul_add_dytx(MatrixView<const T> dY, MatrixView<const T> X, MatrixView<T
 // QuantizedLinear<Uniform<3,128>>, a QuantizedLinear<Additive<2,8,8>> or an encoder-wrapped layer can
 // replace each other without touching the model code (DESIGN.md, idea 3). Activations are row-major
 // [tokens, features]; weights are [out_features, in_features] as in PyTorch and llama2.c.
+// A layer also owns its life cycle: it names its format (descriptor), lists the tensors a file stores
+// for it, turns into its trainable form and back, and says what input its weights really multiply, so
+// io/, calib/ and train/ handle every format family through this interface alone.
 // `Linear` is the fp32 interface every format implements; `BasicLinear<double>` exists only so the
 // finite-difference checks run the model's own code in double precision.
 
@@ -4708,6 +5322,32 @@ class BasicLinear {
   // batched calls). Calibration calls it once a block is finished, so caches do not pile up.
   virtual void release_workspace() {}
 
+  // ---- life cycle ----
+  // The tensors a file stores for this layer, named "<linear>.<suffix>" there: a dense layer's
+  // "weight", or a packed format's own tensors (format/). Views into the layer, valid while it lives.
+  // A trainable form has none of its own: write its inference_form() instead.
+  virtual std::vector<StoredTensor> stored_tensors() const {
+    fail("layer of format '", format(), "' has no stored form; convert it with inference_form() first");
+  }
+
+  // The form that training updates (a quantized layer whose scales or codebooks become parameters,
+  // codes frozen), or nullptr when the layer has nothing to train that way (a dense layer trains its
+  // own weight, a format without a trainable form stays frozen).
+  virtual std::unique_ptr<BasicLinear> trainable_form() const { return nullptr; }
+  // The packed form a trainable layer returns to (rounded to its stored precision), or nullptr when the
+  // layer already is one.
+  virtual std::unique_ptr<BasicLinear> inference_form() const { return nullptr; }
+
+  // What the weights multiply: X itself, unless the layer transforms its input first (a learned
+  // activation encoder). Calibration statistics (H = XᵀX) are taken on this effective input.
+  virtual bool transforms_input() const { return false; }
+  virtual void effective_input(MatrixView<const T> X, MatrixView<T> out) const {
+    LOWBIT_CHECK(out.rows() == X.rows() && out.cols() == X.cols(), "effective_input: output is ", out.rows(), "x",
+                 out.cols(), ", input ", X.rows(), "x", X.cols());
+    for (index_t r = 0; r < X.rows(); ++r)
+      for (index_t c = 0; c < X.cols(); ++c) out(r, c) = X(r, c);
+  }
+
   double bits_per_weight() const {
     return 8.0 * static_cast<double>(bytes()) / static_cast<double>(in_features() * out_features());
   }
@@ -4722,12 +5362,158 @@ using BasicLinearPtr = std::unique_ptr<BasicLinear<T>>;
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/linear.hpp ----
 
+// ---- begin lowbit/nn/quantized_linear.hpp ----
+// QuantizedLinear<Format>: a Linear whose weight lives in a packed quantized format, for any registered
+// weight format (format/concepts.hpp). One token (decoding) goes through the format's matvec, which
+// reads only the packed codes, with the activation format chosen by set_activations (format/
+// activation.hpp: exact fp32 by default); a batch (prefill, training) dequantizes Ŵ once into a cached
+// dense copy and uses the Eigen GEMM, where compute, not weight traffic, dominates. Nothing is trainable
+// here: a format family with trainable parameters provides its trainable form by specializing
+// TrainableForm<Format> next to that form (nn/additive_linear.hpp for AQLM), and trainable_form()
+// returns it.
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+// Specialized per format family that has a trainable form:
+//   static LinearPtr make(const typename Quantizer<Format>::Packed&);
+template <class Format>
+struct TrainableForm;
+
+template <class Format>
+concept HasTrainableForm = requires(const typename Quantizer<Format>::Packed& packed) {
+  { TrainableForm<Format>::make(packed) } -> std::same_as<LinearPtr>;
+};
+
+template <class Format>
+  requires WeightFormat<Format>
+class QuantizedLinear : public Linear {
+ public:
+  using Q = Quantizer<Format>;
+  using Packed = typename Q::Packed;
+
+  explicit QuantizedLinear(Packed packed) : packed_(std::move(packed)) {
+    LOWBIT_CHECK(packed_.rows() > 0 && packed_.cols() > 0, "QuantizedLinear<", Q::name(),
+                 ">: packed weight is empty");
+  }
+  QuantizedLinear(QuantizedLinear&& other) noexcept
+      : packed_(std::move(other.packed_)),
+        matvec_(other.matvec_),
+        activations_(std::move(other.activations_)),
+        dense_(std::move(other.dense_)) {}
+  QuantizedLinear(const QuantizedLinear&) = delete;
+  QuantizedLinear& operator=(const QuantizedLinear&) = delete;
+
+  // Round-to-nearest quantization of a dense weight W [out, in].
+  static QuantizedLinear from_dense(MatrixView<const float> W) { return QuantizedLinear(Q::quantize(W)); }
+
+  index_t in_features() const override { return packed_.cols(); }
+  index_t out_features() const override { return packed_.rows(); }
+
+  void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
+    check_shapes(X.rows(), X.cols(), Y.rows(), Y.cols(), "forward");
+    if (X.rows() == 1) {
+      matvec_(packed_, X.row(0), Y.row(0));
+      return;
+    }
+    matmul_xwt<float>(X, dense(), Y);
+  }
+
+  // dX += dY·Ŵ; there is nothing trainable, so X is not needed.
+  void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
+    check_shapes(X.rows(), X.cols(), dY.rows(), dY.cols(), "backward");
+    if (!dX.data) return;
+    LOWBIT_CHECK(dX.rows() == dY.rows() && dX.cols() == in_features(), "QuantizedLinear<", Q::name(),
+                 ">::backward: dX is ", dX.rows(), "x", dX.cols(), ", expected ", dY.rows(), "x", in_features());
+    matmul_add_dyw<float>(dY, dense(), dX);
+  }
+
+  void dequantize(MatrixView<float> W) const override { Q::dequantize(packed_, W); }
+  std::size_t bytes() const override { return packed_.bytes(); }
+  std::string format() const override { return Q::name(); }
+  std::vector<StoredTensor> stored_tensors() const override { return packed_.stored_tensors(); }
+
+  LinearPtr trainable_form() const override {
+    if constexpr (HasTrainableForm<Format>)
+      return TrainableForm<Format>::make(packed_);
+    else
+      return nullptr;
+  }
+
+  const Packed& packed() const { return packed_; }
+
+  // The activation format of single-token (decoding) products: F32Activations (exact, the default) or
+  // Int8Activations (x quantized to int8 per block, the VNNI kernels); a format without a kernel for it
+  // computes the exact product. Batched products always use the exact dense path.
+  template <ActivationFormat A>
+  void set_activations() {
+    matvec_ = &matvec_with<Format, A>;
+    activations_ = A::name();
+  }
+  // The same by name ("f32", "int8"); throws on an unknown name.
+  void set_activations(const std::string& name) {
+    bool found = false;
+    [&]<class... A>(ActivationFormatList<A...>) {
+      ((!found && A::name() == name ? (set_activations<A>(), found = true) : false), ...);
+    }(RegisteredActivationFormats{});
+    LOWBIT_CHECK(found, "QuantizedLinear<", Q::name(), ">: unknown activation format '", name, "' (known: f32, int8)");
+  }
+  const std::string& activations() const { return activations_; }
+
+  void release_workspace() override { release_dense_cache(); }
+
+  // Drops the cached dense Ŵ (it is rebuilt on the next batched call).
+  void release_dense_cache() {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    dense_.clear();
+    dense_.shrink_to_fit();
+  }
+
+ private:
+  void check_shapes(index_t in_rows, index_t in_cols, index_t out_rows, index_t out_cols, const char* what) const {
+    LOWBIT_CHECK(in_cols == in_features() && out_cols == out_features() && in_rows == out_rows, "QuantizedLinear<",
+                 Q::name(), ">::", what, ": got ", in_rows, "x", in_cols, " and ", out_rows, "x", out_cols, " for a ",
+                 out_features(), "x", in_features(), " weight");
+  }
+
+  MatrixView<const float> dense() const {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (dense_.empty()) {
+      dense_.resize(static_cast<std::size_t>(out_features() * in_features()));
+      Q::dequantize(packed_, MatrixView<float>(dense_.data(), out_features(), in_features()));
+    }
+    return MatrixView<const float>(dense_.data(), out_features(), in_features());
+  }
+
+  Packed packed_;
+  void (*matvec_)(const Packed&, const float*, float*) = &matvec_with<Format, F32Activations>;
+  std::string activations_ = F32Activations::name();
+  mutable std::mutex cache_mutex_;
+  mutable std::vector<float> dense_;  // [out, in] Ŵ for batched products; empty until first needed
+};
+
+}  // namespace lowbit::nn
+
+// The trainable forms of the format families that have one (each specializes TrainableForm next to
+// itself). Included here, after QuantizedLinear, so that every user of QuantizedLinear sees them.
+// ---- end lowbit/nn/quantized_linear.hpp ----
+
 namespace lowbit::nn {
 
 class AdditiveLinear final : public Linear {
  public:
-  explicit AdditiveLinear(AdditiveCodes codes, std::string name = "additive")
-      : a_(std::move(codes)), name_(std::move(name)) {
+  // Builds the packed layer this one returns to; set by TrainableForm, null for a free-standing layer.
+  using InferenceFactory = LinearPtr (*)(const AdditiveCodes&);
+
+  explicit AdditiveLinear(AdditiveCodes codes, std::string name = "additive", InferenceFactory to_inference = nullptr)
+      : a_(std::move(codes)), name_(std::move(name)), to_inference_(to_inference) {
     a_.shape.validate("AdditiveLinear " + name_);
     const auto& s = a_.shape;
     words_per_row_ = packed_words(s.codes_per_row(), s.code_bits);
@@ -4799,11 +5585,8 @@ class AdditiveLinear final : public Linear {
   std::size_t bytes() const override {
     return packed_codes_.size() * 4 + a_.codebooks.size() * 2 + a_.scales.size() * 2;
   }
-  std::string format() const override {
-    const auto& s = a_.shape;
-    return "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
-           std::to_string(s.group_size);
-  }
+  std::string format() const override { return a_.shape.format_name(); }
+  LinearPtr inference_form() const override { return to_inference_ ? to_inference_(a_) : nullptr; }
 
   const AdditiveCodes& codes() const { return a_; }
   AdditivePacked to_packed() const { return AdditivePacked(a_); }
@@ -4825,10 +5608,34 @@ class AdditiveLinear final : public Linear {
 
   AdditiveCodes a_;
   std::string name_;
+  InferenceFactory to_inference_ = nullptr;
   index_t words_per_row_ = 0;
   std::vector<std::uint32_t> packed_codes_;
   std::vector<float> codebook_grad_, scale_grad_;
 };
+
+// QuantizedLinear<Additive<M,B,G>> <-> AdditiveLinear: codebooks and scales become fp32 parameters, and
+// return rounded to fp16.
+template <int M, int B, int G>
+struct TrainableForm<Additive<M, B, G>> {
+  using Format = Additive<M, B, G>;
+  static LinearPtr make(const typename Quantizer<Format>::Packed& packed) {
+    return std::make_unique<AdditiveLinear>(packed.unpack(), Format::name(), &to_inference);
+  }
+  static LinearPtr to_inference(const AdditiveCodes& codes) {
+    return std::make_unique<QuantizedLinear<Format>>(Quantizer<Format>::pack(codes));
+  }
+};
+
+// Unpacked codes of an AQLM layer in either form: a trainable AdditiveLinear, or a packed layer of an
+// additive format (through its trainable form; fp16 codebooks and scales as stored).
+inline AdditiveCodes additive_codes(const Linear& linear) {
+  if (const auto* trainable = dynamic_cast<const AdditiveLinear*>(&linear)) return trainable->codes();
+  const auto trainable = linear.trainable_form();
+  const auto* additive = dynamic_cast<const AdditiveLinear*>(trainable.get());
+  LOWBIT_CHECK(additive != nullptr, "layer of format '", linear.format(), "' is not an additive (AQLM) layer");
+  return additive->codes();
+}
 
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/additive_linear.hpp ----
@@ -4982,7 +5789,10 @@ void attention_backward(const F* q, const F* k, const F* v, const F* probs, cons
 // dependent (epsilon, rope theta and layout, tied head) comes from the file, never from defaults
 // silently assumed by the model code.
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
 #include <string>
 
 
@@ -5024,6 +5834,64 @@ struct ModelConfig {
     LOWBIT_CHECK(norm_eps > 0 && rope_theta > 0, source, ": norm_eps and rope_theta must be positive");
   }
 };
+
+// ---- JSON (the one definition; the quantized model file's "lowbit.model_config") ---------------------
+// nlohmann's customization points, found by ADL: `nlohmann::json j = config;` and `j.get<ModelConfig>()`.
+// Reading checks every field's presence, type and range (an integer field must be a whole number that
+// fits an int) and throws lowbit::Error; the caller adds the source and runs validate().
+
+inline void to_json(nlohmann::json& j, const ModelConfig& c) {
+  j = {{"dim", c.dim},
+       {"hidden_dim", c.hidden_dim},
+       {"n_layers", c.n_layers},
+       {"n_heads", c.n_heads},
+       {"n_kv_heads", c.n_kv_heads},
+       {"vocab_size", c.vocab_size},
+       {"max_seq_len", c.max_seq_len},
+       {"norm_eps", c.norm_eps},
+       {"rope_theta", c.rope_theta},
+       {"rope_layout", c.rope_layout == RopeLayout::Interleaved ? "interleaved" : "half_split"},
+       {"tied_embeddings", c.tied_embeddings}};
+}
+
+inline void from_json(const nlohmann::json& j, ModelConfig& c) {
+  LOWBIT_CHECK(j.is_object(), "model config is not a JSON object");
+  auto field = [&](const char* key) -> const nlohmann::json& {
+    LOWBIT_CHECK(j.contains(key), "model config has no '", key, "'");
+    return j.at(key);
+  };
+  auto integer = [&](const char* key) {
+    const auto& v = field(key);
+    LOWBIT_CHECK(v.is_number_integer() || (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>()),
+                 "model config '", key, "' is not an integer: ", v.dump());
+    const double d = v.get<double>();
+    LOWBIT_CHECK(d >= std::numeric_limits<int>::min() && d <= std::numeric_limits<int>::max(), "model config '", key,
+                 "' = ", v.dump(), " does not fit an int");
+    return v.is_number_integer() ? static_cast<int>(v.get<std::int64_t>()) : static_cast<int>(d);
+  };
+  auto real = [&](const char* key) {
+    const auto& v = field(key);
+    LOWBIT_CHECK(v.is_number() && std::isfinite(v.get<double>()), "model config '", key, "' is not a finite number: ",
+                 v.dump());
+    return v.get<float>();
+  };
+  c.dim = integer("dim");
+  c.hidden_dim = integer("hidden_dim");
+  c.n_layers = integer("n_layers");
+  c.n_heads = integer("n_heads");
+  c.n_kv_heads = integer("n_kv_heads");
+  c.vocab_size = integer("vocab_size");
+  c.max_seq_len = integer("max_seq_len");
+  c.norm_eps = real("norm_eps");
+  c.rope_theta = real("rope_theta");
+  const auto& layout = field("rope_layout");
+  LOWBIT_CHECK(layout.is_string() && (layout == "interleaved" || layout == "half_split"),
+               "model config 'rope_layout' must be \"interleaved\" or \"half_split\", found ", layout.dump());
+  c.rope_layout = layout == "interleaved" ? RopeLayout::Interleaved : RopeLayout::HalfSplit;
+  const auto& tied = field("tied_embeddings");
+  LOWBIT_CHECK(tied.is_boolean(), "model config 'tied_embeddings' is not a boolean: ", tied.dump());
+  c.tied_embeddings = tied.get<bool>();
+}
 
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/config.hpp ----
@@ -5081,6 +5949,13 @@ class BasicDenseLinear final : public BasicLinear<T> {
 
   std::size_t bytes() const override { return weight_.size() * sizeof(T); }
   std::string format() const override { return sizeof(T) == 4 ? "f32" : "f64"; }
+  std::vector<StoredTensor> stored_tensors() const override {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8);
+    if constexpr (sizeof(T) == 4)
+      return {stored_tensor("weight", StoredType::F32, {out_, in_}, weight_)};
+    else
+      return BasicLinear<T>::stored_tensors();  // f64 layers exist for gradient checks only
+  }
 
   MatrixView<const T> weight_view() const { return MatrixView<const T>(weight_.data(), out_, in_); }
   MatrixView<T> weight_view() { return MatrixView<T>(weight_.data(), out_, in_); }
@@ -5828,10 +6703,16 @@ class BasicLlama {
   int n_layers() const { return cfg_.n_layers; }
 
   BasicLinear<F>& linear(int layer, LinearRole role) { return block(layer).linear(role); }
+  const BasicLinear<F>& linear(int layer, LinearRole role) const { return block(layer).linear(role); }
   void set_linear(int layer, LinearRole role, BasicLinearPtr<F> l) {
     block(layer).set_linear(role, std::move(l), source_ + ": layers." + std::to_string(layer));
   }
   BasicBlock<F>& block(int layer) {
+    LOWBIT_CHECK(layer >= 0 && layer < cfg_.n_layers, source_, ": layer ", layer, " out of range [0, ", cfg_.n_layers,
+                 ")");
+    return blocks_[static_cast<std::size_t>(layer)];
+  }
+  const BasicBlock<F>& block(int layer) const {
     LOWBIT_CHECK(layer >= 0 && layer < cfg_.n_layers, source_, ": layer ", layer, " out of range [0, ", cfg_.n_layers,
                  ")");
     return blocks_[static_cast<std::size_t>(layer)];
@@ -6077,111 +6958,6 @@ using Llama = BasicLlama<float>;
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/model.hpp ----
 
-// ---- begin lowbit/nn/quantized_linear.hpp ----
-// QuantizedLinear<Format>: a Linear whose weight lives in a packed quantized format, for any Format
-// with a Quantizer satisfying QuantizerFor. One token (decoding) goes through the format's matvec,
-// which reads only the packed codes; a batch (prefill, training) dequantizes Ŵ once into a cached dense
-// copy and uses the Eigen GEMM, where compute, not weight traffic, dominates. Nothing is trainable
-// here; formats with trainable scales or codebooks specialize or wrap this class.
-
-#include <cstddef>
-#include <mutex>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-namespace lowbit::nn {
-
-template <class Format>
-  requires QuantizerFor<Quantizer<Format>>
-class QuantizedLinear : public Linear {
- public:
-  using Q = Quantizer<Format>;
-  using Packed = typename Q::Packed;
-
-  explicit QuantizedLinear(Packed packed) : packed_(std::move(packed)) {
-    LOWBIT_CHECK(packed_.rows() > 0 && packed_.cols() > 0, "QuantizedLinear<", Q::name(),
-                 ">: packed weight is empty");
-  }
-  QuantizedLinear(QuantizedLinear&& other) noexcept
-      : packed_(std::move(other.packed_)), precision_(other.precision_), dense_(std::move(other.dense_)) {}
-  QuantizedLinear(const QuantizedLinear&) = delete;
-  QuantizedLinear& operator=(const QuantizedLinear&) = delete;
-
-  // Round-to-nearest quantization of a dense weight W [out, in].
-  static QuantizedLinear from_dense(MatrixView<const float> W) { return QuantizedLinear(Q::quantize(W)); }
-
-  index_t in_features() const override { return packed_.cols(); }
-  index_t out_features() const override { return packed_.rows(); }
-
-  void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
-    check_shapes(X.rows(), X.cols(), Y.rows(), Y.cols(), "forward");
-    if (X.rows() == 1) {
-      if constexpr (requires(const Packed& p, const float* x, float* y) { Q::matvec(p, x, y, MatvecPrecision::Exact); })
-        Q::matvec(packed_, X.row(0), Y.row(0), precision_);
-      else
-        Q::matvec(packed_, X.row(0), Y.row(0));
-      return;
-    }
-    matmul_xwt<float>(X, dense(), Y);
-  }
-
-  // dX += dY·Ŵ; there is nothing trainable, so X is not needed.
-  void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
-    check_shapes(X.rows(), X.cols(), dY.rows(), dY.cols(), "backward");
-    if (!dX.data) return;
-    LOWBIT_CHECK(dX.rows() == dY.rows() && dX.cols() == in_features(), "QuantizedLinear<", Q::name(),
-                 ">::backward: dX is ", dX.rows(), "x", dX.cols(), ", expected ", dY.rows(), "x", in_features());
-    matmul_add_dyw<float>(dY, dense(), dX);
-  }
-
-  void dequantize(MatrixView<float> W) const override { Q::dequantize(packed_, W); }
-  std::size_t bytes() const override { return packed_.bytes(); }
-  std::string format() const override { return Q::name(); }
-
-  const Packed& packed() const { return packed_; }
-
-  // How single-token (decoding) products treat the activation: Exact (fp32, the default) or
-  // Int8Activations (x quantized to int8 per block, the VNNI kernel; formats without that kernel
-  // ignore it). Batched products always use the exact dense path.
-  void set_matvec_precision(MatvecPrecision p) { precision_ = p; }
-  MatvecPrecision matvec_precision() const { return precision_; }
-
-  void release_workspace() override { release_dense_cache(); }
-
-  // Drops the cached dense Ŵ (it is rebuilt on the next batched call).
-  void release_dense_cache() {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    dense_.clear();
-    dense_.shrink_to_fit();
-  }
-
- private:
-  void check_shapes(index_t in_rows, index_t in_cols, index_t out_rows, index_t out_cols, const char* what) const {
-    LOWBIT_CHECK(in_cols == in_features() && out_cols == out_features() && in_rows == out_rows, "QuantizedLinear<",
-                 Q::name(), ">::", what, ": got ", in_rows, "x", in_cols, " and ", out_rows, "x", out_cols, " for a ",
-                 out_features(), "x", in_features(), " weight");
-  }
-
-  MatrixView<const float> dense() const {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (dense_.empty()) {
-      dense_.resize(static_cast<std::size_t>(out_features() * in_features()));
-      Q::dequantize(packed_, MatrixView<float>(dense_.data(), out_features(), in_features()));
-    }
-    return MatrixView<const float>(dense_.data(), out_features(), in_features());
-  }
-
-  Packed packed_;
-  MatvecPrecision precision_ = MatvecPrecision::Exact;
-  mutable std::mutex cache_mutex_;
-  mutable std::vector<float> dense_;  // [out, in] Ŵ for batched products; empty until first needed
-};
-
-}  // namespace lowbit::nn
-// ---- end lowbit/nn/quantized_linear.hpp ----
-
 // ---- begin lowbit/nn/sampler.hpp ----
 // Choosing the next token from logits: greedy (temperature 0), temperature sampling, and nucleus
 // (top-p) sampling (Holtzman et al. 2019), with the same semantics as llama2.c's run.c. All randomness
@@ -6282,6 +7058,39 @@ class Sampler {
 
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/sampler.hpp ----
+
+// ---- begin lowbit/nn/stored_linear.hpp ----
+// Rebuilding a layer from what a file stores for it: its descriptor ("f32" or a registered format,
+// formats.hpp), its shape, and its stored tensors (core/stored_tensor.hpp). The storage for the shape is
+// allocated by the format, each of its tensors is handed to `fill` (which checks and copies the file's
+// bytes into it), and the packed matrix becomes a QuantizedLinear. No per-family code: a format added to
+// the registry is readable here as it is.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+using StoredTensorFill = std::function<void(const StoredTensorSlot&)>;
+
+inline LinearPtr make_stored_linear(const std::string& descriptor, index_t out, index_t in, const StoredTensorFill& fill) {
+  if (descriptor == "f32") {
+    std::vector<float> w(static_cast<std::size_t>(out * in));
+    fill(stored_tensor("weight", StoredType::F32, {out, in}, w));
+    return std::make_unique<DenseLinear>(out, in, std::move(w));
+  }
+  return visit_format(descriptor, [&]<class F>(FormatTag<F>) -> LinearPtr {
+    typename Quantizer<F>::Packed packed(out, in);
+    for (const auto& slot : packed.stored_tensors()) fill(slot);
+    return std::make_unique<QuantizedLinear<F>>(std::move(packed));
+  });
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/stored_linear.hpp ----
 
 
 // ---- begin lowbit/io/gguf.hpp ----
@@ -7279,11 +8088,7 @@ inline nn::ModelWeights load_gguf(const std::filesystem::path& path) {
 // atomic (temporary file in the same folder, fsync, rename), so a killed process never leaves a half-
 // written model; lowbit's quantized model file is built on this writer. Byte layout: docs/file-formats.md.
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -7529,7 +8334,7 @@ class SafetensorsWriter {
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
-  // Writes `path` atomically: a temporary file in the same folder, fsync, rename, fsync of the folder.
+  // Writes `path` atomically (core/atomic_file.hpp): a temporary file, fsync, rename, fsync of the folder.
   void write(const std::filesystem::path& path) const {
     nlohmann::json header = nlohmann::json::object();
     if (!metadata_.empty()) header["__metadata__"] = metadata_;
@@ -7540,34 +8345,12 @@ class SafetensorsWriter {
     }
     std::string text = header.dump();
     while (text.size() % 8) text.push_back(' ');  // data section starts 8-byte aligned
-    const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-    std::string tmp_name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
-    tmp_name.append(path.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
-    const auto tmp = dir / tmp_name;
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    LOWBIT_CHECK(fd >= 0, "cannot create '", tmp.string(), "': ", std::strerror(errno));
-    try {
-      const std::uint64_t len = text.size();
-      write_bytes(fd, &len, 8, tmp);
-      write_bytes(fd, text.data(), text.size(), tmp);
-      for (const auto& e : entries_) write_bytes(fd, e.data ? e.data : e.owned.data(), e.bytes, tmp);
-      LOWBIT_CHECK(::fsync(fd) == 0, "fsync of '", tmp.string(), "' failed: ", std::strerror(errno));
-      LOWBIT_CHECK(::close(fd) == 0, "close of '", tmp.string(), "' failed: ", std::strerror(errno));
-    } catch (...) {
-      ::close(fd);
-      std::filesystem::remove(tmp);
-      throw;
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      const int err = errno;
-      std::filesystem::remove(tmp);
-      fail("cannot rename '", tmp.string(), "' to '", path.string(), "': ", std::strerror(err));
-    }
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);  // best effort: makes the rename itself durable
-      ::close(dfd);
-    }
+    AtomicFileWriter out(path);
+    const std::uint64_t len = text.size();
+    out.write(&len, 8);
+    out.write(text);
+    for (const auto& e : entries_) out.write(e.data ? e.data : e.owned.data(), e.bytes);
+    out.commit();
   }
 
  private:
@@ -7595,17 +8378,6 @@ class SafetensorsWriter {
     e.shape = std::move(shape);
     e.bytes = n * safe_dtype_size(dtype);
     return e;
-  }
-
-  static void write_bytes(int fd, const void* data, std::size_t n, const std::filesystem::path& p) {
-    const auto* c = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      LOWBIT_CHECK(w > 0, "write to '", p.string(), "' failed: ", std::strerror(errno));
-      c += w;
-      n -= static_cast<std::size_t>(w);
-    }
   }
 
   std::vector<Entry> entries_;
@@ -7984,11 +8756,13 @@ inline nn::ModelWeights load_model(const std::filesystem::path& path) {
 // tensors that stay in floating point (embeddings, norms, head) as F32, and the metadata carries the
 // model hyper-parameters, a format descriptor per linear, a `quantization_config` and a checksum per
 // tensor. The loader recomputes every expected shape and dtype from the descriptor and refuses anything
-// that does not match. Byte layout: docs/quantized-file.md. The format registry below is the one place
-// a new format family is added (see `OtherFormats` and `PackedTensors`).
+// that does not match. Byte layout: docs/quantized-file.md. Nothing here is format-specific: a layer
+// lists its own stored tensors (nn::Linear::stored_tensors) and is rebuilt from them through the format
+// registry (nn/stored_linear.hpp, formats.hpp).
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -8001,156 +8775,21 @@ inline nn::ModelWeights load_model(const std::filesystem::path& path) {
 
 namespace lowbit::io {
 
-// ---- format registry ----------------------------------------------------------------------------
-
-template <class... Formats>
-struct FormatList {};
-template <class Format>
-struct FormatTag {
-  using type = Format;
-};
-
-// Formats the group-wise calibrators (RTN, GPTQ, AutoClip) can produce.
-using GroupFormats = FormatList<Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 64>,
-                                Uniform<4, 128>, Uniform<8, 128>, NF3<64>, NF3<128>>;
-// Other families the file can hold (AQLM adds Additive<M, B, G> instantiations here, plus a
-// PackedTensors specialization below).
-// The additive formats `lowbit quantize --method aqlm` can write. 3x7 and 4x6 (g8) spend 21 and 24
-// code bits per 8 weights with 6 and 4 KiB of codebooks per matrix (3x8: 12 KiB), so on SmolLM2-sized
-// matrices they land at ~2.75 and ~3.09 bits/weight where 3x8 lands at 3.22 (docs/aqlm.md).
-using OtherFormats = FormatList<Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>,
-                                Additive<8, 8, 8>, Additive<2, 8, 4>, Additive<1, 16, 8>, Additive<2, 15, 8>,
-                                Additive<1, 16, 16>, Additive<2, 8, 16>, Additive<3, 7, 8>, Additive<4, 6, 8>>;
-
-// The named tensors of one packed matrix: suffix, dtype, shape, and the storage bytes inside Packed.
-struct PackedTensorView {
-  std::string suffix;
-  SafeDtype dtype;
-  std::vector<index_t> shape;
-  void* data;
-  std::size_t bytes;
-};
-
-template <class Format>
-struct PackedTensors;  // specialize per family: static std::vector<PackedTensorView> views(Packed&)
-
-template <int Bits, int Group, UniformMode Mode>
-struct PackedTensors<Uniform<Bits, Group, Mode>> {
-  static std::vector<PackedTensorView> views(UniformPacked<Uniform<Bits, Group, Mode>>& p) {
-    std::vector<PackedTensorView> v;
-    v.push_back({"codes", SafeDtype::U32, {p.rows(), p.code_words_per_row()}, p.codes().data(),
-                 p.codes().size() * 4});
-    v.push_back({"scales", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.scales().data(), p.scales().size() * 2});
-    if (p.zero_words_per_row() > 0)
-      v.push_back({"zeros", SafeDtype::U32, {p.rows(), p.zero_words_per_row()}, p.zero_words().data(),
-                   p.zero_words().size() * 4});
-    return v;
-  }
-};
-
-template <int Group>
-struct PackedTensors<NF3<Group>> {
-  static std::vector<PackedTensorView> views(NF3Packed<Group>& p) {
-    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
-            {"max", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.maxes().data(), p.maxes().size() * 2},
-            {"min", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.mins().data(), p.mins().size() * 2}};
-  }
-};
-
-// ---- AQLM (aqlm helper): codes [rows, words_per_row] u32, codebooks [M, 2^B, G] f16, scales [rows] f16 ----
-template <int M, int B, int G>
-struct PackedTensors<Additive<M, B, G>> {
-  static std::vector<PackedTensorView> views(AdditivePackedOf<M, B, G>& p) {
-    const index_t K = index_t{1} << B;
-    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
-            {"codebooks", SafeDtype::F16, {M, K, G}, p.codebooks().data(), p.codebooks().size() * 2},
-            {"scales", SafeDtype::F16, {p.rows()}, p.scales().data(), p.scales().size() * 2}};
-  }
-};
-// ---- end AQLM ----
-
-namespace detail {
-template <class Fn, class First, class... Rest>
-auto visit_in(const std::string& descriptor, Fn& fn, FormatList<First, Rest...>, const char* what) {
-  if (Quantizer<First>::name() == descriptor) return fn(FormatTag<First>{});
-  if constexpr (sizeof...(Rest) > 0) {
-    return visit_in(descriptor, fn, FormatList<Rest...>{}, what);
-  } else {
-    std::string known;
-    auto list = [&]<class... F>(FormatList<F...>) { ((known += (known.empty() ? "" : ", ") + Quantizer<F>::name()), ...); };
-    list(GroupFormats{});
-    list(OtherFormats{});
-    fail("unknown or unsupported ", what, " '", descriptor, "' (supported: ", known, ")");
-  }
-}
-template <class... A, class... B>
-FormatList<A..., B...> concat(FormatList<A...>, FormatList<B...>) {
-  return {};
-}
-}  // namespace detail
-
-using AllFormats = decltype(detail::concat(GroupFormats{}, OtherFormats{}));
-
-// Calls fn(FormatTag<F>{}) for the registered format whose Quantizer<F>::name() is `descriptor`.
-template <class Fn>
-auto visit_format(const std::string& descriptor, Fn&& fn) {
-  return detail::visit_in(descriptor, fn, AllFormats{}, "format");
-}
-// The same over the formats with per-group min/max parameters (what RTN/GPTQ/AutoClip calibrate).
-template <class Fn>
-auto visit_group_format(const std::string& descriptor, Fn&& fn) {
-  return detail::visit_in(descriptor, fn, GroupFormats{}, "group-wise format");
-}
-
 // ---- writing ------------------------------------------------------------------------------------
 
 inline constexpr const char* kQuantizedFileKind = "lowbit-quantized";
 inline constexpr int kQuantizedFileVersion = 1;
 
-inline std::string fnv1a64_hex(const void* data, std::size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (std::size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-inline nlohmann::json model_config_json(const nn::ModelConfig& c) {
-  return {{"dim", c.dim},
-          {"hidden_dim", c.hidden_dim},
-          {"n_layers", c.n_layers},
-          {"n_heads", c.n_heads},
-          {"n_kv_heads", c.n_kv_heads},
-          {"vocab_size", c.vocab_size},
-          {"max_seq_len", c.max_seq_len},
-          {"norm_eps", c.norm_eps},
-          {"rope_theta", c.rope_theta},
-          {"rope_layout", c.rope_layout == nn::RopeLayout::Interleaved ? "interleaved" : "half_split"},
-          {"tied_embeddings", c.tied_embeddings}};
-}
+inline nlohmann::json model_config_json(const nn::ModelConfig& c) { return c; }
 
 inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& source) {
   nn::ModelConfig c;
   try {
-    c.dim = j.at("dim").get<int>();
-    c.hidden_dim = j.at("hidden_dim").get<int>();
-    c.n_layers = j.at("n_layers").get<int>();
-    c.n_heads = j.at("n_heads").get<int>();
-    c.n_kv_heads = j.at("n_kv_heads").get<int>();
-    c.vocab_size = j.at("vocab_size").get<int>();
-    c.max_seq_len = j.at("max_seq_len").get<int>();
-    c.norm_eps = j.at("norm_eps").get<float>();
-    c.rope_theta = j.at("rope_theta").get<float>();
-    const auto layout = j.at("rope_layout").get<std::string>();
-    LOWBIT_CHECK(layout == "interleaved" || layout == "half_split", source, ": unknown rope_layout '", layout, "'");
-    c.rope_layout = layout == "interleaved" ? nn::RopeLayout::Interleaved : nn::RopeLayout::HalfSplit;
-    c.tied_embeddings = j.at("tied_embeddings").get<bool>();
+    c = j.get<nn::ModelConfig>();
+  } catch (const Error& e) {
+    fail(source, ": metadata 'lowbit.model_config': ", e.what());
   } catch (const nlohmann::json::exception& e) {
-    fail(source, ": metadata 'lowbit.model_config' is incomplete or has a wrong type (", e.what(), ")");
+    fail(source, ": metadata 'lowbit.model_config' is malformed (", e.what(), ")");
   }
   c.validate(source);
   return c;
@@ -8158,32 +8797,32 @@ inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std
 
 namespace detail {
 
-// Adds one linear's tensors under `name` (e.g. "layers.0.attention.wq"); returns its descriptor entry.
-inline nlohmann::json add_linear(SafetensorsWriter& writer, const std::string& name, nn::Linear& linear,
-                                 std::vector<std::vector<float>>& keep_alive, nlohmann::json& checksums) {
-  const std::string format = linear.format();
-  nlohmann::json entry = {{"format", format}, {"shape", {linear.out_features(), linear.in_features()}}};
-  if (format == "f32") {
-    keep_alive.emplace_back(static_cast<std::size_t>(linear.out_features() * linear.in_features()));
-    auto& w = keep_alive.back();
-    linear.dequantize(MatrixView<float>(w.data(), linear.out_features(), linear.in_features()));
-    writer.add_view(name + ".weight", SafeDtype::F32, {linear.out_features(), linear.in_features()}, w.data());
-    checksums[name + ".weight"] = fnv1a64_hex(w.data(), w.size() * 4);
-    return entry;
+inline SafeDtype safe_dtype_of(StoredType t) {
+  switch (t) {
+    case StoredType::U8: return SafeDtype::U8;
+    case StoredType::U16: return SafeDtype::U16;
+    case StoredType::U32: return SafeDtype::U32;
+    case StoredType::F16: return SafeDtype::F16;
+    case StoredType::F32: return SafeDtype::F32;
   }
-  visit_format(format, [&](auto tag) {
-    using Format = typename decltype(tag)::type;
-    auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
-    LOWBIT_CHECK(q != nullptr, name, ": layer reports format '", format,
-                 "' but is not a QuantizedLinear of that format; it cannot be serialized");
-    auto& packed = const_cast<typename Quantizer<Format>::Packed&>(q->packed());
-    for (const auto& v : PackedTensors<Format>::views(packed)) {
-      writer.add_view(name + "." + v.suffix, v.dtype, v.shape, v.data);
-      checksums[name + "." + v.suffix] = fnv1a64_hex(v.data, v.bytes);
-    }
-    entry["bytes"] = packed.bytes();
-    return 0;
-  });
+  fail("unknown stored tensor type");
+}
+
+// Adds one linear's tensors under `name` (e.g. "layers.0.attention.wq"); returns its descriptor entry.
+// A layer in its trainable form is written as its inference form (held alive in `keep_alive`).
+inline nlohmann::json add_linear(SafetensorsWriter& writer, const std::string& name, const nn::Linear& linear,
+                                 std::vector<nn::LinearPtr>& keep_alive, nlohmann::json& checksums) {
+  const nn::Linear* stored = &linear;
+  if (auto inference = linear.inference_form()) {
+    keep_alive.push_back(std::move(inference));
+    stored = keep_alive.back().get();
+  }
+  nlohmann::json entry = {{"format", stored->format()}, {"shape", {stored->out_features(), stored->in_features()}}};
+  for (const auto& t : stored->stored_tensors()) {
+    writer.add_view(name + "." + t.suffix, safe_dtype_of(t.type), t.shape, t.data);
+    checksums[name + "." + t.suffix] = fnv1a64_hex(t.data, t.bytes);
+  }
+  if (stored->format() != "f32") entry["bytes"] = stored->bytes();
   return entry;
 }
 
@@ -8212,8 +8851,7 @@ inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& 
   const auto& c = model.config();
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
-  std::vector<std::vector<float>> keep_alive;
-  keep_alive.reserve(static_cast<std::size_t>(c.n_layers) * nn::kLinearRoles);
+  std::vector<nn::LinearPtr> keep_alive;
   detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
   for (int l = 0; l < c.n_layers; ++l) {
     detail::add_f32(writer, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, model.attention_norm(l),
@@ -8279,30 +8917,23 @@ inline std::vector<float> read_f32(const SafetensorsFile& f, const std::string& 
   return f.to_f32(t);
 }
 
-// Rebuilds one linear from its descriptor entry.
+// Rebuilds one linear from its descriptor entry: the registry allocates the format's storage for the
+// shape the model needs, and every tensor it lists is checked (dtype, shape, size, checksum) and copied.
 inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& name, const nlohmann::json& entry,
                                  index_t out, index_t in, const nlohmann::json& checksums, std::set<std::string>& seen) {
   LOWBIT_CHECK(entry.is_object() && entry.contains("format") && entry["format"].is_string() && entry.contains("shape"),
                f.path(), ": format descriptor of '", name, "' is malformed: ", entry.dump());
   const auto format = entry["format"].get<std::string>();
-  const std::vector<index_t> shape = entry["shape"].get<std::vector<index_t>>();
-  LOWBIT_CHECK(shape == std::vector<index_t>({out, in}), f.path(), ": '", name, "' is described as ",
-               shape_string(shape), " but the model needs [", out, ", ", in, "]");
-  if (format == "f32") {
-    auto w = read_f32(f, name + ".weight", {out, in}, checksums, seen);
-    return std::make_unique<nn::DenseLinear>(out, in, std::move(w));
-  }
-  return visit_format(format, [&](auto tag) -> nn::LinearPtr {
-    using Format = typename decltype(tag)::type;
-    using Packed = typename Quantizer<Format>::Packed;
-    Packed packed(out, in);
-    for (const auto& v : PackedTensors<Format>::views(packed)) {
-      const auto& t = expect_tensor(f, name + "." + v.suffix, v.dtype, v.shape, checksums, seen);
-      LOWBIT_CHECK(t.bytes() == v.bytes, f.path(), ": tensor '", name, ".", v.suffix, "' holds ", t.bytes(),
-                   " bytes, expected ", v.bytes);
-      std::memcpy(v.data, t.data, v.bytes);
-    }
-    return std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  LOWBIT_CHECK(entry["shape"] == nlohmann::json({out, in}), f.path(), ": '", name, "' is described as ",
+               entry["shape"].dump(), " but the model needs [", out, ", ", in, "]");
+  LOWBIT_CHECK(format == "f32" || is_registered_format(format), f.path(), ": '", name, "' has format '", format,
+               "', which this lowbit does not know (registered: f32, ", lowbit::detail::joined(format_names()), ")");
+  return nn::make_stored_linear(format, out, in, [&](const StoredTensorSlot& slot) {
+    const auto tensor_name = name + "." + slot.suffix;
+    const auto& t = expect_tensor(f, tensor_name, safe_dtype_of(slot.type), slot.shape, checksums, seen);
+    LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(),
+                 " bytes, expected ", slot.bytes);
+    std::memcpy(slot.data, t.data, slot.bytes);
   });
 }
 
@@ -8409,8 +9040,7 @@ inline nlohmann::json quantized_model_info(const std::filesystem::path& path) {
 inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& model, int layer) {
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
-  std::vector<std::vector<float>> keep_alive;
-  keep_alive.reserve(nn::kLinearRoles);
+  std::vector<nn::LinearPtr> keep_alive;
   for (auto role : nn::kAllLinearRoles) {
     const auto name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
     formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);
@@ -9597,13 +10227,15 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
 
 
 // ---- begin lowbit/calib/additive_pipeline.hpp ----
-// AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Calibrator that replaces
-// each linear by QuantizedLinear<Additive<M,B,G>> calibrated against its input Hessian, and a block
-// fine-tune hook (ALGORITHMS.md §1.3 step 3) that trains codebooks, scales and RMSNorm gains against
-// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16;
-// and the optional end-to-end "global fine-tuning" after the block pass (ALGORITHMS.md §1.4, P step
-// only): codebooks, scales and norm gains of the whole model trained by forward KL to the FP model.
-// `lowbit quantize --method aqlm --format additive:M:B:G` and examples/example_aqlm.cpp use this.
+// AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Method that replaces each
+// linear by QuantizedLinear<F> for any registered AdditiveFormat F, calibrated against its input
+// Hessian; a block fine-tune hook (ALGORITHMS.md §1.3 step 3) that turns the block's layers into their
+// trainable forms (nn::Linear::trainable_form: codebooks and scales of AQLM layers; layers of other
+// formats stay frozen), trains them and the RMSNorm gains against the FP block outputs with
+// train/block_trainer.hpp (held-out early stopping), and returns them to their packed fp16 forms; and the
+// optional end-to-end "global fine-tuning" after the block pass (ALGORITHMS.md §1.4, P step only), the
+// same over the whole model by forward KL to the FP model. `lowbit quantize --method aqlm` and
+// examples/example_aqlm.cpp use this.
 
 #include <chrono>
 #include <cstdint>
@@ -10327,13 +10959,6 @@ namespace lowbit::train {
 inline constexpr char kCheckpointMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\0'};
 inline constexpr std::uint32_t kCheckpointVersion = 1;
 
-// FNV-1a 64-bit, used for fingerprints and the trailing checksum.
-inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
-
 // The optimizer part of a run fingerprint (pretrain, distill): the schedule and AdamW settings as text.
 inline void write_optimizer_fingerprint(std::ostream& s, const LrSchedule& schedule, const AdamWOptions& adam) {
   s << static_cast<int>(schedule.kind) << ',' << schedule.peak_lr << ',' << schedule.warmup_steps << ','
@@ -10347,7 +10972,7 @@ inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {
     << c.vocab_size << ',' << c.max_seq_len << ',' << c.norm_eps << ',' << c.rope_theta << ','
     << static_cast<int>(c.rope_layout) << ',' << c.tied_embeddings;
   const std::string text = s.str();
-  return fnv1a(text.data(), text.size());
+  return fnv1a64(text.data(), text.size());
 }
 
 // The shape of a canonical tensor name (nn/weights.hpp) under `c`; {size} for names it does not know.
@@ -10438,36 +11063,6 @@ class ByteReader {
 };
 }  // namespace detail
 
-// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync the folder.
-inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
-  const auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::filesystem::create_directories(folder);
-  const auto temp = folder / (path.filename().string() + ".tmp." + std::to_string(getpid()));
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  LOWBIT_CHECK(fd >= 0, temp.string(), ": cannot create file for writing: ", std::strerror(errno));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string reason = std::strerror(errno);
-      ::close(fd);
-      std::filesystem::remove(temp);
-      fail(temp.string(), ": write failed after ", done, " of ", bytes.size(), " bytes: ", reason);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  LOWBIT_CHECK(synced, temp.string(), ": fsync failed: ", std::strerror(errno));
-  std::filesystem::rename(temp, path);
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-}
-
 // Serializes a checkpoint of `params` (named canonically) and the optimizer (may be null).
 inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::vector<nn::Parameter>& params,
                                     const TrainingState& state, const AdamW* optimizer) {
@@ -10502,13 +11097,14 @@ inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::ve
     optimizer->write(out);
     w.raw(out.str().data(), out.str().size());
   }
-  w.pod(fnv1a(w.bytes().data(), w.bytes().size()));
+  w.pod(fnv1a64(w.bytes().data(), w.bytes().size()));
   return std::move(w.bytes());
 }
 
 inline void save_checkpoint(const std::filesystem::path& path, const nn::ModelConfig& config,
                             const std::vector<nn::Parameter>& params, const TrainingState& state,
                             const AdamW* optimizer) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   write_file_atomically(path, checkpoint_bytes(config, params, state, optimizer));
 }
 
@@ -10522,7 +11118,7 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
                source, ": not a lowbit training checkpoint (magic 'LBTRAIN' missing)");
   std::uint64_t stored_sum;
   std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
-  const std::uint64_t sum = fnv1a(bytes.data(), bytes.size() - 8);
+  const std::uint64_t sum = fnv1a64(bytes.data(), bytes.size() - 8);
   LOWBIT_CHECK(stored_sum == sum, source, ": checkpoint checksum mismatch (file is truncated or corrupted)");
 
   detail::ByteReader r(bytes, source);
@@ -10794,8 +11390,8 @@ struct TokenData {
   std::uint64_t fingerprint = 0;  // of both streams; part of the run fingerprint
 
   void finalize() {
-    fingerprint = fnv1a(train.data(), train.size() * sizeof(std::int32_t));
-    fingerprint = fnv1a(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
+    fingerprint = fnv1a64(train.data(), train.size() * sizeof(std::int32_t));
+    fingerprint = fnv1a64(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
   }
 };
 
@@ -10970,10 +11566,10 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|';
     write_optimizer_fingerprint(f, schedule, options.adam);
     f << '|' << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
-    std::uint64_t h = fnv1a(f.str().data(), f.str().size());
+    std::uint64_t h = fnv1a64(f.str().data(), f.str().size());
     for (const auto& p : chosen) {
-      h = fnv1a(p.name.data(), p.name.size(), h);
-      h = fnv1a(p.value, static_cast<std::size_t>(p.size) * sizeof(float), h);
+      h = fnv1a64(p.name.data(), p.name.size(), h);
+      h = fnv1a64(p.value, static_cast<std::size_t>(p.size) * sizeof(float), h);
     }
     state.run_fingerprint = h;
   }
@@ -11051,29 +11647,346 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
 }  // namespace lowbit::train
 // ---- end lowbit/train/distill.hpp ----
 
+// ---- begin lowbit/calib/method.hpp ----
+// Calibration methods and plans. A Method turns one linear layer (its FP weight and the statistics of
+// its input) into a quantized layer of the format its job asks for; it declares which formats it can
+// produce (a capability, checked against the format registry) and which statistics it needs. A
+// QuantizationPlan maps tensor names to (method, format) by regular expression, first match wins, so one
+// calibration run can give every linear its own method and format (the CLI's --tensor-format).
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+// ---- begin lowbit/calib/hessian.hpp ----
+// The proxy Hessian of a linear layer's reconstruction error: H = XᵀX over every calibration row X
+// that enters the layer. GPTQ, AutoClip and AQLM all score a quantized weight Ŵ by
+// tr((W − Ŵ) H (W − Ŵ)ᵀ), so the pipeline accumulates one H per distinct linear input (q/k/v share
+// one, gate/up share one). Each batch's XᵀX is formed by a float rank-k update (half the FLOPs of a
+// GEMM) and then added into a double-precision running sum, so millions of rows lose no precision.
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::calib {
+
+class HessianAccumulator {
+ public:
+  HessianAccumulator() = default;
+  explicit HessianAccumulator(index_t features) { reset(features); }
+
+  void reset(index_t features) {
+    LOWBIT_CHECK(features > 0, "HessianAccumulator: feature count must be positive, got ", features);
+    features_ = features;
+    sum_.setZero(features, features);
+    rows_ = 0;
+  }
+
+  // Adds XᵀX for a batch X [n, features] (row-major, any row stride).
+  void add(MatrixView<const float> X) {
+    LOWBIT_CHECK(X.cols() == features_, "HessianAccumulator: batch has ", X.cols(),
+                 " features, expected ", features_);
+    if (X.rows() == 0) return;
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> x(X.data, X.rows(), X.cols(),
+                                                         Eigen::OuterStride<>(X.row_stride()));
+    Eigen::MatrixXf batch = Eigen::MatrixXf::Zero(features_, features_);
+    batch.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
+    // Only the lower triangle was written; mirror it while widening to double.
+    for (index_t j = 0; j < features_; ++j)
+      for (index_t i = j; i < features_; ++i) {
+        const double v = batch(i, j);
+        sum_(i, j) += v;
+        if (i != j) sum_(j, i) += v;
+      }
+    rows_ += X.rows();
+  }
+
+  // Adds another accumulator's rows (e.g. from a second thread or a resumed shard).
+  void merge(const HessianAccumulator& other) {
+    LOWBIT_CHECK(other.features_ == features_, "HessianAccumulator: cannot merge ", other.features_,
+                 " features into ", features_);
+    sum_ += other.sum_;
+    rows_ += other.rows_;
+  }
+
+  index_t features() const { return features_; }
+  std::int64_t rows() const { return rows_; }
+  // Σ xᵀx over all rows seen, [features, features], exactly symmetric.
+  const Eigen::MatrixXd& sum() const { return sum_; }
+  // H = 2/n · XᵀX as in GPTQ (the scale cancels in every argmin; it fixes what "percdamp" means).
+  Eigen::MatrixXd gptq_hessian() const {
+    LOWBIT_CHECK(rows_ > 0, "HessianAccumulator: no calibration rows were added");
+    return sum_ * (2.0 / static_cast<double>(rows_));
+  }
+
+ private:
+  index_t features_ = 0;
+  Eigen::MatrixXd sum_;
+  std::int64_t rows_ = 0;
+};
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/hessian.hpp ----
+
+namespace lowbit::calib {
+
+// Which input a linear reads; q/k/v share attn_in, gate/up share ffn_in.
+enum class LinearInput { AttnIn = 0, AttnOut = 1, FfnIn = 2, FfnHidden = 3 };
+inline LinearInput input_of(nn::LinearRole r) {
+  switch (r) {
+    case nn::LinearRole::Q:
+    case nn::LinearRole::K:
+    case nn::LinearRole::V: return LinearInput::AttnIn;
+    case nn::LinearRole::O: return LinearInput::AttnOut;
+    case nn::LinearRole::Gate:
+    case nn::LinearRole::Up: return LinearInput::FfnIn;
+    case nn::LinearRole::Down: return LinearInput::FfnHidden;
+  }
+  return LinearInput::AttnIn;
+}
+
+struct LinearJob {
+  int layer = 0;
+  nn::LinearRole role = nn::LinearRole::Q;
+  std::string name;                             // canonical tensor name, e.g. "layers.3.attention.wq"
+  std::string format;                           // the format to produce, a registered descriptor
+  MatrixView<const float> weight;               // FP weight [out, in]
+  const HessianAccumulator* hessian = nullptr;  // XᵀX of this linear's effective input (when requested)
+  MatrixView<const float> sample_inputs;        // sampled effective input rows [S, in] (when requested)
+  std::uint64_t seed = 0;                       // the run's seed
+};
+
+struct LinearOutcome {
+  nn::LinearPtr layer;
+  nlohmann::json stats = nlohmann::json::object();
+};
+
+// A per-linear quantization method. `accepts` is its capability: the formats it can fill (build it
+// with accepts_formats_where). `options` is everything in the method that changes the result: it goes
+// into the run fingerprint and the file's quantization_config.
+struct Method {
+  std::string name;
+  std::string capability;  // what `accepts` admits, for messages: "group-grid format"
+  std::function<bool(const std::string& format)> accepts;
+  bool needs_hessian = true;
+  bool needs_samples = false;
+  std::function<LinearOutcome(const LinearJob&)> run;
+  nlohmann::json options = nlohmann::json::object();
+};
+using Calibrator = Method;
+
+// The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
+// targets [nsamples·seqlen, dim]. Returns stats for the log (train/block_trainer.hpp fits here).
+struct BlockContext {
+  int layer = 0;
+  nn::Llama* model = nullptr;
+  MatrixView<const float> inputs;
+  MatrixView<const float> targets;
+  int nsamples = 0, seqlen = 0;
+};
+using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
+
+// `accepts` for the registered formats that pass a capability filter (formats.hpp), e.g.
+// accepts_formats_where([]<class F>() { return GroupGridFormat<F>; }).
+template <class Filter>
+std::function<bool(const std::string&)> accepts_formats_where(Filter filter) {
+  const auto names = format_names(filter);
+  return [names](const std::string& format) {
+    for (const auto& n : names)
+      if (n == format) return true;
+    return false;
+  };
+}
+
+// ---- plans ----------------------------------------------------------------------------------------
+
+class QuantizationPlan {
+ public:
+  struct Rule {
+    std::string pattern;  // ECMAScript regex, searched in the canonical tensor name
+    Method method;
+    std::string format;
+  };
+
+  QuantizationPlan() = default;
+  // The plan that gives every linear the same method and format.
+  QuantizationPlan(Method method, std::string format) { add(".*", std::move(method), std::move(format)); }
+
+  // Appends a rule; checks that the pattern compiles, the format is registered and the method can
+  // produce it.
+  QuantizationPlan& add(std::string pattern, Method method, std::string format) {
+    std::regex re;
+    try {
+      re = std::regex(pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      fail("tensor pattern '", pattern, "' is not a valid regular expression (", e.what(), ")");
+    }
+    LOWBIT_CHECK(is_registered_format(format), "unknown format '", format, "' in the rule for '", pattern,
+                 "' (registered: ", lowbit::detail::joined(format_names()), ")");
+    LOWBIT_CHECK(!method.accepts || method.accepts(format), "method '", method.name, "' cannot produce format '",
+                 format, "' (it fills ", method.capability.empty() ? "other formats" : method.capability + "s",
+                 method.accepts ? ": " + accepted(method) : std::string(), ")");
+    rules_.push_back(Rule{std::move(pattern), std::move(method), std::move(format)});
+    regexes_.push_back(std::move(re));
+    return *this;
+  }
+
+  bool empty() const { return rules_.empty(); }
+  const std::vector<Rule>& rules() const { return rules_; }
+
+  // The first rule whose pattern occurs in `tensor` (e.g. "layers.3.feed_forward.w2").
+  const Rule& rule_for(const std::string& tensor) const {
+    for (std::size_t i = 0; i < rules_.size(); ++i)
+      if (std::regex_search(tensor, regexes_[i])) return rules_[i];
+    std::string patterns;
+    for (const auto& r : rules_) patterns += (patterns.empty() ? "" : ", ") + ("'" + r.pattern + "'");
+    fail("no tensor rule matches '", tensor, "' (rules: ", patterns.empty() ? std::string("none") : patterns,
+         "); add a catch-all rule such as '.*=gptq:uniform:4:128'");
+  }
+
+  // Everything that determines the result: the rules in order, with each method's options.
+  nlohmann::json to_json() const {
+    nlohmann::json rules = nlohmann::json::array();
+    for (const auto& r : rules_)
+      rules.push_back({{"pattern", r.pattern}, {"method", r.method.name}, {"format", r.format},
+                       {"options", r.method.options}});
+    return rules;
+  }
+
+ private:
+  static std::string accepted(const Method& m) {
+    std::string out;
+    for (const auto& f : format_names())
+      if (m.accepts(f)) out += (out.empty() ? "" : ", ") + f;
+    return out;
+  }
+
+  std::vector<Rule> rules_;
+  std::vector<std::regex> regexes_;
+};
+
+// Parses a rule "REGEX=METHOD:FORMAT" (the last '=' before the method splits; the format descriptor
+// keeps its own colons): returns {pattern, method, format}.
+struct RuleText {
+  std::string pattern, method, format;
+};
+inline RuleText parse_rule_text(const std::string& text) {
+  const auto eq = text.rfind('=');
+  LOWBIT_CHECK(eq != std::string::npos && eq > 0, "tensor rule '", text,
+               "': expected REGEX=METHOD:FORMAT, e.g. 'feed_forward\\.w2=gptq:uniform:4:128'");
+  const std::string rhs = text.substr(eq + 1);
+  const auto colon = rhs.find(':');
+  LOWBIT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < rhs.size(), "tensor rule '", text,
+               "': expected METHOD:FORMAT after '=', e.g. gptq:uniform:4:128");
+  return {text.substr(0, eq), rhs.substr(0, colon), rhs.substr(colon + 1)};
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/method.hpp ----
+
 // ---- begin lowbit/calib/pipeline.hpp ----
 // Block-by-block post-training calibration (DESIGN.md, "How data flows through a calibration run").
-// N seeded windows of L calibration tokens are embedded once; then for each block the FP block runs
-// over the cached inputs to collect every linear's input statistics (H = XᵀX per distinct input, a
-// strided token sample for AutoClip) and its FP outputs, a pluggable Calibrator replaces each linear,
-// an optional fine-tune hook adjusts the block, and the block's quantized (or FP) outputs become the
-// next block's inputs. After every block a checkpoint (the block's layers + the propagated activations)
-// is written atomically under a run directory, so a killed run resumes exactly where it stopped.
-
-#include <sys/resource.h>
+// N seeded windows of L calibration tokens (calib/calibration_data.hpp) are embedded once; then for each
+// block:
+//   1. choose every linear's method and format from the plan (calib/method.hpp);
+//   2. run the FP block over the cached inputs, collecting what the chosen methods need: XᵀX of each
+//      distinct effective input, a strided sample of its rows, and the FP outputs;
+//   3. replace every linear by its method's result;
+//   4. optionally fine-tune the quantized block against the FP outputs (a hook, e.g. AQLM's);
+//   5. propagate the block's outputs to the next block;
+//   6. checkpoint the block and the activations in the run directory (calib/run_dir.hpp), so a killed
+//      run resumes exactly where it stopped.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/calib/calibration_data.hpp ----
+// Calibration data: the seeded token windows a calibration run learns its statistics from, drawn the way
+// GPTQ's loaders draw them. Calibration text is never evaluation text (docs/evaluation.md).
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// Draws `n` windows of `length` tokens (row-major [n, length]) the way GPTQ's loaders do: pick a random
+// document whose encoding is longer than the window, then a random start inside it. When no document is
+// long enough (e.g. one short text file), windows are cut from all documents joined with "\n\n".
+inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::string>& documents,
+                                                         const io::Tokenizer& tokenizer, int n, int length,
+                                                         std::uint64_t seed, const std::string& source = "calibration") {
+  LOWBIT_CHECK(n > 0 && length > 1, source, ": need a positive number of samples and a length > 1 (got ", n, " x ",
+               length, ")");
+  LOWBIT_CHECK(!documents.empty(), source, ": no documents");
+  Rng rng(seed);
+  std::vector<std::int32_t> out;
+  out.reserve(static_cast<std::size_t>(n) * length);
+  std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
+  auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
+    auto it = cache.find(d);
+    if (it == cache.end()) it = cache.emplace(d, tokenizer.encode(documents[d], false)).first;
+    return it->second;
+  };
+  int drawn = 0;
+  const int max_attempts = 64 * n + 1024;
+  for (int attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
+    const auto d = static_cast<std::size_t>(rng.below(documents.size()));
+    const auto& ids = encoded(d);
+    if (static_cast<int>(ids.size()) <= length) continue;
+    const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
+    out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+               ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+    ++drawn;
+  }
+  if (drawn < n) {  // too few long documents: sample from the joined stream instead
+    std::string joined;
+    for (std::size_t d = 0; d < documents.size(); ++d) joined += (d ? "\n\n" : "") + documents[d];
+    const auto ids = tokenizer.encode(joined, false);
+    LOWBIT_CHECK(static_cast<int>(ids.size()) > length, source, ": only ", ids.size(),
+                 " tokens in total, fewer than one calibration window of ", length);
+    for (; drawn < n; ++drawn) {
+      const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
+      out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+                 ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+    }
+  }
+  return out;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/calibration_data.hpp ----
+
+// ---- begin lowbit/calib/group_methods.hpp ----
+// The group-grid calibration methods: RTN, GPTQ, AutoClip and AutoClip+GPTQ, for every registered
+// format with the GroupGridFormat capability (uniform and NF3 grids; format/concepts.hpp). AutoClip
+// (BitDistiller's clipping search) first shrinks each group's range against sampled inputs, then RTN or
+// GPTQ fills the grid.
+
+#include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 
@@ -11463,228 +12376,47 @@ typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, c
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/gptq.hpp ----
 
-// ---- begin lowbit/calib/hessian.hpp ----
-// The proxy Hessian of a linear layer's reconstruction error: H = XᵀX over every calibration row X
-// that enters the layer. GPTQ, AutoClip and AQLM all score a quantized weight Ŵ by
-// tr((W − Ŵ) H (W − Ŵ)ᵀ), so the pipeline accumulates one H per distinct linear input (q/k/v share
-// one, gate/up share one). Each batch's XᵀX is formed by a float rank-k update (half the FLOPs of a
-// GEMM) and then added into a double-precision running sum, so millions of rows lose no precision.
-
-#include <Eigen/Dense>
-#include <cstdint>
-#include <string>
-
-
 namespace lowbit::calib {
 
-class HessianAccumulator {
- public:
-  HessianAccumulator() = default;
-  explicit HessianAccumulator(index_t features) { reset(features); }
-
-  void reset(index_t features) {
-    LOWBIT_CHECK(features > 0, "HessianAccumulator: feature count must be positive, got ", features);
-    features_ = features;
-    sum_.setZero(features, features);
-    rows_ = 0;
-  }
-
-  // Adds XᵀX for a batch X [n, features] (row-major, any row stride).
-  void add(MatrixView<const float> X) {
-    LOWBIT_CHECK(X.cols() == features_, "HessianAccumulator: batch has ", X.cols(),
-                 " features, expected ", features_);
-    if (X.rows() == 0) return;
-    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> x(X.data, X.rows(), X.cols(),
-                                                         Eigen::OuterStride<>(X.row_stride()));
-    Eigen::MatrixXf batch = Eigen::MatrixXf::Zero(features_, features_);
-    batch.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
-    // Only the lower triangle was written; mirror it while widening to double.
-    for (index_t j = 0; j < features_; ++j)
-      for (index_t i = j; i < features_; ++i) {
-        const double v = batch(i, j);
-        sum_(i, j) += v;
-        if (i != j) sum_(j, i) += v;
-      }
-    rows_ += X.rows();
-  }
-
-  // Adds another accumulator's rows (e.g. from a second thread or a resumed shard).
-  void merge(const HessianAccumulator& other) {
-    LOWBIT_CHECK(other.features_ == features_, "HessianAccumulator: cannot merge ", other.features_,
-                 " features into ", features_);
-    sum_ += other.sum_;
-    rows_ += other.rows_;
-  }
-
-  index_t features() const { return features_; }
-  std::int64_t rows() const { return rows_; }
-  // Σ xᵀx over all rows seen, [features, features], exactly symmetric.
-  const Eigen::MatrixXd& sum() const { return sum_; }
-  // H = 2/n · XᵀX as in GPTQ (the scale cancels in every argmin; it fixes what "percdamp" means).
-  Eigen::MatrixXd gptq_hessian() const {
-    LOWBIT_CHECK(rows_ > 0, "HessianAccumulator: no calibration rows were added");
-    return sum_ * (2.0 / static_cast<double>(rows_));
-  }
-
- private:
-  index_t features_ = 0;
-  Eigen::MatrixXd sum_;
-  std::int64_t rows_ = 0;
-};
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/hessian.hpp ----
-
-namespace lowbit::calib {
-
-// ---- configuration ------------------------------------------------------------------------------
-
-struct CalibrationConfig {
-  std::string method = "gptq";            // rtn | gptq | autoclip | autoclip+gptq (or a custom name)
-  std::string format = "uniform:4:128";   // a descriptor known to io/quantized_model.hpp's registry
-  int nsamples = 128;                     // calibration sequences
-  int seqlen = 512;                       // tokens per sequence
-  std::uint64_t seed = 0;
+struct GroupMethodOptions {
   GptqOptions gptq;
   AutoClipOptions autoclip;
-  int autoclip_tokens = 512;    // sampled token rows per linear input for the AutoClip objective
-  bool autoclip_qk = false;     // BitDistiller skips q/k projections
-  bool propagate_quantized = true;  // next block sees the quantized block's outputs (GPTQ) or FP ones
-  int batch_sequences = 8;      // sequences per block forward
-  bool quiet = false;
+  bool autoclip_qk = false;  // BitDistiller skips q/k projections
 
-  // Everything that changes the result (the fingerprint and the file's quantization_config).
-  nlohmann::json to_json() const {
-    return {{"method", method},
-            {"format", format},
-            {"nsamples", nsamples},
-            {"seqlen", seqlen},
-            {"seed", seed},
-            {"damp", gptq.percdamp},
-            {"gptq_block_size", gptq.block_size},
-            {"act_order", gptq.act_order},
-            {"static_groups", gptq.static_groups},
-            {"autoclip_n_grid", autoclip.n_grid},
-            {"autoclip_max_shrink", autoclip.max_shrink},
-            {"autoclip_tokens", autoclip_tokens},
-            {"autoclip_qk", autoclip_qk},
-            {"propagate", propagate_quantized ? "quantized" : "fp"}};
-  }
-};
-
-// ---- calibration data ---------------------------------------------------------------------------
-
-// Draws `n` windows of `length` tokens (row-major [n, length]) the way GPTQ's loaders do: pick a random
-// document whose encoding is longer than the window, then a random start inside it. When no document is
-// long enough (e.g. one short text file), windows are cut from all documents joined with "\n\n".
-inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::string>& documents,
-                                                         const io::Tokenizer& tokenizer, int n, int length,
-                                                         std::uint64_t seed, const std::string& source = "calibration") {
-  LOWBIT_CHECK(n > 0 && length > 1, source, ": need a positive number of samples and a length > 1 (got ", n, " x ",
-               length, ")");
-  LOWBIT_CHECK(!documents.empty(), source, ": no documents");
-  Rng rng(seed);
-  std::vector<std::int32_t> out;
-  out.reserve(static_cast<std::size_t>(n) * length);
-  std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
-  auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
-    auto it = cache.find(d);
-    if (it == cache.end()) it = cache.emplace(d, tokenizer.encode(documents[d], false)).first;
-    return it->second;
-  };
-  int drawn = 0;
-  const int max_attempts = 64 * n + 1024;
-  for (int attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
-    const auto d = static_cast<std::size_t>(rng.below(documents.size()));
-    const auto& ids = encoded(d);
-    if (static_cast<int>(ids.size()) <= length) continue;
-    const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
-    out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
-               ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
-    ++drawn;
-  }
-  if (drawn < n) {  // too few long documents: sample from the joined stream instead
-    std::string joined;
-    for (std::size_t d = 0; d < documents.size(); ++d) joined += (d ? "\n\n" : "") + documents[d];
-    const auto ids = tokenizer.encode(joined, false);
-    LOWBIT_CHECK(static_cast<int>(ids.size()) > length, source, ": only ", ids.size(),
-                 " tokens in total, fewer than one calibration window of ", length);
-    for (; drawn < n; ++drawn) {
-      const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
-      out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
-                 ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+  // What changes the result of `method` (unused knobs are left out, so they do not split fingerprints).
+  nlohmann::json to_json(const std::string& method) const {
+    nlohmann::json j = nlohmann::json::object();
+    if (method == "gptq" || method == "autoclip+gptq") {
+      j["damp"] = gptq.percdamp;
+      j["gptq_block_size"] = gptq.block_size;
+      j["act_order"] = gptq.act_order;
+      j["static_groups"] = gptq.static_groups;
     }
+    if (method == "autoclip" || method == "autoclip+gptq") {
+      j["autoclip_n_grid"] = autoclip.n_grid;
+      j["autoclip_max_shrink"] = autoclip.max_shrink;
+      j["autoclip_qk"] = autoclip_qk;
+    }
+    return j;
   }
-  return out;
-}
-
-// ---- the calibrator interface -------------------------------------------------------------------
-
-// Which input a linear reads; q/k/v share attn_in, gate/up share ffn_in.
-enum class LinearInput { AttnIn = 0, AttnOut = 1, FfnIn = 2, FfnHidden = 3 };
-inline LinearInput input_of(nn::LinearRole r) {
-  switch (r) {
-    case nn::LinearRole::Q:
-    case nn::LinearRole::K:
-    case nn::LinearRole::V: return LinearInput::AttnIn;
-    case nn::LinearRole::O: return LinearInput::AttnOut;
-    case nn::LinearRole::Gate:
-    case nn::LinearRole::Up: return LinearInput::FfnIn;
-    case nn::LinearRole::Down: return LinearInput::FfnHidden;
-  }
-  return LinearInput::AttnIn;
-}
-
-struct LinearJob {
-  int layer = 0;
-  nn::LinearRole role = nn::LinearRole::Q;
-  std::string name;                       // canonical tensor name, e.g. "layers.3.attention.wq"
-  MatrixView<const float> weight;         // FP weight [out, in]
-  const HessianAccumulator* hessian = nullptr;  // XᵀX of this linear's input (when requested)
-  MatrixView<const float> sample_inputs;  // sampled input rows [S, in] (when requested)
-  const CalibrationConfig* config = nullptr;
 };
 
-struct LinearOutcome {
-  nn::LinearPtr layer;
-  nlohmann::json stats = nlohmann::json::object();
-};
-
-// A per-linear quantization strategy. AQLM or any other method plugs in here.
-struct Calibrator {
-  std::string name;
-  bool needs_hessian = true;
-  bool needs_samples = false;
-  std::function<LinearOutcome(const LinearJob&)> run;
-};
-
-// The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
-// targets [nsamples·seqlen, dim]. Returns stats for the log (the train helper's block trainer fits here).
-struct BlockContext {
-  int layer = 0;
-  nn::Llama* model = nullptr;
-  MatrixView<const float> inputs;
-  MatrixView<const float> targets;
-  int nsamples = 0, seqlen = 0;
-};
-using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
+inline constexpr auto group_grid_formats = []<class F>() { return GroupGridFormat<F>; };
 
 namespace detail {
 
 template <class Format>
-LinearOutcome run_group_calibrator(const std::string& method, const LinearJob& job) {
-  const auto& cfg = *job.config;
+LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
   const index_t rows = job.weight.rows(), cols = job.weight.cols();
   std::vector<float> W(static_cast<std::size_t>(rows * cols));
   for (index_t r = 0; r < rows; ++r) std::copy_n(job.weight.row(r), cols, W.data() + r * cols);
   LinearOutcome out;
   const bool clip = method == "autoclip" || method == "autoclip+gptq";
-  const bool skip_clip = !cfg.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
+  const bool skip_clip = !o.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
   if (clip && !skip_clip) {
     LOWBIT_CHECK(job.sample_inputs.rows() > 0, job.name, ": autoclip needs sampled inputs");
     const auto C = gram_from_tokens(job.sample_inputs);
-    const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, cfg.autoclip);
+    const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, o.autoclip);
     out.stats["autoclip_error_before"] = s.error_before;
     out.stats["autoclip_error_after"] = s.error_after;
     out.stats["autoclip_clipped_groups"] = s.clipped_groups;
@@ -11693,7 +12425,7 @@ LinearOutcome run_group_calibrator(const std::string& method, const LinearJob& j
   if (method == "gptq" || method == "autoclip+gptq") {
     LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");
     GptqStats s;
-    auto packed = gptq_quantize<Format>(Wv, job.hessian->gptq_hessian(), cfg.gptq, &s);
+    auto packed = gptq_quantize<Format>(Wv, job.hessian->gptq_hessian(), o.gptq, &s);
     out.stats["gptq_proxy_loss"] = s.proxy_loss;
     out.stats["dead_columns"] = s.dead_columns;
     if (s.dampening_retries) out.stats["dampening_retries"] = s.dampening_retries;
@@ -11706,30 +12438,44 @@ LinearOutcome run_group_calibrator(const std::string& method, const LinearJob& j
 
 }  // namespace detail
 
-// RTN, GPTQ, AutoClip and AutoClip+GPTQ for every group-wise format in the registry.
-inline Calibrator group_calibrator(const std::string& method) {
+// `method` is rtn, gptq, autoclip or autoclip+gptq.
+inline Method group_method(const std::string& method, const GroupMethodOptions& options = {}) {
   LOWBIT_CHECK(method == "rtn" || method == "gptq" || method == "autoclip" || method == "autoclip+gptq",
                "unknown calibration method '", method, "' (known: rtn, gptq, autoclip, autoclip+gptq)");
-  Calibrator c;
-  c.name = method;
-  c.needs_hessian = method == "gptq" || method == "autoclip+gptq";
-  c.needs_samples = method == "autoclip" || method == "autoclip+gptq";
-  c.run = [method](const LinearJob& job) {
-    return io::visit_group_format(job.config->format, [&](auto tag) {
-      using Format = typename decltype(tag)::type;
-      return detail::run_group_calibrator<Format>(method, job);
-    });
+  Method m;
+  m.name = method;
+  m.capability = "group-grid format";
+  m.accepts = accepts_formats_where(group_grid_formats);
+  m.needs_hessian = method == "gptq" || method == "autoclip+gptq";
+  m.needs_samples = method == "autoclip" || method == "autoclip+gptq";
+  m.options = options.to_json(method);
+  m.run = [method, options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, group_grid_formats,
+        [&]<class F>(FormatTag<F>) { return detail::run_group_method<F>(method, options, job); },
+        "group-grid format");
   };
-  return c;
+  return m;
 }
 
-// ---- resource accounting ------------------------------------------------------------------------
-
-inline double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+// The name the pipeline tests and the first CLI used.
+inline Method group_calibrator(const std::string& method, const GroupMethodOptions& options = {}) {
+  return group_method(method, options);
 }
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/group_methods.hpp ----
+
+// ---- begin lowbit/calib/memory_estimate.hpp ----
+// What a calibration run will hold in memory, estimated from the model shape and the run's settings
+// before it starts (printed, and compared with the measured peak in the report).
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+
+namespace lowbit::calib {
 
 struct MemoryEstimate {
   double model_mib = 0, activations_mib = 0, statistics_mib = 0, workspace_mib = 0;
@@ -11744,51 +12490,48 @@ struct MemoryEstimate {
   }
 };
 
-inline MemoryEstimate estimate_memory(const nn::ModelConfig& c, const CalibrationConfig& cfg, bool needs_targets) {
+// nsamples x seqlen calibration tokens, `sample_tokens` sampled rows per input (0 when no method needs
+// samples), `batch_sequences` per block forward; targets are kept when a fine-tune step or FP
+// propagation needs the FP block outputs.
+inline MemoryEstimate estimate_memory(const nn::ModelConfig& c, int nsamples, int seqlen, int sample_tokens,
+                                      int batch_sequences, bool needs_targets) {
   constexpr double MiB = 1024.0 * 1024.0;
   const double dim = c.dim, hid = c.hidden_dim, qdim = double(c.n_heads) * c.head_dim(), kv = c.kv_dim();
   const double per_block = dim * (qdim + 2 * kv) + qdim * dim + 3 * dim * hid;
   MemoryEstimate m;
   m.model_mib = 4.0 * (per_block * c.n_layers + double(c.vocab_size) * dim * (c.tied_embeddings ? 1 : 2)) / MiB;
-  const double tokens = double(cfg.nsamples) * cfg.seqlen;
+  const double tokens = double(nsamples) * seqlen;
   m.activations_mib = 4.0 * tokens * dim * (needs_targets ? 2 : 1) / MiB;
   m.statistics_mib = (8.0 + 4.0) * (2 * dim * dim + qdim * qdim + hid * hid) / MiB +
-                     4.0 * cfg.autoclip_tokens * (2 * dim + qdim + hid) / MiB;
-  const double batch_tokens = double(std::min(cfg.batch_sequences, cfg.nsamples)) * cfg.seqlen;
+                     4.0 * sample_tokens * (2 * dim + qdim + hid) / MiB;
+  const double batch_tokens = double(std::min(batch_sequences, nsamples)) * seqlen;
   // block workspace + taps: norms, q/k/v, attention out, gate/up/hidden, per-head scores
-  m.workspace_mib = 4.0 * batch_tokens * (2 * (3 * dim + qdim + 2 * kv + 3 * hid) + c.n_heads * double(cfg.seqlen)) / MiB;
+  m.workspace_mib = 4.0 * batch_tokens * (2 * (3 * dim + qdim + 2 * kv + 3 * hid) + c.n_heads * double(seqlen)) / MiB;
   return m;
 }
 
-// ---- checkpoints --------------------------------------------------------------------------------
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/memory_estimate.hpp ----
 
-// 64-bit FNV-1a: a fast, non-cryptographic fingerprint of files, token streams and configurations.
-inline std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t h = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-inline std::string hex64(std::uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-inline std::string file_fingerprint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LOWBIT_CHECK(in, "cannot open ", path, " to fingerprint it");
-  std::vector<char> buf(1 << 20);
-  std::uint64_t h = 0xcbf29ce484222325ULL, size = 0;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto got = static_cast<std::size_t>(in.gcount());
-    h = fnv1a64(buf.data(), got, h);
-    size += got;
-  }
-  return hex64(h) + ":" + std::to_string(size);
-}
+// ---- begin lowbit/calib/run_dir.hpp ----
+// The run directory of a resumable calibration: a fingerprint of everything that determines the result
+// (refused when a different run wants to reuse the folder, with the differing keys listed), one
+// checkpoint per finished block (io/quantized_model.hpp's block checkpoints), and the activations that
+// feed the next block, each written atomically (core/atomic_file.hpp) and checksummed, so a killed run
+// resumes exactly where it stopped and ends byte-identical to an uninterrupted one.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::calib {
 
 class CheckpointDir {
  public:
@@ -11826,7 +12569,7 @@ class CheckpointDir {
       }
       return;
     }
-    write_atomic(path, fingerprint.dump(2) + "\n");
+    write_file_atomically(path, fingerprint.dump(2) + "\n");
   }
 
   // The activations after block `layer` (inputs of layer + 1), [tokens, dim] float32.
@@ -11838,7 +12581,7 @@ class CheckpointDir {
     bytes.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
     const std::uint64_t check = fnv1a64(bytes.data(), bytes.size());
     bytes.append(reinterpret_cast<const char*>(&check), sizeof check);
-    write_atomic(state_path(), bytes);
+    write_file_atomically(state_path(), bytes);
   }
 
   // Returns the next layer to calibrate (0 when there is nothing to resume) and fills x.
@@ -11862,23 +12605,39 @@ class CheckpointDir {
     return static_cast<int>(header[1]);
   }
 
-  static void write_atomic(const std::string& path, const std::string& bytes) {
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      LOWBIT_CHECK(out, "cannot write ", tmp);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      out.flush();
-      LOWBIT_CHECK(out, "write to ", tmp, " failed (disk full?)");
-    }
-    std::filesystem::rename(tmp, path);
-  }
-
  private:
   std::string dir_;
 };
 
-// ---- the pipeline -------------------------------------------------------------------------------
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/run_dir.hpp ----
+
+namespace lowbit::calib {
+
+// ---- configuration ------------------------------------------------------------------------------
+
+// Settings of the pipeline itself; methods carry their own options (calib/method.hpp).
+struct CalibrationConfig {
+  std::string method = "gptq";           // the single-method plan of calibrate_model(..., const Method&, ...)
+  std::string format = "uniform:4:128";  // and its format (a registered descriptor)
+  int nsamples = 128;                    // calibration sequences
+  int seqlen = 512;                      // tokens per sequence
+  std::uint64_t seed = 0;
+  int sample_tokens = 512;           // sampled rows per linear input for methods that need samples (AutoClip)
+  bool propagate_quantized = true;   // next block sees the quantized block's outputs (GPTQ) or FP ones
+  int batch_sequences = 8;           // sequences per block forward (speed only)
+  bool quiet = false;
+
+  // Everything in the pipeline that changes the result (with the plan: the fingerprint and the file's
+  // quantization_config).
+  nlohmann::json to_json() const {
+    return {{"nsamples", nsamples},
+            {"seqlen", seqlen},
+            {"seed", seed},
+            {"sample_tokens", sample_tokens},
+            {"propagate", propagate_quantized ? "quantized" : "fp"}};
+  }
+};
 
 struct CalibrationReport {
   double seconds = 0;
@@ -11901,30 +12660,211 @@ struct PipelineHooks {
   std::function<void(int, nn::LinearRole)> after_linear;
 };
 
-// Calibrates every linear of `model` in place. `tokens` is [nsamples, seqlen]; `fingerprint` identifies
-// the model file and calibration data (the configuration and token stream are added here).
+// What a quantized file records about how it was made: the pipeline settings, the plan, and each
+// linear's method and format.
+inline nlohmann::json quantization_config(const CalibrationConfig& cfg, const QuantizationPlan& plan, const nn::Llama& model) {
+  nlohmann::json linears = nlohmann::json::object();
+  for (int l = 0; l < model.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
+      const auto& rule = plan.rule_for(name);
+      linears[name] = {{"method", rule.method.name}, {"format", rule.format}};
+    }
+  return {{"pipeline", cfg.to_json()}, {"plan", plan.to_json()}, {"linears", linears}};
+}
+
+// ---- the pipeline -------------------------------------------------------------------------------
+
+namespace detail {
+
+// Statistics of one effective input: XᵀX and sampled rows [sample_rows, width].
+struct InputStatistics {
+  index_t width = 0;
+  bool hessian_wanted = false, samples_wanted = false;
+  HessianAccumulator hessian;
+  std::vector<float> samples;
+};
+
+// The linears of one block with their plan rules, and where each one's input statistics come from:
+// the four shared block inputs (attn_in, attn_out, ffn_in, ffn_hidden), or a source of its own when the
+// layer transforms its input (nn::Linear::transforms_input).
+struct BlockPlan {
+  std::array<const QuantizationPlan::Rule*, nn::kLinearRoles> rules{};
+  std::array<int, nn::kLinearRoles> source{};  // index into `sources`
+  std::vector<InputStatistics> sources;        // 4 shared, then one per transforming linear
+  bool needs_forward = false;
+
+  bool wants_taps() const {
+    for (const auto& s : sources)
+      if (s.hessian_wanted || s.samples_wanted) return true;
+    return false;
+  }
+};
+
+inline BlockPlan plan_block(const nn::Llama& model, int layer, const QuantizationPlan& plan, index_t sample_rows,
+                            bool needs_targets) {
+  const auto& mc = model.config();
+  const index_t widths[4] = {mc.dim, static_cast<index_t>(mc.n_heads) * mc.head_dim(), mc.dim, mc.hidden_dim};
+  BlockPlan b;
+  b.sources.resize(4);
+  for (int k = 0; k < 4; ++k) b.sources[static_cast<std::size_t>(k)].width = widths[k];
+  for (auto role : nn::kAllLinearRoles) {
+    const auto r = static_cast<std::size_t>(role);
+    b.rules[r] = &plan.rule_for(nn::ModelWeights::layer_name(layer, nn::linear_role_name(role)));
+    int source = static_cast<int>(input_of(role));
+    if (model.linear(layer, role).transforms_input()) {
+      b.sources.push_back(InputStatistics{});
+      b.sources.back().width = widths[source];
+      source = static_cast<int>(b.sources.size()) - 1;
+    }
+    b.source[r] = source;
+    auto& s = b.sources[static_cast<std::size_t>(source)];
+    s.hessian_wanted = s.hessian_wanted || b.rules[r]->method.needs_hessian;
+    s.samples_wanted = s.samples_wanted || (b.rules[r]->method.needs_samples && sample_rows > 0);
+  }
+  for (auto& s : b.sources) {
+    if (s.hessian_wanted) s.hessian.reset(s.width);
+    if (s.samples_wanted) s.samples.assign(static_cast<std::size_t>(sample_rows * s.width), 0.0f);
+  }
+  b.needs_forward = b.wants_taps() || needs_targets;
+  return b;
+}
+
+// Step 2: FP block over the cached inputs x [N·L, dim]; fills the statistics and (when `targets` is not
+// null) the FP outputs.
+inline void collect_statistics(nn::Llama& model, int layer, const std::vector<float>& x, int N, int L, int batch,
+                               index_t sample_rows, BlockPlan& b, std::vector<float>* targets) {
+  const int dim = model.config().dim;
+  const index_t n_tok = static_cast<index_t>(N) * L;
+  const index_t sample_step = sample_rows > 0 ? n_tok / sample_rows : 1;
+  const bool want_taps = b.wants_taps();
+  nn::BlockTaps taps;
+  std::vector<float> work, effective;
+  for (int s0 = 0; b.needs_forward && s0 < N; s0 += batch) {
+    const int B = std::min(batch, N - s0);
+    const index_t row0 = static_cast<index_t>(s0) * L, rows = static_cast<index_t>(B) * L;
+    work.assign(x.begin() + row0 * dim, x.begin() + (row0 + rows) * dim);
+    model.block_forward(layer, work.data(), B, L, want_taps ? &taps : nullptr);
+    if (targets) std::copy(work.begin(), work.end(), targets->begin() + row0 * dim);
+    if (!want_taps) continue;
+    const std::vector<float>* tapped[4] = {&taps.attn_in, &taps.attn_out, &taps.ffn_in, &taps.ffn_hidden};
+    for (std::size_t src = 0; src < b.sources.size(); ++src) {
+      auto& s = b.sources[src];
+      if (!s.hessian_wanted && !s.samples_wanted) continue;
+      // the tapped block input this source reads, transformed by its layer when it has one of its own
+      int k = static_cast<int>(src);
+      const nn::Linear* transform = nullptr;
+      if (src >= 4)
+        for (auto role : nn::kAllLinearRoles)
+          if (b.source[static_cast<std::size_t>(role)] == static_cast<int>(src)) {
+            k = static_cast<int>(input_of(role));
+            transform = &model.linear(layer, role);
+          }
+      const auto& raw = *tapped[k];
+      LOWBIT_CHECK(static_cast<index_t>(raw.size()) == rows * s.width, "calibrate: block ", layer, " tap ", k, " holds ",
+                   raw.size(), " values, expected ", rows * s.width);
+      MatrixView<const float> X(raw.data(), rows, s.width);
+      if (transform) {
+        effective.resize(raw.size());
+        transform->effective_input(X, MatrixView<float>(effective.data(), rows, s.width));
+        X = MatrixView<const float>(effective.data(), rows, s.width);
+      }
+      if (s.hessian_wanted) s.hessian.add(X);
+      if (s.samples_wanted)
+        for (index_t i = 0; i < sample_rows; ++i) {
+          const index_t global = i * sample_step;
+          if (global >= row0 && global < row0 + rows)
+            std::copy_n(X.row(global - row0), s.width, s.samples.data() + i * s.width);
+        }
+    }
+  }
+}
+
+// Step 3: replaces every linear of the block by its method's result.
+inline void replace_linears(nn::Llama& model, int layer, const BlockPlan& b, index_t sample_rows,
+                            const CalibrationConfig& cfg, CalibrationReport& report, const PipelineHooks& hooks) {
+  const int n_layers = model.config().n_layers;
+  for (auto role : nn::kAllLinearRoles) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = static_cast<std::size_t>(role);
+    const auto& rule = *b.rules[r];
+    const auto& stats = b.sources[static_cast<std::size_t>(b.source[r])];
+    auto& current = model.linear(layer, role);
+    const index_t out = current.out_features(), in = current.in_features();
+    std::vector<float> W(static_cast<std::size_t>(out * in));
+    current.dequantize(MatrixView<float>(W.data(), out, in));
+    LinearJob job;
+    job.layer = layer;
+    job.role = role;
+    job.name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
+    job.format = rule.format;
+    job.weight = MatrixView<const float>(W.data(), out, in);
+    job.hessian = rule.method.needs_hessian ? &stats.hessian : nullptr;
+    job.sample_inputs = stats.samples_wanted ? MatrixView<const float>(stats.samples.data(), sample_rows, in)
+                                             : MatrixView<const float>();
+    job.seed = cfg.seed;
+    LinearOutcome result = rule.method.run(job);
+    LOWBIT_CHECK(result.layer != nullptr, job.name, ": method '", rule.method.name, "' returned no layer");
+    LOWBIT_CHECK(result.layer->format() == rule.format, job.name, ": method '", rule.method.name, "' produced format '",
+                 result.layer->format(), "', the plan asked for '", rule.format, "'");
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.stats["seconds"] = secs;
+    result.stats["method"] = rule.method.name;
+    result.stats["format"] = result.layer->format();
+    result.stats["bits_per_weight"] = result.layer->bits_per_weight();
+    if (!cfg.quiet) {
+      std::string extra;
+      if (result.stats.contains("gptq_proxy_loss"))
+        extra += " gptq-loss " + std::to_string(result.stats["gptq_proxy_loss"].get<double>());
+      if (result.stats.contains("autoclip_clipped_groups"))
+        extra += " clipped " + std::to_string(result.stats["autoclip_clipped_groups"].get<index_t>()) + " groups";
+      std::fprintf(stderr, "[calibrate] block %d/%d %-22s %s %s%s (%.2fs)\n", layer + 1, n_layers,
+                   nn::linear_role_name(role), rule.method.name.c_str(), result.layer->format().c_str(), extra.c_str(),
+                   secs);
+    }
+    report.per_linear[job.name] = result.stats;
+    model.set_linear(layer, role, std::move(result.layer));
+    if (hooks.after_linear) hooks.after_linear(layer, role);
+  }
+}
+
+}  // namespace detail
+
+// Calibrates every linear of `model` in place according to `plan`. `tokens` is [nsamples, seqlen];
+// `fingerprint` identifies the model file and calibration data (the configuration, plan and token
+// stream are added here); with a `run_dir` the run is checkpointed there and resumes from it.
 inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
-                                         const CalibrationConfig& cfg, const Calibrator& calibrator,
+                                         const CalibrationConfig& cfg, const QuantizationPlan& plan,
                                          nlohmann::json fingerprint = nlohmann::json::object(),
                                          const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
   const auto start_time = std::chrono::steady_clock::now();
   const auto& mc = model.config();
   const int N = cfg.nsamples, L = cfg.seqlen, dim = mc.dim;
   const index_t n_tok = static_cast<index_t>(N) * L;
+  LOWBIT_CHECK(!plan.empty(), "calibrate: the quantization plan has no rules");
   LOWBIT_CHECK(static_cast<index_t>(tokens.size()) == n_tok, "calibrate: got ", tokens.size(), " tokens, expected ",
                N, " x ", L);
   for (auto t : tokens)
     LOWBIT_CHECK(t >= 0 && t < mc.vocab_size, "calibrate: token id ", t, " outside the vocabulary of ", mc.vocab_size);
+  bool any_samples = false, any_statistics = false;
+  for (const auto& r : plan.rules()) {
+    any_samples = any_samples || r.method.needs_samples;
+    any_statistics = any_statistics || r.method.needs_samples || r.method.needs_hessian;
+  }
+  const index_t sample_rows = any_samples ? std::min<index_t>(cfg.sample_tokens, n_tok) : 0;
   const bool needs_targets = static_cast<bool>(hooks.finetune) || !cfg.propagate_quantized;
+  // A plan whose methods read no statistics (RTN alone) needs no block inputs at all.
+  const bool needs_inputs = any_statistics || needs_targets;
 
   CalibrationReport report;
-  report.estimate = estimate_memory(mc, cfg, needs_targets);
+  report.estimate = estimate_memory(mc, N, L, static_cast<int>(sample_rows), cfg.batch_sequences, needs_targets);
   if (!cfg.quiet) std::fprintf(stderr, "[calibrate] %s\n", report.estimate.describe().c_str());
 
+  // Resume: the fingerprint must match; finished blocks are reloaded and the activations restored.
   fingerprint["config"] = cfg.to_json();
-  fingerprint["calibrator"] = calibrator.name;
-  fingerprint["tokens"] = hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" +
-                          std::to_string(tokens.size());
+  fingerprint["plan"] = plan.to_json();
+  fingerprint["tokens"] =
+      hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
   CheckpointDir ckpt(run_dir);
   std::vector<float> x;  // [n_tok, dim] inputs of the current block
   int first_layer = 0;
@@ -11932,8 +12872,8 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     ckpt.open(fingerprint);
     first_layer = ckpt.load_state(x, n_tok, dim);
     for (int l = 0; l < first_layer; ++l) {
-      LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l,
-                   " but ", ckpt.block_path(l), " is missing");
+      LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l, " but ",
+                   ckpt.block_path(l), " is missing");
       io::load_block_checkpoint(ckpt.block_path(l), model, l);
     }
     if (first_layer > 0 && !cfg.quiet)
@@ -11948,104 +12888,31 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
   const int batch = std::max(1, std::min(cfg.batch_sequences, N));
   std::vector<float> targets;
   if (needs_targets) targets.resize(x.size());
-  const index_t widths[4] = {dim, static_cast<index_t>(mc.n_heads) * mc.head_dim(), dim, mc.hidden_dim};
-  const index_t sample_rows = calibrator.needs_samples ? std::min<index_t>(cfg.autoclip_tokens, n_tok) : 0;
-  const index_t sample_step = sample_rows > 0 ? n_tok / sample_rows : 1;
-
   Progress blocks("calibrate", mc.n_layers, "block", cfg.quiet, 0.0);
   blocks.update(first_layer);
-  std::vector<float> work;
   for (int layer = first_layer; layer < mc.n_layers; ++layer) {
     const auto block_start = std::chrono::steady_clock::now();
-    // 1. FP block over the cached inputs: statistics of the four linear inputs, and FP outputs.
-    std::vector<HessianAccumulator> hessians(4);
-    if (calibrator.needs_hessian)
-      for (int k = 0; k < 4; ++k) hessians[k].reset(widths[k]);
-    std::vector<std::vector<float>> samples(4);
-    for (int k = 0; k < 4; ++k) samples[k].resize(static_cast<std::size_t>(sample_rows * widths[k]));
-    nn::BlockTaps taps;
-    // A calibrator that reads no statistics (RTN) needs no forward passes at all.
-    const bool needs_forward = calibrator.needs_hessian || calibrator.needs_samples || needs_targets;
-    for (int s0 = 0; needs_forward && s0 < N; s0 += batch) {
-      const int B = std::min(batch, N - s0);
-      const index_t row0 = static_cast<index_t>(s0) * L, rows = static_cast<index_t>(B) * L;
-      work.assign(x.begin() + row0 * dim, x.begin() + (row0 + rows) * dim);
-      const bool want_taps = calibrator.needs_hessian || calibrator.needs_samples;
-      model.block_forward(layer, work.data(), B, L, want_taps ? &taps : nullptr);
-      if (needs_targets) std::copy(work.begin(), work.end(), targets.begin() + row0 * dim);
-      if (!want_taps) continue;
-      const std::vector<float>* tapped[4] = {&taps.attn_in, &taps.attn_out, &taps.ffn_in, &taps.ffn_hidden};
-      for (int k = 0; k < 4; ++k) {
-        LOWBIT_CHECK(static_cast<index_t>(tapped[k]->size()) == rows * widths[k], "calibrate: block ", layer,
-                     " tap ", k, " holds ", tapped[k]->size(), " values, expected ", rows * widths[k]);
-        if (calibrator.needs_hessian) hessians[k].add(MatrixView<const float>(tapped[k]->data(), rows, widths[k]));
-        for (index_t i = 0; i < sample_rows; ++i) {
-          const index_t global = i * sample_step;
-          if (global >= row0 && global < row0 + rows)
-            std::copy_n(tapped[k]->data() + (global - row0) * widths[k], widths[k],
-                        samples[k].data() + i * widths[k]);
-        }
-      }
-    }
-    taps = nn::BlockTaps{};
-
-    // 2. Replace every linear.
-    for (auto role : nn::kAllLinearRoles) {
-      const auto t0 = std::chrono::steady_clock::now();
-      auto& dense = model.linear(layer, role);
-      const index_t out = dense.out_features(), in = dense.in_features();
-      std::vector<float> W(static_cast<std::size_t>(out * in));
-      dense.dequantize(MatrixView<float>(W.data(), out, in));
-      const int k = static_cast<int>(input_of(role));
-      LinearJob job;
-      job.layer = layer;
-      job.role = role;
-      job.name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
-      job.weight = MatrixView<const float>(W.data(), out, in);
-      job.hessian = calibrator.needs_hessian ? &hessians[k] : nullptr;
-      job.sample_inputs = MatrixView<const float>(samples[k].data(), sample_rows, widths[k]);
-      job.config = &cfg;
-      LinearOutcome result = calibrator.run(job);
-      LOWBIT_CHECK(result.layer != nullptr, job.name, ": calibrator '", calibrator.name, "' returned no layer");
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      result.stats["seconds"] = secs;
-      result.stats["format"] = result.layer->format();
-      result.stats["bits_per_weight"] = result.layer->bits_per_weight();
-      if (!cfg.quiet) {
-        std::string extra;
-        if (result.stats.contains("gptq_proxy_loss"))
-          extra += " gptq-loss " + std::to_string(result.stats["gptq_proxy_loss"].get<double>());
-        if (result.stats.contains("autoclip_clipped_groups"))
-          extra += " clipped " + std::to_string(result.stats["autoclip_clipped_groups"].get<index_t>()) + " groups";
-        std::fprintf(stderr, "[calibrate] block %d/%d %-22s %s %s%s (%.2fs)\n", layer + 1, mc.n_layers,
-                     nn::linear_role_name(role), calibrator.name.c_str(), result.layer->format().c_str(),
-                     extra.c_str(), secs);
-      }
-      report.per_linear[job.name] = result.stats;
-      model.set_linear(layer, role, std::move(result.layer));
-      if (hooks.after_linear) hooks.after_linear(layer, role);
-    }
-    hessians.clear();
-
-    // 3. Optional fine-tune of the quantized block against the FP targets.
+    // 1-2. methods and formats of the block's linears; the statistics they need and the FP outputs
+    auto b = detail::plan_block(model, layer, plan, sample_rows, needs_targets);
+    detail::collect_statistics(model, layer, x, N, L, batch, sample_rows, b, needs_targets ? &targets : nullptr);
+    // 3. replace every linear
+    detail::replace_linears(model, layer, b, sample_rows, cfg, report, hooks);
+    b.sources.clear();
+    // 4. optional fine-tune of the quantized block against the FP targets
     if (hooks.finetune) {
       BlockContext ctx{layer, &model, MatrixView<const float>(x.data(), n_tok, dim),
                        MatrixView<const float>(targets.data(), n_tok, dim), N, L};
       report.per_linear[nn::ModelWeights::layer_name(layer, "finetune")] = hooks.finetune(ctx);
     }
-
-    // 4. Next block's inputs.
+    // 5. next block's inputs
     if (cfg.propagate_quantized) {
-      for (int s0 = 0; needs_forward && s0 < N; s0 += batch) {
-        const int B = std::min(batch, N - s0);
-        model.block_forward(layer, x.data() + static_cast<index_t>(s0) * L * dim, B, L, nullptr);
-      }
+      for (int s0 = 0; needs_inputs && s0 < N; s0 += batch)
+        model.block_forward(layer, x.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L, nullptr);
     } else {
       x.swap(targets);
     }
     for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
-
-    // 5. Checkpoint: the block's layers first, then the activations that point past it.
+    // 6. checkpoint: the block's layers first, then the activations that point past it
     if (ckpt.enabled()) {
       io::save_block_checkpoint(ckpt.block_path(layer), model, layer);
       ckpt.save_state(layer + 1, x, n_tok, dim);
@@ -12062,6 +12929,15 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     std::fprintf(stderr, "[calibrate] done in %s, peak RSS %.0f MiB\n", format_duration(report.seconds).c_str(),
                  report.peak_rss_mib);
   return report;
+}
+
+// One method and format for every linear: the plan QuantizationPlan(method, cfg.format).
+inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
+                                         const CalibrationConfig& cfg, const Method& method,
+                                         nlohmann::json fingerprint = nlohmann::json::object(),
+                                         const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
+  return calibrate_model(model, tokens, cfg, QuantizationPlan(method, cfg.format), std::move(fingerprint), run_dir,
+                         hooks);
 }
 
 }  // namespace lowbit::calib
@@ -12111,94 +12987,67 @@ struct AqlmOptions {
   }
 };
 
-template <class Format>
-inline constexpr bool is_additive_format = false;
-template <int M, int B, int G>
-inline constexpr bool is_additive_format<Additive<M, B, G>> = true;
+inline constexpr auto additive_formats = []<class F>() { return AdditiveFormat<F>; };
 
-// QuantizedLinear<Additive<...>> for codes whose shape names a registered format (io::OtherFormats).
-inline nn::LinearPtr make_additive_linear(const AdditiveCodes& codes) {
-  const auto& s = codes.shape;
-  const std::string name = "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
-                           std::to_string(s.group_size);
-  return io::visit_format(name, [&](auto tag) -> nn::LinearPtr {
-    using Format = typename decltype(tag)::type;
-    if constexpr (is_additive_format<Format>) {
-      return std::make_unique<nn::QuantizedLinear<Format>>(Quantizer<Format>::pack(codes));
-    } else {
-      fail(name, " is not an additive format");
-    }
-  });
-}
+// Unpacked codes of an AQLM layer in either form (fp16 codebooks and scales as stored).
+inline AdditiveCodes additive_codes_of(const nn::Linear& linear) { return nn::additive_codes(linear); }
 
-// Unpacked codes of a QuantizedLinear<Additive<...>> (fp16 codebooks and scales as stored).
-inline AdditiveCodes additive_codes_of(nn::Linear& linear) {
-  return io::visit_format(linear.format(), [&](auto tag) -> AdditiveCodes {
-    using Format = typename decltype(tag)::type;
-    if constexpr (is_additive_format<Format>) {
-      auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
-      LOWBIT_CHECK(q != nullptr, "aqlm: layer with format ", linear.format(), " is not a QuantizedLinear");
-      return q->packed().unpack();
-    } else {
-      fail("aqlm: layer has format ", linear.format(), ", expected additive:M:B:G");
-    }
-  });
-}
-
-// Per-linear AQLM: H = XᵀX / N from the pipeline, seed derived from the tensor name.
-inline Calibrator aqlm_calibrator(const AqlmOptions& options) {
-  Calibrator c;
-  c.name = "aqlm";
-  c.needs_hessian = true;
-  c.needs_samples = false;
-  c.run = [options](const LinearJob& job) {
-    const AdditiveShape fmt = parse_additive_format(job.config->format);
-    AdditiveCalibOptions o = options.calib;
-    o.num_codebooks = fmt.num_codebooks;
-    o.code_bits = fmt.code_bits;
-    o.group_size = fmt.group_size;
-    o.label = job.name;
-    o.seed = options.calib.seed ^ (job.config->seed * 0x9e3779b97f4a7c15ULL) ^
-             std::hash<std::string>{}(job.name);
-    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": aqlm needs the input Hessian");
-    const auto& sum = job.hessian->sum();
-    const index_t n = sum.rows();
-    std::vector<float> H(static_cast<std::size_t>(n * n));
-    const double inv_rows = 1.0 / static_cast<double>(job.hessian->rows());
-    for (index_t r = 0; r < n; ++r)
-      for (index_t col = 0; col < n; ++col) H[static_cast<std::size_t>(r * n + col)] = static_cast<float>(sum(r, col) * inv_rows);
-    AdditiveCalibReport report;
-    const AdditiveCodes codes =
-        calibrate_additive(job.weight, MatrixView<const float>(H.data(), n, n), o, &report);
-    LinearOutcome out;
-    out.layer = make_additive_linear(codes);
-    out.stats["aq_initial_relative_mse"] = report.initial_relative_mse;
-    out.stats["aq_relative_mse"] = report.relative_mse;
-    out.stats["aq_epochs"] = report.epochs;
-    return out;
+// Per-linear AQLM for every registered additive format: H = XᵀX / N from the pipeline, seed derived from
+// the run seed and the tensor name.
+inline Method aqlm_method(const AqlmOptions& options) {
+  Method m;
+  m.name = "aqlm";
+  m.capability = "additive format";
+  m.accepts = accepts_formats_where(additive_formats);
+  m.needs_hessian = true;
+  m.needs_samples = false;
+  m.options = options.to_json();
+  m.run = [options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, additive_formats,
+        [&]<class F>(FormatTag<F>) {
+          AdditiveCalibOptions o = options.calib;
+          o.num_codebooks = F::num_codebooks;
+          o.code_bits = F::code_bits;
+          o.group_size = F::group_size;
+          o.label = job.name;
+          o.seed = options.calib.seed ^ (job.seed * 0x9e3779b97f4a7c15ULL) ^ std::hash<std::string>{}(job.name);
+          LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": aqlm needs the input Hessian");
+          const auto& sum = job.hessian->sum();
+          const index_t n = sum.rows();
+          std::vector<float> H(static_cast<std::size_t>(n * n));
+          const double inv_rows = 1.0 / static_cast<double>(job.hessian->rows());
+          for (index_t r = 0; r < n; ++r)
+            for (index_t col = 0; col < n; ++col)
+              H[static_cast<std::size_t>(r * n + col)] = static_cast<float>(sum(r, col) * inv_rows);
+          AdditiveCalibReport report;
+          const AdditiveCodes codes = calibrate_additive(job.weight, MatrixView<const float>(H.data(), n, n), o, &report);
+          LinearOutcome out;
+          out.layer = std::make_unique<nn::QuantizedLinear<F>>(Quantizer<F>::pack(codes));
+          out.stats["aq_initial_relative_mse"] = report.initial_relative_mse;
+          out.stats["aq_relative_mse"] = report.relative_mse;
+          out.stats["aq_epochs"] = report.epochs;
+          return out;
+        },
+        "additive format");
   };
-  return c;
+  return m;
 }
+inline Method aqlm_calibrator(const AqlmOptions& options) { return aqlm_method(options); }
 
-// Swaps the additive linears of one block for their trainable form (true: codebooks and scales become
-// parameters, codes stay frozen) or back to fp16-packed QuantizedLinear storage (false).
-inline void set_additive_trainable(nn::Llama& model, int layer, bool trainable) {
+// Turns the linears of one block into their trainable forms (true: the layers that have one; the rest
+// stay as they are and, having no parameters, stay frozen) or back into their packed forms (false).
+inline void set_block_trainable(nn::Llama& model, int layer, bool trainable) {
   for (auto role : nn::kAllLinearRoles) {
     auto& lin = model.linear(layer, role);
-    if (trainable) {
-      model.set_linear(layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
-    } else {
-      auto* t = dynamic_cast<nn::AdditiveLinear*>(&lin);
-      LOWBIT_CHECK(t != nullptr, "aqlm: layer ", layer, " ", nn::linear_role_name(role), " is not a trainable additive linear");
-      model.set_linear(layer, role, make_additive_linear(t->codes()));
-    }
+    if (auto other = trainable ? lin.trainable_form() : lin.inference_form()) model.set_linear(layer, role, std::move(other));
   }
 }
 
-// Block fine-tuning: swap the block's additive layers for trainable ones, train, swap back (fp16).
+// Block fine-tuning: the block's layers in their trainable forms, trained, and back (fp16).
 inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& options) {
   nn::Llama& model = *ctx.model;
-  set_additive_trainable(model, ctx.layer, true);
+  set_block_trainable(model, ctx.layer, true);
   train::BlockTrainOptions t;
   t.epochs = options.finetune_epochs;
   t.batch_sequences = options.finetune_batch;
@@ -12209,7 +13058,7 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
   t.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
   const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
-  set_additive_trainable(model, ctx.layer, false);
+  set_block_trainable(model, ctx.layer, false);
   return {{"initial_heldout_mse", r.initial_heldout_mse},
           {"best_heldout_mse", r.best_heldout_mse},
           {"epochs_run", r.epochs_run},
@@ -12256,14 +13105,13 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   if (!run_dir.empty()) {
     const std::string key = options.e2e_json().dump();
     char name[64];
-    std::snprintf(name, sizeof name, "end_to_end-%016llx.ckpt",
-                  static_cast<unsigned long long>(train::fnv1a(key.data(), key.size())));
+    std::snprintf(name, sizeof name, "end_to_end-%016llx.ckpt", static_cast<unsigned long long>(fnv1a64(key)));
     std::filesystem::create_directories(run_dir);
     d.checkpoint = std::filesystem::path(run_dir) / name;
   }
-  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, true);
+  for (int l = 0; l < student.config().n_layers; ++l) set_block_trainable(student, l, true);
   const auto r = train::distill(student, teacher, data, d);
-  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, false);
+  for (int l = 0; l < student.config().n_layers; ++l) set_block_trainable(student, l, false);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return {{"options", options.e2e_json()},
           {"steps", r.steps},
@@ -12416,7 +13264,7 @@ inline std::uint64_t run_fingerprint(const nn::ModelConfig& config, const TokenD
   write_optimizer_fingerprint(s, o.schedule, o.adam);
   s << '|' << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
   const std::string text = s.str();
-  return fnv1a(text.data(), text.size());
+  return fnv1a64(text.data(), text.size());
 }
 
 // Trains `model` on `data`. With options.resume and an existing checkpoint, continues from it (the
@@ -13283,6 +14131,109 @@ inline KldResult kl_divergence(const LanguageModel& model, const LanguageModel& 
 }  // namespace lowbit::eval
 // ---- end lowbit/eval/kld.hpp ----
 
+// ---- begin lowbit/eval/matvec_bench.hpp ----
+// The one harness behind lowbit's matvec speed measurements (bench/*.cpp and `lowbit bench-formats`):
+// batch-1 decoding reads every weight once, so a fair measurement streams weights from DRAM. Both the
+// fp32 baseline and a quantized format rotate over enough distinct copies of their matrix (at least
+// `min_bytes` and 4x the L3 in total) that no call finds its weights in cache; the baseline is Eigen's
+// fp32 GEMV with rows split over threads, as the model's decode path runs it; times are wall clock and
+// process CPU time per thread (robust to other jobs on a shared machine).
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <vector>
+
+
+namespace lowbit::eval {
+
+// The last-level cache size (Linux sysfs; 32 MiB when unknown).
+inline std::size_t l3_bytes() {
+  std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index3/size");
+  std::size_t kib = 0;
+  return (in >> kib) ? kib * 1024 : (32u << 20);
+}
+
+// Total bytes a rotation must cover to be DRAM-resident.
+inline std::size_t rotation_bytes(std::size_t min_bytes = 256u << 20) { return std::max(min_bytes, 4 * l3_bytes()); }
+
+// Copies of a `bytes_per_copy` matrix that a rotation needs (at least 2).
+inline std::size_t rotation_copies(std::size_t bytes_per_copy, std::size_t min_bytes = 256u << 20) {
+  const std::size_t total = rotation_bytes(min_bytes);
+  return std::max<std::size_t>(2, (total + bytes_per_copy - 1) / std::max<std::size_t>(bytes_per_copy, 1));
+}
+
+inline double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// Per-call time: wall clock, and process CPU time divided by the thread count.
+struct CallTime {
+  double wall = 0, cpu = 0;
+};
+
+// Times `call(i)` (i = 0, 1, ... so a rotation can index copies): after one warm-up call, the best of
+// `batches` batches, each at least `min_seconds` long.
+inline CallTime time_calls(const std::function<void(std::size_t)>& call, int threads, int batches = 3,
+                           double min_seconds = 0.1) {
+  using Clock = std::chrono::steady_clock;
+  CallTime best{1e30, 1e30};
+  std::size_t i = 0;
+  call(i++);
+  for (int b = 0; b < batches; ++b) {
+    const auto t0 = Clock::now();
+    const double c0 = process_cpu_seconds();
+    std::size_t n = 0;
+    double elapsed = 0;
+    do {
+      call(i++);
+      ++n;
+      elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    } while (elapsed < min_seconds);
+    best.wall = std::min(best.wall, elapsed / static_cast<double>(n));
+    best.cpu = std::min(best.cpu, (process_cpu_seconds() - c0) / std::max(threads, 1) / static_cast<double>(n));
+  }
+  return best;
+}
+
+// y[rows] = W x with Eigen, rows split over threads (Eigen does not thread a GEMV).
+inline void fp32_gemv(const float* W, index_t rows, index_t cols, const float* x, float* y) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  parallel_for(
+      0, rows,
+      [&](index_t r0, index_t r1) {
+        Eigen::Map<const RowMajor> block(W + r0 * cols, r1 - r0, cols);
+        Eigen::Map<const Eigen::VectorXf> xv(x, cols);
+        Eigen::Map<Eigen::VectorXf> yv(y + r0, r1 - r0);
+        yv.noalias() = block * xv;
+      },
+      64);
+}
+
+// A [rows, cols] matrix of N(0, sigma²) weights; one generator per row, so the values do not depend on
+// the thread count.
+inline std::vector<float> gaussian_matrix(index_t rows, index_t cols, std::uint64_t seed, float sigma = 0.02f) {
+  std::vector<float> w(static_cast<std::size_t>(rows * cols));
+  const Rng root(seed);
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      Rng rng = root.fork(static_cast<std::uint64_t>(r));
+      for (index_t c = 0; c < cols; ++c) w[static_cast<std::size_t>(r * cols + c)] = sigma * static_cast<float>(rng.normal());
+    }
+  });
+  return w;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/matvec_bench.hpp ----
+
 // ---- begin lowbit/eval/model_source.hpp ----
 // Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(). One entry
 // point, `load_any_model`, so the evaluation commands gain new formats in one place: lowbit quantized
@@ -13378,19 +14329,8 @@ inline LoadedModel load_any_model(const std::string& path) {
 
 namespace lowbit::eval {
 
-// Writes `text` to `path` atomically (temporary file in the same folder, then rename).
-inline void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    LOWBIT_CHECK(out.good(), "cannot write ", tmp);
-    out << text;
-    LOWBIT_CHECK(out.good(), "write to ", tmp, " failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  LOWBIT_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
-}
+// Writes `text` to `path` atomically (core/atomic_file.hpp: never a half-written report).
+inline void write_text_file(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
 
 inline void write_json_file(const std::string& path, const nlohmann::json& j) { write_text_file(path, j.dump(2) + "\n"); }
 

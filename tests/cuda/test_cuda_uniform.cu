@@ -11,7 +11,7 @@
 #include <lowbit/core/rng.hpp>
 #include <lowbit/cuda.cuh>
 #include <lowbit/kernels/cpu/uniform_matvec.hpp>
-#include <lowbit/quantizer.hpp>
+#include <lowbit/quantizer/uniform.hpp>
 #include <vector>
 
 using namespace lowbit;

@@ -1,10 +1,12 @@
-// AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Calibrator that replaces
-// each linear by QuantizedLinear<Additive<M,B,G>> calibrated against its input Hessian, and a block
-// fine-tune hook (ALGORITHMS.md §1.3 step 3) that trains codebooks, scales and RMSNorm gains against
-// the FP block outputs with train/block_trainer.hpp (held-out early stopping), then re-packs to fp16;
-// and the optional end-to-end "global fine-tuning" after the block pass (ALGORITHMS.md §1.4, P step
-// only): codebooks, scales and norm gains of the whole model trained by forward KL to the FP model.
-// `lowbit quantize --method aqlm --format additive:M:B:G` and examples/example_aqlm.cpp use this.
+// AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Method that replaces each
+// linear by QuantizedLinear<F> for any registered AdditiveFormat F, calibrated against its input
+// Hessian; a block fine-tune hook (ALGORITHMS.md §1.3 step 3) that turns the block's layers into their
+// trainable forms (nn::Linear::trainable_form: codebooks and scales of AQLM layers; layers of other
+// formats stay frozen), trains them and the RMSNorm gains against the FP block outputs with
+// train/block_trainer.hpp (held-out early stopping), and returns them to their packed fp16 forms; and the
+// optional end-to-end "global fine-tuning" after the block pass (ALGORITHMS.md §1.4, P step only), the
+// same over the whole model by forward KL to the FP model. `lowbit quantize --method aqlm` and
+// examples/example_aqlm.cpp use this.
 #pragma once
 
 #include <chrono>
@@ -15,13 +17,15 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "../core/hash.hpp"
 #include "../format/additive.hpp"
-#include "../io/quantized_model.hpp"
+#include "../formats.hpp"
 #include "../nn/additive_linear.hpp"
 #include "../nn/quantized_linear.hpp"
 #include "../train/block_trainer.hpp"
 #include "../train/distill.hpp"
 #include "additive.hpp"
+#include "method.hpp"
 #include "pipeline.hpp"
 
 namespace lowbit::calib {
@@ -68,94 +72,67 @@ struct AqlmOptions {
   }
 };
 
-template <class Format>
-inline constexpr bool is_additive_format = false;
-template <int M, int B, int G>
-inline constexpr bool is_additive_format<Additive<M, B, G>> = true;
+inline constexpr auto additive_formats = []<class F>() { return AdditiveFormat<F>; };
 
-// QuantizedLinear<Additive<...>> for codes whose shape names a registered format (io::OtherFormats).
-inline nn::LinearPtr make_additive_linear(const AdditiveCodes& codes) {
-  const auto& s = codes.shape;
-  const std::string name = "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
-                           std::to_string(s.group_size);
-  return io::visit_format(name, [&](auto tag) -> nn::LinearPtr {
-    using Format = typename decltype(tag)::type;
-    if constexpr (is_additive_format<Format>) {
-      return std::make_unique<nn::QuantizedLinear<Format>>(Quantizer<Format>::pack(codes));
-    } else {
-      fail(name, " is not an additive format");
-    }
-  });
-}
+// Unpacked codes of an AQLM layer in either form (fp16 codebooks and scales as stored).
+inline AdditiveCodes additive_codes_of(const nn::Linear& linear) { return nn::additive_codes(linear); }
 
-// Unpacked codes of a QuantizedLinear<Additive<...>> (fp16 codebooks and scales as stored).
-inline AdditiveCodes additive_codes_of(nn::Linear& linear) {
-  return io::visit_format(linear.format(), [&](auto tag) -> AdditiveCodes {
-    using Format = typename decltype(tag)::type;
-    if constexpr (is_additive_format<Format>) {
-      auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
-      LOWBIT_CHECK(q != nullptr, "aqlm: layer with format ", linear.format(), " is not a QuantizedLinear");
-      return q->packed().unpack();
-    } else {
-      fail("aqlm: layer has format ", linear.format(), ", expected additive:M:B:G");
-    }
-  });
-}
-
-// Per-linear AQLM: H = XᵀX / N from the pipeline, seed derived from the tensor name.
-inline Calibrator aqlm_calibrator(const AqlmOptions& options) {
-  Calibrator c;
-  c.name = "aqlm";
-  c.needs_hessian = true;
-  c.needs_samples = false;
-  c.run = [options](const LinearJob& job) {
-    const AdditiveShape fmt = parse_additive_format(job.config->format);
-    AdditiveCalibOptions o = options.calib;
-    o.num_codebooks = fmt.num_codebooks;
-    o.code_bits = fmt.code_bits;
-    o.group_size = fmt.group_size;
-    o.label = job.name;
-    o.seed = options.calib.seed ^ (job.config->seed * 0x9e3779b97f4a7c15ULL) ^
-             std::hash<std::string>{}(job.name);
-    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": aqlm needs the input Hessian");
-    const auto& sum = job.hessian->sum();
-    const index_t n = sum.rows();
-    std::vector<float> H(static_cast<std::size_t>(n * n));
-    const double inv_rows = 1.0 / static_cast<double>(job.hessian->rows());
-    for (index_t r = 0; r < n; ++r)
-      for (index_t col = 0; col < n; ++col) H[static_cast<std::size_t>(r * n + col)] = static_cast<float>(sum(r, col) * inv_rows);
-    AdditiveCalibReport report;
-    const AdditiveCodes codes =
-        calibrate_additive(job.weight, MatrixView<const float>(H.data(), n, n), o, &report);
-    LinearOutcome out;
-    out.layer = make_additive_linear(codes);
-    out.stats["aq_initial_relative_mse"] = report.initial_relative_mse;
-    out.stats["aq_relative_mse"] = report.relative_mse;
-    out.stats["aq_epochs"] = report.epochs;
-    return out;
+// Per-linear AQLM for every registered additive format: H = XᵀX / N from the pipeline, seed derived from
+// the run seed and the tensor name.
+inline Method aqlm_method(const AqlmOptions& options) {
+  Method m;
+  m.name = "aqlm";
+  m.capability = "additive format";
+  m.accepts = accepts_formats_where(additive_formats);
+  m.needs_hessian = true;
+  m.needs_samples = false;
+  m.options = options.to_json();
+  m.run = [options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, additive_formats,
+        [&]<class F>(FormatTag<F>) {
+          AdditiveCalibOptions o = options.calib;
+          o.num_codebooks = F::num_codebooks;
+          o.code_bits = F::code_bits;
+          o.group_size = F::group_size;
+          o.label = job.name;
+          o.seed = options.calib.seed ^ (job.seed * 0x9e3779b97f4a7c15ULL) ^ std::hash<std::string>{}(job.name);
+          LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": aqlm needs the input Hessian");
+          const auto& sum = job.hessian->sum();
+          const index_t n = sum.rows();
+          std::vector<float> H(static_cast<std::size_t>(n * n));
+          const double inv_rows = 1.0 / static_cast<double>(job.hessian->rows());
+          for (index_t r = 0; r < n; ++r)
+            for (index_t col = 0; col < n; ++col)
+              H[static_cast<std::size_t>(r * n + col)] = static_cast<float>(sum(r, col) * inv_rows);
+          AdditiveCalibReport report;
+          const AdditiveCodes codes = calibrate_additive(job.weight, MatrixView<const float>(H.data(), n, n), o, &report);
+          LinearOutcome out;
+          out.layer = std::make_unique<nn::QuantizedLinear<F>>(Quantizer<F>::pack(codes));
+          out.stats["aq_initial_relative_mse"] = report.initial_relative_mse;
+          out.stats["aq_relative_mse"] = report.relative_mse;
+          out.stats["aq_epochs"] = report.epochs;
+          return out;
+        },
+        "additive format");
   };
-  return c;
+  return m;
 }
+inline Method aqlm_calibrator(const AqlmOptions& options) { return aqlm_method(options); }
 
-// Swaps the additive linears of one block for their trainable form (true: codebooks and scales become
-// parameters, codes stay frozen) or back to fp16-packed QuantizedLinear storage (false).
-inline void set_additive_trainable(nn::Llama& model, int layer, bool trainable) {
+// Turns the linears of one block into their trainable forms (true: the layers that have one; the rest
+// stay as they are and, having no parameters, stay frozen) or back into their packed forms (false).
+inline void set_block_trainable(nn::Llama& model, int layer, bool trainable) {
   for (auto role : nn::kAllLinearRoles) {
     auto& lin = model.linear(layer, role);
-    if (trainable) {
-      model.set_linear(layer, role, std::make_unique<nn::AdditiveLinear>(additive_codes_of(lin), nn::linear_role_name(role)));
-    } else {
-      auto* t = dynamic_cast<nn::AdditiveLinear*>(&lin);
-      LOWBIT_CHECK(t != nullptr, "aqlm: layer ", layer, " ", nn::linear_role_name(role), " is not a trainable additive linear");
-      model.set_linear(layer, role, make_additive_linear(t->codes()));
-    }
+    if (auto other = trainable ? lin.trainable_form() : lin.inference_form()) model.set_linear(layer, role, std::move(other));
   }
 }
 
-// Block fine-tuning: swap the block's additive layers for trainable ones, train, swap back (fp16).
+// Block fine-tuning: the block's layers in their trainable forms, trained, and back (fp16).
 inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& options) {
   nn::Llama& model = *ctx.model;
-  set_additive_trainable(model, ctx.layer, true);
+  set_block_trainable(model, ctx.layer, true);
   train::BlockTrainOptions t;
   t.epochs = options.finetune_epochs;
   t.batch_sequences = options.finetune_batch;
@@ -166,7 +143,7 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
   t.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
   const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
-  set_additive_trainable(model, ctx.layer, false);
+  set_block_trainable(model, ctx.layer, false);
   return {{"initial_heldout_mse", r.initial_heldout_mse},
           {"best_heldout_mse", r.best_heldout_mse},
           {"epochs_run", r.epochs_run},
@@ -213,14 +190,13 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   if (!run_dir.empty()) {
     const std::string key = options.e2e_json().dump();
     char name[64];
-    std::snprintf(name, sizeof name, "end_to_end-%016llx.ckpt",
-                  static_cast<unsigned long long>(train::fnv1a(key.data(), key.size())));
+    std::snprintf(name, sizeof name, "end_to_end-%016llx.ckpt", static_cast<unsigned long long>(fnv1a64(key)));
     std::filesystem::create_directories(run_dir);
     d.checkpoint = std::filesystem::path(run_dir) / name;
   }
-  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, true);
+  for (int l = 0; l < student.config().n_layers; ++l) set_block_trainable(student, l, true);
   const auto r = train::distill(student, teacher, data, d);
-  for (int l = 0; l < student.config().n_layers; ++l) set_additive_trainable(student, l, false);
+  for (int l = 0; l < student.config().n_layers; ++l) set_block_trainable(student, l, false);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return {{"options", options.e2e_json()},
           {"steps", r.steps},

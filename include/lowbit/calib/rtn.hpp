@@ -14,6 +14,7 @@
 #include "../core/tensor.hpp"
 #include "../format/concepts.hpp"
 #include "../format/uniform.hpp"
+#include "../quantizer.hpp"
 
 namespace lowbit::calib {
 

@@ -16,23 +16,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 
 namespace lowbit::eval {
 
-// Writes `text` to `path` atomically (temporary file in the same folder, then rename).
-inline void write_text_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    LOWBIT_CHECK(out.good(), "cannot write ", tmp);
-    out << text;
-    LOWBIT_CHECK(out.good(), "write to ", tmp, " failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  LOWBIT_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
-}
+// Writes `text` to `path` atomically (core/atomic_file.hpp: never a half-written report).
+inline void write_text_file(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
 
 inline void write_json_file(const std::string& path, const nlohmann::json& j) { write_text_file(path, j.dump(2) + "\n"); }
 

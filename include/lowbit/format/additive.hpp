@@ -1,25 +1,84 @@
 // Additive quantization (AQLM): a row's group of G weights is s_o · Σ_m C_m[code_m], with M codebooks
-// of 2^B fp16 vectors shared by the whole matrix and one fp16 scale per row. `Additive<M, B, G>` is the
-// policy; `Quantizer<Additive<...>>` packs, dequantizes and runs the matvec through the CPU kernels.
+// of 2^B fp16 vectors shared by the whole matrix and one fp16 scale per row. This header holds the
+// policy `Additive<M, B, G>`, the runtime shape and the unpacked fp32 form that calibration works on
+// (AdditiveShape, AdditiveCodes), and the packed storage; the LOWBIT_HD per-group arithmetic is
+// format/additive_shared.hpp, the façade Quantizer<Additive<...>> is quantizer/additive.hpp.
 // Byte layout (docs/aqlm.md): codes [rows, ceil(cols/G), M] as a B-bit stream per row starting on a
 // 32-bit word (core/bitpack.hpp), codebooks [M, 2^B, G] fp16, scales [rows] fp16.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "../calib/additive.hpp"
+#include "../config.hpp"
 #include "../core/bitpack.hpp"
+#include "../core/error.hpp"
 #include "../core/half.hpp"
-#include "../kernels/cpu/additive_matvec.hpp"
-#include "../kernels/cpu/additive_reference.hpp"
-#include "concepts.hpp"
+#include "../core/stored_tensor.hpp"
+#include "../core/tensor.hpp"
 
 namespace lowbit {
+
+// Runtime description of an additive layout: M codebooks of 2^B vectors of G weights each.
+struct AdditiveShape {
+  index_t rows = 0;
+  index_t cols = 0;
+  int num_codebooks = 0;  // M
+  int code_bits = 0;      // B
+  int group_size = 0;     // G
+
+  LOWBIT_HD index_t groups() const { return (cols + group_size - 1) / group_size; }
+  LOWBIT_HD index_t padded_cols() const { return groups() * group_size; }
+  LOWBIT_HD index_t codebook_size() const { return index_t{1} << code_bits; }
+  LOWBIT_HD index_t codes_per_row() const { return groups() * num_codebooks; }
+
+  void validate(const std::string& what) const {
+    LOWBIT_CHECK(rows > 0 && cols > 0, what, ": additive matrix must be non-empty, found [", rows, ", ",
+                 cols, "]");
+    LOWBIT_CHECK(num_codebooks >= 1 && num_codebooks <= 8, what, ": number of codebooks must be 1..8, found ",
+                 num_codebooks);
+    LOWBIT_CHECK(code_bits >= 1 && code_bits <= 16, what, ": code bits must be 1..16, found ", code_bits);
+    LOWBIT_CHECK(group_size == 2 || group_size == 4 || group_size == 8 || group_size == 16 || group_size == 32,
+                 what, ": group size must be 2, 4, 8, 16 or 32, found ", group_size);
+  }
+  // The format descriptor of this layout, "additive:M:B:G" (the one place the family's descriptor is
+  // spelled; Additive<M, B, G>::name() is this for its shape).
+  std::string format_name() const {
+    return "additive:" + std::to_string(num_codebooks) + ":" + std::to_string(code_bits) + ":" +
+           std::to_string(group_size);
+  }
+  bool operator==(const AdditiveShape&) const = default;
+};
+
+struct AdditiveCodes {
+  AdditiveShape shape;
+  std::vector<std::uint32_t> codes;  // [rows, groups, M]
+  std::vector<float> codebooks;      // [M, 2^B, G]
+  std::vector<float> scales;         // [rows]
+
+  AdditiveCodes() = default;
+  explicit AdditiveCodes(const AdditiveShape& s)
+      : shape(s),
+        codes(static_cast<std::size_t>(s.rows * s.codes_per_row()), 0u),
+        codebooks(static_cast<std::size_t>(s.num_codebooks * s.codebook_size() * s.group_size), 0.0f),
+        scales(static_cast<std::size_t>(s.rows), 1.0f) {}
+
+  std::uint32_t& code(index_t row, index_t group, int m) {
+    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
+  }
+  std::uint32_t code(index_t row, index_t group, int m) const {
+    return codes[static_cast<std::size_t>((row * shape.groups() + group) * shape.num_codebooks + m)];
+  }
+  float* codeword(int m, index_t k) {
+    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
+  }
+  const float* codeword(int m, index_t k) const {
+    return codebooks.data() + (m * shape.codebook_size() + k) * shape.group_size;
+  }
+};
 
 template <int M, int B, int G>
 struct Additive {
@@ -32,15 +91,14 @@ struct Additive {
   static constexpr int group_size = G;
   static constexpr index_t codebook_size = index_t{1} << B;
 
-  static std::string name() {
-    return "additive:" + std::to_string(M) + ":" + std::to_string(B) + ":" + std::to_string(G);
-  }
+  // Descriptor: "additive:2:8:8".
+  static std::string name() { return shape(0, 0).format_name(); }
   static AdditiveShape shape(index_t rows, index_t cols) { return AdditiveShape{rows, cols, M, B, G}; }
 };
 
-// Packed storage, exactly as written to a file, plus fp32 copies of the codebooks and scales that the
-// kernels read (decoded on first use; not counted in bytes()). Storage filled in place after
-// construction (a file reader) must happen before the first kernel call.
+// Packed storage, exactly as written to a file, plus a cache slot for what kernels derive from it (not
+// counted in bytes()). Storage filled in place after construction (a file reader) must be complete
+// before the first kernel call.
 class AdditivePacked {
  public:
   AdditivePacked() = default;
@@ -115,12 +173,6 @@ class AdditivePacked {
   // Bytes as stored: code words + fp16 codebooks + fp16 scales.
   std::size_t bytes() const { return codes_.size() * 4 + codebooks_.size() * 2 + scales_.size() * 2; }
 
-  AdditiveKernelView view() const {
-    const Decoded& d = decoded();
-    return AdditiveKernelView{shape_, codes_.data(), words_per_row_, d.codebooks.data(), d.scales.data(),
-                              d.tiled_codes.empty() ? nullptr : d.tiled_codes.data()};
-  }
-
   // Back to the unpacked fp32 form (codebooks and scales as stored in fp16).
   AdditiveCodes unpack() const {
     AdditiveCodes a(shape_);
@@ -128,33 +180,36 @@ class AdditivePacked {
     for (index_t o = 0; o < shape_.rows; ++o)
       for (index_t i = 0; i < n; ++i)
         a.codes[static_cast<std::size_t>(o * n + i)] = unpack_code(codes_.data() + o * words_per_row_, i, shape_.code_bits);
-    a.codebooks = decoded().codebooks;
-    a.scales = decoded().scales;
+    for (std::size_t i = 0; i < codebooks_.size(); ++i) a.codebooks[i] = to_float(codebooks_[i]);
+    for (std::size_t i = 0; i < scales_.size(); ++i) a.scales[i] = to_float(scales_[i]);
     return a;
   }
 
- private:
-  struct Decoded {
+ // The tensors a file stores (docs/aqlm.md): codes [rows, words] u32, codebooks [M, 2^B, G] f16,
+  // scales [rows] f16.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
+  // Data a kernel derives once from the stored bytes (decoded fp32 codebooks, a re-tiled code layout):
+  // owned here so that it lives and dies with the matrix, defined by the kernels that use it
+  // (kernels/cpu/additive_matvec.hpp). Copies start with an empty cache.
+  struct KernelCache {
     std::mutex mutex;
-    bool ready = false;
-    std::vector<float> codebooks, scales;
-    std::vector<std::uint8_t> tiled_codes;  // kernel layout of B ≤ 8-bit codes (AVX-512 builds only)
+    std::shared_ptr<const void> data;
   };
-  const Decoded& decoded() const {
-    if (!decoded_) decoded_ = std::make_shared<Decoded>();  // a moved-from object being reused
-    Decoded& d = *decoded_;
-    std::lock_guard<std::mutex> lock(d.mutex);
-    if (!d.ready) {
-      d.codebooks.resize(codebooks_.size());
-      for (std::size_t i = 0; i < codebooks_.size(); ++i) d.codebooks[i] = to_float(codebooks_[i]);
-      d.scales.resize(scales_.size());
-      for (std::size_t i = 0; i < scales_.size(); ++i) d.scales[i] = to_float(scales_[i]);
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-      if (shape_.code_bits <= 8) d.tiled_codes = additive_tile_codes(shape_, codes_.data(), words_per_row_);
-#endif
-      d.ready = true;
-    }
-    return d;
+  KernelCache& kernel_cache() const {
+    if (!cache_) cache_ = std::make_shared<KernelCache>();  // a moved-from object being reused
+    return *cache_;
+  }
+
+ private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    const index_t K = p.shape_.codebook_size();
+    return {
+        stored_tensor("codes", StoredType::U32, {p.shape_.rows, p.words_per_row_}, p.codes_),
+        stored_tensor("codebooks", StoredType::F16, {p.shape_.num_codebooks, K, p.shape_.group_size}, p.codebooks_),
+        stored_tensor("scales", StoredType::F16, {p.shape_.rows}, p.scales_)};
   }
 
   AdditiveShape shape_{};
@@ -162,7 +217,7 @@ class AdditivePacked {
   std::vector<std::uint32_t> codes_;  // [rows, words_per_row]
   std::vector<half_t> codebooks_;     // [M, 2^B, G]
   std::vector<half_t> scales_;        // [rows]
-  mutable std::shared_ptr<Decoded> decoded_ = std::make_shared<Decoded>();  // null only when moved from
+  mutable std::shared_ptr<KernelCache> cache_ = std::make_shared<KernelCache>();  // null only when moved from
 };
 
 // The packed type of one format: fixes M, B, G so a reader can allocate storage from (rows, cols).
@@ -182,69 +237,15 @@ class AdditivePackedOf : public AdditivePacked {
   }
 };
 
+
+template <class Format>
+inline constexpr bool is_additive_format = false;
 template <int M, int B, int G>
-struct Quantizer<Additive<M, B, G>> {
-  using Format = Additive<M, B, G>;
-  using Packed = AdditivePackedOf<M, B, G>;
+inline constexpr bool is_additive_format<Additive<M, B, G>> = true;
 
-  // Defaults of the data-free quantize(W): AQ against the identity (plain weight MSE), a short schedule.
-  static calib::AdditiveCalibOptions default_options() {
-    calib::AdditiveCalibOptions o;
-    o.num_codebooks = M;
-    o.code_bits = B;
-    o.group_size = G;
-    o.kmeans.iterations = 25;
-    o.max_epochs = 20;
-    o.relative_mse_tolerance = 0.01;
-    return o;
-  }
-
-  // Data-free additive quantization: H = identity.
-  static Packed quantize(MatrixView<const float> W) { return quantize(W, MatrixView<const float>{}, default_options()); }
-
-  // AQ against a proxy Hessian H = XᵀX [cols, cols] (H.data == nullptr: identity). The options' M, B
-  // and G are overridden by the format's.
-  static Packed quantize(MatrixView<const float> W, MatrixView<const float> H, calib::AdditiveCalibOptions options,
-                         calib::AdditiveCalibReport* report = nullptr) {
-    options.num_codebooks = M;
-    options.code_bits = B;
-    options.group_size = G;
-    return Packed(calib::calibrate_additive(W, H, options, report));
-  }
-
-  static Packed pack(const AdditiveCodes& a) { return Packed(a); }
-
-  static void dequantize(const Packed& p, MatrixView<float> out) { additive_dequantize(p.view(), out); }
-  static void matvec(const Packed& p, const float* x, float* y) { additive_matvec(p.view(), x, y); }
-  static double bits_per_weight(const Packed& p) {
-    return 8.0 * static_cast<double>(p.bytes()) / static_cast<double>(p.rows() * p.cols());
-  }
-  // Closed form for a [rows, cols] matrix, before quantizing (codes padded per row to 32-bit words).
-  static double bits_per_weight(index_t rows, index_t cols) {
-    const AdditiveShape s = Format::shape(rows, cols);
-    const double bytes = 4.0 * static_cast<double>(rows * packed_words(s.codes_per_row(), B)) +
-                         2.0 * static_cast<double>(M * s.codebook_size() * G) + 2.0 * static_cast<double>(rows);
-    return 8.0 * bytes / static_cast<double>(rows * cols);
-  }
-  static std::string name() { return Format::name(); }
-};
-
-// Parses "additive:M:B:G" into a shape template (rows/cols left 0); throws on anything else.
-inline AdditiveShape parse_additive_format(const std::string& text) {
-  AdditiveShape s;
-  int m = 0, b = 0, g = 0;
-  char tail = 0;
-  LOWBIT_CHECK(std::sscanf(text.c_str(), "additive:%d:%d:%d%c", &m, &b, &g, &tail) == 3, "format '", text,
-               "': expected additive:M:B:G, e.g. additive:2:8:8");
-  s.rows = 1;
-  s.cols = 1;
-  s.num_codebooks = m;
-  s.code_bits = b;
-  s.group_size = g;
-  s.validate("format '" + text + "'");
-  s.rows = 0;
-  s.cols = 0;
-  return s;
-}
+// The capability AQLM's calibrator needs: an additive format, whose codes it chooses by beam search and
+// whose codebooks it fits (calib/additive.hpp).
+template <class Format>
+concept AdditiveFormat = is_additive_format<Format>;
 
 }  // namespace lowbit

@@ -15,9 +15,8 @@
 #include "../core/bitpack.hpp"
 #include "../core/error.hpp"
 #include "../core/half.hpp"
-#include "../core/parallel.hpp"
+#include "../core/stored_tensor.hpp"
 #include "../core/tensor.hpp"
-#include "concepts.hpp"
 
 namespace lowbit {
 
@@ -27,6 +26,7 @@ struct NF3 {
   static constexpr int bits = 3;
   static constexpr int group_size = GroupSize;
   static constexpr int levels = 8;
+  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
 };
 
 // The eight levels, code 0..7, ascending. Code 3 is exactly zero.
@@ -115,6 +115,11 @@ class NF3Packed {
     return unpack_code<bits>(codes_.data() + row * words_per_row_, col);
   }
 
+  // The tensors a file stores (docs/quantized-file.md): codes [rows, words] u32, max and min
+  // [rows, groups] f16.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
   // Raw storage, as written to the quantized model file.
   std::vector<std::uint32_t>& codes() { return codes_; }    // [rows, words_per_row]
   std::vector<half_t>& maxes() { return maxes_; }             // [rows, groups_per_row]
@@ -124,95 +129,17 @@ class NF3Packed {
   const std::vector<half_t>& mins() const { return mins_; }
 
  private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    return {stored_tensor("codes", StoredType::U32, {p.rows_, p.words_per_row_}, p.codes_),
+                       stored_tensor("max", StoredType::F16, {p.rows_, p.groups_per_row_}, p.maxes_),
+                       stored_tensor("min", StoredType::F16, {p.rows_, p.groups_per_row_}, p.mins_)};
+  }
+
   index_t rows_ = 0, cols_ = 0, words_per_row_ = 0, groups_per_row_ = 0;
   std::vector<std::uint32_t> codes_;
   std::vector<half_t> maxes_, mins_;
 };
 
-template <int GroupSize>
-struct Quantizer<NF3<GroupSize>> {
-  using Format = NF3<GroupSize>;
-  using Packed = NF3Packed<GroupSize>;
-  using Params = NF3Params;
-
-  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
-
-  static Params fit(float lo, float hi) { return nf3_fit(lo, hi); }
-  static std::uint32_t encode(float w, const Params& p) {
-    return nf3_encode(w, to_float(p.max), to_float(p.min));
-  }
-  static float decode(std::uint32_t code, const Params& p) {
-    return nf3_decode(code, to_float(p.max), to_float(p.min));
-  }
-
-  // Round-to-nearest with each group's own max and min.
-  static Packed quantize(MatrixView<const float> W) {
-    Packed packed(W.rows(), W.cols());
-    parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        const float* w = W.row(r);
-        for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-          const index_t c0 = g * GroupSize, c1 = std::min<index_t>(W.cols(), c0 + GroupSize);
-          float lo = w[c0], hi = w[c0];
-          for (index_t c = c0; c < c1; ++c) {
-            lo = std::min(lo, w[c]);
-            hi = std::max(hi, w[c]);
-          }
-          const Params p = fit(lo, hi);
-          packed.set_params(r, g, p);
-          for (index_t c = c0; c < c1; ++c) packed.set_code(r, c, encode(w[c], p));
-        }
-      }
-    });
-    return packed;
-  }
-
-  static void dequantize(const Packed& packed, MatrixView<float> W) {
-    LOWBIT_CHECK(W.rows() == packed.rows() && W.cols() == packed.cols(), "nf3 dequantize: output is ",
-                 W.rows(), "x", W.cols(), ", expected ", packed.rows(), "x", packed.cols());
-    parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) dequantize_row(packed, r, W.row(r));
-    });
-  }
-
-  static void dequantize_row(const Packed& packed, index_t r, float* out) {
-    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-      const Params p = packed.params(r, g);
-      const float hi = to_float(p.max), lo = to_float(p.min);
-      const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
-      for (index_t c = c0; c < c1; ++c) out[c] = nf3_decode(packed.code(r, c), hi, lo);
-    }
-  }
-
-  // y = Ŵx: per group, the positive and negative level sums are scaled once by max and |min|.
-  static void matvec(const Packed& packed, const float* x, float* y) {
-    parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        const std::uint32_t* words = packed.codes().data() + r * packed.words_per_row();
-        float acc = 0.0f;
-        for (index_t g = 0; g < packed.groups_per_row(); ++g) {
-          const Params p = packed.params(r, g);
-          const index_t c0 = g * GroupSize, c1 = std::min<index_t>(packed.cols(), c0 + GroupSize);
-          float pos = 0.0f, neg = 0.0f;
-          for (index_t c = c0; c < c1; ++c) {
-            const std::uint32_t code = unpack_code<3>(words, c);
-            const float level = nf3_level(code);
-            if (code >= 3u) pos += level * x[c];
-            else neg += level * x[c];
-          }
-          acc += pos * to_float(p.max) - neg * to_float(p.min);
-        }
-        y[r] = acc;
-      }
-    }, 16);
-  }
-
-  static double bits_per_weight(const Packed& packed) {
-    return 8.0 * static_cast<double>(packed.bytes()) /
-           static_cast<double>(packed.rows() * packed.cols());
-  }
-};
-
-static_assert(QuantizerFor<Quantizer<NF3<128>>>);
 
 }  // namespace lowbit

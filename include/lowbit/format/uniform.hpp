@@ -29,6 +29,7 @@
 #include "../core/bitpack.hpp"
 #include "../core/error.hpp"
 #include "../core/half.hpp"
+#include "../core/stored_tensor.hpp"
 #include "../core/tensor.hpp"
 
 namespace lowbit {
@@ -53,6 +54,13 @@ struct Uniform {
   static constexpr bool symmetric = Mode == UniformMode::Symmetric;
   static constexpr std::uint32_t max_code = (1u << Bits) - 1u;
   static constexpr std::uint32_t symmetric_zero = 1u << (Bits - 1);
+
+  // Descriptor: "uniform:4:128", "uniform:3:row" (whole-row groups), "uniform:4:128:sym".
+  static std::string name() {
+    std::string n = "uniform:" + std::to_string(Bits) + ":" + (GroupSize > 0 ? std::to_string(GroupSize) : "row");
+    if (symmetric) n += ":sym";
+    return n;
+  }
 };
 
 template <class T>
@@ -349,6 +357,11 @@ class UniformPacked {
   const std::vector<half_t>& scales() const { return scales_; }
   const std::vector<std::uint32_t>& zero_words() const { return zeros_; }
 
+  // The tensors a file stores (docs/quantized-file.md): codes [rows, words] u32, scales [rows, groups]
+  // f16, zeros [rows, zero words] u32 (asymmetric only).
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
   friend bool operator==(const UniformPacked& a, const UniformPacked& b) {
     return a.rows_ == b.rows_ && a.cols_ == b.cols_ && a.codes_ == b.codes_ && a.zeros_ == b.zeros_ &&
            std::equal(a.scales_.begin(), a.scales_.end(), b.scales_.begin(), b.scales_.end(),
@@ -360,6 +373,16 @@ class UniformPacked {
     LOWBIT_CHECK(row >= 0 && row < rows_ && group >= 0 && group < groups_per_row_, "Uniform packed storage: group (",
                  row, ", ", group, ") is outside ", rows_, "x", groups_per_row_, " groups");
   }
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    StoredTensorsOf<Self> v;
+    v.push_back(stored_tensor("codes", StoredType::U32, {p.rows_, p.code_words_per_row_}, p.codes_));
+    v.push_back(stored_tensor("scales", StoredType::F16, {p.rows_, p.groups_per_row_}, p.scales_));
+    if (p.zero_words_per_row_ > 0)
+      v.push_back(stored_tensor("zeros", StoredType::U32, {p.rows_, p.zero_words_per_row_}, p.zeros_));
+    return v;
+  }
+
   // Clears then writes field i of a Bits-bit stream (pack_code alone only ORs into zeroed words).
   static void write_field(std::uint32_t* words, index_t i, std::uint32_t value) {
     constexpr std::uint32_t mask = Format::max_code;

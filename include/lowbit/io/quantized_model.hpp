@@ -3,12 +3,14 @@
 // tensors that stay in floating point (embeddings, norms, head) as F32, and the metadata carries the
 // model hyper-parameters, a format descriptor per linear, a `quantization_config` and a checksum per
 // tensor. The loader recomputes every expected shape and dtype from the descriptor and refuses anything
-// that does not match. Byte layout: docs/quantized-file.md. The format registry below is the one place
-// a new format family is added (see `OtherFormats` and `PackedTensors`).
+// that does not match. Byte layout: docs/quantized-file.md. Nothing here is format-specific: a layer
+// lists its own stored tensors (nn::Linear::stored_tensors) and is rebuilt from them through the format
+// registry (nn/stored_linear.hpp, formats.hpp).
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -19,167 +21,31 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/hash.hpp"
+#include "../core/stored_tensor.hpp"
 #include "../core/tensor.hpp"
-#include "../format/additive.hpp"  // AQLM formats (aqlm helper)
-#include "../format/nf3.hpp"
-#include "../format/uniform.hpp"
+#include "../nn/config.hpp"
 #include "../nn/model.hpp"
-#include "../nn/quantized_linear.hpp"
-#include "../quantizer.hpp"
+#include "../nn/stored_linear.hpp"
 #include "safetensors.hpp"
 
 namespace lowbit::io {
-
-// ---- format registry ----------------------------------------------------------------------------
-
-template <class... Formats>
-struct FormatList {};
-template <class Format>
-struct FormatTag {
-  using type = Format;
-};
-
-// Formats the group-wise calibrators (RTN, GPTQ, AutoClip) can produce.
-using GroupFormats = FormatList<Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 64>,
-                                Uniform<4, 128>, Uniform<8, 128>, NF3<64>, NF3<128>>;
-// Other families the file can hold (AQLM adds Additive<M, B, G> instantiations here, plus a
-// PackedTensors specialization below).
-// The additive formats `lowbit quantize --method aqlm` can write. 3x7 and 4x6 (g8) spend 21 and 24
-// code bits per 8 weights with 6 and 4 KiB of codebooks per matrix (3x8: 12 KiB), so on SmolLM2-sized
-// matrices they land at ~2.75 and ~3.09 bits/weight where 3x8 lands at 3.22 (docs/aqlm.md).
-using OtherFormats = FormatList<Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>,
-                                Additive<8, 8, 8>, Additive<2, 8, 4>, Additive<1, 16, 8>, Additive<2, 15, 8>,
-                                Additive<1, 16, 16>, Additive<2, 8, 16>, Additive<3, 7, 8>, Additive<4, 6, 8>>;
-
-// The named tensors of one packed matrix: suffix, dtype, shape, and the storage bytes inside Packed.
-struct PackedTensorView {
-  std::string suffix;
-  SafeDtype dtype;
-  std::vector<index_t> shape;
-  void* data;
-  std::size_t bytes;
-};
-
-template <class Format>
-struct PackedTensors;  // specialize per family: static std::vector<PackedTensorView> views(Packed&)
-
-template <int Bits, int Group, UniformMode Mode>
-struct PackedTensors<Uniform<Bits, Group, Mode>> {
-  static std::vector<PackedTensorView> views(UniformPacked<Uniform<Bits, Group, Mode>>& p) {
-    std::vector<PackedTensorView> v;
-    v.push_back({"codes", SafeDtype::U32, {p.rows(), p.code_words_per_row()}, p.codes().data(),
-                 p.codes().size() * 4});
-    v.push_back({"scales", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.scales().data(), p.scales().size() * 2});
-    if (p.zero_words_per_row() > 0)
-      v.push_back({"zeros", SafeDtype::U32, {p.rows(), p.zero_words_per_row()}, p.zero_words().data(),
-                   p.zero_words().size() * 4});
-    return v;
-  }
-};
-
-template <int Group>
-struct PackedTensors<NF3<Group>> {
-  static std::vector<PackedTensorView> views(NF3Packed<Group>& p) {
-    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
-            {"max", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.maxes().data(), p.maxes().size() * 2},
-            {"min", SafeDtype::F16, {p.rows(), p.groups_per_row()}, p.mins().data(), p.mins().size() * 2}};
-  }
-};
-
-// ---- AQLM (aqlm helper): codes [rows, words_per_row] u32, codebooks [M, 2^B, G] f16, scales [rows] f16 ----
-template <int M, int B, int G>
-struct PackedTensors<Additive<M, B, G>> {
-  static std::vector<PackedTensorView> views(AdditivePackedOf<M, B, G>& p) {
-    const index_t K = index_t{1} << B;
-    return {{"codes", SafeDtype::U32, {p.rows(), p.words_per_row()}, p.codes().data(), p.codes().size() * 4},
-            {"codebooks", SafeDtype::F16, {M, K, G}, p.codebooks().data(), p.codebooks().size() * 2},
-            {"scales", SafeDtype::F16, {p.rows()}, p.scales().data(), p.scales().size() * 2}};
-  }
-};
-// ---- end AQLM ----
-
-namespace detail {
-template <class Fn, class First, class... Rest>
-auto visit_in(const std::string& descriptor, Fn& fn, FormatList<First, Rest...>, const char* what) {
-  if (Quantizer<First>::name() == descriptor) return fn(FormatTag<First>{});
-  if constexpr (sizeof...(Rest) > 0) {
-    return visit_in(descriptor, fn, FormatList<Rest...>{}, what);
-  } else {
-    std::string known;
-    auto list = [&]<class... F>(FormatList<F...>) { ((known += (known.empty() ? "" : ", ") + Quantizer<F>::name()), ...); };
-    list(GroupFormats{});
-    list(OtherFormats{});
-    fail("unknown or unsupported ", what, " '", descriptor, "' (supported: ", known, ")");
-  }
-}
-template <class... A, class... B>
-FormatList<A..., B...> concat(FormatList<A...>, FormatList<B...>) {
-  return {};
-}
-}  // namespace detail
-
-using AllFormats = decltype(detail::concat(GroupFormats{}, OtherFormats{}));
-
-// Calls fn(FormatTag<F>{}) for the registered format whose Quantizer<F>::name() is `descriptor`.
-template <class Fn>
-auto visit_format(const std::string& descriptor, Fn&& fn) {
-  return detail::visit_in(descriptor, fn, AllFormats{}, "format");
-}
-// The same over the formats with per-group min/max parameters (what RTN/GPTQ/AutoClip calibrate).
-template <class Fn>
-auto visit_group_format(const std::string& descriptor, Fn&& fn) {
-  return detail::visit_in(descriptor, fn, GroupFormats{}, "group-wise format");
-}
 
 // ---- writing ------------------------------------------------------------------------------------
 
 inline constexpr const char* kQuantizedFileKind = "lowbit-quantized";
 inline constexpr int kQuantizedFileVersion = 1;
 
-inline std::string fnv1a64_hex(const void* data, std::size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (std::size_t i = 0; i < bytes; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-inline nlohmann::json model_config_json(const nn::ModelConfig& c) {
-  return {{"dim", c.dim},
-          {"hidden_dim", c.hidden_dim},
-          {"n_layers", c.n_layers},
-          {"n_heads", c.n_heads},
-          {"n_kv_heads", c.n_kv_heads},
-          {"vocab_size", c.vocab_size},
-          {"max_seq_len", c.max_seq_len},
-          {"norm_eps", c.norm_eps},
-          {"rope_theta", c.rope_theta},
-          {"rope_layout", c.rope_layout == nn::RopeLayout::Interleaved ? "interleaved" : "half_split"},
-          {"tied_embeddings", c.tied_embeddings}};
-}
+inline nlohmann::json model_config_json(const nn::ModelConfig& c) { return c; }
 
 inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& source) {
   nn::ModelConfig c;
   try {
-    c.dim = j.at("dim").get<int>();
-    c.hidden_dim = j.at("hidden_dim").get<int>();
-    c.n_layers = j.at("n_layers").get<int>();
-    c.n_heads = j.at("n_heads").get<int>();
-    c.n_kv_heads = j.at("n_kv_heads").get<int>();
-    c.vocab_size = j.at("vocab_size").get<int>();
-    c.max_seq_len = j.at("max_seq_len").get<int>();
-    c.norm_eps = j.at("norm_eps").get<float>();
-    c.rope_theta = j.at("rope_theta").get<float>();
-    const auto layout = j.at("rope_layout").get<std::string>();
-    LOWBIT_CHECK(layout == "interleaved" || layout == "half_split", source, ": unknown rope_layout '", layout, "'");
-    c.rope_layout = layout == "interleaved" ? nn::RopeLayout::Interleaved : nn::RopeLayout::HalfSplit;
-    c.tied_embeddings = j.at("tied_embeddings").get<bool>();
+    c = j.get<nn::ModelConfig>();
+  } catch (const Error& e) {
+    fail(source, ": metadata 'lowbit.model_config': ", e.what());
   } catch (const nlohmann::json::exception& e) {
-    fail(source, ": metadata 'lowbit.model_config' is incomplete or has a wrong type (", e.what(), ")");
+    fail(source, ": metadata 'lowbit.model_config' is malformed (", e.what(), ")");
   }
   c.validate(source);
   return c;
@@ -187,32 +53,32 @@ inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std
 
 namespace detail {
 
-// Adds one linear's tensors under `name` (e.g. "layers.0.attention.wq"); returns its descriptor entry.
-inline nlohmann::json add_linear(SafetensorsWriter& writer, const std::string& name, nn::Linear& linear,
-                                 std::vector<std::vector<float>>& keep_alive, nlohmann::json& checksums) {
-  const std::string format = linear.format();
-  nlohmann::json entry = {{"format", format}, {"shape", {linear.out_features(), linear.in_features()}}};
-  if (format == "f32") {
-    keep_alive.emplace_back(static_cast<std::size_t>(linear.out_features() * linear.in_features()));
-    auto& w = keep_alive.back();
-    linear.dequantize(MatrixView<float>(w.data(), linear.out_features(), linear.in_features()));
-    writer.add_view(name + ".weight", SafeDtype::F32, {linear.out_features(), linear.in_features()}, w.data());
-    checksums[name + ".weight"] = fnv1a64_hex(w.data(), w.size() * 4);
-    return entry;
+inline SafeDtype safe_dtype_of(StoredType t) {
+  switch (t) {
+    case StoredType::U8: return SafeDtype::U8;
+    case StoredType::U16: return SafeDtype::U16;
+    case StoredType::U32: return SafeDtype::U32;
+    case StoredType::F16: return SafeDtype::F16;
+    case StoredType::F32: return SafeDtype::F32;
   }
-  visit_format(format, [&](auto tag) {
-    using Format = typename decltype(tag)::type;
-    auto* q = dynamic_cast<nn::QuantizedLinear<Format>*>(&linear);
-    LOWBIT_CHECK(q != nullptr, name, ": layer reports format '", format,
-                 "' but is not a QuantizedLinear of that format; it cannot be serialized");
-    auto& packed = const_cast<typename Quantizer<Format>::Packed&>(q->packed());
-    for (const auto& v : PackedTensors<Format>::views(packed)) {
-      writer.add_view(name + "." + v.suffix, v.dtype, v.shape, v.data);
-      checksums[name + "." + v.suffix] = fnv1a64_hex(v.data, v.bytes);
-    }
-    entry["bytes"] = packed.bytes();
-    return 0;
-  });
+  fail("unknown stored tensor type");
+}
+
+// Adds one linear's tensors under `name` (e.g. "layers.0.attention.wq"); returns its descriptor entry.
+// A layer in its trainable form is written as its inference form (held alive in `keep_alive`).
+inline nlohmann::json add_linear(SafetensorsWriter& writer, const std::string& name, const nn::Linear& linear,
+                                 std::vector<nn::LinearPtr>& keep_alive, nlohmann::json& checksums) {
+  const nn::Linear* stored = &linear;
+  if (auto inference = linear.inference_form()) {
+    keep_alive.push_back(std::move(inference));
+    stored = keep_alive.back().get();
+  }
+  nlohmann::json entry = {{"format", stored->format()}, {"shape", {stored->out_features(), stored->in_features()}}};
+  for (const auto& t : stored->stored_tensors()) {
+    writer.add_view(name + "." + t.suffix, safe_dtype_of(t.type), t.shape, t.data);
+    checksums[name + "." + t.suffix] = fnv1a64_hex(t.data, t.bytes);
+  }
+  if (stored->format() != "f32") entry["bytes"] = stored->bytes();
   return entry;
 }
 
@@ -241,8 +107,7 @@ inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& 
   const auto& c = model.config();
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
-  std::vector<std::vector<float>> keep_alive;
-  keep_alive.reserve(static_cast<std::size_t>(c.n_layers) * nn::kLinearRoles);
+  std::vector<nn::LinearPtr> keep_alive;
   detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
   for (int l = 0; l < c.n_layers; ++l) {
     detail::add_f32(writer, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, model.attention_norm(l),
@@ -308,30 +173,23 @@ inline std::vector<float> read_f32(const SafetensorsFile& f, const std::string& 
   return f.to_f32(t);
 }
 
-// Rebuilds one linear from its descriptor entry.
+// Rebuilds one linear from its descriptor entry: the registry allocates the format's storage for the
+// shape the model needs, and every tensor it lists is checked (dtype, shape, size, checksum) and copied.
 inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& name, const nlohmann::json& entry,
                                  index_t out, index_t in, const nlohmann::json& checksums, std::set<std::string>& seen) {
   LOWBIT_CHECK(entry.is_object() && entry.contains("format") && entry["format"].is_string() && entry.contains("shape"),
                f.path(), ": format descriptor of '", name, "' is malformed: ", entry.dump());
   const auto format = entry["format"].get<std::string>();
-  const std::vector<index_t> shape = entry["shape"].get<std::vector<index_t>>();
-  LOWBIT_CHECK(shape == std::vector<index_t>({out, in}), f.path(), ": '", name, "' is described as ",
-               shape_string(shape), " but the model needs [", out, ", ", in, "]");
-  if (format == "f32") {
-    auto w = read_f32(f, name + ".weight", {out, in}, checksums, seen);
-    return std::make_unique<nn::DenseLinear>(out, in, std::move(w));
-  }
-  return visit_format(format, [&](auto tag) -> nn::LinearPtr {
-    using Format = typename decltype(tag)::type;
-    using Packed = typename Quantizer<Format>::Packed;
-    Packed packed(out, in);
-    for (const auto& v : PackedTensors<Format>::views(packed)) {
-      const auto& t = expect_tensor(f, name + "." + v.suffix, v.dtype, v.shape, checksums, seen);
-      LOWBIT_CHECK(t.bytes() == v.bytes, f.path(), ": tensor '", name, ".", v.suffix, "' holds ", t.bytes(),
-                   " bytes, expected ", v.bytes);
-      std::memcpy(v.data, t.data, v.bytes);
-    }
-    return std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  LOWBIT_CHECK(entry["shape"] == nlohmann::json({out, in}), f.path(), ": '", name, "' is described as ",
+               entry["shape"].dump(), " but the model needs [", out, ", ", in, "]");
+  LOWBIT_CHECK(format == "f32" || is_registered_format(format), f.path(), ": '", name, "' has format '", format,
+               "', which this lowbit does not know (registered: f32, ", lowbit::detail::joined(format_names()), ")");
+  return nn::make_stored_linear(format, out, in, [&](const StoredTensorSlot& slot) {
+    const auto tensor_name = name + "." + slot.suffix;
+    const auto& t = expect_tensor(f, tensor_name, safe_dtype_of(slot.type), slot.shape, checksums, seen);
+    LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(),
+                 " bytes, expected ", slot.bytes);
+    std::memcpy(slot.data, t.data, slot.bytes);
   });
 }
 
@@ -438,8 +296,7 @@ inline nlohmann::json quantized_model_info(const std::filesystem::path& path) {
 inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& model, int layer) {
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
-  std::vector<std::vector<float>> keep_alive;
-  keep_alive.reserve(nn::kLinearRoles);
+  std::vector<nn::LinearPtr> keep_alive;
   for (auto role : nn::kAllLinearRoles) {
     const auto name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
     formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);

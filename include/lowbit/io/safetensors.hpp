@@ -5,11 +5,7 @@
 // written model; lowbit's quantized model file is built on this writer. Byte layout: docs/file-formats.md.
 #pragma once
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "../core/half.hpp"
 #include "../core/tensor.hpp"
@@ -259,7 +256,7 @@ class SafetensorsWriter {
   }
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
-  // Writes `path` atomically: a temporary file in the same folder, fsync, rename, fsync of the folder.
+  // Writes `path` atomically (core/atomic_file.hpp): a temporary file, fsync, rename, fsync of the folder.
   void write(const std::filesystem::path& path) const {
     nlohmann::json header = nlohmann::json::object();
     if (!metadata_.empty()) header["__metadata__"] = metadata_;
@@ -270,34 +267,12 @@ class SafetensorsWriter {
     }
     std::string text = header.dump();
     while (text.size() % 8) text.push_back(' ');  // data section starts 8-byte aligned
-    const auto dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-    std::string tmp_name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
-    tmp_name.append(path.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
-    const auto tmp = dir / tmp_name;
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    LOWBIT_CHECK(fd >= 0, "cannot create '", tmp.string(), "': ", std::strerror(errno));
-    try {
-      const std::uint64_t len = text.size();
-      write_bytes(fd, &len, 8, tmp);
-      write_bytes(fd, text.data(), text.size(), tmp);
-      for (const auto& e : entries_) write_bytes(fd, e.data ? e.data : e.owned.data(), e.bytes, tmp);
-      LOWBIT_CHECK(::fsync(fd) == 0, "fsync of '", tmp.string(), "' failed: ", std::strerror(errno));
-      LOWBIT_CHECK(::close(fd) == 0, "close of '", tmp.string(), "' failed: ", std::strerror(errno));
-    } catch (...) {
-      ::close(fd);
-      std::filesystem::remove(tmp);
-      throw;
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      const int err = errno;
-      std::filesystem::remove(tmp);
-      fail("cannot rename '", tmp.string(), "' to '", path.string(), "': ", std::strerror(err));
-    }
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);  // best effort: makes the rename itself durable
-      ::close(dfd);
-    }
+    AtomicFileWriter out(path);
+    const std::uint64_t len = text.size();
+    out.write(&len, 8);
+    out.write(text);
+    for (const auto& e : entries_) out.write(e.data ? e.data : e.owned.data(), e.bytes);
+    out.commit();
   }
 
  private:
@@ -325,17 +300,6 @@ class SafetensorsWriter {
     e.shape = std::move(shape);
     e.bytes = n * safe_dtype_size(dtype);
     return e;
-  }
-
-  static void write_bytes(int fd, const void* data, std::size_t n, const std::filesystem::path& p) {
-    const auto* c = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      LOWBIT_CHECK(w > 0, "write to '", p.string(), "' failed: ", std::strerror(errno));
-      c += w;
-      n -= static_cast<std::size_t>(w);
-    }
   }
 
   std::vector<Entry> entries_;

@@ -1,7 +1,8 @@
-// A trainable additively quantized linear for AQLM's block fine-tuning: codes are frozen, codebooks and
-// per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
+// The trainable form of AQLM layers, for block and end-to-end fine-tuning: codes are frozen, codebooks
+// and per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
 //   dX += dY·Ŵ,   dC_m[k] += Σ_{o,j: c_ojm = k} s_o·dŴ[o, block j],   ds_o += ⟨dŴ_o, u_o⟩ (u = Ŵ/s).
-// After training, to_packed() rounds to the stored fp16 format for QuantizedLinear<Additive<...>>.
+// QuantizedLinear<Additive<M,B,G>>::trainable_form() makes one (TrainableForm below); its
+// inference_form() rounds back to the stored fp16 format as QuantizedLinear<Additive<M,B,G>>.
 #pragma once
 
 #include <string>
@@ -11,15 +12,20 @@
 #include "../core/error.hpp"
 #include "../format/additive.hpp"
 #include "../kernels/cpu/additive_matvec.hpp"
+#include "../quantizer.hpp"
 #include "gemm.hpp"
 #include "linear.hpp"
+#include "quantized_linear.hpp"
 
 namespace lowbit::nn {
 
 class AdditiveLinear final : public Linear {
  public:
-  explicit AdditiveLinear(AdditiveCodes codes, std::string name = "additive")
-      : a_(std::move(codes)), name_(std::move(name)) {
+  // Builds the packed layer this one returns to; set by TrainableForm, null for a free-standing layer.
+  using InferenceFactory = LinearPtr (*)(const AdditiveCodes&);
+
+  explicit AdditiveLinear(AdditiveCodes codes, std::string name = "additive", InferenceFactory to_inference = nullptr)
+      : a_(std::move(codes)), name_(std::move(name)), to_inference_(to_inference) {
     a_.shape.validate("AdditiveLinear " + name_);
     const auto& s = a_.shape;
     words_per_row_ = packed_words(s.codes_per_row(), s.code_bits);
@@ -91,11 +97,8 @@ class AdditiveLinear final : public Linear {
   std::size_t bytes() const override {
     return packed_codes_.size() * 4 + a_.codebooks.size() * 2 + a_.scales.size() * 2;
   }
-  std::string format() const override {
-    const auto& s = a_.shape;
-    return "additive:" + std::to_string(s.num_codebooks) + ":" + std::to_string(s.code_bits) + ":" +
-           std::to_string(s.group_size);
-  }
+  std::string format() const override { return a_.shape.format_name(); }
+  LinearPtr inference_form() const override { return to_inference_ ? to_inference_(a_) : nullptr; }
 
   const AdditiveCodes& codes() const { return a_; }
   AdditivePacked to_packed() const { return AdditivePacked(a_); }
@@ -117,9 +120,33 @@ class AdditiveLinear final : public Linear {
 
   AdditiveCodes a_;
   std::string name_;
+  InferenceFactory to_inference_ = nullptr;
   index_t words_per_row_ = 0;
   std::vector<std::uint32_t> packed_codes_;
   std::vector<float> codebook_grad_, scale_grad_;
 };
+
+// QuantizedLinear<Additive<M,B,G>> <-> AdditiveLinear: codebooks and scales become fp32 parameters, and
+// return rounded to fp16.
+template <int M, int B, int G>
+struct TrainableForm<Additive<M, B, G>> {
+  using Format = Additive<M, B, G>;
+  static LinearPtr make(const typename Quantizer<Format>::Packed& packed) {
+    return std::make_unique<AdditiveLinear>(packed.unpack(), Format::name(), &to_inference);
+  }
+  static LinearPtr to_inference(const AdditiveCodes& codes) {
+    return std::make_unique<QuantizedLinear<Format>>(Quantizer<Format>::pack(codes));
+  }
+};
+
+// Unpacked codes of an AQLM layer in either form: a trainable AdditiveLinear, or a packed layer of an
+// additive format (through its trainable form; fp16 codebooks and scales as stored).
+inline AdditiveCodes additive_codes(const Linear& linear) {
+  if (const auto* trainable = dynamic_cast<const AdditiveLinear*>(&linear)) return trainable->codes();
+  const auto trainable = linear.trainable_form();
+  const auto* additive = dynamic_cast<const AdditiveLinear*>(trainable.get());
+  LOWBIT_CHECK(additive != nullptr, "layer of format '", linear.format(), "' is not an additive (AQLM) layer");
+  return additive->codes();
+}
 
 }  // namespace lowbit::nn

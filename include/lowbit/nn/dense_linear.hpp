@@ -54,6 +54,13 @@ class BasicDenseLinear final : public BasicLinear<T> {
 
   std::size_t bytes() const override { return weight_.size() * sizeof(T); }
   std::string format() const override { return sizeof(T) == 4 ? "f32" : "f64"; }
+  std::vector<StoredTensor> stored_tensors() const override {
+    static_assert(sizeof(T) == 4 || sizeof(T) == 8);
+    if constexpr (sizeof(T) == 4)
+      return {stored_tensor("weight", StoredType::F32, {out_, in_}, weight_)};
+    else
+      return BasicLinear<T>::stored_tensors();  // f64 layers exist for gradient checks only
+  }
 
   MatrixView<const T> weight_view() const { return MatrixView<const T>(weight_.data(), out_, in_); }
   MatrixView<T> weight_view() { return MatrixView<T>(weight_.data(), out_, in_); }

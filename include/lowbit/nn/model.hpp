@@ -62,10 +62,16 @@ class BasicLlama {
   int n_layers() const { return cfg_.n_layers; }
 
   BasicLinear<F>& linear(int layer, LinearRole role) { return block(layer).linear(role); }
+  const BasicLinear<F>& linear(int layer, LinearRole role) const { return block(layer).linear(role); }
   void set_linear(int layer, LinearRole role, BasicLinearPtr<F> l) {
     block(layer).set_linear(role, std::move(l), source_ + ": layers." + std::to_string(layer));
   }
   BasicBlock<F>& block(int layer) {
+    LOWBIT_CHECK(layer >= 0 && layer < cfg_.n_layers, source_, ": layer ", layer, " out of range [0, ", cfg_.n_layers,
+                 ")");
+    return blocks_[static_cast<std::size_t>(layer)];
+  }
+  const BasicBlock<F>& block(int layer) const {
     LOWBIT_CHECK(layer >= 0 && layer < cfg_.n_layers, source_, ": layer ", layer, " out of range [0, ", cfg_.n_layers,
                  ")");
     return blocks_[static_cast<std::size_t>(layer)];

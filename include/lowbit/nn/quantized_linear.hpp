@@ -1,11 +1,15 @@
-// QuantizedLinear<Format>: a Linear whose weight lives in a packed quantized format, for any Format
-// with a Quantizer satisfying QuantizerFor. One token (decoding) goes through the format's matvec,
-// which reads only the packed codes; a batch (prefill, training) dequantizes Ŵ once into a cached dense
-// copy and uses the Eigen GEMM, where compute, not weight traffic, dominates. Nothing is trainable
-// here; formats with trainable scales or codebooks specialize or wrap this class.
+// QuantizedLinear<Format>: a Linear whose weight lives in a packed quantized format, for any registered
+// weight format (format/concepts.hpp). One token (decoding) goes through the format's matvec, which
+// reads only the packed codes, with the activation format chosen by set_activations (format/
+// activation.hpp: exact fp32 by default); a batch (prefill, training) dequantizes Ŵ once into a cached
+// dense copy and uses the Eigen GEMM, where compute, not weight traffic, dominates. Nothing is trainable
+// here: a format family with trainable parameters provides its trainable form by specializing
+// TrainableForm<Format> next to that form (nn/additive_linear.hpp for AQLM), and trainable_form()
+// returns it.
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -13,6 +17,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
+#include "../format/activation.hpp"
 #include "../format/concepts.hpp"
 #include "../quantizer.hpp"
 #include "gemm.hpp"
@@ -20,8 +25,18 @@
 
 namespace lowbit::nn {
 
+// Specialized per format family that has a trainable form:
+//   static LinearPtr make(const typename Quantizer<Format>::Packed&);
 template <class Format>
-  requires QuantizerFor<Quantizer<Format>>
+struct TrainableForm;
+
+template <class Format>
+concept HasTrainableForm = requires(const typename Quantizer<Format>::Packed& packed) {
+  { TrainableForm<Format>::make(packed) } -> std::same_as<LinearPtr>;
+};
+
+template <class Format>
+  requires WeightFormat<Format>
 class QuantizedLinear : public Linear {
  public:
   using Q = Quantizer<Format>;
@@ -32,7 +47,10 @@ class QuantizedLinear : public Linear {
                  ">: packed weight is empty");
   }
   QuantizedLinear(QuantizedLinear&& other) noexcept
-      : packed_(std::move(other.packed_)), precision_(other.precision_), dense_(std::move(other.dense_)) {}
+      : packed_(std::move(other.packed_)),
+        matvec_(other.matvec_),
+        activations_(std::move(other.activations_)),
+        dense_(std::move(other.dense_)) {}
   QuantizedLinear(const QuantizedLinear&) = delete;
   QuantizedLinear& operator=(const QuantizedLinear&) = delete;
 
@@ -45,10 +63,7 @@ class QuantizedLinear : public Linear {
   void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
     check_shapes(X.rows(), X.cols(), Y.rows(), Y.cols(), "forward");
     if (X.rows() == 1) {
-      if constexpr (requires(const Packed& p, const float* x, float* y) { Q::matvec(p, x, y, MatvecPrecision::Exact); })
-        Q::matvec(packed_, X.row(0), Y.row(0), precision_);
-      else
-        Q::matvec(packed_, X.row(0), Y.row(0));
+      matvec_(packed_, X.row(0), Y.row(0));
       return;
     }
     matmul_xwt<float>(X, dense(), Y);
@@ -66,14 +81,34 @@ class QuantizedLinear : public Linear {
   void dequantize(MatrixView<float> W) const override { Q::dequantize(packed_, W); }
   std::size_t bytes() const override { return packed_.bytes(); }
   std::string format() const override { return Q::name(); }
+  std::vector<StoredTensor> stored_tensors() const override { return packed_.stored_tensors(); }
+
+  LinearPtr trainable_form() const override {
+    if constexpr (HasTrainableForm<Format>)
+      return TrainableForm<Format>::make(packed_);
+    else
+      return nullptr;
+  }
 
   const Packed& packed() const { return packed_; }
 
-  // How single-token (decoding) products treat the activation: Exact (fp32, the default) or
-  // Int8Activations (x quantized to int8 per block, the VNNI kernel; formats without that kernel
-  // ignore it). Batched products always use the exact dense path.
-  void set_matvec_precision(MatvecPrecision p) { precision_ = p; }
-  MatvecPrecision matvec_precision() const { return precision_; }
+  // The activation format of single-token (decoding) products: F32Activations (exact, the default) or
+  // Int8Activations (x quantized to int8 per block, the VNNI kernels); a format without a kernel for it
+  // computes the exact product. Batched products always use the exact dense path.
+  template <ActivationFormat A>
+  void set_activations() {
+    matvec_ = &matvec_with<Format, A>;
+    activations_ = A::name();
+  }
+  // The same by name ("f32", "int8"); throws on an unknown name.
+  void set_activations(const std::string& name) {
+    bool found = false;
+    [&]<class... A>(ActivationFormatList<A...>) {
+      ((!found && A::name() == name ? (set_activations<A>(), found = true) : false), ...);
+    }(RegisteredActivationFormats{});
+    LOWBIT_CHECK(found, "QuantizedLinear<", Q::name(), ">: unknown activation format '", name, "' (known: f32, int8)");
+  }
+  const std::string& activations() const { return activations_; }
 
   void release_workspace() override { release_dense_cache(); }
 
@@ -101,9 +136,14 @@ class QuantizedLinear : public Linear {
   }
 
   Packed packed_;
-  MatvecPrecision precision_ = MatvecPrecision::Exact;
+  void (*matvec_)(const Packed&, const float*, float*) = &matvec_with<Format, F32Activations>;
+  std::string activations_ = F32Activations::name();
   mutable std::mutex cache_mutex_;
   mutable std::vector<float> dense_;  // [out, in] Ŵ for batched products; empty until first needed
 };
 
 }  // namespace lowbit::nn
+
+// The trainable forms of the format families that have one (each specializes TrainableForm next to
+// itself). Included here, after QuantizedLinear, so that every user of QuantizedLinear sees them.
+#include "additive_linear.hpp"

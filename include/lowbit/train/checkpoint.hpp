@@ -24,7 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
+#include "../core/hash.hpp"
 #include "../core/rng.hpp"
 #include "../nn/config.hpp"
 #include "../nn/parameter.hpp"
@@ -36,13 +38,6 @@ namespace lowbit::train {
 
 inline constexpr char kCheckpointMagic[8] = {'L', 'B', 'T', 'R', 'A', 'I', 'N', '\0'};
 inline constexpr std::uint32_t kCheckpointVersion = 1;
-
-// FNV-1a 64-bit, used for fingerprints and the trailing checksum.
-inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 0xcbf29ce484222325ULL) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return h;
-}
 
 // The optimizer part of a run fingerprint (pretrain, distill): the schedule and AdamW settings as text.
 inline void write_optimizer_fingerprint(std::ostream& s, const LrSchedule& schedule, const AdamWOptions& adam) {
@@ -57,7 +52,7 @@ inline std::uint64_t config_fingerprint(const nn::ModelConfig& c) {
     << c.vocab_size << ',' << c.max_seq_len << ',' << c.norm_eps << ',' << c.rope_theta << ','
     << static_cast<int>(c.rope_layout) << ',' << c.tied_embeddings;
   const std::string text = s.str();
-  return fnv1a(text.data(), text.size());
+  return fnv1a64(text.data(), text.size());
 }
 
 // The shape of a canonical tensor name (nn/weights.hpp) under `c`; {size} for names it does not know.
@@ -148,36 +143,6 @@ class ByteReader {
 };
 }  // namespace detail
 
-// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename, fsync the folder.
-inline void write_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
-  const auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::filesystem::create_directories(folder);
-  const auto temp = folder / (path.filename().string() + ".tmp." + std::to_string(getpid()));
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  LOWBIT_CHECK(fd >= 0, temp.string(), ": cannot create file for writing: ", std::strerror(errno));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string reason = std::strerror(errno);
-      ::close(fd);
-      std::filesystem::remove(temp);
-      fail(temp.string(), ": write failed after ", done, " of ", bytes.size(), " bytes: ", reason);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  LOWBIT_CHECK(synced, temp.string(), ": fsync failed: ", std::strerror(errno));
-  std::filesystem::rename(temp, path);
-  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    (void)::fsync(dir);
-    ::close(dir);
-  }
-}
-
 // Serializes a checkpoint of `params` (named canonically) and the optimizer (may be null).
 inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::vector<nn::Parameter>& params,
                                     const TrainingState& state, const AdamW* optimizer) {
@@ -212,13 +177,14 @@ inline std::string checkpoint_bytes(const nn::ModelConfig& config, const std::ve
     optimizer->write(out);
     w.raw(out.str().data(), out.str().size());
   }
-  w.pod(fnv1a(w.bytes().data(), w.bytes().size()));
+  w.pod(fnv1a64(w.bytes().data(), w.bytes().size()));
   return std::move(w.bytes());
 }
 
 inline void save_checkpoint(const std::filesystem::path& path, const nn::ModelConfig& config,
                             const std::vector<nn::Parameter>& params, const TrainingState& state,
                             const AdamW* optimizer) {
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   write_file_atomically(path, checkpoint_bytes(config, params, state, optimizer));
 }
 
@@ -232,7 +198,7 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
                source, ": not a lowbit training checkpoint (magic 'LBTRAIN' missing)");
   std::uint64_t stored_sum;
   std::memcpy(&stored_sum, bytes.data() + bytes.size() - 8, 8);
-  const std::uint64_t sum = fnv1a(bytes.data(), bytes.size() - 8);
+  const std::uint64_t sum = fnv1a64(bytes.data(), bytes.size() - 8);
   LOWBIT_CHECK(stored_sum == sum, source, ": checkpoint checksum mismatch (file is truncated or corrupted)");
 
   detail::ByteReader r(bytes, source);

@@ -100,10 +100,10 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|';
     write_optimizer_fingerprint(f, schedule, options.adam);
     f << '|' << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
-    std::uint64_t h = fnv1a(f.str().data(), f.str().size());
+    std::uint64_t h = fnv1a64(f.str().data(), f.str().size());
     for (const auto& p : chosen) {
-      h = fnv1a(p.name.data(), p.name.size(), h);
-      h = fnv1a(p.value, static_cast<std::size_t>(p.size) * sizeof(float), h);
+      h = fnv1a64(p.name.data(), p.name.size(), h);
+      h = fnv1a64(p.value, static_cast<std::size_t>(p.size) * sizeof(float), h);
     }
     state.run_fingerprint = h;
   }

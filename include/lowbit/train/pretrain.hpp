@@ -137,7 +137,7 @@ inline std::uint64_t run_fingerprint(const nn::ModelConfig& config, const TokenD
   write_optimizer_fingerprint(s, o.schedule, o.adam);
   s << '|' << o.grad_clip << '|' << o.seed << '|' << o.masked_target;
   const std::string text = s.str();
-  return fnv1a(text.data(), text.size());
+  return fnv1a64(text.data(), text.size());
 }
 
 // Trains `model` on `data`. With options.resume and an existing checkpoint, continues from it (the

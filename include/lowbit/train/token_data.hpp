@@ -25,8 +25,8 @@ struct TokenData {
   std::uint64_t fingerprint = 0;  // of both streams; part of the run fingerprint
 
   void finalize() {
-    fingerprint = fnv1a(train.data(), train.size() * sizeof(std::int32_t));
-    fingerprint = fnv1a(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
+    fingerprint = fnv1a64(train.data(), train.size() * sizeof(std::int32_t));
+    fingerprint = fnv1a64(heldout.data(), heldout.size() * sizeof(std::int32_t), fingerprint);
   }
 };
 

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
@@ -16,7 +18,9 @@
 #endif
 
 #include "../../core/bitpack.hpp"
+#include "../../core/half.hpp"
 #include "../../core/parallel.hpp"
+#include "../../format/additive.hpp"
 #include "additive_reference.hpp"
 
 namespace lowbit {
@@ -52,6 +56,33 @@ inline std::vector<std::uint8_t> additive_tile_codes(const AdditiveShape& s, con
           s.code_bits == 8 ? reinterpret_cast<const std::uint8_t*>(row)[i] : unpack_code(row, i, s.code_bits));
   }
   return out;
+}
+
+// What the CPU kernels derive once from a packed matrix (stored in its kernel cache): fp32 codebooks
+// and scales, and on AVX-512 builds the tiled byte layout of B ≤ 8-bit codes.
+struct AdditiveDecoded {
+  std::vector<float> codebooks, scales;
+  std::vector<std::uint8_t> tiled_codes;
+};
+
+// The kernel view of packed storage; the first call per matrix decodes into its kernel cache.
+inline AdditiveKernelView additive_kernel_view(const AdditivePacked& p) {
+  auto& cache = p.kernel_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  if (!cache.data) {
+    auto d = std::make_shared<AdditiveDecoded>();
+    d->codebooks.resize(p.codebooks().size());
+    for (std::size_t i = 0; i < p.codebooks().size(); ++i) d->codebooks[i] = to_float(p.codebooks()[i]);
+    d->scales.resize(p.scales().size());
+    for (std::size_t i = 0; i < p.scales().size(); ++i) d->scales[i] = to_float(p.scales()[i]);
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    if (p.shape().code_bits <= 8) d->tiled_codes = additive_tile_codes(p.shape(), p.codes().data(), p.words_per_row());
+#endif
+    cache.data = std::move(d);
+  }
+  const auto& d = *static_cast<const AdditiveDecoded*>(cache.data.get());
+  return AdditiveKernelView{p.shape(), p.codes().data(), p.words_per_row(), d.codebooks.data(), d.scales.data(),
+                            d.tiled_codes.empty() ? nullptr : d.tiled_codes.data()};
 }
 
 inline std::uint32_t additive_code_at(const AdditiveKernelView& v, index_t row, index_t i) {

@@ -12,7 +12,7 @@
 #include <cub/block/block_radix_sort.cuh>
 
 #include "../../core/error.hpp"
-#include "../cpu/additive_shared.hpp"
+#include "../../format/additive_shared.hpp"
 
 namespace lowbit::kernels::cuda {
 

@@ -6,7 +6,7 @@
 //     Kx8 codebooks staged as fp16 in shared memory, wider ones read through the read-only cache
 //     (additive_group_dot);
 //   - dequantize: one thread per (row, group).
-// The per-group arithmetic is the LOWBIT_HD code of kernels/cpu/additive_shared.hpp that the host tests
+// The per-group arithmetic is the LOWBIT_HD code of format/additive_shared.hpp that the host tests
 // check. Speed on an H200: docs/benchmarks.md.
 #pragma once
 
@@ -19,7 +19,7 @@
 
 #include "../../core/error.hpp"
 #include "../cpu/additive_reference.hpp"
-#include "../cpu/additive_shared.hpp"
+#include "../../format/additive_shared.hpp"
 
 namespace lowbit::kernels::cuda {
 
@@ -92,7 +92,7 @@ inline std::size_t additive_shared_codebook_bytes(const AdditiveShape& s) {
 // Persistent blocks decode the M codebooks once into shared memory as fp32 ([M, 2^B, G], 16 KiB for
 // 2x8 g8), then walk tiles of Rows rows: every thread takes groups j, j + threads, ..., gathers the
 // group's G activations once (16-byte loads) and reuses them for all Rows rows
-// (additive_group_dot_f32 of kernels/cpu/additive_shared.hpp). The fp16 row scale is applied after the
+// (additive_group_dot_f32 of format/additive_shared.hpp). The fp16 row scale is applied after the
 // block-wide reduction.
 template <int G, int Rows, int Warps>
 __global__ void __launch_bounds__(Warps * 32)

@@ -6,10 +6,10 @@
 
 #include <cstdint>
 
-#include "../../config.hpp"
-#include "../../core/bitpack.hpp"
-#include "../../core/half.hpp"
-#include "../../core/tensor.hpp"
+#include "../config.hpp"
+#include "../core/bitpack.hpp"
+#include "../core/half.hpp"
+#include "../core/tensor.hpp"
 
 namespace lowbit {
 

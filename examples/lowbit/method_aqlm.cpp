@@ -1,0 +1,77 @@
+// `lowbit quantize` method aqlm (calib/additive_pipeline.hpp): additive quantization for every additive
+// format of the registry, with optional block fine-tuning after each block and end-to-end KL
+// fine-tuning after the block pass (docs/aqlm.md).
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <lowbit/calib/additive_pipeline.hpp>
+#include <lowbit/eval/model_source.hpp>
+
+#include "quantize_method.hpp"
+
+namespace {
+
+using namespace lowbit;
+
+struct AqlmCli {
+  calib::AqlmOptions options;
+  std::string update = "exact-ls";
+};
+
+cli::QuantizeMethod make(const AqlmCli& a) {
+  LOWBIT_CHECK(a.update == "exact-ls" || a.update == "adam", "--aqlm-update must be exact-ls or adam, got '", a.update,
+               "'");
+  calib::AqlmOptions o = a.options;
+  o.calib.update = a.update == "adam" ? calib::CodebookUpdate::Adam : calib::CodebookUpdate::ExactLeastSquares;
+  cli::QuantizeMethod m;
+  m.method = calib::aqlm_method(o);
+  if (o.finetune_epochs > 0) m.finetune = calib::aqlm_hooks(o).finetune;
+  if (o.e2e_steps > 0)
+    m.after_calibration = [o](nn::Llama& model, const cli::QuantizeContext& ctx) -> nlohmann::json {
+      // Global fine-tuning against the FP model, checkpointed in --run-dir like the block pass.
+      std::fprintf(stderr, "[quantize] end-to-end fine-tuning: %lld steps of %d x %d tokens, forward KL to %s\n",
+                   static_cast<long long>(o.e2e_steps), o.e2e_batch, o.e2e_seq_len > 0 ? o.e2e_seq_len : ctx.seqlen - 1,
+                   ctx.model_path.c_str());
+      nn::Llama teacher(eval::load_any_weights(ctx.model_path));
+      const auto e2e = calib::aqlm_finetune_end_to_end(model, teacher, *ctx.tokens, ctx.seqlen, o, ctx.quiet, ctx.run_dir);
+      std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s%s\n",
+                   e2e["heldout_kl_before"].get<double>(), e2e["heldout_kl_after"].get<double>(),
+                   e2e["seconds"].get<double>(),
+                   e2e["resumed"].get<bool>()
+                       ? (" (resumed at step " + std::to_string(e2e["resumed_from_step"].get<long long>()) + ")").c_str()
+                       : "");
+      return {{"end_to_end", e2e}};
+    };
+  return m;
+}
+
+const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
+    {"aqlm"},
+    "AQLM additive quantization (k-means, beam search, codebook updates; optional block and end-to-end "
+    "fine-tuning): additive formats",
+    [](CLI::App& app) -> cli::QuantizeMethodFactory {
+      auto a = std::make_shared<AqlmCli>();
+      auto& o = a->options;
+      auto* g = app.add_option_group("AQLM", "options of --method aqlm (docs/aqlm.md)");
+      g->add_option("--aqlm-kmeans-iters", o.calib.kmeans.iterations, "k-means iterations")->capture_default_str();
+      g->add_option("--aqlm-beam", o.calib.beam_size, "beam width of the code search")->capture_default_str();
+      g->add_option("--aqlm-max-epochs", o.calib.max_epochs, "max alternating epochs per linear")->capture_default_str();
+      g->add_option("--aqlm-tolerance", o.calib.relative_mse_tolerance, "relative MSE tolerance")->capture_default_str();
+      g->add_option("--aqlm-update", a->update, "codebook update: exact-ls or adam")->capture_default_str();
+      g->add_option("--aqlm-adam-steps", o.calib.adam.steps, "Adam steps per epoch")->capture_default_str();
+      g->add_option("--aqlm-adam-lr", o.calib.adam.lr, "Adam learning rate")->capture_default_str();
+      g->add_option("--aqlm-finetune-epochs", o.finetune_epochs, "block fine-tune epochs, 0 = off")->capture_default_str();
+      g->add_option("--aqlm-finetune-lr", o.finetune_lr, "block fine-tune learning rate")->capture_default_str();
+      g->add_option("--aqlm-finetune-batch", o.finetune_batch, "block fine-tune sequences per step")->capture_default_str();
+      g->add_option("--aqlm-e2e-steps", o.e2e_steps,
+                    "end-to-end fine-tuning steps after all blocks (forward KL to the FP model), 0 = off")
+          ->capture_default_str();
+      g->add_option("--aqlm-e2e-lr", o.e2e_lr, "end-to-end fine-tuning learning rate")->capture_default_str();
+      g->add_option("--aqlm-e2e-batch", o.e2e_batch, "end-to-end sequences per step")->capture_default_str();
+      g->add_option("--aqlm-e2e-seqlen", o.e2e_seq_len, "end-to-end tokens per sequence (0 = --seqlen - 1)")
+          ->capture_default_str();
+      return [a](const std::string&) { return make(*a); };
+    }}};
+
+}  // namespace

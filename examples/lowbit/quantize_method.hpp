@@ -1,0 +1,55 @@
+// The calibration methods `lowbit quantize` offers. Each method_*.cpp registers itself here, as the
+// subcommands do with cli::Registration: the method names it provides, its own CLI11 option group, and a
+// factory that builds the library's calib::Method (which declares the formats it can fill) plus the
+// optional steps around the block pass (a block fine-tune, a whole-model step after it). cmd_quantize.cpp
+// knows no method by name.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include <lowbit/calib/method.hpp>
+#include <lowbit/nn/model.hpp>
+
+namespace lowbit::cli {
+
+// What a whole-model step after the block pass gets.
+struct QuantizeContext {
+  std::string model_path;                            // the FP model (a teacher is loaded from it)
+  const std::vector<std::int32_t>* tokens = nullptr;  // calibration windows [nsamples, seqlen]
+  int seqlen = 0;
+  bool quiet = false;
+  std::string run_dir;  // checkpoints of long steps go here when set
+};
+
+struct QuantizeMethod {
+  calib::Method method;
+  calib::BlockFinetune finetune;  // optional: after each block's linears were replaced
+  // optional: after all blocks, on the whole quantized model; returns its report (or null)
+  std::function<nlohmann::json(nn::Llama&, const QuantizeContext&)> after_calibration;
+};
+
+// Builds a configured method by name (one of the spec's names), after the command line was parsed.
+using QuantizeMethodFactory = std::function<QuantizeMethod(const std::string& name)>;
+
+struct QuantizeMethodSpec {
+  std::vector<std::string> names;  // the --method / --tensor-format names this spec provides
+  std::string summary;             // one line for --help
+  // Declares the spec's option group on the quantize subcommand; returns its factory.
+  std::function<QuantizeMethodFactory(CLI::App&)> setup;
+};
+
+inline std::vector<QuantizeMethodSpec>& quantize_methods() {
+  static std::vector<QuantizeMethodSpec> specs;
+  return specs;
+}
+
+struct QuantizeMethodRegistration {
+  explicit QuantizeMethodRegistration(QuantizeMethodSpec spec) { quantize_methods().push_back(std::move(spec)); }
+};
+
+}  // namespace lowbit::cli

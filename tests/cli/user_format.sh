@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# CLI test `cli.user_format`: the `lowbit` tool built with the test-only format of tests/formats/ (one
+# header, one registry line, LOWBIT_USER_FORMATS_HEADER) lists it, quantizes stories260K into it with rtn
+# and gptq, and reads the file back, with no other edit anywhere.
+# Usage: user_format.sh LOWBIT_TESTFMT_BINARY SHARED_DATA_DIR SCRATCH_DIR
+set -euo pipefail
+lowbit=$1 data=$2 work=$3
+model=$data/models/stories260K.bin tok=$data/models/tok512.bin text=$data/text/tinystories_valid_prefix.txt
+for f in "$model" "$tok" "$text"; do
+  [ -f "$f" ] || { echo "[skipped] $f is missing (shared/data)"; exit 0; }
+done
+rm -rf "$work" && mkdir -p "$work" && cd "$work"
+"$lowbit" formats --json | tail -1 > formats.json
+python3 -c "
+import json
+f = {e['format']: e for e in json.load(open('formats.json'))['formats']}
+assert 'sign:64' in f, sorted(f)
+print('sign:64', f['sign:64'])"
+"$lowbit" quantize --model "$model" --tokenizer "$tok" --calib "$text" --nsamples 4 --seqlen 64 --quiet \
+  --tensor-format 'feed_forward=gptq:sign:64' --tensor-format '.*=rtn:sign:64' --out sign.safetensors >/dev/null
+"$lowbit" perplexity --model sign.safetensors --tokenizer "$tok" --text "$text" --limit-tokens 2048 --quiet --json \
+  | tail -1 > ppl.json
+python3 -c "import json,math; p=json.load(open('ppl.json'))['ppl']; assert math.isfinite(p), p; print('sign:64 ppl', p)"
+echo "PASS"
