@@ -70,7 +70,7 @@ void run_to_file(const Stories& s, const fs::path& run_dir, const fs::path& out,
   const auto tokens = calib::draw_calibration_tokens({text}, tok, cfg.nsamples, cfg.seqlen, cfg.seed);
   nlohmann::json fingerprint = {{"model", file_fingerprint(s.model.string())}, {"aqlm", aqlm.to_json()}};
   hooks.finetune = calib::aqlm_hooks(aqlm).finetune;
-  calib::calibrate_model(model, tokens, cfg, calib::aqlm_calibrator(aqlm), fingerprint, run_dir.string(), hooks);
+  calib::calibrate_model(model, tokens, cfg, calib::aqlm_method(aqlm), fingerprint, run_dir.string(), hooks);
   io::write_quantized_model(out, model, cfg.to_json(), s.model.string());
 }
 
@@ -166,7 +166,7 @@ TEST_CASE("aqlm end-to-end fine-tuning lowers the held-out KL to the FP model wi
   io::Llama2cTokenizer tok(s.tokenizer.string());
   const auto text = eval::read_file_bytes(s.text.string()).substr(0, 100000);
   const auto tokens = calib::draw_calibration_tokens({text}, tok, cfg.nsamples, cfg.seqlen, cfg.seed);
-  calib::calibrate_model(student, tokens, cfg, calib::aqlm_calibrator(aqlm), {}, "", {});
+  calib::calibrate_model(student, tokens, cfg, calib::aqlm_method(aqlm), {}, "", {});
   const AdditiveCodes codes_before = calib::additive_codes_of(student.linear(1, nn::LinearRole::Gate));
 
   const auto run_dir = fs::temp_directory_path() / ("lowbit_test_aqlm_e2e_" + std::to_string(::getpid()));

@@ -61,7 +61,7 @@ calib::CalibrationReport run_to_file(const Stories& s, const calib::CalibrationC
   nn::Llama model(io::load_llama2c(s.model));
   const auto tokens = calibration_tokens(s, cfg);
   nlohmann::json fingerprint = {{"model", file_fingerprint(s.model.string())}};
-  auto report = calib::calibrate_model(model, tokens, cfg, calib::group_calibrator(cfg.method), fingerprint,
+  auto report = calib::calibrate_model(model, tokens, cfg, calib::group_method(cfg.method), fingerprint,
                                        run_dir.string(), hooks);
   io::write_quantized_model(out, model, cfg.to_json(), s.model.string());
   return report;
@@ -177,7 +177,7 @@ TEST_CASE("quantized file: loads back exactly; truncated or tampered files are r
   cfg.sample_tokens = 128;
   nn::Llama model(io::load_llama2c(s.model));
   const auto tokens = calibration_tokens(s, cfg);
-  calib::calibrate_model(model, tokens, cfg, calib::group_calibrator(cfg.method));
+  calib::calibrate_model(model, tokens, cfg, calib::group_method(cfg.method));
   // Mix formats per layer: one NF3 layer and one layer left dense.
   {
     const index_t out = model.linear(1, nn::LinearRole::Down).out_features();

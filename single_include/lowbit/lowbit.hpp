@@ -11781,7 +11781,6 @@ struct Method {
   std::function<LinearOutcome(const LinearJob&)> run;
   nlohmann::json options = nlohmann::json::object();
 };
-using Calibrator = Method;
 
 // The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
 // targets [nsamples·seqlen, dim]. Returns stats for the log (train/block_trainer.hpp fits here).
@@ -12458,11 +12457,6 @@ inline Method group_method(const std::string& method, const GroupMethodOptions& 
   return m;
 }
 
-// The name the pipeline tests and the first CLI used.
-inline Method group_calibrator(const std::string& method, const GroupMethodOptions& options = {}) {
-  return group_method(method, options);
-}
-
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/group_methods.hpp ----
 
@@ -13033,7 +13027,6 @@ inline Method aqlm_method(const AqlmOptions& options) {
   };
   return m;
 }
-inline Method aqlm_calibrator(const AqlmOptions& options) { return aqlm_method(options); }
 
 // Turns the linears of one block into their trainable forms (true: the layers that have one; the rest
 // stay as they are and, having no parameters, stay frozen) or back into their packed forms (false).

@@ -6,13 +6,7 @@
 # byte-identical file; `lowbit formats --json` lists the three families from the registry.
 # Usage: mixed_plan.sh LOWBIT_BINARY SHARED_DATA_DIR SCRATCH_DIR
 set -euo pipefail
-lowbit=$1 data=$2 work=$3
-model=$data/models/stories260K.bin tok=$data/models/tok512.bin text=$data/text/tinystories_valid_prefix.txt
-for f in "$model" "$tok" "$text"; do
-  [ -f "$f" ] || { echo "[skipped] $f is missing (shared/data)"; exit 0; }
-done
-rm -rf "$work" && mkdir -p "$work" && cd "$work"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/stories260k.sh"
 
 args=(--model "$model" --tokenizer "$tok" --calib "$text" --nsamples 8 --seqlen 128 --quiet
       --tensor-format 'feed_forward\.w2=gptq:uniform:4:64'

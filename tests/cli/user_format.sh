@@ -4,12 +4,7 @@
 # and gptq, and reads the file back, with no other edit anywhere.
 # Usage: user_format.sh LOWBIT_TESTFMT_BINARY SHARED_DATA_DIR SCRATCH_DIR
 set -euo pipefail
-lowbit=$1 data=$2 work=$3
-model=$data/models/stories260K.bin tok=$data/models/tok512.bin text=$data/text/tinystories_valid_prefix.txt
-for f in "$model" "$tok" "$text"; do
-  [ -f "$f" ] || { echo "[skipped] $f is missing (shared/data)"; exit 0; }
-done
-rm -rf "$work" && mkdir -p "$work" && cd "$work"
+source "$(dirname "$0")/stories260k.sh"
 "$lowbit" formats --json | tail -1 > formats.json
 python3 -c "
 import json

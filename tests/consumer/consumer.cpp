@@ -1,5 +1,6 @@
 // A minimal downstream program: quantize a random matrix to 4 bits with groups of 128, run the
-// matvec, and check it against the dequantized weights. Exits non-zero on any mismatch.
+// matvec, and check it against the dequantized weights; then the same through the format registry with
+// a descriptor chosen at run time. Exits non-zero on any mismatch.
 #include <cmath>
 #include <cstdio>
 #include <lowbit/lowbit.hpp>
@@ -23,5 +24,11 @@ int main() {
   }
   std::printf("consumer: %s, %.3f bits/weight, max |matvec - dequant·x| = %.2e\n", Q::name().c_str(),
               Q::bits_per_weight(packed), worst);
-  return worst < 1e-3 ? 0 : 1;
+  const double nf3_bpw = lowbit::visit_format("nf3:128", [&]<class F>(lowbit::FormatTag<F>) {
+    return lowbit::Quantizer<F>::bits_per_weight(
+        lowbit::Quantizer<F>::quantize(lowbit::MatrixView<const float>(w.data(), rows, cols)));
+  });
+  std::printf("consumer: %zu registered formats; nf3:128 at %.3f bits/weight\n", lowbit::format_names().size(),
+              nf3_bpw);
+  return worst < 1e-3 && nf3_bpw > 3.0 && nf3_bpw < 4.0 ? 0 : 1;
 }

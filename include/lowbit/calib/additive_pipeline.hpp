@@ -118,7 +118,6 @@ inline Method aqlm_method(const AqlmOptions& options) {
   };
   return m;
 }
-inline Method aqlm_calibrator(const AqlmOptions& options) { return aqlm_method(options); }
 
 // Turns the linears of one block into their trainable forms (true: the layers that have one; the rest
 // stay as they are and, having no parameters, stay frozen) or back into their packed forms (false).

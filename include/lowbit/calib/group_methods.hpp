@@ -100,9 +100,4 @@ inline Method group_method(const std::string& method, const GroupMethodOptions& 
   return m;
 }
 
-// The name the pipeline tests and the first CLI used.
-inline Method group_calibrator(const std::string& method, const GroupMethodOptions& options = {}) {
-  return group_method(method, options);
-}
-
 }  // namespace lowbit::calib

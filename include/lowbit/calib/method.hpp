@@ -65,7 +65,6 @@ struct Method {
   std::function<LinearOutcome(const LinearJob&)> run;
   nlohmann::json options = nlohmann::json::object();
 };
-using Calibrator = Method;
 
 // The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
 // targets [nsamples·seqlen, dim]. Returns stats for the log (train/block_trainer.hpp fits here).
