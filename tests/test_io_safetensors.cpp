@@ -285,7 +285,7 @@ TEST_CASE("model_loader: dispatch by magic and extension, clear error otherwise"
   const auto dir = temp_dir("dispatch");
   write_text(dir / "notes.txt", "hello world, not a model");
   CHECK(detect_model_format(dir / "notes.txt") == ModelFormat::Unknown);
-  CHECK_THROWS_WITH_AS(load_model(dir / "notes.txt"), doctest::Contains("unknown format"), lowbit::Error);
+  CHECK_THROWS_WITH_AS(load_model(dir / "notes.txt"), doctest::Contains("looks like a text file"), lowbit::Error);
   CHECK_THROWS_WITH_AS(load_model(dir / "absent.gguf"), doctest::Contains("does not exist"), lowbit::Error);
   CHECK(detect_model_format(dir) == ModelFormat::Unknown);
   CHECK_THROWS_AS(load_model(dir), lowbit::Error);

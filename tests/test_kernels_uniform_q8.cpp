@@ -215,6 +215,10 @@ TEST_CASE("uniform q8: the int8 kernels agree with the int8 reference and stay w
   check_shapes<Uniform<8, 64>>(320);
   check_shapes<Uniform<8, 32>>(340);  // exact fallback
   check_shapes<Uniform<8, whole_row>>(360);
+  check_shapes<Uniform<8, whole_row, UniformMode::Symmetric>>(370);  // token tables and heads
+  check_q8<Uniform<8, whole_row, UniformMode::Symmetric>>(61, 576, 375);  // SmolLM2's rows: blocks 256, 256, 64
+  check_q8<Uniform<4, 128>>(37, 576, 376);                               // 5 groups, the last one 64 wide
+  check_q8<Uniform<4, 128>>(11, 1536, 377);                              // 12 groups: two 8-group factor steps
   check_shapes<Uniform<1, 64>>(380);
   check_shapes<Uniform<1, 32>>(390);
   check_shapes<Uniform<5, 128>>(400);
@@ -234,6 +238,8 @@ TEST_CASE("uniform q8: paths this CPU build takes") {
 #elif defined(__AVX2__) && defined(__FMA__)
   CHECK(std::string(cpu::uniform_matvec_q8_path<Uniform<4, 128>>()) == (cpu::kQ8HaveAvxVnni ? "avx2-vnni" : "avx2"));
   CHECK(std::string(cpu::uniform_matvec_q8_path<Uniform<3, 128>>()) == "exact");
+  CHECK(std::string(cpu::uniform_matvec_q8_path<Uniform<8, whole_row, UniformMode::Symmetric>>()) ==
+        (cpu::kQ8HaveAvxVnni ? "avx2-vnni" : "avx2"));
 #endif
   CHECK(std::string(cpu::uniform_matvec_q8_path<Uniform<4, 100>>()) == "exact");
   CHECK(!cpu::uniform_q8_supported<Uniform<4, 320>>());

@@ -6,6 +6,9 @@
 
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <lowbit/io/tokenizer.hpp>
 
@@ -86,6 +89,30 @@ TEST_CASE("the same vocabulary as a Hugging Face tokenizer.json") {
   std::ofstream(path) << R"({"model": {"type": "Unigram", "vocab": []}})";
   CHECK_THROWS_AS(lowbit::io::load_tokenizer("", path.string()), lowbit::Error);
   std::filesystem::remove(path);
+}
+
+TEST_CASE("tokenizer.json ids are checked before they size anything") {
+  const auto dir = std::filesystem::temp_directory_path() / "lowbit_tokenizer_ids";
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "tokenizer.json";
+  auto load = [&](const std::string& vocab_id, const std::string& added_id) {
+    std::ofstream(path) << R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": )" << vocab_id
+                        << R"(}, "merges": []}, "added_tokens": [{"id": )" << added_id
+                        << R"(, "content": "<s>", "special": true}]})";
+    return lowbit::io::load_tokenizer("", path.string());
+  };
+  CHECK(load("1", "2")->vocab_size() == 3);
+  // a negative id used to wrap to SIZE_MAX and write before the table; floats, huge ids and strings
+  // were undefined behaviour, terabyte allocations or library exceptions
+  for (const auto& [vocab_id, added_id] : std::vector<std::pair<std::string, std::string>>{
+           {"-1", "2"}, {"1", "-3"}, {"1e30", "2"}, {"1", "1000000000000"}, {"\"x\"", "2"}, {"1", "2.5"}}) {
+    CAPTURE(vocab_id);
+    CAPTURE(added_id);
+    CHECK_THROWS_AS(load(vocab_id, added_id), lowbit::Error);
+  }
+  CHECK_THROWS_WITH_AS(lowbit::io::load_tokenizer("", dir.string()), doctest::Contains("not a regular file"),
+                       lowbit::Error);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("byte-level BPE on a hand-made vocabulary") {

@@ -6,11 +6,15 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
+#include <system_error>
+#include <unistd.h>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <lowbit/core/error.hpp>
 #include <lowbit/core/parallel.hpp>
 
 namespace lowbit::cli {
@@ -72,9 +76,40 @@ inline void add_common_options(CLI::App& app, CommonOptions& o, unsigned which,
   }
   if (which & kTokenizer)
     group->add_option("--tokenizer", o.tokenizer, tokenizer_help);
-  if (which & kThreads) group->add_option("--threads", o.threads, "threads (default: all cores)");
+  if (which & kThreads)
+    group->add_option("--threads", o.threads, "threads (default: all cores)")->check(CLI::Range(1, 4096));
   if (which & kQuiet) group->add_flag("--quiet", o.quiet, "no progress output");
   if (which & kJson) group->add_flag("--json", o.json, "print the result as one JSON object on the last line of stdout");
+}
+
+// ---- checks that fail fast, before any long work -------------------------------------------------
+
+// An output file `path` can be written: it is not a directory and its folder exists and is writable.
+inline void check_output_file(const std::string& path, const char* option) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  LOWBIT_CHECK(!path.empty(), option, ": no output path given");
+  LOWBIT_CHECK(!fs::is_directory(path, ec), option, " '", path, "' is a directory; give a file path");
+  const fs::path dir = fs::path(path).parent_path().empty() ? fs::path(".") : fs::path(path).parent_path();
+  LOWBIT_CHECK(fs::is_directory(dir, ec), option, " '", path, "': the folder '", dir.string(), "' does not exist");
+  LOWBIT_CHECK(access(dir.c_str(), W_OK) == 0, option, " '", path, "': the folder '", dir.string(), "' is not writable");
+}
+
+// A folder option: absent (it will be created) or an existing folder, never a file.
+inline void check_folder(const std::string& path, const char* option) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (path.empty() || !fs::exists(path, ec)) return;
+  LOWBIT_CHECK(fs::is_directory(path, ec), option, " '", path, "' exists and is not a folder");
+}
+
+// An input file: exists and is a regular file (a folder or a missing path fails here, not mid-run).
+inline void check_input_file(const std::string& path, const char* option) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (path.empty()) return;
+  LOWBIT_CHECK(fs::exists(path, ec), option, " '", path, "' does not exist");
+  LOWBIT_CHECK(fs::is_regular_file(path, ec), option, " '", path, "' is not a regular file");
 }
 
 // ---- the command line as given ------------------------------------------------------------------

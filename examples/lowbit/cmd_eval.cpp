@@ -80,7 +80,7 @@ const cli::Registration registration{
       app.add_option("--limit", o->limit, "first N items of each task (0 = all)");
       app.add_option("--data-dir", o->data_dir, "folder with the task files (default ../shared/data/tasks)");
       app.add_option("--max-length", o->max_length, "context limit per request in tokens");
-      app.add_option("--batch", o->batch, "maximum requests per forward");
+      app.add_option("--batch", o->batch, "maximum requests per forward")->check(CLI::Range(1, 1 << 20));
       app.add_option("--method", o->method, "method label stored in the JSON");
       app.add_option("--out-json", o->out_json, "write the result JSON here");
       app.add_option("--out-md", o->out_md, "write the markdown table here");

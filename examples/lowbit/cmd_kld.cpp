@@ -55,7 +55,7 @@ const cli::Registration registration{
       app.add_option("--reference", o->reference, "reference model (e.g. full precision)")->required();
       app.add_option("--text", o->text, "text or jsonl file")->required();
       app.add_option("--protocol", o->protocol, "window preset as in `lowbit perplexity` (default gptq)");
-      app.add_option("--ctx", o->ctx, "tokens per window");
+      app.add_option("--ctx", o->ctx, "tokens per window (default: the protocol's)")->check(CLI::Range(2, 1 << 20));
       app.add_option("--limit-tokens", o->limit_tokens, "use only the first N tokens");
       app.add_option("--out-json", o->out_json, "write the result JSON here");
       return [o] { return run(*o); };

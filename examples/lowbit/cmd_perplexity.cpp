@@ -86,11 +86,18 @@ int run(const Options& o) {
   auto j = r.to_json();
   j["threads"] = max_threads();
   j["bits_per_weight"] = loaded.bits_per_weight;
+  j["model_bits_per_weight"] = loaded.storage.model_bits_per_weight;
+  j["file_bits_per_weight"] = loaded.file_bits_per_weight;
+  j["file_mb"] = loaded.file_mb;
   if (!o.method.empty()) j["method"] = o.method;
   std::printf("perplexity %.4f  (mean NLL %.5f ± %.5f nats, %lld predictions, %lld tokens, %lld windows)\n", r.ppl, r.nll,
               r.nll_stderr, static_cast<long long>(r.predictions), static_cast<long long>(r.tokens),
               static_cast<long long>(r.windows));
   std::printf("protocol: %s\n", p.describe().c_str());
+  std::printf("storage: %.4f bits/weight over the block linears, %.4f over every weight (token table %s, head %s), "
+              "file %.1f MB = %.4f bits/weight\n",
+              loaded.bits_per_weight, loaded.storage.model_bits_per_weight, loaded.storage.table_format.c_str(),
+              loaded.storage.head_format.c_str(), loaded.file_mb, loaded.file_bits_per_weight);
   std::printf("time %.1f s, %.0f tokens/s, ~%.1f GFLOP/s, %d threads\n", r.seconds, r.tokens_per_second,
               r.gflops_per_second, max_threads());
   if (!o.out_json.empty()) eval::write_json_file(o.out_json, j);
@@ -107,7 +114,7 @@ const cli::Registration registration{
       app.add_option("--protocol", o->protocol,
                      "preset: auto (default: llama2.c for llama2.c .bin models, else gptq), gptq, aqlm, llama.cpp, llama2.c");
       app.add_option("--targets", o->targets, "inside: a window of ctx tokens predicts its own last ctx-1; shifted: ctx inputs predict the next ctx");
-      app.add_option("--ctx", o->ctx, "tokens per window (default: the preset's)");
+      app.add_option("--ctx", o->ctx, "tokens per window (default: the preset's)")->check(CLI::Range(2, 1 << 20));
       app.add_option("--stride", o->stride, "window step (default ctx: non-overlapping; < ctx: sliding)");
       app.add_option("--doc-sep", o->doc_sep, "split the text on this string; documents encoded separately");
       app.add_flag("--bos-per-doc", o->bos_per_doc, "encode each document separately, each starting with BOS");
@@ -115,7 +122,8 @@ const cli::Registration registration{
           ->each([o](const std::string&) { o->join_set = true; });
       app.add_flag("--score-second-half", o->score_second_half, "score only the second half of each window");
       app.add_option("--limit-tokens", o->limit_tokens, "evaluate only the first N tokens of the stream");
-      app.add_option("--batch", o->batch, "windows per forward (default: as many as fit 1 GB of logits)");
+      app.add_option("--batch", o->batch, "windows per forward (default: as many as fit 1 GB of logits)")
+          ->check(CLI::Range(1, 1 << 20));
       app.add_option("--method", o->method, "method label stored in the JSON (for lowbit report)");
       app.add_option("--out-json", o->out_json, "write the result JSON to this file");
       app.add_option("--out-md", o->out_md, "write a markdown table row to this file");

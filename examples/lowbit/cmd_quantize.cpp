@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <lowbit/calib/pipeline.hpp>
+#include <lowbit/calib/tables.hpp>
 #include <lowbit/core/hash.hpp>
 #include <lowbit/core/resources.hpp>
 #include <lowbit/eval/model_source.hpp>
@@ -35,6 +36,7 @@ using namespace lowbit;
 struct Options : cli::CommonOptions {
   std::string calib_file, out, run_dir, eval_text, report_md, report_json, ppl_json;
   std::string method = "gptq", format = "uniform:4:128", eval_protocol = "gptq";
+  std::string table_format = calib::kDefaultTableFormat, head_format;  // head: empty = as the table
   std::vector<std::string> tensor_formats;
   int nsamples = 128, seqlen = 512, eval_ctx = 0, batch_sequences = 8, sample_tokens = 512;
   std::uint64_t seed = 0;
@@ -44,25 +46,18 @@ struct Options : cli::CommonOptions {
 };
 
 struct QuantizedSize {
-  double linear_bits_per_weight = 0;  // codes + scales + zeros over the quantized linears
-  double model_bits_per_weight = 0;   // the whole file (embeddings, norms, head, metadata) over all parameters
-  std::uint64_t linear_weights = 0, linear_bytes = 0, file_bytes = 0, parameters = 0;
+  eval::ModelStorage storage;          // bits/weight over the linears and over every weight, as stored
+  double file_bits_per_weight = 0;     // the file's bytes (metadata included) over every weight
+  std::uint64_t linear_bytes = 0, file_bytes = 0;
 };
 
 QuantizedSize measure_size(nn::Llama& model, const std::string& file) {
   QuantizedSize s;
-  const auto& c = model.config();
-  for (int l = 0; l < c.n_layers; ++l)
-    for (auto role : nn::kAllLinearRoles) {
-      auto& lin = model.linear(l, role);
-      s.linear_weights += static_cast<std::uint64_t>(lin.out_features() * lin.in_features());
-      s.linear_bytes += lin.bytes();
-    }
-  s.parameters = s.linear_weights + static_cast<std::uint64_t>(c.vocab_size) * c.dim * (c.tied_embeddings ? 1 : 2) +
-                 static_cast<std::uint64_t>(c.dim) * (2 * c.n_layers + 1);
+  s.storage = eval::model_storage(model);
+  for (int l = 0; l < model.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) s.linear_bytes += model.linear(l, role).bytes();
   s.file_bytes = std::filesystem::file_size(file);
-  s.linear_bits_per_weight = 8.0 * double(s.linear_bytes) / double(s.linear_weights);
-  s.model_bits_per_weight = 8.0 * double(s.file_bytes) / double(s.parameters);
+  s.file_bits_per_weight = 8.0 * double(s.file_bytes) / s.storage.parameters;
   return s;
 }
 
@@ -120,6 +115,19 @@ Plan make_plan(const Options& o) {
 
 int run(const Options& o) {
   o.apply();
+  // everything that can fail fast fails before the model is read
+  cli::check_output_file(o.out, "--out");
+  cli::check_folder(o.run_dir, "--run-dir");
+  cli::check_input_file(o.calib_file, "--calib");
+  cli::check_input_file(o.eval_text, "--eval-text");
+  cli::check_input_file(o.tokenizer, "--tokenizer");
+  for (const auto& [path, option] : {std::pair{o.report_md, "--report-md"}, std::pair{o.report_json, "--report-json"},
+                                     std::pair{o.ppl_json, "--ppl-json"}})
+    if (!path.empty()) cli::check_output_file(path, option);
+  const std::string head_format = o.head_format.empty() ? o.table_format : o.head_format;
+  calib::check_table_format(o.table_format, "--embedding-format");
+  calib::check_table_format(head_format, "--head-format");
+  io::require_model_file(o.model);
   calib::CalibrationConfig cfg;
   cfg.nsamples = o.nsamples;
   cfg.seqlen = o.seqlen;
@@ -141,9 +149,20 @@ int run(const Options& o) {
     };
 
   std::fprintf(stderr, "[quantize] loading %s\n", o.model.c_str());
-  auto model = std::make_unique<nn::Llama>(eval::load_any_weights(o.model));
-  auto tok = io::load_tokenizer(o.model, o.tokenizer);
+  bool requantizing = false;
+  auto model = std::make_unique<nn::Llama>(eval::load_any_weights(o.model, &requantizing));
+  if (requantizing)
+    std::fprintf(stderr,
+                 "[quantize] note: %s is a lowbit quantized file: quantizing its dequantized weights, so the errors "
+                 "of both quantizations add up (its source model, %s, gives a better result)\n",
+                 o.model.c_str(), io::quantized_model_info(o.model).value("source_model", std::string("unknown")).c_str());
+  auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
   const auto& mc = model->config();
+  LOWBIT_CHECK(!mc.tied_embeddings || o.head_format.empty() || o.head_format == o.table_format, o.model,
+               ": the token table is tied to the output head (one tensor): --embedding-format ", o.table_format,
+               " and --head-format ", o.head_format, " differ");
+  LOWBIT_CHECK(tok->vocab_size() <= mc.vocab_size, "tokenizer ", tok->describe(), " has ", tok->vocab_size(),
+               " tokens but the model has ", mc.vocab_size, "; pass the model's own --tokenizer");
   const std::string plan_text = o.tensor_formats.empty() ? o.method + " " + o.format
                                                          : std::to_string(o.tensor_formats.size()) + " tensor rules";
   std::fprintf(stderr, "[quantize] %d layers, dim %d, hidden %d, vocab %d; %s, %d x %d calibration tokens, %d threads\n",
@@ -166,16 +185,26 @@ int run(const Options& o) {
   const cli::QuantizeContext ctx{o.model, &tokens, o.seqlen, o.quiet, o.run_dir};
   for (const auto& m : plan.methods)
     if (m.after_calibration) report.update(m.after_calibration(*model, ctx));
+  calib::quantize_tables(*model, o.table_format, head_format);
   io::write_quantized_model(o.out, *model, qconfig, o.model);
   const auto size = measure_size(*model, o.out);
-  std::fprintf(stderr, "[quantize] wrote %s: %.4f bits/weight over the linears, %.4f over the whole file\n",
-               o.out.c_str(), size.linear_bits_per_weight, size.model_bits_per_weight);
+  std::fprintf(stderr,
+               "[quantize] wrote %s (%.1f MB): %.4f bits/weight over the block linears, %.4f over every weight "
+               "(token table %s, head %s, norms f32), %.4f for the whole file\n",
+               o.out.c_str(), double(size.file_bytes) / 1e6, size.storage.linear_bits_per_weight,
+               size.storage.model_bits_per_weight, size.storage.table_format.c_str(), size.storage.head_format.c_str(),
+               size.file_bits_per_weight);
   report["calibration"] = cal.to_json();
   report["calibration_seconds"] = cal.seconds;
-  report["bits_per_weight"] = size.linear_bits_per_weight;
-  report["model_bits_per_weight"] = size.model_bits_per_weight;
+  report["bits_per_weight"] = size.storage.linear_bits_per_weight;
+  report["model_bits_per_weight"] = size.storage.model_bits_per_weight;
+  report["file_bits_per_weight"] = size.file_bits_per_weight;
+  report["token_table_format"] = size.storage.table_format;
+  report["head_format"] = size.storage.head_format;
+  report["norm_format"] = "f32";
   report["linear_bytes"] = size.linear_bytes;
   report["file_bytes"] = size.file_bytes;
+  report["file_mb"] = double(size.file_bytes) / 1e6;
   report["out"] = o.out;
 
   if (!o.eval_text.empty()) {
@@ -184,7 +213,8 @@ int run(const Options& o) {
     auto after = measure_perplexity(loaded, *tok, o, o.out);
     auto j = after.to_json();
     j["method"] = plan_text;
-    j["bits_per_weight"] = size.linear_bits_per_weight;
+    j["bits_per_weight"] = size.storage.linear_bits_per_weight;
+    j["file_bits_per_weight"] = size.file_bits_per_weight;
     report["ppl_after"] = j;
     if (!o.ppl_json.empty()) eval::write_json_file(o.ppl_json, j);
   }
@@ -192,15 +222,20 @@ int run(const Options& o) {
 
   std::ostringstream md;
   char buf[512];
-  md << "| method | format | bits/weight (linears) | bits/weight (file) | PPL before | PPL after | calibration | peak RSS |\n";
-  md << "|---|---|---:|---:|---:|---:|---:|---:|\n";
+  md << "| method | format | table/head | bits/weight (linears) | bits/weight (file) | file MB | PPL before | PPL after | "
+        "calibration | peak RSS |\n";
+  md << "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
   auto ppl = [&](const char* key) {
     return report.contains(key) ? std::to_string(report[key]["ppl"].get<double>()).substr(0, 8) : std::string("-");
   };
   const std::string method_cell = o.tensor_formats.empty() ? o.method : "per tensor";
   const std::string format_cell = o.tensor_formats.empty() ? o.format : "mixed (quantization_config)";
-  std::snprintf(buf, sizeof buf, "| %s | %s | %.4f | %.4f | %s | %s | %.1f s | %.0f MiB |\n", method_cell.c_str(),
-                format_cell.c_str(), size.linear_bits_per_weight, size.model_bits_per_weight, ppl("ppl_before").c_str(),
+  const std::string tables = size.storage.table_format == size.storage.head_format
+                                 ? size.storage.table_format
+                                 : size.storage.table_format + " / " + size.storage.head_format;
+  std::snprintf(buf, sizeof buf, "| %s | %s | %s | %.4f | %.4f | %.1f | %s | %s | %.1f s | %.0f MiB |\n",
+                method_cell.c_str(), format_cell.c_str(), tables.c_str(), size.storage.linear_bits_per_weight,
+                size.file_bits_per_weight, double(size.file_bytes) / 1e6, ppl("ppl_before").c_str(),
                 ppl("ppl_after").c_str(), cal.seconds, report["peak_rss_mib"].get<double>());
   md << buf << "\nCommand: `" << cli::invocation() << "`\n";
   if (report.contains("ppl_after"))
@@ -239,22 +274,33 @@ const cli::Registration registration{
                      "names like layers.3.attention.wq, layers.3.feed_forward.w2 (e.g. "
                      "'feed_forward\\.w2=gptq:uniform:4:128' then '.*=aqlm:additive:2:8:8'); replaces "
                      "--method/--format");
+      app.add_option("--embedding-format", o->table_format,
+                     "format of the token table (RTN; 'f32' keeps it in fp32); on a tied model also the head's")
+          ->capture_default_str();
+      app.add_option("--head-format", o->head_format,
+                     "format of the output head (default: --embedding-format; a tied model has one tensor for both)");
       app.add_option("--calib", o->calib_file, "calibration text (.txt, or .jsonl with {\"text\": ...})")->required();
-      app.add_option("--nsamples", o->nsamples, "calibration sequences")->capture_default_str();
-      app.add_option("--seqlen", o->seqlen, "tokens per calibration sequence")->capture_default_str();
+      app.add_option("--nsamples", o->nsamples, "calibration sequences")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+      app.add_option("--seqlen", o->seqlen, "tokens per calibration sequence")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1 << 20));
       app.add_option("--seed", o->seed, "seed of the calibration sampling")->capture_default_str();
       app.add_option("--sample-tokens,--autoclip-tokens", o->sample_tokens,
                      "token rows sampled per linear input for methods that need samples (AutoClip)")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1 << 24));
       app.add_flag("--propagate-fp", o->propagate_fp, "feed FP block outputs to the next block (default: quantized)");
       app.add_option("--batch-sequences", o->batch_sequences, "calibration sequences per block forward")
-          ->capture_default_str();
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1 << 20));
       app.add_option("--run-dir", o->run_dir, "checkpoint folder: a killed run resumes from it");
       app.add_option("--out", o->out, "output quantized model file (.safetensors)")->required();
       app.add_option("--eval-text", o->eval_text, "measure perplexity before and after on this text");
       app.add_option("--eval-protocol", o->eval_protocol, "perplexity protocol preset")->capture_default_str();
-      app.add_option("--eval-ctx", o->eval_ctx, "perplexity context (default: the preset's, 2048 for gptq)");
-      app.add_option("--eval-limit-tokens", o->eval_limit_tokens, "evaluate only the first N tokens");
+      app.add_option("--eval-ctx", o->eval_ctx, "perplexity context (default: the preset's, 2048 for gptq)")
+          ->check(CLI::Range(2, 1 << 20));
+      app.add_option("--eval-limit-tokens", o->eval_limit_tokens, "evaluate only the first N tokens")
+          ->check(CLI::Range(1LL, 1LL << 40));
       app.add_flag("--skip-fp-eval", o->skip_fp_eval, "do not measure the full-precision perplexity");
       app.add_option("--report-md", o->report_md, "write the markdown report here");
       app.add_option("--report-json", o->report_json, "write the JSON report here");

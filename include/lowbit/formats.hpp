@@ -48,6 +48,8 @@ using BuiltinFormats = FormatList<
     // group-wise uniform (RTN, GPTQ, AutoClip, BitDistiller): bits x group size
     Uniform<2, 32>, Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 32>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 32>,
     Uniform<4, 64>, Uniform<4, 128>, Uniform<8, 128>,
+    // token tables and heads (the quantized file's default for both): 8 bits, one fp16 scale per row
+    Uniform<8, whole_row, UniformMode::Symmetric>,
     // BitDistiller's NF3 grid
     NF3<64>, NF3<128>,
     // AQLM: M codebooks of 2^B codewords of G weights. 3x7 and 4x6 (g8) spend 21 and 24 code bits per 8

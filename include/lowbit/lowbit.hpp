@@ -61,6 +61,7 @@
 #include "io/llama2c.hpp"
 #include "io/mapped_file.hpp"
 #include "io/model_loader.hpp"
+#include "io/open_model.hpp"
 #include "io/quantized_model.hpp"
 #include "io/safetensors.hpp"
 #include "io/tokenizer.hpp"
@@ -87,6 +88,7 @@
 #include "calib/pipeline.hpp"
 #include "calib/rtn.hpp"
 #include "calib/run_dir.hpp"
+#include "calib/tables.hpp"
 
 #include "train/adamw.hpp"
 #include "train/block_trainer.hpp"
@@ -101,6 +103,8 @@
 #include "train/synthetic_corpus.hpp"
 #include "train/token_data.hpp"
 
+#include "eval/chat.hpp"
+#include "eval/decode.hpp"
 #include "eval/kld.hpp"
 #include "eval/language_model.hpp"
 #include "eval/log_softmax.hpp"

@@ -3416,14 +3416,15 @@ inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* 
       32);
 }
 
-// Ŵ [rows, cols] into `out` (row stride honoured), multithreaded over rows.
+// Rows [r0, r1) of Ŵ into `out` (row stride honoured); row o lands in out.row(o − out_row0).
 template <int G>
-void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r1, MatrixView<float> out) {
+void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r1, MatrixView<float> out,
+                              index_t out_row0 = 0) {
   const auto& s = v.shape;
   const index_t K = s.codebook_size(), groups = s.groups();
   const int M = s.num_codebooks;
   for (index_t o = r0; o < r1; ++o) {
-    float* dst = out.row(o);
+    float* dst = out.row(o - out_row0);
     const float scale = v.scales[o];
     for (index_t j = 0; j < groups; ++j) {
       float sum[G];
@@ -3440,6 +3441,20 @@ void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r
         for (index_t d = 0; d < width; ++d) dst[j * G + d] = sum[d] * scale;
       }
     }
+  }
+}
+
+// Row r of Ŵ into out[cols].
+inline void additive_dequantize_row(const AdditiveKernelView& v, index_t r, float* out) {
+  const auto& s = v.shape;
+  LOWBIT_CHECK(r >= 0 && r < s.rows, "additive dequantize_row: row ", r, " is outside [0, ", s.rows, ")");
+  MatrixView<float> dst(out, 1, s.cols);
+  switch (s.group_size) {
+    case 2: additive_dequantize_rows<2>(v, r, r + 1, dst, r); break;
+    case 4: additive_dequantize_rows<4>(v, r, r + 1, dst, r); break;
+    case 8: additive_dequantize_rows<8>(v, r, r + 1, dst, r); break;
+    case 16: additive_dequantize_rows<16>(v, r, r + 1, dst, r); break;
+    default: additive_dequantize_rows<32>(v, r, r + 1, dst, r); break;
   }
 }
 
@@ -3499,6 +3514,10 @@ struct Quantizer<Additive<M, B, G>> {
   static Packed pack(const AdditiveCodes& a) { return Packed(a); }
 
   static void dequantize(const Packed& p, MatrixView<float> out) { additive_dequantize(additive_kernel_view(p), out); }
+  // Row r of Ŵ into out[cols] (a token table's lookup).
+  static void dequantize_row(const Packed& p, index_t r, float* out) {
+    additive_dequantize_row(additive_kernel_view(p), r, out);
+  }
   // y = Ŵx through the CPU lookup-table kernels (kernels/cpu/additive_matvec.hpp); no int8-activation
   // kernel, so every activation format computes the exact product.
   template <ActivationFormat A = F32Activations>
@@ -4681,7 +4700,7 @@ inline constexpr bool kQ8HaveAvxVnni = false;
 template <class Format>
 constexpr bool uniform_q8_avx2_supports() {
   constexpr int b = Format::bits;
-  return (b == 1 || b == 2 || b == 4) && uniform_q8_groups_fit<Format>();
+  return (b == 1 || b == 2 || b == 4 || b == 8) && uniform_q8_groups_fit<Format>();
 }
 
 namespace detail {
@@ -4710,16 +4729,80 @@ inline __m256i q8_avx2_dot(__m256i acc, __m256i u, __m256i s) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 
-// Row r's factors f[k] = scale·d_k and the zero-point correction, as q8_avx512_row_factors (scalar).
+// As q8_avx2_dot for Bits-bit codes; 8-bit codes c are taken as c − 128 (kQ8Avx2CodeOffset): the sign
+// moves onto the activation (vpsignb), so |c − 128|·(±s) pairs stay within 2·128·127 < 2^15.
+template <int Bits, bool Vnni>
+inline __m256i q8_avx2_dot_codes(__m256i acc, __m256i codes, __m256i s) {
+  if constexpr (Bits == 8) {
+    const __m256i c = _mm256_xor_si256(codes, _mm256_set1_epi8(static_cast<char>(0x80)));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(s, c)),
+                                                   _mm256_set1_epi16(1)));
+  } else {
+    return q8_avx2_dot<Vnni>(acc, codes, s);
+  }
+}
+
+// 8-bit codes enter the dot products as signed c − 128 (vpmaddubsw's unsigned operand is then |c − 128|
+// ≤ 128 and its pair sums stay below 2^15; see q8_avx2_dot_codes), so their zero point is taken as
+// zero − 128 (0 for the symmetric format). Narrower codes enter as they are.
+template <int Bits>
+inline constexpr std::int32_t kQ8Avx2CodeOffset = Bits == 8 ? 128 : 0;
+
+// fp16 scale to fp32: one vcvtph2ps where the build has F16C (scales are finite, so it equals the
+// portable conversion), else core/half.hpp's.
+inline float q8_scale_to_float(half_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h.bits);
+#else
+  return to_float(h);
+#endif
+}
+
+// Row r's factors f[k] = scale·d_k and the zero-point correction, as q8_avx512_row_factors, eight
+// blocks per step when each activation block is one whole group of at most 256 columns and the codes
+// have 1, 2 or 4 bits (the zero points of 8 groups then lie in one 32-bit word): on short rows the
+// scalar loop below took as long as the row's dot products.
 template <class Format>
 inline float q8_avx2_row_factors(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa, float* f) {
-  constexpr int gsz = Format::group_size;
+  constexpr int gsz = Format::group_size, bits = Format::bits;
+  if constexpr (gsz > 0 && gsz <= kQ8MaxBlock && (bits == 1 || bits == 2 || bits == 4)) {
+    const half_t* scales = packed.row_scales(r);
+    const std::uint32_t* zeros = packed.row_zeros(r);
+    const __m256i shifts = _mm256_setr_epi32(0, bits, 2 * bits, 3 * bits, 4 * bits, 5 * bits, 6 * bits, 7 * bits);
+    const __m256i zmask = _mm256_set1_epi32((1 << bits) - 1);
+    __m256 corr = _mm256_setzero_ps();
+    for (index_t k0 = 0; k0 < xa.blocks; k0 += 8) {
+      const index_t n = std::min<index_t>(8, xa.blocks - k0);
+      alignas(16) std::uint16_t h[8] = {};
+      std::memcpy(h, scales + k0, static_cast<std::size_t>(n) * sizeof(half_t));
+      alignas(32) float d[8] = {};
+      alignas(32) std::int32_t sx[8] = {};
+      std::memcpy(d, xa.scale.data() + k0, static_cast<std::size_t>(n) * sizeof(float));
+      std::memcpy(sx, xa.sum.data() + k0, static_cast<std::size_t>(n) * sizeof(std::int32_t));
+      const __m256 fv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))),
+                                      _mm256_load_ps(d));
+      _mm256_storeu_ps(f + k0, fv);  // f has 8 slots past the last block
+      __m256i z;
+      if constexpr (Format::symmetric) {
+        z = _mm256_set1_epi32(static_cast<int>(Format::symmetric_zero));
+      } else {
+        const std::uint32_t word = zeros[k0 * bits / 32] >> ((k0 * bits) % 32);
+        z = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), zmask);
+      }
+      const __m256i zsx = _mm256_mullo_epi32(z, _mm256_load_si256(reinterpret_cast<const __m256i*>(sx)));
+      corr = _mm256_fmadd_ps(fv, _mm256_cvtepi32_ps(zsx), corr);
+    }
+    return avx2_hsum(corr);
+  }
   float corr = 0.0f;
+  const half_t* scales = packed.row_scales(r);
   for (index_t k = 0; k < xa.blocks; ++k) {
     index_t g = 0;
     if constexpr (gsz > 0) g = gsz <= kQ8MaxBlock ? k : k / (gsz / kQ8MaxBlock);
-    f[k] = packed.scale(r, g) * xa.scale[static_cast<std::size_t>(k)];
-    const std::int32_t zsx = static_cast<std::int32_t>(packed.zero(r, g)) * xa.sum[static_cast<std::size_t>(k)];
+    f[k] = q8_scale_to_float(scales[g]) * xa.scale[static_cast<std::size_t>(k)];
+    const std::int32_t zero = static_cast<std::int32_t>(packed.zero(r, g)) - kQ8Avx2CodeOffset<Format::bits>;
+    if (zero == 0) continue;
+    const std::int32_t zsx = zero * xa.sum[static_cast<std::size_t>(k)];
     corr += f[k] * static_cast<float>(zsx);
   }
   return corr;
@@ -4734,6 +4817,7 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
   constexpr int seg = gsz > 0 && gsz <= kQ8MaxBlock ? gsz : static_cast<int>(kQ8MaxBlock);
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r));
   const __m256i mask = _mm256_set1_epi8(static_cast<char>(Format::max_code));
+  (void)mask;  // 8-bit codes need no mask
   auto do_chunk = [&](index_t q, __m256i iacc) {
     const std::uint8_t* p = bytes + q * 32;
     __m256i raw;
@@ -4754,12 +4838,16 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
     q8_unroll<slots>([&]<int J>(std::integral_constant<int, J>) {
       __m256i v = raw;
       if constexpr (J > 0) v = _mm256_srli_epi16(raw, J * bits);
-      part[J % 2] = q8_avx2_dot<Vnni>(part[J % 2], _mm256_and_si256(v, mask),
-                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J)));
+      if constexpr (bits < 8) v = _mm256_and_si256(v, mask);
+      part[J % 2] = q8_avx2_dot_codes<bits, Vnni>(part[J % 2], v,
+                                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J)));
     });
     return _mm256_add_epi32(part[0], part[1]);
   };
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  // One fp32 accumulator in a register: a block's integer dot products take far longer than the FMA's
+  // latency, and an accumulator array indexed by k % 2 was kept on the stack (a store-to-load round
+  // trip per block, measured as the kernel's hottest instructions).
+  __m256 acc = _mm256_setzero_ps();
   const index_t n_chunks = (packed.cols() + chunk - 1) / chunk;
   if constexpr (seg >= chunk) {
     constexpr int per_block = seg / chunk;
@@ -4767,11 +4855,11 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
     for (index_t k = 0; k < last; ++k) {
       __m256i iacc = _mm256_setzero_si256();
       q8_unroll<per_block>([&]<int T>(std::integral_constant<int, T>) { iacc = do_chunk(k * per_block + T, iacc); });
-      acc[k % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[k]), acc[k % 2]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[k]), acc);
     }
     __m256i iacc = _mm256_setzero_si256();
     for (index_t q = last * per_block; q < n_chunks; ++q) iacc = do_chunk(q, iacc);
-    acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[last]), acc[1]);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[last]), acc);
   } else {
     constexpr int per_chunk = chunk / seg;  // lanes l take block l·per_chunk/8
     const __m256i idx = _mm256_setr_epi32(0, 1 * per_chunk / 8, 2 * per_chunk / 8, 3 * per_chunk / 8, 4 * per_chunk / 8,
@@ -4779,10 +4867,10 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
     for (index_t q = 0; q < n_chunks; ++q) {
       const __m256i iacc = do_chunk(q, _mm256_setzero_si256());
       const __m256 fv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(f + q * per_chunk), idx);
-      acc[q % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), fv, acc[q % 2]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), fv, acc);
     }
   }
-  return avx2_hsum(_mm256_add_ps(acc[0], acc[1]));
+  return avx2_hsum(acc);
 }
 
 }  // namespace detail
@@ -5027,6 +5115,8 @@ using BuiltinFormats = FormatList<
     // group-wise uniform (RTN, GPTQ, AutoClip, BitDistiller): bits x group size
     Uniform<2, 32>, Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 32>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 32>,
     Uniform<4, 64>, Uniform<4, 128>, Uniform<8, 128>,
+    // token tables and heads (the quantized file's default for both): 8 bits, one fp16 scale per row
+    Uniform<8, whole_row, UniformMode::Symmetric>,
     // BitDistiller's NF3 grid
     NF3<64>, NF3<128>,
     // AQLM: M codebooks of 2^B codewords of G weights. 3x7 and 4x6 (g8) spend 21 and 24 code bits per 8
@@ -5259,6 +5349,7 @@ void matmul_add_dytx(MatrixView<const T> dY, MatrixView<const T> X, MatrixView<T
 // `Linear` is the fp32 interface every format implements; `BasicLinear<double>` exists only so the
 // finite-difference checks run the model's own code in double precision.
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -5312,11 +5403,29 @@ class BasicLinear {
   // Writes the effective weight Ŵ [out, in].
   virtual void dequantize(MatrixView<T> W) const = 0;
 
+  // Row r of Ŵ into out[in_features()]: what a token table stored in this layer's format reads per
+  // token (nn/model.hpp). Formats override it to decode one row; this fallback decodes the whole
+  // matrix, so it is correct for any layer but meant for tests and rare calls.
+  virtual void dequantize_row(index_t r, T* out) const {
+    LOWBIT_CHECK(r >= 0 && r < out_features(), "dequantize_row: row ", r, " is outside [0, ", out_features(), ")");
+    std::vector<T> w(static_cast<std::size_t>(out_features() * in_features()));
+    dequantize(MatrixView<T>(w.data(), out_features(), in_features()));
+    std::copy_n(w.data() + r * in_features(), in_features(), out);
+  }
+
   // Storage of the weight representation in bytes, exactly as stored (codes, scales, codebooks).
   virtual std::size_t bytes() const = 0;
 
   // Format descriptor: "f32", "uniform:4:128", "additive:2:8:8", ...
   virtual std::string format() const = 0;
+
+  // Switches the activation format of single-token products (format/activation.hpp: "f32" exact,
+  // "int8" for the integer kernels). Returns whether this layer has such a choice; a layer without one
+  // (dense fp32) keeps its exact product and returns false.
+  virtual bool set_activations(const std::string& name) {
+    (void)name;
+    return false;
+  }
 
   // Frees memory that the layer can rebuild on demand (e.g. a quantized layer's dequantized copy for
   // batched calls). Calibration calls it once a block is finished, so caches do not pile up.
@@ -5436,6 +5545,16 @@ class QuantizedLinear : public Linear {
   }
 
   void dequantize(MatrixView<float> W) const override { Q::dequantize(packed_, W); }
+  // One row through the format's own row decoder when it has one (every built-in family does).
+  void dequantize_row(index_t r, float* out) const override {
+    if constexpr (requires { Q::dequantize_row(packed_, r, out); }) {
+      LOWBIT_CHECK(r >= 0 && r < out_features(), "QuantizedLinear<", Q::name(), ">::dequantize_row: row ", r,
+                   " is outside [0, ", out_features(), ")");
+      Q::dequantize_row(packed_, r, out);
+    } else {
+      Linear::dequantize_row(r, out);
+    }
+  }
   std::size_t bytes() const override { return packed_.bytes(); }
   std::string format() const override { return Q::name(); }
   std::vector<StoredTensor> stored_tensors() const override { return packed_.stored_tensors(); }
@@ -5458,12 +5577,13 @@ class QuantizedLinear : public Linear {
     activations_ = A::name();
   }
   // The same by name ("f32", "int8"); throws on an unknown name.
-  void set_activations(const std::string& name) {
+  bool set_activations(const std::string& name) override {
     bool found = false;
     [&]<class... A>(ActivationFormatList<A...>) {
       ((!found && A::name() == name ? (set_activations<A>(), found = true) : false), ...);
     }(RegisteredActivationFormats{});
     LOWBIT_CHECK(found, "QuantizedLinear<", Q::name(), ">: unknown activation format '", name, "' (known: f32, int8)");
+    return true;
   }
   const std::string& activations() const { return activations_; }
 
@@ -5947,6 +6067,10 @@ class BasicDenseLinear final : public BasicLinear<T> {
     for (index_t r = 0; r < out_; ++r) std::copy_n(weight_.data() + r * in_, in_, W.row(r));
   }
 
+  void dequantize_row(index_t r, T* out) const override {
+    LOWBIT_CHECK(r >= 0 && r < out_, "DenseLinear::dequantize_row: row ", r, " is outside [0, ", out_, ")");
+    std::copy_n(weight_.data() + r * in_, in_, out);
+  }
   std::size_t bytes() const override { return weight_.size() * sizeof(T); }
   std::string format() const override { return sizeof(T) == 4 ? "f32" : "f64"; }
   std::vector<StoredTensor> stored_tensors() const override {
@@ -6504,6 +6628,9 @@ void embedding_backward(const std::int32_t* tokens, index_t n, index_t dim, cons
 // KV cache), calibration (embed / block_forward with taps / head_forward, linears swappable per role)
 // and training (forward_train + backward with += gradients, llm.c style). BasicLlama<double> runs the
 // very same code in double precision for the finite-difference checks; lowbit uses Llama (float).
+// For inference the token table and the head can live in any weight format too (set_output_head,
+// set_token_embedding): the head then runs through the format's matvec kernel and the embedding
+// decodes only the rows it reads; a tied model keeps one table for both.
 
 #include <algorithm>
 #include <cmath>
@@ -6672,14 +6799,14 @@ template <class F>
 class BasicLlama {
  public:
   // Dense model from loaded weights (names and shapes as in weights.hpp).
-  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source) { load(w, nullptr); }
+  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source, false) { load(w, nullptr); }
   // The same, taking the fp32 buffers over instead of copying them (w's tensors are left empty).
-  explicit BasicLlama(ModelWeights&& w) : BasicLlama(w.config, w.source) { load(w, &w); }
+  explicit BasicLlama(ModelWeights&& w) : BasicLlama(w.config, w.source, false) { load(w, &w); }
 
   // Small-std initialization for pretraining: N(0, 0.02²) for embeddings and projections, with wo and
   // w2 scaled by 1/sqrt(2·n_layers) (GPT-2) so the residual stream keeps its scale; norm gains 1.
   static BasicLlama random_init(const ModelConfig& c, Rng& rng, double std = 0.02) {
-    BasicLlama m(c, "random_init");
+    BasicLlama m(c, "random_init", true);
     auto fill = [&](F* p, std::size_t count, double sd) {
       for (std::size_t i = 0; i < count; ++i) p[i] = static_cast<F>(sd * rng.normal());
     };
@@ -6694,6 +6821,13 @@ class BasicLlama {
       }
     if (!c.tied_embeddings) fill(m.output_.data(), m.output_.size(), std);
     return m;
+  }
+
+  // A model with every tensor still to be set (loaders): no table is allocated, the blocks have no
+  // linears; set the norms, the linears (set_linear) and the tables (tok_embeddings() / output_weight()
+  // as fp32, or set_output_head / set_token_embedding) before use.
+  static BasicLlama unfilled(const ModelConfig& c, std::string source) {
+    return BasicLlama(c, std::move(source), false);
   }
 
   BasicLlama(BasicLlama&&) noexcept = default;
@@ -6722,10 +6856,53 @@ class BasicLlama {
   std::vector<F>& attention_norm(int layer) { return block(layer).attn_norm; }
   std::vector<F>& ffn_norm(int layer) { return block(layer).ffn_norm; }
   std::vector<F>& final_norm() { return final_norm_; }
-  std::vector<F>& tok_embeddings() { return tok_embeddings_; }
-  // The output matrix [vocab, dim]: the embedding table itself when tied.
-  std::vector<F>& output_weight() { return cfg_.tied_embeddings ? tok_embeddings_ : output_; }
-  const std::vector<F>& output_weight() const { return cfg_.tied_embeddings ? tok_embeddings_ : output_; }
+  const std::vector<F>& attention_norm(int layer) const { return block(layer).attn_norm; }
+  const std::vector<F>& ffn_norm(int layer) const { return block(layer).ffn_norm; }
+  const std::vector<F>& final_norm() const { return final_norm_; }
+  const std::vector<F>& tok_embeddings() const {
+    LOWBIT_CHECK(!token_embedding(), source_, ": the token table is stored as ", token_embedding()->format(),
+                 "; this needs it in fp32");
+    return tok_embeddings_;
+  }
+  // The fp32 token table [vocab, dim] (an error once the table is stored in a weight format).
+  std::vector<F>& tok_embeddings() {
+    LOWBIT_CHECK(!token_embedding(), source_, ": the token table is stored as ", token_embedding()->format(),
+                 "; this needs it in fp32");
+    return tok_embeddings_;
+  }
+  // The fp32 output matrix [vocab, dim]: the embedding table itself when tied.
+  std::vector<F>& output_weight() {
+    LOWBIT_CHECK(!head_, source_, ": the output head is stored as ", head_ ? head_->format() : "", "; this needs it in fp32");
+    return cfg_.tied_embeddings ? tok_embeddings_ : output_;
+  }
+  const std::vector<F>& output_weight() const {
+    LOWBIT_CHECK(!head_, source_, ": the output head is stored as ", head_ ? head_->format() : "", "; this needs it in fp32");
+    return cfg_.tied_embeddings ? tok_embeddings_ : output_;
+  }
+
+  // ---- token table and head in a weight format (inference only) ----
+  // The output head [vocab, dim] as a layer of any format; on a tied model it is the token table too.
+  // The fp32 matrix it replaces is released.
+  void set_output_head(BasicLinearPtr<F> head) {
+    check_table(head.get(), "output head");
+    head_ = std::move(head);
+    if (cfg_.tied_embeddings) release(tok_embeddings_);
+    else release(output_);
+  }
+  // The token table [vocab, dim] of an untied model as a layer of any format (a row lookup decodes the
+  // rows it reads). A tied model's table is its head: use set_output_head.
+  void set_token_embedding(BasicLinearPtr<F> table) {
+    LOWBIT_CHECK(!cfg_.tied_embeddings, source_, ": the token table is tied to the output head; set_output_head sets both");
+    check_table(table.get(), "token table");
+    embedding_ = std::move(table);
+    release(tok_embeddings_);
+  }
+  // The layers holding the tables, or nullptr while they are fp32 vectors.
+  const BasicLinear<F>* output_head() const { return head_.get(); }
+  const BasicLinear<F>* token_embedding() const { return cfg_.tied_embeddings ? head_.get() : embedding_.get(); }
+  // Descriptor of each table's storage: "f32" or a format name.
+  std::string output_head_format() const { return head_ ? head_->format() : "f32"; }
+  std::string token_embedding_format() const { return token_embedding() ? token_embedding()->format() : "f32"; }
 
   // ---- inference -------------------------------------------------------------------------------
   // tokens [B*T] -> logits [B*T, vocab]; each row b sees only its own sequence.
@@ -6739,6 +6916,15 @@ class BasicLlama {
   }
 
   void embed(const std::int32_t* tokens, index_t n, F* x) const {
+    if (const auto* table = token_embedding()) {
+      for (index_t r = 0; r < n; ++r) {
+        const std::int32_t t = tokens[r];
+        LOWBIT_CHECK(t >= 0 && t < cfg_.vocab_size, "embedding: token id ", t, " at position ", r,
+                     " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
+        table->dequantize_row(t, x + r * cfg_.dim);
+      }
+      return;
+    }
     embedding_forward(tok_embeddings_.data(), cfg_.vocab_size, cfg_.dim, tokens, n, x);
   }
 
@@ -6752,9 +6938,24 @@ class BasicLlama {
   void head_forward(const F* x, index_t n, F* logits) {
     xn_.resize(static_cast<std::size_t>(n * cfg_.dim));
     rmsnorm_forward(x, final_norm_.data(), n, cfg_.dim, static_cast<F>(cfg_.norm_eps), xn_.data());
+    if (head_) {
+      head_->forward(MatrixView<const F>(xn_.data(), n, cfg_.dim), MatrixView<F>(logits, n, cfg_.vocab_size));
+      return;
+    }
     matmul_xwt<F>(MatrixView<const F>(xn_.data(), n, cfg_.dim),
                   MatrixView<const F>(output_weight().data(), cfg_.vocab_size, cfg_.dim),
                   MatrixView<F>(logits, n, cfg_.vocab_size));
+  }
+
+  // Activation format of every single-token product (linears and head): "int8" runs the integer
+  // kernels where a format has them (format/activation.hpp), "f32" the exact products. Returns how
+  // many layers took it (dense layers stay exact).
+  int set_activations(const std::string& name) {
+    int switched = 0;
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      for (auto r : kAllLinearRoles) switched += linear(l, r).set_activations(name) ? 1 : 0;
+    if (head_) switched += head_->set_activations(name) ? 1 : 0;
+    return switched;
   }
 
   // ---- incremental decoding --------------------------------------------------------------------
@@ -6789,6 +6990,7 @@ class BasicLlama {
   // ---- training --------------------------------------------------------------------------------
   // Embeddings, norms, every Linear's parameters(), with canonical names.
   std::vector<BasicParameter<F>> parameters() {
+    require_fp32_tables("training");
     ensure_grads();
     std::vector<BasicParameter<F>> out;
     out.push_back({"tok_embeddings.weight", tok_embeddings_.data(), tok_embeddings_grad_.data(),
@@ -6812,6 +7014,7 @@ class BasicLlama {
   // Forward that saves activations for backward(); logits [B*T, vocab].
   void forward_train(const std::int32_t* tokens, int B, int T, F* logits) {
     check_batch(B, T);
+    require_fp32_tables("training");
     const index_t n = static_cast<index_t>(B) * T;
     rope_.ensure(T);
     train_B_ = B;
@@ -6882,14 +7085,16 @@ class BasicLlama {
   const std::string& source() const { return source_; }
 
  private:
-  BasicLlama(const ModelConfig& c, std::string source)
+  BasicLlama(const ModelConfig& c, std::string source, bool allocate_tables)
       : cfg_(c),
         source_(std::move(source)),
         rope_(c.head_dim(), c.rope_theta, c.rope_layout, std::min(c.max_seq_len, 2048)) {
     cfg_.validate(source_);
-    tok_embeddings_.assign(static_cast<std::size_t>(c.vocab_size) * c.dim, F(0));
     final_norm_.assign(static_cast<std::size_t>(c.dim), F(1));
-    if (!c.tied_embeddings) output_.assign(tok_embeddings_.size(), F(0));
+    if (allocate_tables) {
+      tok_embeddings_.assign(static_cast<std::size_t>(c.vocab_size) * c.dim, F(0));
+      if (!c.tied_embeddings) output_.assign(tok_embeddings_.size(), F(0));
+    }
     blocks_.reserve(static_cast<std::size_t>(c.n_layers));
     for (int l = 0; l < c.n_layers; ++l) blocks_.emplace_back(c, false);  // both factories set every linear
   }
@@ -6922,6 +7127,21 @@ class BasicLlama {
     }
   }
 
+  void check_table(const BasicLinear<F>* table, const char* what) const {
+    LOWBIT_CHECK(table != nullptr, source_, ": ", what, " is null");
+    LOWBIT_CHECK(table->out_features() == cfg_.vocab_size && table->in_features() == cfg_.dim, source_, ": ", what,
+                 " is ", table->out_features(), "x", table->in_features(), ", expected ", cfg_.vocab_size, "x",
+                 cfg_.dim);
+  }
+  static void release(std::vector<F>& v) {
+    v.clear();
+    v.shrink_to_fit();
+  }
+  void require_fp32_tables(const char* what) const {
+    LOWBIT_CHECK(!head_ && !embedding_, source_, ": ", what, " needs the token table and head in fp32 (stored as ",
+                 token_embedding_format(), " / ", output_head_format(), ")");
+  }
+
   void check_batch(int B, int T) const {
     LOWBIT_CHECK(B > 0 && T > 0, source_, ": batch ", B, " x ", T, " tokens is empty");
   }
@@ -6942,6 +7162,8 @@ class BasicLlama {
   std::vector<BasicBlock<F>> blocks_;
   std::vector<F> final_norm_, final_norm_grad_;
   std::vector<F> output_, output_grad_;  // untied head only
+  BasicLinearPtr<F> head_;               // the head in a weight format (tied: also the token table)
+  BasicLinearPtr<F> embedding_;          // the token table in a weight format (untied models)
 
   // inference workspace (one for all blocks)
   std::vector<F> x_, xn_;
@@ -7086,6 +7308,19 @@ inline LinearPtr make_stored_linear(const std::string& descriptor, index_t out, 
     typename Quantizer<F>::Packed packed(out, in);
     for (const auto& slot : packed.stored_tensors()) fill(slot);
     return std::make_unique<QuantizedLinear<F>>(std::move(packed));
+  });
+}
+
+// A dense matrix W [out, in] in the format `descriptor` by round-to-nearest (the format's own
+// Quantizer::quantize), or kept dense for "f32".
+inline LinearPtr make_rtn_linear(const std::string& descriptor, MatrixView<const float> W) {
+  if (descriptor == "f32") {
+    std::vector<float> w(static_cast<std::size_t>(W.rows() * W.cols()));
+    for (index_t r = 0; r < W.rows(); ++r) std::copy_n(W.row(r), W.cols(), w.data() + r * W.cols());
+    return std::make_unique<DenseLinear>(W.rows(), W.cols(), std::move(w));
+  }
+  return visit_format(descriptor, [&]<class F>(FormatTag<F>) -> LinearPtr {
+    return std::make_unique<QuantizedLinear<F>>(Quantizer<F>::quantize(W));
   });
 }
 
@@ -8684,21 +8919,27 @@ inline nn::ModelWeights load_llama2c(const std::filesystem::path& path) {
 // ---- end lowbit/io/llama2c.hpp ----
 
 // ---- begin lowbit/io/model_loader.hpp ----
-// One entry point for every checkpoint format: `load_model(path)` looks at the file's magic bytes
-// (GGUF), its shape (safetensors: 8-byte header length followed by '{'), the folder contents (Hugging
-// Face), or the .bin extension (llama2.c, which has no magic) and calls the matching loader, so tools
-// take --model FILE without a format flag. Unknown files get an error listing what is accepted.
+// Recognizing a model file by its content, and loading the fp32 checkpoint formats. `detect_model_format`
+// reads the first bytes: GGUF's magic; safetensors' 8-byte header length followed by '{' (a lowbit
+// quantized file when its metadata says so); a llama2.c header whose seven fields are a valid model and
+// whose implied size is the file's size (llama2.c has no magic); a folder with config.json (Hugging
+// Face). The extension is never consulted. `describe_file` names what an unrecognized file looks like,
+// so an error can say "this is a tokenizer JSON, expected a model". `load_model` returns canonical fp32
+// weights (nn/weights.hpp); io/open_model.hpp opens every format, quantized files included, as a model.
 
+#include <cctype>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <system_error>
 
 
 namespace lowbit::io {
 
-enum class ModelFormat { Gguf, Llama2c, Safetensors, HfFolder, Unknown };
+enum class ModelFormat { Gguf, Llama2c, Safetensors, HfFolder, LowbitQuantized, Unknown };
 
 inline const char* model_format_name(ModelFormat f) {
   switch (f) {
@@ -8706,54 +8947,166 @@ inline const char* model_format_name(ModelFormat f) {
     case ModelFormat::Llama2c: return "llama2.c";
     case ModelFormat::Safetensors: return "safetensors";
     case ModelFormat::HfFolder: return "hugging-face folder";
+    case ModelFormat::LowbitQuantized: return "lowbit quantized";
     case ModelFormat::Unknown: break;
   }
   return "unknown";
 }
 
-// Detects the format from the first bytes (and the extension for llama2.c); never throws for a
-// readable path.
+// What every model-opening call accepts, for error messages.
+inline constexpr const char* kAcceptedModelFiles =
+    "a GGUF file, a llama2.c checkpoint, a .safetensors file with config.json beside it, a Hugging Face folder "
+    "with config.json, or a lowbit quantized file";
+
+namespace detail {
+
+inline std::string read_head(const std::filesystem::path& path, std::size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(n, '\0');
+  if (!in) return {};
+  in.read(head.data(), static_cast<std::streamsize>(n));
+  head.resize(static_cast<std::size_t>(in.gcount()));
+  return head;
+}
+
+inline bool safetensors_shaped(const std::string& head) {
+  if (head.size() < 9 || head[8] != '{') return false;
+  std::uint64_t header_len = 0;
+  std::memcpy(&header_len, head.data(), 8);
+  return header_len >= 2 && header_len <= SafetensorsFile::kMaxHeaderBytes;
+}
+
+// Whether the first 28 bytes are a llama2.c header that describes a model of exactly `file_bytes`.
+inline bool llama2c_shaped(const std::string& head, std::uint64_t file_bytes, std::uint64_t* implied = nullptr) {
+  if (head.size() < Llama2cHeader::bytes) return false;
+  Llama2cHeader h;
+  std::int32_t f[7];
+  std::memcpy(f, head.data(), sizeof f);
+  h.dim = f[0], h.hidden_dim = f[1], h.n_layers = f[2], h.n_heads = f[3], h.n_kv_heads = f[4], h.vocab_size = f[5];
+  h.seq_len = f[6];
+  try {
+    const auto bytes = llama2c_expected_bytes(llama2c_config(h, "header"), "header");
+    if (implied) *implied = bytes;
+    return bytes == file_bytes;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+}  // namespace detail
+
+// Detects the format from the content (never throws for a path that exists).
 inline ModelFormat detect_model_format(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
-  if (fs::is_directory(path))
-    return fs::exists(path / "config.json") ? ModelFormat::HfFolder : ModelFormat::Unknown;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ModelFormat::Unknown;
-  unsigned char head[9] = {};
-  in.read(reinterpret_cast<char*>(head), sizeof head);
-  const auto got = in.gcount();
-  if (got >= 4 && std::memcmp(head, "GGUF", 4) == 0) return ModelFormat::Gguf;
-  if (got >= 9 && head[8] == '{') {
-    std::uint64_t header_len = 0;
-    std::memcpy(&header_len, head, 8);
-    if (header_len >= 2 && header_len <= SafetensorsFile::kMaxHeaderBytes) return ModelFormat::Safetensors;
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    return fs::exists(path / "config.json", ec) ? ModelFormat::HfFolder : ModelFormat::Unknown;
+  if (!fs::is_regular_file(path, ec)) return ModelFormat::Unknown;
+  const std::string head = detail::read_head(path, 64);
+  if (head.size() >= 4 && std::memcmp(head.data(), "GGUF", 4) == 0) return ModelFormat::Gguf;
+  if (detail::safetensors_shaped(head)) {
+    try {
+      SafetensorsFile f(path);
+      const auto it = f.metadata().find("lowbit.kind");
+      if (it != f.metadata().end()) return ModelFormat::LowbitQuantized;
+    } catch (const Error&) {
+      // A damaged header: a quantized file's loader reports the parse error itself (rather than the
+      // Hugging Face path asking for a config.json).
+      std::uint64_t header_len = 0;
+      std::memcpy(&header_len, head.data(), 8);
+      const std::string header = detail::read_head(path, static_cast<std::size_t>(8 + header_len));
+      if (header.find("lowbit.kind") != std::string::npos) return ModelFormat::LowbitQuantized;
+    }
+    return ModelFormat::Safetensors;
   }
-  if (path.extension() == ".bin" && got >= 4) return ModelFormat::Llama2c;
+  if (detail::llama2c_shaped(head, static_cast<std::uint64_t>(fs::file_size(path, ec)))) return ModelFormat::Llama2c;
   return ModelFormat::Unknown;
 }
 
-// Loads any supported checkpoint into canonical fp32 weights (nn/weights.hpp).
+// A short description of what the file at `path` looks like, for "expected a model" errors.
+inline std::string describe_file(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "nothing (the path does not exist)";
+  if (fs::is_directory(path, ec)) return "a directory without config.json";
+  if (!fs::is_regular_file(path, ec)) return "not a regular file";
+  const auto size = static_cast<std::uint64_t>(fs::file_size(path, ec));
+  if (size == 0) return "an empty file";
+  const std::string head = detail::read_head(path, 512);
+  if (head.empty()) return "an unreadable file";
+  auto starts = [&](const char* magic) { return head.rfind(magic, 0) == 0; };
+  if (starts("PK\x03\x04")) return "a zip archive (a PyTorch .pt/.pth checkpoint or a .zip: convert it to safetensors or GGUF)";
+  if (starts("\x1f\x8b")) return "a gzip archive (unpack it first)";
+  if (starts("\x7f" "ELF")) return "an executable";
+  if (starts("\x80\x02") || starts("\x80\x04") || starts("\x80\x05")) return "a Python pickle (convert it to safetensors)";
+  std::size_t i = 0;
+  while (i < head.size() && std::isspace(static_cast<unsigned char>(head[i]))) ++i;
+  if (i < head.size() && (head[i] == '{' || head[i] == '[')) {
+    if (head.find("\"model\"") != std::string::npos || head.find("\"added_tokens\"") != std::string::npos)
+      return "a tokenizer JSON (pass it as --tokenizer)";
+    if (head.find("\"hidden_size\"") != std::string::npos || head.find("\"architectures\"") != std::string::npos)
+      return "a Hugging Face config.json (pass its folder)";
+    return "a JSON text file";
+  }
+  bool text = true;
+  for (unsigned char ch : head) text = text && (ch >= 0x20 || ch == '\n' || ch == '\r' || ch == '\t');
+  if (text) return "a text file";
+  std::uint64_t implied = 0;
+  if (detail::llama2c_shaped(head, size, &implied) || implied != 0)
+    return "a llama2.c header that implies " + std::to_string(implied) + " bytes, but the file has " +
+           std::to_string(size) + " (truncated or padded)";
+  char first[40];
+  std::snprintf(first, sizeof first, "%02x %02x %02x %02x", static_cast<unsigned char>(head[0]),
+                static_cast<unsigned char>(head.size() > 1 ? head[1] : 0),
+                static_cast<unsigned char>(head.size() > 2 ? head[2] : 0),
+                static_cast<unsigned char>(head.size() > 3 ? head[3] : 0));
+  return std::string("unrecognized binary data (first bytes ") + first + ")";
+}
+
+[[noreturn]] inline void fail_unknown_model(const std::filesystem::path& path) {
+  fail("model '", path.string(), "' looks like ", describe_file(path), "; expected ", kAcceptedModelFiles);
+}
+
+// Loads a fp32 checkpoint (GGUF, llama2.c, safetensors, HF folder) into canonical fp32 weights. A lowbit
+// quantized file is refused here (io/open_model.hpp opens it, or dequantizes it on request).
 inline nn::ModelWeights load_model(const std::filesystem::path& path) {
-  LOWBIT_CHECK(std::filesystem::exists(path), "model '", path.string(), "' does not exist");
+  std::error_code ec;
+  LOWBIT_CHECK(std::filesystem::exists(path, ec), "model '", path.string(), "' does not exist");
   switch (detect_model_format(path)) {
     case ModelFormat::Gguf: return load_gguf(path);
     case ModelFormat::Llama2c: return load_llama2c(path);
     case ModelFormat::Safetensors:
     case ModelFormat::HfFolder: return load_hf_llama(path);
+    case ModelFormat::LowbitQuantized:
+      fail("model '", path.string(), "' is a lowbit quantized file; open it with io::open_model (or "
+           "io::load_weights to dequantize it)");
     case ModelFormat::Unknown: break;
   }
-  fail("model '", path.string(),
-       "': unknown format (expected a GGUF file, a llama2.c .bin checkpoint, a .safetensors file with "
-       "config.json beside it, or a Hugging Face folder with config.json)");
+  fail_unknown_model(path);
 }
 
 }  // namespace lowbit::io
 // ---- end lowbit/io/model_loader.hpp ----
 
+// ---- begin lowbit/io/open_model.hpp ----
+// The one call that opens any model file as a runnable model: `io::open_model(path)` recognizes the
+// file by its content (io/model_loader.hpp: GGUF, llama2.c, safetensors + config.json, Hugging Face
+// folders, lowbit quantized files with any mix of formats per layer) and returns an nn::Llama whose
+// linears, token table and head are in the file's formats. `io::load_weights` gives the fp32 weights of
+// any of them, a quantized file's dequantized (re-quantizing one compounds the errors; callers say so).
+// A file that is none of these gets an error that names what it looks like.
+
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <utility>
+
+
 // ---- begin lowbit/io/quantized_model.hpp ----
 // lowbit's quantized model file: a plain safetensors container, so any safetensors reader can list and
-// load it. Every quantized linear is stored as a few named tensors (codes, scales, zeros, ...), the
-// tensors that stay in floating point (embeddings, norms, head) as F32, and the metadata carries the
+// load it. Every quantized linear is stored as a few named tensors (codes, scales, zeros, ...), and so
+// are the token table and the head when they are quantized too (the CLI's default: 8 bits); the RMSNorm
+// gains, and fp32 tables, are F32 tensors. The metadata carries the
 // model hyper-parameters, a format descriptor per linear, a `quantization_config` and a checksum per
 // tensor. The loader recomputes every expected shape and dtype from the descriptor and refuses anything
 // that does not match. Byte layout: docs/quantized-file.md. Nothing here is format-specific: a layer
@@ -8778,7 +9131,16 @@ namespace lowbit::io {
 // ---- writing ------------------------------------------------------------------------------------
 
 inline constexpr const char* kQuantizedFileKind = "lowbit-quantized";
-inline constexpr int kQuantizedFileVersion = 1;
+// Version 2 adds token tables and heads in weight formats; a file whose tables are fp32 is written as
+// version 1, byte for byte what earlier lowbit wrote, and both versions are read.
+inline constexpr int kQuantizedFileVersion = 2;
+inline constexpr int kQuantizedFileVersionFp32Tables = 1;
+
+// Metadata/tensor names of the token table and the head when they are stored in a weight format (a
+// tied model stores one table, under the embedding's name).
+inline constexpr const char* kTokenTableName = "tok_embeddings";
+inline constexpr const char* kHeadName = "output";
+
 
 inline nlohmann::json model_config_json(const nn::ModelConfig& c) { return c; }
 
@@ -8834,9 +9196,11 @@ inline void add_f32(SafetensorsWriter& writer, const std::string& name, std::vec
 
 inline void write_metadata(SafetensorsWriter& writer, const nlohmann::json& formats, const nlohmann::json& checksums,
                            const nlohmann::json& extra) {
+  const bool tables = formats.contains(kTokenTableName) || formats.contains(kHeadName);
   writer.set_metadata("format", "pt");  // what Hugging Face loaders look for; the tensors are plain
   writer.set_metadata("lowbit.kind", kQuantizedFileKind);
-  writer.set_metadata("lowbit.version", std::to_string(kQuantizedFileVersion));
+  writer.set_metadata("lowbit.version",
+                      std::to_string(tables ? kQuantizedFileVersion : kQuantizedFileVersionFp32Tables));
   writer.set_metadata("lowbit.tensor_formats", formats.dump());
   writer.set_metadata("lowbit.checksums", checksums.dump());
   for (auto& [key, value] : extra.items()) writer.set_metadata(key, value.is_string() ? value.get<std::string>() : value.dump());
@@ -8844,15 +9208,21 @@ inline void write_metadata(SafetensorsWriter& writer, const nlohmann::json& form
 
 }  // namespace detail
 
-// Writes the whole model: quantized linears as their packed tensors, everything else as F32.
-// `quantization_config` is stored verbatim (as JSON text) under the metadata key of that name.
+
+// Writes the whole model: quantized linears as their packed tensors; the token table and the head in
+// their format (fp32 as "<name>.weight" F32 tensors, anything else through the format's tensors and a
+// descriptor entry); the RMSNorm gains as F32. `quantization_config` is stored verbatim (as JSON text)
+// under the metadata key of that name.
 inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& model,
                                   const nlohmann::json& quantization_config, const std::string& source_model = {}) {
   const auto& c = model.config();
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
   std::vector<nn::LinearPtr> keep_alive;
-  detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
+  if (const auto* table = model.token_embedding())
+    formats[kTokenTableName] = detail::add_linear(writer, kTokenTableName, *table, keep_alive, checksums);
+  else
+    detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
   for (int l = 0; l < c.n_layers; ++l) {
     detail::add_f32(writer, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, model.attention_norm(l),
                     checksums);
@@ -8863,7 +9233,12 @@ inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& 
     }
   }
   detail::add_f32(writer, "norm.weight", {c.dim}, model.final_norm(), checksums);
-  if (!c.tied_embeddings) detail::add_f32(writer, "output.weight", {c.vocab_size, c.dim}, model.output_weight(), checksums);
+  if (!c.tied_embeddings) {
+    if (const auto* head = model.output_head())
+      formats[kHeadName] = detail::add_linear(writer, kHeadName, *head, keep_alive, checksums);
+    else
+      detail::add_f32(writer, "output.weight", {c.vocab_size, c.dim}, model.output_weight(), checksums);
+  }
   nlohmann::json extra = {{"lowbit.model_config", model_config_json(c).dump()},
                           {"quantization_config", quantization_config.dump()}};
   if (!source_model.empty()) extra["lowbit.source_model"] = source_model;
@@ -8902,7 +9277,8 @@ inline const SafeTensorInfo& expect_tensor(const SafetensorsFile& f, const std::
                safe_dtype_name(dtype));
   LOWBIT_CHECK(t->shape == shape, f.path(), ": tensor '", name, "' has shape ", shape_string(t->shape), ", expected ",
                shape_string(shape));
-  LOWBIT_CHECK(checksums.contains(name), f.path(), ": tensor '", name, "' has no checksum in 'lowbit.checksums'");
+  LOWBIT_CHECK(checksums.contains(name) && checksums[name].is_string(), f.path(), ": tensor '", name,
+               "' has no checksum string in 'lowbit.checksums'");
   const auto found = fnv1a64_hex(t->data, t->bytes());
   LOWBIT_CHECK(checksums[name].get<std::string>() == found, f.path(), ": tensor '", name,
                "' is corrupted or was modified (checksum ", found, ", expected ", checksums[name].get<std::string>(),
@@ -8937,84 +9313,71 @@ inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& na
   });
 }
 
-// A ModelWeights with the FP tensors of the file and zero placeholders for the linears (replaced next).
-inline nn::ModelWeights skeleton_weights(const nn::ModelConfig& c, const std::string& source) {
-  nn::ModelWeights w;
-  w.config = c;
-  w.source = source;
-  auto zeros = [](std::vector<index_t> shape) {
-    nn::Tensor t;
-    t.shape = std::move(shape);
-    t.data.assign(static_cast<std::size_t>(t.numel()), 0.0f);
-    return t;
-  };
-  w.tensors["tok_embeddings.weight"] = zeros({c.vocab_size, c.dim});
-  w.tensors["norm.weight"] = zeros({c.dim});
-  if (!c.tied_embeddings) w.tensors["output.weight"] = zeros({c.vocab_size, c.dim});
-  for (int l = 0; l < c.n_layers; ++l) {
-    w.tensors[nn::ModelWeights::layer_name(l, "attention_norm.weight")] = zeros({c.dim});
-    w.tensors[nn::ModelWeights::layer_name(l, "ffn_norm.weight")] = zeros({c.dim});
-    for (auto r : nn::kAllLinearRoles) {
-      auto [out, in] = nn::linear_role_shape(c, r);
-      w.tensors[nn::ModelWeights::layer_name(l, std::string(nn::linear_role_name(r)) + ".weight")] = zeros({out, in});
-    }
-  }
-  return w;
-}
-
 inline void check_kind(const SafetensorsFile& f) {
   auto it = f.metadata().find("lowbit.kind");
   LOWBIT_CHECK(it != f.metadata().end() && it->second == kQuantizedFileKind, f.path(),
                ": not a lowbit quantized model file (metadata 'lowbit.kind' is ",
                it == f.metadata().end() ? std::string("missing") : "'" + it->second + "'", ")");
   auto v = f.metadata().find("lowbit.version");
-  LOWBIT_CHECK(v != f.metadata().end() && v->second == std::to_string(kQuantizedFileVersion), f.path(),
+  LOWBIT_CHECK(v != f.metadata().end() && (v->second == std::to_string(kQuantizedFileVersion) ||
+                                             v->second == std::to_string(kQuantizedFileVersionFp32Tables)),
+               f.path(),
                ": quantized file version ", v == f.metadata().end() ? std::string("missing") : v->second,
-               " is not supported (this lowbit reads version ", kQuantizedFileVersion, ")");
+               " is not supported (this lowbit reads versions ", kQuantizedFileVersionFp32Tables, " and ",
+               kQuantizedFileVersion, ")");
 }
 
 }  // namespace detail
 
-// Whether `path` looks like a lowbit quantized model (a safetensors file with lowbit.kind metadata).
-inline bool is_quantized_model_file(const std::filesystem::path& path) {
-  try {
-    if (!std::filesystem::is_regular_file(path)) return false;
-    SafetensorsFile f(path);
-    auto it = f.metadata().find("lowbit.kind");
-    return it != f.metadata().end() && it->second == kQuantizedFileKind;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-// Loads a quantized model file as an nn::Llama with QuantizedLinear layers; every tensor is checked.
+// Loads a quantized model file as an nn::Llama with QuantizedLinear layers; every tensor is checked
+// (dtype, shape against the configuration, checksum) before it is copied, and the model is built from
+// the tensors alone: nothing is allocated from the configuration before the file is seen to hold it.
 inline nn::Llama load_quantized_model(const std::filesystem::path& path) {
   SafetensorsFile f(path);
   detail::check_kind(f);
-  const auto config = model_config_from_json(detail::metadata_json(f, "lowbit.model_config"), f.path());
+  const auto c = model_config_from_json(detail::metadata_json(f, "lowbit.model_config"), f.path());
   const auto formats = detail::metadata_json(f, "lowbit.tensor_formats");
   const auto checksums = detail::metadata_json(f, "lowbit.checksums");
+  LOWBIT_CHECK(formats.is_object() && checksums.is_object(), f.path(),
+               ": metadata 'lowbit.tensor_formats' and 'lowbit.checksums' must be JSON objects");
   std::set<std::string> seen;
-  nn::ModelWeights w = detail::skeleton_weights(config, f.path());
-  const auto& c = config;
-  w.tensors["tok_embeddings.weight"].data = detail::read_f32(f, "tok_embeddings.weight", {c.vocab_size, c.dim}, checksums, seen);
-  w.tensors["norm.weight"].data = detail::read_f32(f, "norm.weight", {c.dim}, checksums, seen);
-  if (!c.tied_embeddings)
-    w.tensors["output.weight"].data = detail::read_f32(f, "output.weight", {c.vocab_size, c.dim}, checksums, seen);
-  for (int l = 0; l < c.n_layers; ++l)
-    for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
-      const auto name = nn::ModelWeights::layer_name(l, norm);
-      w.tensors[name].data = detail::read_f32(f, name, {c.dim}, checksums, seen);
-    }
-  nn::Llama model(w);
-  w.tensors.clear();
-  for (int l = 0; l < c.n_layers; ++l)
+  // The configuration must match the tensors present before the model is sized from it.
+  const auto has = [&](const std::string& name) { return f.find(name) != nullptr; };
+  const std::string last_norm = nn::ModelWeights::layer_name(c.n_layers - 1, "ffn_norm.weight");
+  LOWBIT_CHECK(has(last_norm) && !has(nn::ModelWeights::layer_name(c.n_layers, "ffn_norm.weight")), f.path(),
+               ": the configuration says ", c.n_layers, " layers, but the file holds ",
+               has(last_norm) ? "more" : "fewer", " (tensor '", last_norm, "' is ", has(last_norm) ? "present" : "missing",
+               ")");
+  auto read_table = [&](const char* name, std::vector<float>& fp32) -> nn::LinearPtr {
+    if (formats.contains(name)) return detail::read_linear(f, name, formats[name], c.vocab_size, c.dim, checksums, seen);
+    fp32 = detail::read_f32(f, std::string(name) + ".weight", {c.vocab_size, c.dim}, checksums, seen);
+    return nullptr;
+  };
+  std::vector<float> table_f32, head_f32;
+  auto table = read_table(kTokenTableName, table_f32);
+  nn::LinearPtr head = c.tied_embeddings ? nullptr : read_table(kHeadName, head_f32);
+
+  auto model = nn::Llama::unfilled(c, f.path());
+  if (table) {
+    if (c.tied_embeddings) model.set_output_head(std::move(table));
+    else model.set_token_embedding(std::move(table));
+  } else {
+    model.tok_embeddings() = std::move(table_f32);
+  }
+  if (head) model.set_output_head(std::move(head));
+  else if (!c.tied_embeddings) model.output_weight() = std::move(head_f32);
+  model.final_norm() = detail::read_f32(f, "norm.weight", {c.dim}, checksums, seen);
+  for (int l = 0; l < c.n_layers; ++l) {
+    model.attention_norm(l) =
+        detail::read_f32(f, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, checksums, seen);
+    model.ffn_norm(l) = detail::read_f32(f, nn::ModelWeights::layer_name(l, "ffn_norm.weight"), {c.dim}, checksums, seen);
     for (auto role : nn::kAllLinearRoles) {
       const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
       LOWBIT_CHECK(formats.contains(name), f.path(), ": no format descriptor for '", name, "' in 'lowbit.tensor_formats'");
       auto [out, in] = nn::linear_role_shape(c, role);
       model.set_linear(l, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
     }
+  }
   for (const auto& t : f.tensors())
     LOWBIT_CHECK(seen.count(t.name), f.path(), ": unexpected tensor '", t.name,
                  "' (not implied by the model configuration and format descriptors)");
@@ -9046,8 +9409,10 @@ inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);
   }
   const auto dim = static_cast<index_t>(model.config().dim);
-  writer.add_f32(nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim}, model.attention_norm(layer).data());
-  writer.add_f32(nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, model.ffn_norm(layer).data());
+  detail::add_f32(writer, nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim},
+                  model.attention_norm(layer), checksums);
+  detail::add_f32(writer, nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, model.ffn_norm(layer),
+                  checksums);
   detail::write_metadata(writer, formats, checksums, {{"lowbit.block", std::to_string(layer)}});
   writer.write(path);
 }
@@ -9064,19 +9429,83 @@ inline void load_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     auto [out, in] = nn::linear_role_shape(model.config(), role);
     model.set_linear(layer, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
   }
-  const auto dim = static_cast<std::size_t>(model.config().dim);
-  for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
-    const auto name = nn::ModelWeights::layer_name(layer, norm);
-    const auto gains = f.to_f32(name);
-    LOWBIT_CHECK(gains.size() == dim, f.path(), ": block checkpoint tensor '", name, "' has ", gains.size(),
-                 " values, expected ", dim);
-    auto& target = std::string(norm) == "ffn_norm.weight" ? model.ffn_norm(layer) : model.attention_norm(layer);
-    std::copy(gains.begin(), gains.end(), target.begin());
-  }
+  const auto dim = static_cast<index_t>(model.config().dim);
+  model.attention_norm(layer) =
+      detail::read_f32(f, nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim}, checksums, seen);
+  model.ffn_norm(layer) = detail::read_f32(f, nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, checksums, seen);
 }
 
 }  // namespace lowbit::io
 // ---- end lowbit/io/quantized_model.hpp ----
+
+namespace lowbit::io {
+
+// The format of the model at `path`, or an error naming what the file looks like instead.
+inline ModelFormat require_model_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  LOWBIT_CHECK(std::filesystem::exists(path, ec), "model '", path.string(), "' does not exist");
+  const auto format = detect_model_format(path);
+  if (format == ModelFormat::Unknown) fail_unknown_model(path);
+  return format;
+}
+
+// Any supported model file as an nn::Llama (fp32 checkpoints dense; quantized files as stored).
+inline nn::Llama open_model(const std::filesystem::path& path, ModelFormat* format_out = nullptr) {
+  const auto format = require_model_file(path);
+  if (format_out) *format_out = format;
+  if (format == ModelFormat::LowbitQuantized) return load_quantized_model(path);
+  return nn::Llama(load_model(path));
+}
+
+// The fp32 weights the model computes with: Ŵ of every linear and table (a dense model's own weights).
+inline nn::ModelWeights dequantized_weights(const nn::Llama& model) {
+  const auto& c = model.config();
+  nn::ModelWeights w;
+  w.config = c;
+  w.source = model.source();
+  auto table = [&](const nn::Linear* stored, const std::vector<float>& fp32, const char* name) {
+    nn::Tensor t;
+    t.shape = {c.vocab_size, c.dim};
+    if (stored) {
+      t.data.resize(static_cast<std::size_t>(c.vocab_size) * static_cast<std::size_t>(c.dim));
+      stored->dequantize(MatrixView<float>(t.data.data(), c.vocab_size, c.dim));
+    } else {
+      t.data = fp32;
+    }
+    w.tensors[name] = std::move(t);
+  };
+  const auto& m = model;
+  table(model.token_embedding(), model.token_embedding() ? std::vector<float>{} : m.tok_embeddings(),
+        "tok_embeddings.weight");
+  if (!c.tied_embeddings)
+    table(model.output_head(), model.output_head() ? std::vector<float>{} : m.output_weight(), "output.weight");
+  w.tensors["norm.weight"] = nn::Tensor{{c.dim}, m.final_norm()};
+  for (int l = 0; l < c.n_layers; ++l) {
+    w.tensors[nn::ModelWeights::layer_name(l, "attention_norm.weight")] = nn::Tensor{{c.dim}, m.attention_norm(l)};
+    w.tensors[nn::ModelWeights::layer_name(l, "ffn_norm.weight")] = nn::Tensor{{c.dim}, m.ffn_norm(l)};
+    for (auto role : nn::kAllLinearRoles) {
+      const auto& linear = model.linear(l, role);
+      nn::Tensor t;
+      t.shape = {linear.out_features(), linear.in_features()};
+      t.data.resize(static_cast<std::size_t>(linear.out_features() * linear.in_features()));
+      linear.dequantize(MatrixView<float>(t.data.data(), linear.out_features(), linear.in_features()));
+      w.tensors[nn::ModelWeights::layer_name(l, std::string(nn::linear_role_name(role)) + ".weight")] = std::move(t);
+    }
+  }
+  return w;
+}
+
+// fp32 weights of any supported model file; `was_quantized` (optional) tells whether they were
+// dequantized from a lowbit quantized file.
+inline nn::ModelWeights load_weights(const std::filesystem::path& path, bool* was_quantized = nullptr) {
+  const auto format = require_model_file(path);
+  if (was_quantized) *was_quantized = format == ModelFormat::LowbitQuantized;
+  if (format == ModelFormat::LowbitQuantized) return dequantized_weights(load_quantized_model(path));
+  return load_model(path);
+}
+
+}  // namespace lowbit::io
+// ---- end lowbit/io/open_model.hpp ----
 
 // ---- begin lowbit/io/tokenizer.hpp ----
 // Choosing and building a model's tokenizer: `load_tokenizer(model, tokenizer)` picks the right
@@ -10135,15 +10564,29 @@ inline VocabSpec vocab_from_hf_json(const std::string& path) {
     const auto& model = j.at("model");
     LOWBIT_CHECK(model.value("type", "BPE") == "BPE", path, ": model type '", model.value("type", ""),
                  "' is not supported (byte-level BPE only; use the SentencePiece .model for Llama-2 style vocabularies)");
+    // Ids are checked before they size anything: non-negative integers, and below twice the number of
+    // entries (a vocabulary may have holes, not a table of 10^12 empty slots).
+    const auto& vocab = model.at("vocab");
+    LOWBIT_CHECK(vocab.is_object(), path, ": model.vocab is not an object of token -> id");
+    const std::size_t added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
+    const std::size_t id_limit = 2 * (vocab.size() + added) + 256;
+    auto checked_id = [&](const nlohmann::json& value, const std::string& what) -> std::size_t {
+      LOWBIT_CHECK(value.is_number_unsigned() || (value.is_number_integer() && value.get<std::int64_t>() >= 0), path,
+                   ": ", what, " has id ", value.dump(), "; expected a non-negative integer");
+      const auto id = value.get<std::uint64_t>();
+      LOWBIT_CHECK(id < id_limit, path, ": ", what, " has id ", id, ", far past the ", vocab.size() + added,
+                   " tokens the file lists (ids must be below ", id_limit, ")");
+      return static_cast<std::size_t>(id);
+    };
     std::size_t n = 0;
-    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it)
-      n = std::max<std::size_t>(n, it.value().get<std::size_t>() + 1);
-    if (j.contains("added_tokens"))
-      for (const auto& a : j["added_tokens"]) n = std::max<std::size_t>(n, a.at("id").get<std::size_t>() + 1);
+    for (auto it = vocab.begin(); it != vocab.end(); ++it)
+      n = std::max<std::size_t>(n, checked_id(it.value(), "vocab token '" + it.key() + "'") + 1);
+    if (added)
+      for (const auto& a : j["added_tokens"]) n = std::max<std::size_t>(n, checked_id(a.at("id"), "an added token") + 1);
     v.tokens.assign(n, std::string());
     v.token_types.assign(n, static_cast<std::int32_t>(TokenType::Unused));
-    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-      const auto id = it.value().get<std::size_t>();
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const auto id = checked_id(it.value(), "vocab token '" + it.key() + "'");
       v.tokens[id] = it.key();
       v.token_types[id] = static_cast<std::int32_t>(TokenType::Normal);
     }
@@ -10155,7 +10598,7 @@ inline VocabSpec vocab_from_hf_json(const std::string& path) {
     }
     if (j.contains("added_tokens"))
       for (const auto& a : j["added_tokens"]) {
-        const auto id = a.at("id").get<std::size_t>();
+        const auto id = checked_id(a.at("id"), "an added token");
         v.tokens[id] = a.at("content").get<std::string>();
         v.token_types[id] = static_cast<std::int32_t>(a.value("special", false) ? TokenType::Control : TokenType::UserDefined);
       }
@@ -10199,6 +10642,7 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
   };
   auto from_file = [&](const std::string& p) -> std::unique_ptr<Tokenizer> {
     LOWBIT_CHECK(fs::exists(p), "tokenizer file ", p, " does not exist");
+    LOWBIT_CHECK(fs::is_regular_file(p), "tokenizer file ", p, " is not a regular file (a folder?)");
     const auto ext = fs::path(p).extension().string();
     if (ext == ".gguf" || has_magic(p, "GGUF")) return tokenizer_from_vocab(vocab_from_gguf(GgufFile(p)));
     if (ext == ".json") return std::make_unique<BpeTokenizer>(vocab_from_hf_json(p));
@@ -13129,6 +13573,47 @@ inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/additive_pipeline.hpp ----
 
+// ---- begin lowbit/calib/tables.hpp ----
+// The token table and the output head in a weight format. They hold a fifth of a small model's weights
+// (SmolLM2-135M: 28 M of 135 M, tied) and the head is read in full for every decoded token, so leaving
+// them in fp32 makes a "4-bit" file 10 bits per weight and spends a third of decoding on one fp32 GEMV.
+// Round-to-nearest is enough at 8 bits (the default, `kDefaultTableFormat`: one fp16 scale per row,
+// symmetric), and any registered format works; a tied model has one table, which is both.
+
+#include <string>
+
+
+namespace lowbit::calib {
+
+inline constexpr const char* kDefaultTableFormat = "uniform:8:row:sym";
+
+inline void check_table_format(const std::string& descriptor, const char* what) {
+  LOWBIT_CHECK(descriptor == "f32" || is_registered_format(descriptor), what, ": unknown format '", descriptor,
+               "' (f32, or a registered format: ", lowbit::detail::joined(format_names()), ")");
+}
+
+// Stores the token table in `table_format` and the head in `head_format` (RTN; "f32" keeps either in
+// fp32). On a tied model the two are one tensor: the formats must then be equal.
+inline void quantize_tables(nn::Llama& model, const std::string& table_format, const std::string& head_format) {
+  check_table_format(table_format, "token table");
+  check_table_format(head_format, "output head");
+  const auto& c = model.config();
+  if (c.tied_embeddings) {
+    LOWBIT_CHECK(table_format == head_format, model.source(), ": the token table is tied to the output head (one tensor), "
+                 "so it cannot be stored as both ", table_format, " and ", head_format);
+    if (head_format != "f32")
+      model.set_output_head(nn::make_rtn_linear(head_format, as_matrix(model.tok_embeddings(), c.vocab_size, c.dim)));
+    return;
+  }
+  if (head_format != "f32")
+    model.set_output_head(nn::make_rtn_linear(head_format, as_matrix(model.output_weight(), c.vocab_size, c.dim)));
+  if (table_format != "f32")
+    model.set_token_embedding(nn::make_rtn_linear(table_format, as_matrix(model.tok_embeddings(), c.vocab_size, c.dim)));
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/tables.hpp ----
+
 
 // ---- begin lowbit/train/pretrain.hpp ----
 // Language-model training from scratch (or from an initial checkpoint): AdamW with warm-up + cosine
@@ -13455,6 +13940,194 @@ struct ParametricHeaviside {
 }  // namespace lowbit::train
 // ---- end lowbit/train/ste.hpp ----
 
+
+// ---- begin lowbit/eval/chat.hpp ----
+// Chat prompts: the model's chat template applied to one user turn, for `lowbit generate --chat`.
+// lowbit does not run Jinja; it recognizes the template family. ChatML (`<|im_start|>role\n…<|im_end|>\n`,
+// SmolLM2, Qwen, …) is supported: the template's default system message, when it writes one (SmolLM2's
+// "You are a helpful AI assistant named SmolLM, …"), is taken from the template text itself, and the
+// turn ends with the `<|im_end|>` token. Other families are refused with a message naming them.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace lowbit::eval {
+
+// The chat template text of the model at `path` (GGUF metadata `tokenizer.chat_template`, a Hugging
+// Face folder's tokenizer_config.json, or for a lowbit quantized file its source model's); empty when
+// the model has none.
+inline std::string chat_template_of(const std::filesystem::path& path, int depth = 0) {
+  namespace fs = std::filesystem;
+  switch (io::detect_model_format(path)) {
+    case io::ModelFormat::Gguf: return io::GgufFile(path).get_string_or("tokenizer.chat_template", "");
+    case io::ModelFormat::LowbitQuantized: {
+      const auto info = io::quantized_model_info(path);
+      const std::string source = info.value("source_model", std::string{});
+      if (source.empty() || depth > 4 || !fs::exists(source)) return {};
+      return chat_template_of(source, depth + 1);
+    }
+    case io::ModelFormat::Safetensors:
+    case io::ModelFormat::HfFolder: {
+      const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
+      std::ifstream in(dir / "tokenizer_config.json");
+      if (!in) return {};
+      try {
+        const auto j = nlohmann::json::parse(in);
+        if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"].get<std::string>();
+      } catch (const nlohmann::json::exception&) {
+      }
+      return {};
+    }
+    default: return {};
+  }
+}
+
+struct ChatPrompt {
+  std::vector<std::int32_t> tokens;  // the rendered prompt, ending with the assistant's turn header
+  std::int32_t end_of_turn = -1;     // the token that ends the assistant's turn
+  std::string text;                  // the rendered prompt as text
+};
+
+// The default system message a ChatML template writes when the conversation has none ("" if none).
+inline std::string chatml_default_system(const std::string& tmpl) {
+  for (const char* open_text : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+    const std::string open = open_text;
+    const auto a = tmpl.find(open);
+    if (a == std::string::npos) continue;
+    const auto b = tmpl.find("<|im_end|>", a + open.size());
+    if (b == std::string::npos) continue;
+    const std::string text = tmpl.substr(a + open.size(), b - a - open.size());
+    // only a literal message (not an expression such as message['content'])
+    if (text.find_first_of("{}'+") == std::string::npos) return text;
+  }
+  return {};
+}
+
+// One user turn (and a system message: `system`, else the template's default) rendered with the
+// model's template; throws when the template is not ChatML or the tokenizer lacks its tokens.
+inline ChatPrompt chat_prompt(const io::Tokenizer& tok, const std::string& tmpl, const std::string& user,
+                              const std::string* system = nullptr) {
+  const bool chatml = tmpl.find("<|im_start|>") != std::string::npos;
+  LOWBIT_CHECK(chatml || tmpl.empty(), "--chat: the model's chat template is not ChatML (lowbit applies ChatML "
+               "templates only; it starts: '", tmpl.substr(0, 60), "'); give the formatted prompt with --prompt");
+  auto special = [&](const char* piece) {
+    const auto ids = tok.encode(piece, false);
+    LOWBIT_CHECK(ids.size() == 1, "--chat: the tokenizer has no single token for ", piece,
+                 tmpl.empty() ? " (and the model has no chat template)" : "", "; give the formatted prompt with --prompt");
+    return ids[0];
+  };
+  ChatPrompt p;
+  special("<|im_start|>");
+  p.end_of_turn = special("<|im_end|>");
+  const std::string sys = system ? *system : chatml_default_system(tmpl);
+  std::ostringstream text;
+  if (!sys.empty() || system) text << "<|im_start|>system\n" << sys << "<|im_end|>\n";
+  text << "<|im_start|>user\n" << user << "<|im_end|>\n<|im_start|>assistant\n";
+  p.text = text.str();
+  p.tokens = tok.encode(p.text, tok.adds_bos_by_default());
+  return p;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/chat.hpp ----
+
+// ---- begin lowbit/eval/decode.hpp ----
+// Autoregressive decoding with timing: `decode` feeds a prompt (prefill), then samples and feeds one
+// token at a time until a stop token or the step budget, calling back with every new token. It reports
+// prefill and decode speed as wall time and as process CPU time (all threads), so a measurement on a
+// shared machine can be read as CPU-time tokens/s. `lowbit generate` prints text with it; `lowbit
+// bench-decode` times it; the tests check its greedy tokens against the batched forward.
+
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <vector>
+
+
+namespace lowbit::eval {
+
+// Seconds of CPU time this process has used, over all its threads.
+inline double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Wall and CPU clocks read together.
+struct Stopwatch {
+  std::chrono::steady_clock::time_point wall0 = std::chrono::steady_clock::now();
+  double cpu0 = process_cpu_seconds();
+  double wall() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count(); }
+  double cpu() const { return process_cpu_seconds() - cpu0; }
+};
+
+struct DecodeStats {
+  int prompt_tokens = 0, generated = 0;
+  double prefill_wall = 0, prefill_cpu = 0, decode_wall = 0, decode_cpu = 0;
+  bool stopped = false;  // a stop token ended it before the budget
+  std::vector<std::int32_t> tokens;  // the generated tokens (not the prompt)
+
+  static double rate(int n, double s) { return s > 0 ? n / s : 0.0; }
+  double prefill_tok_s() const { return rate(prompt_tokens, prefill_wall); }
+  double prefill_tok_cpu_s() const { return rate(prompt_tokens, prefill_cpu); }
+  double decode_tok_s() const { return rate(generated, decode_wall); }
+  double decode_tok_cpu_s() const { return rate(generated, decode_cpu); }
+};
+
+struct DecodeOptions {
+  int max_new_tokens = 128;
+  std::vector<std::int32_t> stop_tokens;  // sampling one of these ends decoding (it is not emitted)
+  // Called with every generated token (after the stop check). Returning false stops decoding.
+  std::function<bool(std::int32_t)> on_token;
+};
+
+// Decodes after `prompt` with `sampler`; the KV cache must hold prompt + max_new_tokens positions.
+inline DecodeStats decode(nn::Llama& model, nn::KVCache& cache, const std::vector<std::int32_t>& prompt,
+                          nn::Sampler& sampler, const DecodeOptions& options) {
+  LOWBIT_CHECK(!prompt.empty(), "decode: the prompt is empty (start with BOS)");
+  LOWBIT_CHECK(options.max_new_tokens >= 0, "decode: max_new_tokens is ", options.max_new_tokens);
+  const auto& cfg = model.config();
+  LOWBIT_CHECK(static_cast<std::int64_t>(prompt.size()) + options.max_new_tokens <= cache.max_len, "decode: ",
+               prompt.size(), " prompt tokens + ", options.max_new_tokens, " new ones exceed the KV cache's ",
+               cache.max_len, " positions");
+  DecodeStats st;
+  st.prompt_tokens = static_cast<int>(prompt.size());
+  std::vector<float> logits(static_cast<std::size_t>(cfg.vocab_size));
+  Stopwatch prefill;
+  model.forward_prefill(prompt.data(), static_cast<int>(prompt.size()), 0, cache, logits.data(), true);
+  st.prefill_wall = prefill.wall();
+  st.prefill_cpu = prefill.cpu();
+  Stopwatch run;
+  int pos = static_cast<int>(prompt.size());
+  while (st.generated < options.max_new_tokens) {
+    const std::int32_t next = sampler.sample(logits.data());
+    bool stop = false;
+    for (auto s : options.stop_tokens) stop = stop || next == s;
+    if (stop) {
+      st.stopped = true;
+      break;
+    }
+    st.tokens.push_back(next);
+    ++st.generated;
+    if (options.on_token && !options.on_token(next)) break;
+    if (st.generated == options.max_new_tokens) break;
+    model.forward_token(next, pos++, cache, logits.data());
+  }
+  st.decode_wall = run.wall();
+  st.decode_cpu = run.cpu();
+  return st;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/decode.hpp ----
 
 // ---- begin lowbit/eval/kld.hpp ----
 // KL divergence of a model's next-token distribution from a reference model's on the same tokens,
@@ -14228,32 +14901,32 @@ inline std::vector<float> gaussian_matrix(index_t rows, index_t cols, std::uint6
 // ---- end lowbit/eval/matvec_bench.hpp ----
 
 // ---- begin lowbit/eval/model_source.hpp ----
-// Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(). One entry
-// point, `load_any_model`, so the evaluation commands gain new formats in one place: lowbit quantized
-// files (io/quantized_model.hpp) load with their quantized linears; everything else goes through
-// io/model_loader.hpp's load_model (GGUF, llama2.c, safetensors, HF folders). Also reports the
-// linears' bits per weight, and finds the tokenizer of a quantized file through its source model.
+// Opening any model file an evaluation is pointed at, as an nn::Llama ready for forward(): one entry
+// point, `load_any_model`, over io::open_model (io/open_model.hpp), which recognizes every format by
+// content. Also reports the storage cost (bits per weight over the block linears, over every weight,
+// and the file size), and finds the tokenizer of a quantized file through its source model.
 
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <system_error>
 
 
 
 namespace lowbit::eval {
 
-// fp32 weights of the model at `path` (GGUF, llama2.c .bin, or whatever io::load_model accepts).
-inline nn::ModelWeights load_any_weights(const std::string& path) {
-  LOWBIT_CHECK(std::filesystem::exists(path), "model file ", path, " does not exist");
-  return io::load_model(path);
+// fp32 weights of the model at `path` (any format io::open_model reads; a quantized file's are its
+// dequantized weights, and `was_quantized` says so).
+inline nn::ModelWeights load_any_weights(const std::string& path, bool* was_quantized = nullptr) {
+  return io::load_weights(path, was_quantized);
 }
 
 // The tokenizer for `model_path`: the explicit `tokenizer_path` when given; for a lowbit quantized
 // file, the tokenizer of the model it was quantized from (recorded as "source_model" in its metadata).
 inline std::unique_ptr<io::Tokenizer> load_any_tokenizer(const std::string& model_path,
                                                          const std::string& tokenizer_path = {}) {
-  if (tokenizer_path.empty() && io::is_quantized_model_file(model_path)) {
+  if (tokenizer_path.empty() && io::detect_model_format(model_path) == io::ModelFormat::LowbitQuantized) {
     const auto info = io::quantized_model_info(model_path);
     const std::string source = info.value("source_model", std::string{});
     LOWBIT_CHECK(!source.empty() && std::filesystem::exists(source), model_path,
@@ -14278,22 +14951,69 @@ double linear_bits_per_weight(Model& model) {
   return weights > 0 ? bits / weights : 0.0;
 }
 
+// Storage of the whole model: every linear, the token table and the head as stored (a tied table
+// once), the RMSNorm gains as fp32.
+struct ModelStorage {
+  double linear_bits_per_weight = 0;  // over the blocks' linears (the papers' tables)
+  double model_bits_per_weight = 0;   // over every weight: linears, tables, norms
+  double parameters = 0;              // weights counted (a tied table once)
+  std::string table_format, head_format;
+};
+
+template <class Model>
+ModelStorage model_storage(Model& model) {
+  const auto& c = model.config();
+  ModelStorage s;
+  s.linear_bits_per_weight = linear_bits_per_weight(model);
+  double bits = 0, weights = 0;
+  for (int l = 0; l < c.n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      auto& linear = model.linear(l, role);
+      bits += 8.0 * static_cast<double>(linear.bytes());
+      weights += static_cast<double>(linear.in_features()) * static_cast<double>(linear.out_features());
+    }
+  const double table = static_cast<double>(c.vocab_size) * static_cast<double>(c.dim);
+  auto table_bits = [&](const nn::Linear* stored) { return stored ? 8.0 * static_cast<double>(stored->bytes()) : 32.0 * table; };
+  bits += table_bits(model.token_embedding());
+  weights += table;
+  if (!c.tied_embeddings) {
+    bits += table_bits(model.output_head());
+    weights += table;
+  }
+  const double norms = static_cast<double>(c.dim) * (2.0 * c.n_layers + 1);
+  bits += 32.0 * norms;
+  weights += norms;
+  s.parameters = weights;
+  s.model_bits_per_weight = bits / weights;
+  s.table_format = model.token_embedding_format();
+  s.head_format = model.output_head_format();
+  return s;
+}
+
 // A loaded model plus the adapter the evaluations use (the adapter points into `model`).
 struct LoadedModel {
   std::unique_ptr<nn::Llama> model;
   LanguageModel lm;
   std::string path;
-  double bits_per_weight = 0;  // of the block linears
+  io::ModelFormat format = io::ModelFormat::Unknown;
+  double bits_per_weight = 0;       // of the block linears
+  ModelStorage storage;             // of the whole model
+  double file_bits_per_weight = 0;  // file size over every weight (0 for a folder)
+  double file_mb = 0;               // file size in MB (10^6 bytes)
 };
 
 inline LoadedModel load_any_model(const std::string& path) {
   LoadedModel m;
   m.path = path;
-  if (io::is_quantized_model_file(path))
-    m.model = std::make_unique<nn::Llama>(io::load_quantized_model(path));
-  else
-    m.model = std::make_unique<nn::Llama>(load_any_weights(path));
+  m.model = std::make_unique<nn::Llama>(io::open_model(path, &m.format));
   m.bits_per_weight = linear_bits_per_weight(*m.model);
+  m.storage = model_storage(*m.model);
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec)) {
+    const auto bytes = static_cast<double>(std::filesystem::file_size(path, ec));
+    m.file_mb = bytes / 1e6;
+    m.file_bits_per_weight = 8.0 * bytes / m.storage.parameters;
+  }
   m.lm = wrap_model(*m.model, std::filesystem::path(path).filename().string());
   return m;
 }

@@ -1,6 +1,7 @@
 // lowbit's quantized model file: a plain safetensors container, so any safetensors reader can list and
-// load it. Every quantized linear is stored as a few named tensors (codes, scales, zeros, ...), the
-// tensors that stay in floating point (embeddings, norms, head) as F32, and the metadata carries the
+// load it. Every quantized linear is stored as a few named tensors (codes, scales, zeros, ...), and so
+// are the token table and the head when they are quantized too (the CLI's default: 8 bits); the RMSNorm
+// gains, and fp32 tables, are F32 tensors. The metadata carries the
 // model hyper-parameters, a format descriptor per linear, a `quantization_config` and a checksum per
 // tensor. The loader recomputes every expected shape and dtype from the descriptor and refuses anything
 // that does not match. Byte layout: docs/quantized-file.md. Nothing here is format-specific: a layer
@@ -34,7 +35,16 @@ namespace lowbit::io {
 // ---- writing ------------------------------------------------------------------------------------
 
 inline constexpr const char* kQuantizedFileKind = "lowbit-quantized";
-inline constexpr int kQuantizedFileVersion = 1;
+// Version 2 adds token tables and heads in weight formats; a file whose tables are fp32 is written as
+// version 1, byte for byte what earlier lowbit wrote, and both versions are read.
+inline constexpr int kQuantizedFileVersion = 2;
+inline constexpr int kQuantizedFileVersionFp32Tables = 1;
+
+// Metadata/tensor names of the token table and the head when they are stored in a weight format (a
+// tied model stores one table, under the embedding's name).
+inline constexpr const char* kTokenTableName = "tok_embeddings";
+inline constexpr const char* kHeadName = "output";
+
 
 inline nlohmann::json model_config_json(const nn::ModelConfig& c) { return c; }
 
@@ -90,9 +100,11 @@ inline void add_f32(SafetensorsWriter& writer, const std::string& name, std::vec
 
 inline void write_metadata(SafetensorsWriter& writer, const nlohmann::json& formats, const nlohmann::json& checksums,
                            const nlohmann::json& extra) {
+  const bool tables = formats.contains(kTokenTableName) || formats.contains(kHeadName);
   writer.set_metadata("format", "pt");  // what Hugging Face loaders look for; the tensors are plain
   writer.set_metadata("lowbit.kind", kQuantizedFileKind);
-  writer.set_metadata("lowbit.version", std::to_string(kQuantizedFileVersion));
+  writer.set_metadata("lowbit.version",
+                      std::to_string(tables ? kQuantizedFileVersion : kQuantizedFileVersionFp32Tables));
   writer.set_metadata("lowbit.tensor_formats", formats.dump());
   writer.set_metadata("lowbit.checksums", checksums.dump());
   for (auto& [key, value] : extra.items()) writer.set_metadata(key, value.is_string() ? value.get<std::string>() : value.dump());
@@ -100,15 +112,21 @@ inline void write_metadata(SafetensorsWriter& writer, const nlohmann::json& form
 
 }  // namespace detail
 
-// Writes the whole model: quantized linears as their packed tensors, everything else as F32.
-// `quantization_config` is stored verbatim (as JSON text) under the metadata key of that name.
+
+// Writes the whole model: quantized linears as their packed tensors; the token table and the head in
+// their format (fp32 as "<name>.weight" F32 tensors, anything else through the format's tensors and a
+// descriptor entry); the RMSNorm gains as F32. `quantization_config` is stored verbatim (as JSON text)
+// under the metadata key of that name.
 inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& model,
                                   const nlohmann::json& quantization_config, const std::string& source_model = {}) {
   const auto& c = model.config();
   SafetensorsWriter writer;
   nlohmann::json formats = nlohmann::json::object(), checksums = nlohmann::json::object();
   std::vector<nn::LinearPtr> keep_alive;
-  detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
+  if (const auto* table = model.token_embedding())
+    formats[kTokenTableName] = detail::add_linear(writer, kTokenTableName, *table, keep_alive, checksums);
+  else
+    detail::add_f32(writer, "tok_embeddings.weight", {c.vocab_size, c.dim}, model.tok_embeddings(), checksums);
   for (int l = 0; l < c.n_layers; ++l) {
     detail::add_f32(writer, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, model.attention_norm(l),
                     checksums);
@@ -119,7 +137,12 @@ inline void write_quantized_model(const std::filesystem::path& path, nn::Llama& 
     }
   }
   detail::add_f32(writer, "norm.weight", {c.dim}, model.final_norm(), checksums);
-  if (!c.tied_embeddings) detail::add_f32(writer, "output.weight", {c.vocab_size, c.dim}, model.output_weight(), checksums);
+  if (!c.tied_embeddings) {
+    if (const auto* head = model.output_head())
+      formats[kHeadName] = detail::add_linear(writer, kHeadName, *head, keep_alive, checksums);
+    else
+      detail::add_f32(writer, "output.weight", {c.vocab_size, c.dim}, model.output_weight(), checksums);
+  }
   nlohmann::json extra = {{"lowbit.model_config", model_config_json(c).dump()},
                           {"quantization_config", quantization_config.dump()}};
   if (!source_model.empty()) extra["lowbit.source_model"] = source_model;
@@ -158,7 +181,8 @@ inline const SafeTensorInfo& expect_tensor(const SafetensorsFile& f, const std::
                safe_dtype_name(dtype));
   LOWBIT_CHECK(t->shape == shape, f.path(), ": tensor '", name, "' has shape ", shape_string(t->shape), ", expected ",
                shape_string(shape));
-  LOWBIT_CHECK(checksums.contains(name), f.path(), ": tensor '", name, "' has no checksum in 'lowbit.checksums'");
+  LOWBIT_CHECK(checksums.contains(name) && checksums[name].is_string(), f.path(), ": tensor '", name,
+               "' has no checksum string in 'lowbit.checksums'");
   const auto found = fnv1a64_hex(t->data, t->bytes());
   LOWBIT_CHECK(checksums[name].get<std::string>() == found, f.path(), ": tensor '", name,
                "' is corrupted or was modified (checksum ", found, ", expected ", checksums[name].get<std::string>(),
@@ -193,84 +217,71 @@ inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& na
   });
 }
 
-// A ModelWeights with the FP tensors of the file and zero placeholders for the linears (replaced next).
-inline nn::ModelWeights skeleton_weights(const nn::ModelConfig& c, const std::string& source) {
-  nn::ModelWeights w;
-  w.config = c;
-  w.source = source;
-  auto zeros = [](std::vector<index_t> shape) {
-    nn::Tensor t;
-    t.shape = std::move(shape);
-    t.data.assign(static_cast<std::size_t>(t.numel()), 0.0f);
-    return t;
-  };
-  w.tensors["tok_embeddings.weight"] = zeros({c.vocab_size, c.dim});
-  w.tensors["norm.weight"] = zeros({c.dim});
-  if (!c.tied_embeddings) w.tensors["output.weight"] = zeros({c.vocab_size, c.dim});
-  for (int l = 0; l < c.n_layers; ++l) {
-    w.tensors[nn::ModelWeights::layer_name(l, "attention_norm.weight")] = zeros({c.dim});
-    w.tensors[nn::ModelWeights::layer_name(l, "ffn_norm.weight")] = zeros({c.dim});
-    for (auto r : nn::kAllLinearRoles) {
-      auto [out, in] = nn::linear_role_shape(c, r);
-      w.tensors[nn::ModelWeights::layer_name(l, std::string(nn::linear_role_name(r)) + ".weight")] = zeros({out, in});
-    }
-  }
-  return w;
-}
-
 inline void check_kind(const SafetensorsFile& f) {
   auto it = f.metadata().find("lowbit.kind");
   LOWBIT_CHECK(it != f.metadata().end() && it->second == kQuantizedFileKind, f.path(),
                ": not a lowbit quantized model file (metadata 'lowbit.kind' is ",
                it == f.metadata().end() ? std::string("missing") : "'" + it->second + "'", ")");
   auto v = f.metadata().find("lowbit.version");
-  LOWBIT_CHECK(v != f.metadata().end() && v->second == std::to_string(kQuantizedFileVersion), f.path(),
+  LOWBIT_CHECK(v != f.metadata().end() && (v->second == std::to_string(kQuantizedFileVersion) ||
+                                             v->second == std::to_string(kQuantizedFileVersionFp32Tables)),
+               f.path(),
                ": quantized file version ", v == f.metadata().end() ? std::string("missing") : v->second,
-               " is not supported (this lowbit reads version ", kQuantizedFileVersion, ")");
+               " is not supported (this lowbit reads versions ", kQuantizedFileVersionFp32Tables, " and ",
+               kQuantizedFileVersion, ")");
 }
 
 }  // namespace detail
 
-// Whether `path` looks like a lowbit quantized model (a safetensors file with lowbit.kind metadata).
-inline bool is_quantized_model_file(const std::filesystem::path& path) {
-  try {
-    if (!std::filesystem::is_regular_file(path)) return false;
-    SafetensorsFile f(path);
-    auto it = f.metadata().find("lowbit.kind");
-    return it != f.metadata().end() && it->second == kQuantizedFileKind;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-// Loads a quantized model file as an nn::Llama with QuantizedLinear layers; every tensor is checked.
+// Loads a quantized model file as an nn::Llama with QuantizedLinear layers; every tensor is checked
+// (dtype, shape against the configuration, checksum) before it is copied, and the model is built from
+// the tensors alone: nothing is allocated from the configuration before the file is seen to hold it.
 inline nn::Llama load_quantized_model(const std::filesystem::path& path) {
   SafetensorsFile f(path);
   detail::check_kind(f);
-  const auto config = model_config_from_json(detail::metadata_json(f, "lowbit.model_config"), f.path());
+  const auto c = model_config_from_json(detail::metadata_json(f, "lowbit.model_config"), f.path());
   const auto formats = detail::metadata_json(f, "lowbit.tensor_formats");
   const auto checksums = detail::metadata_json(f, "lowbit.checksums");
+  LOWBIT_CHECK(formats.is_object() && checksums.is_object(), f.path(),
+               ": metadata 'lowbit.tensor_formats' and 'lowbit.checksums' must be JSON objects");
   std::set<std::string> seen;
-  nn::ModelWeights w = detail::skeleton_weights(config, f.path());
-  const auto& c = config;
-  w.tensors["tok_embeddings.weight"].data = detail::read_f32(f, "tok_embeddings.weight", {c.vocab_size, c.dim}, checksums, seen);
-  w.tensors["norm.weight"].data = detail::read_f32(f, "norm.weight", {c.dim}, checksums, seen);
-  if (!c.tied_embeddings)
-    w.tensors["output.weight"].data = detail::read_f32(f, "output.weight", {c.vocab_size, c.dim}, checksums, seen);
-  for (int l = 0; l < c.n_layers; ++l)
-    for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
-      const auto name = nn::ModelWeights::layer_name(l, norm);
-      w.tensors[name].data = detail::read_f32(f, name, {c.dim}, checksums, seen);
-    }
-  nn::Llama model(w);
-  w.tensors.clear();
-  for (int l = 0; l < c.n_layers; ++l)
+  // The configuration must match the tensors present before the model is sized from it.
+  const auto has = [&](const std::string& name) { return f.find(name) != nullptr; };
+  const std::string last_norm = nn::ModelWeights::layer_name(c.n_layers - 1, "ffn_norm.weight");
+  LOWBIT_CHECK(has(last_norm) && !has(nn::ModelWeights::layer_name(c.n_layers, "ffn_norm.weight")), f.path(),
+               ": the configuration says ", c.n_layers, " layers, but the file holds ",
+               has(last_norm) ? "more" : "fewer", " (tensor '", last_norm, "' is ", has(last_norm) ? "present" : "missing",
+               ")");
+  auto read_table = [&](const char* name, std::vector<float>& fp32) -> nn::LinearPtr {
+    if (formats.contains(name)) return detail::read_linear(f, name, formats[name], c.vocab_size, c.dim, checksums, seen);
+    fp32 = detail::read_f32(f, std::string(name) + ".weight", {c.vocab_size, c.dim}, checksums, seen);
+    return nullptr;
+  };
+  std::vector<float> table_f32, head_f32;
+  auto table = read_table(kTokenTableName, table_f32);
+  nn::LinearPtr head = c.tied_embeddings ? nullptr : read_table(kHeadName, head_f32);
+
+  auto model = nn::Llama::unfilled(c, f.path());
+  if (table) {
+    if (c.tied_embeddings) model.set_output_head(std::move(table));
+    else model.set_token_embedding(std::move(table));
+  } else {
+    model.tok_embeddings() = std::move(table_f32);
+  }
+  if (head) model.set_output_head(std::move(head));
+  else if (!c.tied_embeddings) model.output_weight() = std::move(head_f32);
+  model.final_norm() = detail::read_f32(f, "norm.weight", {c.dim}, checksums, seen);
+  for (int l = 0; l < c.n_layers; ++l) {
+    model.attention_norm(l) =
+        detail::read_f32(f, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, checksums, seen);
+    model.ffn_norm(l) = detail::read_f32(f, nn::ModelWeights::layer_name(l, "ffn_norm.weight"), {c.dim}, checksums, seen);
     for (auto role : nn::kAllLinearRoles) {
       const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
       LOWBIT_CHECK(formats.contains(name), f.path(), ": no format descriptor for '", name, "' in 'lowbit.tensor_formats'");
       auto [out, in] = nn::linear_role_shape(c, role);
       model.set_linear(l, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
     }
+  }
   for (const auto& t : f.tensors())
     LOWBIT_CHECK(seen.count(t.name), f.path(), ": unexpected tensor '", t.name,
                  "' (not implied by the model configuration and format descriptors)");
@@ -302,8 +313,10 @@ inline void save_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     formats[name] = detail::add_linear(writer, name, model.linear(layer, role), keep_alive, checksums);
   }
   const auto dim = static_cast<index_t>(model.config().dim);
-  writer.add_f32(nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim}, model.attention_norm(layer).data());
-  writer.add_f32(nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, model.ffn_norm(layer).data());
+  detail::add_f32(writer, nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim},
+                  model.attention_norm(layer), checksums);
+  detail::add_f32(writer, nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, model.ffn_norm(layer),
+                  checksums);
   detail::write_metadata(writer, formats, checksums, {{"lowbit.block", std::to_string(layer)}});
   writer.write(path);
 }
@@ -320,15 +333,10 @@ inline void load_block_checkpoint(const std::filesystem::path& path, nn::Llama& 
     auto [out, in] = nn::linear_role_shape(model.config(), role);
     model.set_linear(layer, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
   }
-  const auto dim = static_cast<std::size_t>(model.config().dim);
-  for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
-    const auto name = nn::ModelWeights::layer_name(layer, norm);
-    const auto gains = f.to_f32(name);
-    LOWBIT_CHECK(gains.size() == dim, f.path(), ": block checkpoint tensor '", name, "' has ", gains.size(),
-                 " values, expected ", dim);
-    auto& target = std::string(norm) == "ffn_norm.weight" ? model.ffn_norm(layer) : model.attention_norm(layer);
-    std::copy(gains.begin(), gains.end(), target.begin());
-  }
+  const auto dim = static_cast<index_t>(model.config().dim);
+  model.attention_norm(layer) =
+      detail::read_f32(f, nn::ModelWeights::layer_name(layer, "attention_norm.weight"), {dim}, checksums, seen);
+  model.ffn_norm(layer) = detail::read_f32(f, nn::ModelWeights::layer_name(layer, "ffn_norm.weight"), {dim}, checksums, seen);
 }
 
 }  // namespace lowbit::io

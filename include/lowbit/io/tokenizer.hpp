@@ -114,15 +114,29 @@ inline VocabSpec vocab_from_hf_json(const std::string& path) {
     const auto& model = j.at("model");
     LOWBIT_CHECK(model.value("type", "BPE") == "BPE", path, ": model type '", model.value("type", ""),
                  "' is not supported (byte-level BPE only; use the SentencePiece .model for Llama-2 style vocabularies)");
+    // Ids are checked before they size anything: non-negative integers, and below twice the number of
+    // entries (a vocabulary may have holes, not a table of 10^12 empty slots).
+    const auto& vocab = model.at("vocab");
+    LOWBIT_CHECK(vocab.is_object(), path, ": model.vocab is not an object of token -> id");
+    const std::size_t added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
+    const std::size_t id_limit = 2 * (vocab.size() + added) + 256;
+    auto checked_id = [&](const nlohmann::json& value, const std::string& what) -> std::size_t {
+      LOWBIT_CHECK(value.is_number_unsigned() || (value.is_number_integer() && value.get<std::int64_t>() >= 0), path,
+                   ": ", what, " has id ", value.dump(), "; expected a non-negative integer");
+      const auto id = value.get<std::uint64_t>();
+      LOWBIT_CHECK(id < id_limit, path, ": ", what, " has id ", id, ", far past the ", vocab.size() + added,
+                   " tokens the file lists (ids must be below ", id_limit, ")");
+      return static_cast<std::size_t>(id);
+    };
     std::size_t n = 0;
-    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it)
-      n = std::max<std::size_t>(n, it.value().get<std::size_t>() + 1);
-    if (j.contains("added_tokens"))
-      for (const auto& a : j["added_tokens"]) n = std::max<std::size_t>(n, a.at("id").get<std::size_t>() + 1);
+    for (auto it = vocab.begin(); it != vocab.end(); ++it)
+      n = std::max<std::size_t>(n, checked_id(it.value(), "vocab token '" + it.key() + "'") + 1);
+    if (added)
+      for (const auto& a : j["added_tokens"]) n = std::max<std::size_t>(n, checked_id(a.at("id"), "an added token") + 1);
     v.tokens.assign(n, std::string());
     v.token_types.assign(n, static_cast<std::int32_t>(TokenType::Unused));
-    for (auto it = model.at("vocab").begin(); it != model.at("vocab").end(); ++it) {
-      const auto id = it.value().get<std::size_t>();
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const auto id = checked_id(it.value(), "vocab token '" + it.key() + "'");
       v.tokens[id] = it.key();
       v.token_types[id] = static_cast<std::int32_t>(TokenType::Normal);
     }
@@ -134,7 +148,7 @@ inline VocabSpec vocab_from_hf_json(const std::string& path) {
     }
     if (j.contains("added_tokens"))
       for (const auto& a : j["added_tokens"]) {
-        const auto id = a.at("id").get<std::size_t>();
+        const auto id = checked_id(a.at("id"), "an added token");
         v.tokens[id] = a.at("content").get<std::string>();
         v.token_types[id] = static_cast<std::int32_t>(a.value("special", false) ? TokenType::Control : TokenType::UserDefined);
       }
@@ -178,6 +192,7 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
   };
   auto from_file = [&](const std::string& p) -> std::unique_ptr<Tokenizer> {
     LOWBIT_CHECK(fs::exists(p), "tokenizer file ", p, " does not exist");
+    LOWBIT_CHECK(fs::is_regular_file(p), "tokenizer file ", p, " is not a regular file (a folder?)");
     const auto ext = fs::path(p).extension().string();
     if (ext == ".gguf" || has_magic(p, "GGUF")) return tokenizer_from_vocab(vocab_from_gguf(GgufFile(p)));
     if (ext == ".json") return std::make_unique<BpeTokenizer>(vocab_from_hf_json(p));

@@ -52,6 +52,10 @@ class BasicDenseLinear final : public BasicLinear<T> {
     for (index_t r = 0; r < out_; ++r) std::copy_n(weight_.data() + r * in_, in_, W.row(r));
   }
 
+  void dequantize_row(index_t r, T* out) const override {
+    LOWBIT_CHECK(r >= 0 && r < out_, "DenseLinear::dequantize_row: row ", r, " is outside [0, ", out_, ")");
+    std::copy_n(weight_.data() + r * in_, in_, out);
+  }
   std::size_t bytes() const override { return weight_.size() * sizeof(T); }
   std::string format() const override { return sizeof(T) == 4 ? "f32" : "f64"; }
   std::vector<StoredTensor> stored_tensors() const override {

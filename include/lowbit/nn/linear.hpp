@@ -9,6 +9,7 @@
 // finite-difference checks run the model's own code in double precision.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -42,11 +43,29 @@ class BasicLinear {
   // Writes the effective weight Ŵ [out, in].
   virtual void dequantize(MatrixView<T> W) const = 0;
 
+  // Row r of Ŵ into out[in_features()]: what a token table stored in this layer's format reads per
+  // token (nn/model.hpp). Formats override it to decode one row; this fallback decodes the whole
+  // matrix, so it is correct for any layer but meant for tests and rare calls.
+  virtual void dequantize_row(index_t r, T* out) const {
+    LOWBIT_CHECK(r >= 0 && r < out_features(), "dequantize_row: row ", r, " is outside [0, ", out_features(), ")");
+    std::vector<T> w(static_cast<std::size_t>(out_features() * in_features()));
+    dequantize(MatrixView<T>(w.data(), out_features(), in_features()));
+    std::copy_n(w.data() + r * in_features(), in_features(), out);
+  }
+
   // Storage of the weight representation in bytes, exactly as stored (codes, scales, codebooks).
   virtual std::size_t bytes() const = 0;
 
   // Format descriptor: "f32", "uniform:4:128", "additive:2:8:8", ...
   virtual std::string format() const = 0;
+
+  // Switches the activation format of single-token products (format/activation.hpp: "f32" exact,
+  // "int8" for the integer kernels). Returns whether this layer has such a choice; a layer without one
+  // (dense fp32) keeps its exact product and returns false.
+  virtual bool set_activations(const std::string& name) {
+    (void)name;
+    return false;
+  }
 
   // Frees memory that the layer can rebuild on demand (e.g. a quantized layer's dequantized copy for
   // batched calls). Calibration calls it once a block is finished, so caches do not pile up.

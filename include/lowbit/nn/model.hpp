@@ -3,6 +3,9 @@
 // KV cache), calibration (embed / block_forward with taps / head_forward, linears swappable per role)
 // and training (forward_train + backward with += gradients, llm.c style). BasicLlama<double> runs the
 // very same code in double precision for the finite-difference checks; lowbit uses Llama (float).
+// For inference the token table and the head can live in any weight format too (set_output_head,
+// set_token_embedding): the head then runs through the format's matvec kernel and the embedding
+// decodes only the rows it reads; a tied model keeps one table for both.
 #pragma once
 
 #include <algorithm>
@@ -31,14 +34,14 @@ template <class F>
 class BasicLlama {
  public:
   // Dense model from loaded weights (names and shapes as in weights.hpp).
-  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source) { load(w, nullptr); }
+  explicit BasicLlama(const ModelWeights& w) : BasicLlama(w.config, w.source, false) { load(w, nullptr); }
   // The same, taking the fp32 buffers over instead of copying them (w's tensors are left empty).
-  explicit BasicLlama(ModelWeights&& w) : BasicLlama(w.config, w.source) { load(w, &w); }
+  explicit BasicLlama(ModelWeights&& w) : BasicLlama(w.config, w.source, false) { load(w, &w); }
 
   // Small-std initialization for pretraining: N(0, 0.02²) for embeddings and projections, with wo and
   // w2 scaled by 1/sqrt(2·n_layers) (GPT-2) so the residual stream keeps its scale; norm gains 1.
   static BasicLlama random_init(const ModelConfig& c, Rng& rng, double std = 0.02) {
-    BasicLlama m(c, "random_init");
+    BasicLlama m(c, "random_init", true);
     auto fill = [&](F* p, std::size_t count, double sd) {
       for (std::size_t i = 0; i < count; ++i) p[i] = static_cast<F>(sd * rng.normal());
     };
@@ -53,6 +56,13 @@ class BasicLlama {
       }
     if (!c.tied_embeddings) fill(m.output_.data(), m.output_.size(), std);
     return m;
+  }
+
+  // A model with every tensor still to be set (loaders): no table is allocated, the blocks have no
+  // linears; set the norms, the linears (set_linear) and the tables (tok_embeddings() / output_weight()
+  // as fp32, or set_output_head / set_token_embedding) before use.
+  static BasicLlama unfilled(const ModelConfig& c, std::string source) {
+    return BasicLlama(c, std::move(source), false);
   }
 
   BasicLlama(BasicLlama&&) noexcept = default;
@@ -81,10 +91,53 @@ class BasicLlama {
   std::vector<F>& attention_norm(int layer) { return block(layer).attn_norm; }
   std::vector<F>& ffn_norm(int layer) { return block(layer).ffn_norm; }
   std::vector<F>& final_norm() { return final_norm_; }
-  std::vector<F>& tok_embeddings() { return tok_embeddings_; }
-  // The output matrix [vocab, dim]: the embedding table itself when tied.
-  std::vector<F>& output_weight() { return cfg_.tied_embeddings ? tok_embeddings_ : output_; }
-  const std::vector<F>& output_weight() const { return cfg_.tied_embeddings ? tok_embeddings_ : output_; }
+  const std::vector<F>& attention_norm(int layer) const { return block(layer).attn_norm; }
+  const std::vector<F>& ffn_norm(int layer) const { return block(layer).ffn_norm; }
+  const std::vector<F>& final_norm() const { return final_norm_; }
+  const std::vector<F>& tok_embeddings() const {
+    LOWBIT_CHECK(!token_embedding(), source_, ": the token table is stored as ", token_embedding()->format(),
+                 "; this needs it in fp32");
+    return tok_embeddings_;
+  }
+  // The fp32 token table [vocab, dim] (an error once the table is stored in a weight format).
+  std::vector<F>& tok_embeddings() {
+    LOWBIT_CHECK(!token_embedding(), source_, ": the token table is stored as ", token_embedding()->format(),
+                 "; this needs it in fp32");
+    return tok_embeddings_;
+  }
+  // The fp32 output matrix [vocab, dim]: the embedding table itself when tied.
+  std::vector<F>& output_weight() {
+    LOWBIT_CHECK(!head_, source_, ": the output head is stored as ", head_ ? head_->format() : "", "; this needs it in fp32");
+    return cfg_.tied_embeddings ? tok_embeddings_ : output_;
+  }
+  const std::vector<F>& output_weight() const {
+    LOWBIT_CHECK(!head_, source_, ": the output head is stored as ", head_ ? head_->format() : "", "; this needs it in fp32");
+    return cfg_.tied_embeddings ? tok_embeddings_ : output_;
+  }
+
+  // ---- token table and head in a weight format (inference only) ----
+  // The output head [vocab, dim] as a layer of any format; on a tied model it is the token table too.
+  // The fp32 matrix it replaces is released.
+  void set_output_head(BasicLinearPtr<F> head) {
+    check_table(head.get(), "output head");
+    head_ = std::move(head);
+    if (cfg_.tied_embeddings) release(tok_embeddings_);
+    else release(output_);
+  }
+  // The token table [vocab, dim] of an untied model as a layer of any format (a row lookup decodes the
+  // rows it reads). A tied model's table is its head: use set_output_head.
+  void set_token_embedding(BasicLinearPtr<F> table) {
+    LOWBIT_CHECK(!cfg_.tied_embeddings, source_, ": the token table is tied to the output head; set_output_head sets both");
+    check_table(table.get(), "token table");
+    embedding_ = std::move(table);
+    release(tok_embeddings_);
+  }
+  // The layers holding the tables, or nullptr while they are fp32 vectors.
+  const BasicLinear<F>* output_head() const { return head_.get(); }
+  const BasicLinear<F>* token_embedding() const { return cfg_.tied_embeddings ? head_.get() : embedding_.get(); }
+  // Descriptor of each table's storage: "f32" or a format name.
+  std::string output_head_format() const { return head_ ? head_->format() : "f32"; }
+  std::string token_embedding_format() const { return token_embedding() ? token_embedding()->format() : "f32"; }
 
   // ---- inference -------------------------------------------------------------------------------
   // tokens [B*T] -> logits [B*T, vocab]; each row b sees only its own sequence.
@@ -98,6 +151,15 @@ class BasicLlama {
   }
 
   void embed(const std::int32_t* tokens, index_t n, F* x) const {
+    if (const auto* table = token_embedding()) {
+      for (index_t r = 0; r < n; ++r) {
+        const std::int32_t t = tokens[r];
+        LOWBIT_CHECK(t >= 0 && t < cfg_.vocab_size, "embedding: token id ", t, " at position ", r,
+                     " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
+        table->dequantize_row(t, x + r * cfg_.dim);
+      }
+      return;
+    }
     embedding_forward(tok_embeddings_.data(), cfg_.vocab_size, cfg_.dim, tokens, n, x);
   }
 
@@ -111,9 +173,24 @@ class BasicLlama {
   void head_forward(const F* x, index_t n, F* logits) {
     xn_.resize(static_cast<std::size_t>(n * cfg_.dim));
     rmsnorm_forward(x, final_norm_.data(), n, cfg_.dim, static_cast<F>(cfg_.norm_eps), xn_.data());
+    if (head_) {
+      head_->forward(MatrixView<const F>(xn_.data(), n, cfg_.dim), MatrixView<F>(logits, n, cfg_.vocab_size));
+      return;
+    }
     matmul_xwt<F>(MatrixView<const F>(xn_.data(), n, cfg_.dim),
                   MatrixView<const F>(output_weight().data(), cfg_.vocab_size, cfg_.dim),
                   MatrixView<F>(logits, n, cfg_.vocab_size));
+  }
+
+  // Activation format of every single-token product (linears and head): "int8" runs the integer
+  // kernels where a format has them (format/activation.hpp), "f32" the exact products. Returns how
+  // many layers took it (dense layers stay exact).
+  int set_activations(const std::string& name) {
+    int switched = 0;
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      for (auto r : kAllLinearRoles) switched += linear(l, r).set_activations(name) ? 1 : 0;
+    if (head_) switched += head_->set_activations(name) ? 1 : 0;
+    return switched;
   }
 
   // ---- incremental decoding --------------------------------------------------------------------
@@ -148,6 +225,7 @@ class BasicLlama {
   // ---- training --------------------------------------------------------------------------------
   // Embeddings, norms, every Linear's parameters(), with canonical names.
   std::vector<BasicParameter<F>> parameters() {
+    require_fp32_tables("training");
     ensure_grads();
     std::vector<BasicParameter<F>> out;
     out.push_back({"tok_embeddings.weight", tok_embeddings_.data(), tok_embeddings_grad_.data(),
@@ -171,6 +249,7 @@ class BasicLlama {
   // Forward that saves activations for backward(); logits [B*T, vocab].
   void forward_train(const std::int32_t* tokens, int B, int T, F* logits) {
     check_batch(B, T);
+    require_fp32_tables("training");
     const index_t n = static_cast<index_t>(B) * T;
     rope_.ensure(T);
     train_B_ = B;
@@ -241,14 +320,16 @@ class BasicLlama {
   const std::string& source() const { return source_; }
 
  private:
-  BasicLlama(const ModelConfig& c, std::string source)
+  BasicLlama(const ModelConfig& c, std::string source, bool allocate_tables)
       : cfg_(c),
         source_(std::move(source)),
         rope_(c.head_dim(), c.rope_theta, c.rope_layout, std::min(c.max_seq_len, 2048)) {
     cfg_.validate(source_);
-    tok_embeddings_.assign(static_cast<std::size_t>(c.vocab_size) * c.dim, F(0));
     final_norm_.assign(static_cast<std::size_t>(c.dim), F(1));
-    if (!c.tied_embeddings) output_.assign(tok_embeddings_.size(), F(0));
+    if (allocate_tables) {
+      tok_embeddings_.assign(static_cast<std::size_t>(c.vocab_size) * c.dim, F(0));
+      if (!c.tied_embeddings) output_.assign(tok_embeddings_.size(), F(0));
+    }
     blocks_.reserve(static_cast<std::size_t>(c.n_layers));
     for (int l = 0; l < c.n_layers; ++l) blocks_.emplace_back(c, false);  // both factories set every linear
   }
@@ -281,6 +362,21 @@ class BasicLlama {
     }
   }
 
+  void check_table(const BasicLinear<F>* table, const char* what) const {
+    LOWBIT_CHECK(table != nullptr, source_, ": ", what, " is null");
+    LOWBIT_CHECK(table->out_features() == cfg_.vocab_size && table->in_features() == cfg_.dim, source_, ": ", what,
+                 " is ", table->out_features(), "x", table->in_features(), ", expected ", cfg_.vocab_size, "x",
+                 cfg_.dim);
+  }
+  static void release(std::vector<F>& v) {
+    v.clear();
+    v.shrink_to_fit();
+  }
+  void require_fp32_tables(const char* what) const {
+    LOWBIT_CHECK(!head_ && !embedding_, source_, ": ", what, " needs the token table and head in fp32 (stored as ",
+                 token_embedding_format(), " / ", output_head_format(), ")");
+  }
+
   void check_batch(int B, int T) const {
     LOWBIT_CHECK(B > 0 && T > 0, source_, ": batch ", B, " x ", T, " tokens is empty");
   }
@@ -301,6 +397,8 @@ class BasicLlama {
   std::vector<BasicBlock<F>> blocks_;
   std::vector<F> final_norm_, final_norm_grad_;
   std::vector<F> output_, output_grad_;  // untied head only
+  BasicLinearPtr<F> head_;               // the head in a weight format (tied: also the token table)
+  BasicLinearPtr<F> embedding_;          // the token table in a weight format (untied models)
 
   // inference workspace (one for all blocks)
   std::vector<F> x_, xn_;

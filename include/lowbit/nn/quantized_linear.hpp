@@ -79,6 +79,16 @@ class QuantizedLinear : public Linear {
   }
 
   void dequantize(MatrixView<float> W) const override { Q::dequantize(packed_, W); }
+  // One row through the format's own row decoder when it has one (every built-in family does).
+  void dequantize_row(index_t r, float* out) const override {
+    if constexpr (requires { Q::dequantize_row(packed_, r, out); }) {
+      LOWBIT_CHECK(r >= 0 && r < out_features(), "QuantizedLinear<", Q::name(), ">::dequantize_row: row ", r,
+                   " is outside [0, ", out_features(), ")");
+      Q::dequantize_row(packed_, r, out);
+    } else {
+      Linear::dequantize_row(r, out);
+    }
+  }
   std::size_t bytes() const override { return packed_.bytes(); }
   std::string format() const override { return Q::name(); }
   std::vector<StoredTensor> stored_tensors() const override { return packed_.stored_tensors(); }
@@ -101,12 +111,13 @@ class QuantizedLinear : public Linear {
     activations_ = A::name();
   }
   // The same by name ("f32", "int8"); throws on an unknown name.
-  void set_activations(const std::string& name) {
+  bool set_activations(const std::string& name) override {
     bool found = false;
     [&]<class... A>(ActivationFormatList<A...>) {
       ((!found && A::name() == name ? (set_activations<A>(), found = true) : false), ...);
     }(RegisteredActivationFormats{});
     LOWBIT_CHECK(found, "QuantizedLinear<", Q::name(), ">: unknown activation format '", name, "' (known: f32, int8)");
+    return true;
   }
   const std::string& activations() const { return activations_; }
 

@@ -33,4 +33,17 @@ inline LinearPtr make_stored_linear(const std::string& descriptor, index_t out, 
   });
 }
 
+// A dense matrix W [out, in] in the format `descriptor` by round-to-nearest (the format's own
+// Quantizer::quantize), or kept dense for "f32".
+inline LinearPtr make_rtn_linear(const std::string& descriptor, MatrixView<const float> W) {
+  if (descriptor == "f32") {
+    std::vector<float> w(static_cast<std::size_t>(W.rows() * W.cols()));
+    for (index_t r = 0; r < W.rows(); ++r) std::copy_n(W.row(r), W.cols(), w.data() + r * W.cols());
+    return std::make_unique<DenseLinear>(W.rows(), W.cols(), std::move(w));
+  }
+  return visit_format(descriptor, [&]<class F>(FormatTag<F>) -> LinearPtr {
+    return std::make_unique<QuantizedLinear<F>>(Quantizer<F>::quantize(W));
+  });
+}
+
 }  // namespace lowbit::nn

@@ -49,6 +49,10 @@ struct Quantizer<Additive<M, B, G>> {
   static Packed pack(const AdditiveCodes& a) { return Packed(a); }
 
   static void dequantize(const Packed& p, MatrixView<float> out) { additive_dequantize(additive_kernel_view(p), out); }
+  // Row r of Ŵ into out[cols] (a token table's lookup).
+  static void dequantize_row(const Packed& p, index_t r, float* out) {
+    additive_dequantize_row(additive_kernel_view(p), r, out);
+  }
   // y = Ŵx through the CPU lookup-table kernels (kernels/cpu/additive_matvec.hpp); no int8-activation
   // kernel, so every activation format computes the exact product.
   template <ActivationFormat A = F32Activations>

@@ -478,14 +478,15 @@ inline void additive_matvec(const AdditiveKernelView& v, const float* x, float* 
       32);
 }
 
-// Ŵ [rows, cols] into `out` (row stride honoured), multithreaded over rows.
+// Rows [r0, r1) of Ŵ into `out` (row stride honoured); row o lands in out.row(o − out_row0).
 template <int G>
-void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r1, MatrixView<float> out) {
+void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r1, MatrixView<float> out,
+                              index_t out_row0 = 0) {
   const auto& s = v.shape;
   const index_t K = s.codebook_size(), groups = s.groups();
   const int M = s.num_codebooks;
   for (index_t o = r0; o < r1; ++o) {
-    float* dst = out.row(o);
+    float* dst = out.row(o - out_row0);
     const float scale = v.scales[o];
     for (index_t j = 0; j < groups; ++j) {
       float sum[G];
@@ -502,6 +503,20 @@ void additive_dequantize_rows(const AdditiveKernelView& v, index_t r0, index_t r
         for (index_t d = 0; d < width; ++d) dst[j * G + d] = sum[d] * scale;
       }
     }
+  }
+}
+
+// Row r of Ŵ into out[cols].
+inline void additive_dequantize_row(const AdditiveKernelView& v, index_t r, float* out) {
+  const auto& s = v.shape;
+  LOWBIT_CHECK(r >= 0 && r < s.rows, "additive dequantize_row: row ", r, " is outside [0, ", s.rows, ")");
+  MatrixView<float> dst(out, 1, s.cols);
+  switch (s.group_size) {
+    case 2: additive_dequantize_rows<2>(v, r, r + 1, dst, r); break;
+    case 4: additive_dequantize_rows<4>(v, r, r + 1, dst, r); break;
+    case 8: additive_dequantize_rows<8>(v, r, r + 1, dst, r); break;
+    case 16: additive_dequantize_rows<16>(v, r, r + 1, dst, r); break;
+    default: additive_dequantize_rows<32>(v, r, r + 1, dst, r); break;
   }
 }
 

@@ -498,7 +498,7 @@ inline constexpr bool kQ8HaveAvxVnni = false;
 template <class Format>
 constexpr bool uniform_q8_avx2_supports() {
   constexpr int b = Format::bits;
-  return (b == 1 || b == 2 || b == 4) && uniform_q8_groups_fit<Format>();
+  return (b == 1 || b == 2 || b == 4 || b == 8) && uniform_q8_groups_fit<Format>();
 }
 
 namespace detail {
@@ -527,16 +527,80 @@ inline __m256i q8_avx2_dot(__m256i acc, __m256i u, __m256i s) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
 
-// Row r's factors f[k] = scale·d_k and the zero-point correction, as q8_avx512_row_factors (scalar).
+// As q8_avx2_dot for Bits-bit codes; 8-bit codes c are taken as c − 128 (kQ8Avx2CodeOffset): the sign
+// moves onto the activation (vpsignb), so |c − 128|·(±s) pairs stay within 2·128·127 < 2^15.
+template <int Bits, bool Vnni>
+inline __m256i q8_avx2_dot_codes(__m256i acc, __m256i codes, __m256i s) {
+  if constexpr (Bits == 8) {
+    const __m256i c = _mm256_xor_si256(codes, _mm256_set1_epi8(static_cast<char>(0x80)));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(c), _mm256_sign_epi8(s, c)),
+                                                   _mm256_set1_epi16(1)));
+  } else {
+    return q8_avx2_dot<Vnni>(acc, codes, s);
+  }
+}
+
+// 8-bit codes enter the dot products as signed c − 128 (vpmaddubsw's unsigned operand is then |c − 128|
+// ≤ 128 and its pair sums stay below 2^15; see q8_avx2_dot_codes), so their zero point is taken as
+// zero − 128 (0 for the symmetric format). Narrower codes enter as they are.
+template <int Bits>
+inline constexpr std::int32_t kQ8Avx2CodeOffset = Bits == 8 ? 128 : 0;
+
+// fp16 scale to fp32: one vcvtph2ps where the build has F16C (scales are finite, so it equals the
+// portable conversion), else core/half.hpp's.
+inline float q8_scale_to_float(half_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h.bits);
+#else
+  return to_float(h);
+#endif
+}
+
+// Row r's factors f[k] = scale·d_k and the zero-point correction, as q8_avx512_row_factors, eight
+// blocks per step when each activation block is one whole group of at most 256 columns and the codes
+// have 1, 2 or 4 bits (the zero points of 8 groups then lie in one 32-bit word): on short rows the
+// scalar loop below took as long as the row's dot products.
 template <class Format>
 inline float q8_avx2_row_factors(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa, float* f) {
-  constexpr int gsz = Format::group_size;
+  constexpr int gsz = Format::group_size, bits = Format::bits;
+  if constexpr (gsz > 0 && gsz <= kQ8MaxBlock && (bits == 1 || bits == 2 || bits == 4)) {
+    const half_t* scales = packed.row_scales(r);
+    const std::uint32_t* zeros = packed.row_zeros(r);
+    const __m256i shifts = _mm256_setr_epi32(0, bits, 2 * bits, 3 * bits, 4 * bits, 5 * bits, 6 * bits, 7 * bits);
+    const __m256i zmask = _mm256_set1_epi32((1 << bits) - 1);
+    __m256 corr = _mm256_setzero_ps();
+    for (index_t k0 = 0; k0 < xa.blocks; k0 += 8) {
+      const index_t n = std::min<index_t>(8, xa.blocks - k0);
+      alignas(16) std::uint16_t h[8] = {};
+      std::memcpy(h, scales + k0, static_cast<std::size_t>(n) * sizeof(half_t));
+      alignas(32) float d[8] = {};
+      alignas(32) std::int32_t sx[8] = {};
+      std::memcpy(d, xa.scale.data() + k0, static_cast<std::size_t>(n) * sizeof(float));
+      std::memcpy(sx, xa.sum.data() + k0, static_cast<std::size_t>(n) * sizeof(std::int32_t));
+      const __m256 fv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))),
+                                      _mm256_load_ps(d));
+      _mm256_storeu_ps(f + k0, fv);  // f has 8 slots past the last block
+      __m256i z;
+      if constexpr (Format::symmetric) {
+        z = _mm256_set1_epi32(static_cast<int>(Format::symmetric_zero));
+      } else {
+        const std::uint32_t word = zeros[k0 * bits / 32] >> ((k0 * bits) % 32);
+        z = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), zmask);
+      }
+      const __m256i zsx = _mm256_mullo_epi32(z, _mm256_load_si256(reinterpret_cast<const __m256i*>(sx)));
+      corr = _mm256_fmadd_ps(fv, _mm256_cvtepi32_ps(zsx), corr);
+    }
+    return avx2_hsum(corr);
+  }
   float corr = 0.0f;
+  const half_t* scales = packed.row_scales(r);
   for (index_t k = 0; k < xa.blocks; ++k) {
     index_t g = 0;
     if constexpr (gsz > 0) g = gsz <= kQ8MaxBlock ? k : k / (gsz / kQ8MaxBlock);
-    f[k] = packed.scale(r, g) * xa.scale[static_cast<std::size_t>(k)];
-    const std::int32_t zsx = static_cast<std::int32_t>(packed.zero(r, g)) * xa.sum[static_cast<std::size_t>(k)];
+    f[k] = q8_scale_to_float(scales[g]) * xa.scale[static_cast<std::size_t>(k)];
+    const std::int32_t zero = static_cast<std::int32_t>(packed.zero(r, g)) - kQ8Avx2CodeOffset<Format::bits>;
+    if (zero == 0) continue;
+    const std::int32_t zsx = zero * xa.sum[static_cast<std::size_t>(k)];
     corr += f[k] * static_cast<float>(zsx);
   }
   return corr;
@@ -551,6 +615,7 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
   constexpr int seg = gsz > 0 && gsz <= kQ8MaxBlock ? gsz : static_cast<int>(kQ8MaxBlock);
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r));
   const __m256i mask = _mm256_set1_epi8(static_cast<char>(Format::max_code));
+  (void)mask;  // 8-bit codes need no mask
   auto do_chunk = [&](index_t q, __m256i iacc) {
     const std::uint8_t* p = bytes + q * 32;
     __m256i raw;
@@ -571,12 +636,16 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
     q8_unroll<slots>([&]<int J>(std::integral_constant<int, J>) {
       __m256i v = raw;
       if constexpr (J > 0) v = _mm256_srli_epi16(raw, J * bits);
-      part[J % 2] = q8_avx2_dot<Vnni>(part[J % 2], _mm256_and_si256(v, mask),
-                                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J)));
+      if constexpr (bits < 8) v = _mm256_and_si256(v, mask);
+      part[J % 2] = q8_avx2_dot_codes<bits, Vnni>(part[J % 2], v,
+                                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J)));
     });
     return _mm256_add_epi32(part[0], part[1]);
   };
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  // One fp32 accumulator in a register: a block's integer dot products take far longer than the FMA's
+  // latency, and an accumulator array indexed by k % 2 was kept on the stack (a store-to-load round
+  // trip per block, measured as the kernel's hottest instructions).
+  __m256 acc = _mm256_setzero_ps();
   const index_t n_chunks = (packed.cols() + chunk - 1) / chunk;
   if constexpr (seg >= chunk) {
     constexpr int per_block = seg / chunk;
@@ -584,11 +653,11 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
     for (index_t k = 0; k < last; ++k) {
       __m256i iacc = _mm256_setzero_si256();
       q8_unroll<per_block>([&]<int T>(std::integral_constant<int, T>) { iacc = do_chunk(k * per_block + T, iacc); });
-      acc[k % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[k]), acc[k % 2]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[k]), acc);
     }
     __m256i iacc = _mm256_setzero_si256();
     for (index_t q = last * per_block; q < n_chunks; ++q) iacc = do_chunk(q, iacc);
-    acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[last]), acc[1]);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[last]), acc);
   } else {
     constexpr int per_chunk = chunk / seg;  // lanes l take block l·per_chunk/8
     const __m256i idx = _mm256_setr_epi32(0, 1 * per_chunk / 8, 2 * per_chunk / 8, 3 * per_chunk / 8, 4 * per_chunk / 8,
@@ -596,10 +665,10 @@ inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q
     for (index_t q = 0; q < n_chunks; ++q) {
       const __m256i iacc = do_chunk(q, _mm256_setzero_si256());
       const __m256 fv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(f + q * per_chunk), idx);
-      acc[q % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), fv, acc[q % 2]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), fv, acc);
     }
   }
-  return avx2_hsum(_mm256_add_ps(acc[0], acc[1]));
+  return avx2_hsum(acc);
 }
 
 }  // namespace detail
