@@ -716,9 +716,11 @@ class Progress {
 // ---- end lowbit/core/progress.hpp ----
 
 // ---- begin lowbit/core/resources.hpp ----
-// Resource accounting for long runs: the process's peak resident memory, reported beside timings.
+// Resource accounting for long runs: the process's peak resident memory and CPU time, reported beside
+// timings.
 
 #include <sys/resource.h>
+#include <ctime>
 
 namespace lowbit {
 
@@ -727,6 +729,13 @@ inline double peak_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// Seconds of CPU time this process has used so far, over all its threads.
+inline double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 }  // namespace lowbit
@@ -14054,13 +14063,6 @@ inline ChatPrompt chat_prompt(const io::Tokenizer& tok, const std::string& tmpl,
 
 namespace lowbit::eval {
 
-// Seconds of CPU time this process has used, over all its threads.
-inline double process_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
 // Wall and CPU clocks read together.
 struct Stopwatch {
   std::chrono::steady_clock::time_point wall0 = std::chrono::steady_clock::now();
@@ -14834,11 +14836,7 @@ inline std::size_t rotation_copies(std::size_t bytes_per_copy, std::size_t min_b
   return std::max<std::size_t>(2, (total + bytes_per_copy - 1) / std::max<std::size_t>(bytes_per_copy, 1));
 }
 
-inline double process_cpu_seconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-}
+using lowbit::process_cpu_seconds;
 
 // Per-call time: wall clock, and process CPU time divided by the thread count.
 struct CallTime {

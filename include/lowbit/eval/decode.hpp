@@ -12,17 +12,11 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/resources.hpp"
 #include "../nn/model.hpp"
 #include "../nn/sampler.hpp"
 
 namespace lowbit::eval {
-
-// Seconds of CPU time this process has used, over all its threads.
-inline double process_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
 
 // Wall and CPU clocks read together.
 struct Stopwatch {

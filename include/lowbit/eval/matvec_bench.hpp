@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/parallel.hpp"
+#include "../core/resources.hpp"
 #include "../core/rng.hpp"
 #include "../core/tensor.hpp"
 
@@ -38,11 +39,7 @@ inline std::size_t rotation_copies(std::size_t bytes_per_copy, std::size_t min_b
   return std::max<std::size_t>(2, (total + bytes_per_copy - 1) / std::max<std::size_t>(bytes_per_copy, 1));
 }
 
-inline double process_cpu_seconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-}
+using lowbit::process_cpu_seconds;
 
 // Per-call time: wall clock, and process CPU time divided by the thread count.
 struct CallTime {
