@@ -14962,7 +14962,6 @@ template <class Model>
 ModelStorage model_storage(Model& model) {
   const auto& c = model.config();
   ModelStorage s;
-  s.linear_bits_per_weight = linear_bits_per_weight(model);
   double bits = 0, weights = 0;
   for (int l = 0; l < c.n_layers; ++l)
     for (auto role : nn::kAllLinearRoles) {
@@ -14970,6 +14969,7 @@ ModelStorage model_storage(Model& model) {
       bits += 8.0 * static_cast<double>(linear.bytes());
       weights += static_cast<double>(linear.in_features()) * static_cast<double>(linear.out_features());
     }
+  s.linear_bits_per_weight = weights > 0 ? bits / weights : 0.0;  // = linear_bits_per_weight(model), one walk
   const double table = static_cast<double>(c.vocab_size) * static_cast<double>(c.dim);
   auto table_bits = [&](const nn::Linear* stored) { return stored ? 8.0 * static_cast<double>(stored->bytes()) : 32.0 * table; };
   bits += table_bits(model.token_embedding());
