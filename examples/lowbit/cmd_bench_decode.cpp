@@ -22,7 +22,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_bench_decode {
 
 using namespace lowbit;
 
@@ -149,4 +149,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_bench_decode

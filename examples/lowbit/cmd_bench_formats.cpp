@@ -21,7 +21,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_bench_formats {
 
 using namespace lowbit;
 
@@ -180,4 +180,4 @@ const lowbit::cli::Registration registration{
       return [opt] { return run(*opt); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_bench_formats

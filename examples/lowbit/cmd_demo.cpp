@@ -19,7 +19,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_demo {
 
 using namespace lowbit;
 
@@ -163,4 +163,4 @@ const lowbit::cli::Registration registration{
       return [a] { return run_demo(*a); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_demo

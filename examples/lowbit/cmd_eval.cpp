@@ -15,7 +15,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_eval {
 
 using namespace lowbit;
 
@@ -87,4 +87,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_eval

@@ -15,7 +15,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_formats {
 
 using namespace lowbit;
 
@@ -75,4 +75,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_formats

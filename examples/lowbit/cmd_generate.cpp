@@ -25,7 +25,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_generate {
 
 using namespace lowbit;
 
@@ -184,4 +184,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_generate

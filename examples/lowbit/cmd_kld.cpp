@@ -11,7 +11,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_kld {
 
 using namespace lowbit;
 
@@ -61,4 +61,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_kld

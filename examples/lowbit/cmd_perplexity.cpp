@@ -13,7 +13,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_perplexity {
 
 using namespace lowbit;
 
@@ -130,4 +130,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_perplexity

@@ -18,7 +18,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_pretrain {
 
 using namespace lowbit;
 
@@ -260,4 +260,4 @@ const lowbit::cli::Registration registration{
       return [a] { return run_pretrain(*a); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_pretrain

@@ -29,7 +29,7 @@
 #include "cli.hpp"
 #include "quantize_method.hpp"
 
-namespace {
+namespace lowbit_cmd_quantize {
 
 using namespace lowbit;
 
@@ -312,4 +312,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_quantize

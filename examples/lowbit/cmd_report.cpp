@@ -8,7 +8,7 @@
 
 #include "cli.hpp"
 
-namespace {
+namespace lowbit_cmd_report {
 
 using namespace lowbit;
 
@@ -41,4 +41,4 @@ const cli::Registration registration{
       return [o] { return run(*o); };
     }};
 
-}  // namespace
+}  // namespace lowbit_cmd_report

@@ -10,7 +10,7 @@
 
 #include "quantize_method.hpp"
 
-namespace {
+namespace lowbit_method_aqlm {
 
 using namespace lowbit;
 
@@ -74,4 +74,4 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
       return [a](const std::string&) { return make(*a); };
     }}};
 
-}  // namespace
+}  // namespace lowbit_method_aqlm

@@ -7,7 +7,7 @@
 
 #include "quantize_method.hpp"
 
-namespace {
+namespace lowbit_method_group {
 
 using namespace lowbit;
 
@@ -31,4 +31,4 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
       return [o](const std::string& name) { return cli::QuantizeMethod{calib::group_method(name, *o), {}, {}}; };
     }}};
 
-}  // namespace
+}  // namespace lowbit_method_group
