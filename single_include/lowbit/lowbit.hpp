@@ -4281,6 +4281,70 @@ struct Q8Activations {
   std::vector<std::int32_t> sum;  // [blocks] Σ x8 over the block (for the zero-point correction)
 };
 
+namespace detail {
+// max|x| over n values; NaN wins (as `a > m || a != a ? a : m`, so the result is NaN if any x is).
+inline float q8_block_amax(const float* x, index_t n) {
+  float amax = 0.0f;
+  index_t c = 0;
+#if defined(__AVX2__)
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 m = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+  for (; c + 8 <= n; c += 8) {
+    const __m256 v = _mm256_loadu_ps(x + c);
+    m = _mm256_max_ps(m, _mm256_and_ps(v, abs_mask));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
+  if (_mm256_movemask_ps(nan)) return std::numeric_limits<float>::quiet_NaN();
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  amax = _mm_cvtss_f32(h);
+#endif
+  for (; c < n; ++c) {
+    const float a = std::fabs(x[c]);
+    amax = a > amax || a != a ? a : amax;
+  }
+  return amax;
+}
+
+// x8[c] = clamp(round-to-nearest-even(x[c]·inv), ±127) for c < n; returns Σ x8. The SIMD steps round
+// exactly as the scalar ones (one fp32 product, then nearbyint in the default rounding mode).
+inline std::int32_t q8_block_round(const float* x, index_t n, float inv, std::int8_t* x8) {
+  std::int32_t s = 0;
+  index_t c = 0;
+#if defined(__AVX2__)
+  const __m256 scale = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  __m256i sum = _mm256_setzero_si256();
+  for (; c + 16 <= n; c += 16) {
+    auto q = [&](index_t o) {
+      const __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + c + o), scale),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+    };
+    const __m256i a = q(0), b = q(8);
+    sum = _mm256_add_epi32(sum, _mm256_add_epi32(a, b));
+    // int32 -> int16 -> int8 (values are in range, so the saturating packs are exact); packs work per
+    // 128-bit lane, so the 16 bytes come out as a0-3 b0-3 a4-7 b4-7 and one dword shuffle restores order
+    const __m256i w = _mm256_packs_epi32(a, b);
+    const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(x8 + c), _mm_shuffle_epi32(bytes, _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1)));
+  s = _mm_cvtsi128_si32(s4);
+#endif
+  for (; c < n; ++c) {
+    // |x·inv| ≤ 127·(1 + 2^−23): never past ±127
+    const float q = std::nearbyint(x[c] * inv);
+    const auto v = static_cast<std::int8_t>(q > -127.0f ? (q < 127.0f ? q : 127.0f) : -127.0f);
+    x8[c] = v;
+    s += v;
+  }
+  return s;
+}
+}  // namespace detail
+
 // d = max|x|/127, x8 = round-to-nearest-even(x·(127/max|x|)). A NaN or infinite x makes its block's d
 // non-finite, so y is not finite either (as with the exact path); x8 stays defined.
 inline void quantize_activations_q8(const float* x, index_t cols, index_t block, Q8Activations& out) {
@@ -4295,22 +4359,22 @@ inline void quantize_activations_q8(const float* x, index_t cols, index_t block,
   out.sum.assign(static_cast<std::size_t>(out.blocks), 0);
   for (index_t b = 0; b < out.blocks; ++b) {
     const index_t c0 = b * block, c1 = std::min(cols, c0 + block);
-    float amax = 0.0f;
-    for (index_t c = c0; c < c1; ++c) {
-      const float a = std::fabs(x[c]);
-      amax = a > amax || a != a ? a : amax;  // NaN wins
-    }
+    const float amax = detail::q8_block_amax(x + c0, c1 - c0);
     if (amax == 0.0f) continue;  // all zero: x8 = 0, scale 0
     const float inv = 127.0f / amax;
-    // amax below 127/FLT_MAX (subnormal) would overflow inv: divide instead
-    const bool tiny = !(inv < std::numeric_limits<float>::infinity()) && amax == amax;
     std::int32_t s = 0;
-    for (index_t c = c0; c < c1; ++c) {
-      // |x·inv| ≤ 127·(1 + 2^−23): never past ±127 (the comparisons also map NaN to −127)
-      const float q = std::nearbyint(tiny ? x[c] / amax * 127.0f : x[c] * inv);
-      const auto v = static_cast<std::int8_t>(q > -127.0f ? (q < 127.0f ? q : 127.0f) : -127.0f);
-      out.x8[static_cast<std::size_t>(c)] = v;
-      s += v;
+    if (inv > 0.0f && inv < std::numeric_limits<float>::infinity()) {  // the usual case: amax finite, not tiny
+      s = detail::q8_block_round(x + c0, c1 - c0, inv, out.x8.data() + c0);
+    } else {
+      // amax infinite or NaN (inv 0 or NaN), or below 127/FLT_MAX (subnormal: inv would overflow, so
+      // divide instead); the comparisons map NaN to −127
+      const bool tiny = !(inv < std::numeric_limits<float>::infinity()) && amax == amax;
+      for (index_t c = c0; c < c1; ++c) {
+        const float q = std::nearbyint(tiny ? x[c] / amax * 127.0f : x[c] * inv);
+        const auto v = static_cast<std::int8_t>(q > -127.0f ? (q < 127.0f ? q : 127.0f) : -127.0f);
+        out.x8[static_cast<std::size_t>(c)] = v;
+        s += v;
+      }
     }
     out.scale[static_cast<std::size_t>(b)] = amax / 127.0f;
     out.sum[static_cast<std::size_t>(b)] = s;
@@ -4767,29 +4831,58 @@ inline float q8_scale_to_float(half_t h) {
 #endif
 }
 
+// The activation side of the factors for one call: d_k and Σx8_k copied into arrays padded with zeros
+// to whole steps of 8 blocks (plus one step), so the row factors below load them without tails.
+struct Q8Avx2Side {
+  std::vector<float> d;
+  std::vector<std::int32_t> sx;
+  index_t blocks = 0;
+  void assign(const Q8Activations& xa) {
+    blocks = xa.blocks;
+    const auto n = static_cast<std::size_t>((xa.blocks + 7) / 8 * 8 + 8);
+    d.assign(n, 0.0f);
+    sx.assign(n, 0);
+    std::copy(xa.scale.begin(), xa.scale.end(), d.begin());
+    std::copy(xa.sum.begin(), xa.sum.end(), sx.begin());
+  }
+};
+inline Q8Avx2Side& scratch_q8_avx2_side() {
+  thread_local Q8Avx2Side side;
+  return side;
+}
+
 // Row r's factors f[k] = scale·d_k and the zero-point correction, as q8_avx512_row_factors, eight
 // blocks per step when each activation block is one whole group of at most 256 columns and the codes
-// have 1, 2 or 4 bits (the zero points of 8 groups then lie in one 32-bit word): on short rows the
-// scalar loop below took as long as the row's dot products.
+// have 1, 2 or 4 bits (the zero points of 8 groups then lie in one 32-bit word). On rows of a few
+// hundred columns this is a third of a row's work, so it does no per-row copying: eight fp16 scales
+// are one 16-byte load (read through a copy only where it would pass the end of the scale array), and
+// lanes past the row's last block are cleared (their d is 0, but a neighbour row's scale could be
+// anything a file holds).
 template <class Format>
-inline float q8_avx2_row_factors(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa, float* f) {
+inline float q8_avx2_row_factors(const UniformPacked<Format>& packed, index_t r, const Q8Avx2Side& side, float* f) {
   constexpr int gsz = Format::group_size, bits = Format::bits;
+  const half_t* scales = packed.row_scales(r);
   if constexpr (gsz > 0 && gsz <= kQ8MaxBlock && (bits == 1 || bits == 2 || bits == 4)) {
-    const half_t* scales = packed.row_scales(r);
+    const half_t* scales_end = packed.scales().data() + packed.scales().size();
     const std::uint32_t* zeros = packed.row_zeros(r);
     const __m256i shifts = _mm256_setr_epi32(0, bits, 2 * bits, 3 * bits, 4 * bits, 5 * bits, 6 * bits, 7 * bits);
     const __m256i zmask = _mm256_set1_epi32((1 << bits) - 1);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256 corr = _mm256_setzero_ps();
-    for (index_t k0 = 0; k0 < xa.blocks; k0 += 8) {
-      const index_t n = std::min<index_t>(8, xa.blocks - k0);
-      alignas(16) std::uint16_t h[8] = {};
-      std::memcpy(h, scales + k0, static_cast<std::size_t>(n) * sizeof(half_t));
-      alignas(32) float d[8] = {};
-      alignas(32) std::int32_t sx[8] = {};
-      std::memcpy(d, xa.scale.data() + k0, static_cast<std::size_t>(n) * sizeof(float));
-      std::memcpy(sx, xa.sum.data() + k0, static_cast<std::size_t>(n) * sizeof(std::int32_t));
-      const __m256 fv = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h))),
-                                      _mm256_load_ps(d));
+    for (index_t k0 = 0; k0 < side.blocks; k0 += 8) {
+      __m128i h;
+      if (scales + k0 + 8 <= scales_end) {
+        h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + k0));
+      } else {
+        alignas(16) std::uint16_t tail[8] = {};
+        std::memcpy(tail, scales + k0, static_cast<std::size_t>(scales_end - (scales + k0)) * sizeof(half_t));
+        h = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+      }
+      __m256 fv = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(side.d.data() + k0));
+      if (k0 + 8 > side.blocks) {
+        const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(side.blocks - k0)), lane);
+        fv = _mm256_and_ps(fv, _mm256_castsi256_ps(live));
+      }
       _mm256_storeu_ps(f + k0, fv);  // f has 8 slots past the last block
       __m256i z;
       if constexpr (Format::symmetric) {
@@ -4798,89 +4891,131 @@ inline float q8_avx2_row_factors(const UniformPacked<Format>& packed, index_t r,
         const std::uint32_t word = zeros[k0 * bits / 32] >> ((k0 * bits) % 32);
         z = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), zmask);
       }
-      const __m256i zsx = _mm256_mullo_epi32(z, _mm256_load_si256(reinterpret_cast<const __m256i*>(sx)));
+      const __m256i zsx =
+          _mm256_mullo_epi32(z, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(side.sx.data() + k0)));
       corr = _mm256_fmadd_ps(fv, _mm256_cvtepi32_ps(zsx), corr);
     }
     return avx2_hsum(corr);
   }
   float corr = 0.0f;
-  const half_t* scales = packed.row_scales(r);
-  for (index_t k = 0; k < xa.blocks; ++k) {
+  for (index_t k = 0; k < side.blocks; ++k) {
     index_t g = 0;
     if constexpr (gsz > 0) g = gsz <= kQ8MaxBlock ? k : k / (gsz / kQ8MaxBlock);
-    f[k] = q8_scale_to_float(scales[g]) * xa.scale[static_cast<std::size_t>(k)];
+    f[k] = q8_scale_to_float(scales[g]) * side.d[static_cast<std::size_t>(k)];
     const std::int32_t zero = static_cast<std::int32_t>(packed.zero(r, g)) - kQ8Avx2CodeOffset<Format::bits>;
     if (zero == 0) continue;
-    const std::int32_t zsx = zero * xa.sum[static_cast<std::size_t>(k)];
+    const std::int32_t zsx = zero * side.sx[static_cast<std::size_t>(k)];
     corr += f[k] * static_cast<float>(zsx);
   }
   return corr;
 }
 
-template <class Format, bool Vnni, bool Checked>
-inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa,
-                         const std::int8_t* x8p, const float* f, const std::uint8_t* codes_end) {
+// Whether a block's vpmaddubsw pair sums can be added as int16 with one vpmaddwd per block instead of
+// one per product: codes of at most 4 bits, and a lane's sum of max(seg, chunk)/32 products, each at
+// most 2·max_code·127 in magnitude, fits in int16 (4-bit codes in blocks of 256: 8·3810 = 30480).
+template <class Format, bool Vnni>
+constexpr bool q8_avx2_int16_sums() {
+  constexpr int bits = Format::bits, chunk = 256, gsz = Format::group_size;
+  constexpr int seg = gsz > 0 && gsz <= kQ8MaxBlock ? gsz : static_cast<int>(kQ8MaxBlock);
+  constexpr int products = (seg > chunk / bits ? seg : chunk / bits) / 32;
+  return !Vnni && bits <= 4 && products * 2 * Format::max_code * 127 <= 32767;
+}
+
+// Rows r .. r+R−1 at once: each activation load and its lane order serve R rows, and the rows' dot
+// products form R independent dependency chains. f holds each row's factors at stride fs; dots[i] gets
+// row r+i's Σ_k f[k]·Σ_{c ∈ block k} code_c·x8_c. Checked: the last rows' 32-byte loads may pass the end
+// of the code array, so loads there go through a copy.
+template <class Format, bool Vnni, bool Checked, int R>
+inline void q8_avx2_rows(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa,
+                         const std::int8_t* x8p, const float* f, std::size_t fs, const std::uint8_t* codes_end,
+                         float* dots) {
   constexpr int bits = Format::bits;
   constexpr int slots = 8 / bits, chunk = 32 * slots;
   constexpr int gsz = Format::group_size;
   constexpr int seg = gsz > 0 && gsz <= kQ8MaxBlock ? gsz : static_cast<int>(kQ8MaxBlock);
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r));
+  constexpr bool int16_sums = q8_avx2_int16_sums<Format, Vnni>();
   const __m256i mask = _mm256_set1_epi8(static_cast<char>(Format::max_code));
-  (void)mask;  // 8-bit codes need no mask
-  auto do_chunk = [&](index_t q, __m256i iacc) {
-    const std::uint8_t* p = bytes + q * 32;
-    __m256i raw;
+  const __m256i ones = _mm256_set1_epi16(1);
+  (void)mask, (void)ones;  // 8-bit codes need no mask; only int16 sums need the ones
+  const std::uint8_t* bytes[R];
+  q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
+    bytes[I] = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r + I));
+  });
+  auto load = [&](const std::uint8_t* p) {
     if constexpr (Checked) {
-      if (p + 32 <= codes_end) {
-        raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-      } else {
+      if (p + 32 > codes_end) {
         alignas(32) std::uint8_t tail[32] = {};
         std::memcpy(tail, p, static_cast<std::size_t>(codes_end - p));
-        raw = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
+        return _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
       }
     } else {
       (void)codes_end;
-      raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     }
-    const std::int8_t* xq = x8p + q * chunk;
-    __m256i part[2] = {iacc, _mm256_setzero_si256()};
-    q8_unroll<slots>([&]<int J>(std::integral_constant<int, J>) {
-      __m256i v = raw;
-      if constexpr (J > 0) v = _mm256_srli_epi16(raw, J * bits);
-      if constexpr (bits < 8) v = _mm256_and_si256(v, mask);
-      part[J % 2] = q8_avx2_dot_codes<bits, Vnni>(part[J % 2], v,
-                                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J)));
-    });
-    return _mm256_add_epi32(part[0], part[1]);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   };
-  // One fp32 accumulator in a register: a block's integer dot products take far longer than the FMA's
-  // latency, and an accumulator array indexed by k % 2 was kept on the stack (a store-to-load round
-  // trip per block, measured as the kernel's hottest instructions).
-  __m256 acc = _mm256_setzero_ps();
+  // Chunk q of every row into the rows' integer accumulators.
+  auto do_chunk = [&](index_t q, __m256i(&iacc)[R]) {
+    __m256i raw[R];
+    q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { raw[I] = load(bytes[I] + q * 32); });
+    const std::int8_t* xq = x8p + q * chunk;
+    q8_unroll<slots>([&]<int J>(std::integral_constant<int, J>) {
+      const __m256i xs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J));
+      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
+        __m256i v = raw[I];
+        if constexpr (J > 0) v = _mm256_srli_epi16(v, J * bits);
+        if constexpr (bits < 8) v = _mm256_and_si256(v, mask);
+        if constexpr (int16_sums)
+          iacc[I] = _mm256_add_epi16(iacc[I], _mm256_maddubs_epi16(v, xs));
+        else
+          iacc[I] = q8_avx2_dot_codes<bits, Vnni>(iacc[I], v, xs);
+      });
+    });
+  };
+  auto to_float = [&](__m256i v) {
+    if constexpr (int16_sums) v = _mm256_madd_epi16(v, ones);
+    return _mm256_cvtepi32_ps(v);
+  };
+  __m256 acc[R];
+  q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { acc[I] = _mm256_setzero_ps(); });
   const index_t n_chunks = (packed.cols() + chunk - 1) / chunk;
   if constexpr (seg >= chunk) {
     constexpr int per_block = seg / chunk;
     const index_t last = xa.blocks - 1;
-    for (index_t k = 0; k < last; ++k) {
-      __m256i iacc = _mm256_setzero_si256();
-      q8_unroll<per_block>([&]<int T>(std::integral_constant<int, T>) { iacc = do_chunk(k * per_block + T, iacc); });
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[k]), acc);
-    }
-    __m256i iacc = _mm256_setzero_si256();
-    for (index_t q = last * per_block; q < n_chunks; ++q) iacc = do_chunk(q, iacc);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), _mm256_set1_ps(f[last]), acc);
+    auto block = [&](index_t k, index_t q0, index_t q1) {
+      __m256i iacc[R];
+      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { iacc[I] = _mm256_setzero_si256(); });
+      if (q1 - q0 == per_block)
+        q8_unroll<per_block>([&]<int T>(std::integral_constant<int, T>) { do_chunk(q0 + T, iacc); });
+      else
+        for (index_t q = q0; q < q1; ++q) do_chunk(q, iacc);
+      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
+        acc[I] = _mm256_fmadd_ps(to_float(iacc[I]), _mm256_set1_ps(f[I * fs + static_cast<std::size_t>(k)]), acc[I]);
+      });
+    };
+    for (index_t k = 0; k < last; ++k) block(k, k * per_block, (k + 1) * per_block);
+    block(last, last * per_block, n_chunks);  // possibly short: x8 is zero past the row
   } else {
     constexpr int per_chunk = chunk / seg;  // lanes l take block l·per_chunk/8
     const __m256i idx = _mm256_setr_epi32(0, 1 * per_chunk / 8, 2 * per_chunk / 8, 3 * per_chunk / 8, 4 * per_chunk / 8,
                                           5 * per_chunk / 8, 6 * per_chunk / 8, 7 * per_chunk / 8);
     for (index_t q = 0; q < n_chunks; ++q) {
-      const __m256i iacc = do_chunk(q, _mm256_setzero_si256());
-      const __m256 fv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(f + q * per_chunk), idx);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc), fv, acc);
+      __m256i iacc[R];
+      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { iacc[I] = _mm256_setzero_si256(); });
+      do_chunk(q, iacc);
+      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
+        const __m256 fv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(f + I * fs + q * per_chunk), idx);
+        acc[I] = _mm256_fmadd_ps(to_float(iacc[I]), fv, acc[I]);
+      });
     }
   }
-  return avx2_hsum(acc);
+  q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { dots[I] = avx2_hsum(acc[I]); });
 }
+
+// Rows per step of the AVX2 kernel (see q8_avx2_rows).
+#ifndef LOWBIT_Q8_AVX2_ROWS
+#define LOWBIT_Q8_AVX2_ROWS 1
+#endif
+inline constexpr int kQ8Avx2Rows = LOWBIT_Q8_AVX2_ROWS;
 
 }  // namespace detail
 
@@ -4894,21 +5029,41 @@ void uniform_matvec_q8_avx2(const UniformPacked<Format>& packed, const Q8Activat
                "uniform_matvec_q8_avx2: activations quantized for ", xa.cols, " columns in blocks of ", xa.block,
                ", expected ", packed.cols(), " in blocks of ", uniform_q8_block<Format>(packed.cols()));
   constexpr int bits = Format::bits;
+  constexpr int R = detail::kQ8Avx2Rows;
   const auto* codes_end = reinterpret_cast<const std::uint8_t*>(packed.codes().data() + packed.codes().size());
   const index_t row_read = (packed.cols() + 256 / bits - 1) / (256 / bits) * 32;
   Q8Vector& lane_major = detail::scratch_q8_lane_major();
   detail::q8_lane_major_avx2<bits>(xa, lane_major);
   const std::int8_t* x8p = lane_major.data();
+  detail::Q8Avx2Side& side = detail::scratch_q8_avx2_side();
+  side.assign(xa);
   parallel_for(
       0, packed.rows(),
       [&](index_t r0, index_t r1) {
+        const auto fs = static_cast<std::size_t>(xa.blocks + 8);
         std::vector<float>& f = detail::scratch_q8_factors();
-        f.assign(static_cast<std::size_t>(xa.blocks + 8), 0.0f);  // zeros past the row: read by vpermps
-        for (index_t r = r0; r < r1; ++r) {
-          const float corr = detail::q8_avx2_row_factors(packed, r, xa, f.data());
-          const bool checked = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r)) + row_read > codes_end;
-          const float dot = checked ? detail::q8_avx2_row<Format, Vnni, true>(packed, r, xa, x8p, f.data(), codes_end)
-                                    : detail::q8_avx2_row<Format, Vnni, false>(packed, r, xa, x8p, f.data(), codes_end);
+        f.assign(R * fs, 0.0f);  // zeros past each row: read by vpermps
+        auto checked = [&](index_t last_row) {
+          return reinterpret_cast<const std::uint8_t*>(packed.row_codes(last_row)) + row_read > codes_end;
+        };
+        index_t r = r0;
+        for (; r + R <= r1; r += R) {
+          float corr[R], dots[R];
+          for (int i = 0; i < R; ++i)
+            corr[i] = detail::q8_avx2_row_factors(packed, r + i, side, f.data() + static_cast<std::size_t>(i) * fs);
+          if (checked(r + R - 1))
+            detail::q8_avx2_rows<Format, Vnni, true, R>(packed, r, xa, x8p, f.data(), fs, codes_end, dots);
+          else
+            detail::q8_avx2_rows<Format, Vnni, false, R>(packed, r, xa, x8p, f.data(), fs, codes_end, dots);
+          for (int i = 0; i < R; ++i) y[r + i] = dots[i] - corr[i];
+        }
+        for (; r < r1; ++r) {
+          float dot;
+          const float corr = detail::q8_avx2_row_factors(packed, r, side, f.data());
+          if (checked(r))
+            detail::q8_avx2_rows<Format, Vnni, true, 1>(packed, r, xa, x8p, f.data(), fs, codes_end, &dot);
+          else
+            detail::q8_avx2_rows<Format, Vnni, false, 1>(packed, r, xa, x8p, f.data(), fs, codes_end, &dot);
           y[r] = dot - corr;
         }
       },
@@ -5124,6 +5279,9 @@ using BuiltinFormats = FormatList<
     // group-wise uniform (RTN, GPTQ, AutoClip, BitDistiller): bits x group size
     Uniform<2, 32>, Uniform<2, 64>, Uniform<2, 128>, Uniform<3, 32>, Uniform<3, 64>, Uniform<3, 128>, Uniform<4, 32>,
     Uniform<4, 64>, Uniform<4, 128>, Uniform<8, 128>,
+    // 4-bit symmetric (one fp16 scale per 128 weights, 4.125 bits/weight): with the 8-bit token table
+    // it keeps a whole SmolLM2 file under 5 bits/weight, where the asymmetric W4g128 lands at 5.01
+    Uniform<4, 128, UniformMode::Symmetric>,
     // token tables and heads (the quantized file's default for both): 8 bits, one fp16 scale per row
     Uniform<8, whole_row, UniformMode::Symmetric>,
     // BitDistiller's NF3 grid
