@@ -3716,6 +3716,16 @@ static_assert(QuantizerFor<Quantizer<NF3<128>>>);
 #endif
 
 
+// Forces a kernel's helper lambda inline. GCC outlines a lambda that has two call sites, and a chunk step
+// out of line passes its vector accumulators through memory (the AVX2 int8 kernel ran 1.6x slower so).
+#if !defined(LOWBIT_ALWAYS_INLINE)
+#if defined(__GNUC__)
+#define LOWBIT_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_ALWAYS_INLINE
+#endif
+#endif
+
 namespace lowbit::kernels::cpu {
 
 // Rows per parallel_for chunk floor: below this a thread's slice costs less than waking it.
@@ -4921,14 +4931,12 @@ constexpr bool q8_avx2_int16_sums() {
   return !Vnni && bits <= 4 && products * 2 * Format::max_code * 127 <= 32767;
 }
 
-// Rows r .. r+R−1 at once: each activation load and its lane order serve R rows, and the rows' dot
-// products form R independent dependency chains. f holds each row's factors at stride fs; dots[i] gets
-// row r+i's Σ_k f[k]·Σ_{c ∈ block k} code_c·x8_c. Checked: the last rows' 32-byte loads may pass the end
-// of the code array, so loads there go through a copy.
-template <class Format, bool Vnni, bool Checked, int R>
-inline void q8_avx2_rows(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa,
-                         const std::int8_t* x8p, const float* f, std::size_t fs, const std::uint8_t* codes_end,
-                         float* dots) {
+// One row: Σ_k f[k]·Σ_{c ∈ block k} code_c·x8_c. Checked: the row's last 32-byte loads may pass the end
+// of the code array (the last rows), so loads there go through a copy. (Two or four rows per step, sharing
+// each activation load, measured slower on an AVX2-only Zen core: the accumulators spill.)
+template <class Format, bool Vnni, bool Checked>
+inline float q8_avx2_row(const UniformPacked<Format>& packed, index_t r, const Q8Activations& xa,
+                         const std::int8_t* x8p, const float* f, const std::uint8_t* codes_end) {
   constexpr int bits = Format::bits;
   constexpr int slots = 8 / bits, chunk = 32 * slots;
   constexpr int gsz = Format::group_size;
@@ -4937,11 +4945,8 @@ inline void q8_avx2_rows(const UniformPacked<Format>& packed, index_t r, const Q
   const __m256i mask = _mm256_set1_epi8(static_cast<char>(Format::max_code));
   const __m256i ones = _mm256_set1_epi16(1);
   (void)mask, (void)ones;  // 8-bit codes need no mask; only int16 sums need the ones
-  const std::uint8_t* bytes[R];
-  q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
-    bytes[I] = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r + I));
-  });
-  auto load = [&](const std::uint8_t* p) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r));
+  auto load = [&](const std::uint8_t* p) LOWBIT_ALWAYS_INLINE {
     if constexpr (Checked) {
       if (p + 32 > codes_end) {
         alignas(32) std::uint8_t tail[32] = {};
@@ -4953,69 +4958,87 @@ inline void q8_avx2_rows(const UniformPacked<Format>& packed, index_t r, const Q
     }
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   };
-  // Chunk q of every row into the rows' integer accumulators.
-  auto do_chunk = [&](index_t q, __m256i(&iacc)[R]) {
-    __m256i raw[R];
-    q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { raw[I] = load(bytes[I] + q * 32); });
+  // Chunk q into the integer accumulator.
+  auto do_chunk = [&](index_t q, __m256i iacc) LOWBIT_ALWAYS_INLINE {
+    const __m256i raw = load(bytes + q * 32);
     const std::int8_t* xq = x8p + q * chunk;
     q8_unroll<slots>([&]<int J>(std::integral_constant<int, J>) {
       const __m256i xs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32 * J));
-      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
-        __m256i v = raw[I];
-        if constexpr (J > 0) v = _mm256_srli_epi16(v, J * bits);
-        if constexpr (bits < 8) v = _mm256_and_si256(v, mask);
-        if constexpr (int16_sums)
-          iacc[I] = _mm256_add_epi16(iacc[I], _mm256_maddubs_epi16(v, xs));
-        else
-          iacc[I] = q8_avx2_dot_codes<bits, Vnni>(iacc[I], v, xs);
-      });
+      __m256i v = raw;
+      if constexpr (J > 0) v = _mm256_srli_epi16(v, J * bits);
+      if constexpr (bits < 8) v = _mm256_and_si256(v, mask);
+      if constexpr (int16_sums)
+        iacc = _mm256_add_epi16(iacc, _mm256_maddubs_epi16(v, xs));
+      else
+        iacc = q8_avx2_dot_codes<bits, Vnni>(iacc, v, xs);
     });
+    return iacc;
   };
-  auto to_float = [&](__m256i v) {
+  // The row's last chunk when it holds at most chunk/2 columns (576 columns of 2-bit codes: 4.5 chunks):
+  // its codes and x8 lie in the low 16 bytes of each 32, so 128-bit steps do it at half the cost (an
+  // AVX2 Zen core splits 256-bit operations in two). int16 sums only (the 128-bit dot is maddubs).
+  auto do_half_chunk = [&](index_t q, __m256i iacc) LOWBIT_ALWAYS_INLINE {
+    __m128i raw;
+    const std::uint8_t* p = bytes + q * 32;
+    if (Checked && p + 16 > codes_end) {
+      alignas(16) std::uint8_t tail[16] = {};
+      std::memcpy(tail, p, static_cast<std::size_t>(codes_end - p));
+      raw = _mm_load_si128(reinterpret_cast<const __m128i*>(tail));
+    } else {
+      raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    }
+    const std::int8_t* xq = x8p + q * chunk;
+    __m128i half = _mm_setzero_si128();
+    q8_unroll<slots>([&]<int J>(std::integral_constant<int, J>) {
+      const __m128i xs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xq + 32 * J));
+      __m128i v = raw;
+      if constexpr (J > 0) v = _mm_srli_epi16(v, J * bits);
+      v = _mm_and_si128(v, _mm256_castsi256_si128(mask));
+      half = _mm_add_epi16(half, _mm_maddubs_epi16(v, xs));
+    });
+    return _mm256_add_epi16(iacc, _mm256_zextsi128_si256(half));
+  };
+  const bool half_tail = int16_sums && packed.cols() - (packed.cols() - 1) / chunk * chunk <= chunk / 2;
+  (void)do_half_chunk, (void)half_tail;
+  auto to_float = [&](__m256i v) LOWBIT_ALWAYS_INLINE {
     if constexpr (int16_sums) v = _mm256_madd_epi16(v, ones);
     return _mm256_cvtepi32_ps(v);
   };
-  __m256 acc[R];
-  q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { acc[I] = _mm256_setzero_ps(); });
+  __m256 acc = _mm256_setzero_ps();
   const index_t n_chunks = (packed.cols() + chunk - 1) / chunk;
   if constexpr (seg >= chunk) {
     constexpr int per_block = seg / chunk;
     const index_t last = xa.blocks - 1;
-    auto block = [&](index_t k, index_t q0, index_t q1) {
-      __m256i iacc[R];
-      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { iacc[I] = _mm256_setzero_si256(); });
-      if (q1 - q0 == per_block)
-        q8_unroll<per_block>([&]<int T>(std::integral_constant<int, T>) { do_chunk(q0 + T, iacc); });
+    auto block = [&](index_t k, index_t q0, index_t q1, bool last_block) LOWBIT_ALWAYS_INLINE {
+      __m256i iacc = _mm256_setzero_si256();
+      if (!last_block)
+        q8_unroll<per_block>([&]<int T>(std::integral_constant<int, T>) { iacc = do_chunk(q0 + T, iacc); });
       else
-        for (index_t q = q0; q < q1; ++q) do_chunk(q, iacc);
-      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
-        acc[I] = _mm256_fmadd_ps(to_float(iacc[I]), _mm256_set1_ps(f[I * fs + static_cast<std::size_t>(k)]), acc[I]);
-      });
+        for (index_t q = q0; q < q1; ++q) {
+          if constexpr (int16_sums) {
+            if (half_tail && q == n_chunks - 1) {
+              iacc = do_half_chunk(q, iacc);
+              continue;
+            }
+          }
+          iacc = do_chunk(q, iacc);
+        }
+      acc = _mm256_fmadd_ps(to_float(iacc), _mm256_set1_ps(f[k]), acc);
     };
-    for (index_t k = 0; k < last; ++k) block(k, k * per_block, (k + 1) * per_block);
-    block(last, last * per_block, n_chunks);  // possibly short: x8 is zero past the row
+    for (index_t k = 0; k < last; ++k) block(k, k * per_block, (k + 1) * per_block, false);
+    block(last, last * per_block, n_chunks, true);  // possibly short: x8 is zero past the row
   } else {
     constexpr int per_chunk = chunk / seg;  // lanes l take block l·per_chunk/8
     const __m256i idx = _mm256_setr_epi32(0, 1 * per_chunk / 8, 2 * per_chunk / 8, 3 * per_chunk / 8, 4 * per_chunk / 8,
                                           5 * per_chunk / 8, 6 * per_chunk / 8, 7 * per_chunk / 8);
     for (index_t q = 0; q < n_chunks; ++q) {
-      __m256i iacc[R];
-      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { iacc[I] = _mm256_setzero_si256(); });
-      do_chunk(q, iacc);
-      q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) {
-        const __m256 fv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(f + I * fs + q * per_chunk), idx);
-        acc[I] = _mm256_fmadd_ps(to_float(iacc[I]), fv, acc[I]);
-      });
+      const __m256i iacc = do_chunk(q, _mm256_setzero_si256());
+      const __m256 fv = _mm256_permutevar8x32_ps(_mm256_loadu_ps(f + q * per_chunk), idx);
+      acc = _mm256_fmadd_ps(to_float(iacc), fv, acc);
     }
   }
-  q8_unroll<R>([&]<int I>(std::integral_constant<int, I>) { dots[I] = avx2_hsum(acc[I]); });
+  return avx2_hsum(acc);
 }
-
-// Rows per step of the AVX2 kernel (see q8_avx2_rows).
-#ifndef LOWBIT_Q8_AVX2_ROWS
-#define LOWBIT_Q8_AVX2_ROWS 1
-#endif
-inline constexpr int kQ8Avx2Rows = LOWBIT_Q8_AVX2_ROWS;
 
 }  // namespace detail
 
@@ -5029,7 +5052,6 @@ void uniform_matvec_q8_avx2(const UniformPacked<Format>& packed, const Q8Activat
                "uniform_matvec_q8_avx2: activations quantized for ", xa.cols, " columns in blocks of ", xa.block,
                ", expected ", packed.cols(), " in blocks of ", uniform_q8_block<Format>(packed.cols()));
   constexpr int bits = Format::bits;
-  constexpr int R = detail::kQ8Avx2Rows;
   const auto* codes_end = reinterpret_cast<const std::uint8_t*>(packed.codes().data() + packed.codes().size());
   const index_t row_read = (packed.cols() + 256 / bits - 1) / (256 / bits) * 32;
   Q8Vector& lane_major = detail::scratch_q8_lane_major();
@@ -5040,30 +5062,13 @@ void uniform_matvec_q8_avx2(const UniformPacked<Format>& packed, const Q8Activat
   parallel_for(
       0, packed.rows(),
       [&](index_t r0, index_t r1) {
-        const auto fs = static_cast<std::size_t>(xa.blocks + 8);
         std::vector<float>& f = detail::scratch_q8_factors();
-        f.assign(R * fs, 0.0f);  // zeros past each row: read by vpermps
-        auto checked = [&](index_t last_row) {
-          return reinterpret_cast<const std::uint8_t*>(packed.row_codes(last_row)) + row_read > codes_end;
-        };
-        index_t r = r0;
-        for (; r + R <= r1; r += R) {
-          float corr[R], dots[R];
-          for (int i = 0; i < R; ++i)
-            corr[i] = detail::q8_avx2_row_factors(packed, r + i, side, f.data() + static_cast<std::size_t>(i) * fs);
-          if (checked(r + R - 1))
-            detail::q8_avx2_rows<Format, Vnni, true, R>(packed, r, xa, x8p, f.data(), fs, codes_end, dots);
-          else
-            detail::q8_avx2_rows<Format, Vnni, false, R>(packed, r, xa, x8p, f.data(), fs, codes_end, dots);
-          for (int i = 0; i < R; ++i) y[r + i] = dots[i] - corr[i];
-        }
-        for (; r < r1; ++r) {
-          float dot;
+        f.assign(static_cast<std::size_t>(xa.blocks + 8), 0.0f);  // zeros past the row: read by vpermps
+        for (index_t r = r0; r < r1; ++r) {
           const float corr = detail::q8_avx2_row_factors(packed, r, side, f.data());
-          if (checked(r))
-            detail::q8_avx2_rows<Format, Vnni, true, 1>(packed, r, xa, x8p, f.data(), fs, codes_end, &dot);
-          else
-            detail::q8_avx2_rows<Format, Vnni, false, 1>(packed, r, xa, x8p, f.data(), fs, codes_end, &dot);
+          const bool checked = reinterpret_cast<const std::uint8_t*>(packed.row_codes(r)) + row_read > codes_end;
+          const float dot = checked ? detail::q8_avx2_row<Format, Vnni, true>(packed, r, xa, x8p, f.data(), codes_end)
+                                    : detail::q8_avx2_row<Format, Vnni, false>(packed, r, xa, x8p, f.data(), codes_end);
           y[r] = dot - corr;
         }
       },
