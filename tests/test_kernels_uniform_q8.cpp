@@ -222,7 +222,7 @@ TEST_CASE("uniform q8: the int8 kernels agree with the int8 reference and stay w
   // a last 32-byte chunk at most half used (128-bit tail step): 576 = 4.5 chunks of 128 2-bit codes,
   // 544 = 8.5 chunks of 64 4-bit codes, 1152 = 4.5 chunks of 256 1-bit codes
   check_q8<Uniform<2, 128>>(37, 576, 378);
-  check_q8<Uniform<2, 64, UniformMode::Symmetric>>(9, 576, 379);
+  check_q8<Uniform<2, 64, UniformMode::Symmetric>>(9, 576, 379);  // groups < chunk: the full-width path on the same rows
   check_q8<Uniform<4, 128>>(13, 544, 381);
   check_q8<Uniform<1, 64>>(7, 1152, 382);
   check_shapes<Uniform<1, 64>>(380);
