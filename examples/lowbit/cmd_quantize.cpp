@@ -177,12 +177,14 @@ int run(const Options& o) {
   }
   if (!o.eval_text.empty() && !o.skip_fp_eval) report["ppl_before"] = measure_perplexity(*model, *tok, o, "fp32").to_json();
 
-  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(o.calib_file), *tok, o.nsamples, o.seqlen,
-                                                     o.seed, o.calib_file);
+  const auto draw_windows = [&](int n) {
+    return calib::draw_calibration_tokens(eval::read_documents(o.calib_file), *tok, n, o.seqlen, o.seed, o.calib_file);
+  };
+  const auto tokens = draw_windows(o.nsamples);
   nlohmann::json fingerprint = {{"model", file_fingerprint(o.model)},
                                 {"calibration_file", file_fingerprint(o.calib_file)}};
   auto cal = calib::calibrate_model(*model, tokens, cfg, plan.plan, fingerprint, o.run_dir, hooks);
-  const cli::QuantizeContext ctx{o.model, &tokens, o.seqlen, o.quiet, o.run_dir};
+  const cli::QuantizeContext ctx{o.model, &tokens, o.seqlen, o.quiet, o.run_dir, draw_windows};
   for (const auto& m : plan.methods)
     if (m.after_calibration) report.update(m.after_calibration(*model, ctx));
   calib::quantize_tables(*model, o.table_format, head_format);

@@ -34,7 +34,8 @@ cli::QuantizeMethod make(const AqlmCli& a) {
                    static_cast<long long>(o.e2e_steps), o.e2e_batch, o.e2e_seq_len > 0 ? o.e2e_seq_len : ctx.seqlen - 1,
                    ctx.model_path.c_str());
       nn::Llama teacher(eval::load_any_weights(ctx.model_path));
-      const auto e2e = calib::aqlm_finetune_end_to_end(model, teacher, *ctx.tokens, ctx.seqlen, o, ctx.quiet, ctx.run_dir);
+      const auto windows = o.e2e_nsamples > 0 ? ctx.draw_windows(o.e2e_nsamples) : *ctx.tokens;
+      const auto e2e = calib::aqlm_finetune_end_to_end(model, teacher, windows, ctx.seqlen, o, ctx.quiet, ctx.run_dir);
       std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s%s\n",
                    e2e["heldout_kl_before"].get<double>(), e2e["heldout_kl_after"].get<double>(),
                    e2e["seconds"].get<double>(),
@@ -71,6 +72,11 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
       g->add_option("--aqlm-e2e-batch", o.e2e_batch, "end-to-end sequences per step")->capture_default_str();
       g->add_option("--aqlm-e2e-seqlen", o.e2e_seq_len, "end-to-end tokens per sequence (0 = --seqlen - 1)")
           ->capture_default_str();
+      g->add_option("--aqlm-e2e-nsamples", o.e2e_nsamples,
+                    "calibration windows for the end-to-end phase, drawn like --nsamples with the same seed (the "
+                    "first --nsamples are the block pass's); 0 = the block pass's windows; the last 10% are held out")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 1 << 20));
       return [a](const std::string&) { return make(*a); };
     }}};
 

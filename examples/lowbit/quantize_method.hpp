@@ -24,6 +24,9 @@ struct QuantizeContext {
   int seqlen = 0;
   bool quiet = false;
   std::string run_dir;  // checkpoints of long steps go here when set
+  // Draws n calibration windows of seqlen tokens from the same text and seed (the first nsamples of
+  // them are `tokens`), for a phase that wants more data than the block pass.
+  std::function<std::vector<std::int32_t>(int n)> draw_windows;
 };
 
 struct QuantizeMethod {

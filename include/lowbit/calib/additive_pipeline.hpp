@@ -49,9 +49,11 @@ struct AqlmOptions {
   float e2e_lr = 1e-4f;
   int e2e_batch = 1;     // sequences per step
   int e2e_seq_len = 0;   // tokens per sequence; 0: the calibration sequence length
+  int e2e_nsamples = 0;  // calibration windows drawn for this phase; 0: the block pass's windows
 
   nlohmann::json e2e_json() const {
-    return {{"steps", e2e_steps}, {"lr", e2e_lr}, {"batch", e2e_batch}, {"seq_len", e2e_seq_len}, {"loss", "forward-kl"}};
+    return {{"steps", e2e_steps},   {"lr", e2e_lr},          {"batch", e2e_batch},
+            {"seq_len", e2e_seq_len}, {"nsamples", e2e_nsamples}, {"loss", "forward-kl"}};
   }
 
   nlohmann::json to_json() const {
