@@ -260,3 +260,38 @@ TEST_CASE("quantized file: loads back exactly; truncated or tampered files are r
   CHECK(err.find("not a lowbit quantized model") != std::string::npos);
   fs::remove_all(base.parent_path());
 }
+
+TEST_CASE("block checkpoint: every tensor it holds is checksummed, the norm gains included") {
+  const auto s = stories();
+  if (!s.ok()) LOWBIT_SKIP("stories260K is missing from shared/data");
+  const auto base = scratch("block_ckpt");
+  nn::Llama model(io::load_llama2c(s.model));
+  const int layer = 2;
+  const auto path = base / "block_002.safetensors";
+  io::save_block_checkpoint(path, model, layer);
+  const std::string bytes = read_bytes(path);
+  std::uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  const auto header = nlohmann::json::parse(bytes.substr(8, header_len));
+  for (const char* norm : {"attention_norm.weight", "ffn_norm.weight"}) {
+    const std::string name = nn::ModelWeights::layer_name(layer, norm);
+    REQUIRE(header.contains(name));
+    const std::size_t at = 8 + header_len + header[name]["data_offsets"][0].get<std::size_t>();
+    std::string flipped = bytes;
+    flipped[at + 1] ^= 0x01;  // one bit of the first gain's mantissa: the values stay plausible
+    write_bytes(base / "flipped.safetensors", flipped);
+    nn::Llama target(io::load_llama2c(s.model));
+    std::string err;
+    try {
+      io::load_block_checkpoint(base / "flipped.safetensors", target, layer);
+    } catch (const lowbit::Error& e) {
+      err = e.what();
+    }
+    MESSAGE(std::string(norm), ": ", err);
+    CHECK(err.find(name) != std::string::npos);
+    CHECK(err.find("corrupted or was modified") != std::string::npos);
+  }
+  nn::Llama target(io::load_llama2c(s.model));
+  io::load_block_checkpoint(path, target, layer);  // the untouched checkpoint loads
+  CHECK(target.ffn_norm(layer) == model.ffn_norm(layer));
+}

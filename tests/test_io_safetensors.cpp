@@ -2,6 +2,8 @@
 // package, writer -> reader round trips for every dtype, a sharded synthetic HF checkpoint, load_model
 // dispatch, and robustness: truncated and header-corrupted files raise lowbit::Error, never crash.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "lowbit/core/atomic_file.hpp"
 #include "lowbit/core/half.hpp"
 #include "lowbit/core/rng.hpp"
 #include "lowbit/io/hf_llama.hpp"
@@ -217,6 +220,27 @@ TEST_CASE("safetensors: writer -> reader round trip for every dtype, atomically"
   CHECK(read_all(dir / "out.safetensors") == first);
   // Writing into a folder that does not exist fails cleanly.
   CHECK_THROWS_AS(w.write(dir / "missing" / "x.safetensors"), lowbit::Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("atomic writes remove the temporaries of killed writers, never a live writer's") {
+  const auto dir = temp_dir("stale");
+  // A pid that no longer runs: a child that has exited and been reaped.
+  const pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  REQUIRE(dead > 0);
+  int status = 0;
+  REQUIRE(waitpid(dead, &status, 0) == dead);
+  const auto stale = dir / (".out.safetensors.tmp." + std::to_string(dead));
+  const auto live = dir / (".out.safetensors.tmp." + std::to_string(getppid()));  // our parent runs
+  const auto other = dir / (".other.safetensors.tmp." + std::to_string(dead));  // another destination
+  for (const auto& p : {stale, live, other}) lowbit::write_file_atomically(p, "debris");
+  lowbit::write_file_atomically(dir / "out.safetensors", "new bytes");
+  const auto written = read_all(dir / "out.safetensors");
+  CHECK(std::string(written.begin(), written.end()) == "new bytes");
+  CHECK_FALSE(fs::exists(stale));
+  CHECK(fs::exists(live));
+  CHECK(fs::exists(other));
   fs::remove_all(dir);
 }
 

@@ -163,6 +163,14 @@ int run(const Options& o) {
                " and --head-format ", o.head_format, " differ");
   LOWBIT_CHECK(tok->vocab_size() <= mc.vocab_size, "tokenizer ", tok->describe(), " has ", tok->vocab_size(),
                " tokens but the model has ", mc.vocab_size, "; pass the model's own --tokenizer");
+  // The calibration set and its cached activations are sized by the flags: refuse a run that cannot fit
+  // before anything is drawn or allocated.
+  const auto need = calib::estimate_memory(mc, o.nsamples, o.seqlen, o.sample_tokens, o.batch_sequences, false);
+  const double have = physical_memory_mib();
+  LOWBIT_CHECK(have == 0 || need.total_mib() < have, "--nsamples ", o.nsamples, " x --seqlen ", o.seqlen,
+               ": calibration would need at least ", static_cast<long long>(need.total_mib()), " MiB (",
+               need.describe(), "), more than this machine's ", static_cast<long long>(have),
+               " MiB; lower --nsamples or --seqlen");
   const std::string plan_text = o.tensor_formats.empty() ? o.method + " " + o.format
                                                          : std::to_string(o.tensor_formats.size()) + " tensor rules";
   std::fprintf(stderr, "[quantize] %d layers, dim %d, hidden %d, vocab %d; %s, %d x %d calibration tokens, %d threads\n",

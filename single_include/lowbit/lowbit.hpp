@@ -56,9 +56,12 @@ inline constexpr bool dependent_false = false;
 // the destination, and then the folder itself is fsynced so the rename survives a crash. A writer that
 // is destroyed without commit() (an exception, a failed write) removes its temporary file, so a
 // failure never leaves debris or a truncated destination. The folder must exist (a typo in an output
-// path is an error, not a new folder); callers that own a folder create it first.
+// path is an error, not a new folder); callers that own a folder create it first. A writer killed
+// outright (SIGKILL, power loss) cannot clean up: the next writer of the same destination removes the
+// temporary files of writers that are no longer running.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -117,6 +120,7 @@ class AtomicFileWriter {
     std::string name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
     name.append(path_.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
     temp_ = folder_ / name;
+    remove_stale_temporaries(name.substr(0, name.size() - std::to_string(::getpid()).size()));
     fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     LOWBIT_CHECK(fd_ >= 0, "cannot create '", temp_.string(), "': ", std::strerror(errno));
   }
@@ -161,6 +165,21 @@ class AtomicFileWriter {
   }
 
  private:
+  // Removes `<prefix><pid>` files in the folder whose writer process no longer exists.
+  void remove_stale_temporaries(const std::string& prefix) const {
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(folder_, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string digits = name.substr(prefix.size());
+      if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(digits));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+      std::error_code ignored;
+      std::filesystem::remove(it->path(), ignored);
+    }
+  }
+
   std::filesystem::path path_, folder_, temp_;
   int fd_ = -1;
   std::size_t written_ = 0;
@@ -720,6 +739,8 @@ class Progress {
 // timings.
 
 #include <sys/resource.h>
+#include <unistd.h>
+
 #include <ctime>
 
 namespace lowbit {
@@ -736,6 +757,12 @@ inline double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// Physical memory of this machine in MiB (0 when the system does not say).
+inline double physical_memory_mib() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) / (1024.0 * 1024.0) : 0.0;
 }
 
 }  // namespace lowbit
@@ -9331,6 +9358,9 @@ inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std
 
 namespace detail {
 
+// The fewest bits per weight any weight format stores (a bound for checks before allocation).
+inline constexpr double kMinStoredBitsPerWeight = 0.5;
+
 inline SafeDtype safe_dtype_of(StoredType t) {
   switch (t) {
     case StoredType::U8: return SafeDtype::U8;
@@ -9476,6 +9506,18 @@ inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& na
                entry["shape"].dump(), " but the model needs [", out, ", ", in, "]");
   LOWBIT_CHECK(format == "f32" || is_registered_format(format), f.path(), ": '", name, "' has format '", format,
                "', which this lowbit does not know (registered: f32, ", lowbit::detail::joined(format_names()), ")");
+  // The format's storage is allocated for [out, in] before its tensors are compared slot by slot, so
+  // first make sure the file holds enough bytes under this name for such a matrix: no registered format
+  // stores less than kMinStoredBitsPerWeight (1-bit codes, 16-weight vector codes). A configuration
+  // that claims a larger matrix than the file holds fails here, not in the allocator.
+  std::uint64_t held = 0;
+  for (const auto& t : f.tensors())
+    if (t.name.size() > name.size() && t.name.compare(0, name.size(), name) == 0 && t.name[name.size()] == '.')
+      held += t.bytes();
+  const double needed = static_cast<double>(out) * static_cast<double>(in) * kMinStoredBitsPerWeight / 8.0;
+  LOWBIT_CHECK(static_cast<double>(held) >= needed, f.path(), ": '", name, "' is described as a [", out, ", ", in,
+               "] matrix, but the file holds only ", held, " bytes of its tensors (at least ",
+               static_cast<std::uint64_t>(needed), " expected)");
   return nn::make_stored_linear(format, out, in, [&](const StoredTensorSlot& slot) {
     const auto tensor_name = name + "." + slot.suffix;
     const auto& t = expect_tensor(f, tensor_name, safe_dtype_of(slot.type), slot.shape, checksums, seen);
@@ -12537,6 +12579,7 @@ inline RuleText parse_rule_text(const std::string& text) {
 // Calibration data: the seeded token windows a calibration run learns its statistics from, drawn the way
 // GPTQ's loaders draw them. Calibration text is never evaluation text (docs/evaluation.md).
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -12556,7 +12599,7 @@ inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::
   LOWBIT_CHECK(!documents.empty(), source, ": no documents");
   Rng rng(seed);
   std::vector<std::int32_t> out;
-  out.reserve(static_cast<std::size_t>(n) * length);
+  out.reserve(std::min<std::size_t>(static_cast<std::size_t>(n) * static_cast<std::size_t>(length), std::size_t{1} << 24));
   std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
   auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
     auto it = cache.find(d);
@@ -12564,8 +12607,8 @@ inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::
     return it->second;
   };
   int drawn = 0;
-  const int max_attempts = 64 * n + 1024;
-  for (int attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
+  const std::int64_t max_attempts = 64 * static_cast<std::int64_t>(n) + 1024;
+  for (std::int64_t attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
     const auto d = static_cast<std::size_t>(rng.below(documents.size()));
     const auto& ids = encoded(d);
     if (static_cast<int>(ids.size()) <= length) continue;
@@ -13574,9 +13617,11 @@ struct AqlmOptions {
   float e2e_lr = 1e-4f;
   int e2e_batch = 1;     // sequences per step
   int e2e_seq_len = 0;   // tokens per sequence; 0: the calibration sequence length
+  int e2e_nsamples = 0;  // calibration windows drawn for this phase; 0: the block pass's windows
 
   nlohmann::json e2e_json() const {
-    return {{"steps", e2e_steps}, {"lr", e2e_lr}, {"batch", e2e_batch}, {"seq_len", e2e_seq_len}, {"loss", "forward-kl"}};
+    return {{"steps", e2e_steps},   {"lr", e2e_lr},          {"batch", e2e_batch},
+            {"seq_len", e2e_seq_len}, {"nsamples", e2e_nsamples}, {"loss", "forward-kl"}};
   }
 
   nlohmann::json to_json() const {

@@ -2,6 +2,7 @@
 // GPTQ's loaders draw them. Calibration text is never evaluation text (docs/evaluation.md).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <unordered_map>
@@ -24,7 +25,7 @@ inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::
   LOWBIT_CHECK(!documents.empty(), source, ": no documents");
   Rng rng(seed);
   std::vector<std::int32_t> out;
-  out.reserve(static_cast<std::size_t>(n) * length);
+  out.reserve(std::min<std::size_t>(static_cast<std::size_t>(n) * static_cast<std::size_t>(length), std::size_t{1} << 24));
   std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
   auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
     auto it = cache.find(d);
@@ -32,8 +33,8 @@ inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::
     return it->second;
   };
   int drawn = 0;
-  const int max_attempts = 64 * n + 1024;
-  for (int attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
+  const std::int64_t max_attempts = 64 * static_cast<std::int64_t>(n) + 1024;
+  for (std::int64_t attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
     const auto d = static_cast<std::size_t>(rng.below(documents.size()));
     const auto& ids = encoded(d);
     if (static_cast<int>(ids.size()) <= length) continue;

@@ -3,10 +3,13 @@
 // the destination, and then the folder itself is fsynced so the rename survives a crash. A writer that
 // is destroyed without commit() (an exception, a failed write) removes its temporary file, so a
 // failure never leaves debris or a truncated destination. The folder must exist (a typo in an output
-// path is an error, not a new folder); callers that own a folder create it first.
+// path is an error, not a new folder); callers that own a folder create it first. A writer killed
+// outright (SIGKILL, power loss) cannot clean up: the next writer of the same destination removes the
+// temporary files of writers that are no longer running.
 #pragma once
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -25,6 +28,7 @@ class AtomicFileWriter {
     std::string name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) on "." + std::string&&
     name.append(path_.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
     temp_ = folder_ / name;
+    remove_stale_temporaries(name.substr(0, name.size() - std::to_string(::getpid()).size()));
     fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     LOWBIT_CHECK(fd_ >= 0, "cannot create '", temp_.string(), "': ", std::strerror(errno));
   }
@@ -69,6 +73,21 @@ class AtomicFileWriter {
   }
 
  private:
+  // Removes `<prefix><pid>` files in the folder whose writer process no longer exists.
+  void remove_stale_temporaries(const std::string& prefix) const {
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(folder_, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+      const std::string digits = name.substr(prefix.size());
+      if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      const pid_t pid = static_cast<pid_t>(std::stol(digits));
+      if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge
+      std::error_code ignored;
+      std::filesystem::remove(it->path(), ignored);
+    }
+  }
+
   std::filesystem::path path_, folder_, temp_;
   int fd_ = -1;
   std::size_t written_ = 0;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <sys/resource.h>
+#include <unistd.h>
+
 #include <ctime>
 
 namespace lowbit {
@@ -19,6 +21,12 @@ inline double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// Physical memory of this machine in MiB (0 when the system does not say).
+inline double physical_memory_mib() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) / (1024.0 * 1024.0) : 0.0;
 }
 
 }  // namespace lowbit

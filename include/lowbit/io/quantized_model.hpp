@@ -63,6 +63,9 @@ inline nn::ModelConfig model_config_from_json(const nlohmann::json& j, const std
 
 namespace detail {
 
+// The fewest bits per weight any weight format stores (a bound for checks before allocation).
+inline constexpr double kMinStoredBitsPerWeight = 0.5;
+
 inline SafeDtype safe_dtype_of(StoredType t) {
   switch (t) {
     case StoredType::U8: return SafeDtype::U8;
@@ -208,6 +211,18 @@ inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& na
                entry["shape"].dump(), " but the model needs [", out, ", ", in, "]");
   LOWBIT_CHECK(format == "f32" || is_registered_format(format), f.path(), ": '", name, "' has format '", format,
                "', which this lowbit does not know (registered: f32, ", lowbit::detail::joined(format_names()), ")");
+  // The format's storage is allocated for [out, in] before its tensors are compared slot by slot, so
+  // first make sure the file holds enough bytes under this name for such a matrix: no registered format
+  // stores less than kMinStoredBitsPerWeight (1-bit codes, 16-weight vector codes). A configuration
+  // that claims a larger matrix than the file holds fails here, not in the allocator.
+  std::uint64_t held = 0;
+  for (const auto& t : f.tensors())
+    if (t.name.size() > name.size() && t.name.compare(0, name.size(), name) == 0 && t.name[name.size()] == '.')
+      held += t.bytes();
+  const double needed = static_cast<double>(out) * static_cast<double>(in) * kMinStoredBitsPerWeight / 8.0;
+  LOWBIT_CHECK(static_cast<double>(held) >= needed, f.path(), ": '", name, "' is described as a [", out, ", ", in,
+               "] matrix, but the file holds only ", held, " bytes of its tensors (at least ",
+               static_cast<std::uint64_t>(needed), " expected)");
   return nn::make_stored_linear(format, out, in, [&](const StoredTensorSlot& slot) {
     const auto tensor_name = name + "." + slot.suffix;
     const auto& t = expect_tensor(f, tensor_name, safe_dtype_of(slot.type), slot.shape, checksums, seen);
