@@ -3,7 +3,9 @@
 # it skip when it cannot be fetched), configures and builds everything (tests, examples, benchmarks,
 # and the CUDA kernels when nvcc is present), checks that single_include/ is up to date, builds and runs
 # the downstream consumers (find_package from an install tree, add_subdirectory, the single header),
-# and finally runs the whole CTest suite.
+# runs the whole CTest suite, then the tests that handle untrusted bytes under ASan+UBSan
+# (tools/sanitize.sh: built there instead of in the release build) and the fuzzers for a short time
+# when clang is present (tools/fuzz.sh).
 set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # see docs/benchmarks.md: spinning OpenMP waiters starve a shared 2-core machine
 cd "$(dirname "$0")/.."
@@ -14,7 +16,8 @@ build=$root/build/$preset
 tools/install_deps.sh
 tools/fetch_smollm2.sh || echo "lowbit: SmolLM2 could not be fetched; tests that need it will be skipped" >&2
 
-cmake --preset "$preset"
+sanitized=$(tools/sanitize.sh --selection)  # built and run under sanitizers below, not twice
+cmake --preset "$preset" -DLOWBIT_TEST_EXCLUDE="$sanitized"
 cmake --build --preset "$preset"
 
 python3 tools/amalgamate.py --check
@@ -40,3 +43,9 @@ c++ -std=c++20 -O2 -Wall -Wextra -fopenmp -I single_include -isystem /usr/includ
 
 echo "== test suite"
 ctest --preset "$preset"
+
+echo "== tests of untrusted input under ASan+UBSan"
+tools/sanitize.sh
+
+echo "== fuzzers"
+tools/fuzz.sh --seconds "${LOWBIT_CI_FUZZ_SECONDS:-30}" --jobs 2

@@ -1,0 +1,15 @@
+// Fuzz target `tokenizer_gguf`: a GGUF file used as a tokenizer (its tokenizer.ggml.* keys).
+// Covers io::load_tokenizer's GGUF path: vocab_from_gguf (tokens, scores, token types, merges, special
+// ids, flags) and the SentencePiece-style ("llama") and byte-level BPE ("gpt2") tokenizers built from
+// it, then encodes and decodes awkward text with whatever loaded.
+#include <lowbit/io/tokenizer.hpp>
+
+#include "fuzz_common.hpp"
+
+LOWBIT_FUZZ_TARGET(tokenizer_gguf) {
+  const auto path = lowbit_fuzz::write_file("vocab.gguf", {reinterpret_cast<const char*>(data), size});
+  std::unique_ptr<lowbit::io::Tokenizer> tok;
+  lowbit_fuzz::expect_error_only([&] { tok = lowbit::io::load_tokenizer("", path.string()); });
+  if (tok) lowbit_fuzz::exercise_tokenizer(*tok);
+  return 0;
+}
