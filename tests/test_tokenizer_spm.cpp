@@ -4,6 +4,7 @@
 // normalizer removes extra spaces (leading, trailing, repeated), which run.c and GGUF vocabularies do not.
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -62,6 +63,27 @@ TEST_CASE("SpmTokenizer equals libsentencepiece on tok512.model") {
   MESSAGE(compared, " lines, ", tokens, " tokens, ", mismatched, " lines differ");
   CHECK(compared > 1000);
   CHECK(mismatched == 0);
+}
+
+TEST_CASE("a SentencePiece model the library throws on is a lowbit::Error, not an escaped exception") {
+  // Two unigram pieces "\0" (zero-length keys to Darts, which throws from inside Load): the fuzzer's
+  // finding tests/fuzz/regressions/tokenizer_spm/unigram_empty_piece, written here byte for byte.
+  const unsigned char bytes[] = {0x0a, 0x0a, 0x0a, 0x01, 0x00, 0x15, 0x20, 0x00, 0x28, 0x01, 0x18, 0x02,
+                                 0x0a, 0x0a, 0x0a, 0x01, 0x00, 0x15, 0x70, 0x01, 0x20, 0x00, 0x28, 0x01};
+  const auto path = std::filesystem::temp_directory_path() / "lowbit_spm_empty_piece.model";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes), sizeof bytes);
+  }
+  std::string err;
+  try {
+    lowbit::io::load_tokenizer("", path.string());
+  } catch (const lowbit::Error& e) {
+    err = e.what();
+  }
+  std::filesystem::remove(path);
+  MESSAGE(err);
+  CHECK(err.find("lowbit_spm_empty_piece.model") != std::string::npos);
 }
 #endif
 

@@ -9,6 +9,7 @@
 #include <sentencepiece_processor.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,7 +24,14 @@ namespace lowbit::io {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
-    const auto status = processor_.Load(path);
+    // The library reports most bad files through its status, but some (an empty piece: Darts's
+    // "zero-length key") as a std::exception thrown from inside Load: both become lowbit::Error.
+    sentencepiece::util::Status status;
+    try {
+      status = processor_.Load(path);
+    } catch (const std::exception& e) {
+      fail("SentencePiece model ", path, ": the library rejected it: ", e.what());
+    }
     LOWBIT_CHECK(status.ok(), "SentencePiece model ", path, ": ", status.ToString());
   }
 
