@@ -1,11 +1,12 @@
 // io::open_model, the one loader behind every command, and quantized files that hold the whole model in
 // low bits: stories260K quantized per family (uniform RTN linears, additive linears) with an 8-bit
-// token table decodes (eval::decode, what `lowbit generate` runs) to exactly the greedy tokens of the
-// batched forward (eval::wrap_model, what `lowbit perplexity` runs), with logits that agree; untied
-// tables in two formats round-trip through a file; files are recognized by content, not by name, and a
-// wrong file is named for what it looks like.
+// token table decodes (eval::decode, what `lowbit generate` runs) to the greedy tokens of the
+// batched forward (eval::wrap_model, what `lowbit perplexity` runs; near-ties may break either way),
+// with logits that agree; untied tables in two formats round-trip through a file; files are recognized
+// by content, not by name, and a wrong file is named for what it looks like.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -64,10 +65,18 @@ void check_decode_matches_batched(nn::Llama& model, int steps) {
   const int T = static_cast<int>(all.size());
   std::vector<float> logits(static_cast<std::size_t>(T) * vocab);
   lm.forward(all.data(), 1, T, logits.data());
+  // Decode's matvec kernels and the batched GEMM sum in different orders, so a near-tie may break either
+  // way (under the sanitizer build's -O1, additive:1:8:8 step 20 picked a token 8e-4 below the argmax of
+  // ~10): the decoded token must be the batched argmax, or within 1e-3 of the largest logit of it.
   for (int i = 0; i < steps; ++i) {
     const int pos = static_cast<int>(prompt.size()) - 1 + i;  // the position that predicts generated token i
     const float* row = logits.data() + static_cast<std::size_t>(pos) * vocab;
-    CHECK_MESSAGE(nn::argmax(row, vocab) == st.tokens[static_cast<std::size_t>(i)], "step ", i);
+    const int best = nn::argmax(row, vocab);
+    const int token = st.tokens[static_cast<std::size_t>(i)];
+    float max_abs = 1.0f;
+    for (int v = 0; v < vocab; ++v) max_abs = std::max(max_abs, std::fabs(row[v]));
+    CHECK_MESSAGE(row[best] - row[token] <= 1e-3f * max_abs, "step ", i, ": decoded ", token, " (logit ", row[token],
+                  "), batched argmax ", best, " (logit ", row[best], ")");
   }
   // the last step's logits, recomputed through the cache, against the batched row
   std::vector<float> last(static_cast<std::size_t>(vocab));
