@@ -4,13 +4,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <string>
 #include <vector>
 
+#include <lowbit/core/hash.hpp>
 #include <lowbit/train/pretrain.hpp>
 
 using namespace lowbit;
@@ -116,6 +119,28 @@ TEST_CASE("checkpoints reload as a model with identical logits and reject corrup
     write(temp_path("cut.bin"), bytes.substr(0, cut));
     CHECK_THROWS_AS(load_pretrained(temp_path("cut.bin")), Error);
   }
+  // Dimensions whose product overflows (2^31 x 2^31 floats: 2^64 bytes, which wrapped to 0 and passed
+  // the size check before the fuzzer's train_checkpoint finding) with a checksum that matches.
+  std::string huge = bytes;
+  const std::string first = "tok_embeddings.weight";
+  const auto at = huge.find(first);
+  REQUIRE(at != std::string::npos);
+  const std::size_t dims = at + first.size() + 4;  // after the name, the rank (2), then the int64 dims
+  for (int d = 0; d < 2; ++d) {
+    const std::int64_t big = std::int64_t{1} << 31;
+    std::memcpy(huge.data() + dims + 8 * d, &big, 8);
+  }
+  const std::uint64_t sum = fnv1a64(huge.data(), huge.size() - 8);
+  std::memcpy(huge.data() + huge.size() - 8, &sum, 8);
+  write(temp_path("huge.bin"), huge);
+  std::string err;
+  try {
+    (void)load_pretrained(temp_path("huge.bin"));
+  } catch (const Error& e) {
+    err = e.what();
+  }
+  MESSAGE(err);
+  CHECK(err.find("more values than the file has bytes for") != std::string::npos);
   // a resume with other options is refused
   auto other = tiny_options(6);
   other.checkpoint = o.checkpoint;

@@ -100,14 +100,14 @@ printf '\n%-18s %12s %9s %7s  %s\n' target executions exec/s corpus result
 for t in "${targets[@]}"; do
   log="$build/logs/$t.log"
   rc=$(cat "$build/logs/$t.rc" 2>/dev/null || echo 1)
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
-  rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+  execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+  rate=$(grep -a -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
   corpus=$(ls "$build/corpus/$t" | wc -l)
   if [ "$rc" = 0 ]; then
     result=ok
   else
     findings=$((findings + 1))
-    artifact=$(grep -o 'Test unit written to .*' "$log" | tail -1 | sed 's/Test unit written to //' || true)
+    artifact=$(grep -a -o 'Test unit written to .*' "$log" | tail -1 | sed 's/Test unit written to //' || true)
     result="FINDING ${artifact:-(no artifact, see build/fuzz/logs/$t.log)}"
   fi
   printf '%-18s %12s %9s %7s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "$corpus" "$result"

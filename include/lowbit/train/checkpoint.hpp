@@ -239,13 +239,18 @@ inline Checkpoint read_checkpoint(const std::filesystem::path& path) {
     nn::Tensor t;
     const auto rank = r.pod<std::uint32_t>("tensor rank");
     LOWBIT_CHECK(rank >= 1 && rank <= 4, source, ": tensor '", name, "' has rank ", rank, ", expected 1..4");
+    // The product of up to four dimensions is bounded by the file's size as it is formed, so it can
+    // neither overflow nor size an allocation larger than the file.
+    const std::int64_t max_values = static_cast<std::int64_t>(bytes.size() / sizeof(float));
+    std::int64_t numel = 1;
     for (std::uint32_t d = 0; d < rank; ++d) {
       const auto dim = r.pod<std::int64_t>("tensor dims");
       LOWBIT_CHECK(dim > 0 && dim < (std::int64_t{1} << 32), source, ": tensor '", name, "' has dimension ", dim);
+      LOWBIT_CHECK(numel <= max_values / dim, source, ": tensor '", name, "': dimension ", d, " = ", dim,
+                   " makes it hold more values than the file has bytes for (", bytes.size(), " bytes)");
+      numel *= dim;
       t.shape.push_back(dim);
     }
-    LOWBIT_CHECK(t.numel() * 4 <= static_cast<index_t>(bytes.size()), source, ": tensor '", name, "' of ",
-                 t.numel(), " values does not fit in the file");
     t.data.resize(static_cast<std::size_t>(t.numel()));
     r.raw(t.data.data(), t.data.size() * sizeof(float), "tensor values");
     ck.tensors.emplace_back(std::move(name), std::move(t));
