@@ -22,15 +22,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <lowbit/core/error.hpp>
-#include <lowbit/io/tokenizer_base.hpp>
+#include <lowbit/io/tokenizer.hpp>
 
 namespace lowbit_fuzz {
 
@@ -161,6 +162,18 @@ inline void exercise_tokenizer(const lowbit::io::Tokenizer& tok) {
     lowbit_fuzz::expect_error_only([&] { (void)tok.decode_token(tok.bos_id(), id); });
   }
   lowbit_fuzz::expect_error_only([&] { (void)tok.decode_token(-1, vocab - 1); });
+}
+
+// The input written as scratch file `name` and opened through io::load_tokenizer (which picks the
+// format by content); a tokenizer that loads is exercised. Returns it, or null when the file was refused.
+inline std::unique_ptr<lowbit::io::Tokenizer> load_and_exercise_tokenizer(const std::string& name,
+                                                                         const std::uint8_t* data,
+                                                                         std::size_t size) {
+  const auto path = write_file(name, {reinterpret_cast<const char*>(data), size});
+  std::unique_ptr<lowbit::io::Tokenizer> tok;
+  expect_error_only([&] { tok = lowbit::io::load_tokenizer("", path.string()); });
+  if (tok) exercise_tokenizer(*tok);
+  return tok;
 }
 
 }  // namespace lowbit_fuzz

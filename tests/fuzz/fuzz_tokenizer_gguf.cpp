@@ -7,9 +7,6 @@
 #include "fuzz_common.hpp"
 
 LOWBIT_FUZZ_TARGET(tokenizer_gguf) {
-  const auto path = lowbit_fuzz::write_file("vocab.gguf", {reinterpret_cast<const char*>(data), size});
-  std::unique_ptr<lowbit::io::Tokenizer> tok;
-  lowbit_fuzz::expect_error_only([&] { tok = lowbit::io::load_tokenizer("", path.string()); });
-  if (tok) lowbit_fuzz::exercise_tokenizer(*tok);
+  lowbit_fuzz::load_and_exercise_tokenizer("vocab.gguf", data, size);
   return 0;
 }

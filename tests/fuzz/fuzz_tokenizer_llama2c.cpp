@@ -7,10 +7,7 @@
 #include "fuzz_common.hpp"
 
 LOWBIT_FUZZ_TARGET(tokenizer_llama2c) {
-  const auto path = lowbit_fuzz::write_file("tokenizer.bin", {reinterpret_cast<const char*>(data), size});
-  std::unique_ptr<lowbit::io::Tokenizer> tok;
-  lowbit_fuzz::expect_error_only([&] { tok = lowbit::io::load_tokenizer("", path.string()); });
-  if (tok) lowbit_fuzz::exercise_tokenizer(*tok);
+  lowbit_fuzz::load_and_exercise_tokenizer("tokenizer.bin", data, size);
 
   const std::vector<char> bytes(data, data + size);
   const int vocab_size = size > 0 ? data[0] * 2 : 0;

@@ -8,18 +8,13 @@
 #include "fuzz_common.hpp"
 
 LOWBIT_FUZZ_TARGET(tokenizer_spm) {
-  const auto path = lowbit_fuzz::write_file("tokenizer.model", {reinterpret_cast<const char*>(data), size});
-  std::unique_ptr<lowbit::io::Tokenizer> tok;
-  lowbit_fuzz::expect_error_only([&] { tok = lowbit::io::load_tokenizer("", path.string()); });
-  if (tok) {
-    lowbit_fuzz::exercise_tokenizer(*tok);
+  [[maybe_unused]] const auto tok = lowbit_fuzz::load_and_exercise_tokenizer("tokenizer.model", data, size);
 #if defined(LOWBIT_WITH_SENTENCEPIECE)
-    if (const auto* spm = dynamic_cast<const lowbit::io::SentencePieceTokenizer*>(tok.get()))
-      lowbit_fuzz::expect_error_only([&] {
-        const auto spec = spm->vocab_spec();
-        lowbit_fuzz::expect_error_only([&] { lowbit_fuzz::exercise_tokenizer(lowbit::io::SpmTokenizer(spec)); });
-      });
+  if (const auto* spm = dynamic_cast<const lowbit::io::SentencePieceTokenizer*>(tok.get()))
+    lowbit_fuzz::expect_error_only([&] {
+      const auto spec = spm->vocab_spec();
+      lowbit_fuzz::expect_error_only([&] { lowbit_fuzz::exercise_tokenizer(lowbit::io::SpmTokenizer(spec)); });
+    });
 #endif
-  }
   return 0;
 }
