@@ -20,6 +20,7 @@
 
 #include "core/error.hpp"
 #include "format/additive.hpp"
+#include "format/bcq.hpp"
 #include "format/concepts.hpp"
 #include "format/nf3.hpp"
 #include "format/uniform.hpp"
@@ -60,7 +61,12 @@ using BuiltinFormats = FormatList<
     // land at ~2.75 and ~3.09 bits/weight where 3x8 lands at 3.22 (docs/aqlm.md).
     Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>, Additive<8, 8, 8>, Additive<2, 8, 4>,
     Additive<1, 16, 8>, Additive<2, 15, 8>, Additive<1, 16, 16>, Additive<2, 8, 16>, Additive<3, 7, 8>,
-    Additive<4, 6, 8>>;
+    Additive<4, 6, 8>,
+    // UniQuanF's binary-coding formats: Bits planes of signs, Bits fp16 scales + an fp16 offset per group.
+    // Whole-row groups cost Bits + 16(Bits+1)/cols bits/weight (3.11 at 3 bits on 576 columns), groups of
+    // 128 cost Bits + 0.125(Bits+1)
+    BCQ<1, 128>, BCQ<1, whole_row>, BCQ<2, 32>, BCQ<2, 64>, BCQ<2, 128>, BCQ<2, whole_row>, BCQ<3, 32>, BCQ<3, 64>,
+    BCQ<3, 128>, BCQ<3, whole_row>, BCQ<4, 32>, BCQ<4, 64>, BCQ<4, 128>, BCQ<4, whole_row>>;
 
 }  // namespace lowbit
 

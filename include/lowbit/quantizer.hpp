@@ -8,6 +8,7 @@
 #include "format/activation.hpp"
 #include "format/concepts.hpp"
 #include "quantizer/additive.hpp"
+#include "quantizer/bcq.hpp"
 #include "quantizer/nf3.hpp"
 #include "quantizer/uniform.hpp"
 

@@ -1281,94 +1281,26 @@ LOWBIT_HD float additive_candidate_score(const float* e, const float* q, int gro
 }  // namespace lowbit
 // ---- end lowbit/format/additive_shared.hpp ----
 
-// ---- begin lowbit/format/concepts.hpp ----
-// What a weight format is. A format is an empty policy type (Uniform<4,128>, Additive<2,8,8>, ...)
-// with static constexpr parameters validated by static_assert and a descriptor `name()`;
-// `Quantizer<Format>` is specialized per format family and provides the operations below. Generic code
-// (QuantizedLinear, the quantized model file, benchmarks, calibrators) is written against these
-// concepts only; a family-specific capability (AdditiveFormat) sits next to its family.
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <vector>
-
-
-namespace lowbit {
-
-// Primary template: every supported format family specializes it. Using an unsupported type fails in
-// one readable line.
-template <class Format>
-struct Quantizer {
-  static_assert(dependent_false<Format>, "lowbit: no Quantizer specialization for this format type");
-};
-
-// The operations every Quantizer<Format> provides.
-//   Packed                      owning packed storage (codes + scales + codebooks), with rows(),
-//                               cols() and bytes() (storage bytes, exactly as stored)
-//   quantize(W)                 round-to-nearest (or the format's default) quantization of W [rows, cols]
-//   dequantize(P, W)            writes Ŵ [rows, cols]
-//   matvec(P, x, y)             y[rows] = Ŵ x[cols] without materializing Ŵ
-//   bits_per_weight(P)          8 * bytes() / (rows * cols): scales, zeros and codebooks included
-//   name()                      e.g. "uniform:4:128"
-template <class Q>
-concept QuantizerFor = requires(const typename Q::Packed& packed, MatrixView<const float> w,
-                                MatrixView<float> out, const float* x, float* y) {
-  typename Q::Format;
-  { Q::quantize(w) } -> std::same_as<typename Q::Packed>;
-  { Q::dequantize(packed, out) };
-  { Q::matvec(packed, x, y) };
-  { Q::bits_per_weight(packed) } -> std::convertible_to<double>;
-  { Q::name() } -> std::convertible_to<std::string>;
-  { packed.rows() } -> std::convertible_to<index_t>;
-  { packed.cols() } -> std::convertible_to<index_t>;
-  { packed.bytes() } -> std::convertible_to<std::size_t>;
-};
-
-// A format whose packed storage a file can hold: storage for a shape can be allocated empty and lists
-// its named tensors, read-only for writing and writable for a reader to fill (core/stored_tensor.hpp).
-template <class Format>
-concept StorableFormat = std::constructible_from<typename Quantizer<Format>::Packed, index_t, index_t> &&
-                         requires(typename Quantizer<Format>::Packed& packed,
-                                  const typename Quantizer<Format>::Packed& stored) {
-  { packed.stored_tensors() } -> std::same_as<std::vector<StoredTensorSlot>>;
-  { stored.stored_tensors() } -> std::same_as<std::vector<StoredTensor>>;
-};
-
-// A weight format lowbit can quantize, run and store: every registered format is one (formats.hpp).
-template <class Format>
-concept WeightFormat = QuantizerFor<Quantizer<Format>> && StorableFormat<Format> && requires {
-  { Format::name() } -> std::convertible_to<std::string>;
-};
-
-// A group-grid format: each group of `Format::group_size` weights of a row (0: the whole row) has its
-// own parameters fitted from a range [lo, hi], every weight is encoded independently on that grid, and
-// the packed storage is built group by group. RTN, GPTQ and AutoClip fill any such format.
-template <class Format>
-concept GroupGridFormat =
-    WeightFormat<Format> &&
-    requires(typename Quantizer<Format>::Packed& packed, const typename Quantizer<Format>::Params& p, float w,
-             std::uint32_t code, index_t i) {
-      { Format::group_size } -> std::convertible_to<int>;
-      { Quantizer<Format>::fit(w, w) } -> std::same_as<typename Quantizer<Format>::Params>;
-      { Quantizer<Format>::encode(w, p) } -> std::convertible_to<std::uint32_t>;
-      { Quantizer<Format>::decode(code, p) } -> std::convertible_to<float>;
-      packed.set_params(i, i, p);
-      packed.set_code(i, i, code);
-      { packed.code(i, i) } -> std::convertible_to<std::uint32_t>;
-      { packed.params(i, i) } -> std::convertible_to<typename Quantizer<Format>::Params>;
-    };
-
-}  // namespace lowbit
-// ---- end lowbit/format/concepts.hpp ----
-
-// ---- begin lowbit/format/nf3.hpp ----
-// NF3<Group>: BitDistiller's asymmetric NormalFloat-style 3-bit grid (ALGORITHMS.md §2.1). Each group
-// of `Group` consecutive input weights stores its max (≥ 0) and min (≤ 0) in fp16; positive weights are
-// divided by the max, negative ones by |min|, and rounded to the nearest of eight fixed levels, which
-// sit denser near zero where LLM weights concentrate. Codes are 3-bit, packed per row with
-// core/bitpack.hpp (each row starts on a 32-bit word); a short last group is allowed.
+// ---- begin lowbit/format/bcq.hpp ----
+// BCQ<Bits, GroupSize>: binary-coding quantization, the format of UniQuanF (ALGORITHMS.md §3). Each group
+// of GroupSize consecutive input weights of a row (whole_row: one group per row) has Bits scales
+// α_0..α_(n−1) and an offset, all fp16; every weight picks a sign vector b ∈ {±1}^n and decodes to
+//
+//     ŵ = Σ_i α_i·b_i + offset,
+//
+// so a group has its own non-uniform table of 2^n levels and the codes are n bit-planes. Code bit i is
+// plane i (1: b_i = +1). Scales are kept in ascending order by the calibrators (α_i = 2^(i−1)·s puts the
+// group exactly on a uniform grid of step s: code = the uniform code, the unification of UniQuanF).
+//
+// Storage (docs/formats.md): planes [rows, Bits·words] u32, where row r holds plane 0's `words` words,
+// then plane 1's, ...; bit c%32 of word c/32 of a plane is column c; alphas [rows, groups·Bits] f16
+// (group g's scales at g·Bits + i); offsets [rows, groups] f16. A short last group is allowed; padding
+// bits of the last word are zero. bits/weight = Bits + 16·(Bits+1)/GroupSize when 32 divides the row.
+//
+// API for calibrators:
+//   BCQParams<Bits> p;  p.alpha[i], p.offset          // fp32 values; bcq_round(p) rounds them to fp16
+//   bcq_decode(code, p)  /  bcq_encode(w, p)          // level of a code / nearest level (exhaustive)
+//   BCQPacked<Format> P(rows, cols); P.set_params(r, g, p); P.set_code(r, c, code); P.code(r, c)
 
 #include <algorithm>
 #include <cmath>
@@ -1376,133 +1308,6 @@ concept GroupGridFormat =
 #include <string>
 #include <vector>
 
-
-namespace lowbit {
-
-template <int GroupSize>
-struct NF3 {
-  static_assert(GroupSize >= 8 && GroupSize % 8 == 0, "NF3: group size must be a positive multiple of 8");
-  static constexpr int bits = 3;
-  static constexpr int group_size = GroupSize;
-  static constexpr int levels = 8;
-  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
-};
-
-// The eight levels, code 0..7, ascending. Code 3 is exactly zero.
-LOWBIT_HD float nf3_level(std::uint32_t code) {
-  constexpr float table[8] = {-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3820f, 0.6230f, 1.0f};
-  return table[code & 7u];
-}
-
-// Decision thresholds halfway between consecutive levels (threshold k separates code k and k+1).
-LOWBIT_HD float nf3_threshold(int k) {
-  return 0.5f * (nf3_level(static_cast<std::uint32_t>(k)) + nf3_level(static_cast<std::uint32_t>(k + 1)));
-}
-
-// Group parameters as stored: fp16 max ≥ 0 and fp16 min ≤ 0.
-struct NF3Params {
-  half_t max;
-  half_t min;
-};
-
-// Parameters for a group whose (possibly clipped) range is [lo, hi]; zero always lies in the range.
-LOWBIT_HD NF3Params nf3_fit(float lo, float hi) {
-  return NF3Params{to_half(hi > 0.0f ? hi : 0.0f), to_half(lo < 0.0f ? lo : 0.0f)};
-}
-
-// Normalizes w by the side's magnitude and returns the code of the nearest level (ties go up).
-LOWBIT_HD std::uint32_t nf3_encode(float w, float group_max, float group_min) {
-  float v = 0.0f;
-  if (w >= 0.0f) {
-    v = group_max > 0.0f ? w / group_max : 0.0f;
-  } else {
-    v = group_min < 0.0f ? w / -group_min : 0.0f;
-  }
-  std::uint32_t code = 0;
-  LOWBIT_UNROLL
-  for (int k = 0; k < 7; ++k) code += v >= nf3_threshold(k) ? 1u : 0u;
-  return code;
-}
-
-LOWBIT_HD float nf3_decode(std::uint32_t code, float group_max, float group_min) {
-  const float level = nf3_level(code);
-  return level >= 0.0f ? level * group_max : level * -group_min;
-}
-
-// Owning storage of an NF3-quantized matrix [rows, cols].
-template <int GroupSize>
-class NF3Packed {
- public:
-  static constexpr int bits = 3;
-  NF3Packed() = default;
-  NF3Packed(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
-    LOWBIT_CHECK(rows > 0 && cols > 0, "NF3Packed: shape must be positive, got ", rows, "x", cols);
-    words_per_row_ = packed_words(cols, bits);
-    groups_per_row_ = (cols + GroupSize - 1) / GroupSize;
-    codes_.assign(static_cast<std::size_t>(rows * words_per_row_), 0u);
-    maxes_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
-    mins_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
-  }
-
-  index_t rows() const { return rows_; }
-  index_t cols() const { return cols_; }
-  index_t words_per_row() const { return words_per_row_; }
-  index_t groups_per_row() const { return groups_per_row_; }
-  std::size_t bytes() const {
-    return codes_.size() * sizeof(std::uint32_t) + (maxes_.size() + mins_.size()) * sizeof(half_t);
-  }
-
-  // Incremental build: parameters of a group, then codes (a code may be overwritten).
-  void set_params(index_t row, index_t group, NF3Params p) {
-    maxes_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.max;
-    mins_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.min;
-  }
-  NF3Params params(index_t row, index_t group) const {
-    const auto i = static_cast<std::size_t>(row * groups_per_row_ + group);
-    return NF3Params{maxes_[i], mins_[i]};
-  }
-  void set_code(index_t row, index_t col, std::uint32_t code) {
-    LOWBIT_CHECK(code < 8u, "NF3 packed storage: code ", code, " does not fit in 3 bits");
-    std::uint32_t* words = codes_.data() + row * words_per_row_;
-    const index_t bit = col * bits;
-    const int off = static_cast<int>(bit & 31);
-    words[bit >> 5] &= ~(7u << off);
-    if (off + bits > 32) words[(bit >> 5) + 1] &= ~(7u >> (32 - off));
-    pack_code(words, col, bits, code);
-  }
-  std::uint32_t code(index_t row, index_t col) const {
-    return unpack_code<bits>(codes_.data() + row * words_per_row_, col);
-  }
-
-  // The tensors a file stores (docs/quantized-file.md): codes [rows, words] u32, max and min
-  // [rows, groups] f16.
-  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
-  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
-
-  // Raw storage, as written to the quantized model file.
-  std::vector<std::uint32_t>& codes() { return codes_; }    // [rows, words_per_row]
-  std::vector<half_t>& maxes() { return maxes_; }             // [rows, groups_per_row]
-  std::vector<half_t>& mins() { return mins_; }               // [rows, groups_per_row]
-  const std::vector<std::uint32_t>& codes() const { return codes_; }
-  const std::vector<half_t>& maxes() const { return maxes_; }
-  const std::vector<half_t>& mins() const { return mins_; }
-
- private:
-  template <class Self>
-  static StoredTensorsOf<Self> tensors_of(Self& p) {
-    return {stored_tensor("codes", StoredType::U32, {p.rows_, p.words_per_row_}, p.codes_),
-                       stored_tensor("max", StoredType::F16, {p.rows_, p.groups_per_row_}, p.maxes_),
-                       stored_tensor("min", StoredType::F16, {p.rows_, p.groups_per_row_}, p.mins_)};
-  }
-
-  index_t rows_ = 0, cols_ = 0, words_per_row_ = 0, groups_per_row_ = 0;
-  std::vector<std::uint32_t> codes_;
-  std::vector<half_t> maxes_, mins_;
-};
-
-
-}  // namespace lowbit
-// ---- end lowbit/format/nf3.hpp ----
 
 // ---- begin lowbit/format/uniform.hpp ----
 // Uniform<Bits, GroupSize, Mode>: group-wise uniform (integer) quantization, the format of RTN, GPTQ and
@@ -1903,6 +1708,443 @@ class UniformPacked {
 
 }  // namespace lowbit
 // ---- end lowbit/format/uniform.hpp ----
+
+namespace lowbit {
+
+template <int Bits, int GroupSize>
+struct BCQ {
+  static_assert(Bits >= 1 && Bits <= 4, "lowbit::BCQ: Bits must be between 1 and 4");
+  static_assert(GroupSize == whole_row || (GroupSize > 0 && GroupSize % 32 == 0),
+                "lowbit::BCQ: GroupSize must be a positive multiple of 32, or lowbit::whole_row");
+  static constexpr int bits = Bits;
+  static constexpr int group_size = GroupSize;  // 0 (whole_row): one group per row
+  static constexpr std::uint32_t levels = 1u << Bits;
+  // Descriptor: "bcq:3:128", "bcq:2:row".
+  static std::string name() {
+    return "bcq:" + std::to_string(Bits) + ":" + (GroupSize > 0 ? std::to_string(GroupSize) : "row");
+  }
+};
+
+template <class T>
+inline constexpr bool is_bcq_format = false;
+template <int B, int G>
+inline constexpr bool is_bcq_format<BCQ<B, G>> = true;
+
+// A BCQ format (the capability the alternating and uniquanf methods fill).
+template <class F>
+concept BCQFormat = is_bcq_format<F>;
+
+// Parameters of one group in fp32 (after set_params/params they hold fp16-representable values).
+template <int Bits>
+struct BCQParams {
+  float alpha[Bits] = {};
+  float offset = 0.0f;
+};
+
+// ---- per-group arithmetic (host and device) ------------------------------------------------------
+
+// ŵ of a code: Σ_i α_i·(±1) + offset, summed in plane order, then the offset.
+template <int Bits>
+LOWBIT_HD float bcq_decode(std::uint32_t code, const float* alpha, float offset) {
+  float acc = 0.0f;
+  LOWBIT_UNROLL
+  for (int i = 0; i < Bits; ++i) acc += ((code >> i) & 1u) ? alpha[i] : -alpha[i];
+  return acc + offset;
+}
+template <int Bits>
+LOWBIT_HD float bcq_decode(std::uint32_t code, const BCQParams<Bits>& p) {
+  return bcq_decode<Bits>(code, p.alpha, p.offset);
+}
+
+// The code of the level nearest to w (exhaustive over the 2^Bits levels; ties keep the lower code).
+template <int Bits>
+LOWBIT_HD std::uint32_t bcq_encode(float w, const BCQParams<Bits>& p) {
+  std::uint32_t best = 0;
+  float best_d = INFINITY;
+  for (std::uint32_t code = 0; code < (1u << Bits); ++code) {
+    const float d = fabsf(w - bcq_decode<Bits>(code, p));
+    if (d < best_d) {
+      best_d = d;
+      best = code;
+    }
+  }
+  return best;
+}
+
+// Σ_{j<count} b_j·x[j] for the first `count` columns of one plane word (b_j = +1 where bit j is set):
+// 2·Σ_{set} x − Σ x. Shared by the CUDA kernel and its host tests.
+LOWBIT_HD float bcq_word_signed_sum(std::uint32_t word, const float* x, int count) {
+  float acc = 0.0f;
+  for (int j = 0; j < 32; ++j)
+    if (j < count) acc += ((word >> j) & 1u) ? x[j] : -x[j];
+  return acc;
+}
+
+// Parameters rounded to what the file stores (fp16, round to nearest).
+template <int Bits>
+inline BCQParams<Bits> bcq_round(BCQParams<Bits> p) {
+  for (int i = 0; i < Bits; ++i) p.alpha[i] = to_float(to_half(p.alpha[i]));
+  p.offset = to_float(to_half(p.offset));
+  return p;
+}
+
+// The uniform grid of step `scale` and integer zero point `zero` (levels (q − zero)·scale, q < 2^Bits)
+// as BCQ parameters: α_i = 2^(i−1)·scale, offset = ((2^Bits − 1)/2 − zero)·scale; then code q decodes to
+// (q − zero)·scale in exact arithmetic (fp32 here: exact for fp16 scales). This is the unification.
+template <int Bits>
+LOWBIT_HD BCQParams<Bits> bcq_from_uniform(float scale, std::uint32_t zero) {
+  BCQParams<Bits> p;
+  float a = 0.5f * scale;
+  for (int i = 0; i < Bits; ++i, a *= 2.0f) p.alpha[i] = a;
+  p.offset = (0.5f * static_cast<float>((1u << Bits) - 1u) - static_cast<float>(zero)) * scale;
+  return p;
+}
+
+// Uniform-grid parameters for a (possibly clipped) range [lo, hi]: the asymmetric uniform fit of the
+// same width (format/uniform.hpp) written as BCQ, rounded to fp16. The range need not contain zero (the
+// offset is free), so it is not widened.
+template <int Bits>
+inline BCQParams<Bits> bcq_fit_uniform(float lo, float hi) {
+  if (hi < lo) std::swap(lo, hi);
+  const float span = hi - lo;
+  float scale = span / static_cast<float>((1u << Bits) - 1u);
+  if (!(scale > 0.0f)) scale = 0.0f;
+  BCQParams<Bits> p = bcq_from_uniform<Bits>(scale, 0);
+  p.offset = lo + 0.5f * span;  // the midpoint: code 0 → lo, code 2^n − 1 → hi
+  return bcq_round(p);
+}
+
+// ---- packed storage ----------------------------------------------------------------------------
+
+template <class Format>
+class BCQPacked {
+  static_assert(is_bcq_format<Format>, "BCQPacked: Format must be a lowbit::BCQ<...>");
+
+ public:
+  using format_type = Format;
+  static constexpr int bits = Format::bits;
+  using Params = BCQParams<Format::bits>;
+
+  BCQPacked() = default;
+  BCQPacked(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
+    LOWBIT_CHECK(rows > 0 && cols > 0, "BCQ packed storage: shape must be positive, got ", rows, "x", cols);
+    group_size_ = uniform_group_size(Format::group_size, cols);
+    groups_per_row_ = (cols + group_size_ - 1) / group_size_;
+    words_ = packed_words(cols, 1);
+    planes_.assign(static_cast<std::size_t>(rows * bits * words_), 0u);
+    alphas_.assign(static_cast<std::size_t>(rows * groups_per_row_ * bits), half_t{});
+    offsets_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+  }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  std::size_t bytes() const {
+    return planes_.size() * sizeof(std::uint32_t) + (alphas_.size() + offsets_.size()) * sizeof(half_t);
+  }
+  index_t group_size() const { return group_size_; }
+  index_t groups_per_row() const { return groups_per_row_; }
+  index_t group_begin(index_t group) const { return group * group_size_; }
+  index_t group_end(index_t group) const { return std::min(cols_, (group + 1) * group_size_); }
+  index_t words_per_plane() const { return words_; }
+
+  // ---- incremental build and element access ----
+  void set_params(index_t row, index_t group, const Params& p) {
+    check_group(row, group);
+    half_t* a = alphas_.data() + (row * groups_per_row_ + group) * bits;
+    for (int i = 0; i < bits; ++i) a[i] = to_half(p.alpha[i]);
+    offsets_[static_cast<std::size_t>(row * groups_per_row_ + group)] = to_half(p.offset);
+  }
+  Params params(index_t row, index_t group) const {
+    const half_t* a = alphas_.data() + (row * groups_per_row_ + group) * bits;
+    Params p;
+    for (int i = 0; i < bits; ++i) p.alpha[i] = to_float(a[i]);
+    p.offset = to_float(offsets_[static_cast<std::size_t>(row * groups_per_row_ + group)]);
+    return p;
+  }
+  void set_code(index_t row, index_t col, std::uint32_t code) {
+    LOWBIT_CHECK(row >= 0 && row < rows_ && col >= 0 && col < cols_, "BCQ packed storage: element (", row, ", ",
+                 col, ") is outside ", rows_, "x", cols_);
+    LOWBIT_CHECK(code < Format::levels, "BCQ packed storage: code ", code, " does not fit in ", bits, " bits");
+    const std::uint32_t bit = 1u << (col & 31);
+    for (int i = 0; i < bits; ++i) {
+      std::uint32_t& w = planes_[static_cast<std::size_t>((row * bits + i) * words_ + (col >> 5))];
+      w = ((code >> i) & 1u) ? (w | bit) : (w & ~bit);
+    }
+  }
+  std::uint32_t code(index_t row, index_t col) const {
+    std::uint32_t code = 0;
+    for (int i = 0; i < bits; ++i)
+      code |= ((plane(row, i)[col >> 5] >> (col & 31)) & 1u) << i;
+    return code;
+  }
+  float weight(index_t row, index_t col) const { return bcq_decode<bits>(code(row, col), params(row, col / group_size_)); }
+
+  // ---- raw storage (kernels, model files) ----
+  const std::uint32_t* plane(index_t row, int i) const { return planes_.data() + (row * bits + i) * words_; }
+  const half_t* row_alphas(index_t row) const { return alphas_.data() + row * groups_per_row_ * bits; }
+  const half_t* row_offsets(index_t row) const { return offsets_.data() + row * groups_per_row_; }
+  std::vector<std::uint32_t>& planes() { return planes_; }
+  std::vector<half_t>& alphas() { return alphas_; }
+  std::vector<half_t>& offsets() { return offsets_; }
+  const std::vector<std::uint32_t>& planes() const { return planes_; }
+  const std::vector<half_t>& alphas() const { return alphas_; }
+  const std::vector<half_t>& offsets() const { return offsets_; }
+
+  // The tensors a file stores (docs/quantized-file.md): planes [rows, bits·words] u32, alphas
+  // [rows, groups·bits] f16, offsets [rows, groups] f16.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
+  friend bool operator==(const BCQPacked& a, const BCQPacked& b) {
+    const auto same = [](const std::vector<half_t>& x, const std::vector<half_t>& y) {
+      return std::equal(x.begin(), x.end(), y.begin(), y.end(), [](half_t p, half_t q) { return p.bits == q.bits; });
+    };
+    return a.rows_ == b.rows_ && a.cols_ == b.cols_ && a.planes_ == b.planes_ && same(a.alphas_, b.alphas_) &&
+           same(a.offsets_, b.offsets_);
+  }
+
+ private:
+  void check_group(index_t row, index_t group) const {
+    LOWBIT_CHECK(row >= 0 && row < rows_ && group >= 0 && group < groups_per_row_, "BCQ packed storage: group (",
+                 row, ", ", group, ") is outside ", rows_, "x", groups_per_row_, " groups");
+  }
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    return {stored_tensor("planes", StoredType::U32, {p.rows_, bits * p.words_}, p.planes_),
+            stored_tensor("alphas", StoredType::F16, {p.rows_, p.groups_per_row_ * bits}, p.alphas_),
+            stored_tensor("offsets", StoredType::F16, {p.rows_, p.groups_per_row_}, p.offsets_)};
+  }
+
+  index_t rows_ = 0, cols_ = 0, group_size_ = 0, groups_per_row_ = 0, words_ = 0;
+  std::vector<std::uint32_t> planes_;
+  std::vector<half_t> alphas_, offsets_;
+};
+
+}  // namespace lowbit
+// ---- end lowbit/format/bcq.hpp ----
+
+// ---- begin lowbit/format/concepts.hpp ----
+// What a weight format is. A format is an empty policy type (Uniform<4,128>, Additive<2,8,8>, ...)
+// with static constexpr parameters validated by static_assert and a descriptor `name()`;
+// `Quantizer<Format>` is specialized per format family and provides the operations below. Generic code
+// (QuantizedLinear, the quantized model file, benchmarks, calibrators) is written against these
+// concepts only; a family-specific capability (AdditiveFormat) sits next to its family.
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+// Primary template: every supported format family specializes it. Using an unsupported type fails in
+// one readable line.
+template <class Format>
+struct Quantizer {
+  static_assert(dependent_false<Format>, "lowbit: no Quantizer specialization for this format type");
+};
+
+// The operations every Quantizer<Format> provides.
+//   Packed                      owning packed storage (codes + scales + codebooks), with rows(),
+//                               cols() and bytes() (storage bytes, exactly as stored)
+//   quantize(W)                 round-to-nearest (or the format's default) quantization of W [rows, cols]
+//   dequantize(P, W)            writes Ŵ [rows, cols]
+//   matvec(P, x, y)             y[rows] = Ŵ x[cols] without materializing Ŵ
+//   bits_per_weight(P)          8 * bytes() / (rows * cols): scales, zeros and codebooks included
+//   name()                      e.g. "uniform:4:128"
+template <class Q>
+concept QuantizerFor = requires(const typename Q::Packed& packed, MatrixView<const float> w,
+                                MatrixView<float> out, const float* x, float* y) {
+  typename Q::Format;
+  { Q::quantize(w) } -> std::same_as<typename Q::Packed>;
+  { Q::dequantize(packed, out) };
+  { Q::matvec(packed, x, y) };
+  { Q::bits_per_weight(packed) } -> std::convertible_to<double>;
+  { Q::name() } -> std::convertible_to<std::string>;
+  { packed.rows() } -> std::convertible_to<index_t>;
+  { packed.cols() } -> std::convertible_to<index_t>;
+  { packed.bytes() } -> std::convertible_to<std::size_t>;
+};
+
+// A format whose packed storage a file can hold: storage for a shape can be allocated empty and lists
+// its named tensors, read-only for writing and writable for a reader to fill (core/stored_tensor.hpp).
+template <class Format>
+concept StorableFormat = std::constructible_from<typename Quantizer<Format>::Packed, index_t, index_t> &&
+                         requires(typename Quantizer<Format>::Packed& packed,
+                                  const typename Quantizer<Format>::Packed& stored) {
+  { packed.stored_tensors() } -> std::same_as<std::vector<StoredTensorSlot>>;
+  { stored.stored_tensors() } -> std::same_as<std::vector<StoredTensor>>;
+};
+
+// A weight format lowbit can quantize, run and store: every registered format is one (formats.hpp).
+template <class Format>
+concept WeightFormat = QuantizerFor<Quantizer<Format>> && StorableFormat<Format> && requires {
+  { Format::name() } -> std::convertible_to<std::string>;
+};
+
+// A group-grid format: each group of `Format::group_size` weights of a row (0: the whole row) has its
+// own parameters fitted from a range [lo, hi], every weight is encoded independently on that grid, and
+// the packed storage is built group by group. RTN, GPTQ and AutoClip fill any such format.
+template <class Format>
+concept GroupGridFormat =
+    WeightFormat<Format> &&
+    requires(typename Quantizer<Format>::Packed& packed, const typename Quantizer<Format>::Params& p, float w,
+             std::uint32_t code, index_t i) {
+      { Format::group_size } -> std::convertible_to<int>;
+      { Quantizer<Format>::fit(w, w) } -> std::same_as<typename Quantizer<Format>::Params>;
+      { Quantizer<Format>::encode(w, p) } -> std::convertible_to<std::uint32_t>;
+      { Quantizer<Format>::decode(code, p) } -> std::convertible_to<float>;
+      packed.set_params(i, i, p);
+      packed.set_code(i, i, code);
+      { packed.code(i, i) } -> std::convertible_to<std::uint32_t>;
+      { packed.params(i, i) } -> std::convertible_to<typename Quantizer<Format>::Params>;
+    };
+
+}  // namespace lowbit
+// ---- end lowbit/format/concepts.hpp ----
+
+// ---- begin lowbit/format/nf3.hpp ----
+// NF3<Group>: BitDistiller's asymmetric NormalFloat-style 3-bit grid (ALGORITHMS.md §2.1). Each group
+// of `Group` consecutive input weights stores its max (≥ 0) and min (≤ 0) in fp16; positive weights are
+// divided by the max, negative ones by |min|, and rounded to the nearest of eight fixed levels, which
+// sit denser near zero where LLM weights concentrate. Codes are 3-bit, packed per row with
+// core/bitpack.hpp (each row starts on a 32-bit word); a short last group is allowed.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit {
+
+template <int GroupSize>
+struct NF3 {
+  static_assert(GroupSize >= 8 && GroupSize % 8 == 0, "NF3: group size must be a positive multiple of 8");
+  static constexpr int bits = 3;
+  static constexpr int group_size = GroupSize;
+  static constexpr int levels = 8;
+  static std::string name() { return "nf3:" + std::to_string(GroupSize); }
+};
+
+// The eight levels, code 0..7, ascending. Code 3 is exactly zero.
+LOWBIT_HD float nf3_level(std::uint32_t code) {
+  constexpr float table[8] = {-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3820f, 0.6230f, 1.0f};
+  return table[code & 7u];
+}
+
+// Decision thresholds halfway between consecutive levels (threshold k separates code k and k+1).
+LOWBIT_HD float nf3_threshold(int k) {
+  return 0.5f * (nf3_level(static_cast<std::uint32_t>(k)) + nf3_level(static_cast<std::uint32_t>(k + 1)));
+}
+
+// Group parameters as stored: fp16 max ≥ 0 and fp16 min ≤ 0.
+struct NF3Params {
+  half_t max;
+  half_t min;
+};
+
+// Parameters for a group whose (possibly clipped) range is [lo, hi]; zero always lies in the range.
+LOWBIT_HD NF3Params nf3_fit(float lo, float hi) {
+  return NF3Params{to_half(hi > 0.0f ? hi : 0.0f), to_half(lo < 0.0f ? lo : 0.0f)};
+}
+
+// Normalizes w by the side's magnitude and returns the code of the nearest level (ties go up).
+LOWBIT_HD std::uint32_t nf3_encode(float w, float group_max, float group_min) {
+  float v = 0.0f;
+  if (w >= 0.0f) {
+    v = group_max > 0.0f ? w / group_max : 0.0f;
+  } else {
+    v = group_min < 0.0f ? w / -group_min : 0.0f;
+  }
+  std::uint32_t code = 0;
+  LOWBIT_UNROLL
+  for (int k = 0; k < 7; ++k) code += v >= nf3_threshold(k) ? 1u : 0u;
+  return code;
+}
+
+LOWBIT_HD float nf3_decode(std::uint32_t code, float group_max, float group_min) {
+  const float level = nf3_level(code);
+  return level >= 0.0f ? level * group_max : level * -group_min;
+}
+
+// Owning storage of an NF3-quantized matrix [rows, cols].
+template <int GroupSize>
+class NF3Packed {
+ public:
+  static constexpr int bits = 3;
+  NF3Packed() = default;
+  NF3Packed(index_t rows, index_t cols) : rows_(rows), cols_(cols) {
+    LOWBIT_CHECK(rows > 0 && cols > 0, "NF3Packed: shape must be positive, got ", rows, "x", cols);
+    words_per_row_ = packed_words(cols, bits);
+    groups_per_row_ = (cols + GroupSize - 1) / GroupSize;
+    codes_.assign(static_cast<std::size_t>(rows * words_per_row_), 0u);
+    maxes_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+    mins_.assign(static_cast<std::size_t>(rows * groups_per_row_), half_t{});
+  }
+
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  index_t words_per_row() const { return words_per_row_; }
+  index_t groups_per_row() const { return groups_per_row_; }
+  std::size_t bytes() const {
+    return codes_.size() * sizeof(std::uint32_t) + (maxes_.size() + mins_.size()) * sizeof(half_t);
+  }
+
+  // Incremental build: parameters of a group, then codes (a code may be overwritten).
+  void set_params(index_t row, index_t group, NF3Params p) {
+    maxes_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.max;
+    mins_[static_cast<std::size_t>(row * groups_per_row_ + group)] = p.min;
+  }
+  NF3Params params(index_t row, index_t group) const {
+    const auto i = static_cast<std::size_t>(row * groups_per_row_ + group);
+    return NF3Params{maxes_[i], mins_[i]};
+  }
+  void set_code(index_t row, index_t col, std::uint32_t code) {
+    LOWBIT_CHECK(code < 8u, "NF3 packed storage: code ", code, " does not fit in 3 bits");
+    std::uint32_t* words = codes_.data() + row * words_per_row_;
+    const index_t bit = col * bits;
+    const int off = static_cast<int>(bit & 31);
+    words[bit >> 5] &= ~(7u << off);
+    if (off + bits > 32) words[(bit >> 5) + 1] &= ~(7u >> (32 - off));
+    pack_code(words, col, bits, code);
+  }
+  std::uint32_t code(index_t row, index_t col) const {
+    return unpack_code<bits>(codes_.data() + row * words_per_row_, col);
+  }
+
+  // The tensors a file stores (docs/quantized-file.md): codes [rows, words] u32, max and min
+  // [rows, groups] f16.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_tensors() { return tensors_of(*this); }
+
+  // Raw storage, as written to the quantized model file.
+  std::vector<std::uint32_t>& codes() { return codes_; }    // [rows, words_per_row]
+  std::vector<half_t>& maxes() { return maxes_; }             // [rows, groups_per_row]
+  std::vector<half_t>& mins() { return mins_; }               // [rows, groups_per_row]
+  const std::vector<std::uint32_t>& codes() const { return codes_; }
+  const std::vector<half_t>& maxes() const { return maxes_; }
+  const std::vector<half_t>& mins() const { return mins_; }
+
+ private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& p) {
+    return {stored_tensor("codes", StoredType::U32, {p.rows_, p.words_per_row_}, p.codes_),
+                       stored_tensor("max", StoredType::F16, {p.rows_, p.groups_per_row_}, p.maxes_),
+                       stored_tensor("min", StoredType::F16, {p.rows_, p.groups_per_row_}, p.mins_)};
+  }
+
+  index_t rows_ = 0, cols_ = 0, words_per_row_ = 0, groups_per_row_ = 0;
+  std::vector<std::uint32_t> codes_;
+  std::vector<half_t> maxes_, mins_;
+};
+
+
+}  // namespace lowbit
+// ---- end lowbit/format/nf3.hpp ----
 
 // ---- begin lowbit/formats.hpp ----
 // The format registry: the one list of weight formats lowbit knows by name. The quantized-model file
@@ -3577,6 +3819,258 @@ static_assert(QuantizerFor<Quantizer<Additive<2, 8, 8>>>);
 
 }  // namespace lowbit
 // ---- end lowbit/quantizer/additive.hpp ----
+
+// ---- begin lowbit/quantizer/bcq.hpp ----
+// Quantizer<BCQ<Bits, Group>>: binary-coding quantization (format/bcq.hpp) behind the Quantizer façade.
+// Its default quantization is the greedy residual fit (Guo et al. 2017; the `rtn` method for BCQ): per
+// group, offset = mean(w), then for each plane b_i = sign(r), α_i = mean|r|, r −= α_i·b_i. As a group-grid
+// format its fit(lo, hi) is the uniform grid over [lo, hi] (UniQuanF's unified initialization), so GPTQ
+// and AutoClip can fill it too. The matvec is the LUT kernel of kernels/cpu/bcq_matvec.hpp.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+
+// ---- begin lowbit/kernels/cpu/bcq_matvec.hpp ----
+// y = Ŵx for BCQ-quantized weights (format/bcq.hpp) on the CPU, LUT-GEMM style: the codes are bit-planes,
+// and for a plane of signs b over a group, Σ_c α·b_c·x_c = α·Σ_c b_c·x_c. The signed sums are looked up:
+// per 8 activations x[8k..8k+7] one 256-entry table T_k[m] = Σ_j (bit j of m ? +x : −x)[8k+j] is built
+// once per call, then each byte of each plane costs one lookup; a group's scale multiplies the sum of its
+// plane's lookups, and offset·Σ_{c∈group} x_c is added once per group.
+//
+// Paths: `bcq_matvec_reference` (decodes every weight, double accumulation), `bcq_matvec_lut` (portable
+// tables, float), and the SIMD paths of the same tables when the compiler targets AVX2 or AVX-512;
+// `bcq_matvec` picks the best. Rows run in parallel (parallel_for), each row on exactly one thread.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+
+namespace lowbit::kernels::cpu {
+
+inline constexpr index_t kBCQMinRowsPerThread = 16;
+
+namespace detail {
+template <class Format>
+void check_bcq_args(const BCQPacked<Format>& packed, const float* x, const float* y) {
+  LOWBIT_CHECK(packed.rows() > 0 && packed.cols() > 0, "bcq matvec: packed matrix is empty");
+  LOWBIT_CHECK(x != nullptr && y != nullptr, "bcq matvec: x and y must not be null");
+}
+}  // namespace detail
+
+// Row r of Ŵ into out[cols].
+template <class Format>
+void bcq_dequantize_row(const BCQPacked<Format>& packed, index_t r, float* out) {
+  constexpr int bits = Format::bits;
+  for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+    const auto p = packed.params(r, g);
+    for (index_t c = packed.group_begin(g); c < packed.group_end(g); ++c) {
+      std::uint32_t code = 0;
+      for (int i = 0; i < bits; ++i) code |= ((packed.plane(r, i)[c >> 5] >> (c & 31)) & 1u) << i;
+      out[c] = bcq_decode<bits>(code, p);
+    }
+  }
+}
+
+// ---- reference ------------------------------------------------------------------------------------
+
+template <class Format>
+void bcq_matvec_reference(const BCQPacked<Format>& packed, const float* x, float* y) {
+  detail::check_bcq_args(packed, x, y);
+  std::vector<float> w(static_cast<std::size_t>(packed.cols()));
+  for (index_t r = 0; r < packed.rows(); ++r) {
+    bcq_dequantize_row(packed, r, w.data());
+    double acc = 0.0;
+    for (index_t c = 0; c < packed.cols(); ++c) acc += static_cast<double>(w[c]) * static_cast<double>(x[c]);
+    y[r] = static_cast<float>(acc);
+  }
+}
+
+// ---- the tables -------------------------------------------------------------------------------------
+
+// Per-call state: the 256-entry signed-sum table of every 8 activations (x zero-padded to whole plane
+// words, so padding bits contribute nothing) and Σx per group.
+struct BCQTables {
+  std::vector<float> lut;         // [chunks, 256], chunk k covers x[8k, 8k+8)
+  std::vector<float> group_sums;  // [groups]
+  index_t chunks = 0;
+
+  template <class Format>
+  void build(const BCQPacked<Format>& packed, const float* x) {
+    chunks = packed.words_per_plane() * 4;
+    lut.resize(static_cast<std::size_t>(chunks * 256));
+    group_sums.assign(static_cast<std::size_t>(packed.groups_per_row()), 0.0f);
+    const index_t cols = packed.cols();
+    parallel_for(
+        0, chunks,
+        [&](index_t k0, index_t k1) {
+          for (index_t k = k0; k < k1; ++k) {
+            float v[8];
+            float total = 0.0f;
+            for (int j = 0; j < 8; ++j) {
+              const index_t c = 8 * k + j;
+              v[j] = c < cols ? x[c] : 0.0f;
+              total += v[j];
+            }
+            float* t = lut.data() + k * 256;
+            t[0] = -total;
+            // T[m] = T[m without its highest bit] + 2·x_(highest bit)
+            for (int j = 0; j < 8; ++j) {
+              const int step = 1 << j;
+              const float add = 2.0f * v[j];
+              for (int m = 0; m < step; ++m) t[step + m] = t[m] + add;
+            }
+          }
+        },
+        64);
+    for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+      float s = 0.0f;
+      for (index_t c = packed.group_begin(g); c < packed.group_end(g); ++c) s += x[c];
+      group_sums[static_cast<std::size_t>(g)] = s;
+    }
+  }
+};
+
+// Σ over the bytes [b0, b1) of one plane of the row's table lookups.
+inline float bcq_plane_lookup_sum(const std::uint8_t* plane_bytes, const float* lut, index_t b0, index_t b1) {
+  float s0 = 0.0f, s1 = 0.0f;
+  index_t b = b0;
+  for (; b + 1 < b1; b += 2) {
+    s0 += lut[b * 256 + plane_bytes[b]];
+    s1 += lut[(b + 1) * 256 + plane_bytes[b + 1]];
+  }
+  if (b < b1) s0 += lut[b * 256 + plane_bytes[b]];
+  return s0 + s1;
+}
+
+// ---- portable LUT path --------------------------------------------------------------------------------
+
+template <class Format>
+void bcq_matvec_lut(const BCQPacked<Format>& packed, const float* x, float* y) {
+  detail::check_bcq_args(packed, x, y);
+  constexpr int bits = Format::bits;
+  thread_local BCQTables tables;
+  tables.build(packed, x);
+  const index_t groups = packed.groups_per_row();
+  const index_t bytes_per_plane = packed.words_per_plane() * 4;
+  parallel_for(
+      0, packed.rows(),
+      [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r) {
+          const half_t* alphas = packed.row_alphas(r);
+          const half_t* offsets = packed.row_offsets(r);
+          float acc = 0.0f;
+          for (index_t g = 0; g < groups; ++g) {
+            // a group spans whole bytes: group sizes are multiples of 32, a last group ends at the row end
+            const index_t b0 = packed.group_begin(g) / 8;
+            const index_t b1 = g + 1 < groups ? packed.group_end(g) / 8 : bytes_per_plane;
+            float s = to_float(offsets[g]) * tables.group_sums[static_cast<std::size_t>(g)];
+            for (int i = 0; i < bits; ++i) {
+              const auto* pb = reinterpret_cast<const std::uint8_t*>(packed.plane(r, i));
+              s += to_float(alphas[g * bits + i]) * bcq_plane_lookup_sum(pb, tables.lut.data(), b0, b1);
+            }
+            acc += s;
+          }
+          y[r] = acc;
+        }
+      },
+      kBCQMinRowsPerThread);
+}
+
+// The best path this build has.
+template <class Format>
+void bcq_matvec(const BCQPacked<Format>& packed, const float* x, float* y) {
+  bcq_matvec_lut(packed, x, y);
+}
+
+}  // namespace lowbit::kernels::cpu
+// ---- end lowbit/kernels/cpu/bcq_matvec.hpp ----
+
+namespace lowbit {
+
+// The greedy residual fit of one group of `count` weights: parameters with α ascending (fp16-rounded)
+// and the nearest-level codes for them written to codes[count].
+template <int Bits>
+BCQParams<Bits> bcq_greedy_fit(const float* w, index_t count, std::uint32_t* codes) {
+  double mean = 0.0;
+  for (index_t c = 0; c < count; ++c) mean += w[c];
+  mean /= static_cast<double>(count);
+  BCQParams<Bits> p;
+  p.offset = static_cast<float>(mean);
+  std::vector<float> r(w, w + count);
+  float desc[Bits];
+  for (int i = 0; i < Bits; ++i) {
+    double a = 0.0;
+    for (index_t c = 0; c < count; ++c) a += std::fabs(r[c] - p.offset);
+    desc[i] = static_cast<float>(a / static_cast<double>(count));
+    for (index_t c = 0; c < count; ++c) r[c] -= (r[c] - p.offset >= 0.0f ? desc[i] : -desc[i]);
+  }
+  for (int i = 0; i < Bits; ++i) p.alpha[i] = desc[Bits - 1 - i];  // ascending
+  p = bcq_round(p);
+  for (index_t c = 0; c < count; ++c) codes[c] = bcq_encode<Bits>(w[c], p);
+  return p;
+}
+
+template <int Bits, int GroupSize>
+struct Quantizer<BCQ<Bits, GroupSize>> {
+  using Format = BCQ<Bits, GroupSize>;
+  using Packed = BCQPacked<Format>;
+  using Params = BCQParams<Bits>;
+
+  static std::string name() { return Format::name(); }
+
+  // Group-grid arithmetic: the uniform grid over [lo, hi], nearest level, level of a code.
+  static Params fit(float lo, float hi) { return bcq_fit_uniform<Bits>(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) { return bcq_encode<Bits>(w, p); }
+  static float decode(std::uint32_t code, const Params& p) { return bcq_decode<Bits>(code, p); }
+
+  // The greedy residual fit of every group.
+  static Packed quantize(MatrixView<const float> W) {
+    Packed packed(W.rows(), W.cols());
+    parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
+      std::vector<std::uint32_t> codes(static_cast<std::size_t>(packed.group_size()));
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+          const index_t c0 = packed.group_begin(g), c1 = packed.group_end(g);
+          packed.set_params(r, g, bcq_greedy_fit<Bits>(W.row(r) + c0, c1 - c0, codes.data()));
+          for (index_t c = c0; c < c1; ++c) packed.set_code(r, c, codes[static_cast<std::size_t>(c - c0)]);
+        }
+    });
+    return packed;
+  }
+
+  static void dequantize(const Packed& packed, MatrixView<float> W) {
+    LOWBIT_CHECK(W.rows() == packed.rows() && W.cols() == packed.cols(), "bcq dequantize: output is ", W.rows(),
+                 "x", W.cols(), ", expected ", packed.rows(), "x", packed.cols());
+    parallel_for(0, packed.rows(), [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) dequantize_row(packed, r, W.row(r));
+    });
+  }
+
+  static void dequantize_row(const Packed& packed, index_t r, float* out) {
+    kernels::cpu::bcq_dequantize_row(packed, r, out);
+  }
+
+  // y = Ŵx (LUT kernel); BCQ has no int8-activation kernel, so every activation format is exact.
+  template <ActivationFormat A = F32Activations>
+  static void matvec(const Packed& packed, const float* x, float* y) {
+    kernels::cpu::bcq_matvec(packed, x, y);
+  }
+
+  static double bits_per_weight(const Packed& packed) {
+    return 8.0 * static_cast<double>(packed.bytes()) / static_cast<double>(packed.rows() * packed.cols());
+  }
+};
+
+static_assert(QuantizerFor<Quantizer<BCQ<3, 128>>>);
+static_assert(GroupGridFormat<BCQ<2, whole_row>>);
+
+}  // namespace lowbit
+// ---- end lowbit/quantizer/bcq.hpp ----
 
 // ---- begin lowbit/quantizer/nf3.hpp ----
 // Quantizer<NF3<Group>>: BitDistiller's NF3 grid (format/nf3.hpp) behind the Quantizer façade: the
@@ -5323,7 +5817,12 @@ using BuiltinFormats = FormatList<
     // land at ~2.75 and ~3.09 bits/weight where 3x8 lands at 3.22 (docs/aqlm.md).
     Additive<1, 8, 8>, Additive<2, 8, 8>, Additive<3, 8, 8>, Additive<4, 8, 8>, Additive<8, 8, 8>, Additive<2, 8, 4>,
     Additive<1, 16, 8>, Additive<2, 15, 8>, Additive<1, 16, 16>, Additive<2, 8, 16>, Additive<3, 7, 8>,
-    Additive<4, 6, 8>>;
+    Additive<4, 6, 8>,
+    // UniQuanF's binary-coding formats: Bits planes of signs, Bits fp16 scales + an fp16 offset per group.
+    // Whole-row groups cost Bits + 16(Bits+1)/cols bits/weight (3.11 at 3 bits on 576 columns), groups of
+    // 128 cost Bits + 0.125(Bits+1)
+    BCQ<1, 128>, BCQ<1, whole_row>, BCQ<2, 32>, BCQ<2, 64>, BCQ<2, 128>, BCQ<2, whole_row>, BCQ<3, 32>, BCQ<3, 64>,
+    BCQ<3, 128>, BCQ<3, whole_row>, BCQ<4, 32>, BCQ<4, 64>, BCQ<4, 128>, BCQ<4, whole_row>>;
 
 }  // namespace lowbit
 
