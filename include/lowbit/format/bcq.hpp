@@ -245,3 +245,92 @@ class BCQPacked {
 };
 
 }  // namespace lowbit
+
+// ---- device view and the arithmetic of the CUDA kernels (kernels/cuda/bcq_matvec.cuh) -------------
+// Here rather than in the .cuh so that the host tests (test_kernels_bcq) run exactly this arithmetic.
+namespace lowbit {
+
+// Non-owning view of a BCQPacked matrix; the pointers are host or device memory (the CUDA launchers
+// take device pointers). Layout as BCQPacked: planes [rows, Bits·words], alphas [rows, groups·Bits],
+// offsets [rows, groups] (fp16 bits).
+struct BCQMatrixView {
+  const std::uint32_t* planes = nullptr;
+  const std::uint16_t* alphas = nullptr;
+  const std::uint16_t* offsets = nullptr;
+  index_t rows = 0, cols = 0, group_size = 0, groups_per_row = 0, words = 0;  // words per plane
+
+  template <int Bits>
+  LOWBIT_HD const std::uint32_t* plane(index_t row, int i) const {
+    return planes + (row * Bits + i) * words;
+  }
+  template <int Bits>
+  LOWBIT_HD float alpha(index_t row, index_t group, int i) const {
+    return half_bits_to_float(alphas[(row * groups_per_row + group) * Bits + i]);
+  }
+  LOWBIT_HD float offset(index_t row, index_t group) const {
+    return half_bits_to_float(offsets[row * groups_per_row + group]);
+  }
+};
+
+template <class Format>
+BCQMatrixView bcq_matrix_view(const BCQPacked<Format>& packed) {
+  BCQMatrixView v;
+  v.planes = packed.planes().data();
+  v.alphas = reinterpret_cast<const std::uint16_t*>(packed.alphas().data());
+  v.offsets = reinterpret_cast<const std::uint16_t*>(packed.offsets().data());
+  v.rows = packed.rows();
+  v.cols = packed.cols();
+  v.group_size = packed.group_size();
+  v.groups_per_row = packed.groups_per_row();
+  v.words = packed.words_per_plane();
+  return v;
+}
+
+// ŵ[row, col] read through a view (the dequantize kernel).
+template <int Bits>
+LOWBIT_HD float bcq_view_weight(const BCQMatrixView& m, index_t row, index_t col) {
+  const index_t g = col / m.group_size;
+  std::uint32_t code = 0;
+  float alpha[Bits];
+  LOWBIT_UNROLL
+  for (int i = 0; i < Bits; ++i) {
+    code |= ((m.plane<Bits>(row, i)[col >> 5] >> (col & 31)) & 1u) << i;
+    alpha[i] = m.alpha<Bits>(row, g, i);
+  }
+  return bcq_decode<Bits>(code, alpha, m.offset(row, g));
+}
+
+// Σ_c ŵ_c·x_c over one 32-column unit of one row: `words[i]` is plane i's word of the unit, xv its 32
+// activations (zero past the row end: padding bits are zero too), xsum = Σ xv, and the unit lies in one
+// group with scales alpha[Bits] and offset.
+template <int Bits>
+LOWBIT_HD float bcq_unit_dot(const std::uint32_t* words, const float* xv, float xsum, const float* alpha, float offset) {
+  float acc = offset * xsum;
+  LOWBIT_UNROLL
+  for (int i = 0; i < Bits; ++i) acc += alpha[i] * bcq_word_signed_sum(words[i], xv, 32);
+  return acc;
+}
+
+// Part of Σ_c ŵ[row, c]·x[c] that worker `lane` of `stride` workers computes (a CUDA lane of a warp, or
+// a host loop in the tests): the worker takes plane words lane, lane + stride, ... (every word lies in
+// one group: group sizes are multiples of 32), reading x directly (only the row's `cols` entries).
+template <int Bits>
+LOWBIT_HD float bcq_row_partial_dot(const BCQMatrixView& m, index_t row, const float* x, index_t lane, index_t stride) {
+  float acc = 0.0f;
+  for (index_t w = lane; w < m.words; w += stride) {
+    const index_t c0 = w * 32;
+    const index_t left = m.cols - c0;
+    const int count = left < 32 ? static_cast<int>(left) : 32;
+    const index_t g = c0 / m.group_size;
+    float xsum = 0.0f;
+    for (int j = 0; j < count; ++j) xsum += x[c0 + j];
+    float part = m.offset(row, g) * xsum;
+    LOWBIT_UNROLL
+    for (int i = 0; i < Bits; ++i)
+      part += m.alpha<Bits>(row, g, i) * bcq_word_signed_sum(m.plane<Bits>(row, i)[w], x + c0, count);
+    acc += part;
+  }
+  return acc;
+}
+
+}  // namespace lowbit
