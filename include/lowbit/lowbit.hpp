@@ -56,6 +56,7 @@
 #include "nn/rope.hpp"
 #include "nn/sampler.hpp"
 #include "nn/stored_linear.hpp"
+#include "nn/uniquanf_linear.hpp"
 #include "nn/weights.hpp"
 
 #include "io/gguf.hpp"
@@ -79,6 +80,8 @@
 #include "calib/additive.hpp"
 #include "calib/additive_pipeline.hpp"
 #include "calib/autoclip.hpp"
+#include "calib/bcq.hpp"
+#include "calib/bcq_methods.hpp"
 #include "calib/beam_search.hpp"
 #include "calib/calibration_data.hpp"
 #include "calib/codebook_update.hpp"
@@ -92,6 +95,7 @@
 #include "calib/rtn.hpp"
 #include "calib/run_dir.hpp"
 #include "calib/tables.hpp"
+#include "calib/uniquanf.hpp"
 
 #include "train/adamw.hpp"
 #include "train/block_trainer.hpp"

@@ -1303,8 +1303,10 @@ LOWBIT_HD float additive_candidate_score(const float* e, const float* q, int gro
 //   BCQPacked<Format> P(rows, cols); P.set_params(r, g, p); P.set_code(r, c, code); P.code(r, c)
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -1786,6 +1788,30 @@ inline BCQParams<Bits> bcq_round(BCQParams<Bits> p) {
   for (int i = 0; i < Bits; ++i) p.alpha[i] = to_float(to_half(p.alpha[i]));
   p.offset = to_float(to_half(p.offset));
   return p;
+}
+
+// Positive scales in ascending order: flips plane i where α_i < 0 and permutes the planes; the codes
+// follow, so every weight keeps its level.
+template <int Bits>
+void bcq_canonicalize(BCQParams<Bits>& p, std::uint32_t* codes, index_t count) {
+  std::uint32_t flip = 0;
+  for (int i = 0; i < Bits; ++i)
+    if (p.alpha[i] < 0.0f) {
+      p.alpha[i] = -p.alpha[i];
+      flip |= 1u << i;
+    }
+  std::array<int, Bits> order{};
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p.alpha[a] < p.alpha[b]; });
+  BCQParams<Bits> sorted = p;
+  for (int i = 0; i < Bits; ++i) sorted.alpha[i] = p.alpha[order[static_cast<std::size_t>(i)]];
+  p = sorted;
+  for (index_t c = 0; c < count; ++c) {
+    const std::uint32_t old = codes[c] ^ flip;
+    std::uint32_t code = 0;
+    for (int i = 0; i < Bits; ++i) code |= ((old >> order[static_cast<std::size_t>(i)]) & 1u) << i;
+    codes[c] = code;
+  }
 }
 
 // The uniform grid of step `scale` and integer zero point `zero` (levels (q − zero)·scale, q < 2^Bits)
@@ -8496,6 +8522,270 @@ inline LinearPtr make_rtn_linear(const std::string& descriptor, MatrixView<const
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/stored_linear.hpp ----
 
+// ---- begin lowbit/nn/uniquanf_linear.hpp ----
+// UniQuanF's trainable layer (ALGORITHMS.md §3.1-3.2) for a BCQ<Bits, Group> format: the FP weight W stays
+// frozen and the layer trains
+//   δ1 [rows, groups]  log of the group's scale s = e^δ1,
+//   δ2 [rows, cols]    element-wise log-scale (FlexRound), δ3 [rows] per-row log-scale,
+//   a  [rows, groups, Bits]  the BCQ scales in the integer domain,
+// with a fixed zero point z per group. Each weight maps to the integer domain u = W/e^(δ1+δ2+δ3) + z, is
+// represented by a level L(b) = Σ_i a_i b_i + c (c = (2^n − 1)/2, sign vector b = its code) and decodes to
+//   Ŵ = (L(b) − z)·e^δ1.
+// Codes are re-assigned every `period` training steps (backward passes), each only to the nearest of its
+// current level and the two levels beside it in sorted order (local periodic mapping). Gradients pass
+// through the level choice as identity (∂L/∂u = 1, straight-through) only where u lies within min|a| of its
+// level (the clipping-aware STE); everywhere else only δ1 and a get the direct gradient.
+//
+// Unification: Ŵ = Σ_i (e^δ1 a_i) b_i + e^δ1 (c − z) is a plain BCQ layer with α_i = e^δ1 a_i and offset
+// e^δ1 (c − z); δ2 and δ3 only decide which level a weight takes. inference_form() folds the layer so
+// (fp16-rounded, scales made positive and sorted). A layer built from a BCQ fit starts exactly on it:
+// s = the largest α / 2^(n−2) (2α for one bit), a = α/s, z = c − offset/s, δ2 = δ3 = 0.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+// What every UniQuanFLinear<Format> is, whatever its format (calib/uniquanf.hpp finds them by it).
+class UniQuanFTraining {
+ public:
+  virtual ~UniQuanFTraining() = default;
+  virtual std::int64_t remapped_codes() const = 0;
+};
+
+template <class Format>
+class UniQuanFLinear final : public Linear, public UniQuanFTraining {
+  static_assert(is_bcq_format<Format>, "UniQuanFLinear: Format must be a lowbit::BCQ<...>");
+  static constexpr int Bits = Format::bits;
+  static constexpr std::uint32_t kLevels = 1u << Bits;
+  static constexpr float kCenter = 0.5f * static_cast<float>(kLevels - 1u);
+
+ public:
+  // W [rows, cols] the FP weight, `init` a BCQ fit of it; codes re-assigned every `period` steps (0: never).
+  UniQuanFLinear(MatrixView<const float> W, const BCQPacked<Format>& init, int period)
+      : rows_(W.rows()), cols_(W.cols()), period_(period) {
+    LOWBIT_CHECK(init.rows() == rows_ && init.cols() == cols_, "UniQuanFLinear: the BCQ fit is ", init.rows(), "x",
+                 init.cols(), ", the weight ", rows_, "x", cols_);
+    LOWBIT_CHECK(period >= 0, "UniQuanFLinear: the remapping period must be >= 0, got ", period);
+    gs_ = init.group_size();
+    groups_ = init.groups_per_row();
+    w_.resize(static_cast<std::size_t>(rows_ * cols_));
+    for (index_t r = 0; r < rows_; ++r) std::copy_n(W.row(r), cols_, w_.data() + r * cols_);
+    d1_.assign(static_cast<std::size_t>(rows_ * groups_), 0.0f);
+    z_.assign(d1_.size(), 0.0f);
+    a_.assign(d1_.size() * Bits, 0.0f);
+    d2_.assign(w_.size(), 0.0f);
+    d3_.assign(static_cast<std::size_t>(rows_), 0.0f);
+    codes_.resize(w_.size());
+    for (index_t r = 0; r < rows_; ++r)
+      for (index_t g = 0; g < groups_; ++g) {
+        const auto p = init.params(r, g);
+        float amax = 0.0f;
+        for (int i = 0; i < Bits; ++i) amax = std::max(amax, std::fabs(p.alpha[i]));
+        float s = Bits >= 2 ? amax / static_cast<float>(1 << (Bits - 2)) : 2.0f * amax;
+        if (!(s > 1e-12f)) s = 1e-12f;
+        const std::size_t k = static_cast<std::size_t>(r * groups_ + g);
+        d1_[k] = std::log(s);
+        for (int i = 0; i < Bits; ++i) a_[k * Bits + i] = p.alpha[i] / s;
+        z_[k] = kCenter - p.offset / s;
+        for (index_t c = init.group_begin(g); c < init.group_end(g); ++c)
+          codes_[static_cast<std::size_t>(r * cols_ + c)] = static_cast<std::uint8_t>(init.code(r, c));
+      }
+    g1_.assign(d1_.size(), 0.0f);
+    g2_.assign(d2_.size(), 0.0f);
+    g3_.assign(d3_.size(), 0.0f);
+    ga_.assign(a_.size(), 0.0f);
+  }
+
+  index_t in_features() const override { return cols_; }
+  index_t out_features() const override { return rows_; }
+
+  void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
+    refresh();
+    matmul_xwt<float>(X, MatrixView<const float>(what_.data(), rows_, cols_), Y);
+  }
+
+  void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
+    refresh();
+    if (dX.data) matmul_add_dyw<float>(dY, MatrixView<const float>(what_.data(), rows_, cols_), dX);
+    std::vector<float> G(w_.size(), 0.0f);
+    matmul_add_dytx<float>(dY, X, MatrixView<float>(G.data(), rows_, cols_));
+    parallel_for(0, rows_, [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r) {
+        double g3 = 0.0;
+        for (index_t g = 0; g < groups_; ++g) {
+          const std::size_t k = static_cast<std::size_t>(r * groups_ + g);
+          const float s = std::exp(d1_[k]), z = z_[k], amin = min_abs_a(k);
+          double g1 = 0.0;
+          std::array<double, Bits> ga{};
+          for (index_t c = g * gs_; c < std::min(cols_, (g + 1) * gs_); ++c) {
+            const std::size_t e = static_cast<std::size_t>(r * cols_ + c);
+            const float u = to_integer_domain(e, k, r);
+            const std::uint32_t code = codes_[e];
+            const float L = level(k, code);
+            const double gs = static_cast<double>(G[e]) * s;  // ∂loss/∂Ŵ · e^δ1
+            g1 += gs * (L - z);                              // through the dequantization scale
+            for (int i = 0; i < Bits; ++i) ga[static_cast<std::size_t>(i)] += ((code >> i) & 1u) ? gs : -gs;
+            if (std::fabs(u - L) <= amin) {                 // clipping-aware STE through u
+              const double gu = -gs * (u - z);               // ∂u/∂δ1 = ∂u/∂δ2 = ∂u/∂δ3 = −(u − z)
+              g1 += gu;
+              g2_[e] += static_cast<float>(gu);
+              g3 += gu;
+            }
+          }
+          g1_[k] += static_cast<float>(g1);
+          for (int i = 0; i < Bits; ++i) ga_[k * Bits + i] += static_cast<float>(ga[static_cast<std::size_t>(i)]);
+        }
+        g3_[static_cast<std::size_t>(r)] += static_cast<float>(g3);
+      }
+    });
+    ++steps_;
+  }
+
+  // Names: the trainable predicates and learning-rate groups of calib/uniquanf.hpp select on them.
+  std::vector<Parameter> parameters() override {
+    return {Parameter{"uq_delta1", d1_.data(), g1_.data(), static_cast<index_t>(d1_.size())},
+            Parameter{"uq_delta2", d2_.data(), g2_.data(), static_cast<index_t>(d2_.size())},
+            Parameter{"uq_delta3", d3_.data(), g3_.data(), static_cast<index_t>(d3_.size())},
+            Parameter{"bcq_alpha", a_.data(), ga_.data(), static_cast<index_t>(a_.size())}};
+  }
+
+  void dequantize(MatrixView<float> W) const override {
+    LOWBIT_CHECK(W.rows() == rows_ && W.cols() == cols_, "UniQuanFLinear::dequantize: output is ", W.rows(), "x",
+                 W.cols(), ", expected ", rows_, "x", cols_);
+    refresh();
+    for (index_t r = 0; r < rows_; ++r) std::copy_n(what_.data() + r * cols_, cols_, W.row(r));
+  }
+  std::size_t bytes() const override { return BCQPacked<Format>(rows_, cols_).bytes(); }
+  std::string format() const override { return Format::name(); }
+  void release_workspace() override {
+    what_.clear();
+    what_.shrink_to_fit();
+  }
+
+  // The folded BCQ parameters of group (r, g) in fp32: α_i = e^δ1 a_i, offset = e^δ1 (c − z).
+  BCQParams<Bits> folded_params(index_t r, index_t g) const {
+    const std::size_t k = static_cast<std::size_t>(r * groups_ + g);
+    const float s = std::exp(d1_[k]);
+    BCQParams<Bits> p;
+    for (int i = 0; i < Bits; ++i) p.alpha[i] = s * a_[k * Bits + i];
+    p.offset = s * (kCenter - z_[k]);
+    return p;
+  }
+  std::uint32_t code(index_t r, index_t c) const { return codes_[static_cast<std::size_t>(r * cols_ + c)]; }
+
+  // The plain BCQ layer (scales positive and ascending, fp16).
+  LinearPtr inference_form() const override {
+    refresh();
+    BCQPacked<Format> packed(rows_, cols_);
+    std::vector<std::uint32_t> codes(static_cast<std::size_t>(gs_));
+    for (index_t r = 0; r < rows_; ++r)
+      for (index_t g = 0; g < groups_; ++g) {
+        const index_t c0 = g * gs_, n = std::min(cols_, c0 + gs_) - c0;
+        for (index_t c = 0; c < n; ++c) codes[static_cast<std::size_t>(c)] = code(r, c0 + c);
+        auto p = folded_params(r, g);
+        bcq_canonicalize<Bits>(p, codes.data(), n);
+        packed.set_params(r, g, p);
+        for (index_t c = 0; c < n; ++c) packed.set_code(r, c0 + c, codes[static_cast<std::size_t>(c)]);
+      }
+    return std::make_unique<QuantizedLinear<Format>>(std::move(packed));
+  }
+
+  std::int64_t steps() const { return steps_; }
+  std::int64_t remapped_codes() const override { return remapped_; }
+
+ private:
+  float level(std::size_t k, std::uint32_t code) const {
+    float L = kCenter;
+    for (int i = 0; i < Bits; ++i) L += ((code >> i) & 1u) ? a_[k * Bits + i] : -a_[k * Bits + i];
+    return L;
+  }
+  float min_abs_a(std::size_t k) const {
+    float m = INFINITY;
+    for (int i = 0; i < Bits; ++i) m = std::min(m, std::fabs(a_[k * Bits + i]));
+    return m;
+  }
+  float to_integer_domain(std::size_t e, std::size_t k, index_t r) const {
+    return w_[e] / std::exp(d1_[k] + d2_[e] + d3_[static_cast<std::size_t>(r)]) + z_[k];
+  }
+
+  // Local periodic mapping when due, then Ŵ from the current parameters.
+  void refresh() const {
+    if (period_ > 0 && steps_ >= next_remap_) {
+      remap();
+      next_remap_ = steps_ + period_;
+    }
+    what_.resize(w_.size());
+    parallel_for(0, rows_, [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t g = 0; g < groups_; ++g) {
+          const std::size_t k = static_cast<std::size_t>(r * groups_ + g);
+          const float s = std::exp(d1_[k]), z = z_[k];
+          for (index_t c = g * gs_; c < std::min(cols_, (g + 1) * gs_); ++c) {
+            const std::size_t e = static_cast<std::size_t>(r * cols_ + c);
+            what_[e] = (level(k, codes_[e]) - z) * s;
+          }
+        }
+    });
+  }
+
+  // Every code moves to the nearest of its level and the two beside it (levels sorted by value).
+  void remap() const {
+    std::int64_t moved = 0;
+    for (index_t r = 0; r < rows_; ++r)
+      for (index_t g = 0; g < groups_; ++g) {
+        const std::size_t k = static_cast<std::size_t>(r * groups_ + g);
+        std::array<std::uint32_t, kLevels> order{};
+        std::array<float, kLevels> value{};
+        std::array<int, kLevels> rank{};
+        std::iota(order.begin(), order.end(), 0u);
+        for (std::uint32_t q = 0; q < kLevels; ++q) value[q] = level(k, q);
+        std::stable_sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return value[x] < value[y]; });
+        for (std::uint32_t i = 0; i < kLevels; ++i) rank[order[i]] = static_cast<int>(i);
+        for (index_t c = g * gs_; c < std::min(cols_, (g + 1) * gs_); ++c) {
+          const std::size_t e = static_cast<std::size_t>(r * cols_ + c);
+          const float u = to_integer_domain(e, k, r);
+          const int at = rank[codes_[e]];
+          std::uint32_t best = codes_[e];
+          float best_d = std::fabs(u - value[best]);
+          for (int j : {at - 1, at + 1}) {
+            if (j < 0 || j >= static_cast<int>(kLevels)) continue;
+            const std::uint32_t q = order[static_cast<std::size_t>(j)];
+            const float d = std::fabs(u - value[q]);
+            if (d < best_d) {
+              best_d = d;
+              best = q;
+            }
+          }
+          if (best != codes_[e]) {
+            codes_[e] = static_cast<std::uint8_t>(best);
+            ++moved;
+          }
+        }
+      }
+    remapped_ += moved;
+  }
+
+  index_t rows_ = 0, cols_ = 0, gs_ = 0, groups_ = 0;
+  int period_ = 1;
+  std::vector<float> w_, d1_, d2_, d3_, a_, z_;
+  std::vector<float> g1_, g2_, g3_, ga_;
+  mutable std::vector<std::uint8_t> codes_;
+  mutable std::vector<float> what_;
+  std::int64_t steps_ = 0;
+  mutable std::int64_t next_remap_ = 0, remapped_ = 0;
+};
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/uniquanf_linear.hpp ----
+
 
 // ---- begin lowbit/io/gguf.hpp ----
 // GGUF (v2/v3) reader: the file format of llama.cpp. It parses the header, the typed metadata (every
@@ -11891,6 +12181,7 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
 // Deterministic for a fixed seed: the only randomness is the epoch shuffle.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -12372,6 +12663,11 @@ struct BlockTrainOptions {
   }();
   // Which block parameters train, by canonical name ("layers.3.ffn_norm.weight", ...). Default: all.
   std::function<bool(const std::string&)> trainable;
+  // Learning-rate multiplier per trainable parameter, by name (default: 1 for all); each distinct
+  // multiplier gets its own AdamW (UniQuanF trains its transform and its BCQ scales at different rates).
+  std::function<float(const std::string&)> lr_scale;
+  bool cosine = false;     // decay the learning rate to 0 over all steps by a half cosine (else constant)
+  bool keep_best = true;   // end with the parameters of the best held-out epoch (false: the last epoch's)
 };
 
 struct BlockTrainResult {
@@ -12445,7 +12741,23 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
   result.best_heldout_mse = result.initial_heldout_mse;
   auto best = snapshot();
 
-  AdamW optimizer(chosen, options.adam);
+  // One optimizer per learning-rate multiplier.
+  std::vector<float> scales;
+  std::vector<std::vector<nn::Parameter>> groups;
+  for (const auto& p : chosen) {
+    const float k = options.lr_scale ? options.lr_scale(p.name) : 1.0f;
+    const auto at = std::find(scales.begin(), scales.end(), k);
+    if (at == scales.end()) {
+      scales.push_back(k);
+      groups.push_back({p});
+    } else {
+      groups[static_cast<std::size_t>(at - scales.begin())].push_back(p);
+    }
+  }
+  std::vector<AdamW> optimizers;
+  for (auto& g : groups) optimizers.emplace_back(std::move(g), options.adam);
+  const std::int64_t total_steps =
+      static_cast<std::int64_t>(options.epochs) * ((n_train + batch - 1) / batch);
   Rng rng(options.seed);
   std::vector<int> order(static_cast<std::size_t>(n_train));
   std::vector<float> x_in, x_out, d_out;
@@ -12472,7 +12784,10 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
       for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
       model.block_backward(layer, acts, d_out.data(), nullptr);
       if (options.grad_clip > 0) clip_grad_norm(chosen, options.grad_clip);
-      optimizer.step();
+      const double progress_frac = static_cast<double>(result.steps) / static_cast<double>(std::max<std::int64_t>(1, total_steps));
+      const float lr = options.cosine ? static_cast<float>(0.5 * options.adam.lr * (1.0 + std::cos(3.141592653589793 * progress_frac)))
+                                      : options.adam.lr;
+      for (std::size_t g = 0; g < optimizers.size(); ++g) optimizers[g].step(lr * scales[g]);
       ++result.steps;
       char status[64];
       std::snprintf(status, sizeof status, "epoch %d mse %.4g", epoch, loss);
@@ -12490,7 +12805,12 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
     }
   }
   progress.finish();
-  restore(best);
+  if (options.keep_best) {
+    restore(best);
+  } else {
+    result.best_heldout_mse = heldout_mse();
+    result.best_epoch = result.epochs_run;
+  }
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
   result.final_train_mse = block_mse(model, layer, inputs, targets, 0, n_train, T, batch);
   return result;
@@ -13622,7 +13942,8 @@ inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::
 // The group-grid calibration methods: RTN, GPTQ, AutoClip and AutoClip+GPTQ, for every registered
 // format with the GroupGridFormat capability (uniform and NF3 grids; format/concepts.hpp). AutoClip
 // (BitDistiller's clipping search) first shrinks each group's range against sampled inputs, then RTN or
-// GPTQ fills the grid.
+// GPTQ fills the grid. A BCQ format is a group grid too (its fit is the uniform grid), but its `rtn` is its
+// own default quantization, the greedy residual fit (quantizer/bcq.hpp).
 
 #include <algorithm>
 #include <memory>
@@ -14071,6 +14392,9 @@ LinearOutcome run_group_method(const std::string& method, const GroupMethodOptio
     out.stats["dead_columns"] = s.dead_columns;
     if (s.dampening_retries) out.stats["dampening_retries"] = s.dampening_retries;
     out.layer = std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  } else if constexpr (BCQFormat<Format>) {
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(
+        method == "rtn" ? Quantizer<Format>::quantize(Wv) : rtn_quantize<Format>(Wv));
   } else {
     out.layer = std::make_unique<nn::QuantizedLinear<Format>>(rtn_quantize<Format>(Wv));
   }
@@ -14773,6 +15097,279 @@ inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/additive_pipeline.hpp ----
 
+// ---- begin lowbit/calib/bcq.hpp ----
+// Calibration of the BCQ formats (format/bcq.hpp; ALGORITHMS.md §3): the ALTERNATING algorithm of Xu et
+// al. (2018) and UniQuanF's unified initialization, per group of a row.
+//
+// ALTERNATING, one group of weights w with per-weight importances h (1, or diag(XᵀX) for the
+// Hessian-weighted variant): starting from parameters and codes, each round
+//   1. solves the weighted least-squares problem for the n scales and the offset given the codes
+//      (min Σ_c h_c (w_c − Σ_i α_i b_ic − o)², an (n+1)×(n+1) system in double),
+//   2. makes every scale positive (flipping its plane) and sorts them ascending (permuting the planes),
+//      rounds them to fp16 and keeps them only if the objective did not grow (fp16 rounding could),
+//   3. re-assigns every weight to its nearest level (exhaustive over the 2^n levels; exact given the
+//      parameters, since the objective is separable per weight).
+// So the objective never increases (tests/test_calib_bcq.cpp checks it round by round).
+//
+// UniQuanF's unified initialization starts exactly on the uniform grid: α_i = 2^(i−1)·s over the group's
+// (optionally clipped) range, the clip ratio chosen by the L_p error (p = 2.4) of the uniform grid, then
+// ALTERNATING from there. `rtn` for BCQ is the greedy residual fit (quantizer/bcq.hpp).
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// Σ_c h_c (w_c − ŵ_c)² of one group for given parameters and codes (h null: all 1).
+template <int Bits>
+double bcq_group_objective(const float* w, const float* h, index_t count, const BCQParams<Bits>& p,
+                           const std::uint32_t* codes) {
+  double e = 0.0;
+  for (index_t c = 0; c < count; ++c) {
+    const double d = static_cast<double>(w[c]) - static_cast<double>(bcq_decode<Bits>(codes[c], p));
+    e += (h ? static_cast<double>(h[c]) : 1.0) * d * d;
+  }
+  return e;
+}
+
+// Nearest-level codes for every weight of a group.
+template <int Bits>
+void bcq_assign(const float* w, index_t count, const BCQParams<Bits>& p, std::uint32_t* codes) {
+  for (index_t c = 0; c < count; ++c) codes[c] = bcq_encode<Bits>(w[c], p);
+}
+
+// The weighted least-squares scales and offset for fixed codes; false when the system is degenerate
+// (no weight, or a non-finite solution).
+template <int Bits>
+bool bcq_solve_scales(const float* w, const float* h, index_t count, const std::uint32_t* codes, BCQParams<Bits>& out) {
+  using Mat = Eigen::Matrix<double, Bits + 1, Bits + 1>;
+  using Vec = Eigen::Matrix<double, Bits + 1, 1>;
+  Mat M = Mat::Zero();
+  Vec rhs = Vec::Zero();
+  Vec a;
+  for (index_t c = 0; c < count; ++c) {
+    for (int i = 0; i < Bits; ++i) a(i) = ((codes[c] >> i) & 1u) ? 1.0 : -1.0;
+    a(Bits) = 1.0;
+    const double hc = h ? static_cast<double>(h[c]) : 1.0;
+    M.noalias() += hc * a * a.transpose();
+    rhs += hc * static_cast<double>(w[c]) * a;
+  }
+  const double tr = M.trace();
+  if (!(tr > 0.0)) return false;
+  M += Mat::Identity() * (1e-12 * tr);  // a plane equal to ± the offset's column makes M singular
+  const Vec x = M.ldlt().solve(rhs);
+  if (!x.allFinite()) return false;
+  for (int i = 0; i < Bits; ++i) out.alpha[i] = static_cast<float>(x(i));
+  out.offset = static_cast<float>(x(Bits));
+  return true;
+}
+
+// T rounds of ALTERNATING from (p, codes), in place. Returns the objective after each round in
+// `trace` (trace[0]: before the first round) when given.
+template <int Bits>
+void bcq_alternate(const float* w, const float* h, index_t count, int rounds, BCQParams<Bits>& p,
+                   std::uint32_t* codes, std::vector<double>* trace = nullptr) {
+  double obj = bcq_group_objective<Bits>(w, h, count, p, codes);
+  if (trace) trace->assign(1, obj);
+  std::vector<std::uint32_t> trial(codes, codes + count);
+  for (int t = 0; t < rounds; ++t) {
+    BCQParams<Bits> q = p;
+    std::copy_n(codes, count, trial.begin());
+    if (bcq_solve_scales<Bits>(w, h, count, trial.data(), q)) {
+      bcq_canonicalize<Bits>(q, trial.data(), count);
+      q = bcq_round(q);
+      const double e = bcq_group_objective<Bits>(w, h, count, q, trial.data());
+      if (e <= obj) {
+        p = q;
+        std::copy_n(trial.begin(), count, codes);
+        obj = e;
+      }
+    }
+    bcq_assign<Bits>(w, count, p, codes);
+    obj = bcq_group_objective<Bits>(w, h, count, p, codes);
+    if (trace) trace->push_back(obj);
+  }
+}
+
+// The greedy residual fit (the `rtn` of BCQ) as a starting point for ALTERNATING.
+template <int Bits>
+BCQParams<Bits> bcq_greedy_init(const float* w, index_t count, std::uint32_t* codes) {
+  return bcq_greedy_fit<Bits>(w, count, codes);
+}
+
+// UniQuanF's unified initialization of one group: the uniform grid over [lo·r, hi·r] for the clip ratio r
+// (from `clip_grid` ratios evenly spaced in [1 − max_shrink, 1]; 1 ratio: no search) with the smallest
+// Σ h·|w − ŵ|^p, and its nearest-level codes.
+template <int Bits>
+BCQParams<Bits> bcq_uniform_init(const float* w, const float* h, index_t count, int clip_grid, float max_shrink,
+                                 double lp, std::uint32_t* codes) {
+  float lo = w[0], hi = w[0];
+  for (index_t c = 1; c < count; ++c) {
+    lo = std::min(lo, w[c]);
+    hi = std::max(hi, w[c]);
+  }
+  const float mid = 0.5f * (lo + hi), half = 0.5f * (hi - lo);
+  BCQParams<Bits> best = bcq_fit_uniform<Bits>(lo, hi);
+  double best_err = INFINITY;
+  const int n = std::max(1, clip_grid);
+  for (int k = 0; k < n; ++k) {
+    const float r = n == 1 ? 1.0f : 1.0f - max_shrink * static_cast<float>(k) / static_cast<float>(n - 1);
+    const auto p = bcq_fit_uniform<Bits>(mid - r * half, mid + r * half);
+    double err = 0.0;
+    for (index_t c = 0; c < count; ++c) {
+      const double d = std::fabs(static_cast<double>(w[c]) - bcq_decode<Bits>(bcq_encode<Bits>(w[c], p), p));
+      err += (h ? static_cast<double>(h[c]) : 1.0) * std::pow(d, lp);
+    }
+    if (err < best_err) {
+      best_err = err;
+      best = p;
+    }
+  }
+  bcq_assign<Bits>(w, count, best, codes);
+  return best;
+}
+
+// ---- whole matrices ---------------------------------------------------------------------------------
+
+enum class BCQInit { Greedy, Uniform };
+
+struct BCQFitOptions {
+  BCQInit init = BCQInit::Greedy;
+  int rounds = 15;            // ALTERNATING rounds T (UniQuanF's release value)
+  bool hessian_weighted = false;  // weights h_c = diag(XᵀX)_c
+  int clip_grid = 1;          // uniform init: clip ratios tried (1: none, the release setting)
+  float max_shrink = 0.3f;    // uniform init: the smallest ratio is 1 − max_shrink
+  double lp = 2.4;            // uniform init: error exponent of the clip search
+
+  nlohmann::json to_json() const {
+    return {{"init", init == BCQInit::Greedy ? "greedy" : "uniform"},
+            {"rounds", rounds},
+            {"hessian_weighted", hessian_weighted},
+            {"clip_grid", clip_grid},
+            {"max_shrink", max_shrink},
+            {"lp", lp}};
+  }
+};
+
+struct BCQFitStats {
+  double objective_init = 0.0, objective = 0.0;  // Σ over groups, weighted as fitted
+};
+
+// Fits every group of W [rows, cols] (init, then `rounds` of ALTERNATING); `h` [cols] are per-column
+// importances or null.
+template <class Format>
+BCQPacked<Format> bcq_fit(MatrixView<const float> W, const float* h, const BCQFitOptions& o, BCQFitStats* stats = nullptr) {
+  constexpr int Bits = Format::bits;
+  BCQPacked<Format> packed(W.rows(), W.cols());
+  std::vector<double> init_err(static_cast<std::size_t>(W.rows()), 0.0), err(init_err.size(), 0.0);
+  parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
+    std::vector<std::uint32_t> codes(static_cast<std::size_t>(packed.group_size()));
+    for (index_t r = r0; r < r1; ++r)
+      for (index_t g = 0; g < packed.groups_per_row(); ++g) {
+        const index_t c0 = packed.group_begin(g), count = packed.group_end(g) - c0;
+        const float* w = W.row(r) + c0;
+        const float* hg = h ? h + c0 : nullptr;
+        BCQParams<Bits> p = o.init == BCQInit::Greedy
+                                ? bcq_greedy_init<Bits>(w, count, codes.data())
+                                : bcq_uniform_init<Bits>(w, hg, count, o.clip_grid, o.max_shrink, o.lp, codes.data());
+        init_err[static_cast<std::size_t>(r)] += bcq_group_objective<Bits>(w, hg, count, p, codes.data());
+        bcq_alternate<Bits>(w, hg, count, o.rounds, p, codes.data());
+        err[static_cast<std::size_t>(r)] += bcq_group_objective<Bits>(w, hg, count, p, codes.data());
+        packed.set_params(r, g, p);
+        for (index_t c = 0; c < count; ++c) packed.set_code(r, c0 + c, codes[static_cast<std::size_t>(c)]);
+      }
+  });
+  if (stats) {
+    stats->objective_init = std::accumulate(init_err.begin(), init_err.end(), 0.0);
+    stats->objective = std::accumulate(err.begin(), err.end(), 0.0);
+  }
+  return packed;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/bcq.hpp ----
+
+// ---- begin lowbit/calib/bcq_methods.hpp ----
+// The BCQ calibration methods (calib/bcq.hpp) as `calib::Method`s for every BCQ format of the registry:
+//   alternating  greedy init, then T rounds of ALTERNATING (Xu et al. 2018), optionally weighted by
+//                diag(XᵀX) of the layer's input;
+//   uniquanf     UniQuanF's unified initialization (the uniform grid, an optional clip search with the
+//                L_p error), then ALTERNATING; the block-wise reconstruction that follows it is a
+//                pipeline hook (calib/uniquanf.hpp).
+// `rtn` for BCQ (the greedy fit alone) is the rtn group method (calib/group_methods.hpp).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+inline constexpr auto bcq_formats = []<class F>() { return BCQFormat<F>; };
+
+// The importance of each input column: diag(XᵀX) (+1e-8·mean, so a dead column keeps a tiny weight).
+inline std::vector<float> column_importance(const HessianAccumulator& H) {
+  const auto& S = H.sum();
+  std::vector<float> h(static_cast<std::size_t>(S.rows()));
+  double mean = 0.0;
+  for (index_t c = 0; c < S.rows(); ++c) mean += S(c, c);
+  mean /= static_cast<double>(std::max<index_t>(1, S.rows()));
+  for (index_t c = 0; c < S.rows(); ++c) h[static_cast<std::size_t>(c)] = static_cast<float>(S(c, c) + 1e-8 * mean + 1e-30);
+  return h;
+}
+
+// `name` is alternating or uniquanf.
+inline Method bcq_method(const std::string& name, BCQFitOptions options) {
+  LOWBIT_CHECK(name == "alternating" || name == "uniquanf", "unknown BCQ method '", name,
+               "' (known: alternating, uniquanf)");
+  options.init = name == "uniquanf" ? BCQInit::Uniform : BCQInit::Greedy;
+  if (name == "alternating") options.clip_grid = 1;
+  LOWBIT_CHECK(options.rounds >= 0 && options.rounds <= 1000, name, ": alternating rounds must be in [0, 1000], got ",
+               options.rounds);
+  LOWBIT_CHECK(options.clip_grid >= 1 && options.clip_grid <= 1000, name, ": clip grid must be in [1, 1000], got ",
+               options.clip_grid);
+  LOWBIT_CHECK(options.max_shrink >= 0.0f && options.max_shrink < 1.0f, name, ": max shrink must be in [0, 1), got ",
+               options.max_shrink);
+  LOWBIT_CHECK(options.lp > 0.0 && options.lp <= 16.0, name, ": L_p exponent must be in (0, 16], got ", options.lp);
+  Method m;
+  m.name = name;
+  m.capability = "BCQ format";
+  m.accepts = accepts_formats_where(bcq_formats);
+  m.needs_hessian = options.hessian_weighted;
+  m.needs_samples = false;
+  m.options = options.to_json();
+  m.run = [options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, bcq_formats,
+        [&]<class F>(FormatTag<F>) {
+          std::vector<float> h;
+          if (options.hessian_weighted) {
+            LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": the Hessian-weighted fit needs XᵀX");
+            h = column_importance(*job.hessian);
+          }
+          BCQFitStats s;
+          auto packed = bcq_fit<F>(job.weight, h.empty() ? nullptr : h.data(), options, &s);
+          LinearOutcome out;
+          out.stats["objective_init"] = s.objective_init;
+          out.stats["objective"] = s.objective;
+          out.layer = std::make_unique<nn::QuantizedLinear<F>>(std::move(packed));
+          return out;
+        },
+        "BCQ format");
+  };
+  return m;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/bcq_methods.hpp ----
+
 // ---- begin lowbit/calib/tables.hpp ----
 // The token table and the output head in a weight format. They hold a fifth of a small model's weights
 // (SmolLM2-135M: 28 M of 135 M, tied) and the head is read in full for every decoded token, so leaving
@@ -14813,6 +15410,133 @@ inline void quantize_tables(nn::Llama& model, const std::string& table_format, c
 
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/tables.hpp ----
+
+// ---- begin lowbit/calib/uniquanf.hpp ----
+// UniQuanF (ALGORITHMS.md §3): the unified initialization of every BCQ linear (calib/bcq.hpp), then
+// block-wise reconstruction: the block's linears become nn::UniQuanFLinear (FP weight frozen; FlexRound's
+// log-scales δ1, δ2, δ3 and the BCQ scales trained), trained with Adam and a half-cosine decay to 0 to
+// match the FP block's outputs (MSE), codes re-mapped locally every `period` steps, the clipping-aware
+// STE; after the block, each layer folds into a plain BCQ layer (the unification theorem).
+//
+// Scaled to two CPU cores (stated in docs/uniquanf.md): the release trains 20 epochs over 128 x 2048
+// tokens per block (2560 steps at batch 1); the defaults here train `epochs` over lowbit's calibration
+// windows (32 x 512 by default) in batches of 4 windows, with the release's learning rates
+// (u_lr 5e-3 for δ, b_lr 5e-4 for α), period 2 and T = 15 alternating rounds.
+//
+// Inputs: the pipeline hands the block its quantized-model inputs X_q and the FP block's outputs on them
+// (calib/pipeline.hpp), so the block learns to map X_q to FP(X_q). The paper's QDrop-style mix of FP and
+// quantized inputs needs a second, FP activation stream that the pipeline does not keep; it is not done.
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+
+namespace lowbit::calib {
+
+struct UniQuanFOptions {
+  BCQFitOptions fit = [] {
+    BCQFitOptions o;
+    o.init = BCQInit::Uniform;
+    return o;
+  }();
+  int epochs = 4;            // 0: the initialization alone
+  int batch_sequences = 4;
+  float u_lr = 5e-3f;        // δ1, δ2, δ3
+  float b_lr = 5e-4f;        // the BCQ scales a
+  int period = 2;            // steps between local re-mappings of the codes
+  std::uint64_t seed = 0;
+
+  nlohmann::json to_json() const {
+    nlohmann::json j = fit.to_json();
+    j["epochs"] = epochs;
+    if (epochs > 0) {
+      j["batch_sequences"] = batch_sequences;
+      j["u_lr"] = u_lr;
+      j["b_lr"] = b_lr;
+      j["period"] = period;
+    }
+    return j;
+  }
+};
+
+inline void check(const UniQuanFOptions& o) {
+  LOWBIT_CHECK(o.epochs >= 0 && o.epochs <= 10000, "uniquanf: epochs must be in [0, 10000], got ", o.epochs);
+  LOWBIT_CHECK(o.batch_sequences >= 1, "uniquanf: batch must be at least one window, got ", o.batch_sequences);
+  LOWBIT_CHECK(o.u_lr >= 0.0f && o.b_lr >= 0.0f, "uniquanf: learning rates must be >= 0");
+  LOWBIT_CHECK(o.period >= 0, "uniquanf: the remapping period must be >= 0, got ", o.period);
+}
+
+// The `uniquanf` method: the unified initialization, returned as a trainable UniQuanF layer when block
+// training follows (epochs > 0: uniquanf_finetune_block folds it), as a plain BCQ layer otherwise.
+inline Method uniquanf_method(const UniQuanFOptions& options) {
+  check(options);
+  Method m = bcq_method("uniquanf", options.fit);
+  m.options = options.to_json();
+  if (options.epochs == 0) return m;
+  m.run = [options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, bcq_formats,
+        [&]<class F>(FormatTag<F>) {
+          std::vector<float> h;
+          if (options.fit.hessian_weighted) {
+            LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": the Hessian-weighted fit needs XᵀX");
+            h = column_importance(*job.hessian);
+          }
+          BCQFitStats s;
+          auto fit = bcq_fit<F>(job.weight, h.empty() ? nullptr : h.data(), options.fit, &s);
+          LinearOutcome out;
+          out.stats["objective_init"] = s.objective_init;
+          out.stats["objective"] = s.objective;
+          out.layer = std::make_unique<nn::UniQuanFLinear<F>>(job.weight, fit, options.period);
+          return out;
+        },
+        "BCQ format");
+  };
+  return m;
+}
+
+inline bool is_uniquanf_layer(const nn::Linear& layer) { return dynamic_cast<const nn::UniQuanFTraining*>(&layer) != nullptr; }
+
+// Block-wise reconstruction of the block's UniQuanF layers, then their fold into BCQ layers.
+inline nlohmann::json uniquanf_finetune_block(BlockContext& ctx, const UniQuanFOptions& options) {
+  nn::Llama& model = *ctx.model;
+  bool any = false;
+  for (auto role : nn::kAllLinearRoles) any = any || is_uniquanf_layer(model.linear(ctx.layer, role));
+  if (!any) return nlohmann::json::object();
+  train::BlockTrainOptions t;
+  t.epochs = options.epochs;
+  t.batch_sequences = options.batch_sequences;
+  t.patience = 0;
+  t.keep_best = false;  // the schedule decays to 0: the last parameters are the result
+  t.cosine = true;
+  t.seed = options.seed + static_cast<std::uint64_t>(ctx.layer);
+  t.adam.lr = options.u_lr;
+  t.adam.beta1 = 0.9f;
+  t.adam.beta2 = 0.999f;
+  t.adam.weight_decay = 0.0f;
+  const float ratio = options.u_lr > 0.0f ? options.b_lr / options.u_lr : 0.0f;
+  t.lr_scale = [ratio](const std::string& name) { return name.find("bcq_alpha") != std::string::npos ? ratio : 1.0f; };
+  t.trainable = train::names_containing({"uq_delta", "bcq_alpha"});
+  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
+  std::int64_t remapped = 0;
+  for (auto role : nn::kAllLinearRoles)
+    if (const auto* uq = dynamic_cast<const nn::UniQuanFTraining*>(&model.linear(ctx.layer, role))) {
+      remapped += uq->remapped_codes();
+      model.set_linear(ctx.layer, role, model.linear(ctx.layer, role).inference_form());
+    }
+  return {{"uniquanf_initial_heldout_mse", r.initial_heldout_mse},
+          {"uniquanf_final_heldout_mse", r.best_heldout_mse},
+          {"uniquanf_initial_train_mse", r.initial_train_mse},
+          {"uniquanf_final_train_mse", r.final_train_mse},
+          {"uniquanf_steps", r.steps},
+          {"uniquanf_remapped_codes", remapped},
+          {"uniquanf_trained_values", r.trained_values}};
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/uniquanf.hpp ----
 
 
 // ---- begin lowbit/train/pretrain.hpp ----

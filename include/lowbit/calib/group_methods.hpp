@@ -1,7 +1,8 @@
 // The group-grid calibration methods: RTN, GPTQ, AutoClip and AutoClip+GPTQ, for every registered
 // format with the GroupGridFormat capability (uniform and NF3 grids; format/concepts.hpp). AutoClip
 // (BitDistiller's clipping search) first shrinks each group's range against sampled inputs, then RTN or
-// GPTQ fills the grid.
+// GPTQ fills the grid. A BCQ format is a group grid too (its fit is the uniform grid), but its `rtn` is its
+// own default quantization, the greedy residual fit (quantizer/bcq.hpp).
 #pragma once
 
 #include <algorithm>
@@ -72,6 +73,9 @@ LinearOutcome run_group_method(const std::string& method, const GroupMethodOptio
     out.stats["dead_columns"] = s.dead_columns;
     if (s.dampening_retries) out.stats["dampening_retries"] = s.dampening_retries;
     out.layer = std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  } else if constexpr (BCQFormat<Format>) {
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(
+        method == "rtn" ? Quantizer<Format>::quantize(Wv) : rtn_quantize<Format>(Wv));
   } else {
     out.layer = std::make_unique<nn::QuantizedLinear<Format>>(rtn_quantize<Format>(Wv));
   }

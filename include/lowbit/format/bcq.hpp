@@ -20,8 +20,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -110,6 +112,30 @@ inline BCQParams<Bits> bcq_round(BCQParams<Bits> p) {
   for (int i = 0; i < Bits; ++i) p.alpha[i] = to_float(to_half(p.alpha[i]));
   p.offset = to_float(to_half(p.offset));
   return p;
+}
+
+// Positive scales in ascending order: flips plane i where α_i < 0 and permutes the planes; the codes
+// follow, so every weight keeps its level.
+template <int Bits>
+void bcq_canonicalize(BCQParams<Bits>& p, std::uint32_t* codes, index_t count) {
+  std::uint32_t flip = 0;
+  for (int i = 0; i < Bits; ++i)
+    if (p.alpha[i] < 0.0f) {
+      p.alpha[i] = -p.alpha[i];
+      flip |= 1u << i;
+    }
+  std::array<int, Bits> order{};
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p.alpha[a] < p.alpha[b]; });
+  BCQParams<Bits> sorted = p;
+  for (int i = 0; i < Bits; ++i) sorted.alpha[i] = p.alpha[order[static_cast<std::size_t>(i)]];
+  p = sorted;
+  for (index_t c = 0; c < count; ++c) {
+    const std::uint32_t old = codes[c] ^ flip;
+    std::uint32_t code = 0;
+    for (int i = 0; i < Bits; ++i) code |= ((old >> order[static_cast<std::size_t>(i)]) & 1u) << i;
+    codes[c] = code;
+  }
 }
 
 // The uniform grid of step `scale` and integer zero point `zero` (levels (q − zero)·scale, q < 2^Bits)

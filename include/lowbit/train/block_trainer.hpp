@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -43,6 +44,11 @@ struct BlockTrainOptions {
   }();
   // Which block parameters train, by canonical name ("layers.3.ffn_norm.weight", ...). Default: all.
   std::function<bool(const std::string&)> trainable;
+  // Learning-rate multiplier per trainable parameter, by name (default: 1 for all); each distinct
+  // multiplier gets its own AdamW (UniQuanF trains its transform and its BCQ scales at different rates).
+  std::function<float(const std::string&)> lr_scale;
+  bool cosine = false;     // decay the learning rate to 0 over all steps by a half cosine (else constant)
+  bool keep_best = true;   // end with the parameters of the best held-out epoch (false: the last epoch's)
 };
 
 struct BlockTrainResult {
@@ -116,7 +122,23 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
   result.best_heldout_mse = result.initial_heldout_mse;
   auto best = snapshot();
 
-  AdamW optimizer(chosen, options.adam);
+  // One optimizer per learning-rate multiplier.
+  std::vector<float> scales;
+  std::vector<std::vector<nn::Parameter>> groups;
+  for (const auto& p : chosen) {
+    const float k = options.lr_scale ? options.lr_scale(p.name) : 1.0f;
+    const auto at = std::find(scales.begin(), scales.end(), k);
+    if (at == scales.end()) {
+      scales.push_back(k);
+      groups.push_back({p});
+    } else {
+      groups[static_cast<std::size_t>(at - scales.begin())].push_back(p);
+    }
+  }
+  std::vector<AdamW> optimizers;
+  for (auto& g : groups) optimizers.emplace_back(std::move(g), options.adam);
+  const std::int64_t total_steps =
+      static_cast<std::int64_t>(options.epochs) * ((n_train + batch - 1) / batch);
   Rng rng(options.seed);
   std::vector<int> order(static_cast<std::size_t>(n_train));
   std::vector<float> x_in, x_out, d_out;
@@ -143,7 +165,10 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
       for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
       model.block_backward(layer, acts, d_out.data(), nullptr);
       if (options.grad_clip > 0) clip_grad_norm(chosen, options.grad_clip);
-      optimizer.step();
+      const double progress_frac = static_cast<double>(result.steps) / static_cast<double>(std::max<std::int64_t>(1, total_steps));
+      const float lr = options.cosine ? static_cast<float>(0.5 * options.adam.lr * (1.0 + std::cos(3.141592653589793 * progress_frac)))
+                                      : options.adam.lr;
+      for (std::size_t g = 0; g < optimizers.size(); ++g) optimizers[g].step(lr * scales[g]);
       ++result.steps;
       char status[64];
       std::snprintf(status, sizeof status, "epoch %d mse %.4g", epoch, loss);
@@ -161,7 +186,12 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
     }
   }
   progress.finish();
-  restore(best);
+  if (options.keep_best) {
+    restore(best);
+  } else {
+    result.best_heldout_mse = heldout_mse();
+    result.best_epoch = result.epochs_run;
+  }
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
   result.final_train_mse = block_mse(model, layer, inputs, targets, 0, n_train, T, batch);
   return result;

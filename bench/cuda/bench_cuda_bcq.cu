@@ -9,7 +9,7 @@
 // matrix to exceed 3x the L2 cache (every launch reads from HBM), median of several batches. The
 // matrices hold random planes and scales: speed does not depend on the values (tests/cuda checks them).
 //
-// Usage: bench_bcq [--quick] [--variants] [--csv FILE]
+// Usage: bench_cuda_bcq [--quick] [--variants] [--csv FILE]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,7 +35,7 @@ namespace {
 
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) {
-    std::fprintf(stderr, "bench_bcq: %s failed: %s\n", what, cudaGetErrorString(status));
+    std::fprintf(stderr, "bench_cuda_bcq: %s failed: %s\n", what, cudaGetErrorString(status));
     std::exit(1);
   }
 }

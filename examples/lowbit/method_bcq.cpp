@@ -1,0 +1,57 @@
+// `lowbit quantize` methods alternating and uniquanf (calib/bcq_methods.hpp, calib/uniquanf.hpp):
+// binary-coding quantization for every BCQ format of the registry (bcq:BITS:GROUP). `--method rtn
+// --format bcq:...` is the greedy residual fit alone (method_group.cpp).
+#include <memory>
+#include <string>
+
+#include <lowbit/calib/bcq_methods.hpp>
+#include <lowbit/calib/uniquanf.hpp>
+
+#include "quantize_method.hpp"
+
+namespace lowbit_method_bcq {
+
+using namespace lowbit;
+
+const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
+    {"alternating", "uniquanf"},
+    "binary-coding quantization: ALTERNATING least squares from the greedy fit (Xu et al. 2018); UniQuanF "
+    "(uniform-grid init, ALTERNATING, block-wise reconstruction with FlexRound's transform): BCQ formats "
+    "(bcq:BITS:GROUP)",
+    [](CLI::App& app) -> cli::QuantizeMethodFactory {
+      auto o = std::make_shared<calib::UniQuanFOptions>();
+      auto* g = app.add_option_group("BCQ", "options of --method alternating, uniquanf (docs/uniquanf.md)");
+      g->add_option("--bcq-rounds", o->fit.rounds, "ALTERNATING rounds T per group (UniQuanF's release: 15)")
+          ->capture_default_str();
+      g->add_flag("--bcq-hessian", o->fit.hessian_weighted,
+                  "weight each weight's error by diag(XᵀX) of its input column (needs calibration statistics)");
+      g->add_option("--bcq-clip-grid", o->fit.clip_grid,
+                    "uniquanf: clip ratios tried per group, evenly spaced in [1 - max shrink, 1] (1: no search, "
+                    "the release setting)")
+          ->capture_default_str();
+      g->add_option("--bcq-max-shrink", o->fit.max_shrink, "uniquanf: largest fraction of the range the clip removes")
+          ->capture_default_str();
+      g->add_option("--bcq-lp", o->fit.lp, "uniquanf: exponent p of the clip search's L_p error")->capture_default_str();
+      g->add_option("--uq-epochs", o->epochs,
+                    "uniquanf: block-wise reconstruction epochs over the calibration windows (0: the "
+                    "initialization alone; the release trains 20 over 128 x 2048 tokens)")
+          ->capture_default_str();
+      g->add_option("--uq-batch", o->batch_sequences, "uniquanf: calibration windows per step")->capture_default_str();
+      g->add_option("--uq-u-lr", o->u_lr, "uniquanf: Adam learning rate of the transform (delta1, delta2, delta3)")
+          ->capture_default_str();
+      g->add_option("--uq-b-lr", o->b_lr, "uniquanf: Adam learning rate of the BCQ scales")->capture_default_str();
+      g->add_option("--uq-period", o->period, "uniquanf: steps between local re-mappings of the codes (0: never)")
+          ->capture_default_str();
+      g->add_option("--uq-seed", o->seed, "uniquanf: seed of the window shuffle")->capture_default_str();
+      return [o](const std::string& name) {
+        if (name == "alternating") return cli::QuantizeMethod{calib::bcq_method(name, o->fit), {}, {}};
+        cli::QuantizeMethod m{calib::uniquanf_method(*o), {}, {}};
+        if (o->epochs > 0) {
+          const calib::UniQuanFOptions opts = *o;
+          m.finetune = [opts](calib::BlockContext& ctx) { return calib::uniquanf_finetune_block(ctx, opts); };
+        }
+        return m;
+      };
+    }}};
+
+}  // namespace lowbit_method_bcq
