@@ -34,6 +34,7 @@
 #include "kernels/cpu/additive_matvec.hpp"
 #include "kernels/cpu/additive_reference.hpp"
 #include "kernels/cpu/bcq_matvec.hpp"
+#include "kernels/cpu/bcq_matvec_q8.hpp"
 #include "kernels/cpu/nf3_matvec.hpp"
 #include "kernels/cpu/uniform_matvec.hpp"
 #include "kernels/cpu/uniform_matvec_q8.hpp"

@@ -2,11 +2,13 @@
 // Its default quantization is the greedy residual fit (Guo et al. 2017; the `rtn` method for BCQ): per
 // group, offset = mean(w), then for each plane b_i = sign(r), α_i = mean|r|, r −= α_i·b_i. As a group-grid
 // format its fit(lo, hi) is the uniform grid over [lo, hi] (UniQuanF's unified initialization), so GPTQ
-// and AutoClip can fill it too. The matvec is the LUT kernel of kernels/cpu/bcq_matvec.hpp.
+// and AutoClip can fill it too. The matvec is the LUT kernel of kernels/cpu/bcq_matvec.hpp, or with
+// Int8Activations the int8-table kernel of kernels/cpu/bcq_matvec_q8.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <string>
 
@@ -17,6 +19,7 @@
 #include "../format/bcq.hpp"
 #include "../format/concepts.hpp"
 #include "../kernels/cpu/bcq_matvec.hpp"
+#include "../kernels/cpu/bcq_matvec_q8.hpp"
 
 namespace lowbit {
 
@@ -83,10 +86,22 @@ struct Quantizer<BCQ<Bits, GroupSize>> {
     kernels::cpu::bcq_dequantize_row(packed, r, out);
   }
 
-  // y = Ŵx (LUT kernel); BCQ has no int8-activation kernel, so every activation format is exact.
+  // y = Ŵx (LUT kernel), or with Int8Activations the int8-table kernel (approximate within the bound of
+  // kernels/cpu/bcq_matvec_q8.hpp; the exact path where this build has no such kernel).
   template <ActivationFormat A = F32Activations>
   static void matvec(const Packed& packed, const float* x, float* y) {
-    kernels::cpu::bcq_matvec(packed, x, y);
+    if constexpr (std::same_as<A, Int8Activations>)
+      kernels::cpu::bcq_matvec_q8(packed, x, y);
+    else
+      kernels::cpu::bcq_matvec(packed, x, y);
+  }
+  // Whether matvec<A> has a kernel of its own on this build (otherwise it is the exact path).
+  template <ActivationFormat A>
+  static constexpr bool has_kernel_for() {
+    if constexpr (std::same_as<A, Int8Activations>)
+      return kernels::cpu::bcq_q8_supported();
+    else
+      return A::exact;
   }
 
   static double bits_per_weight(const Packed& packed) {
