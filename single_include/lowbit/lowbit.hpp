@@ -6186,6 +6186,14 @@ void bcq_prepare_q8_avx512(const BCQPacked<Format>& packed, const float* x, BCQQ
   }
 }
 
+#if !defined(LOWBIT_BCQ_Q8_PREFETCH_BLOCKS)
+#define LOWBIT_BCQ_Q8_PREFETCH_BLOCKS 2
+#endif
+#if !defined(LOWBIT_BCQ_Q8_PREFETCH_HINT)
+#define LOWBIT_BCQ_Q8_PREFETCH_HINT _MM_HINT_T1
+#endif
+inline constexpr index_t kBCQQ8PrefetchBlocks = LOWBIT_BCQ_Q8_PREFETCH_BLOCKS;
+
 // y[r0, r0 + 16) (fewer at the end: lanes past the last row repeat it and are not stored).
 template <class Format>
 inline void bcq_q8_avx512_block(const BCQPacked<Format>& packed, const BCQQ8Activations& xa, index_t r0,
@@ -6211,19 +6219,20 @@ inline void bcq_q8_avx512_block(const BCQPacked<Format>& packed, const BCQQ8Acti
     for (int k = 0; k < 16; ++k) _mm512_storeu_ps(scratch.params.data() + (j0 + k) * 16, r[k]);
   }
   const float* params = scratch.params.data();
-  const std::uint32_t* row_planes[lanes];
-  for (int l = 0; l < lanes; ++l) row_planes[l] = packed.plane(r0 + std::min<index_t>(l, n - 1), 0);
-  // prefetch of the next block's planes (a slice per chunk) and parameters
-  const index_t next = std::min<index_t>(packed.rows(), r0 + lanes);
-  const index_t next_n = std::min<index_t>(lanes, packed.rows() - next);
-  const char* next_planes = next_n > 0 ? reinterpret_cast<const char*>(packed.plane(next, 0)) : nullptr;
-  const index_t next_lines = next_n * bits * words * 4 / 64;
-  const index_t chunks = (words + 15) / 16;
-  if (next_n > 0) {
-    const char* a = reinterpret_cast<const char*>(packed.row_alphas(next));
-    for (index_t b = 0; b < next_n * groups * bits * 2; b += 64) _mm_prefetch(a + b, _MM_HINT_T0);
-    const char* o = reinterpret_cast<const char*>(packed.row_offsets(next));
-    for (index_t b = 0; b < next_n * groups * 2; b += 64) _mm_prefetch(o + b, _MM_HINT_T0);
+  const std::uint32_t* first = packed.plane(r0, 0);
+  const index_t row_stride = bits * words;
+  // Software prefetch of the block kBCQQ8PrefetchBlocks ahead: its parameters now, its planes (one
+  // contiguous range) a slice per word. Without it the 16·Bits interleaved streams of a block leave DRAM
+  // latency exposed.
+  const index_t ahead = r0 + kBCQQ8PrefetchBlocks * lanes;
+  const index_t ahead_n = ahead < packed.rows() ? std::min<index_t>(lanes, packed.rows() - ahead) : 0;
+  const char* ahead_planes = ahead_n > 0 ? reinterpret_cast<const char*>(packed.plane(ahead, 0)) : nullptr;
+  const index_t ahead_lines = ahead_n * bits * words * 4 / 64;
+  if (ahead_n > 0) {
+    const char* a = reinterpret_cast<const char*>(packed.row_alphas(ahead));
+    for (index_t b = 0; b < ahead_n * groups * bits * 2; b += 64) _mm_prefetch(a + b, LOWBIT_BCQ_Q8_PREFETCH_HINT);
+    const char* o = reinterpret_cast<const char*>(packed.row_offsets(ahead));
+    for (index_t b = 0; b < ahead_n * groups * 2; b += 64) _mm_prefetch(o + b, LOWBIT_BCQ_Q8_PREFETCH_HINT);
   }
   __m512 out = _mm512_setzero_ps();
   for (index_t g = 0; g < groups; ++g)
@@ -6242,19 +6251,24 @@ inline void bcq_q8_avx512_block(const BCQPacked<Format>& packed, const BCQQ8Acti
       const index_t c0 = w;
       const index_t cw = std::min<index_t>(16, words - c0);
       const auto load_mask = static_cast<__mmask16>(cw == 16 ? 0xFFFFu : (1u << cw) - 1u);
-      if (next_planes) {
-        const index_t chunk = c0 / 16;
-        for (index_t line = chunk * next_lines / chunks; line < (chunk + 1) * next_lines / chunks; ++line)
-          _mm_prefetch(next_planes + line * 64, _MM_HINT_T1);
-      }
       for (int i = 0; i < bits; ++i) {
         __m512 r[16];
-        for (int l = 0; l < lanes; ++l)
-          r[l] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(load_mask, row_planes[l] + i * words + c0));
+        // row l's plane i at first + l·row_stride (lanes past the last row repeat it); plain loads where
+        // the chunk is whole (masked ones defeat the hardware prefetcher)
+        const std::uint32_t* p = first + i * words + c0;
+        if (cw == 16) {
+          for (int l = 0; l < lanes; ++l, p += l < n ? row_stride : 0) r[l] = _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+        } else {
+          for (int l = 0; l < lanes; ++l, p += l < n ? row_stride : 0)
+            r[l] = _mm512_castsi512_ps(_mm512_maskz_loadu_epi32(load_mask, p));
+        }
         bcq_transpose16(r);
         for (int j = 0; j < 16; ++j) _mm512_store_ps(reinterpret_cast<float*>(scratch.words[i][j]), r[j]);
       }
     }
+    if (ahead_planes)
+      for (index_t line = w * ahead_lines / words; line < (w + 1) * ahead_lines / words; ++line)
+        _mm_prefetch(ahead_planes + line * 64, LOWBIT_BCQ_Q8_PREFETCH_HINT);
     const __m512i table_lo = _mm512_load_si512(xa.t8.data() + w * 128);
     const __m512i table_hi = _mm512_load_si512(xa.t8.data() + w * 128 + 64);
     for (int i = 0; i < bits; ++i) {
