@@ -1,4 +1,4 @@
-// The int8-activation BCQ kernels (kernels/cpu/bcq_matvec_q8.hpp): the AVX-512 path equals the scalar
+// The int8-activation BCQ kernels (kernels/cpu/bcq_matvec_q8.hpp): the AVX-512 and AVX2 paths equal the scalar
 // reference of the same integer arithmetic bit for bit (tables and outputs), and the reference stays
 // within the stated error bound of the exact matvec (double accumulation of dequantized weights), on odd
 // shapes (1, 3, 17, 576 rows; 32..4096 columns, short last groups and words), 1..4 bits, groups of 32, 64,
@@ -90,6 +90,13 @@ void check_q8(index_t rows, index_t cols, std::uint64_t seed) {
   index_t differ = 0;
   for (index_t r = 0; r < rows; ++r) differ += !(got[r] == ref[r]);
   CHECK_MESSAGE(differ == 0, shape, ": avx512 differs from the reference in ", differ, " rows");
+#endif
+#if defined(LOWBIT_HAVE_BCQ_Q8_AVX2)
+  std::fill(got.begin(), got.end(), std::nanf(""));
+  cpu::bcq_matvec_q8_avx2(packed, x.data(), got.data());
+  index_t differ2 = 0;
+  for (index_t r = 0; r < rows; ++r) differ2 += !(got[r] == ref[r]);
+  CHECK_MESSAGE(differ2 == 0, shape, ": avx2 differs from the reference in ", differ2, " rows");
 #endif
   std::fill(got.begin(), got.end(), std::nanf(""));
   Q::template matvec<Int8Activations>(packed, x.data(), got.data());

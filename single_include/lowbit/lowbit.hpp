@@ -4522,8 +4522,12 @@ void bcq_matvec(const BCQPacked<Format>& packed, const float* x, float* y) {
 //     adds each row's four lookups into its int32 lane. Per block the int32 sums go to fp32 once, times
 //     α·d. (vpermb rather than vpshufb: vpshufb's 16-entry table is per 128-bit lane, and the planes'
 //     storage puts four different quads in each lane's bytes.)
-// `bcq_matvec_q8` runs the AVX-512 path where the build has it, else the exact `bcq_matvec` (never a slow
-// or wrong path, only not approximate). Results do not depend on the thread count.
+//   - `bcq_matvec_q8_avx2` (AVX2 + FMA): 8 rows, the plane word of the 8 rows in one register (8x8
+//     transposes); vpshufb's table is per 128-bit lane, so each byte position of a lane takes its own
+//     lookup (the other positions' indices set to 0x80, which vpshufb zeroes) and the four are ORed;
+//     vpmaddubsw against ones makes int16 pair sums, vpmaddwd the row's int32 sum at the block's end.
+// `bcq_matvec_q8` runs the best path the build has, else the exact `bcq_matvec` (never a slow or wrong
+// path, only not approximate). Results do not depend on the thread count.
 
 #include <algorithm>
 #include <cmath>
@@ -6335,25 +6339,190 @@ void bcq_prepare_q8(const BCQPacked<Format>& packed, const float* x, BCQQ8Activa
 }
 #endif  // AVX-512 BW + VBMI + VNNI
 
+// ---- AVX2 ---------------------------------------------------------------------------------------------
+
+#if defined(LOWBIT_HAVE_BCQ_AVX2)
+#define LOWBIT_HAVE_BCQ_Q8_AVX2 1
+
+namespace detail {
+
+// In-register transpose of an 8x8 int32 matrix: r[i] lane j becomes r[j] lane i.
+inline void bcq_q8_transpose8(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 2; ++k) {
+    u[4 * k] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+    u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+    u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+    u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+  }
+  // u[4k + j], 128-bit lane L: rows 4k..4k+3 of column 4L + j
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x20);
+    r[4 + j] = _mm256_permute2x128_si256(u[j], u[4 + j], 0x31);
+  }
+}
+
+// y[r0, r0 + 8): the same plane word of 8 rows in one register (8x8 transposes of 8-word chunks); byte b
+// of a lane holds the row's nibbles of quads 8w+2b and 8w+2b+1. vpshufb's table is per 128-bit lane, so
+// each of the four byte positions takes its own lookup (its quad's 16 entries in both lanes), with the
+// other positions' indices set to 0x80 (vpshufb writes 0 there), and the four results are ORed;
+// vpmaddubsw against ones then adds a row's pairs into int16 (|sum| ≤ 2·127), accumulated over the block
+// (≤ 8 words x 2 halves: ≤ 4064), and vpmaddwd turns them into the row's int32 sum at the block's end.
+template <class Format>
+inline void bcq_q8_avx2_block(const BCQPacked<Format>& packed, const BCQQ8Activations& xa, index_t r0, float* params,
+                              std::uint32_t (*words_scratch)[8][8], float* y) {
+  constexpr int bits = Format::bits;
+  constexpr int lanes = 8;
+  const index_t n = std::min<index_t>(lanes, packed.rows() - r0);
+  const index_t words = packed.words_per_plane();
+  const index_t groups = packed.groups_per_row();
+  const index_t stride = groups * (bits + 1);
+  bcq_block_params(packed, r0, n, params, stride);
+  alignas(32) std::int32_t param_index[lanes];
+  for (int l = 0; l < lanes; ++l) param_index[l] = static_cast<std::int32_t>(std::min<index_t>(l, n - 1) * stride);
+  const __m256i params_at = _mm256_load_si256(reinterpret_cast<const __m256i*>(param_index));
+  auto param = [&](index_t j) {
+    return _mm256_i32gather_ps(params, _mm256_add_epi32(params_at, _mm256_set1_epi32(static_cast<std::int32_t>(j))), 4);
+  };
+  const std::uint32_t* first = packed.plane(r0, 0);
+  const index_t row_stride = bits * words;
+  // the next block's planes, a slice per word
+  const index_t ahead = r0 + 2 * lanes;
+  const index_t ahead_n = ahead < packed.rows() ? std::min<index_t>(lanes, packed.rows() - ahead) : 0;
+  const char* ahead_planes = ahead_n > 0 ? reinterpret_cast<const char*>(packed.plane(ahead, 0)) : nullptr;
+  const index_t ahead_lines = ahead_n * bits * words * 4 / 64;
+  __m256 out = _mm256_setzero_ps();
+  for (index_t g = 0; g < groups; ++g)
+    out = _mm256_fmadd_ps(param(groups * bits + g), _mm256_set1_ps(xa.group_sums[static_cast<std::size_t>(g)]), out);
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  __m256i other[4];  // 0x80 in the bytes of the other three positions of each lane
+  for (int b = 0; b < 4; ++b)
+    other[b] = _mm256_set1_epi32(static_cast<std::int32_t>(0x80808080u & ~(0xFFu << (8 * b))));
+  __m256i acc[bits];
+  for (int i = 0; i < bits; ++i) acc[i] = _mm256_setzero_si256();
+  const BCQQ8Activations::Block* block = xa.blocks.data();
+  for (index_t w = 0; w < words; ++w) {
+    const index_t k = w % 8;
+    if (k == 0) {
+      const index_t cw = std::min<index_t>(8, words - w);
+      for (int i = 0; i < bits; ++i) {
+        __m256i r[8];
+        const std::uint32_t* p = first + i * words + w;
+        for (int l = 0; l < lanes; ++l, p += l < n ? row_stride : 0) {
+          if (cw == 8) {
+            r[l] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+          } else {
+            alignas(32) std::uint32_t tail[8] = {};
+            std::copy(p, p + cw, tail);
+            r[l] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
+          }
+        }
+        bcq_q8_transpose8(r);
+        for (int j = 0; j < 8; ++j) _mm256_store_si256(reinterpret_cast<__m256i*>(words_scratch[i][j]), r[j]);
+      }
+    }
+    if (ahead_planes)
+      for (index_t line = w * ahead_lines / words; line < (w + 1) * ahead_lines / words; ++line)
+        _mm_prefetch(ahead_planes + line * 64, _MM_HINT_T1);
+    const std::int8_t* t = xa.t8.data() + w * 128;
+    __m256i table[2][4];
+    for (int h = 0; h < 2; ++h)
+      for (int b = 0; b < 4; ++b)
+        table[h][b] = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(t + h * 64 + b * 16)));
+    for (int i = 0; i < bits; ++i) {
+      const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(words_scratch[i][k]));
+      const __m256i index[2] = {_mm256_and_si256(v, nibble), _mm256_and_si256(_mm256_srli_epi32(v, 4), nibble)};
+      for (int h = 0; h < 2; ++h) {
+        __m256i look = _mm256_shuffle_epi8(table[h][0], _mm256_or_si256(index[h], other[0]));
+        for (int b = 1; b < 4; ++b)
+          look = _mm256_or_si256(look, _mm256_shuffle_epi8(table[h][b], _mm256_or_si256(index[h], other[b])));
+        acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(ones8, look));
+      }
+    }
+    if (w + 1 == block->w1) {
+      const __m256 d = _mm256_set1_ps(block->d);
+      for (int i = 0; i < bits; ++i) {
+        const __m256 f = _mm256_mul_ps(param(block->group * bits + i), d);
+        out = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(acc[i], ones16)), f, out);
+        acc[i] = _mm256_setzero_si256();
+      }
+      ++block;
+    }
+  }
+  alignas(32) float result[lanes];
+  _mm256_store_ps(result, out);
+  for (index_t l = 0; l < n; ++l) y[r0 + l] = result[l];
+}
+
+inline BCQQ8Activations& bcq_q8_scratch_avx2() {
+  thread_local BCQQ8Activations buffer;
+  return buffer;
+}
+
+}  // namespace detail
+
+template <class Format>
+void bcq_matvec_q8_avx2(const BCQPacked<Format>& packed, const BCQQ8Activations& xa, float* y) {
+  detail::check_bcq_args(packed, xa.group_sums.data(), y);
+  LOWBIT_CHECK(xa.cols == packed.cols() && xa.words == packed.words_per_plane(),
+               "bcq_matvec_q8_avx2: activations prepared for ", xa.cols, " columns, the matrix has ", packed.cols());
+  const index_t blocks = (packed.rows() + 7) / 8;
+  const std::size_t params_size = static_cast<std::size_t>(8 * packed.groups_per_row() * (Format::bits + 1));
+  parallel_for(
+      0, blocks,
+      [&](index_t b0, index_t b1) {
+        std::vector<float>& params = detail::bcq_scratch_params();
+        if (params.size() < params_size) params.resize(params_size);
+        alignas(32) std::uint32_t words_scratch[Format::bits][8][8];
+        for (index_t b = b0; b < b1; ++b) detail::bcq_q8_avx2_block(packed, xa, b * 8, params.data(), words_scratch, y);
+      },
+      std::max<index_t>(1, kBCQMinRowsPerThread / 8));
+}
+
+template <class Format>
+void bcq_matvec_q8_avx2(const BCQPacked<Format>& packed, const float* x, float* y) {
+  detail::check_bcq_args(packed, x, y);
+  BCQQ8Activations& xa = detail::bcq_q8_scratch_avx2();  // the caller's; the workers get it by reference
+  bcq_prepare_q8(packed, x, xa);
+  bcq_matvec_q8_avx2(packed, xa, y);
+}
+#endif  // AVX2
+
 // ---- dispatch ---------------------------------------------------------------------------------------
 
 // Whether bcq_matvec_q8 uses int8 tables on this build (else it is the exact bcq_matvec).
 inline constexpr bool bcq_q8_supported() {
-#if defined(LOWBIT_HAVE_BCQ_Q8_AVX512)
+#if defined(LOWBIT_HAVE_BCQ_Q8_AVX512) || defined(LOWBIT_HAVE_BCQ_Q8_AVX2)
   return true;
 #else
   return false;
 #endif
 }
 
-// Which path bcq_matvec_q8 takes: "avx512-vbmi-vnni" or "exact" (bcq_matvec, fp32 activations).
-inline constexpr const char* bcq_matvec_q8_path() { return bcq_q8_supported() ? "avx512-vbmi-vnni" : "exact"; }
+// Which path bcq_matvec_q8 takes: "avx512-vbmi-vnni", "avx2" or "exact" (bcq_matvec, fp32 activations).
+inline constexpr const char* bcq_matvec_q8_path() {
+#if defined(LOWBIT_HAVE_BCQ_Q8_AVX512)
+  return "avx512-vbmi-vnni";
+#elif defined(LOWBIT_HAVE_BCQ_Q8_AVX2)
+  return "avx2";
+#else
+  return "exact";
+#endif
+}
 
-// y ≈ Ŵx with int8 activation tables where this build has the kernel; otherwise the exact bcq_matvec.
+// y ≈ Ŵx with int8 activation tables where this build has a kernel; otherwise the exact bcq_matvec.
 template <class Format>
 void bcq_matvec_q8(const BCQPacked<Format>& packed, const float* x, float* y) {
 #if defined(LOWBIT_HAVE_BCQ_Q8_AVX512)
   bcq_matvec_q8_avx512(packed, x, y);
+#elif defined(LOWBIT_HAVE_BCQ_Q8_AVX2)
+  bcq_matvec_q8_avx2(packed, x, y);
 #else
   bcq_matvec(packed, x, y);
 #endif
