@@ -139,8 +139,10 @@ int run(const Options& o) {
   const Plan plan = make_plan(o);  // fails early on an unknown method or format, or a method that cannot fill it
   calib::PipelineHooks hooks;
   std::vector<calib::BlockFinetune> finetunes;
-  for (const auto& m : plan.methods)
+  for (const auto& m : plan.methods) {
     if (m.finetune) finetunes.push_back(m.finetune);
+    hooks.fp_stream = hooks.fp_stream || m.fp_stream;
+  }
   if (!finetunes.empty())
     hooks.finetune = [finetunes](calib::BlockContext& ctx) {
       nlohmann::json out = nlohmann::json::object();

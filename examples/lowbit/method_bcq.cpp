@@ -42,13 +42,23 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
       g->add_option("--uq-b-lr", o->b_lr, "uniquanf: Adam learning rate of the BCQ scales")->capture_default_str();
       g->add_option("--uq-period", o->period, "uniquanf: steps between local re-mappings of the codes (0: never)")
           ->capture_default_str();
-      g->add_option("--uq-seed", o->seed, "uniquanf: seed of the window shuffle")->capture_default_str();
+      g->add_option("--uq-input-mix", o->input_mix,
+                    "uniquanf: probability that a block input element is the FP model's own activation rather than "
+                    "the quantized model's (QDrop-style; the targets are then the FP block on the FP stream; 0: "
+                    "quantized inputs, FP block on them as targets)")
+          ->capture_default_str();
+      g->add_option("--uq-seed", o->seed, "uniquanf: seed of the window shuffle and the input mix")->capture_default_str();
       return [o](const std::string& name) {
-        if (name == "alternating") return cli::QuantizeMethod{calib::bcq_method(name, o->fit), {}, {}};
-        cli::QuantizeMethod m{calib::uniquanf_method(*o), {}, {}};
+        cli::QuantizeMethod m;
+        if (name == "alternating") {
+          m.method = calib::bcq_method(name, o->fit);
+          return m;
+        }
+        m.method = calib::uniquanf_method(*o);
         if (o->epochs > 0) {
           const calib::UniQuanFOptions opts = *o;
           m.finetune = [opts](calib::BlockContext& ctx) { return calib::uniquanf_finetune_block(ctx, opts); };
+          m.fp_stream = opts.input_mix > 0.0f;
         }
         return m;
       };

@@ -34,6 +34,7 @@ struct QuantizeMethod {
   calib::BlockFinetune finetune;  // optional: after each block's linears were replaced
   // optional: after all blocks, on the whole quantized model; returns its report (or null)
   std::function<nlohmann::json(nn::Llama&, const QuantizeContext&)> after_calibration;
+  bool fp_stream = false;  // its finetune reads the FP activation stream (calib::PipelineHooks::fp_stream)
 };
 
 // Builds a configured method by name (one of the spec's names), after the command line was parsed.

@@ -13282,6 +13282,10 @@ struct BlockTrainOptions {
   std::function<float(const std::string&)> lr_scale;
   bool cosine = false;     // decay the learning rate to 0 over all steps by a half cosine (else constant)
   bool keep_best = true;   // end with the parameters of the best held-out epoch (false: the last epoch's)
+  // QDrop-style input mix: each element of a training batch's input is taken from `mix_inputs` (same
+  // layout as the inputs) with probability `mix_prob`, else from the inputs; held-out MSE uses the inputs.
+  const float* mix_inputs = nullptr;
+  double mix_prob = 0.0;
 };
 
 struct BlockTrainResult {
@@ -13373,6 +13377,7 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
   const std::int64_t total_steps =
       static_cast<std::int64_t>(options.epochs) * ((n_train + batch - 1) / batch);
   Rng rng(options.seed);
+  Rng mix_rng(options.seed ^ 0x9e3779b97f4a7c15ULL);
   std::vector<int> order(static_cast<std::size_t>(n_train));
   std::vector<float> x_in, x_out, d_out;
   nn::BasicBlockActivations<float> acts;
@@ -13390,6 +13395,9 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
         const index_t src = order[static_cast<std::size_t>(s + b)] * per_seq;
         std::memcpy(x_in.data() + b * per_seq, inputs + src, per_seq * sizeof(float));
         std::memcpy(y.data() + b * per_seq, targets + src, per_seq * sizeof(float));
+        if (options.mix_inputs && options.mix_prob > 0.0)
+          for (index_t i = 0; i < per_seq; ++i)
+            if (mix_rng.uniform() < options.mix_prob) x_in[static_cast<std::size_t>(b * per_seq + i)] = options.mix_inputs[src + i];
       }
       x_out.resize(x_in.size());
       d_out.resize(x_in.size());
@@ -14365,6 +14373,10 @@ struct BlockContext {
   MatrixView<const float> inputs;
   MatrixView<const float> targets;
   int nsamples = 0, seqlen = 0;
+  // With PipelineHooks::fp_stream: the FP model's own block inputs (the FP blocks applied to the FP
+  // stream from the embedding on) and the FP block's outputs on them; empty otherwise.
+  MatrixView<const float> fp_inputs;
+  MatrixView<const float> fp_targets;
 };
 using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
 
@@ -15117,7 +15129,10 @@ class CheckpointDir {
     std::snprintf(name, sizeof name, "block_%03d.safetensors", layer);
     return (std::filesystem::path(dir_) / name).string();
   }
-  std::string state_path() const { return (std::filesystem::path(dir_) / "activations.bin").string(); }
+  // The quantized model's block inputs, and (when a method keeps it) the FP model's own stream.
+  std::string state_path(const std::string& name = "activations") const {
+    return (std::filesystem::path(dir_) / (name + ".bin")).string();
+  }
   std::string fingerprint_path() const { return (std::filesystem::path(dir_) / "fingerprint.json").string(); }
 
   // Creates the directory and records the fingerprint, or checks it against an existing run.
@@ -15147,7 +15162,8 @@ class CheckpointDir {
   }
 
   // The activations after block `layer` (inputs of layer + 1), [tokens, dim] float32.
-  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim) const {
+  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim,
+                  const std::string& name = "activations") const {
     std::string bytes;
     const std::uint64_t header[4] = {0x54434b504c42574cULL /* "LWBLPKCT" */, static_cast<std::uint64_t>(next_layer),
                                      static_cast<std::uint64_t>(tokens), static_cast<std::uint64_t>(dim)};
@@ -15155,12 +15171,12 @@ class CheckpointDir {
     bytes.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
     const std::uint64_t check = fnv1a64(bytes.data(), bytes.size());
     bytes.append(reinterpret_cast<const char*>(&check), sizeof check);
-    write_file_atomically(state_path(), bytes);
+    write_file_atomically(state_path(name), bytes);
   }
 
   // Returns the next layer to calibrate (0 when there is nothing to resume) and fills x.
-  int load_state(std::vector<float>& x, index_t tokens, index_t dim) const {
-    const auto path = state_path();
+  int load_state(std::vector<float>& x, index_t tokens, index_t dim, const std::string& name = "activations") const {
+    const auto path = state_path(name);
     if (!std::filesystem::exists(path)) return 0;
     std::ifstream in(path, std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -15230,6 +15246,10 @@ struct CalibrationReport {
 
 struct PipelineHooks {
   BlockFinetune finetune;  // optional block fine-tune after the linears were replaced
+  // Keep the FP model's activation stream beside the quantized one and hand it to `finetune`
+  // (BlockContext::fp_inputs/fp_targets; UniQuanF's QDrop-style mix needs it): one more FP block forward
+  // and two more [tokens, dim] buffers; checkpointed with the run.
+  bool fp_stream = false;
   // Called after each linear is replaced (layer, role); tests use it to interrupt a run.
   std::function<void(int, nn::LinearRole)> after_linear;
 };
@@ -15441,10 +15461,16 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
       hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
   CheckpointDir ckpt(run_dir);
   std::vector<float> x;  // [n_tok, dim] inputs of the current block
+  const bool fp_stream = hooks.fp_stream && static_cast<bool>(hooks.finetune);
+  std::vector<float> x_fp, targets_fp;  // the FP model's own stream (fp_stream)
   int first_layer = 0;
+  if (fp_stream) fingerprint["fp_stream"] = true;
   if (ckpt.enabled()) {
     ckpt.open(fingerprint);
     first_layer = ckpt.load_state(x, n_tok, dim);
+    if (fp_stream && first_layer > 0)
+      LOWBIT_CHECK(ckpt.load_state(x_fp, n_tok, dim, "activations_fp") == first_layer, run_dir,
+                   ": the FP activations do not point past the same block as the quantized ones");
     for (int l = 0; l < first_layer; ++l) {
       LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l, " but ",
                    ckpt.block_path(l), " is missing");
@@ -15457,6 +15483,7 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
   if (first_layer == 0) {
     x.resize(static_cast<std::size_t>(n_tok * dim));
     model.embed(tokens.data(), n_tok, x.data());
+    if (fp_stream) x_fp = x;
   }
 
   const int batch = std::max(1, std::min(cfg.batch_sequences, N));
@@ -15469,13 +15496,23 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     // 1-2. methods and formats of the block's linears; the statistics they need and the FP outputs
     auto b = detail::plan_block(model, layer, plan, sample_rows, needs_targets);
     detail::collect_statistics(model, layer, x, N, L, batch, sample_rows, b, needs_targets ? &targets : nullptr);
+    if (fp_stream) {  // the FP block on the FP stream, before its linears are replaced
+      targets_fp = x_fp;
+      for (int s0 = 0; s0 < N; s0 += batch)
+        model.block_forward(layer, targets_fp.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L,
+                            nullptr);
+    }
     // 3. replace every linear
     detail::replace_linears(model, layer, b, sample_rows, cfg, report, hooks);
     b.sources.clear();
     // 4. optional fine-tune of the quantized block against the FP targets
     if (hooks.finetune) {
       BlockContext ctx{layer, &model, MatrixView<const float>(x.data(), n_tok, dim),
-                       MatrixView<const float>(targets.data(), n_tok, dim), N, L};
+                       MatrixView<const float>(targets.data(), n_tok, dim), N, L, {}, {}};
+      if (fp_stream) {
+        ctx.fp_inputs = MatrixView<const float>(x_fp.data(), n_tok, dim);
+        ctx.fp_targets = MatrixView<const float>(targets_fp.data(), n_tok, dim);
+      }
       report.per_linear[nn::ModelWeights::layer_name(layer, "finetune")] = hooks.finetune(ctx);
     }
     // 5. next block's inputs
@@ -15487,8 +15524,10 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     }
     for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
     // 6. checkpoint: the block's layers first, then the activations that point past it
+    if (fp_stream) x_fp.swap(targets_fp);
     if (ckpt.enabled()) {
       io::save_block_checkpoint(ckpt.block_path(layer), model, layer);
+      if (fp_stream) ckpt.save_state(layer + 1, x_fp, n_tok, dim, "activations_fp");
       ckpt.save_state(layer + 1, x, n_tok, dim);
     }
     const double block_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count();
@@ -16037,9 +16076,10 @@ inline void quantize_tables(nn::Llama& model, const std::string& table_format, c
 // windows (32 x 512 by default) in batches of 4 windows, with the release's learning rates
 // (u_lr 5e-3 for δ, b_lr 5e-4 for α), period 2 and T = 15 alternating rounds.
 //
-// Inputs: the pipeline hands the block its quantized-model inputs X_q and the FP block's outputs on them
-// (calib/pipeline.hpp), so the block learns to map X_q to FP(X_q). The paper's QDrop-style mix of FP and
-// quantized inputs needs a second, FP activation stream that the pipeline does not keep; it is not done.
+// Inputs (QDrop, the paper's setting): the pipeline keeps the FP model's own activation stream X_fp beside
+// the quantized model's X_q (PipelineHooks::fp_stream); each training input element is X_fp's with
+// probability `input_mix` (0.5), else X_q's, and the target is the FP block's output on X_fp. Held-out MSE
+// is measured on X_q alone (what the deployed block sees). input_mix 0: X_q in, FP block(X_q) as target.
 
 #include <cstdint>
 #include <memory>
@@ -16060,6 +16100,7 @@ struct UniQuanFOptions {
   float u_lr = 5e-3f;        // δ1, δ2, δ3
   float b_lr = 5e-4f;        // the BCQ scales a
   int period = 2;            // steps between local re-mappings of the codes
+  float input_mix = 0.5f;    // QDrop: probability of an FP-stream input element (0: quantized inputs only)
   std::uint64_t seed = 0;
 
   nlohmann::json to_json() const {
@@ -16070,6 +16111,7 @@ struct UniQuanFOptions {
       j["u_lr"] = u_lr;
       j["b_lr"] = b_lr;
       j["period"] = period;
+      j["input_mix"] = input_mix;
     }
     return j;
   }
@@ -16080,6 +16122,7 @@ inline void check(const UniQuanFOptions& o) {
   LOWBIT_CHECK(o.batch_sequences >= 1, "uniquanf: batch must be at least one window, got ", o.batch_sequences);
   LOWBIT_CHECK(o.u_lr >= 0.0f && o.b_lr >= 0.0f, "uniquanf: learning rates must be >= 0");
   LOWBIT_CHECK(o.period >= 0, "uniquanf: the remapping period must be >= 0, got ", o.period);
+  LOWBIT_CHECK(o.input_mix >= 0.0f && o.input_mix <= 1.0f, "uniquanf: the input mix must be in [0, 1], got ", o.input_mix);
 }
 
 // The `uniquanf` method: the unified initialization, returned as a trainable UniQuanF layer when block
@@ -16133,7 +16176,16 @@ inline nlohmann::json uniquanf_finetune_block(BlockContext& ctx, const UniQuanFO
   const float ratio = options.u_lr > 0.0f ? options.b_lr / options.u_lr : 0.0f;
   t.lr_scale = [ratio](const std::string& name) { return name.find("bcq_alpha") != std::string::npos ? ratio : 1.0f; };
   t.trainable = train::names_containing({"uq_delta", "bcq_alpha"});
-  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
+  // QDrop: inputs mix the quantized and the FP stream, targets are the FP block on the FP stream.
+  const bool mix = options.input_mix > 0.0f;
+  LOWBIT_CHECK(!mix || ctx.fp_inputs.data, "uniquanf: the input mix needs the FP activation stream "
+               "(calib::PipelineHooks::fp_stream)");
+  if (mix) {
+    t.mix_inputs = ctx.fp_inputs.data;
+    t.mix_prob = options.input_mix;
+  }
+  const float* targets = mix ? ctx.fp_targets.data : ctx.targets.data;
+  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, targets, ctx.nsamples, ctx.seqlen, t);
   std::int64_t remapped = 0;
   for (auto role : nn::kAllLinearRoles)
     if (const auto* uq = dynamic_cast<const nn::UniQuanFTraining*>(&model.linear(ctx.layer, role))) {

@@ -74,6 +74,10 @@ struct BlockContext {
   MatrixView<const float> inputs;
   MatrixView<const float> targets;
   int nsamples = 0, seqlen = 0;
+  // With PipelineHooks::fp_stream: the FP model's own block inputs (the FP blocks applied to the FP
+  // stream from the embedding on) and the FP block's outputs on them; empty otherwise.
+  MatrixView<const float> fp_inputs;
+  MatrixView<const float> fp_targets;
 };
 using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
 

@@ -81,6 +81,10 @@ struct CalibrationReport {
 
 struct PipelineHooks {
   BlockFinetune finetune;  // optional block fine-tune after the linears were replaced
+  // Keep the FP model's activation stream beside the quantized one and hand it to `finetune`
+  // (BlockContext::fp_inputs/fp_targets; UniQuanF's QDrop-style mix needs it): one more FP block forward
+  // and two more [tokens, dim] buffers; checkpointed with the run.
+  bool fp_stream = false;
   // Called after each linear is replaced (layer, role); tests use it to interrupt a run.
   std::function<void(int, nn::LinearRole)> after_linear;
 };
@@ -292,10 +296,16 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
       hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
   CheckpointDir ckpt(run_dir);
   std::vector<float> x;  // [n_tok, dim] inputs of the current block
+  const bool fp_stream = hooks.fp_stream && static_cast<bool>(hooks.finetune);
+  std::vector<float> x_fp, targets_fp;  // the FP model's own stream (fp_stream)
   int first_layer = 0;
+  if (fp_stream) fingerprint["fp_stream"] = true;
   if (ckpt.enabled()) {
     ckpt.open(fingerprint);
     first_layer = ckpt.load_state(x, n_tok, dim);
+    if (fp_stream && first_layer > 0)
+      LOWBIT_CHECK(ckpt.load_state(x_fp, n_tok, dim, "activations_fp") == first_layer, run_dir,
+                   ": the FP activations do not point past the same block as the quantized ones");
     for (int l = 0; l < first_layer; ++l) {
       LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l, " but ",
                    ckpt.block_path(l), " is missing");
@@ -308,6 +318,7 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
   if (first_layer == 0) {
     x.resize(static_cast<std::size_t>(n_tok * dim));
     model.embed(tokens.data(), n_tok, x.data());
+    if (fp_stream) x_fp = x;
   }
 
   const int batch = std::max(1, std::min(cfg.batch_sequences, N));
@@ -320,13 +331,23 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     // 1-2. methods and formats of the block's linears; the statistics they need and the FP outputs
     auto b = detail::plan_block(model, layer, plan, sample_rows, needs_targets);
     detail::collect_statistics(model, layer, x, N, L, batch, sample_rows, b, needs_targets ? &targets : nullptr);
+    if (fp_stream) {  // the FP block on the FP stream, before its linears are replaced
+      targets_fp = x_fp;
+      for (int s0 = 0; s0 < N; s0 += batch)
+        model.block_forward(layer, targets_fp.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L,
+                            nullptr);
+    }
     // 3. replace every linear
     detail::replace_linears(model, layer, b, sample_rows, cfg, report, hooks);
     b.sources.clear();
     // 4. optional fine-tune of the quantized block against the FP targets
     if (hooks.finetune) {
       BlockContext ctx{layer, &model, MatrixView<const float>(x.data(), n_tok, dim),
-                       MatrixView<const float>(targets.data(), n_tok, dim), N, L};
+                       MatrixView<const float>(targets.data(), n_tok, dim), N, L, {}, {}};
+      if (fp_stream) {
+        ctx.fp_inputs = MatrixView<const float>(x_fp.data(), n_tok, dim);
+        ctx.fp_targets = MatrixView<const float>(targets_fp.data(), n_tok, dim);
+      }
       report.per_linear[nn::ModelWeights::layer_name(layer, "finetune")] = hooks.finetune(ctx);
     }
     // 5. next block's inputs
@@ -338,8 +359,10 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
     }
     for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
     // 6. checkpoint: the block's layers first, then the activations that point past it
+    if (fp_stream) x_fp.swap(targets_fp);
     if (ckpt.enabled()) {
       io::save_block_checkpoint(ckpt.block_path(layer), model, layer);
+      if (fp_stream) ckpt.save_state(layer + 1, x_fp, n_tok, dim, "activations_fp");
       ckpt.save_state(layer + 1, x, n_tok, dim);
     }
     const double block_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count();

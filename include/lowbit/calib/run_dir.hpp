@@ -32,7 +32,10 @@ class CheckpointDir {
     std::snprintf(name, sizeof name, "block_%03d.safetensors", layer);
     return (std::filesystem::path(dir_) / name).string();
   }
-  std::string state_path() const { return (std::filesystem::path(dir_) / "activations.bin").string(); }
+  // The quantized model's block inputs, and (when a method keeps it) the FP model's own stream.
+  std::string state_path(const std::string& name = "activations") const {
+    return (std::filesystem::path(dir_) / (name + ".bin")).string();
+  }
   std::string fingerprint_path() const { return (std::filesystem::path(dir_) / "fingerprint.json").string(); }
 
   // Creates the directory and records the fingerprint, or checks it against an existing run.
@@ -62,7 +65,8 @@ class CheckpointDir {
   }
 
   // The activations after block `layer` (inputs of layer + 1), [tokens, dim] float32.
-  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim) const {
+  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim,
+                  const std::string& name = "activations") const {
     std::string bytes;
     const std::uint64_t header[4] = {0x54434b504c42574cULL /* "LWBLPKCT" */, static_cast<std::uint64_t>(next_layer),
                                      static_cast<std::uint64_t>(tokens), static_cast<std::uint64_t>(dim)};
@@ -70,12 +74,12 @@ class CheckpointDir {
     bytes.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
     const std::uint64_t check = fnv1a64(bytes.data(), bytes.size());
     bytes.append(reinterpret_cast<const char*>(&check), sizeof check);
-    write_file_atomically(state_path(), bytes);
+    write_file_atomically(state_path(name), bytes);
   }
 
   // Returns the next layer to calibrate (0 when there is nothing to resume) and fills x.
-  int load_state(std::vector<float>& x, index_t tokens, index_t dim) const {
-    const auto path = state_path();
+  int load_state(std::vector<float>& x, index_t tokens, index_t dim, const std::string& name = "activations") const {
+    const auto path = state_path(name);
     if (!std::filesystem::exists(path)) return 0;
     std::ifstream in(path, std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -9,9 +9,10 @@
 // windows (32 x 512 by default) in batches of 4 windows, with the release's learning rates
 // (u_lr 5e-3 for δ, b_lr 5e-4 for α), period 2 and T = 15 alternating rounds.
 //
-// Inputs: the pipeline hands the block its quantized-model inputs X_q and the FP block's outputs on them
-// (calib/pipeline.hpp), so the block learns to map X_q to FP(X_q). The paper's QDrop-style mix of FP and
-// quantized inputs needs a second, FP activation stream that the pipeline does not keep; it is not done.
+// Inputs (QDrop, the paper's setting): the pipeline keeps the FP model's own activation stream X_fp beside
+// the quantized model's X_q (PipelineHooks::fp_stream); each training input element is X_fp's with
+// probability `input_mix` (0.5), else X_q's, and the target is the FP block's output on X_fp. Held-out MSE
+// is measured on X_q alone (what the deployed block sees). input_mix 0: X_q in, FP block(X_q) as target.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,7 @@ struct UniQuanFOptions {
   float u_lr = 5e-3f;        // δ1, δ2, δ3
   float b_lr = 5e-4f;        // the BCQ scales a
   int period = 2;            // steps between local re-mappings of the codes
+  float input_mix = 0.5f;    // QDrop: probability of an FP-stream input element (0: quantized inputs only)
   std::uint64_t seed = 0;
 
   nlohmann::json to_json() const {
@@ -49,6 +51,7 @@ struct UniQuanFOptions {
       j["u_lr"] = u_lr;
       j["b_lr"] = b_lr;
       j["period"] = period;
+      j["input_mix"] = input_mix;
     }
     return j;
   }
@@ -59,6 +62,7 @@ inline void check(const UniQuanFOptions& o) {
   LOWBIT_CHECK(o.batch_sequences >= 1, "uniquanf: batch must be at least one window, got ", o.batch_sequences);
   LOWBIT_CHECK(o.u_lr >= 0.0f && o.b_lr >= 0.0f, "uniquanf: learning rates must be >= 0");
   LOWBIT_CHECK(o.period >= 0, "uniquanf: the remapping period must be >= 0, got ", o.period);
+  LOWBIT_CHECK(o.input_mix >= 0.0f && o.input_mix <= 1.0f, "uniquanf: the input mix must be in [0, 1], got ", o.input_mix);
 }
 
 // The `uniquanf` method: the unified initialization, returned as a trainable UniQuanF layer when block
@@ -112,7 +116,16 @@ inline nlohmann::json uniquanf_finetune_block(BlockContext& ctx, const UniQuanFO
   const float ratio = options.u_lr > 0.0f ? options.b_lr / options.u_lr : 0.0f;
   t.lr_scale = [ratio](const std::string& name) { return name.find("bcq_alpha") != std::string::npos ? ratio : 1.0f; };
   t.trainable = train::names_containing({"uq_delta", "bcq_alpha"});
-  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, ctx.targets.data, ctx.nsamples, ctx.seqlen, t);
+  // QDrop: inputs mix the quantized and the FP stream, targets are the FP block on the FP stream.
+  const bool mix = options.input_mix > 0.0f;
+  LOWBIT_CHECK(!mix || ctx.fp_inputs.data, "uniquanf: the input mix needs the FP activation stream "
+               "(calib::PipelineHooks::fp_stream)");
+  if (mix) {
+    t.mix_inputs = ctx.fp_inputs.data;
+    t.mix_prob = options.input_mix;
+  }
+  const float* targets = mix ? ctx.fp_targets.data : ctx.targets.data;
+  const auto r = train::train_block(model, ctx.layer, ctx.inputs.data, targets, ctx.nsamples, ctx.seqlen, t);
   std::int64_t remapped = 0;
   for (auto role : nn::kAllLinearRoles)
     if (const auto* uq = dynamic_cast<const nn::UniQuanFTraining*>(&model.linear(ctx.layer, role))) {

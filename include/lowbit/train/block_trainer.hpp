@@ -49,6 +49,10 @@ struct BlockTrainOptions {
   std::function<float(const std::string&)> lr_scale;
   bool cosine = false;     // decay the learning rate to 0 over all steps by a half cosine (else constant)
   bool keep_best = true;   // end with the parameters of the best held-out epoch (false: the last epoch's)
+  // QDrop-style input mix: each element of a training batch's input is taken from `mix_inputs` (same
+  // layout as the inputs) with probability `mix_prob`, else from the inputs; held-out MSE uses the inputs.
+  const float* mix_inputs = nullptr;
+  double mix_prob = 0.0;
 };
 
 struct BlockTrainResult {
@@ -140,6 +144,7 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
   const std::int64_t total_steps =
       static_cast<std::int64_t>(options.epochs) * ((n_train + batch - 1) / batch);
   Rng rng(options.seed);
+  Rng mix_rng(options.seed ^ 0x9e3779b97f4a7c15ULL);
   std::vector<int> order(static_cast<std::size_t>(n_train));
   std::vector<float> x_in, x_out, d_out;
   nn::BasicBlockActivations<float> acts;
@@ -157,6 +162,9 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
         const index_t src = order[static_cast<std::size_t>(s + b)] * per_seq;
         std::memcpy(x_in.data() + b * per_seq, inputs + src, per_seq * sizeof(float));
         std::memcpy(y.data() + b * per_seq, targets + src, per_seq * sizeof(float));
+        if (options.mix_inputs && options.mix_prob > 0.0)
+          for (index_t i = 0; i < per_seq; ++i)
+            if (mix_rng.uniform() < options.mix_prob) x_in[static_cast<std::size_t>(b * per_seq + i)] = options.mix_inputs[src + i];
       }
       x_out.resize(x_in.size());
       d_out.resize(x_in.size());
