@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -112,5 +113,32 @@ TEST_CASE("uniquanf pipeline: block training lowers the output error, folds to B
   auto model = io::load_quantized_model(base / "full.safetensors");
   CHECK(model.linear(0, nn::LinearRole::Q).format() == "bcq:2:row");
   CHECK(model.linear(4, nn::LinearRole::Down).format() == "bcq:2:row");
+
+  // A corrupted BCQ file: a flipped byte, a descriptor edited to another bit width (the planes and scales
+  // no longer fit it), an unsupported width. Each is a lowbit::Error that says what is wrong.
+  const auto load_error = [&](const std::string& bytes) {
+    const auto path = base / "bad.safetensors";
+    std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    try {
+      io::load_quantized_model(path);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  std::string flipped = a;
+  flipped[flipped.size() - 5] ^= 0x10;
+  CHECK(load_error(flipped).find("corrupted or was modified") != std::string::npos);
+  std::uint64_t header_len = 0;
+  std::memcpy(&header_len, a.data(), 8);
+  const auto at = a.substr(8, header_len).find("bcq:2:row");
+  REQUIRE(at != std::string::npos);
+  std::string edited = a;
+  edited.replace(8 + at, 9, "bcq:3:row");
+  const auto err = load_error(edited);
+  MESSAGE("edited descriptor: " << err);
+  CHECK(err.find("expected") != std::string::npos);
+  edited.replace(8 + at, 9, "bcq:5:row");
+  CHECK(load_error(edited).find("bcq:5:row") != std::string::npos);
   fs::remove_all(base);
 }

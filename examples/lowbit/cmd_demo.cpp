@@ -11,8 +11,10 @@
 #include <vector>
 
 #include <lowbit/calib/additive_pipeline.hpp>
+#include <lowbit/calib/bcq_methods.hpp>
 #include <lowbit/calib/group_methods.hpp>
 #include <lowbit/calib/pipeline.hpp>
+#include <lowbit/calib/uniquanf.hpp>
 #include <lowbit/core/parallel.hpp>
 #include <lowbit/nn/model.hpp>
 #include <lowbit/train/pretrain.hpp>
@@ -54,6 +56,12 @@ std::vector<DemoRow> demo_rows() {
       // 2x8 g8 is (docs/aqlm.md). AQLM rows run with two epochs of block fine-tuning.
       {"AQLM 1x8 g8 + FT", "aqlm", "additive:1:8:8"},
       {"AQLM 2x8 g8 + FT", "aqlm", "additive:2:8:8"},
+      // UniQuanF's binary-coding formats (docs/uniquanf.md): the greedy fit, ALTERNATING, and UniQuanF
+      // (uniform-grid init, ALTERNATING, two epochs of block-wise reconstruction with the QDrop mix).
+      {"BCQ W3 g128 greedy", "rtn", "bcq:3:128"},
+      {"BCQ W3 g128 ALTERNATING", "alternating", "bcq:3:128"},
+      {"BCQ W3 g128 UniQuanF", "uniquanf", "bcq:3:128"},
+      {"BCQ W2 g128 UniQuanF", "uniquanf", "bcq:2:128"},
   };
 }
 
@@ -71,12 +79,27 @@ void quantize_row(nn::Llama& model, const DemoRow& row, const DemoContext& ctx) 
                row.method);
   const std::vector<std::int32_t> tokens(ctx.calibration_tokens->begin(),
                                          ctx.calibration_tokens->begin() + static_cast<std::ptrdiff_t>(n));
-  calib::AqlmOptions aqlm;
-  aqlm.finetune_epochs = 2;
-  const bool is_aqlm = row.method == "aqlm";
-  const calib::Method method = is_aqlm ? calib::aqlm_method(aqlm) : calib::group_method(row.method);
+  calib::Method method;
+  calib::PipelineHooks hooks;
+  if (row.method == "aqlm") {
+    calib::AqlmOptions aqlm;
+    aqlm.finetune_epochs = 2;
+    method = calib::aqlm_method(aqlm);
+    hooks = calib::aqlm_hooks(aqlm);
+  } else if (row.method == "alternating") {
+    method = calib::bcq_method(row.method, {});
+  } else if (row.method == "uniquanf") {
+    calib::UniQuanFOptions uq;
+    uq.epochs = 2;
+    uq.seed = ctx.seed;
+    method = calib::uniquanf_method(uq);
+    hooks.finetune = [uq](calib::BlockContext& c) { return calib::uniquanf_finetune_block(c, uq); };
+    hooks.fp_stream = true;
+  } else {
+    method = calib::group_method(row.method);
+  }
   calib::calibrate_model(model, tokens, cfg, calib::QuantizationPlan(method, row.format), nlohmann::json::object(), "",
-                         is_aqlm ? calib::aqlm_hooks(aqlm) : calib::PipelineHooks{});
+                         hooks);
 }
 
 // Exact bits per weight of the block linears as stored (codes, scales, zeros, codebooks).
