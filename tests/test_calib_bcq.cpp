@@ -133,7 +133,7 @@ TEST_CASE("bcq unification: on the uniform grid BCQ decodes exactly as Uniform")
   CHECK(exact_stored > 0);
 }
 
-TEST_CASE("bcq greedy fit: one bit is the optimal sign fit about the mean; more bits only lower the error") {
+TEST_CASE("bcq greedy fit: one bit is the optimal sign fit about the mean, more bits only lower the error") {
   const index_t n = 128;
   const auto w = heavy_tailed(n, 5);
   double mean = 0;
@@ -159,7 +159,7 @@ TEST_CASE("bcq greedy fit: one bit is the optimal sign fit about the mean; more 
   }
 }
 
-TEST_CASE("bcq uniform init: no clip search is the min-max uniform grid; the search never loses in L_p") {
+TEST_CASE("bcq uniform init: no clip search is the min-max uniform grid, the search never loses in L_p") {
   const index_t n = 128;
   const auto w = heavy_tailed(n, 9);
   std::vector<std::uint32_t> codes(n);
@@ -362,7 +362,7 @@ TEST_CASE("uniquanf layer: gradients against finite differences of the straight-
   for (index_t i = 0; i < 192; i += 7) CHECK(grad("uq_delta2", i) == doctest::Approx(fd("uq_delta2", i)).epsilon(2e-3).scale(1e-4));
 }
 
-TEST_CASE("uniquanf layer: remapping moves a code by at most one level; training lowers the output error") {
+TEST_CASE("uniquanf layer: remapping moves a code by at most one level, training lowers the output error") {
   UqCase t;
   const auto fit = t.fit();
   nn::UniQuanFLinear<BCQ<3, 64>> uq(MatrixView<const float>(t.W.data(), t.rows, t.cols), fit, 1);

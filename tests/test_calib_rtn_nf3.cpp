@@ -91,7 +91,7 @@ TEST_CASE("nf3: the published levels, thresholds halfway, asymmetric scaling") {
   CHECK(nf3_encode(-0.1f, 1.0f, 0.0f) == 3u);
 }
 
-TEST_CASE("nf3: packed dequantize and matvec agree with element-wise decoding; bits per weight exact") {
+TEST_CASE("nf3: packed dequantize and matvec agree with element-wise decoding, bits per weight exact") {
   using Q = Quantizer<NF3<128>>;
   const index_t rows = 33, cols = 300;  // last group of 44
   const auto W = heavy_tailed(rows, cols, 5);

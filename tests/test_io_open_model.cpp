@@ -135,7 +135,7 @@ TEST_CASE("stories260K quantized per family with an 8-bit table: generate's deco
   fs::remove_all(dir);
 }
 
-TEST_CASE("untied tables in two formats round-trip through a quantized file; training refuses them") {
+TEST_CASE("untied tables in two formats round-trip through a quantized file, training refuses them") {
   nn::ModelConfig c;
   c.dim = 64, c.hidden_dim = 96, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.vocab_size = 300;
   c.max_seq_len = 64, c.tied_embeddings = false;
@@ -188,7 +188,7 @@ TEST_CASE("int8 decoding of an 8-bit head stays within the activation rounding o
   CHECK(err < 0.02 * scale);     // and stays close
 }
 
-TEST_CASE("model files are recognized by content; a wrong file is named for what it looks like") {
+TEST_CASE("model files are recognized by content, a wrong file is named for what it looks like") {
   const auto dir = scratch("detect");
   if (auto p = test::shared_file("models/stories260K.bin"); !p.empty()) {
     fs::copy_file(p, dir / "weights.dat");  // no .bin extension

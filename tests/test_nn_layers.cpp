@@ -233,7 +233,7 @@ class ScaledLinear final : public Linear {
 
 }  // namespace
 
-TEST_CASE("model: linears are swappable through the Linear interface; taps and parameters") {
+TEST_CASE("model: linears are swappable through the Linear interface, taps and parameters") {
   ModelConfig c;
   c.dim = 32;
   c.hidden_dim = 48;

@@ -144,7 +144,7 @@ TEST_CASE("distillation lowers the held-out divergence to the teacher (forward K
   }
 }
 
-TEST_CASE("distillation interrupted after a checkpoint resumes to the same bits; other options are refused") {
+TEST_CASE("distillation interrupted after a checkpoint resumes to the same bits, other options are refused") {
   const auto data = synthetic_token_data(4, 1u << 13, 1u << 11);
   auto values = [](nn::Llama& m) {
     std::vector<float> v;

@@ -145,9 +145,9 @@ int run_demo(const DemoArgs& a) {
     std::printf("held-out: synthetic corpus, %lld byte-token predictions, windows of %d; bits/weight over the block "
                 "linears (embedding/head stay fp32)\n\n",
                 static_cast<long long>(predictions), seq_len);
-    std::printf("| %-16s | %-14s | %11s | %9s | %10s | %8s |\n", "method", "format", "bits/weight", "NLL", "perplexity",
+    std::printf("| %-23s | %-14s | %11s | %9s | %10s | %8s |\n", "method", "format", "bits/weight", "NLL", "perplexity",
                 "vs FP");
-    std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(18, '-').c_str(), std::string(16, '-').c_str(),
+    std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(25, '-').c_str(), std::string(16, '-').c_str(),
                 std::string(13, '-').c_str(), std::string(11, '-').c_str(), std::string(12, '-').c_str(),
                 std::string(10, '-').c_str());
   }
@@ -162,7 +162,7 @@ int run_demo(const DemoArgs& a) {
     rows.push_back({{"method", method.name}, {"format", method.format}, {"bits_per_weight", bpw}, {"nll", nll},
                     {"ppl", ppl}, {"ppl_increase_percent", delta}, {"predictions", predictions}});
     if (!a.json) {
-      std::printf("| %-16s | %-14s | %11.3f | %9.4f | %10.4f | %+7.2f%% |\n", method.name.c_str(), method.format.c_str(),
+      std::printf("| %-23s | %-14s | %11.3f | %9.4f | %10.4f | %+7.2f%% |\n", method.name.c_str(), method.format.c_str(),
                   bpw, nll, ppl, delta);
       std::fflush(stdout);
     }
