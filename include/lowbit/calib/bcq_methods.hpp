@@ -32,6 +32,30 @@ inline std::vector<float> column_importance(const HessianAccumulator& H) {
   return h;
 }
 
+// Fits the job's weight to its BCQ format (weighted by diag(XᵀX) when the options say so) and hands the
+// weight and the fit to make_layer, a template lambda `<class F>(MatrixView<const float> W,
+// BCQPacked<F>) -> nn::LinearPtr`: the plain BCQ layer, or a trainable form built on the fit.
+template <class MakeLayer>
+LinearOutcome run_bcq_fit(const LinearJob& job, const BCQFitOptions& options, MakeLayer make_layer) {
+  return visit_format_if(
+      job.format, bcq_formats,
+      [&]<class F>(FormatTag<F>) {
+        std::vector<float> h;
+        if (options.hessian_weighted) {
+          LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": the Hessian-weighted fit needs XᵀX");
+          h = column_importance(*job.hessian);
+        }
+        BCQFitStats s;
+        auto packed = bcq_fit<F>(job.weight, h.empty() ? nullptr : h.data(), options, &s);
+        LinearOutcome out;
+        out.stats["objective_init"] = s.objective_init;
+        out.stats["objective"] = s.objective;
+        out.layer = make_layer.template operator()<F>(job.weight, std::move(packed));
+        return out;
+      },
+      "BCQ format");
+}
+
 // `name` is alternating or uniquanf.
 inline Method bcq_method(const std::string& name, BCQFitOptions options) {
   LOWBIT_CHECK(name == "alternating" || name == "uniquanf", "unknown BCQ method '", name,
@@ -53,23 +77,9 @@ inline Method bcq_method(const std::string& name, BCQFitOptions options) {
   m.needs_samples = false;
   m.options = options.to_json();
   m.run = [options](const LinearJob& job) {
-    return visit_format_if(
-        job.format, bcq_formats,
-        [&]<class F>(FormatTag<F>) {
-          std::vector<float> h;
-          if (options.hessian_weighted) {
-            LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": the Hessian-weighted fit needs XᵀX");
-            h = column_importance(*job.hessian);
-          }
-          BCQFitStats s;
-          auto packed = bcq_fit<F>(job.weight, h.empty() ? nullptr : h.data(), options, &s);
-          LinearOutcome out;
-          out.stats["objective_init"] = s.objective_init;
-          out.stats["objective"] = s.objective;
-          out.layer = std::make_unique<nn::QuantizedLinear<F>>(std::move(packed));
-          return out;
-        },
-        "BCQ format");
+    return run_bcq_fit(job, options, []<class F>(MatrixView<const float>, BCQPacked<F> packed) -> nn::LinearPtr {
+      return std::make_unique<nn::QuantizedLinear<F>>(std::move(packed));
+    });
   };
   return m;
 }

@@ -73,23 +73,10 @@ inline Method uniquanf_method(const UniQuanFOptions& options) {
   m.options = options.to_json();
   if (options.epochs == 0) return m;
   m.run = [options](const LinearJob& job) {
-    return visit_format_if(
-        job.format, bcq_formats,
-        [&]<class F>(FormatTag<F>) {
-          std::vector<float> h;
-          if (options.fit.hessian_weighted) {
-            LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": the Hessian-weighted fit needs XᵀX");
-            h = column_importance(*job.hessian);
-          }
-          BCQFitStats s;
-          auto fit = bcq_fit<F>(job.weight, h.empty() ? nullptr : h.data(), options.fit, &s);
-          LinearOutcome out;
-          out.stats["objective_init"] = s.objective_init;
-          out.stats["objective"] = s.objective;
-          out.layer = std::make_unique<nn::UniQuanFLinear<F>>(job.weight, fit, options.period);
-          return out;
-        },
-        "BCQ format");
+    return run_bcq_fit(job, options.fit,
+                       [&]<class F>(MatrixView<const float> W, BCQPacked<F> fit) -> nn::LinearPtr {
+                         return std::make_unique<nn::UniQuanFLinear<F>>(W, fit, options.period);
+                       });
   };
   return m;
 }
