@@ -23,8 +23,16 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
       auto* g = app.add_option_group("BCQ", "options of --method alternating, uniquanf (docs/uniquanf.md)");
       g->add_option("--bcq-rounds", o->fit.rounds, "ALTERNATING rounds T per group (UniQuanF's release: 15)")
           ->capture_default_str();
-      g->add_flag("--bcq-hessian", o->fit.hessian_weighted,
-                  "weight each weight's error by diag(XᵀX) of its input column (needs calibration statistics)");
+      auto weighting = std::make_shared<std::string>();
+      g->add_option("--bcq-hessian", *weighting,
+                    "how each weight's error counts in the fit: none (equally), diag (by diag(XᵀX) of its input "
+                    "column) or full (the diag fit, then rounds of GPTQ codes and least-squares scales for the "
+                    "layer-output error tr(ΔW XᵀX ΔWᵀ)); default: none for alternating (Xu et al.), full for "
+                    "uniquanf")
+          ->check(CLI::IsMember({"none", "diag", "full"}));
+      g->add_option("--bcq-hessian-rounds", o->fit.hessian_rounds,
+                    "full: rounds of code and scale updates after the diag fit")
+          ->capture_default_str();
       g->add_option("--bcq-clip-grid", o->fit.clip_grid,
                     "uniquanf: clip ratios tried per group, evenly spaced in [1 - max shrink, 1] (1: no search, "
                     "the release setting)")
@@ -48,9 +56,12 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
                     "quantized inputs, FP block on them as targets)")
           ->capture_default_str();
       g->add_option("--uq-seed", o->seed, "uniquanf: seed of the window shuffle and the input mix")->capture_default_str();
-      return [o](const std::string& name) {
+      return [o, weighting](const std::string& name) {
         cli::QuantizeMethod m;
-        if (name == "alternating") {
+        const bool alternating = name == "alternating";
+        o->fit.weighting = weighting->empty() ? (alternating ? calib::BCQWeighting::None : calib::BCQWeighting::Full)
+                                              : calib::parse_bcq_weighting(*weighting);
+        if (alternating) {
           m.method = calib::bcq_method(name, o->fit);
           return m;
         }

@@ -14865,9 +14865,13 @@ inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp,
 }  // namespace detail
 
 // Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
+// With `fixed_grid` (rows × groups-per-row parameters, row-major) the grid is given and GPTQ only chooses
+// the codes: every group keeps its parameters (static groups), e.g. BCQ's level tables in the
+// full-Hessian ALTERNATING of calib/bcq_hessian.hpp.
 template <class Format>
-typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, const Eigen::MatrixXd& H_in,
-                                                 const GptqOptions& options = {}, GptqStats* stats_out = nullptr) {
+typename GroupGrid<Format>::Packed gptq_quantize(
+    MatrixView<const float> W_in, const Eigen::MatrixXd& H_in, const GptqOptions& options = {},
+    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr) {
   using Grid = GroupGrid<Format>;
   using Params = typename Grid::Params;
   const index_t rows = W_in.rows(), cols = W_in.cols();
@@ -14879,8 +14883,11 @@ typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, c
   const index_t group = Grid::group_size(cols);
   const index_t groups_per_row = (cols + group - 1) / group;
   const bool grouped = group < cols;
-  const bool static_groups = options.static_groups || (options.act_order && grouped);
-  stats.forced_static_groups = static_groups && !options.static_groups;
+  const bool static_groups = options.static_groups || (options.act_order && grouped) || fixed_grid != nullptr;
+  stats.forced_static_groups = static_groups && !options.static_groups && fixed_grid == nullptr;
+  LOWBIT_CHECK(!fixed_grid || fixed_grid->size() == static_cast<std::size_t>(rows * groups_per_row),
+               "gptq: the fixed grid has ", fixed_grid ? fixed_grid->size() : 0, " group parameters, expected ",
+               rows * groups_per_row);
 
   Eigen::MatrixXd W(rows, cols);  // column-major: column updates are contiguous
   for (index_t r = 0; r < rows; ++r)
@@ -14907,7 +14914,9 @@ typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, c
       params[static_cast<std::size_t>(r * groups_per_row + g)] = Grid::fit(lo, hi);
     }
   };
-  if (static_groups)
+  if (fixed_grid)
+    params = *fixed_grid;
+  else if (static_groups)
     for (index_t g = 0; g < groups_per_row; ++g) fit_group(g, g * group, std::min(group, cols - g * group));
 
   std::vector<index_t> perm(static_cast<std::size_t>(cols));
@@ -15775,6 +15784,7 @@ inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
 #include <cstdint>
 #include <numeric>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 
@@ -15893,21 +15903,42 @@ BCQParams<Bits> bcq_uniform_init(const float* w, const float* h, index_t count, 
 
 enum class BCQInit { Greedy, Uniform };
 
+// How each weight's error counts: equally (None), by diag(XᵀX) of its input column (Diagonal), or by the
+// layer-output error tr(ΔW XᵀX ΔWᵀ) (Full: the diagonal fit, then rounds of calib/bcq_hessian.hpp).
+enum class BCQWeighting { None, Diagonal, Full };
+
+inline const char* to_string(BCQWeighting w) {
+  return w == BCQWeighting::None ? "none" : w == BCQWeighting::Diagonal ? "diag" : "full";
+}
+inline BCQWeighting parse_bcq_weighting(const std::string& s) {
+  if (s == "none") return BCQWeighting::None;
+  if (s == "diag") return BCQWeighting::Diagonal;
+  if (s == "full") return BCQWeighting::Full;
+  fail("unknown BCQ error weighting '", s, "' (known: none, diag, full)");
+}
+
 struct BCQFitOptions {
   BCQInit init = BCQInit::Greedy;
   int rounds = 15;            // ALTERNATING rounds T (UniQuanF's release value)
-  bool hessian_weighted = false;  // weights h_c = diag(XᵀX)_c
+  BCQWeighting weighting = BCQWeighting::None;
+  int hessian_rounds = 4;     // Full: rounds of code (GPTQ) and scale (least squares) updates
+  double damp = 0.01;         // Full: H += damp·mean(diag H)·I, as GPTQ dampens
   int clip_grid = 1;          // uniform init: clip ratios tried (1: none, the release setting)
   float max_shrink = 0.3f;    // uniform init: the smallest ratio is 1 − max_shrink
   double lp = 2.4;            // uniform init: error exponent of the clip search
 
   nlohmann::json to_json() const {
-    return {{"init", init == BCQInit::Greedy ? "greedy" : "uniform"},
-            {"rounds", rounds},
-            {"hessian_weighted", hessian_weighted},
-            {"clip_grid", clip_grid},
-            {"max_shrink", max_shrink},
-            {"lp", lp}};
+    nlohmann::json j = {{"init", init == BCQInit::Greedy ? "greedy" : "uniform"},
+                        {"rounds", rounds},
+                        {"weighting", to_string(weighting)},
+                        {"clip_grid", clip_grid},
+                        {"max_shrink", max_shrink},
+                        {"lp", lp}};
+    if (weighting == BCQWeighting::Full) {
+      j["hessian_rounds"] = hessian_rounds;
+      j["damp"] = damp;
+    }
+    return j;
   }
 };
 
@@ -15952,7 +15983,7 @@ BCQPacked<Format> bcq_fit(MatrixView<const float> W, const float* h, const BCQFi
 // ---- begin lowbit/calib/bcq_methods.hpp ----
 // The BCQ calibration methods (calib/bcq.hpp) as `calib::Method`s for every BCQ format of the registry:
 //   alternating  greedy init, then T rounds of ALTERNATING (Xu et al. 2018), optionally weighted by
-//                diag(XᵀX) of the layer's input;
+//                diag(XᵀX) of the layer's input, or followed by full-Hessian rounds (calib/bcq_hessian.hpp);
 //   uniquanf     UniQuanF's unified initialization (the uniform grid, an optional clip search with the
 //                L_p error), then ALTERNATING; the block-wise reconstruction that follows it is a
 //                pipeline hook (calib/uniquanf.hpp).
@@ -15962,6 +15993,182 @@ BCQPacked<Format> bcq_fit(MatrixView<const float> W, const float* h, const BCQFi
 #include <string>
 #include <vector>
 
+
+// ---- begin lowbit/calib/bcq_hessian.hpp ----
+// Full-Hessian ALTERNATING for the BCQ formats: the per-row objective is the layer-output error
+//   f_r(θ_r, B_r) = (w_r − ŵ_r)ᵀ H (w_r − ŵ_r),   H = XᵀX + λ·mean(diag)·I,
+// summed over rows tr(ΔW H ΔWᵀ), the error GPTQ minimizes (calib/gptq.hpp). The diagonal variant of
+// calib/bcq.hpp keeps only diag(H) and so ignores how the errors of correlated inputs add up.
+//
+// From a starting fit (the diag(H)-weighted ALTERNATING), each round
+//   1. re-chooses the codes by GPTQ with the current level tables as a fixed grid: the columns are rounded
+//      one at a time to the nearest level of their group, each rounding error pushed onto the columns not
+//      yet rounded through H⁻¹; a row keeps its new codes only if f_r went down;
+//   2. re-solves the scales: for each row, all its groups' α's and offsets at once given the codes,
+//        (Aᵀ H A) θ = Aᵀ H w,
+//      A the cols × groups·(n+1) design matrix (column (g, i): b_i in group g's columns, ±1; column (g, n):
+//      1 there), in double; made canonical (α > 0, ascending) and fp16-rounded, kept only if f_r did not
+//      grow.
+// So f never increases (tests/test_calib_bcq.cpp checks it round by round). Cost per round: about
+// (n+1)·rows·cols² multiply-adds in double GEMMs for step 2 and one GPTQ pass for step 1.
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// H + damp·mean(diag H)·I (a dead column gets 1 on its diagonal), the H of every function below.
+inline Eigen::MatrixXd bcq_damped_hessian(Eigen::MatrixXd H, double damp) {
+  const double mean = H.diagonal().mean();
+  for (index_t c = 0; c < H.rows(); ++c)
+    if (H(c, c) == 0.0) H(c, c) = 1.0;
+  H.diagonal().array() += damp * mean;
+  return H;
+}
+
+// f_r for every row of the fit P of W.
+template <class Format>
+Eigen::VectorXd bcq_row_objectives(MatrixView<const float> W, const BCQPacked<Format>& P, const Eigen::MatrixXd& H) {
+  const index_t rows = W.rows(), cols = W.cols();
+  Eigen::MatrixXd D(rows, cols);
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    std::vector<float> wq(static_cast<std::size_t>(cols));
+    for (index_t r = r0; r < r1; ++r) {
+      kernels::cpu::bcq_dequantize_row(P, r, wq.data());
+      for (index_t c = 0; c < cols; ++c) D(r, c) = static_cast<double>(W(r, c)) - static_cast<double>(wq[c]);
+    }
+  });
+  const Eigen::MatrixXd DH = D * H;
+  return DH.cwiseProduct(D).rowwise().sum();
+}
+
+// The least-squares θ of every row given P's codes: rows × groups·(n+1), row r's group g at columns
+// g·(n+1) .. g·(n+1)+n (α_1..α_n, offset); a row whose system is degenerate gets NaN.
+template <class Format>
+Eigen::MatrixXd bcq_full_hessian_scales(MatrixView<const float> W, const BCQPacked<Format>& P, const Eigen::MatrixXd& H) {
+  constexpr int n = Format::bits, k1 = n + 1;
+  const index_t rows = W.rows(), cols = W.cols(), G = P.groups_per_row(), K = G * k1;
+  LOWBIT_CHECK(H.rows() == cols && H.cols() == cols, "bcq full-Hessian fit: H is ", H.rows(), "x", H.cols(),
+               ", expected ", cols, "x", cols);
+  // The design matrices as rows × cols: A[i](r, c) = ±1 (plane i of row r's code at c), A[n] = 1.
+  std::vector<Eigen::MatrixXd> A(static_cast<std::size_t>(k1), Eigen::MatrixXd(rows, cols));
+  Eigen::MatrixXd Wd(rows, cols);
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r)
+      for (index_t c = 0; c < cols; ++c) {
+        const std::uint32_t code = P.code(r, c);
+        for (int i = 0; i < n; ++i) A[static_cast<std::size_t>(i)](r, c) = ((code >> i) & 1u) ? 1.0 : -1.0;
+        A[static_cast<std::size_t>(n)](r, c) = 1.0;
+        Wd(r, c) = W(r, c);
+      }
+  });
+  // M(r, (g,i)·K + (g',j)) = Σ_{c∈g'} (A_gi H)(r, c)·A[j](r, c); rhs(r, (g,i)) = Σ_c (A_gi H)(r, c)·w(r, c).
+  Eigen::MatrixXd M(rows, K * K), rhs(rows, K);
+  for (index_t g = 0; g < G; ++g) {
+    const index_t c0 = P.group_begin(g), count = P.group_end(g) - c0;
+    for (int i = 0; i < k1; ++i) {
+      const Eigen::MatrixXd T = A[static_cast<std::size_t>(i)].middleCols(c0, count) * H.middleRows(c0, count);
+      const index_t gi = g * k1 + i;
+      rhs.col(gi) = T.cwiseProduct(Wd).rowwise().sum();
+      for (index_t g2 = 0; g2 < G; ++g2) {
+        const index_t d0 = P.group_begin(g2), dc = P.group_end(g2) - d0;
+        for (int j = 0; j < k1; ++j)
+          M.col(gi * K + g2 * k1 + j) =
+              T.middleCols(d0, dc).cwiseProduct(A[static_cast<std::size_t>(j)].middleCols(d0, dc)).rowwise().sum();
+      }
+    }
+  }
+  Eigen::MatrixXd theta(rows, K);
+  parallel_for(0, rows, [&](index_t r0, index_t r1) {
+    Eigen::MatrixXd Mr(K, K);
+    for (index_t r = r0; r < r1; ++r) {
+      for (index_t a = 0; a < K; ++a)
+        for (index_t b = 0; b < K; ++b) Mr(a, b) = 0.5 * (M(r, a * K + b) + M(r, b * K + a));
+      const double tr = Mr.trace();
+      Eigen::VectorXd x = Eigen::VectorXd::Constant(K, std::numeric_limits<double>::quiet_NaN());
+      if (tr > 0.0) {
+        Mr.diagonal().array() += 1e-12 * tr;  // a plane equal to ± the offset's column makes Mr singular
+        x = Mr.ldlt().solve(rhs.row(r).transpose());
+      }
+      theta.row(r) = x.transpose();
+    }
+  });
+  return theta;
+}
+
+struct BCQHessianTrace {
+  std::vector<double> objective;  // Σ_r f_r before the first round, then after each round
+  index_t rows_recoded = 0;       // rows whose GPTQ codes were kept, over all rounds
+  index_t rows_rescaled = 0;      // rows whose least-squares scales were kept, over all rounds
+};
+
+// `rounds` of full-Hessian ALTERNATING on the fit P of W, in place; H as from bcq_damped_hessian.
+template <class Format>
+void bcq_alternate_full_hessian(MatrixView<const float> W, const Eigen::MatrixXd& H, int rounds, BCQPacked<Format>& P,
+                                BCQHessianTrace* trace = nullptr) {
+  constexpr int n = Format::bits;
+  using Params = BCQParams<n>;
+  const index_t rows = W.rows(), cols = W.cols(), G = P.groups_per_row();
+  LOWBIT_CHECK(P.rows() == rows && P.cols() == cols, "bcq full-Hessian fit: the fit is ", P.rows(), "x", P.cols(),
+               ", the weight ", rows, "x", cols);
+  Eigen::VectorXd obj = bcq_row_objectives(W, P, H);
+  if (trace) trace->objective.assign(1, obj.sum());
+  const index_t words = P.words_per_plane();
+  // Copies row r of `from` into P where its objective is lower (or equal, when `ties`).
+  auto keep_better_rows = [&](const BCQPacked<Format>& from, bool ties, index_t& kept) {
+    const Eigen::VectorXd cand = bcq_row_objectives(W, from, H);
+    for (index_t r = 0; r < rows; ++r) {
+      if (!(cand(r) < obj(r) || (ties && cand(r) == obj(r)))) continue;
+      std::copy_n(from.plane(r, 0), n * words, P.planes().begin() + r * n * words);
+      for (index_t g = 0; g < G; ++g) P.set_params(r, g, from.params(r, g));
+      obj(r) = cand(r);
+      ++kept;
+    }
+  };
+  index_t recoded = 0, rescaled = 0;
+  for (int t = 0; t < rounds; ++t) {
+    // 1. codes by GPTQ on the fixed level tables.
+    std::vector<Params> grid(static_cast<std::size_t>(rows * G));
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t g = 0; g < G; ++g) grid[static_cast<std::size_t>(r * G + g)] = P.params(r, g);
+    GptqOptions go;
+    go.percdamp = 0.0;  // H is damped already
+    const auto coded = gptq_quantize<Format>(W, H, go, nullptr, &grid);
+    keep_better_rows(coded, false, recoded);
+    // 2. every row's scales and offsets by least squares given the codes.
+    const Eigen::MatrixXd theta = bcq_full_hessian_scales(W, P, H);
+    BCQPacked<Format> scaled = P;
+    parallel_for(0, rows, [&](index_t r0, index_t r1) {
+      std::vector<std::uint32_t> codes(static_cast<std::size_t>(P.group_size()));
+      for (index_t r = r0; r < r1; ++r) {
+        if (!theta.row(r).allFinite()) continue;
+        for (index_t g = 0; g < G; ++g) {
+          const index_t c0 = P.group_begin(g), count = P.group_end(g) - c0;
+          Params p;
+          for (int i = 0; i < n; ++i) p.alpha[i] = static_cast<float>(theta(r, g * (n + 1) + i));
+          p.offset = static_cast<float>(theta(r, g * (n + 1) + n));
+          for (index_t c = 0; c < count; ++c) codes[static_cast<std::size_t>(c)] = P.code(r, c0 + c);
+          bcq_canonicalize<n>(p, codes.data(), count);
+          scaled.set_params(r, g, bcq_round(p));
+          for (index_t c = 0; c < count; ++c) scaled.set_code(r, c0 + c, codes[static_cast<std::size_t>(c)]);
+        }
+      }
+    });
+    keep_better_rows(scaled, true, rescaled);
+    if (trace) trace->objective.push_back(obj.sum());
+  }
+  if (trace) {
+    trace->rows_recoded = recoded;
+    trace->rows_rescaled = rescaled;
+  }
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/bcq_hessian.hpp ----
 
 namespace lowbit::calib {
 
@@ -15978,16 +16185,17 @@ inline std::vector<float> column_importance(const HessianAccumulator& H) {
   return h;
 }
 
-// Fits the job's weight to its BCQ format (weighted by diag(XᵀX) when the options say so) and hands the
-// weight and the fit to make_layer, a template lambda `<class F>(MatrixView<const float> W,
-// BCQPacked<F>) -> nn::LinearPtr`: the plain BCQ layer, or a trainable form built on the fit.
+// Fits the job's weight to its BCQ format (weighted as the options say: by diag(XᵀX), or diag then
+// full-Hessian rounds) and hands the weight and the fit to make_layer, a template lambda `<class F>
+// (MatrixView<const float> W, BCQPacked<F>) -> nn::LinearPtr`: the plain BCQ layer, or a trainable form
+// built on the fit.
 template <class MakeLayer>
 LinearOutcome run_bcq_fit(const LinearJob& job, const BCQFitOptions& options, MakeLayer make_layer) {
   return visit_format_if(
       job.format, bcq_formats,
       [&]<class F>(FormatTag<F>) {
         std::vector<float> h;
-        if (options.hessian_weighted) {
+        if (options.weighting != BCQWeighting::None) {
           LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": the Hessian-weighted fit needs XᵀX");
           h = column_importance(*job.hessian);
         }
@@ -15996,6 +16204,15 @@ LinearOutcome run_bcq_fit(const LinearJob& job, const BCQFitOptions& options, Ma
         LinearOutcome out;
         out.stats["objective_init"] = s.objective_init;
         out.stats["objective"] = s.objective;
+        if (options.weighting == BCQWeighting::Full) {
+          const Eigen::MatrixXd H = bcq_damped_hessian(job.hessian->gptq_hessian(), options.damp);
+          BCQHessianTrace trace;
+          bcq_alternate_full_hessian<F>(job.weight, H, options.hessian_rounds, packed, &trace);
+          out.stats["hessian_objective_start"] = trace.objective.front();
+          out.stats["hessian_objective"] = trace.objective.back();
+          out.stats["hessian_rows_recoded"] = trace.rows_recoded;
+          out.stats["hessian_rows_rescaled"] = trace.rows_rescaled;
+        }
         out.layer = make_layer.template operator()<F>(job.weight, std::move(packed));
         return out;
       },
@@ -16015,11 +16232,14 @@ inline Method bcq_method(const std::string& name, BCQFitOptions options) {
   LOWBIT_CHECK(options.max_shrink >= 0.0f && options.max_shrink < 1.0f, name, ": max shrink must be in [0, 1), got ",
                options.max_shrink);
   LOWBIT_CHECK(options.lp > 0.0 && options.lp <= 16.0, name, ": L_p exponent must be in (0, 16], got ", options.lp);
+  LOWBIT_CHECK(options.hessian_rounds >= 0 && options.hessian_rounds <= 1000, name,
+               ": full-Hessian rounds must be in [0, 1000], got ", options.hessian_rounds);
+  LOWBIT_CHECK(options.damp >= 0.0 && options.damp <= 1.0, name, ": dampening must be in [0, 1], got ", options.damp);
   Method m;
   m.name = name;
   m.capability = "BCQ format";
   m.accepts = accepts_formats_where(bcq_formats);
-  m.needs_hessian = options.hessian_weighted;
+  m.needs_hessian = options.weighting != BCQWeighting::None;
   m.needs_samples = false;
   m.options = options.to_json();
   m.run = [options](const LinearJob& job) {
@@ -16103,6 +16323,7 @@ struct UniQuanFOptions {
   BCQFitOptions fit = [] {
     BCQFitOptions o;
     o.init = BCQInit::Uniform;
+    o.weighting = BCQWeighting::Full;  // the layer-output error, not the release's plain weight error
     return o;
   }();
   int epochs = 4;            // 0: the initialization alone

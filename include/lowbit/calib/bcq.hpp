@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <numeric>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -146,21 +147,42 @@ BCQParams<Bits> bcq_uniform_init(const float* w, const float* h, index_t count, 
 
 enum class BCQInit { Greedy, Uniform };
 
+// How each weight's error counts: equally (None), by diag(XᵀX) of its input column (Diagonal), or by the
+// layer-output error tr(ΔW XᵀX ΔWᵀ) (Full: the diagonal fit, then rounds of calib/bcq_hessian.hpp).
+enum class BCQWeighting { None, Diagonal, Full };
+
+inline const char* to_string(BCQWeighting w) {
+  return w == BCQWeighting::None ? "none" : w == BCQWeighting::Diagonal ? "diag" : "full";
+}
+inline BCQWeighting parse_bcq_weighting(const std::string& s) {
+  if (s == "none") return BCQWeighting::None;
+  if (s == "diag") return BCQWeighting::Diagonal;
+  if (s == "full") return BCQWeighting::Full;
+  fail("unknown BCQ error weighting '", s, "' (known: none, diag, full)");
+}
+
 struct BCQFitOptions {
   BCQInit init = BCQInit::Greedy;
   int rounds = 15;            // ALTERNATING rounds T (UniQuanF's release value)
-  bool hessian_weighted = false;  // weights h_c = diag(XᵀX)_c
+  BCQWeighting weighting = BCQWeighting::None;
+  int hessian_rounds = 4;     // Full: rounds of code (GPTQ) and scale (least squares) updates
+  double damp = 0.01;         // Full: H += damp·mean(diag H)·I, as GPTQ dampens
   int clip_grid = 1;          // uniform init: clip ratios tried (1: none, the release setting)
   float max_shrink = 0.3f;    // uniform init: the smallest ratio is 1 − max_shrink
   double lp = 2.4;            // uniform init: error exponent of the clip search
 
   nlohmann::json to_json() const {
-    return {{"init", init == BCQInit::Greedy ? "greedy" : "uniform"},
-            {"rounds", rounds},
-            {"hessian_weighted", hessian_weighted},
-            {"clip_grid", clip_grid},
-            {"max_shrink", max_shrink},
-            {"lp", lp}};
+    nlohmann::json j = {{"init", init == BCQInit::Greedy ? "greedy" : "uniform"},
+                        {"rounds", rounds},
+                        {"weighting", to_string(weighting)},
+                        {"clip_grid", clip_grid},
+                        {"max_shrink", max_shrink},
+                        {"lp", lp}};
+    if (weighting == BCQWeighting::Full) {
+      j["hessian_rounds"] = hessian_rounds;
+      j["damp"] = damp;
+    }
+    return j;
   }
 };
 

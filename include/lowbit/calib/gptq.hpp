@@ -63,9 +63,13 @@ inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp,
 }  // namespace detail
 
 // Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
+// With `fixed_grid` (rows × groups-per-row parameters, row-major) the grid is given and GPTQ only chooses
+// the codes: every group keeps its parameters (static groups), e.g. BCQ's level tables in the
+// full-Hessian ALTERNATING of calib/bcq_hessian.hpp.
 template <class Format>
-typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, const Eigen::MatrixXd& H_in,
-                                                 const GptqOptions& options = {}, GptqStats* stats_out = nullptr) {
+typename GroupGrid<Format>::Packed gptq_quantize(
+    MatrixView<const float> W_in, const Eigen::MatrixXd& H_in, const GptqOptions& options = {},
+    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr) {
   using Grid = GroupGrid<Format>;
   using Params = typename Grid::Params;
   const index_t rows = W_in.rows(), cols = W_in.cols();
@@ -77,8 +81,11 @@ typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, c
   const index_t group = Grid::group_size(cols);
   const index_t groups_per_row = (cols + group - 1) / group;
   const bool grouped = group < cols;
-  const bool static_groups = options.static_groups || (options.act_order && grouped);
-  stats.forced_static_groups = static_groups && !options.static_groups;
+  const bool static_groups = options.static_groups || (options.act_order && grouped) || fixed_grid != nullptr;
+  stats.forced_static_groups = static_groups && !options.static_groups && fixed_grid == nullptr;
+  LOWBIT_CHECK(!fixed_grid || fixed_grid->size() == static_cast<std::size_t>(rows * groups_per_row),
+               "gptq: the fixed grid has ", fixed_grid ? fixed_grid->size() : 0, " group parameters, expected ",
+               rows * groups_per_row);
 
   Eigen::MatrixXd W(rows, cols);  // column-major: column updates are contiguous
   for (index_t r = 0; r < rows; ++r)
@@ -105,7 +112,9 @@ typename GroupGrid<Format>::Packed gptq_quantize(MatrixView<const float> W_in, c
       params[static_cast<std::size_t>(r * groups_per_row + g)] = Grid::fit(lo, hi);
     }
   };
-  if (static_groups)
+  if (fixed_grid)
+    params = *fixed_grid;
+  else if (static_groups)
     for (index_t g = 0; g < groups_per_row; ++g) fit_group(g, g * group, std::min(group, cols - g * group));
 
   std::vector<index_t> perm(static_cast<std::size_t>(cols));

@@ -33,6 +33,7 @@ struct UniQuanFOptions {
   BCQFitOptions fit = [] {
     BCQFitOptions o;
     o.init = BCQInit::Uniform;
+    o.weighting = BCQWeighting::Full;  // the layer-output error, not the release's plain weight error
     return o;
   }();
   int epochs = 4;            // 0: the initialization alone
