@@ -38,7 +38,7 @@ void check_alternating_monotone(const float* h, std::uint64_t seed) {
   const index_t n = 128;
   const auto w = heavy_tailed(n, seed);
   std::vector<std::uint32_t> codes(n);
-  auto p = calib::bcq_greedy_init<Bits>(w.data(), n, codes.data());
+  auto p = bcq_greedy_fit<Bits>(w.data(), n, codes.data());
   std::vector<double> trace;
   calib::bcq_alternate<Bits>(w.data(), h, n, 20, p, codes.data(), &trace);
   REQUIRE(trace.size() == 21u);
@@ -72,7 +72,7 @@ TEST_CASE("bcq least squares: no perturbation of the solved scales lowers the we
   std::vector<float> h(n);
   for (index_t c = 0; c < n; ++c) h[c] = 0.5f + static_cast<float>(c % 7);
   std::vector<std::uint32_t> codes(n);
-  calib::bcq_greedy_init<3>(w.data(), n, codes.data());
+  bcq_greedy_fit<3>(w.data(), n, codes.data());
   BCQParams<3> p;
   REQUIRE(calib::bcq_solve_scales<3>(w.data(), h.data(), n, codes.data(), p));
   const double best = calib::bcq_group_objective<3>(w.data(), h.data(), n, p, codes.data());
@@ -143,13 +143,13 @@ TEST_CASE("bcq greedy fit: one bit is the optimal sign fit about the mean, more 
   for (float v : w) mad += std::fabs(v - mean);
   mad /= n;
   std::vector<std::uint32_t> codes(n);
-  const auto p1 = calib::bcq_greedy_init<1>(w.data(), n, codes.data());
+  const auto p1 = bcq_greedy_fit<1>(w.data(), n, codes.data());
   CHECK(p1.alpha[0] == doctest::Approx(mad).epsilon(1e-3));
   CHECK(p1.offset == doctest::Approx(mean).epsilon(1e-3));
   double prev = INFINITY;
   const auto err = [&]<int B>() {
     std::vector<std::uint32_t> c(n);
-    const auto p = calib::bcq_greedy_init<B>(w.data(), n, c.data());
+    const auto p = bcq_greedy_fit<B>(w.data(), n, c.data());
     return calib::bcq_group_objective<B>(w.data(), nullptr, n, p, c.data());
   };
   for (double e : {err.template operator()<1>(), err.template operator()<2>(), err.template operator()<3>(),

@@ -4,7 +4,6 @@
 // the calibrated model's; truncated or tampered files are rejected with a message naming the problem.
 #include <doctest/doctest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,9 +18,9 @@
 #include "lowbit/io/llama2c.hpp"
 #include "lowbit/io/quantized_model.hpp"
 #include "lowbit/io/tokenizer_llama2c.hpp"
+#include "test_spawn.hpp"
 #include "test_util.hpp"
 
-extern char** environ;
 
 using namespace lowbit;
 namespace fs = std::filesystem;
@@ -127,19 +126,9 @@ TEST_CASE("pipeline: SIGKILL mid-calibration, then resume, gives a byte-identica
   // Interrupted run in a child process (fork after OpenMP has run is unsafe, so spawn a fresh one).
   const fs::path killed_dir = base / "run_killed";
   fs::create_directories(killed_dir);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
-  env_strings.push_back("LOWBIT_TEST_KILL_RUN_DIR=" + killed_dir.string());
-  std::vector<char*> envp;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string exe = fs::read_symlink("/proc/self/exe").string();
-  std::string filter = "--test-case=pipeline child: interrupted calibration run";
-  char* argv[] = {exe.data(), filter.data(), nullptr};
-  pid_t pid = 0;
-  REQUIRE(posix_spawn(&pid, exe.c_str(), nullptr, nullptr, argv, envp.data()) == 0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
+  const int status = test::run_test_case_in_child("pipeline child: interrupted calibration run",
+                                                  "LOWBIT_TEST_KILL_RUN_DIR=" + killed_dir.string());
+  REQUIRE(status != -1);  // the child started
   REQUIRE(WIFSIGNALED(status));
   CHECK(WTERMSIG(status) == SIGKILL);
   CHECK(fs::exists(killed_dir / "block_001.safetensors"));

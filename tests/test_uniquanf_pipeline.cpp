@@ -100,6 +100,7 @@ TEST_CASE("uniquanf pipeline: block training lowers the output error, folds to B
   fs::create_directories(killed_dir);
   const int status = test::run_test_case_in_child("uniquanf pipeline child: interrupted calibration run",
                                                   std::string(kKillEnv) + "=" + killed_dir.string());
+  REQUIRE(status != -1);  // the child started
   REQUIRE(WIFSIGNALED(status));
   CHECK(WTERMSIG(status) == SIGKILL);
   CHECK(fs::exists(killed_dir / "block_001.safetensors"));

@@ -105,12 +105,6 @@ void bcq_alternate(const float* w, const float* h, index_t count, int rounds, BC
   }
 }
 
-// The greedy residual fit (the `rtn` of BCQ) as a starting point for ALTERNATING.
-template <int Bits>
-BCQParams<Bits> bcq_greedy_init(const float* w, index_t count, std::uint32_t* codes) {
-  return bcq_greedy_fit<Bits>(w, count, codes);
-}
-
 // UniQuanF's unified initialization of one group: the uniform grid over [lo·r, hi·r] for the clip ratio r
 // (from `clip_grid` ratios evenly spaced in [1 − max_shrink, 1]; 1 ratio: no search) with the smallest
 // Σ h·|w − ŵ|^p, and its nearest-level codes.
@@ -205,7 +199,7 @@ BCQPacked<Format> bcq_fit(MatrixView<const float> W, const float* h, const BCQFi
         const float* w = W.row(r) + c0;
         const float* hg = h ? h + c0 : nullptr;
         BCQParams<Bits> p = o.init == BCQInit::Greedy
-                                ? bcq_greedy_init<Bits>(w, count, codes.data())
+                                ? bcq_greedy_fit<Bits>(w, count, codes.data())
                                 : bcq_uniform_init<Bits>(w, hg, count, o.clip_grid, o.max_shrink, o.lp, codes.data());
         init_err[static_cast<std::size_t>(r)] += bcq_group_objective<Bits>(w, hg, count, p, codes.data());
         bcq_alternate<Bits>(w, hg, count, o.rounds, p, codes.data());
