@@ -257,9 +257,25 @@ inline void bcq_block_params(const BCQPacked<Format>& packed, index_t r0, index_
   }
 }
 
-inline std::vector<float>& bcq_scratch_params() {
+// A thread's scratch for the float scales and offsets of a block of `lanes` rows.
+template <class Format>
+float* bcq_scratch_params(const BCQPacked<Format>& packed, index_t lanes) {
   thread_local std::vector<float> buffer;
-  return buffer;
+  const std::size_t size = static_cast<std::size_t>(lanes * packed.groups_per_row() * (Format::bits + 1));
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// Runs block(r0) for the blocks of `Lanes` rows starting at r0, split over the threads (parallel_for;
+// each block on one thread).
+template <index_t Lanes, class Format, class Block>
+void bcq_for_row_blocks(const BCQPacked<Format>& packed, Block&& block) {
+  parallel_for(
+      0, (packed.rows() + Lanes - 1) / Lanes,
+      [&](index_t b0, index_t b1) {
+        for (index_t b = b0; b < b1; ++b) block(b * Lanes);
+      },
+      std::max<index_t>(1, kBCQMinRowsPerThread / Lanes));
 }
 
 }  // namespace detail
@@ -418,14 +434,10 @@ void bcq_matvec_avx512(const BCQPacked<Format>& packed, const float* x, float* y
   thread_local BCQQuadTables caller_tables;
   BCQQuadTables& tables = caller_tables;  // captured by the workers (a thread_local would not be)
   tables.build(packed, x);
-  const index_t blocks = (packed.rows() + 15) / 16;
-  parallel_for(
-      0, blocks,
-      [&](index_t b0, index_t b1) {
-        thread_local detail::BCQBlockScratch<Format::bits> scratch;
-        for (index_t b = b0; b < b1; ++b) detail::bcq_avx512_block(packed, tables, b * 16, scratch, y);
-      },
-      std::max<index_t>(1, kBCQMinRowsPerThread / 16));
+  detail::bcq_for_row_blocks<16>(packed, [&](index_t r0) {
+    thread_local detail::BCQBlockScratch<Format::bits> scratch;
+    detail::bcq_avx512_block(packed, tables, r0, scratch, y);
+  });
 }
 #endif  // AVX-512
 
@@ -501,16 +513,9 @@ void bcq_matvec_avx2(const BCQPacked<Format>& packed, const float* x, float* y) 
   thread_local BCQQuadTables caller_tables;
   BCQQuadTables& tables = caller_tables;  // captured by the workers (a thread_local would not be)
   tables.build(packed, x);
-  const index_t blocks = (packed.rows() + 7) / 8;
-  const std::size_t params_size = static_cast<std::size_t>(8 * packed.groups_per_row() * (Format::bits + 1));
-  parallel_for(
-      0, blocks,
-      [&](index_t b0, index_t b1) {
-        std::vector<float>& params = detail::bcq_scratch_params();
-        if (params.size() < params_size) params.resize(params_size);
-        for (index_t b = b0; b < b1; ++b) detail::bcq_avx2_block(packed, tables, b * 8, params.data(), y);
-      },
-      std::max<index_t>(1, kBCQMinRowsPerThread / 8));
+  detail::bcq_for_row_blocks<8>(packed, [&](index_t r0) {
+    detail::bcq_avx2_block(packed, tables, r0, detail::bcq_scratch_params(packed, 8), y);
+  });
 }
 #endif  // AVX2
 
