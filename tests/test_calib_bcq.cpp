@@ -342,6 +342,14 @@ TEST_CASE("bcq full-Hessian codes: GPTQ on a fixed grid with H = I is nearest-le
   const auto coded = calib::gptq_quantize<F>(Wv, Eigen::MatrixXd::Identity(cols, cols), go, nullptr, &grid);
   for (index_t r = 0; r < rows; ++r)
     for (index_t c = 0; c < cols; ++c) CHECK(coded.code(r, c) == bcq_encode<3>(W[r * cols + c], P.params(r, c / 64)));
+  // a precomputed factor of H gives the codes GPTQ computes from H itself
+  const Eigen::MatrixXd H = correlated_hessian(cols, 400, 3);
+  calib::GptqStats gs;
+  const Eigen::MatrixXd U = calib::detail::gptq_inverse_cholesky(H, 0.0, gs);
+  CHECK(calib::gptq_quantize<F>(Wv, H, go, nullptr, &grid, &U) == calib::gptq_quantize<F>(Wv, H, go, nullptr, &grid));
+  go.act_order = true;
+  CHECK_THROWS_WITH_AS(calib::gptq_quantize<F>(Wv, H, go, nullptr, &grid, &U), doctest::Contains("no act-order"), Error);
+  go.act_order = false;
   std::vector<BCQParams<3>> short_grid(grid.begin(), grid.end() - 1);
   CHECK_THROWS_WITH_AS(calib::gptq_quantize<F>(Wv, Eigen::MatrixXd::Identity(cols, cols), go, nullptr, &short_grid),
                        doctest::Contains("fixed grid"), Error);

@@ -14861,11 +14861,14 @@ inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp,
 // Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
 // With `fixed_grid` (rows × groups-per-row parameters, row-major) the grid is given and GPTQ only chooses
 // the codes: every group keeps its parameters (static groups), e.g. BCQ's level tables in the
-// full-Hessian ALTERNATING of calib/bcq_hessian.hpp.
+// full-Hessian ALTERNATING of calib/bcq_hessian.hpp. `factor`, when given, is
+// detail::gptq_inverse_cholesky of H (columns in their own order, so no act-order; no zero diagonal), for
+// callers that quantize several times with one H.
 template <class Format>
 typename GroupGrid<Format>::Packed gptq_quantize(
     MatrixView<const float> W_in, const Eigen::MatrixXd& H_in, const GptqOptions& options = {},
-    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr) {
+    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr,
+    const Eigen::MatrixXd* factor = nullptr) {
   using Grid = GroupGrid<Format>;
   using Params = typename Grid::Params;
   const index_t rows = W_in.rows(), cols = W_in.cols();
@@ -14926,7 +14929,11 @@ typename GroupGrid<Format>::Packed gptq_quantize(
     H.swap(Hp);
   }
 
-  const Eigen::MatrixXd U = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
+  LOWBIT_CHECK(!factor || (!options.act_order && factor->rows() == cols && factor->cols() == cols),
+               "gptq: a precomputed factor must be ", cols, "x", cols, " with the columns in their own order (no act-order)");
+  Eigen::MatrixXd own;
+  if (!factor) own = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
+  const Eigen::MatrixXd& U = factor ? *factor : own;
 
   // Blocks hold whole groups so a group's parameters are fitted from fully updated columns.
   index_t block = options.block_size;
@@ -15991,7 +15998,8 @@ BCQPacked<Format> bcq_fit(MatrixView<const float> W, const float* h, const BCQFi
 // From a starting fit (the diag(H)-weighted ALTERNATING), each round
 //   1. re-chooses the codes by GPTQ with the current level tables as a fixed grid: the columns are rounded
 //      one at a time to the nearest level of their group, each rounding error pushed onto the columns not
-//      yet rounded through H⁻¹; a row keeps its new codes only if f_r went down;
+//      yet rounded through H⁻¹ (its Cholesky factor computed once for all rounds); a row keeps its new
+//      codes only if f_r went down;
 //   2. re-solves the scales: for each row, all its groups' α's and offsets at once given the codes,
 //        (Aᵀ H A) θ = Aᵀ H w,
 //      A the cols × groups·(n+1) design matrix (column (g, i): b_i in group g's columns, ±1; column (g, n):
@@ -16118,14 +16126,16 @@ void bcq_alternate_full_hessian(MatrixView<const float> W, const Eigen::MatrixXd
     }
   };
   index_t recoded = 0, rescaled = 0;
+  GptqStats gptq_stats;  // H is damped already: no further dampening
+  const Eigen::MatrixXd U = rounds > 0 ? detail::gptq_inverse_cholesky(H, 0.0, gptq_stats) : Eigen::MatrixXd();
   for (int t = 0; t < rounds; ++t) {
     // 1. codes by GPTQ on the fixed level tables.
     std::vector<Params> grid(static_cast<std::size_t>(rows * G));
     for (index_t r = 0; r < rows; ++r)
       for (index_t g = 0; g < G; ++g) grid[static_cast<std::size_t>(r * G + g)] = P.params(r, g);
     GptqOptions go;
-    go.percdamp = 0.0;  // H is damped already
-    const auto coded = gptq_quantize<Format>(W, H, go, nullptr, &grid);
+    go.percdamp = 0.0;
+    const auto coded = gptq_quantize<Format>(W, H, go, nullptr, &grid, &U);
     keep_better_rows(coded, false, recoded);
     // 2. every row's scales and offsets by least squares given the codes.
     const Eigen::MatrixXd theta = bcq_full_hessian_scales(W, P, H);

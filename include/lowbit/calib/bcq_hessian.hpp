@@ -6,7 +6,8 @@
 // From a starting fit (the diag(H)-weighted ALTERNATING), each round
 //   1. re-chooses the codes by GPTQ with the current level tables as a fixed grid: the columns are rounded
 //      one at a time to the nearest level of their group, each rounding error pushed onto the columns not
-//      yet rounded through H⁻¹; a row keeps its new codes only if f_r went down;
+//      yet rounded through H⁻¹ (its Cholesky factor computed once for all rounds); a row keeps its new
+//      codes only if f_r went down;
 //   2. re-solves the scales: for each row, all its groups' α's and offsets at once given the codes,
 //        (Aᵀ H A) θ = Aᵀ H w,
 //      A the cols × groups·(n+1) design matrix (column (g, i): b_i in group g's columns, ±1; column (g, n):
@@ -140,14 +141,16 @@ void bcq_alternate_full_hessian(MatrixView<const float> W, const Eigen::MatrixXd
     }
   };
   index_t recoded = 0, rescaled = 0;
+  GptqStats gptq_stats;  // H is damped already: no further dampening
+  const Eigen::MatrixXd U = rounds > 0 ? detail::gptq_inverse_cholesky(H, 0.0, gptq_stats) : Eigen::MatrixXd();
   for (int t = 0; t < rounds; ++t) {
     // 1. codes by GPTQ on the fixed level tables.
     std::vector<Params> grid(static_cast<std::size_t>(rows * G));
     for (index_t r = 0; r < rows; ++r)
       for (index_t g = 0; g < G; ++g) grid[static_cast<std::size_t>(r * G + g)] = P.params(r, g);
     GptqOptions go;
-    go.percdamp = 0.0;  // H is damped already
-    const auto coded = gptq_quantize<Format>(W, H, go, nullptr, &grid);
+    go.percdamp = 0.0;
+    const auto coded = gptq_quantize<Format>(W, H, go, nullptr, &grid, &U);
     keep_better_rows(coded, false, recoded);
     // 2. every row's scales and offsets by least squares given the codes.
     const Eigen::MatrixXd theta = bcq_full_hessian_scales(W, P, H);

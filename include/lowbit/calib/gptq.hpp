@@ -65,11 +65,14 @@ inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp,
 // Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
 // With `fixed_grid` (rows × groups-per-row parameters, row-major) the grid is given and GPTQ only chooses
 // the codes: every group keeps its parameters (static groups), e.g. BCQ's level tables in the
-// full-Hessian ALTERNATING of calib/bcq_hessian.hpp.
+// full-Hessian ALTERNATING of calib/bcq_hessian.hpp. `factor`, when given, is
+// detail::gptq_inverse_cholesky of H (columns in their own order, so no act-order; no zero diagonal), for
+// callers that quantize several times with one H.
 template <class Format>
 typename GroupGrid<Format>::Packed gptq_quantize(
     MatrixView<const float> W_in, const Eigen::MatrixXd& H_in, const GptqOptions& options = {},
-    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr) {
+    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr,
+    const Eigen::MatrixXd* factor = nullptr) {
   using Grid = GroupGrid<Format>;
   using Params = typename Grid::Params;
   const index_t rows = W_in.rows(), cols = W_in.cols();
@@ -130,7 +133,11 @@ typename GroupGrid<Format>::Packed gptq_quantize(
     H.swap(Hp);
   }
 
-  const Eigen::MatrixXd U = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
+  LOWBIT_CHECK(!factor || (!options.act_order && factor->rows() == cols && factor->cols() == cols),
+               "gptq: a precomputed factor must be ", cols, "x", cols, " with the columns in their own order (no act-order)");
+  Eigen::MatrixXd own;
+  if (!factor) own = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
+  const Eigen::MatrixXd& U = factor ? *factor : own;
 
   // Blocks hold whole groups so a group's parameters are fitted from fully updated columns.
   index_t block = options.block_size;
