@@ -194,7 +194,7 @@ int run(const Options& o) {
   nlohmann::json fingerprint = {{"model", file_fingerprint(o.model)},
                                 {"calibration_file", file_fingerprint(o.calib_file)}};
   auto cal = calib::calibrate_model(*model, tokens, cfg, plan.plan, fingerprint, o.run_dir, hooks);
-  const cli::QuantizeContext ctx{o.model, &tokens, o.seqlen, o.quiet, o.run_dir, draw_windows};
+  const cli::QuantizeContext ctx{o.model, tok->describe(), &tokens, o.seqlen, o.quiet, o.run_dir, draw_windows};
   for (const auto& m : plan.methods)
     if (m.after_calibration) report.update(m.after_calibration(*model, ctx));
   calib::quantize_tables(*model, o.table_format, head_format);
@@ -270,11 +270,11 @@ std::string methods_help() {
   return out;
 }
 
-const cli::Registration registration{
-    "quantize",
-    "Quantize a model into a lowbit quantized file, one method and format for all linears or per tensor",
-    [](CLI::App& app) {
+// `quantize`, and `qat`: the same command with BitDistiller's method and a 2-bit format as defaults.
+cli::Action setup(CLI::App& app, const std::string& method, const std::string& format) {
       auto o = std::make_shared<Options>();
+      o->method = method;
+      o->format = format;
       cli::add_common_options(app, *o, cli::kAllCommon);
       app.add_option("--method", o->method, methods_help())->capture_default_str();
       app.add_option("--format", o->format,
@@ -322,6 +322,16 @@ const cli::Registration registration{
         for (const auto& name : spec.names) o->factories[name] = factory;
       }
       return [o] { return run(*o); };
-    }};
+}
+
+const cli::Registration registration{
+    "quantize", "Quantize a model into a lowbit quantized file, one method and format for all linears or per tensor",
+    [](CLI::App& app) { return setup(app, "gptq", "uniform:4:128"); }};
+
+const cli::Registration qat_registration{
+    "qat",
+    "BitDistiller quantization-aware training: `quantize` with --method bitdistiller and --format uniform:2:128 as "
+    "defaults (make teacher data first with `lowbit teacher-data`)",
+    [](CLI::App& app) { return setup(app, "bitdistiller", "uniform:2:128"); }};
 
 }  // namespace lowbit_cmd_quantize

@@ -20,6 +20,7 @@ namespace lowbit::cli {
 // What a whole-model step after the block pass gets.
 struct QuantizeContext {
   std::string model_path;                            // the FP model (a teacher is loaded from it)
+  std::string tokenizer;                             // the tokenizer's describe()
   const std::vector<std::int32_t>* tokens = nullptr;  // calibration windows [nsamples, seqlen]
   int seqlen = 0;
   bool quiet = false;

@@ -45,6 +45,7 @@
 #include "nn/config.hpp"
 #include "nn/dense_linear.hpp"
 #include "nn/embedding.hpp"
+#include "nn/fake_quant_linear.hpp"
 #include "nn/gemm.hpp"
 #include "nn/kv_cache.hpp"
 #include "nn/linear.hpp"
@@ -84,6 +85,7 @@
 #include "calib/bcq.hpp"
 #include "calib/bcq_methods.hpp"
 #include "calib/beam_search.hpp"
+#include "calib/bitdistiller.hpp"
 #include "calib/calibration_data.hpp"
 #include "calib/codebook_update.hpp"
 #include "calib/gptq.hpp"
@@ -109,6 +111,7 @@
 #include "train/schedule.hpp"
 #include "train/ste.hpp"
 #include "train/synthetic_corpus.hpp"
+#include "train/teacher_data.hpp"
 #include "train/token_data.hpp"
 
 #include "eval/chat.hpp"

@@ -8425,6 +8425,255 @@ void embedding_backward(const std::int32_t* tokens, index_t n, index_t dim, cons
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/embedding.hpp ----
 
+// ---- begin lowbit/nn/fake_quant_linear.hpp ----
+// BitDistiller's student layer (ALGORITHMS.md §2.4) for any group-grid format (uniform int2/3/4, NF3; not
+// BCQ, whose own quantizer is not a min/max grid): the latent fp32 weight W is what trains, and every forward
+// re-fits each group's grid to the group's current min and max and rounds, exactly as the format's RTN
+// quantizer does, so the forward weight is Ŵ = dequantize(rtn_quantize(W)) bit for bit (fp16 scales included)
+// and the layer packs into that format at the end with nothing changed.
+//
+// Gradients (straight-through): ∂L/∂W = ∂L/∂Ŵ. The clipping-aware variant keeps the range each group had
+// when the layer was built (AutoClip's clipped range: the latent weights start clamped to it) as a fixed
+// bound: the forward clamps to it and the gradient stops for latent weights outside it, so a weight pushed
+// past the clip no longer moves the grid. Without it (the paper's default) the range is free: it follows
+// the latent weights' min and max.
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/calib/rtn.hpp ----
+// Round-to-nearest (RTN), the baseline every calibrated method is measured against, and `GroupGrid`,
+// the small per-group view of a format that GPTQ and AutoClip need: fit a group's parameters from a
+// (possibly clipped) range [lo, hi], encode a weight to a code, decode it back, and write both into the
+// format's packed storage. The grid forwards to the format's own arithmetic (fp16-rounded parameters
+// included), so a calibrator's codes always mean exactly what the kernels will compute.
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// Default grid: the format's Quantizer exposes Params, fit(lo, hi), encode(w, p), decode(code, p) and
+// a group size; its Packed exposes an incremental build (set_params, set_code). A format whose API
+// differs specializes GroupGrid instead.
+template <class Format>
+struct GroupGrid {
+  using Q = Quantizer<Format>;
+  using Packed = typename Q::Packed;
+  using Params = typename Q::Params;
+
+  // Columns per group for a row of `cols` weights (a whole-row group returns cols).
+  static index_t group_size(index_t cols) {
+    return Format::group_size > 0 ? std::min<index_t>(Format::group_size, cols) : cols;
+  }
+  static Packed make(index_t rows, index_t cols) { return Packed(rows, cols); }
+  static Params fit(float lo, float hi) { return Q::fit(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) { return Q::encode(w, p); }
+  static float decode(std::uint32_t code, const Params& p) { return Q::decode(code, p); }
+  static void set_params(Packed& packed, index_t row, index_t group, const Params& p) {
+    packed.set_params(row, group, p);
+  }
+  static void set_code(Packed& packed, index_t row, index_t col, std::uint32_t code) {
+    packed.set_code(row, col, code);
+  }
+};
+
+// Uniform<Bits, Group, Mode>: the per-group arithmetic of format/uniform.hpp (fp16 scale rounded before
+// any code is computed, integer zero point), so codes match the kernels bit for bit.
+template <int Bits, int GroupSize, UniformMode Mode>
+struct GroupGrid<Uniform<Bits, GroupSize, Mode>> {
+  using Format = Uniform<Bits, GroupSize, Mode>;
+  using Packed = UniformPacked<Format>;
+  using Params = UniformGroupParams;
+  static index_t group_size(index_t cols) { return uniform_group_size(GroupSize, cols); }
+  static Packed make(index_t rows, index_t cols) { return Packed(rows, cols); }
+  static Params fit(float lo, float hi) { return uniform_fit<Format>(lo, hi); }
+  static std::uint32_t encode(float w, const Params& p) { return uniform_encode(w, p, Format::max_code); }
+  static float decode(std::uint32_t code, const Params& p) { return uniform_decode(code, p); }
+  static void set_params(Packed& packed, index_t row, index_t group, const Params& p) {
+    packed.set_params(row, group, p);
+  }
+  static void set_code(Packed& packed, index_t row, index_t col, std::uint32_t code) {
+    packed.set_code(row, col, code);
+  }
+};
+
+// Quantizes one row segment with parameters fitted to its own min/max; writes the fake-quantized
+// values to `out` when it is not null. Returns the parameters.
+template <class Format>
+typename GroupGrid<Format>::Params rtn_group(const float* w, index_t count, float* out = nullptr) {
+  using Grid = GroupGrid<Format>;
+  float lo = w[0], hi = w[0];
+  for (index_t c = 1; c < count; ++c) {
+    lo = std::min(lo, w[c]);
+    hi = std::max(hi, w[c]);
+  }
+  const auto p = Grid::fit(lo, hi);
+  if (out)
+    for (index_t c = 0; c < count; ++c) out[c] = Grid::decode(Grid::encode(w[c], p), p);
+  return p;
+}
+
+// RTN of W [rows, cols]: every group's parameters come from its own min and max.
+template <class Format>
+typename GroupGrid<Format>::Packed rtn_quantize(MatrixView<const float> W) {
+  using Grid = GroupGrid<Format>;
+  LOWBIT_CHECK(W.rows() > 0 && W.cols() > 0, "rtn: empty weight matrix ", W.rows(), "x", W.cols());
+  auto packed = Grid::make(W.rows(), W.cols());
+  const index_t group = Grid::group_size(W.cols());
+  parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      const float* w = W.row(r);
+      for (index_t c0 = 0, g = 0; c0 < W.cols(); c0 += group, ++g) {
+        const index_t count = std::min(group, W.cols() - c0);
+        const auto p = rtn_group<Format>(w + c0, count);
+        Grid::set_params(packed, r, g, p);
+        for (index_t c = 0; c < count; ++c) Grid::set_code(packed, r, c0 + c, Grid::encode(w[c0 + c], p));
+      }
+    }
+  }, 8);
+  return packed;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/rtn.hpp ----
+
+namespace lowbit::nn {
+
+// What every FakeQuantLinear<Format> is, whatever its format (the QAT driver finds them by it).
+class FakeQuantTraining {
+ public:
+  virtual ~FakeQuantTraining() = default;
+  virtual bool clipping_aware() const = 0;
+};
+
+template <class Format>
+  requires(GroupGridFormat<Format> && !BCQFormat<Format>)
+class FakeQuantLinear final : public Linear, public FakeQuantTraining {
+  using Grid = calib::GroupGrid<Format>;
+
+ public:
+  // W [rows, cols]: the starting latent weight (AutoClip's clamped weight, or any other start).
+  FakeQuantLinear(MatrixView<const float> W, bool clipping_aware)
+      : rows_(W.rows()), cols_(W.cols()), clip_aware_(clipping_aware) {
+    LOWBIT_CHECK(rows_ > 0 && cols_ > 0, "FakeQuantLinear: empty weight ", rows_, "x", cols_);
+    group_ = Grid::group_size(cols_);
+    groups_ = (cols_ + group_ - 1) / group_;
+    w_.resize(static_cast<std::size_t>(rows_ * cols_));
+    for (index_t r = 0; r < rows_; ++r) std::copy_n(W.row(r), cols_, w_.data() + r * cols_);
+    g_.assign(w_.size(), 0.0f);
+    lo_.resize(static_cast<std::size_t>(rows_ * groups_));
+    hi_.resize(lo_.size());
+    for (index_t r = 0; r < rows_; ++r)
+      for (index_t g = 0; g < groups_; ++g) {
+        const float* w = w_.data() + r * cols_ + g * group_;
+        const index_t n = std::min(group_, cols_ - g * group_);
+        lo_[static_cast<std::size_t>(r * groups_ + g)] = *std::min_element(w, w + n);
+        hi_[static_cast<std::size_t>(r * groups_ + g)] = *std::max_element(w, w + n);
+      }
+    bytes_ = Grid::make(rows_, cols_).bytes();
+  }
+
+  index_t in_features() const override { return cols_; }
+  index_t out_features() const override { return rows_; }
+
+  void forward(MatrixView<const float> X, MatrixView<float> Y) const override {
+    refresh();
+    matmul_xwt<float>(X, weight_view(), Y);
+  }
+
+  void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
+    LOWBIT_CHECK(what_.size() == w_.size(), "FakeQuantLinear::backward before forward");
+    if (dX.data) matmul_add_dyw<float>(dY, weight_view(), dX);
+    if (!clip_aware_) {
+      matmul_add_dytx<float>(dY, X, MatrixView<float>(g_.data(), rows_, cols_));
+      return;
+    }
+    std::vector<float> G(w_.size(), 0.0f);
+    matmul_add_dytx<float>(dY, X, MatrixView<float>(G.data(), rows_, cols_));
+    parallel_for(0, rows_, [&](index_t r0, index_t r1) {
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t c = 0; c < cols_; ++c) {
+          const std::size_t e = static_cast<std::size_t>(r * cols_ + c), k = static_cast<std::size_t>(r * groups_ + c / group_);
+          if (w_[e] >= lo_[k] && w_[e] <= hi_[k]) g_[e] += G[e];
+        }
+    });
+  }
+
+  // "fq_weight": the QAT driver's trainable predicate selects on it.
+  std::vector<Parameter> parameters() override {
+    return {Parameter{"fq_weight", w_.data(), g_.data(), static_cast<index_t>(w_.size())}};
+  }
+
+  void dequantize(MatrixView<float> W) const override {
+    LOWBIT_CHECK(W.rows() == rows_ && W.cols() == cols_, "FakeQuantLinear::dequantize: output is ", W.rows(), "x",
+                 W.cols(), ", expected ", rows_, "x", cols_);
+    refresh();
+    for (index_t r = 0; r < rows_; ++r) std::copy_n(what_.data() + r * cols_, cols_, W.row(r));
+  }
+  std::size_t bytes() const override { return bytes_; }
+  std::string format() const override { return Format::name(); }
+  void release_workspace() override {
+    what_.clear();
+    what_.shrink_to_fit();
+  }
+  bool clipping_aware() const override { return clip_aware_; }
+
+  // The latent weight as the forward sees it (clamped to the fixed bounds in the clipping-aware variant).
+  std::vector<float> effective_latent() const {
+    std::vector<float> w = w_;
+    if (clip_aware_)
+      for (index_t r = 0; r < rows_; ++r)
+        for (index_t c = 0; c < cols_; ++c) {
+          const std::size_t k = static_cast<std::size_t>(r * groups_ + c / group_);
+          float& x = w[static_cast<std::size_t>(r * cols_ + c)];
+          x = std::clamp(x, lo_[k], hi_[k]);
+        }
+    return w;
+  }
+
+  // The packed layer: RTN of the (effective) latent weight, the forward's own arithmetic.
+  LinearPtr inference_form() const override {
+    const auto w = effective_latent();
+    return std::make_unique<QuantizedLinear<Format>>(calib::rtn_quantize<Format>(MatrixView<const float>(w.data(), rows_, cols_)));
+  }
+
+ private:
+  MatrixView<const float> weight_view() const { return MatrixView<const float>(what_.data(), rows_, cols_); }
+
+  void refresh() const {
+    what_.resize(w_.size());
+    parallel_for(0, rows_, [&](index_t r0, index_t r1) {
+      std::vector<float> tmp(static_cast<std::size_t>(group_));
+      for (index_t r = r0; r < r1; ++r)
+        for (index_t g = 0; g < groups_; ++g) {
+          const index_t c0 = g * group_, n = std::min(group_, cols_ - c0);
+          const float* w = w_.data() + r * cols_ + c0;
+          if (clip_aware_) {
+            const std::size_t k = static_cast<std::size_t>(r * groups_ + g);
+            for (index_t c = 0; c < n; ++c) tmp[static_cast<std::size_t>(c)] = std::clamp(w[c], lo_[k], hi_[k]);
+            w = tmp.data();
+          }
+          calib::rtn_group<Format>(w, n, what_.data() + r * cols_ + c0);
+        }
+    }, 8);
+  }
+
+  index_t rows_ = 0, cols_ = 0, group_ = 0, groups_ = 0;
+  bool clip_aware_ = false;
+  std::size_t bytes_ = 0;
+  std::vector<float> w_, g_, lo_, hi_;
+  mutable std::vector<float> what_;
+};
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/fake_quant_linear.hpp ----
+
 // ---- begin lowbit/nn/model.hpp ----
 // The LLaMA model: token embedding, n_layers pre-norm blocks, final RMSNorm and a tied or untied
 // output head. One object serves inference (batched forward over [B, T], incremental decoding with a
@@ -13115,13 +13364,16 @@ double cross_entropy(MatrixView<const T> logits, const std::int32_t* targets, Ma
   return counted > 0 ? detail::sum_in_order(row_loss) / static_cast<double>(counted) : 0.0;
 }
 
-enum class DistillLoss { ForwardKL, ReverseKL, CAKLD };
+// CE is not a distillation loss but the ablation's baseline: the student's cross-entropy on the data's next
+// tokens, the teacher unused.
+enum class DistillLoss { ForwardKL, ReverseKL, CAKLD, CE };
 
 inline DistillLoss parse_distill_loss(const std::string& name) {
   if (name == "kl" || name == "forward_kl" || name == "fkl") return DistillLoss::ForwardKL;
   if (name == "reverse_kl" || name == "rkl") return DistillLoss::ReverseKL;
   if (name == "cakld") return DistillLoss::CAKLD;
-  fail("unknown distillation loss '", name, "' (expected kl, reverse_kl or cakld)");
+  if (name == "ce") return DistillLoss::CE;
+  fail("unknown distillation loss '", name, "' (expected cakld, kl, reverse_kl or ce)");
 }
 
 // Mean over rows of β·KL(p_S‖p_T) + (1−β)·KL(p_T‖p_S): β = 0 is forward KL, β = 1 reverse KL.
@@ -13212,10 +13464,14 @@ Top1Probability teacher_top1_probability(MatrixView<const T> teacher) {
   return {detail::sum_in_order(top), n};
 }
 
+// `targets` (next tokens, -1 ignored) are read by CE only.
 template <class T>
 double distill_loss(DistillLoss kind, MatrixView<const T> student, MatrixView<const T> teacher, double cakld_beta,
-                    MatrixView<T> dstudent = {}, double grad_scale = 1.0) {
+                    MatrixView<T> dstudent = {}, double grad_scale = 1.0, const std::int32_t* targets = nullptr) {
   switch (kind) {
+    case DistillLoss::CE:
+      LOWBIT_CHECK(targets, "distill_loss: cross-entropy needs the next tokens");
+      return cross_entropy(student, targets, dstudent, grad_scale);
     case DistillLoss::ForwardKL: return mixed_kl(student, teacher, 0.0, dstudent, grad_scale);
     case DistillLoss::ReverseKL: return mixed_kl(student, teacher, 1.0, dstudent, grad_scale);
     case DistillLoss::CAKLD: return cakld(student, teacher, cakld_beta, dstudent, grad_scale);
@@ -13439,7 +13695,10 @@ inline BlockTrainResult train_block(nn::Llama& model, int layer, const float* in
 // End-to-end distillation of a student Llama (e.g. with quantized linears exposing scales/codebooks, or
 // fake-quantized latent weights) against a frozen teacher Llama's next-token distributions: forward KL
 // (AQLM global fine-tuning), reverse KL, or BitDistiller's CAKLD whose β is the teacher's mean top-1
-// probability estimated on the first `beta_batches` batches. AdamW, schedule and clipping as in pretraining.
+// probability estimated on the first `beta_batches` batches; plain cross-entropy on the data as the
+// ablation's baseline. AdamW, schedule and clipping as in pretraining; `accumulation` micro-batches per
+// update. With `eval_every`, the held-out divergence is measured every that many steps and at the end,
+// and the student ends with the parameters of the best measurement (BitDistiller's best-checkpoint reload).
 // With `checkpoint` set, the trainable parameters, AdamW state and sampler position are saved atomically
 // every `checkpoint_every` steps (train/checkpoint.hpp); a rerun of the same run (same options, data,
 // trainable names and starting values) continues from the file and ends bit-identical to an
@@ -14078,7 +14337,9 @@ struct DistillOptions {
   LrSchedule schedule{ScheduleKind::Constant, 1e-4f, 0, 100, 1.0f};
   AdamWOptions adam;
   double grad_clip = 1.0;
+  int accumulation = 1;  // micro-batches of batch_size sequences per update
   int beta_batches = 10;  // CAKLD: batches used to estimate β
+  std::int64_t eval_every = 0;  // > 0: keep the parameters of the best held-out measurement
   std::uint64_t seed = 0;
   std::int64_t eval_tokens = 8192;  // held-out tokens for the before/after divergence
   bool quiet = true;
@@ -14093,6 +14354,8 @@ struct DistillResult {
   double beta = 0.0;  // CAKLD β used (0 for forward KL, 1 for reverse KL)
   double first_loss = 0.0, last_loss = 0.0;
   double heldout_before = 0.0, heldout_after = 0.0;  // the same divergence on held-out windows
+  std::int64_t best_step = -1;  // with eval_every: the step whose parameters were kept (0: the start)
+  std::vector<std::pair<std::int64_t, double>> heldout_curve;  // with eval_every: (step, divergence)
   std::int64_t steps = 0;  // updates done in total, including those before a resume
   bool resumed = false;
   std::int64_t resumed_from_step = 0;
@@ -14106,17 +14369,24 @@ inline double heldout_divergence(nn::Llama& student, nn::Llama& teacher, const s
   LOWBIT_CHECK(windows > 0, "distill: held-out data has fewer than ", seq_len, " tokens");
   const index_t vocab = student.config().vocab_size;
   std::vector<float> s, t;
+  std::vector<std::int32_t> next;
   double total = 0;
   for (std::int64_t w = 0; w < windows; w += batch) {
     const int B = static_cast<int>(std::min<std::int64_t>(batch, windows - w));
     const std::int32_t* ids = tokens.data() + w * seq_len;
     const index_t n = static_cast<index_t>(B) * seq_len;
     s.resize(static_cast<std::size_t>(n * vocab));
-    t.resize(s.size());
     student.forward(ids, B, seq_len, s.data());
-    teacher.forward(ids, B, seq_len, t.data());
-    total += distill_loss(kind, MatrixView<const float>(s.data(), n, vocab), MatrixView<const float>(t.data(), n, vocab),
-                          beta) * static_cast<double>(B);
+    if (kind == DistillLoss::CE) {  // each window's next tokens; the very last position has none
+      next.resize(static_cast<std::size_t>(n));
+      for (index_t i = 0; i < n; ++i)
+        next[static_cast<std::size_t>(i)] = w * seq_len + i + 1 < static_cast<std::int64_t>(tokens.size()) ? ids[i + 1] : -1;
+    } else {
+      t.resize(s.size());
+      teacher.forward(ids, B, seq_len, t.data());
+    }
+    total += distill_loss(kind, MatrixView<const float>(s.data(), n, vocab), MatrixView<const float>(t.data(), t.empty() ? 0 : n, vocab),
+                          beta, MatrixView<float>{}, 1.0, next.data()) * static_cast<double>(B);
   }
   return total / static_cast<double>(windows);
 }
@@ -14132,6 +14402,8 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
   for (const auto& p : all)
     if (!options.trainable || options.trainable(p.name)) chosen.push_back(p);
   LOWBIT_CHECK(!chosen.empty(), "distill: no student parameter matches the trainable predicate");
+  LOWBIT_CHECK(options.accumulation >= 1, "distill: accumulation must be >= 1, got ", options.accumulation);
+  LOWBIT_CHECK(options.eval_every >= 0, "distill: eval_every must be >= 0, got ", options.eval_every);
   AdamW optimizer(chosen, options.adam);
   LrSchedule schedule = options.schedule;
   schedule.total_steps = options.steps;
@@ -14143,6 +14415,7 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     f << static_cast<int>(options.loss) << '|' << options.steps << '|' << B << '|' << T << '|';
     write_optimizer_fingerprint(f, schedule, options.adam);
     f << '|' << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
+    if (options.accumulation != 1 || options.eval_every != 0) f << '|' << options.accumulation << '|' << options.eval_every;
     std::uint64_t h = fnv1a64(f.str().data(), f.str().size());
     for (const auto& p : chosen) {
       h = fnv1a64(p.name.data(), p.name.size(), h);
@@ -14170,11 +14443,36 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
       heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
 
   BatchSampler sampler(data.train, B, T, Rng(options.seed).fork(2));
+  // Best held-out parameters (eval_every): kept in memory, saved beside the checkpoint as `<checkpoint>.best`.
+  const bool select = options.eval_every > 0;
+  std::vector<std::vector<float>> best;
+  double best_value = 0;
+  const auto snapshot = [&] {
+    best.resize(chosen.size());
+    for (std::size_t i = 0; i < chosen.size(); ++i) best[i].assign(chosen[i].value, chosen[i].value + chosen[i].size);
+  };
+  const std::filesystem::path best_path =
+      options.checkpoint.empty() ? std::filesystem::path() : std::filesystem::path(options.checkpoint.string() + ".best");
+  if (select) {
+    best_value = result.heldout_before;
+    result.best_step = 0;
+    result.heldout_curve.emplace_back(0, best_value);
+    snapshot();
+  }
   if (!options.checkpoint.empty() && std::filesystem::exists(options.checkpoint)) {
     Checkpoint ck = read_checkpoint(options.checkpoint);
     LOWBIT_CHECK(ck.state.run_fingerprint == state.run_fingerprint, options.checkpoint.string(),
                  ": distillation checkpoint was written by another run (other options, data or starting "
                  "weights); remove it to start over");
+    if (select && std::filesystem::exists(best_path)) {
+      Checkpoint b = read_checkpoint(best_path);
+      LOWBIT_CHECK(b.state.run_fingerprint == state.run_fingerprint, best_path.string(),
+                   ": best-parameters file of another run; remove it and ", options.checkpoint.string());
+      restore_checkpoint(b, chosen, nullptr);
+      snapshot();
+      best_value = b.state.last_loss;
+      result.best_step = b.state.step;
+    }
     restore_checkpoint(ck, chosen, &optimizer);
     state = ck.state;
     sampler.restore(state.data_rng, state.data_position);
@@ -14186,25 +14484,50 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     if (options.checkpoint.empty()) return;
     state.data_rng = sampler.rng().state();
     state.data_position = sampler.position();
+    if (select) {  // the best parameters first: a kill between the two writes leaves a consistent pair
+      std::vector<nn::Parameter> views = chosen;
+      for (std::size_t i = 0; i < views.size(); ++i) views[i].value = best[i].data();
+      TrainingState b = state;
+      b.step = result.best_step;
+      b.last_loss = best_value;
+      save_checkpoint(best_path, student.config(), views, b, nullptr);
+    }
     save_checkpoint(options.checkpoint, student.config(), chosen, state, &optimizer);
   };
+  auto measure = [&](std::int64_t step) {
+    for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
+    const double h = heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+    result.heldout_curve.emplace_back(step, h);
+    if (h < best_value) {
+      best_value = h;
+      result.best_step = step;
+      snapshot();
+    }
+    return h;
+  };
   const std::int64_t first_step = state.step;
+  const bool ce = options.loss == DistillLoss::CE;
+  const double micro_scale = 1.0 / options.accumulation;
   Progress progress("distill", options.steps - first_step, "step", options.quiet);
   for (std::int64_t step = first_step; step < options.steps; ++step) {
-    sampler.next(inputs, targets);
-    teacher.forward(inputs.data(), B, T, t.data());
-    student.forward_train(inputs.data(), B, T, s.data());
-    const double loss = distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
-                                     MatrixView<const float>(t.data(), n, vocab), result.beta,
-                                     MatrixView<float>(ds.data(), n, vocab));
     for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
-    student.backward(ds.data());
+    double loss = 0;
+    for (int micro = 0; micro < options.accumulation; ++micro) {
+      sampler.next(inputs, targets);
+      if (!ce) teacher.forward(inputs.data(), B, T, t.data());
+      student.forward_train(inputs.data(), B, T, s.data());
+      loss += micro_scale * distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
+                                         MatrixView<const float>(t.data(), n, vocab), result.beta,
+                                         MatrixView<float>(ds.data(), n, vocab), micro_scale, targets.data());
+      student.backward(ds.data());
+    }
     clip_grad_norm(chosen, options.grad_clip);
     optimizer.step(schedule.lr(step));
     if (step == first_step) result.first_loss = loss;
     result.last_loss = loss;
     state.step = step + 1;
     state.last_loss = loss;
+    if (select && state.step % options.eval_every == 0 && state.step < options.steps) measure(state.step);
     if (options.checkpoint_every > 0 && state.step % options.checkpoint_every == 0 && state.step < options.steps)
       save();
     char status[64];
@@ -14213,11 +14536,17 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     if (options.on_step) options.on_step(step + 1, loss);
   }
   result.steps = state.step;
+  if (select && (result.heldout_curve.empty() || result.heldout_curve.back().first != state.step)) measure(state.step);
   save();  // the finished run: a rerun restores it instead of training again
   progress.finish();
   for (const auto& p : all) std::fill(p.grad, p.grad + p.size, 0.0f);
-  result.heldout_after =
-      heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+  if (select) {
+    for (std::size_t i = 0; i < chosen.size(); ++i) std::copy(best[i].begin(), best[i].end(), chosen[i].value);
+    result.heldout_after = best_value;
+  } else {
+    result.heldout_after =
+        heldout_divergence(student, teacher, data.heldout, options.loss, result.beta, T, options.eval_tokens);
+  }
   return result;
 }
 
@@ -14231,6 +14560,7 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
 // QuantizationPlan maps tensor names to (method, format) by regular expression, first match wins, so one
 // calibration run can give every linear its own method and format (the CLI's --tensor-format).
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -14357,6 +14687,10 @@ struct Method {
   bool needs_samples = false;
   std::function<LinearOutcome(const LinearJob&)> run;
   nlohmann::json options = nlohmann::json::object();
+  // Whether a finished block can be checkpointed in the run directory: false for a method whose layers
+  // stay in a trainable form after the block pass (their state is more than the packed form a block
+  // checkpoint stores), so a resumed run recomputes the block pass instead of reloading it.
+  bool block_checkpoints = true;
 };
 
 // The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
@@ -14420,6 +14754,9 @@ class QuantizationPlan {
   }
 
   bool empty() const { return rules_.empty(); }
+  bool block_checkpoints() const {
+    return std::all_of(rules_.begin(), rules_.end(), [](const Rule& r) { return r.method.block_checkpoints; });
+  }
   const std::vector<Rule>& rules() const { return rules_; }
 
   // The first rule whose pattern occurs in `tensor` (e.g. "layers.3.feed_forward.w2").
@@ -14586,105 +14923,6 @@ inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::
 #include <limits>
 #include <vector>
 
-
-// ---- begin lowbit/calib/rtn.hpp ----
-// Round-to-nearest (RTN), the baseline every calibrated method is measured against, and `GroupGrid`,
-// the small per-group view of a format that GPTQ and AutoClip need: fit a group's parameters from a
-// (possibly clipped) range [lo, hi], encode a weight to a code, decode it back, and write both into the
-// format's packed storage. The grid forwards to the format's own arithmetic (fp16-rounded parameters
-// included), so a calibrator's codes always mean exactly what the kernels will compute.
-
-#include <algorithm>
-#include <cstdint>
-#include <vector>
-
-
-namespace lowbit::calib {
-
-// Default grid: the format's Quantizer exposes Params, fit(lo, hi), encode(w, p), decode(code, p) and
-// a group size; its Packed exposes an incremental build (set_params, set_code). A format whose API
-// differs specializes GroupGrid instead.
-template <class Format>
-struct GroupGrid {
-  using Q = Quantizer<Format>;
-  using Packed = typename Q::Packed;
-  using Params = typename Q::Params;
-
-  // Columns per group for a row of `cols` weights (a whole-row group returns cols).
-  static index_t group_size(index_t cols) {
-    return Format::group_size > 0 ? std::min<index_t>(Format::group_size, cols) : cols;
-  }
-  static Packed make(index_t rows, index_t cols) { return Packed(rows, cols); }
-  static Params fit(float lo, float hi) { return Q::fit(lo, hi); }
-  static std::uint32_t encode(float w, const Params& p) { return Q::encode(w, p); }
-  static float decode(std::uint32_t code, const Params& p) { return Q::decode(code, p); }
-  static void set_params(Packed& packed, index_t row, index_t group, const Params& p) {
-    packed.set_params(row, group, p);
-  }
-  static void set_code(Packed& packed, index_t row, index_t col, std::uint32_t code) {
-    packed.set_code(row, col, code);
-  }
-};
-
-// Uniform<Bits, Group, Mode>: the per-group arithmetic of format/uniform.hpp (fp16 scale rounded before
-// any code is computed, integer zero point), so codes match the kernels bit for bit.
-template <int Bits, int GroupSize, UniformMode Mode>
-struct GroupGrid<Uniform<Bits, GroupSize, Mode>> {
-  using Format = Uniform<Bits, GroupSize, Mode>;
-  using Packed = UniformPacked<Format>;
-  using Params = UniformGroupParams;
-  static index_t group_size(index_t cols) { return uniform_group_size(GroupSize, cols); }
-  static Packed make(index_t rows, index_t cols) { return Packed(rows, cols); }
-  static Params fit(float lo, float hi) { return uniform_fit<Format>(lo, hi); }
-  static std::uint32_t encode(float w, const Params& p) { return uniform_encode(w, p, Format::max_code); }
-  static float decode(std::uint32_t code, const Params& p) { return uniform_decode(code, p); }
-  static void set_params(Packed& packed, index_t row, index_t group, const Params& p) {
-    packed.set_params(row, group, p);
-  }
-  static void set_code(Packed& packed, index_t row, index_t col, std::uint32_t code) {
-    packed.set_code(row, col, code);
-  }
-};
-
-// Quantizes one row segment with parameters fitted to its own min/max; writes the fake-quantized
-// values to `out` when it is not null. Returns the parameters.
-template <class Format>
-typename GroupGrid<Format>::Params rtn_group(const float* w, index_t count, float* out = nullptr) {
-  using Grid = GroupGrid<Format>;
-  float lo = w[0], hi = w[0];
-  for (index_t c = 1; c < count; ++c) {
-    lo = std::min(lo, w[c]);
-    hi = std::max(hi, w[c]);
-  }
-  const auto p = Grid::fit(lo, hi);
-  if (out)
-    for (index_t c = 0; c < count; ++c) out[c] = Grid::decode(Grid::encode(w[c], p), p);
-  return p;
-}
-
-// RTN of W [rows, cols]: every group's parameters come from its own min and max.
-template <class Format>
-typename GroupGrid<Format>::Packed rtn_quantize(MatrixView<const float> W) {
-  using Grid = GroupGrid<Format>;
-  LOWBIT_CHECK(W.rows() > 0 && W.cols() > 0, "rtn: empty weight matrix ", W.rows(), "x", W.cols());
-  auto packed = Grid::make(W.rows(), W.cols());
-  const index_t group = Grid::group_size(W.cols());
-  parallel_for(0, W.rows(), [&](index_t r0, index_t r1) {
-    for (index_t r = r0; r < r1; ++r) {
-      const float* w = W.row(r);
-      for (index_t c0 = 0, g = 0; c0 < W.cols(); c0 += group, ++g) {
-        const index_t count = std::min(group, W.cols() - c0);
-        const auto p = rtn_group<Format>(w + c0, count);
-        Grid::set_params(packed, r, g, p);
-        for (index_t c = 0; c < count; ++c) Grid::set_code(packed, r, c0 + c, Grid::encode(w[c0 + c], p));
-      }
-    }
-  }, 8);
-  return packed;
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/rtn.hpp ----
 
 namespace lowbit::calib {
 
@@ -15003,22 +15241,32 @@ inline constexpr auto group_grid_formats = []<class F>() { return GroupGridForma
 
 namespace detail {
 
+// The job's weight, clamped to AutoClip's ranges when `method` clips (q/k projections skipped unless asked);
+// the search's errors go to `stats`.
 template <class Format>
-LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
+std::vector<float> clipped_weight(const std::string& method, const GroupMethodOptions& o, const LinearJob& job,
+                                  nlohmann::json& stats) {
   const index_t rows = job.weight.rows(), cols = job.weight.cols();
   std::vector<float> W(static_cast<std::size_t>(rows * cols));
   for (index_t r = 0; r < rows; ++r) std::copy_n(job.weight.row(r), cols, W.data() + r * cols);
-  LinearOutcome out;
   const bool clip = method == "autoclip" || method == "autoclip+gptq";
   const bool skip_clip = !o.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
   if (clip && !skip_clip) {
     LOWBIT_CHECK(job.sample_inputs.rows() > 0, job.name, ": autoclip needs sampled inputs");
     const auto C = gram_from_tokens(job.sample_inputs);
     const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, o.autoclip);
-    out.stats["autoclip_error_before"] = s.error_before;
-    out.stats["autoclip_error_after"] = s.error_after;
-    out.stats["autoclip_clipped_groups"] = s.clipped_groups;
+    stats["autoclip_error_before"] = s.error_before;
+    stats["autoclip_error_after"] = s.error_after;
+    stats["autoclip_clipped_groups"] = s.clipped_groups;
   }
+  return W;
+}
+
+template <class Format>
+LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
+  const index_t rows = job.weight.rows(), cols = job.weight.cols();
+  LinearOutcome out;
+  const std::vector<float> W = clipped_weight<Format>(method, o, job, out.stats);
   const MatrixView<const float> Wv(W.data(), rows, cols);
   if (method == "gptq" || method == "autoclip+gptq") {
     LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");
@@ -15469,7 +15717,11 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
   fingerprint["plan"] = plan.to_json();
   fingerprint["tokens"] =
       hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
-  CheckpointDir ckpt(run_dir);
+  // A plan with a method whose layers stay trainable after the block pass keeps no block checkpoints.
+  CheckpointDir ckpt(plan.block_checkpoints() ? run_dir : std::string());
+  if (!run_dir.empty() && !plan.block_checkpoints() && !cfg.quiet)
+    std::fprintf(stderr, "[calibrate] note: the plan's layers stay trainable after this pass, so its blocks are not "
+                         "checkpointed in %s (a resumed run repeats this pass)\n", run_dir.c_str());
   std::vector<float> x;  // [n_tok, dim] inputs of the current block
   const bool fp_stream = hooks.fp_stream && static_cast<bool>(hooks.finetune);
   std::vector<float> x_fp, targets_fp;  // the FP model's own stream (fp_stream)
@@ -16251,6 +16503,826 @@ inline Method bcq_method(const std::string& name, BCQFitOptions options) {
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/bcq_methods.hpp ----
 
+// ---- begin lowbit/calib/bitdistiller.hpp ----
+// BitDistiller (ALGORITHMS.md §2): quantization-aware training by self-distillation, for any group-grid
+// format (asymmetric int2/int3/int4, NF3, any group size).
+//   1. The `bitdistiller` calibration method starts every linear as an nn::FakeQuantLinear: its latent
+//      weight is the FP weight clamped by AutoClip (`init` autoclip, the paper), the plain FP weight (rtn),
+//      or GPTQ's (or AutoClip+GPTQ's) dequantized result (gptq, autoclip+gptq: a start that already sits on
+//      the grid, so a weight needs a full step to change level; stated as a departure).
+//   2. bitdistiller_train distills the whole student against the FP teacher on the teacher's own
+//      generations (train/teacher_data.hpp; or calibration windows when none are given) with CAKLD (or
+//      forward KL, reverse KL, CE for the ablation), AdamW, a schedule, gradient clipping and accumulation,
+//      best-held-out selection, and checkpoints for a bit-identical resume (train/distill.hpp).
+//   3. Every fake-quant layer packs into its format (inference_form: RTN of the latent weight, the
+//      forward's own arithmetic), so the written file computes exactly what was trained.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/train/teacher_data.hpp ----
+// BitDistiller's teacher data (ALGORITHMS.md §2.3): the full-precision model writes continuations of
+// prompts drawn from calibration text (never from the evaluation text), and the quantized student is then
+// distilled on those sequences, so it learns the teacher's own distribution rather than a corpus's.
+//
+// Prompts: the first `prompt_chars` characters (cut at a UTF-8 boundary) of paragraphs of at least
+// `min_paragraph_chars` characters (the paper: 128 of WikiText paragraphs longer than 512). A plain text
+// source is split into paragraphs at line breaks; a .jsonl source gives one paragraph per document. Several
+// sources mix in stated proportions (the paper mixes WikiText and Alpaca): each source's count is its share
+// of `samples` by the largest-remainder rule, its paragraphs are drawn without replacement in a seeded order,
+// and the whole list is shuffled with the seed.
+//
+// Continuations: temperature 0.7, top-p 1 (the paper's vLLM settings), up to `max_new_tokens`, stopped at
+// EOS; sample i draws from its own generator (seed, i), so a sample does not depend on the ones before it.
+//
+// The file is JSONL: a header line (the options, the model's fingerprint, the tokenizer) and one line per
+// sample {index, source, prompt, prompt_ids, continuation, continuation_ids}. Lines are appended and flushed
+// one by one; a rerun with the same options keeps every complete line (a line cut by a kill is dropped) and
+// continues with the next index, so an interrupted run ends with the same file as an uninterrupted one.
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/eval/decode.hpp ----
+// Autoregressive decoding with timing: `decode` feeds a prompt (prefill), then samples and feeds one
+// token at a time until a stop token or the step budget, calling back with every new token. It reports
+// prefill and decode speed as wall time and as process CPU time (all threads), so a measurement on a
+// shared machine can be read as CPU-time tokens/s. `lowbit generate` prints text with it; `lowbit
+// bench-decode` times it; the tests check its greedy tokens against the batched forward.
+
+#include <chrono>
+#include <cstdint>
+#include <ctime>
+#include <functional>
+#include <vector>
+
+
+namespace lowbit::eval {
+
+// Wall and CPU clocks read together.
+struct Stopwatch {
+  std::chrono::steady_clock::time_point wall0 = std::chrono::steady_clock::now();
+  double cpu0 = process_cpu_seconds();
+  double wall() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count(); }
+  double cpu() const { return process_cpu_seconds() - cpu0; }
+};
+
+struct DecodeStats {
+  int prompt_tokens = 0, generated = 0;
+  double prefill_wall = 0, prefill_cpu = 0, decode_wall = 0, decode_cpu = 0;
+  bool stopped = false;  // a stop token ended it before the budget
+  std::vector<std::int32_t> tokens;  // the generated tokens (not the prompt)
+
+  static double rate(int n, double s) { return s > 0 ? n / s : 0.0; }
+  double prefill_tok_s() const { return rate(prompt_tokens, prefill_wall); }
+  double prefill_tok_cpu_s() const { return rate(prompt_tokens, prefill_cpu); }
+  double decode_tok_s() const { return rate(generated, decode_wall); }
+  double decode_tok_cpu_s() const { return rate(generated, decode_cpu); }
+};
+
+struct DecodeOptions {
+  int max_new_tokens = 128;
+  std::vector<std::int32_t> stop_tokens;  // sampling one of these ends decoding (it is not emitted)
+  // Called with every generated token (after the stop check). Returning false stops decoding.
+  std::function<bool(std::int32_t)> on_token;
+};
+
+// Decodes after `prompt` with `sampler`; the KV cache must hold prompt + max_new_tokens positions.
+inline DecodeStats decode(nn::Llama& model, nn::KVCache& cache, const std::vector<std::int32_t>& prompt,
+                          nn::Sampler& sampler, const DecodeOptions& options) {
+  LOWBIT_CHECK(!prompt.empty(), "decode: the prompt is empty (start with BOS)");
+  LOWBIT_CHECK(options.max_new_tokens >= 0, "decode: max_new_tokens is ", options.max_new_tokens);
+  const auto& cfg = model.config();
+  LOWBIT_CHECK(static_cast<std::int64_t>(prompt.size()) + options.max_new_tokens <= cache.max_len, "decode: ",
+               prompt.size(), " prompt tokens + ", options.max_new_tokens, " new ones exceed the KV cache's ",
+               cache.max_len, " positions");
+  DecodeStats st;
+  st.prompt_tokens = static_cast<int>(prompt.size());
+  std::vector<float> logits(static_cast<std::size_t>(cfg.vocab_size));
+  Stopwatch prefill;
+  model.forward_prefill(prompt.data(), static_cast<int>(prompt.size()), 0, cache, logits.data(), true);
+  st.prefill_wall = prefill.wall();
+  st.prefill_cpu = prefill.cpu();
+  Stopwatch run;
+  int pos = static_cast<int>(prompt.size());
+  while (st.generated < options.max_new_tokens) {
+    const std::int32_t next = sampler.sample(logits.data());
+    bool stop = false;
+    for (auto s : options.stop_tokens) stop = stop || next == s;
+    if (stop) {
+      st.stopped = true;
+      break;
+    }
+    st.tokens.push_back(next);
+    ++st.generated;
+    if (options.on_token && !options.on_token(next)) break;
+    if (st.generated == options.max_new_tokens) break;
+    model.forward_token(next, pos++, cache, logits.data());
+  }
+  st.decode_wall = run.wall();
+  st.decode_cpu = run.cpu();
+  return st;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/decode.hpp ----
+
+// ---- begin lowbit/eval/text_input.hpp ----
+// Reading evaluation text: plain files and JSON-lines ({"text": ...}), validated as UTF-8 so a
+// corrupt or mis-encoded file fails with its name and line instead of silently changing token counts.
+// Also the small string helpers the protocols share (Python-style strip, splitting on a separator).
+
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace lowbit::eval {
+
+// Byte offset of the first invalid UTF-8 sequence in `s` (overlongs, surrogates and code points above
+// U+10FFFF are invalid), or npos when `s` is valid.
+inline std::size_t find_invalid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  while (i < n) {
+    const unsigned char c = byte(i);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+    else return i;
+    if (i + static_cast<std::size_t>(len) > n) return i;
+    for (int k = 1; k < len; ++k) {
+      if ((byte(i + static_cast<std::size_t>(k)) & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (byte(i + static_cast<std::size_t>(k)) & 0x3F);
+    }
+    const std::uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
+    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += static_cast<std::size_t>(len);
+  }
+  return std::string_view::npos;
+}
+
+// Throws naming `file`, the 1-based line and column of the first invalid byte. `first_line` is the
+// line number of s[0] in the file.
+inline void require_utf8(std::string_view s, const std::string& file, std::size_t first_line = 1) {
+  const auto bad = find_invalid_utf8(s);
+  if (bad == std::string_view::npos) return;
+  std::size_t line = first_line, col = 1;
+  for (std::size_t k = 0; k < bad; ++k) {
+    if (s[k] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned>(static_cast<unsigned char>(s[bad])));
+  fail(file, ":", line, ":", col, ": text is not valid UTF-8 (byte ", hex, " at offset ", bad, ")");
+}
+
+inline std::string read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOWBIT_CHECK(in.good(), "text file ", path, ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Python's str.strip() for ASCII whitespace.
+inline std::string_view strip(std::string_view s) {
+  const char* ws = " \t\n\r\v\f";
+  const auto b = s.find_first_not_of(ws);
+  if (b == std::string_view::npos) return {};
+  return s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+inline std::vector<std::string> split_on(std::string_view text, std::string_view sep) {
+  std::vector<std::string> parts;
+  if (sep.empty()) {
+    parts.emplace_back(text);
+    return parts;
+  }
+  for (std::size_t start = 0;;) {
+    const auto at = text.find(sep, start);
+    parts.emplace_back(text.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
+    if (at == std::string_view::npos) break;
+    start = at + sep.size();
+  }
+  return parts;
+}
+
+namespace detail {
+
+// Calls fn(json, line_number) for every non-blank line of a jsonl file, with UTF-8 and JSON errors
+// reported as file:line.
+template <class Fn>
+void for_each_jsonl(const std::string& path, Fn&& fn) {
+  const std::string bytes = read_file_bytes(path);
+  std::size_t line_no = 0, start = 0;
+  while (start < bytes.size()) {
+    auto end = bytes.find('\n', start);
+    if (end == std::string::npos) end = bytes.size();
+    const std::string_view line(bytes.data() + start, end - start);
+    ++line_no;
+    start = end + 1;
+    if (strip(line).empty()) continue;
+    require_utf8(line, path, line_no);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
+    }
+    try {
+      fn(j, line_no);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", line_no, ": missing or mistyped field (", e.what(), ")");
+    }
+  }
+}
+
+}  // namespace detail
+
+inline bool is_jsonl_path(const std::string& path) {
+  return path.size() >= 6 && (path.substr(path.size() - 6) == ".jsonl" || path.substr(path.size() - 5) == ".json");
+}
+
+// The documents of an evaluation file: a plain text file is one document; a .jsonl file gives one
+// document per line from its "text" field (blank lines skipped). Everything is UTF-8 checked.
+inline std::vector<std::string> read_documents(const std::string& path) {
+  if (!is_jsonl_path(path)) {
+    std::string bytes = read_file_bytes(path);
+    require_utf8(bytes, path);
+    return {std::move(bytes)};
+  }
+  std::vector<std::string> docs;
+  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line_no) {
+    LOWBIT_CHECK(j.is_object() && j.contains("text") && j["text"].is_string(), path, ":", line_no,
+                 ": expected an object with a string field \"text\"");
+    docs.push_back(j["text"].get<std::string>());
+  });
+  return docs;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/text_input.hpp ----
+
+namespace lowbit::train {
+
+inline constexpr int kTeacherDataVersion = 1;
+
+struct TeacherSource {
+  std::string path;
+  double weight = 1.0;  // share of the samples, relative to the other sources
+};
+
+// "FILE" or "FILE:WEIGHT" (the weight a positive number).
+inline TeacherSource parse_teacher_source(const std::string& text) {
+  TeacherSource s{text, 1.0};
+  const auto colon = text.rfind(':');
+  if (colon != std::string::npos && colon + 1 < text.size()) {
+    const std::string tail = text.substr(colon + 1);
+    char* end = nullptr;
+    const double w = std::strtod(tail.c_str(), &end);
+    if (end && *end == '\0') {
+      LOWBIT_CHECK(w > 0 && w < 1e9, "--prompts ", text, ": the weight after ':' must be a positive number");
+      s.path = text.substr(0, colon);
+      s.weight = w;
+    }
+  }
+  LOWBIT_CHECK(!s.path.empty(), "--prompts: empty file name in '", text, "'");
+  return s;
+}
+
+struct TeacherDataOptions {
+  int samples = 256;
+  int max_new_tokens = 256;
+  float temperature = 0.7f;
+  float top_p = 1.0f;
+  std::uint64_t seed = 0;
+  int prompt_chars = 128;
+  int min_paragraph_chars = 512;
+  bool quiet = false;
+
+  nlohmann::json to_json() const {
+    return {{"samples", samples},       {"max_new_tokens", max_new_tokens},
+            {"temperature", temperature}, {"top_p", top_p},
+            {"seed", seed},             {"prompt_chars", prompt_chars},
+            {"min_paragraph_chars", min_paragraph_chars}};
+  }
+};
+
+inline void check(const TeacherDataOptions& o) {
+  LOWBIT_CHECK(o.samples >= 1 && o.samples <= (1 << 24), "teacher data: samples must be in [1, 2^24], got ", o.samples);
+  LOWBIT_CHECK(o.max_new_tokens >= 1 && o.max_new_tokens <= (1 << 20), "teacher data: max new tokens must be in [1, 2^20], got ",
+               o.max_new_tokens);
+  LOWBIT_CHECK(o.temperature >= 0 && o.temperature <= 100, "teacher data: temperature must be in [0, 100], got ", o.temperature);
+  LOWBIT_CHECK(o.top_p >= 0 && o.top_p <= 1, "teacher data: top-p must be in [0, 1], got ", o.top_p);
+  LOWBIT_CHECK(o.prompt_chars >= 1 && o.prompt_chars <= (1 << 20), "teacher data: prompt characters must be in [1, 2^20], got ",
+               o.prompt_chars);
+  LOWBIT_CHECK(o.min_paragraph_chars >= o.prompt_chars, "teacher data: the minimum paragraph length (",
+               o.min_paragraph_chars, ") is below the prompt length (", o.prompt_chars, ")");
+}
+
+struct TeacherPrompt {
+  std::string source;
+  std::string text;
+};
+
+// The first `chars` bytes of `s`, shortened so no UTF-8 character is cut.
+inline std::string utf8_prefix(const std::string& s, std::size_t chars) {
+  if (s.size() <= chars) return s;
+  std::size_t n = chars;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0u) == 0x80u) --n;
+  return s.substr(0, n);
+}
+
+// The paragraphs of a prompt source: lines of a text file, documents of a .jsonl file (trimmed).
+inline std::vector<std::string> source_paragraphs(const std::string& path) {
+  std::vector<std::string> out;
+  for (auto& doc : eval::read_documents(path)) {
+    if (eval::is_jsonl_path(path)) {
+      out.emplace_back(eval::strip(doc));
+      continue;
+    }
+    std::size_t start = 0;
+    while (start <= doc.size()) {
+      auto end = doc.find('\n', start);
+      if (end == std::string::npos) end = doc.size();
+      out.emplace_back(eval::strip(std::string_view(doc).substr(start, end - start)));
+      start = end + 1;
+    }
+  }
+  return out;
+}
+
+// Counts per source proportional to the weights, summing to `total` (largest remainders, ties by order).
+inline std::vector<int> proportional_counts(const std::vector<double>& weights, int total) {
+  double sum = 0;
+  for (double w : weights) sum += w;
+  std::vector<int> counts(weights.size());
+  std::vector<std::pair<double, std::size_t>> rest;
+  int given = 0;
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    const double exact = total * weights[i] / sum;
+    counts[i] = static_cast<int>(exact);
+    given += counts[i];
+    rest.emplace_back(exact - counts[i], i);
+  }
+  std::stable_sort(rest.begin(), rest.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  for (std::size_t k = 0; given < total; ++k, ++given) ++counts[rest[k % rest.size()].second];
+  return counts;
+}
+
+inline std::vector<TeacherPrompt> draw_teacher_prompts(const std::vector<TeacherSource>& sources,
+                                                       const TeacherDataOptions& o) {
+  LOWBIT_CHECK(!sources.empty(), "teacher data: no prompt source was given");
+  std::vector<double> weights;
+  for (const auto& s : sources) weights.push_back(s.weight);
+  const auto counts = proportional_counts(weights, o.samples);
+  std::vector<TeacherPrompt> prompts;
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    if (counts[i] == 0) continue;
+    std::vector<std::string> eligible;
+    for (auto& p : source_paragraphs(sources[i].path))
+      if (static_cast<int>(p.size()) >= o.min_paragraph_chars) eligible.push_back(std::move(p));
+    LOWBIT_CHECK(static_cast<int>(eligible.size()) >= counts[i], sources[i].path, ": ", counts[i],
+                 " prompts are wanted from it but it has only ", eligible.size(), " paragraphs of at least ",
+                 o.min_paragraph_chars, " characters (lower --min-paragraph-chars or --samples, or change the weights)");
+    Rng rng = Rng(o.seed).fork(100 + i);
+    for (std::size_t k = eligible.size(); k > 1; --k) std::swap(eligible[k - 1], eligible[rng.below(k)]);
+    for (int k = 0; k < counts[i]; ++k)
+      prompts.push_back({sources[i].path, utf8_prefix(eligible[static_cast<std::size_t>(k)], static_cast<std::size_t>(o.prompt_chars))});
+  }
+  Rng rng = Rng(o.seed).fork(99);
+  for (std::size_t k = prompts.size(); k > 1; --k) std::swap(prompts[k - 1], prompts[rng.below(k)]);
+  return prompts;
+}
+
+// How many prompts occur verbatim in `text` (an evaluation text they must not come from).
+inline int prompts_found_in(const std::vector<TeacherPrompt>& prompts, const std::string& text) {
+  int n = 0;
+  for (const auto& p : prompts) n += text.find(p.text) != std::string::npos;
+  return n;
+}
+
+struct TeacherSample {
+  std::int64_t index = 0;
+  std::string source, prompt, continuation;
+  std::vector<std::int32_t> prompt_ids, continuation_ids;
+
+  nlohmann::json to_json() const {
+    return {{"index", index},        {"source", source},           {"prompt", prompt},
+            {"prompt_ids", prompt_ids}, {"continuation", continuation}, {"continuation_ids", continuation_ids}};
+  }
+};
+
+struct TeacherHeader {
+  nlohmann::json options;  // TeacherDataOptions::to_json + the sources
+  std::string model, model_fingerprint, tokenizer;
+  int vocab_size = 0;
+
+  nlohmann::json to_json() const {
+    return {{"lowbit_teacher_data", kTeacherDataVersion}, {"options", options},      {"model", model},
+            {"model_fingerprint", model_fingerprint},     {"tokenizer", tokenizer}, {"vocab_size", vocab_size}};
+  }
+};
+
+struct TeacherData {
+  TeacherHeader header;
+  std::vector<TeacherSample> samples;
+  std::uint64_t complete_bytes = 0;  // bytes of the file up to the last complete line
+};
+
+namespace detail {
+
+inline std::vector<std::int32_t> read_ids(const nlohmann::json& j, const char* field, int vocab, const std::string& where) {
+  LOWBIT_CHECK(j.contains(field) && j[field].is_array(), where, ": '", field, "' is missing or not a list");
+  std::vector<std::int32_t> ids;
+  ids.reserve(j[field].size());
+  for (const auto& v : j[field]) {
+    LOWBIT_CHECK(v.is_number_integer(), where, ": '", field, "' holds a non-integer");
+    const auto id = v.get<std::int64_t>();
+    LOWBIT_CHECK(id >= 0 && id < vocab, where, ": token id ", id, " in '", field, "' is outside the vocabulary [0, ",
+                 vocab, ")");
+    ids.push_back(static_cast<std::int32_t>(id));
+  }
+  return ids;
+}
+
+inline std::string read_string(const nlohmann::json& j, const char* field, const std::string& where) {
+  LOWBIT_CHECK(j.contains(field) && j[field].is_string(), where, ": '", field, "' is missing or not a string");
+  return j[field].get<std::string>();
+}
+
+}  // namespace detail
+
+// Reads a teacher-data file: the header, then every complete sample line in index order. A last line
+// without its newline (a write cut by a kill) is ignored; anything else malformed is an error naming the line.
+inline TeacherData read_teacher_data(const std::string& path) {
+  const std::string bytes = eval::read_file_bytes(path);
+  TeacherData d;
+  std::size_t start = 0;
+  int line_no = 0;
+  while (start < bytes.size()) {
+    const auto end = bytes.find('\n', start);
+    if (end == std::string::npos) break;  // cut line
+    ++line_no;
+    const std::string where = path + ":" + std::to_string(line_no);
+    const std::string_view line(bytes.data() + start, end - start);
+    eval::require_utf8(line, path, static_cast<std::size_t>(line_no));
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(where, ": not valid JSON (", e.what(), ")");
+    }
+    LOWBIT_CHECK(j.is_object(), where, ": a line must be a JSON object");
+    if (line_no == 1) {
+      LOWBIT_CHECK(j.contains("lowbit_teacher_data") && j["lowbit_teacher_data"] == kTeacherDataVersion, where,
+                   ": not a lowbit teacher-data file (its first line must be the header written by `lowbit teacher-data`, "
+                   "version ", kTeacherDataVersion, ")");
+      d.header.options = j.value("options", nlohmann::json::object());
+      d.header.model = detail::read_string(j, "model", where);
+      d.header.model_fingerprint = detail::read_string(j, "model_fingerprint", where);
+      d.header.tokenizer = detail::read_string(j, "tokenizer", where);
+      LOWBIT_CHECK(j.contains("vocab_size") && j["vocab_size"].is_number_integer(), where, ": 'vocab_size' is missing");
+      const auto v = j["vocab_size"].get<std::int64_t>();
+      LOWBIT_CHECK(v > 0 && v < (1 << 24), where, ": vocab_size ", v, " is out of range");
+      d.header.vocab_size = static_cast<int>(v);
+    } else {
+      TeacherSample s;
+      LOWBIT_CHECK(j.contains("index") && j["index"].is_number_integer(), where, ": 'index' is missing");
+      s.index = j["index"].get<std::int64_t>();
+      LOWBIT_CHECK(s.index == static_cast<std::int64_t>(d.samples.size()), where, ": sample index ", s.index,
+                   " where ", d.samples.size(), " was expected");
+      s.source = detail::read_string(j, "source", where);
+      s.prompt = detail::read_string(j, "prompt", where);
+      s.continuation = detail::read_string(j, "continuation", where);
+      s.prompt_ids = detail::read_ids(j, "prompt_ids", d.header.vocab_size, where);
+      s.continuation_ids = detail::read_ids(j, "continuation_ids", d.header.vocab_size, where);
+      LOWBIT_CHECK(!s.prompt_ids.empty(), where, ": empty prompt");
+      d.samples.push_back(std::move(s));
+    }
+    start = end + 1;
+    d.complete_bytes = start;
+  }
+  LOWBIT_CHECK(line_no >= 1, path, ": empty teacher-data file (no header line)");
+  return d;
+}
+
+struct TeacherDataResult {
+  std::int64_t written = 0, kept = 0;  // samples generated now, and found complete in the file
+  std::int64_t new_tokens = 0;         // continuation tokens generated now
+  double seconds = 0;
+};
+
+// Generates the teacher data into `out` (appending to a file of the same run; see the top of the file).
+inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Tokenizer& tok,
+                                               const std::vector<TeacherPrompt>& prompts, const TeacherHeader& header,
+                                               const TeacherDataOptions& o, const std::filesystem::path& out) {
+  check(o);
+  const auto& cfg = model.config();
+  LOWBIT_CHECK(tok.vocab_size() <= cfg.vocab_size, "teacher data: tokenizer ", tok.describe(), " has ", tok.vocab_size(),
+               " tokens, the model ", cfg.vocab_size);
+  TeacherDataResult result;
+  std::int64_t done = 0;
+  if (std::filesystem::exists(out)) {
+    const auto existing = read_teacher_data(out.string());
+    LOWBIT_CHECK(existing.header.to_json() == header.to_json(), out.string(),
+                 ": this teacher-data file was written by another run (other model, tokenizer or options); remove it "
+                 "or pass the same options to continue it");
+    done = static_cast<std::int64_t>(existing.samples.size());
+    LOWBIT_CHECK(done <= static_cast<std::int64_t>(prompts.size()), out.string(), ": holds ", done,
+                 " samples, more than the ", prompts.size(), " asked for");
+    if (existing.complete_bytes != std::filesystem::file_size(out))  // drop a line cut by a kill
+      write_file_atomically(out, eval::read_file_bytes(out.string()).substr(0, existing.complete_bytes));
+    result.kept = done;
+  } else {
+    write_file_atomically(out, header.to_json().dump() + "\n");
+  }
+  std::ofstream file(out, std::ios::binary | std::ios::app);
+  LOWBIT_CHECK(file, "cannot open ", out.string(), " to append teacher samples");
+  std::vector<std::int32_t> stops;
+  if (tok.eos_id() >= 0) stops.push_back(tok.eos_id());
+  if (tok.bos_id() >= 0 && tok.bos_id() != tok.eos_id()) stops.push_back(tok.bos_id());
+  eval::Stopwatch clock;
+  Progress progress("teacher data", static_cast<std::int64_t>(prompts.size()) - done, "sample", o.quiet);
+  for (std::int64_t i = done; i < static_cast<std::int64_t>(prompts.size()); ++i) {
+    const auto& p = prompts[static_cast<std::size_t>(i)];
+    TeacherSample s;
+    s.index = i;
+    s.source = p.source;
+    s.prompt = p.text;
+    s.prompt_ids = tok.encode(p.text, tok.adds_bos_by_default());
+    LOWBIT_CHECK(!s.prompt_ids.empty(), "teacher data: prompt ", i, " encodes to no tokens");
+    const int room = cfg.max_seq_len - static_cast<int>(s.prompt_ids.size());
+    LOWBIT_CHECK(room > 0, "teacher data: prompt ", i, " has ", s.prompt_ids.size(), " tokens, the model's context is ",
+                 cfg.max_seq_len);
+    const int budget = std::min(o.max_new_tokens, room);
+    nn::KVCache cache(cfg, static_cast<int>(s.prompt_ids.size()) + budget);
+    nn::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, Rng(o.seed).fork(static_cast<std::uint64_t>(i)).next_u64());
+    eval::DecodeOptions dopt;
+    dopt.max_new_tokens = budget;
+    dopt.stop_tokens = stops;
+    const auto st = eval::decode(model, cache, s.prompt_ids, sampler, dopt);
+    s.continuation_ids = st.tokens;
+    s.continuation = tok.decode(s.continuation_ids);
+    file << s.to_json().dump() << '\n';
+    file.flush();
+    LOWBIT_CHECK(file, "teacher data: writing ", out.string(), " failed");
+    ++result.written;
+    result.new_tokens += st.generated;
+    char status[64];
+    std::snprintf(status, sizeof status, "%lld tokens", static_cast<long long>(result.new_tokens));
+    progress.update(1, status);
+  }
+  progress.finish();
+  result.seconds = clock.wall();
+  return result;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/teacher_data.hpp ----
+
+namespace lowbit::calib {
+
+struct BitDistillerOptions {
+  std::string init = "autoclip";  // autoclip | rtn | gptq | autoclip+gptq
+  GroupMethodOptions group;       // AutoClip's grid and GPTQ's options for the start
+  bool clipping_aware_ste = false;
+  // QAT
+  std::string loss = "cakld";  // cakld | kl | reverse_kl | ce
+  std::int64_t steps = 200;
+  int batch = 4, seq_len = 256, accumulation = 1;
+  float lr = 2e-5f;
+  std::string schedule = "cosine";
+  std::int64_t warmup = 10;
+  float weight_decay = 0.0f;
+  double grad_clip = 1.0;
+  int beta_batches = 10;
+  std::int64_t eval_every = 25;  // best-held-out selection; 0: keep the last parameters
+  std::int64_t checkpoint_every = 25;
+  double heldout_fraction = 0.2;  // of the teacher samples (the paper holds out a fifth)
+  bool train_norms = false;
+  std::uint64_t seed = 0;
+
+  // What changes the result of the QAT step (the run fingerprint of its checkpoints; the file's config).
+  nlohmann::json qat_json() const {
+    return {{"loss", loss},       {"steps", steps},     {"batch", batch},          {"seq_len", seq_len},
+            {"accumulation", accumulation}, {"lr", lr}, {"schedule", schedule},    {"warmup", warmup},
+            {"weight_decay", weight_decay}, {"grad_clip", grad_clip}, {"beta_batches", beta_batches},
+            {"eval_every", eval_every},     {"heldout_fraction", heldout_fraction}, {"train_norms", train_norms},
+            {"clipping_aware_ste", clipping_aware_ste}, {"seed", seed}};
+  }
+  nlohmann::json to_json() const {
+    nlohmann::json j = group.to_json(init);
+    j["init"] = init;
+    j["clipping_aware_ste"] = clipping_aware_ste;
+    return j;
+  }
+};
+
+inline void check(const BitDistillerOptions& o) {
+  LOWBIT_CHECK(o.init == "autoclip" || o.init == "rtn" || o.init == "gptq" || o.init == "autoclip+gptq",
+               "bitdistiller: unknown start '", o.init, "' (known: autoclip, rtn, gptq, autoclip+gptq)");
+  (void)train::parse_distill_loss(o.loss);
+  (void)train::parse_schedule_kind(o.schedule);
+  LOWBIT_CHECK(o.steps >= 0 && o.steps <= (1LL << 40), "bitdistiller: steps must be >= 0, got ", o.steps);
+  LOWBIT_CHECK(o.batch >= 1 && o.seq_len >= 2 && o.accumulation >= 1, "bitdistiller: batch, accumulation must be >= 1 "
+               "and the sequence length >= 2");
+  LOWBIT_CHECK(o.lr >= 0 && o.weight_decay >= 0 && o.grad_clip >= 0, "bitdistiller: learning rate, weight decay and "
+               "gradient clip must be >= 0");
+  LOWBIT_CHECK(o.warmup >= 0 && o.eval_every >= 0 && o.checkpoint_every >= 0 && o.beta_batches >= 1,
+               "bitdistiller: warm-up, eval and checkpoint intervals must be >= 0 and beta batches >= 1");
+  LOWBIT_CHECK(o.heldout_fraction > 0 && o.heldout_fraction < 1, "bitdistiller: the held-out fraction must be in (0, 1), got ",
+               o.heldout_fraction);
+}
+
+inline bool init_uses_gptq(const std::string& init) { return init == "gptq" || init == "autoclip+gptq"; }
+
+inline constexpr auto fake_quant_formats = []<class F>() { return GroupGridFormat<F> && !BCQFormat<F>; };
+
+// The `bitdistiller` method: each linear becomes a fake-quant layer over the chosen start.
+inline Method bitdistiller_method(const BitDistillerOptions& options) {
+  check(options);
+  Method m;
+  m.name = "bitdistiller";
+  m.capability = "group-grid format other than BCQ";
+  m.accepts = accepts_formats_where(fake_quant_formats);
+  m.needs_hessian = init_uses_gptq(options.init);
+  m.needs_samples = options.init == "autoclip" || options.init == "autoclip+gptq";
+  m.options = options.to_json();
+  m.block_checkpoints = false;  // the latent weights live until QAT ends; QAT checkpoints them itself
+  m.run = [options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, fake_quant_formats,
+        [&]<class F>(FormatTag<F>) {
+          LinearOutcome out;
+          const std::string clip = options.init == "autoclip" || options.init == "autoclip+gptq" ? "autoclip" : "rtn";
+          std::vector<float> W = detail::clipped_weight<F>(clip, options.group, job, out.stats);
+          const index_t rows = job.weight.rows(), cols = job.weight.cols();
+          if (init_uses_gptq(options.init)) {
+            LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");
+            GptqStats s;
+            const auto packed = gptq_quantize<F>(MatrixView<const float>(W.data(), rows, cols), job.hessian->gptq_hessian(),
+                                                 options.group.gptq, &s);
+            out.stats["gptq_proxy_loss"] = s.proxy_loss;
+            nn::QuantizedLinear<F>(packed).dequantize(MatrixView<float>(W.data(), rows, cols));
+          }
+          out.layer = std::make_unique<nn::FakeQuantLinear<F>>(MatrixView<const float>(W.data(), rows, cols),
+                                                              options.clipping_aware_ste);
+          return out;
+        },
+        "group-grid format other than BCQ");
+  };
+  return m;
+}
+
+inline bool is_fake_quant_layer(const nn::Linear& layer) { return dynamic_cast<const nn::FakeQuantTraining*>(&layer) != nullptr; }
+
+// Training data from a teacher-data file: each sample is prompt + continuation; the last `heldout_fraction`
+// of the samples (at least one) are held out. Refuses a file made with another tokenizer or vocabulary.
+inline train::TokenData teacher_token_data(const train::TeacherData& t, const std::string& source, int vocab_size,
+                                           const std::string& tokenizer, double heldout_fraction) {
+  LOWBIT_CHECK(t.header.vocab_size == vocab_size, source, ": teacher data has a vocabulary of ", t.header.vocab_size,
+               " tokens, the model ", vocab_size, " (made for another model)");
+  LOWBIT_CHECK(tokenizer.empty() || t.header.tokenizer == tokenizer, source, ": teacher data was tokenized by ",
+               t.header.tokenizer, ", the model's tokenizer is ", tokenizer);
+  LOWBIT_CHECK(t.samples.size() >= 2, source, ": ", t.samples.size(), " teacher samples; at least 2 are needed "
+               "(training and held out)");
+  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * t.samples.size() + 0.5), 1,
+                                                   t.samples.size() - 1);
+  train::TokenData d;
+  for (std::size_t i = 0; i < t.samples.size(); ++i) {
+    auto& out = i + held < t.samples.size() ? d.train : d.heldout;
+    out.insert(out.end(), t.samples[i].prompt_ids.begin(), t.samples[i].prompt_ids.end());
+    out.insert(out.end(), t.samples[i].continuation_ids.begin(), t.samples[i].continuation_ids.end());
+  }
+  d.vocab_size = vocab_size;
+  d.description = source;
+  d.finalize();
+  return d;
+}
+
+// Training data from calibration windows (no teacher data given): the last fraction of windows held out.
+inline train::TokenData window_token_data(const std::vector<std::int32_t>& windows, int seqlen, int vocab_size,
+                                          double heldout_fraction) {
+  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
+               "bitdistiller: training on calibration windows needs at least 2 windows of ", seqlen, " tokens");
+  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
+  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * n + 0.5), 1, n - 1);
+  train::TokenData d;
+  d.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(held * seqlen));
+  d.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(held * seqlen), windows.end());
+  d.vocab_size = vocab_size;
+  d.description = "calibration windows";
+  d.finalize();
+  return d;
+}
+
+// QAT of every fake-quant layer of `student` against `teacher`, then the fold into packed layers.
+// Checkpoints go to `run_dir` (qat-<hash of the QAT options>.ckpt) when it is set; `on_step` runs after every update.
+inline nlohmann::json bitdistiller_train(nn::Llama& student, nn::Llama& teacher, const train::TokenData& data,
+                                         const BitDistillerOptions& o, bool quiet, const std::string& run_dir = {},
+                                         std::function<void(std::int64_t, double)> on_step = {}) {
+  check(o);
+  const auto start = std::chrono::steady_clock::now();
+  int layers = 0;
+  for (int l = 0; l < student.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) layers += is_fake_quant_layer(student.linear(l, role));
+  LOWBIT_CHECK(layers > 0, "bitdistiller: the student has no fake-quant layer (quantize with --method bitdistiller)");
+  const int T = std::min<int>(o.seq_len, static_cast<int>(std::min(data.train.size(), data.heldout.size())) - 1);
+  LOWBIT_CHECK(T >= 2, "bitdistiller: too little data (", data.train.size(), " training and ", data.heldout.size(),
+               " held-out tokens)");
+  train::DistillOptions d;
+  d.loss = train::parse_distill_loss(o.loss);
+  d.steps = o.steps;
+  d.batch_size = o.batch;
+  d.seq_len = T;
+  d.accumulation = o.accumulation;
+  d.schedule.kind = train::parse_schedule_kind(o.schedule);
+  d.schedule.peak_lr = o.lr;
+  d.schedule.warmup_steps = o.warmup;
+  d.schedule.min_ratio = 0.1f;
+  d.adam.beta1 = 0.9f;
+  d.adam.beta2 = 0.999f;
+  d.adam.weight_decay = o.weight_decay;
+  d.grad_clip = o.grad_clip;
+  d.beta_batches = o.beta_batches;
+  d.eval_every = o.eval_every;
+  d.checkpoint_every = o.checkpoint_every;
+  d.seed = o.seed;
+  d.eval_tokens = static_cast<std::int64_t>(data.heldout.size());
+  d.quiet = quiet;
+  d.on_step = std::move(on_step);  // after each update (tests interrupt here)
+  d.trainable = o.train_norms ? train::names_containing({"fq_weight", "norm"}) : train::names_containing({"fq_weight"});
+  if (!run_dir.empty()) {
+    const std::string key = o.qat_json().dump();
+    char name[64];
+    std::snprintf(name, sizeof name, "qat-%016llx.ckpt", static_cast<unsigned long long>(fnv1a64(key)));
+    std::filesystem::create_directories(run_dir);
+    d.checkpoint = std::filesystem::path(run_dir) / name;
+  }
+  const auto r = train::distill(student, teacher, data, d);
+  for (int l = 0; l < student.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles)
+      if (is_fake_quant_layer(student.linear(l, role))) student.set_linear(l, role, student.linear(l, role).inference_form());
+  nlohmann::json curve = nlohmann::json::array();
+  for (const auto& [step, v] : r.heldout_curve) curve.push_back({step, v});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {{"options", o.qat_json()},
+          {"data", data.description},
+          {"train_tokens", data.train.size()},
+          {"heldout_tokens", data.heldout.size()},
+          {"tokens_seen", static_cast<long long>(r.steps) * o.batch * o.accumulation * T},
+          {"seq_len", T},
+          {"beta", r.beta},
+          {"steps", r.steps},
+          {"first_loss", r.first_loss},
+          {"last_loss", r.last_loss},
+          {"heldout_before", r.heldout_before},
+          {"heldout_after", r.heldout_after},
+          {"best_step", r.best_step},
+          {"heldout_curve", curve},
+          {"resumed", r.resumed},
+          {"resumed_from_step", r.resumed_from_step},
+          {"layers", layers},
+          {"seconds", seconds}};
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/bitdistiller.hpp ----
+
 // ---- begin lowbit/calib/tables.hpp ----
 // The token table and the output head in a weight format. They hold a fifth of a small model's weights
 // (SmolLM2-135M: 28 M of 135 M, tied) and the head is read in full for every decoded token, so leaving
@@ -16844,90 +17916,6 @@ inline ChatPrompt chat_prompt(const io::Tokenizer& tok, const std::string& tmpl,
 }  // namespace lowbit::eval
 // ---- end lowbit/eval/chat.hpp ----
 
-// ---- begin lowbit/eval/decode.hpp ----
-// Autoregressive decoding with timing: `decode` feeds a prompt (prefill), then samples and feeds one
-// token at a time until a stop token or the step budget, calling back with every new token. It reports
-// prefill and decode speed as wall time and as process CPU time (all threads), so a measurement on a
-// shared machine can be read as CPU-time tokens/s. `lowbit generate` prints text with it; `lowbit
-// bench-decode` times it; the tests check its greedy tokens against the batched forward.
-
-#include <chrono>
-#include <cstdint>
-#include <ctime>
-#include <functional>
-#include <vector>
-
-
-namespace lowbit::eval {
-
-// Wall and CPU clocks read together.
-struct Stopwatch {
-  std::chrono::steady_clock::time_point wall0 = std::chrono::steady_clock::now();
-  double cpu0 = process_cpu_seconds();
-  double wall() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count(); }
-  double cpu() const { return process_cpu_seconds() - cpu0; }
-};
-
-struct DecodeStats {
-  int prompt_tokens = 0, generated = 0;
-  double prefill_wall = 0, prefill_cpu = 0, decode_wall = 0, decode_cpu = 0;
-  bool stopped = false;  // a stop token ended it before the budget
-  std::vector<std::int32_t> tokens;  // the generated tokens (not the prompt)
-
-  static double rate(int n, double s) { return s > 0 ? n / s : 0.0; }
-  double prefill_tok_s() const { return rate(prompt_tokens, prefill_wall); }
-  double prefill_tok_cpu_s() const { return rate(prompt_tokens, prefill_cpu); }
-  double decode_tok_s() const { return rate(generated, decode_wall); }
-  double decode_tok_cpu_s() const { return rate(generated, decode_cpu); }
-};
-
-struct DecodeOptions {
-  int max_new_tokens = 128;
-  std::vector<std::int32_t> stop_tokens;  // sampling one of these ends decoding (it is not emitted)
-  // Called with every generated token (after the stop check). Returning false stops decoding.
-  std::function<bool(std::int32_t)> on_token;
-};
-
-// Decodes after `prompt` with `sampler`; the KV cache must hold prompt + max_new_tokens positions.
-inline DecodeStats decode(nn::Llama& model, nn::KVCache& cache, const std::vector<std::int32_t>& prompt,
-                          nn::Sampler& sampler, const DecodeOptions& options) {
-  LOWBIT_CHECK(!prompt.empty(), "decode: the prompt is empty (start with BOS)");
-  LOWBIT_CHECK(options.max_new_tokens >= 0, "decode: max_new_tokens is ", options.max_new_tokens);
-  const auto& cfg = model.config();
-  LOWBIT_CHECK(static_cast<std::int64_t>(prompt.size()) + options.max_new_tokens <= cache.max_len, "decode: ",
-               prompt.size(), " prompt tokens + ", options.max_new_tokens, " new ones exceed the KV cache's ",
-               cache.max_len, " positions");
-  DecodeStats st;
-  st.prompt_tokens = static_cast<int>(prompt.size());
-  std::vector<float> logits(static_cast<std::size_t>(cfg.vocab_size));
-  Stopwatch prefill;
-  model.forward_prefill(prompt.data(), static_cast<int>(prompt.size()), 0, cache, logits.data(), true);
-  st.prefill_wall = prefill.wall();
-  st.prefill_cpu = prefill.cpu();
-  Stopwatch run;
-  int pos = static_cast<int>(prompt.size());
-  while (st.generated < options.max_new_tokens) {
-    const std::int32_t next = sampler.sample(logits.data());
-    bool stop = false;
-    for (auto s : options.stop_tokens) stop = stop || next == s;
-    if (stop) {
-      st.stopped = true;
-      break;
-    }
-    st.tokens.push_back(next);
-    ++st.generated;
-    if (options.on_token && !options.on_token(next)) break;
-    if (st.generated == options.max_new_tokens) break;
-    model.forward_token(next, pos++, cache, logits.data());
-  }
-  st.decode_wall = run.wall();
-  st.decode_cpu = run.cpu();
-  return st;
-}
-
-}  // namespace lowbit::eval
-// ---- end lowbit/eval/decode.hpp ----
-
 // ---- begin lowbit/eval/kld.hpp ----
 // KL divergence of a model's next-token distribution from a reference model's on the same tokens,
 // the measure llama.cpp uses to compare quantizations: it sees every probability, not only the
@@ -17063,160 +18051,6 @@ inline int argmax(const float* logits, int n) {
 
 #include <nlohmann/json.hpp>
 
-
-// ---- begin lowbit/eval/text_input.hpp ----
-// Reading evaluation text: plain files and JSON-lines ({"text": ...}), validated as UTF-8 so a
-// corrupt or mis-encoded file fails with its name and line instead of silently changing token counts.
-// Also the small string helpers the protocols share (Python-style strip, splitting on a separator).
-
-#include <cstdint>
-#include <fstream>
-#include <sstream>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-#include <nlohmann/json.hpp>
-
-
-namespace lowbit::eval {
-
-// Byte offset of the first invalid UTF-8 sequence in `s` (overlongs, surrogates and code points above
-// U+10FFFF are invalid), or npos when `s` is valid.
-inline std::size_t find_invalid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  while (i < n) {
-    const unsigned char c = byte(i);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len = 0;
-    std::uint32_t cp = 0;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return i;
-    if (i + static_cast<std::size_t>(len) > n) return i;
-    for (int k = 1; k < len; ++k) {
-      if ((byte(i + static_cast<std::size_t>(k)) & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (byte(i + static_cast<std::size_t>(k)) & 0x3F);
-    }
-    const std::uint32_t min_cp = len == 2 ? 0x80 : len == 3 ? 0x800 : 0x10000;
-    if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += static_cast<std::size_t>(len);
-  }
-  return std::string_view::npos;
-}
-
-// Throws naming `file`, the 1-based line and column of the first invalid byte. `first_line` is the
-// line number of s[0] in the file.
-inline void require_utf8(std::string_view s, const std::string& file, std::size_t first_line = 1) {
-  const auto bad = find_invalid_utf8(s);
-  if (bad == std::string_view::npos) return;
-  std::size_t line = first_line, col = 1;
-  for (std::size_t k = 0; k < bad; ++k) {
-    if (s[k] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  char hex[8];
-  std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned>(static_cast<unsigned char>(s[bad])));
-  fail(file, ":", line, ":", col, ": text is not valid UTF-8 (byte ", hex, " at offset ", bad, ")");
-}
-
-inline std::string read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LOWBIT_CHECK(in.good(), "text file ", path, ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Python's str.strip() for ASCII whitespace.
-inline std::string_view strip(std::string_view s) {
-  const char* ws = " \t\n\r\v\f";
-  const auto b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  return s.substr(b, s.find_last_not_of(ws) - b + 1);
-}
-
-inline std::vector<std::string> split_on(std::string_view text, std::string_view sep) {
-  std::vector<std::string> parts;
-  if (sep.empty()) {
-    parts.emplace_back(text);
-    return parts;
-  }
-  for (std::size_t start = 0;;) {
-    const auto at = text.find(sep, start);
-    parts.emplace_back(text.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
-    if (at == std::string_view::npos) break;
-    start = at + sep.size();
-  }
-  return parts;
-}
-
-namespace detail {
-
-// Calls fn(json, line_number) for every non-blank line of a jsonl file, with UTF-8 and JSON errors
-// reported as file:line.
-template <class Fn>
-void for_each_jsonl(const std::string& path, Fn&& fn) {
-  const std::string bytes = read_file_bytes(path);
-  std::size_t line_no = 0, start = 0;
-  while (start < bytes.size()) {
-    auto end = bytes.find('\n', start);
-    if (end == std::string::npos) end = bytes.size();
-    const std::string_view line(bytes.data() + start, end - start);
-    ++line_no;
-    start = end + 1;
-    if (strip(line).empty()) continue;
-    require_utf8(line, path, line_no);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ":", line_no, ": not valid JSON (", e.what(), ")");
-    }
-    try {
-      fn(j, line_no);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path, ":", line_no, ": missing or mistyped field (", e.what(), ")");
-    }
-  }
-}
-
-}  // namespace detail
-
-inline bool is_jsonl_path(const std::string& path) {
-  return path.size() >= 6 && (path.substr(path.size() - 6) == ".jsonl" || path.substr(path.size() - 5) == ".json");
-}
-
-// The documents of an evaluation file: a plain text file is one document; a .jsonl file gives one
-// document per line from its "text" field (blank lines skipped). Everything is UTF-8 checked.
-inline std::vector<std::string> read_documents(const std::string& path) {
-  if (!is_jsonl_path(path)) {
-    std::string bytes = read_file_bytes(path);
-    require_utf8(bytes, path);
-    return {std::move(bytes)};
-  }
-  std::vector<std::string> docs;
-  detail::for_each_jsonl(path, [&](const nlohmann::json& j, std::size_t line_no) {
-    LOWBIT_CHECK(j.is_object() && j.contains("text") && j["text"].is_string(), path, ":", line_no,
-                 ": expected an object with a string field \"text\"");
-    docs.push_back(j["text"].get<std::string>());
-  });
-  return docs;
-}
-
-}  // namespace lowbit::eval
-// ---- end lowbit/eval/text_input.hpp ----
 
 namespace lowbit::eval {
 

@@ -48,22 +48,32 @@ inline constexpr auto group_grid_formats = []<class F>() { return GroupGridForma
 
 namespace detail {
 
+// The job's weight, clamped to AutoClip's ranges when `method` clips (q/k projections skipped unless asked);
+// the search's errors go to `stats`.
 template <class Format>
-LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
+std::vector<float> clipped_weight(const std::string& method, const GroupMethodOptions& o, const LinearJob& job,
+                                  nlohmann::json& stats) {
   const index_t rows = job.weight.rows(), cols = job.weight.cols();
   std::vector<float> W(static_cast<std::size_t>(rows * cols));
   for (index_t r = 0; r < rows; ++r) std::copy_n(job.weight.row(r), cols, W.data() + r * cols);
-  LinearOutcome out;
   const bool clip = method == "autoclip" || method == "autoclip+gptq";
   const bool skip_clip = !o.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
   if (clip && !skip_clip) {
     LOWBIT_CHECK(job.sample_inputs.rows() > 0, job.name, ": autoclip needs sampled inputs");
     const auto C = gram_from_tokens(job.sample_inputs);
     const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, o.autoclip);
-    out.stats["autoclip_error_before"] = s.error_before;
-    out.stats["autoclip_error_after"] = s.error_after;
-    out.stats["autoclip_clipped_groups"] = s.clipped_groups;
+    stats["autoclip_error_before"] = s.error_before;
+    stats["autoclip_error_after"] = s.error_after;
+    stats["autoclip_clipped_groups"] = s.clipped_groups;
   }
+  return W;
+}
+
+template <class Format>
+LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
+  const index_t rows = job.weight.rows(), cols = job.weight.cols();
+  LinearOutcome out;
+  const std::vector<float> W = clipped_weight<Format>(method, o, job, out.stats);
   const MatrixView<const float> Wv(W.data(), rows, cols);
   if (method == "gptq" || method == "autoclip+gptq") {
     LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");

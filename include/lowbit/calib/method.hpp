@@ -5,6 +5,7 @@
 // calibration run can give every linear its own method and format (the CLI's --tensor-format).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -64,6 +65,10 @@ struct Method {
   bool needs_samples = false;
   std::function<LinearOutcome(const LinearJob&)> run;
   nlohmann::json options = nlohmann::json::object();
+  // Whether a finished block can be checkpointed in the run directory: false for a method whose layers
+  // stay in a trainable form after the block pass (their state is more than the packed form a block
+  // checkpoint stores), so a resumed run recomputes the block pass instead of reloading it.
+  bool block_checkpoints = true;
 };
 
 // The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
@@ -127,6 +132,9 @@ class QuantizationPlan {
   }
 
   bool empty() const { return rules_.empty(); }
+  bool block_checkpoints() const {
+    return std::all_of(rules_.begin(), rules_.end(), [](const Rule& r) { return r.method.block_checkpoints; });
+  }
   const std::vector<Rule>& rules() const { return rules_; }
 
   // The first rule whose pattern occurs in `tensor` (e.g. "layers.3.feed_forward.w2").

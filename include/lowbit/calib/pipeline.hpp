@@ -294,7 +294,11 @@ inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std
   fingerprint["plan"] = plan.to_json();
   fingerprint["tokens"] =
       hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
-  CheckpointDir ckpt(run_dir);
+  // A plan with a method whose layers stay trainable after the block pass keeps no block checkpoints.
+  CheckpointDir ckpt(plan.block_checkpoints() ? run_dir : std::string());
+  if (!run_dir.empty() && !plan.block_checkpoints() && !cfg.quiet)
+    std::fprintf(stderr, "[calibrate] note: the plan's layers stay trainable after this pass, so its blocks are not "
+                         "checkpointed in %s (a resumed run repeats this pass)\n", run_dir.c_str());
   std::vector<float> x;  // [n_tok, dim] inputs of the current block
   const bool fp_stream = hooks.fp_stream && static_cast<bool>(hooks.finetune);
   std::vector<float> x_fp, targets_fp;  // the FP model's own stream (fp_stream)

@@ -93,13 +93,16 @@ double cross_entropy(MatrixView<const T> logits, const std::int32_t* targets, Ma
   return counted > 0 ? detail::sum_in_order(row_loss) / static_cast<double>(counted) : 0.0;
 }
 
-enum class DistillLoss { ForwardKL, ReverseKL, CAKLD };
+// CE is not a distillation loss but the ablation's baseline: the student's cross-entropy on the data's next
+// tokens, the teacher unused.
+enum class DistillLoss { ForwardKL, ReverseKL, CAKLD, CE };
 
 inline DistillLoss parse_distill_loss(const std::string& name) {
   if (name == "kl" || name == "forward_kl" || name == "fkl") return DistillLoss::ForwardKL;
   if (name == "reverse_kl" || name == "rkl") return DistillLoss::ReverseKL;
   if (name == "cakld") return DistillLoss::CAKLD;
-  fail("unknown distillation loss '", name, "' (expected kl, reverse_kl or cakld)");
+  if (name == "ce") return DistillLoss::CE;
+  fail("unknown distillation loss '", name, "' (expected cakld, kl, reverse_kl or ce)");
 }
 
 // Mean over rows of β·KL(p_S‖p_T) + (1−β)·KL(p_T‖p_S): β = 0 is forward KL, β = 1 reverse KL.
@@ -190,10 +193,14 @@ Top1Probability teacher_top1_probability(MatrixView<const T> teacher) {
   return {detail::sum_in_order(top), n};
 }
 
+// `targets` (next tokens, -1 ignored) are read by CE only.
 template <class T>
 double distill_loss(DistillLoss kind, MatrixView<const T> student, MatrixView<const T> teacher, double cakld_beta,
-                    MatrixView<T> dstudent = {}, double grad_scale = 1.0) {
+                    MatrixView<T> dstudent = {}, double grad_scale = 1.0, const std::int32_t* targets = nullptr) {
   switch (kind) {
+    case DistillLoss::CE:
+      LOWBIT_CHECK(targets, "distill_loss: cross-entropy needs the next tokens");
+      return cross_entropy(student, targets, dstudent, grad_scale);
     case DistillLoss::ForwardKL: return mixed_kl(student, teacher, 0.0, dstudent, grad_scale);
     case DistillLoss::ReverseKL: return mixed_kl(student, teacher, 1.0, dstudent, grad_scale);
     case DistillLoss::CAKLD: return cakld(student, teacher, cakld_beta, dstudent, grad_scale);
