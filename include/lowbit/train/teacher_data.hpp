@@ -281,6 +281,26 @@ inline TeacherData read_teacher_data(const std::string& path) {
   return d;
 }
 
+// The continuation of `prompt` (token ids) that sample `index` of a run seeded by `seed` gets: sampled
+// with its own generator, stopped at any of `stops` or after `max_new_tokens` (fewer where the model's
+// context ends).
+inline std::vector<std::int32_t> teacher_continuation(nn::Llama& model, const std::vector<std::int32_t>& prompt,
+                                                      const TeacherDataOptions& o, std::uint64_t index,
+                                                      const std::vector<std::int32_t>& stops) {
+  const auto& cfg = model.config();
+  LOWBIT_CHECK(!prompt.empty(), "teacher data: prompt ", index, " has no tokens");
+  const int room = cfg.max_seq_len - static_cast<int>(prompt.size());
+  LOWBIT_CHECK(room > 0, "teacher data: prompt ", index, " has ", prompt.size(), " tokens, the model's context is ",
+               cfg.max_seq_len);
+  const int budget = std::min(o.max_new_tokens, room);
+  nn::KVCache cache(cfg, static_cast<int>(prompt.size()) + budget);
+  nn::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, Rng(o.seed).fork(index).next_u64());
+  eval::DecodeOptions dopt;
+  dopt.max_new_tokens = budget;
+  dopt.stop_tokens = stops;
+  return eval::decode(model, cache, prompt, sampler, dopt).tokens;
+}
+
 struct TeacherDataResult {
   std::int64_t written = 0, kept = 0;  // samples generated now, and found complete in the file
   std::int64_t new_tokens = 0;         // continuation tokens generated now
@@ -325,24 +345,13 @@ inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Token
     s.source = p.source;
     s.prompt = p.text;
     s.prompt_ids = tok.encode(p.text, tok.adds_bos_by_default());
-    LOWBIT_CHECK(!s.prompt_ids.empty(), "teacher data: prompt ", i, " encodes to no tokens");
-    const int room = cfg.max_seq_len - static_cast<int>(s.prompt_ids.size());
-    LOWBIT_CHECK(room > 0, "teacher data: prompt ", i, " has ", s.prompt_ids.size(), " tokens, the model's context is ",
-                 cfg.max_seq_len);
-    const int budget = std::min(o.max_new_tokens, room);
-    nn::KVCache cache(cfg, static_cast<int>(s.prompt_ids.size()) + budget);
-    nn::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, Rng(o.seed).fork(static_cast<std::uint64_t>(i)).next_u64());
-    eval::DecodeOptions dopt;
-    dopt.max_new_tokens = budget;
-    dopt.stop_tokens = stops;
-    const auto st = eval::decode(model, cache, s.prompt_ids, sampler, dopt);
-    s.continuation_ids = st.tokens;
+    s.continuation_ids = teacher_continuation(model, s.prompt_ids, o, static_cast<std::uint64_t>(i), stops);
     s.continuation = tok.decode(s.continuation_ids);
     file << s.to_json().dump() << '\n';
     file.flush();
     LOWBIT_CHECK(file, "teacher data: writing ", out.string(), " failed");
     ++result.written;
-    result.new_tokens += st.generated;
+    result.new_tokens += static_cast<std::int64_t>(s.continuation_ids.size());
     char status[64];
     std::snprintf(status, sizeof status, "%lld tokens", static_cast<long long>(result.new_tokens));
     progress.update(1, status);

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# CLI test `cli.qat` (stories260K, ~15 s): BitDistiller from the command line. `teacher-data` warns when
+# the prompts come from the evaluation text, and a rerun keeps a finished file; `qat` refuses a bad
+# teacher-data file or loss before any calibration, distills with every loss of the ablation, and writes
+# a file that `perplexity` and `generate` open, with the QAT record in its report.
+# Usage: qat.sh LOWBIT_BINARY SHARED_DATA_DIR SCRATCH_DIR
+set -euo pipefail
+source "$(dirname "$0")/stories260k.sh"
+prompts=$data/text/tinystories_v2_valid_first100.txt
+[ -f "$prompts" ] || { echo "[skipped] $prompts is missing (shared/data)"; exit 0; }
+
+expect_exit() {  # CODE PATTERN CMD...: runs CMD, expects exit CODE and PATTERN in its stderr
+  local code=$1 pattern=$2; shift 2
+  set +e; "$@" > out.txt 2> err.txt; local rc=$?; set -e
+  [ "$rc" -eq "$code" ] || { cat err.txt >&2; fail "exit $rc (expected $code): $*"; }
+  grep -q -- "$pattern" err.txt || { cat err.txt >&2; fail "no '$pattern' in the message of: $*"; }
+}
+
+echo "== teacher data"
+td=(teacher-data --model "$model" --tokenizer "$tok" --samples 30 --max-new-tokens 120 --prompt-chars 48
+    --min-paragraph-chars 100 --quiet)
+"$lowbit" "${td[@]}" --prompts "$text" --eval-text "$text" --out overlap.jsonl 2> err.txt
+grep -q "occur verbatim in the evaluation text" err.txt || fail "no warning for prompts taken from the evaluation text"
+"$lowbit" "${td[@]}" --prompts "$prompts:3" --prompts "$text:1" --eval-text "$text" --out teacher.jsonl 2> err.txt
+grep -q "occur verbatim" err.txt || fail "no warning when one of the mixed sources is the evaluation text"
+[ "$(wc -l < teacher.jsonl)" -eq 31 ] || fail "teacher.jsonl does not hold a header and 30 samples"
+cp teacher.jsonl first.jsonl
+"$lowbit" "${td[@]}" --prompts "$prompts:3" --prompts "$text:1" --out teacher.jsonl 2> err.txt
+grep -q "30 samples kept from an earlier run, 0 generated" err.txt || { cat err.txt; fail "a finished file was not kept"; }
+cmp -s teacher.jsonl first.jsonl || fail "the rerun changed a finished file"
+expect_exit 1 "another run" "$lowbit" "${td[@]}" --prompts "$prompts" --out teacher.jsonl --temperature 1.0
+expect_exit 2 "top-p" "$lowbit" "${td[@]}" --prompts "$prompts" --out x.jsonl --top-p 2
+
+echo "== qat fails fast"
+common=(--model "$model" --tokenizer "$tok" --calib "$prompts" --nsamples 8 --seqlen 64 --format uniform:2:32
+        --qat-steps 20 --qat-seqlen 64 --qat-lr 1e-3 --qat-eval-every 10 --quiet)
+head -3 teacher.jsonl > bad.jsonl && echo '{"index": 2, "source": "x"}' >> bad.jsonl
+start=$(date +%s%N)
+expect_exit 1 "bad.jsonl:4" "$lowbit" qat "${common[@]}" --teacher-data bad.jsonl --out q.safetensors
+expect_exit 1 "unknown distillation loss" "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-loss mse --out q.safetensors
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$elapsed_ms" -lt 3000 ] || fail "the fail-fast checks took ${elapsed_ms} ms"
+[ ! -e q.safetensors ] || fail "a failed run wrote its output"
+
+echo "== qat with each loss"
+for loss in cakld kl reverse_kl ce; do
+  "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-loss $loss --out q_$loss.safetensors \
+    --report-json r_$loss.json > /dev/null
+done
+python3 - <<'PY' || fail "the QAT reports are wrong"
+import json
+for loss in ("cakld", "kl", "reverse_kl", "ce"):
+    r = json.load(open(f"r_{loss}.json"))
+    q = r["qat"]
+    assert r["method"] == "bitdistiller" and r["format"] == "uniform:2:32", r["method"]
+    assert q["steps"] == 20 and q["options"]["loss"] == loss, q
+    assert q["heldout_after"] < q["heldout_before"], (loss, q["heldout_before"], q["heldout_after"])
+    assert len(q["heldout_curve"]) == 3, q["heldout_curve"]
+    beta = q["beta"]
+    assert (0 < beta < 1) if loss == "cakld" else beta == (1.0 if loss == "reverse_kl" else 0.0), (loss, beta)
+    print(loss, "beta", round(beta, 3), "held-out", round(q["heldout_before"], 4), "->", round(q["heldout_after"], 4))
+PY
+"$lowbit" perplexity --model q_cakld.safetensors --tokenizer "$tok" --text "$text" --limit-tokens 4096 --quiet > /dev/null
+"$lowbit" generate --model q_cakld.safetensors --tokenizer "$tok" --prompt "Once upon a time" -n 20 --temperature 0 > gen.txt
+[ "$(wc -c < gen.txt)" -gt 30 ] || fail "generate on the QAT file printed too little"
+echo "cli.qat: ok"
