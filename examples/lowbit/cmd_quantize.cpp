@@ -165,6 +165,8 @@ int run(const Options& o) {
                " and --head-format ", o.head_format, " differ");
   LOWBIT_CHECK(tok->vocab_size() <= mc.vocab_size, "tokenizer ", tok->describe(), " has ", tok->vocab_size(),
                " tokens but the model has ", mc.vocab_size, "; pass the model's own --tokenizer");
+  for (const auto& m : plan.methods)
+    if (m.preflight) m.preflight(mc, tok->describe());
   // The calibration set and its cached activations are sized by the flags: refuse a run that cannot fit
   // before anything is drawn or allocated.
   const auto need = calib::estimate_memory(mc, o.nsamples, o.seqlen, o.sample_tokens, o.batch_sequences, false);

@@ -28,6 +28,11 @@ cli::QuantizeMethod make(const BitDistillerCli& a) {
   cli::QuantizeMethod m;
   m.method = calib::bitdistiller_method(o);
   const std::string teacher_data = a.teacher_data;
+  if (!teacher_data.empty())
+    m.preflight = [o, teacher_data](const nn::ModelConfig& config, const std::string& tokenizer) {
+      (void)calib::teacher_token_data(train::read_teacher_data(teacher_data), teacher_data, config.vocab_size, tokenizer,
+                                      o.heldout_fraction);
+    };
   m.after_calibration = [o, teacher_data](nn::Llama& model, const cli::QuantizeContext& ctx) -> nlohmann::json {
     nn::Llama teacher(eval::load_any_weights(ctx.model_path));
     train::TokenData data;

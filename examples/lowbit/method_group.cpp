@@ -28,7 +28,11 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
       g->add_option("--autoclip-max-shrink", o->autoclip.max_shrink, "AutoClip: largest fraction of the range removed")
           ->capture_default_str();
       g->add_flag("--autoclip-qk", o->autoclip_qk, "AutoClip: also clip q/k projections (BitDistiller skips them)");
-      return [o](const std::string& name) { return cli::QuantizeMethod{calib::group_method(name, *o), {}, {}}; };
+      return [o](const std::string& name) {
+        cli::QuantizeMethod m;
+        m.method = calib::group_method(name, *o);
+        return m;
+      };
     }}};
 
 }  // namespace lowbit_method_group

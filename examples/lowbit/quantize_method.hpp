@@ -36,6 +36,9 @@ struct QuantizeMethod {
   // optional: after all blocks, on the whole quantized model; returns its report (or null)
   std::function<nlohmann::json(nn::Llama&, const QuantizeContext&)> after_calibration;
   bool fp_stream = false;  // its finetune reads the FP activation stream (calib::PipelineHooks::fp_stream)
+  // optional: checks of the method's own inputs against the model and its tokenizer (describe()), run
+  // after they are loaded and before any calibration, so a mismatch fails in seconds
+  std::function<void(const nn::ModelConfig&, const std::string& tokenizer)> preflight;
 };
 
 // Builds a configured method by name (one of the spec's names), after the command line was parsed.

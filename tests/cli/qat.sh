@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CLI test `cli.qat` (stories260K, ~15 s): BitDistiller from the command line. `teacher-data` warns when
 # the prompts come from the evaluation text, and a rerun keeps a finished file; `qat` refuses a bad
-# teacher-data file or loss before any calibration, distills with every loss of the ablation, and writes
+# teacher-data file (malformed, or made with another tokenizer) or loss before any calibration, distills with every loss of the ablation, and writes
 # a file that `perplexity` and `generate` open, with the QAT record in its report.
 # Usage: qat.sh LOWBIT_BINARY SHARED_DATA_DIR SCRATCH_DIR
 set -euo pipefail
@@ -37,6 +37,8 @@ common=(--model "$model" --tokenizer "$tok" --calib "$prompts" --nsamples 8 --se
 head -3 teacher.jsonl > bad.jsonl && echo '{"index": 2, "source": "x"}' >> bad.jsonl
 start=$(date +%s%N)
 expect_exit 1 "bad.jsonl:4" "$lowbit" qat "${common[@]}" --teacher-data bad.jsonl --out q.safetensors
+sed '1s/"tokenizer":"[^"]*"/"tokenizer":"another tokenizer"/' teacher.jsonl > other_tok.jsonl
+expect_exit 1 "tokenized by another tokenizer" "$lowbit" qat "${common[@]}" --teacher-data other_tok.jsonl --out q.safetensors
 expect_exit 1 "unknown distillation loss" "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-loss mse --out q.safetensors
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$elapsed_ms" -lt 3000 ] || fail "the fail-fast checks took ${elapsed_ms} ms"
