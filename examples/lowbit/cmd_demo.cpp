@@ -66,7 +66,7 @@ std::vector<DemoRow> demo_rows() {
       {"BCQ W2 g128 UniQuanF", "uniquanf", "bcq:2:128"},
       // BitDistiller (docs/bitdistiller.md): AutoClip start, then QAT distilled with CAKLD from the FP
       // model's own continuations of 16-token prompts.
-      {"BitDistiller W2 g128 QAT", "bitdistiller", "uniform:2:128"},
+      {"BitDistiller QAT W2", "bitdistiller", "uniform:2:128"},
   };
 }
 
