@@ -14,7 +14,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -56,9 +58,10 @@ void check_fake_quant_forward() {
   const index_t rows = 6, cols = 300;  // 300: a short last group for every group size
   const auto W = random_matrix(rows, cols, 3);
   const MatrixView<const float> Wv(W.data(), rows, cols);
-  for (bool clip : {false, true}) {
-    CAPTURE(clip);
-    nn::FakeQuantLinear<F> fq(Wv, clip);
+  for (auto mode : {nn::FakeQuantGradient::straight_through, nn::FakeQuantGradient::through_range,
+                    nn::FakeQuantGradient::clipping_aware}) {
+    CAPTURE(nn::to_string(mode));
+    nn::FakeQuantLinear<F> fq(Wv, mode);
     const nn::QuantizedLinear<F> ref(calib::rtn_quantize<F>(Wv));
     CHECK(dequantized(fq) == dequantized(ref));
     CHECK(dequantized(*fq.inference_form()) == dequantized(ref));
@@ -87,6 +90,7 @@ TEST_CASE("fake-quant forward weight equals dequantize(rtn_quantize(W)) exactly,
   check_fake_quant_forward<Uniform<3, 128>>();
   check_fake_quant_forward<Uniform<4, 32>>();
   check_fake_quant_forward<NF3<128>>();
+  check_fake_quant_forward<Uniform<4, 128, UniformMode::Symmetric>>();
 }
 
 TEST_CASE("fake-quant gradient: straight-through inside the clip range (finite differences in W-hat), zero outside with the clipping-aware STE") {
@@ -98,7 +102,8 @@ TEST_CASE("fake-quant gradient: straight-through inside the clip range (finite d
   const auto target = random_matrix(T, rows, 9);
   for (bool clip : {false, true}) {
     CAPTURE(clip);
-    nn::FakeQuantLinear<F> fq(MatrixView<const float>(W.data(), rows, cols), clip);
+    nn::FakeQuantLinear<F> fq(MatrixView<const float>(W.data(), rows, cols),
+                              clip ? nn::FakeQuantGradient::clipping_aware : nn::FakeQuantGradient::straight_through);
     auto params = fq.parameters();
     REQUIRE(params.size() == 1);
     CHECK(params[0].name == "fq_weight");
@@ -156,12 +161,86 @@ TEST_CASE("fake-quant gradient: straight-through inside the clip range (finite d
     // The clipping-aware forward clamps to the starting range: the pushed weights sit at its ends and the
     // grid of every group, so every other weight's Ŵ, is unchanged.
     if (clip) {
-      nn::FakeQuantLinear<F> start(MatrixView<const float>(W.data(), rows, cols), true);
+      nn::FakeQuantLinear<F> start(MatrixView<const float>(W.data(), rows, cols), nn::FakeQuantGradient::clipping_aware);
       const auto a = dequantized(fq), b = dequantized(start);
       for (std::size_t e = 0; e < a.size(); ++e)
         if (std::find(outside.begin(), outside.end(), e) == outside.end()) CHECK(a[e] == b[e]);
     }
   }
+}
+
+namespace {
+
+// The through_range gradient is the exact gradient of the surrogate the paper's autograd differentiates:
+// ŵ_j(w') = w'_j + d_j·S(w')/S(w), d_j = ŵ_j − w_j fixed at the current point (the rounding's
+// straight-through residual) and S the group's continuous scale function of its extreme weights (per sign
+// side for NF3). Checked by central differences of Σ G_j·ŵ_j(w') at every group's max, min and a middle weight.
+template <class F>
+void check_range_gradient(std::function<double(const std::vector<double>&, double)> scale) {
+  CAPTURE(F::name());
+  set_num_threads(1);
+  const index_t rows = 3, cols = 300, T = 4;  // 300: short last groups
+  const auto W = random_matrix(rows, cols, 21);
+  const auto X = random_matrix(T, cols, 22), dY = random_matrix(T, rows, 23);
+  nn::FakeQuantLinear<F> fq(MatrixView<const float>(W.data(), rows, cols), nn::FakeQuantGradient::through_range);
+  std::vector<float> Y(T * rows);
+  fq.forward(MatrixView<const float>(X.data(), T, cols), MatrixView<float>(Y.data(), T, rows));
+  auto params = fq.parameters();
+  std::fill(params[0].grad, params[0].grad + params[0].size, 0.0f);
+  fq.backward(MatrixView<const float>(X.data(), T, cols), MatrixView<const float>(dY.data(), T, rows), MatrixView<float>());
+  const auto Wh = dequantized(fq);
+  const index_t group = std::min<index_t>(F::group_size, cols);
+  int extremes = 0;
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c0 = 0; c0 < cols; c0 += group) {
+      const index_t n = std::min(group, cols - c0);
+      std::vector<double> w(W.begin() + r * cols + c0, W.begin() + r * cols + c0 + n), G(n), d(n);
+      for (index_t j = 0; j < n; ++j) {
+        for (index_t t = 0; t < T; ++t) G[j] += double(dY[t * rows + r]) * X[t * cols + c0 + j];
+        d[j] = double(Wh[r * cols + c0 + j]) - w[j];
+      }
+      auto L = [&](const std::vector<double>& v) {
+        double l = 0;
+        for (index_t j = 0; j < n; ++j) l += G[j] * (v[j] + d[j] * scale(v, w[j]) / scale(w, w[j]));
+        return l;
+      };
+      const index_t imax = std::max_element(w.begin(), w.end()) - w.begin();
+      const index_t imin = std::min_element(w.begin(), w.end()) - w.begin();
+      for (index_t j : {imax, imin, n / 2}) {
+        CAPTURE(r);
+        CAPTURE(c0 + j);
+        auto v = w;
+        const double h = 1e-4;
+        v[j] = w[j] + h;
+        const double up = L(v);
+        v[j] = w[j] - h;
+        const double fd = (up - L(v)) / (2 * h);
+        const double got = params[0].grad[r * cols + c0 + j];
+        CHECK(got == doctest::Approx(fd).epsilon(2e-3).scale(1.0));
+        if (j != n / 2) extremes += std::abs(got - G[j]) > 1e-3;  // the range term is there, not only G
+      }
+    }
+  CHECK(extremes > 0);
+}
+
+}  // namespace
+
+TEST_CASE("fake-quant gradient through the range: the extreme weights get the scale's share (finite differences of the paper's surrogate)") {
+  // The scale as a function of the group's weights v, for the weight with value `wj` (NF3: its sign side).
+  check_range_gradient<Uniform<2, 128>>([](const std::vector<double>& v, double) {
+    return std::max(*std::max_element(v.begin(), v.end()), 0.0) - std::min(*std::min_element(v.begin(), v.end()), 0.0);
+  });
+  check_range_gradient<Uniform<3, 64>>([](const std::vector<double>& v, double) {
+    return std::max(*std::max_element(v.begin(), v.end()), 0.0) - std::min(*std::min_element(v.begin(), v.end()), 0.0);
+  });
+  check_range_gradient<Uniform<4, 128, UniformMode::Symmetric>>([](const std::vector<double>& v, double) {
+    double a = 0;
+    for (double x : v) a = std::max(a, std::abs(x));
+    return a;
+  });
+  check_range_gradient<NF3<128>>([](const std::vector<double>& v, double wj) {
+    return wj >= 0 ? *std::max_element(v.begin(), v.end()) : -*std::min_element(v.begin(), v.end());
+  });
 }
 
 TEST_CASE("CAKLD's beta is the teacher's mean top-1 probability on the probe batches, CE the data's cross-entropy") {

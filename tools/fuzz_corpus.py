@@ -587,6 +587,20 @@ def seeds_train_checkpoint(corpus):
 
 # ---- main ------------------------------------------------------------------------------------------
 
+def seeds_teacher_data(corpus):
+    header = {"lowbit_teacher_data": 1, "model": "tiny.bin", "model_fingerprint": "0123456789abcdef:4096",
+              "options": {"samples": 3, "max_new_tokens": 8, "seed": 0}, "tokenizer": "spm:512", "vocab_size": 512}
+    lines = [json.dumps(header)]
+    for i in range(3):
+        lines.append(json.dumps({"index": i, "source": "c4.jsonl", "prompt": "Once upon a time",
+                                 "prompt_ids": [1, 403 + i, 261], "continuation": " there was a cat",
+                                 "continuation_ids": [372, 471, 260 + i, 511]}))
+    text = "\n".join(lines) + "\n"
+    corpus.add("teacher_data", "three", text.encode())
+    corpus.add("teacher_data", "cut_last_line", (text + lines[1][:40]).encode())
+    corpus.add("teacher_data", "header_only", (lines[0] + "\n").encode())
+
+
 def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -608,6 +622,7 @@ def main():
     seeds_quantized_real(corpus, files, blocks)
     seeds_run_dir(corpus)
     seeds_train_checkpoint(corpus)
+    seeds_teacher_data(corpus)
     counts = {t: len(os.listdir(os.path.join(args.out, t))) for t in sorted(os.listdir(args.out))}
     print("fuzz_corpus: seeds in %s: %s%s" % (args.out, ", ".join("%s %d" % kv for kv in counts.items()),
                                                "" if files else " (no lowbit CLI seeds)"))

@@ -75,8 +75,15 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
                     "JSONL from `lowbit teacher-data` (default: distill on the calibration windows)");
       g->add_option("--qat-init", o.init, "start of the latent weights: autoclip, rtn, gptq or autoclip+gptq")
           ->capture_default_str();
-      g->add_flag("--qat-clip-ste", o.clipping_aware_ste,
-                  "clipping-aware STE: keep each group's starting (clipped) range and stop gradients outside it");
+      auto* gradient = g->add_option("--qat-gradient", o.gradient,
+                                     "what the rounding's straight-through gradient reaches: ste (the latent weights), range (also "
+                                     "each group's largest and smallest weight through the grid's scale, as the paper's quantizers "
+                                     "under autograd), clip (clipping-aware: the starting clipped range is fixed, no gradient "
+                                     "outside it)")
+                           ->capture_default_str()
+                           ->check(CLI::IsMember({"ste", "range", "clip"}));
+      g->add_flag_callback("--qat-clip-ste", [&o] { o.gradient = "clip"; }, "the same as --qat-gradient clip")
+          ->excludes(gradient);
       g->add_option("--qat-loss", o.loss, "cakld, kl (forward), reverse_kl or ce (cross-entropy on the data)")
           ->capture_default_str();
       g->add_option("--qat-steps", o.steps, "optimizer updates (0: the start only)")

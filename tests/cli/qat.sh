@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CLI test `cli.qat` (stories260K, ~15 s): BitDistiller from the command line. `teacher-data` warns when
 # the prompts come from the evaluation text, and a rerun keeps a finished file; `qat` refuses a bad
-# teacher-data file (malformed, or made with another tokenizer) or loss before any calibration, distills with every loss of the ablation, and writes
+# teacher-data file (malformed, or made with another tokenizer), loss or gradient before any calibration, distills with every
+# loss of the ablation and every gradient variant, and writes
 # a file that `perplexity` and `generate` open, with the QAT record in its report.
 # Usage: qat.sh LOWBIT_BINARY SHARED_DATA_DIR SCRATCH_DIR
 set -euo pipefail
@@ -40,6 +41,8 @@ expect_exit 1 "bad.jsonl:4" "$lowbit" qat "${common[@]}" --teacher-data bad.json
 sed '1s/"tokenizer":"[^"]*"/"tokenizer":"another tokenizer"/' teacher.jsonl > other_tok.jsonl
 expect_exit 1 "tokenized by another tokenizer" "$lowbit" qat "${common[@]}" --teacher-data other_tok.jsonl --out q.safetensors
 expect_exit 1 "unknown distillation loss" "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-loss mse --out q.safetensors
+expect_exit 2 "qat-gradient" "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-gradient lsq --out q.safetensors
+expect_exit 2 "excludes" "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-gradient range --qat-clip-ste --out q.safetensors
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 [ "$elapsed_ms" -lt 3000 ] || fail "the fail-fast checks took ${elapsed_ms} ms"
 [ ! -e q.safetensors ] || fail "a failed run wrote its output"
@@ -49,8 +52,17 @@ for loss in cakld kl reverse_kl ce; do
   "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-loss $loss --out q_$loss.safetensors \
     --report-json r_$loss.json > /dev/null
 done
+for gradient in range clip; do
+  "$lowbit" qat "${common[@]}" --teacher-data teacher.jsonl --qat-gradient $gradient --out q_$gradient.safetensors \
+    --report-json r_$gradient.json > /dev/null
+done
 python3 - <<'PY' || fail "the QAT reports are wrong"
 import json
+for gradient in ("range", "clip"):
+    q = json.load(open(f"r_{gradient}.json"))["qat"]
+    assert q["options"]["gradient"] == gradient and q["options"]["loss"] == "cakld", q["options"]
+    assert q["heldout_after"] < q["heldout_before"], (gradient, q["heldout_before"], q["heldout_after"])
+    print("gradient", gradient, "held-out", round(q["heldout_before"], 4), "->", round(q["heldout_after"], 4))
 for loss in ("cakld", "kl", "reverse_kl", "ce"):
     r = json.load(open(f"r_{loss}.json"))
     q = r["qat"]

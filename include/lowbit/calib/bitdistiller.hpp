@@ -37,7 +37,9 @@ namespace lowbit::calib {
 struct BitDistillerOptions {
   std::string init = "autoclip";  // autoclip | rtn | gptq | autoclip+gptq
   GroupMethodOptions group;       // AutoClip's grid and GPTQ's options for the start
-  bool clipping_aware_ste = false;
+  // ste: straight-through to the latent weights only; range: also through each group's scale to its
+  // extreme weights (the paper's quantizers under autograd); clip: clipping-aware (fixed starting range).
+  std::string gradient = "ste";
   // QAT
   std::string loss = "cakld";  // cakld | kl | reverse_kl | ce
   std::int64_t steps = 150;
@@ -60,12 +62,12 @@ struct BitDistillerOptions {
             {"accumulation", accumulation}, {"lr", lr}, {"schedule", schedule},    {"warmup", warmup},
             {"weight_decay", weight_decay}, {"grad_clip", grad_clip}, {"beta_batches", beta_batches},
             {"eval_every", eval_every},     {"heldout_fraction", heldout_fraction}, {"train_norms", train_norms},
-            {"clipping_aware_ste", clipping_aware_ste}, {"seed", seed}};
+            {"gradient", gradient}, {"seed", seed}};
   }
   nlohmann::json to_json() const {
     nlohmann::json j = group.to_json(init);
     j["init"] = init;
-    j["clipping_aware_ste"] = clipping_aware_ste;
+    j["gradient"] = gradient;
     return j;
   }
 };
@@ -74,6 +76,8 @@ inline void check(const BitDistillerOptions& o) {
   LOWBIT_CHECK(o.init == "autoclip" || o.init == "rtn" || o.init == "gptq" || o.init == "autoclip+gptq",
                "bitdistiller: unknown start '", o.init, "' (known: autoclip, rtn, gptq, autoclip+gptq)");
   (void)train::parse_distill_loss(o.loss);
+  LOWBIT_CHECK(o.gradient == "ste" || o.gradient == "range" || o.gradient == "clip", "bitdistiller: unknown gradient '",
+               o.gradient, "' (known: ste, range, clip)");
   (void)train::parse_schedule_kind(o.schedule);
   LOWBIT_CHECK(o.steps >= 0 && o.steps <= (1LL << 40), "bitdistiller: steps must be >= 0, got ", o.steps);
   LOWBIT_CHECK(o.batch >= 1 && o.seq_len >= 2 && o.accumulation >= 1, "bitdistiller: batch, accumulation must be >= 1 "
@@ -118,7 +122,7 @@ inline Method bitdistiller_method(const BitDistillerOptions& options) {
             nn::QuantizedLinear<F>(packed).dequantize(MatrixView<float>(W.data(), rows, cols));
           }
           out.layer = std::make_unique<nn::FakeQuantLinear<F>>(MatrixView<const float>(W.data(), rows, cols),
-                                                              options.clipping_aware_ste);
+                                                              nn::parse_fake_quant_gradient(options.gradient));
           return out;
         },
         "group-grid format other than BCQ");

@@ -4,16 +4,21 @@
 // quantizer does, so the forward weight is Ŵ = dequantize(rtn_quantize(W)) bit for bit (fp16 scales included)
 // and the layer packs into that format at the end with nothing changed.
 //
-// Gradients (straight-through): ∂L/∂W = ∂L/∂Ŵ. The clipping-aware variant keeps the range each group had
-// when the layer was built (AutoClip's clipped range: the latent weights start clamped to it) as a fixed
-// bound: the forward clamps to it and the gradient stops for latent weights outside it, so a weight pushed
-// past the clip no longer moves the grid. Without it (the paper's default) the range is free: it follows
-// the latent weights' min and max.
+// Gradients (FakeQuantGradient):
+//  * straight_through: ∂L/∂W = ∂L/∂Ŵ; the range follows the latent weights' min and max but gets no gradient.
+//  * through_range (the paper's quantizers under autograd): only the rounding is straight-through, so the
+//    grid's scale s, a function of the group's extreme weights, passes a gradient to them too. With the
+//    code's rounding an identity, ŵ_j = w_j + s·d_j with d_j = (ŵ_j − w_j)/s held fixed, hence
+//    ∂ŵ_j/∂s = (ŵ_j − w_j)/s, and ∂L/∂(max or min) gains Σ_j ∂L/∂ŵ_j·(ŵ_j − w_j)/s·∂s/∂(max or min).
+//  * clipping_aware: the range each group had when the layer was built (AutoClip's clipped range: the
+//    latent weights start clamped to it) is a fixed bound: the forward clamps to it and the gradient stops
+//    for latent weights outside it, so a weight pushed past the clip no longer moves the grid.
 #pragma once
 
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../calib/rtn.hpp"
@@ -21,17 +26,80 @@
 #include "../core/parallel.hpp"
 #include "../format/bcq.hpp"
 #include "../format/concepts.hpp"
+#include "../format/nf3.hpp"
+#include "../format/uniform.hpp"
 #include "gemm.hpp"
 #include "linear.hpp"
 #include "quantized_linear.hpp"
 
 namespace lowbit::nn {
 
+enum class FakeQuantGradient { straight_through, through_range, clipping_aware };
+
+inline const char* to_string(FakeQuantGradient g) {
+  switch (g) {
+    case FakeQuantGradient::straight_through: return "straight_through";
+    case FakeQuantGradient::through_range: return "through_range";
+    case FakeQuantGradient::clipping_aware: return "clipping_aware";
+  }
+  return "?";
+}
+
+inline FakeQuantGradient parse_fake_quant_gradient(const std::string& s) {
+  if (s == "ste" || s == "straight_through") return FakeQuantGradient::straight_through;
+  if (s == "range" || s == "through_range") return FakeQuantGradient::through_range;
+  if (s == "clip" || s == "clipping_aware") return FakeQuantGradient::clipping_aware;
+  fail("unknown fake-quant gradient '", s, "' (known: ste, range, clip)");
+}
+
+namespace detail {
+
+// Adds to g[0..n) the gradient that reaches one group's extreme latent weights w through its grid's scale
+// (FakeQuantGradient::through_range), given G = ∂L/∂Ŵ and the forward's ŵ for the group. The fp16 rounding
+// of the stored scale is straight-through as well.
+template <class Format>
+void add_range_gradient(const float* w, const float* what, const float* G, index_t n, float* g) {
+  index_t imax = 0, imin = 0;
+  for (index_t j = 1; j < n; ++j) {
+    if (w[j] > w[imax]) imax = j;
+    if (w[j] < w[imin]) imin = j;
+  }
+  const float hi = w[imax], lo = w[imin];
+  if constexpr (is_uniform_format<Format>) {
+    // ŵ = s·(code − zero); asymmetric s = (max − min)/max_code (the range widened to hold 0), symmetric
+    // s = max|w| / (2^(b−1) − 1).
+    const auto p = uniform_fit<Format>(lo, hi);
+    const double s = half_bits_to_float(p.scale.bits);
+    double t = 0;
+    for (index_t j = 0; j < n; ++j) t += double(G[j]) * (double(what[j]) - w[j]);
+    if constexpr (Format::symmetric) {
+      const double steps = double((1u << (Format::bits - 1)) - 1u);
+      const index_t a = -lo > hi ? imin : imax;
+      if (w[a] != 0.0f) g[a] += static_cast<float>((w[a] > 0 ? t : -t) / (s * steps));
+    } else {
+      const double steps = double(Format::max_code);
+      if (hi > 0.0f) g[imax] += static_cast<float>(t / (s * steps));
+      if (lo < 0.0f) g[imin] -= static_cast<float>(t / (s * steps));
+    }
+  } else {
+    static_assert(std::is_same_v<Format, NF3<Format::group_size>>, "add_range_gradient: uniform or NF3 formats");
+    // ŵ = max·level for w ≥ 0 and −min·level for w < 0: each side has its own scale.
+    const auto p = nf3_fit(lo, hi);
+    const double mx = half_bits_to_float(p.max.bits), mn = half_bits_to_float(p.min.bits);
+    double tp = 0, tn = 0;
+    for (index_t j = 0; j < n; ++j) (w[j] >= 0.0f ? tp : tn) += double(G[j]) * (double(what[j]) - w[j]);
+    if (mx > 0) g[imax] += static_cast<float>(tp / mx);
+    if (mn < 0) g[imin] += static_cast<float>(tn / mn);
+  }
+}
+
+}  // namespace detail
+
 // What every FakeQuantLinear<Format> is, whatever its format (the QAT driver finds them by it).
 class FakeQuantTraining {
  public:
   virtual ~FakeQuantTraining() = default;
-  virtual bool clipping_aware() const = 0;
+  virtual FakeQuantGradient gradient() const = 0;
 };
 
 template <class Format>
@@ -41,8 +109,8 @@ class FakeQuantLinear final : public Linear, public FakeQuantTraining {
 
  public:
   // W [rows, cols]: the starting latent weight (AutoClip's clamped weight, or any other start).
-  FakeQuantLinear(MatrixView<const float> W, bool clipping_aware)
-      : rows_(W.rows()), cols_(W.cols()), clip_aware_(clipping_aware) {
+  FakeQuantLinear(MatrixView<const float> W, FakeQuantGradient gradient = FakeQuantGradient::straight_through)
+      : rows_(W.rows()), cols_(W.cols()), gradient_(gradient), clip_aware_(gradient == FakeQuantGradient::clipping_aware) {
     LOWBIT_CHECK(rows_ > 0 && cols_ > 0, "FakeQuantLinear: empty weight ", rows_, "x", cols_);
     group_ = Grid::group_size(cols_);
     groups_ = (cols_ + group_ - 1) / group_;
@@ -72,18 +140,30 @@ class FakeQuantLinear final : public Linear, public FakeQuantTraining {
   void backward(MatrixView<const float> X, MatrixView<const float> dY, MatrixView<float> dX) override {
     LOWBIT_CHECK(what_.size() == w_.size(), "FakeQuantLinear::backward before forward");
     if (dX.data) matmul_add_dyw<float>(dY, weight_view(), dX);
-    if (!clip_aware_) {
+    if (gradient_ == FakeQuantGradient::straight_through) {
       matmul_add_dytx<float>(dY, X, MatrixView<float>(g_.data(), rows_, cols_));
       return;
     }
-    std::vector<float> G(w_.size(), 0.0f);
+    std::vector<float>& G = grad_workspace_;  // ∂L/∂Ŵ
+    G.assign(w_.size(), 0.0f);
     matmul_add_dytx<float>(dY, X, MatrixView<float>(G.data(), rows_, cols_));
     parallel_for(0, rows_, [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r)
-        for (index_t c = 0; c < cols_; ++c) {
-          const std::size_t e = static_cast<std::size_t>(r * cols_ + c), k = static_cast<std::size_t>(r * groups_ + c / group_);
-          if (w_[e] >= lo_[k] && w_[e] <= hi_[k]) g_[e] += G[e];
+      for (index_t r = r0; r < r1; ++r) {
+        const std::size_t row = static_cast<std::size_t>(r * cols_);
+        if (clip_aware_) {
+          for (index_t c = 0; c < cols_; ++c) {
+            const std::size_t e = row + static_cast<std::size_t>(c), k = static_cast<std::size_t>(r * groups_ + c / group_);
+            if (w_[e] >= lo_[k] && w_[e] <= hi_[k]) g_[e] += G[e];
+          }
+          continue;
         }
+        for (index_t c = 0; c < cols_; ++c) g_[row + static_cast<std::size_t>(c)] += G[row + static_cast<std::size_t>(c)];
+        for (index_t c0 = 0; c0 < cols_; c0 += group_) {
+          const std::size_t e = row + static_cast<std::size_t>(c0);
+          detail::add_range_gradient<Format>(w_.data() + e, what_.data() + e, G.data() + e, std::min(group_, cols_ - c0),
+                                             g_.data() + e);
+        }
+      }
     });
   }
 
@@ -103,8 +183,10 @@ class FakeQuantLinear final : public Linear, public FakeQuantTraining {
   void release_workspace() override {
     what_.clear();
     what_.shrink_to_fit();
+    grad_workspace_.clear();
+    grad_workspace_.shrink_to_fit();
   }
-  bool clipping_aware() const override { return clip_aware_; }
+  FakeQuantGradient gradient() const override { return gradient_; }
 
   // The latent weight as the forward sees it (clamped to the fixed bounds in the clipping-aware variant).
   std::vector<float> effective_latent() const {
@@ -147,9 +229,10 @@ class FakeQuantLinear final : public Linear, public FakeQuantTraining {
   }
 
   index_t rows_ = 0, cols_ = 0, group_ = 0, groups_ = 0;
+  FakeQuantGradient gradient_ = FakeQuantGradient::straight_through;
   bool clip_aware_ = false;
   std::size_t bytes_ = 0;
-  std::vector<float> w_, g_, lo_, hi_;
+  std::vector<float> w_, g_, lo_, hi_, grad_workspace_;
   mutable std::vector<float> what_;
 };
 
