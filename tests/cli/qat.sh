@@ -10,13 +10,6 @@ source "$(dirname "$0")/stories260k.sh"
 prompts=$data/text/tinystories_v2_valid_first100.txt
 [ -f "$prompts" ] || { echo "[skipped] $prompts is missing (shared/data)"; exit 0; }
 
-expect_exit() {  # CODE PATTERN CMD...: runs CMD, expects exit CODE and PATTERN in its stderr
-  local code=$1 pattern=$2; shift 2
-  set +e; "$@" > out.txt 2> err.txt; local rc=$?; set -e
-  [ "$rc" -eq "$code" ] || { cat err.txt >&2; fail "exit $rc (expected $code): $*"; }
-  grep -q -- "$pattern" err.txt || { cat err.txt >&2; fail "no '$pattern' in the message of: $*"; }
-}
-
 echo "== teacher data"
 td=(teacher-data --model "$model" --tokenizer "$tok" --samples 30 --max-new-tokens 120 --prompt-chars 48
     --min-paragraph-chars 100 --quiet)

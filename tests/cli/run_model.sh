@@ -11,13 +11,6 @@ set -euo pipefail
 source "$(dirname "$0")/stories260k.sh"
 
 common=(--model "$model" --tokenizer "$tok" --calib "$text" --nsamples 4 --seqlen 64 --quiet)
-expect_exit() {  # CODE PATTERN CMD...: runs CMD, expects exit CODE and PATTERN in its stderr
-  local code=$1 pattern=$2; shift 2
-  set +e; "$@" > out.txt 2> err.txt; local rc=$?; set -e
-  [ "$rc" -eq "$code" ] || { cat err.txt >&2; fail "exit $rc (expected $code): $*"; }
-  grep -q -- "$pattern" err.txt || { cat err.txt >&2; fail "no '$pattern' in the message of: $*"; }
-}
-
 echo "== checks that fail fast"
 start=$(date +%s%N)
 expect_exit 1 "does not exist" "$lowbit" quantize "${common[@]}" --method rtn --out missing/q.safetensors
