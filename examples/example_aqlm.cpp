@@ -26,13 +26,7 @@ namespace {
 
 // WikiText-2 perplexity with the GPTQ protocol (2048-token windows), first `limit` tokens.
 double wikitext_ppl(nn::Llama& model, const io::Tokenizer& tok, const std::string& text, std::size_t limit) {
-  const auto protocol = eval::perplexity_preset("gptq");
-  auto tokens = eval::protocol_tokens(eval::read_documents(text), tok, protocol);
-  if (limit > 0 && tokens.size() > limit) tokens.resize(limit);
-  auto lm = eval::wrap_model(model, "model");
-  eval::PerplexityOptions options;
-  options.quiet = true;
-  return eval::perplexity(lm, tokens, protocol, tok.bos_id(), options).ppl;
+  return eval::text_perplexity(model, tok, text, "gptq", 0, limit).ppl;
 }
 
 }  // namespace

@@ -26,13 +26,7 @@ using namespace lowbit;
 namespace {
 
 double perplexity(nn::Llama& model, const io::Tokenizer& tok, const std::string& text) {
-  const auto protocol = eval::perplexity_preset("gptq", 256);
-  auto tokens = eval::protocol_tokens(eval::read_documents(text), tok, protocol);
-  if (tokens.size() > 65536) tokens.resize(65536);
-  auto lm = eval::wrap_model(model, "model");
-  eval::PerplexityOptions options;
-  options.quiet = true;
-  return eval::perplexity(lm, tokens, protocol, tok.bos_id(), options).ppl;
+  return eval::text_perplexity(model, tok, text, "gptq", 256, 65536).ppl;
 }
 
 }  // namespace

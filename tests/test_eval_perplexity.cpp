@@ -142,4 +142,9 @@ TEST_CASE("stories260K perplexity equals llama2.c's forward on TinyStories") {
   CHECK(r.predictions == 38912);
   CHECK(r.nll == doctest::Approx(1.36500).epsilon(0.00005 / 1.365));
   CHECK(r.ppl == doctest::Approx(3.9157).epsilon(1e-4));
+  // text_perplexity: the same recipe in one call, and its token limit
+  const auto one = eval::text_perplexity(*loaded.model, *tok, text.string(), "llama2.c", 512);
+  CHECK(one.predictions == r.predictions);
+  CHECK(one.nll == r.nll);
+  CHECK(eval::text_perplexity(*loaded.model, *tok, text.string(), "llama2.c", 512, 4096).tokens == 4096);
 }

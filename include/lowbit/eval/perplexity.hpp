@@ -296,4 +296,18 @@ inline PerplexityResult perplexity(const LanguageModel& lm, const std::vector<st
   return r;
 }
 
+// The whole recipe in one call, for drivers and examples: the documents of `text_path` tokenized under the
+// `preset` protocol (context `ctx`, 0 = the preset's), the first `limit_tokens` of them (0 = all) scored.
+template <class Model>
+PerplexityResult text_perplexity(Model& model, const io::Tokenizer& tok, const std::string& text_path,
+                                 const std::string& preset = "gptq", int ctx = 0, std::size_t limit_tokens = 0,
+                                 bool quiet = true) {
+  const auto protocol = perplexity_preset(preset, ctx);
+  auto tokens = protocol_tokens(read_documents(text_path), tok, protocol);
+  if (limit_tokens > 0 && tokens.size() > limit_tokens) tokens.resize(limit_tokens);
+  PerplexityOptions options;
+  options.quiet = quiet;
+  return perplexity(wrap_model(model, "model"), tokens, protocol, tok.bos_id(), options);
+}
+
 }  // namespace lowbit::eval
