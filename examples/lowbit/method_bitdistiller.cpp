@@ -52,9 +52,11 @@ cli::QuantizeMethod make(const BitDistillerCli& a) {
                  static_cast<long long>(o.steps), o.accumulation, o.batch, o.seq_len, o.loss.c_str(), double(o.lr),
                  o.schedule.c_str(), data.description.c_str(), data.train.size(), data.heldout.size());
     const auto r = calib::bitdistiller_train(model, teacher, data, o, ctx.quiet, ctx.run_dir);
-    std::fprintf(stderr, "[quantize] QAT: beta %.3f, held-out %s %.5f -> %.5f (best at step %lld) in %.1f s%s\n",
+    const auto best = r["best_step"].get<long long>();  // -1: no held-out measurement chose (eval_every 0)
+    const std::string kept = best >= 0 ? "best at step " + std::to_string(best) : "the last parameters kept";
+    std::fprintf(stderr, "[quantize] QAT: beta %.3f, held-out %s %.5f -> %.5f (%s) in %.1f s%s\n",
                  r["beta"].get<double>(), o.loss.c_str(), r["heldout_before"].get<double>(),
-                 r["heldout_after"].get<double>(), r["best_step"].get<long long>(), r["seconds"].get<double>(),
+                 r["heldout_after"].get<double>(), kept.c_str(), r["seconds"].get<double>(),
                  r["resumed"].get<bool>()
                      ? (" (resumed at step " + std::to_string(r["resumed_from_step"].get<long long>()) + ")").c_str()
                      : "");

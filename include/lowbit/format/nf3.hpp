@@ -29,6 +29,11 @@ struct NF3 {
   static std::string name() { return "nf3:" + std::to_string(GroupSize); }
 };
 
+template <class Format>
+inline constexpr bool is_nf3_format = false;
+template <int G>
+inline constexpr bool is_nf3_format<NF3<G>> = true;
+
 // The eight levels, code 0..7, ascending. Code 3 is exactly zero.
 LOWBIT_HD float nf3_level(std::uint32_t code) {
   constexpr float table[8] = {-1.0f, -0.5350f, -0.2469f, 0.0f, 0.1833f, 0.3820f, 0.6230f, 1.0f};

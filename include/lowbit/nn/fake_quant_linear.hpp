@@ -54,6 +54,10 @@ inline FakeQuantGradient parse_fake_quant_gradient(const std::string& s) {
 
 namespace detail {
 
+// Formats whose grid scale is known in closed form, so FakeQuantGradient::through_range is defined for them.
+template <class Format>
+inline constexpr bool has_range_gradient = is_uniform_format<Format> || is_nf3_format<Format>;
+
 // Adds to g[0..n) the gradient that reaches one group's extreme latent weights w through its grid's scale
 // (FakeQuantGradient::through_range), given G = ∂L/∂Ŵ and the forward's ŵ for the group. The fp16 rounding
 // of the stored scale is straight-through as well.
@@ -82,7 +86,7 @@ void add_range_gradient(const float* w, const float* what, const float* G, index
       if (lo < 0.0f) g[imin] -= static_cast<float>(t / (s * steps));
     }
   } else {
-    static_assert(std::is_same_v<Format, NF3<Format::group_size>>, "add_range_gradient: uniform or NF3 formats");
+    static_assert(is_nf3_format<Format>, "add_range_gradient: uniform or NF3 formats (has_range_gradient)");
     // ŵ = max·level for w ≥ 0 and −min·level for w < 0: each side has its own scale.
     const auto p = nf3_fit(lo, hi);
     const double mx = half_bits_to_float(p.max.bits), mn = half_bits_to_float(p.min.bits);
@@ -112,6 +116,9 @@ class FakeQuantLinear final : public Linear, public FakeQuantTraining {
   FakeQuantLinear(MatrixView<const float> W, FakeQuantGradient gradient = FakeQuantGradient::straight_through)
       : rows_(W.rows()), cols_(W.cols()), gradient_(gradient), clip_aware_(gradient == FakeQuantGradient::clipping_aware) {
     LOWBIT_CHECK(rows_ > 0 && cols_ > 0, "FakeQuantLinear: empty weight ", rows_, "x", cols_);
+    LOWBIT_CHECK(gradient != FakeQuantGradient::through_range || detail::has_range_gradient<Format>, "FakeQuantLinear: ",
+                 Format::name(), " has no closed-form grid scale, so the gradient through its range is not defined "
+                 "(use ste or clip)");
     group_ = Grid::group_size(cols_);
     groups_ = (cols_ + group_ - 1) / group_;
     w_.resize(static_cast<std::size_t>(rows_ * cols_));
@@ -158,11 +165,12 @@ class FakeQuantLinear final : public Linear, public FakeQuantTraining {
           continue;
         }
         for (index_t c = 0; c < cols_; ++c) g_[row + static_cast<std::size_t>(c)] += G[row + static_cast<std::size_t>(c)];
-        for (index_t c0 = 0; c0 < cols_; c0 += group_) {
-          const std::size_t e = row + static_cast<std::size_t>(c0);
-          detail::add_range_gradient<Format>(w_.data() + e, what_.data() + e, G.data() + e, std::min(group_, cols_ - c0),
-                                             g_.data() + e);
-        }
+        if constexpr (detail::has_range_gradient<Format>)
+          for (index_t c0 = 0; c0 < cols_; c0 += group_) {
+            const std::size_t e = row + static_cast<std::size_t>(c0);
+            detail::add_range_gradient<Format>(w_.data() + e, what_.data() + e, G.data() + e, std::min(group_, cols_ - c0),
+                                               g_.data() + e);
+          }
       }
     });
   }
