@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
     std::printf("AutoClip start (%s): perplexity %.3f\n", format.c_str(), perplexity(student, *tok, eval_text));
 
     // 3. QAT with CAKLD on the teacher data, then the fold into the packed format.
-    const auto data = calib::teacher_token_data(train::read_teacher_data(teacher_file), teacher_file,
+    const auto data = train::teacher_token_data(train::read_teacher_data(teacher_file), teacher_file,
                                                 teacher.config().vocab_size, tok->describe(), qat.heldout_fraction);
     const auto r = calib::bitdistiller_train(student, teacher, data, qat, true);
     std::printf("QAT: %lld steps, beta %.3f, held-out CAKLD %.4f -> %.4f (best at step %lld), %.1f s\n",

@@ -25,9 +25,12 @@
 
 #include "lowbit/calib/bitdistiller.hpp"
 #include "lowbit/calib/pipeline.hpp"
+#include "lowbit/eval/chat.hpp"
+#include "lowbit/eval/model_source.hpp"
 #include "lowbit/eval/perplexity.hpp"
 #include "lowbit/eval/text_input.hpp"
 #include "lowbit/io/llama2c.hpp"
+#include "lowbit/io/open_model.hpp"
 #include "lowbit/io/quantized_model.hpp"
 #include "lowbit/io/tokenizer_llama2c.hpp"
 #include "lowbit/train/pretrain.hpp"
@@ -472,10 +475,10 @@ TEST_CASE("teacher data on stories260K: deterministic, resumes to the same bytes
   CHECK(bad(big_id).find(":") != std::string::npos);
   CHECK(bad(head + "[1,2]\n").find(":2: a line must be a JSON object") != std::string::npos);
   // Token data: a vocabulary or tokenizer that differs is refused.
-  CHECK_THROWS_WITH_AS(calib::teacher_token_data(data, "a.jsonl", 32000, "", 0.2), doctest::Contains("vocabulary"), Error);
-  CHECK_THROWS_WITH_AS(calib::teacher_token_data(data, "a.jsonl", 512, "some other tokenizer", 0.2),
+  CHECK_THROWS_WITH_AS(train::teacher_token_data(data, "a.jsonl", 32000, "", 0.2), doctest::Contains("vocabulary"), Error);
+  CHECK_THROWS_WITH_AS(train::teacher_token_data(data, "a.jsonl", 512, "some other tokenizer", 0.2),
                        doctest::Contains("tokenized by"), Error);
-  const auto td = calib::teacher_token_data(data, "a.jsonl", 512, s.tok.describe(), 0.25);
+  const auto td = train::teacher_token_data(data, "a.jsonl", 512, s.tok.describe(), 0.25);
   std::size_t total = 0;
   for (const auto& smp : data.samples) total += smp.prompt_ids.size() + smp.continuation_ids.size();
   CHECK(td.train.size() + td.heldout.size() == total);
@@ -520,7 +523,7 @@ nlohmann::json qat_to_file(const fs::path& run_dir, const fs::path& out, std::in
                          {{"bitdistiller", o.to_json()}}, run_dir.string());
   const auto to = small_teacher_options();
   train::generate_teacher_data(teacher, s.tok, small_prompts(to), header_for(s, to), to, run_dir / "teacher.jsonl");
-  const auto data = calib::teacher_token_data(train::read_teacher_data((run_dir / "teacher.jsonl").string()), "teacher",
+  const auto data = train::teacher_token_data(train::read_teacher_data((run_dir / "teacher.jsonl").string()), "teacher",
                                               512, s.tok.describe(), 0.25);
   std::function<void(std::int64_t, double)> on_step;
   if (kill_at_step > 0)
@@ -545,6 +548,53 @@ double stories_ppl(const fs::path& file) {
 }
 
 }  // namespace
+
+TEST_CASE("teacher data in chat mode (SmolLM2): the prompt is the ChatML user turn, the end-of-turn token stops the answer") {
+  const auto gguf = test::smollm2_gguf();
+  if (gguf.empty()) LOWBIT_SKIP("SmolLM2-135M-Instruct is not in the cache (tools/fetch_smollm2.sh)");
+  set_num_threads(1);
+  nn::Llama model = io::open_model(gguf.string());
+  const auto tok = eval::load_any_tokenizer(gguf.string(), "");
+  train::TeacherDataOptions o;
+  o.samples = 2;
+  o.max_new_tokens = 48;
+  o.prompt_chars = 20;
+  o.min_paragraph_chars = 20;
+  o.temperature = 0;  // greedy, so the answer below is fixed
+  o.chat = true;
+  o.chat_template = eval::chat_template_of(gguf);
+  CHECK(o.to_json().at("chat") == true);
+  train::TeacherDataOptions plain = o;
+  plain.chat = false;
+  CHECK_FALSE(plain.to_json().contains("chat"));  // plain runs keep their old header
+  const std::vector<train::TeacherPrompt> prompts = {{"q", "What is the capital of France?"}, {"q", "Name three colors."}};
+  const auto base = fs::temp_directory_path() / ("lowbit_test_tdchat_" + std::to_string(::getpid()));
+  fs::remove_all(base);
+  fs::create_directories(base);
+  train::TeacherHeader h;
+  h.options = o.to_json();
+  h.model = gguf.string();
+  h.model_fingerprint = "test";
+  h.tokenizer = tok->describe();
+  h.vocab_size = model.config().vocab_size;
+  (void)train::generate_teacher_data(model, *tok, prompts, h, o, base / "chat.jsonl");
+  const auto data = train::read_teacher_data((base / "chat.jsonl").string());
+  REQUIRE(data.samples.size() == 2);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const auto& smp = data.samples[i];
+    const auto rendered = eval::chat_prompt(*tok, o.chat_template, prompts[i].text);
+    CHECK(smp.prompt_ids == rendered.tokens);
+    CHECK(smp.prompt == rendered.text);
+    CHECK(smp.prompt.find("<|im_start|>user\n" + prompts[i].text + "<|im_end|>") != std::string::npos);
+    REQUIRE_FALSE(smp.continuation_ids.empty());
+    // the answer ends at the end-of-turn token (kept, as decode keeps a stop token) or at the length cap
+    const auto eot = std::find(smp.continuation_ids.begin(), smp.continuation_ids.end(), rendered.end_of_turn);
+    CHECK((eot == smp.continuation_ids.end() ? smp.continuation_ids.size() == 48u : eot + 1 == smp.continuation_ids.end()));
+  }
+  // the greedy answer to the first question
+  CHECK(data.samples[0].continuation.find("Paris") != std::string::npos);
+  fs::remove_all(base);
+}
 
 TEST_CASE("bitdistiller child: QAT run killed mid-training") {
   const char* run_dir = std::getenv(kKillEnv);

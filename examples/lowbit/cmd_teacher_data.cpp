@@ -23,7 +23,7 @@ struct Options : cli::CommonOptions {
   train::TeacherDataOptions data;
 };
 
-int run(const Options& o) {
+int run(Options o) {
   o.apply();
   cli::check_output_file(o.out, "--out");
   cli::check_input_file(o.eval_text, "--eval-text");
@@ -46,6 +46,10 @@ int run(const Options& o) {
   nn::Llama model = io::open_model(o.model);
   auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
 
+  if (o.data.chat) {
+    o.data.chat_template = eval::chat_template_of(o.model);
+    (void)eval::chat_prompt(*tok, o.data.chat_template, "x");  // a template or tokenizer without ChatML fails now
+  }
   train::TeacherHeader header;
   header.options = o.data.to_json();
   for (const auto& s : sources) header.options["sources"].push_back({{"path", s.path}, {"weight", s.weight}});
@@ -97,6 +101,9 @@ const cli::Registration registration{
           ->capture_default_str()
           ->check(CLI::Range(1, 1 << 30));
       app.add_option("--eval-text", o->eval_text, "evaluation text: warn if prompts occur in it");
+      app.add_flag("--chat", o->data.chat,
+                   "each prompt is a user turn of the model's chat template (ChatML) and the teacher answers as the "
+                   "assistant, stopped at the end-of-turn token: distillation data for a chat model");
       app.add_option("--out", o->out, "output JSONL; an existing file of the same run is continued")->required();
       return [o] { return run(*o); };
     }};

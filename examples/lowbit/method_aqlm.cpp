@@ -6,13 +6,18 @@
 #include <string>
 
 #include <lowbit/calib/additive_pipeline.hpp>
+#include <lowbit/core/hash.hpp>
 #include <lowbit/eval/model_source.hpp>
+#include <lowbit/train/teacher_data.hpp>
 
 #include "quantize_method.hpp"
 
 namespace lowbit_method_aqlm {
 
 using namespace lowbit;
+
+// The share of the teacher samples held out to measure the KL before and after (as the windows' 10%).
+constexpr double kTeacherHeldout = 0.1;
 
 struct AqlmCli {
   calib::AqlmOptions options;
@@ -27,15 +32,39 @@ cli::QuantizeMethod make(const AqlmCli& a) {
   cli::QuantizeMethod m;
   m.method = calib::aqlm_method(o);
   if (o.finetune_epochs > 0) m.finetune = calib::aqlm_hooks(o).finetune;
+  LOWBIT_CHECK(o.e2e_teacher_data.empty() || o.e2e_steps > 0,
+               "--aqlm-e2e-teacher-data needs --aqlm-e2e-steps > 0 (it is the end-to-end phase's data)");
+  LOWBIT_CHECK(o.e2e_teacher_data.empty() || o.e2e_nsamples == 0,
+               "--aqlm-e2e-teacher-data and --aqlm-e2e-nsamples exclude each other (teacher samples or windows)");
+  if (!o.e2e_teacher_data.empty()) {
+    (void)train::read_teacher_data(o.e2e_teacher_data);  // a bad file fails before calibration
+    m.preflight = [o](const nn::ModelConfig& config, const std::string& tokenizer) {
+      (void)train::teacher_token_data(train::read_teacher_data(o.e2e_teacher_data), o.e2e_teacher_data,
+                                      config.vocab_size, tokenizer, kTeacherHeldout);
+    };
+  }
   if (o.e2e_steps > 0)
     m.after_calibration = [o](nn::Llama& model, const cli::QuantizeContext& ctx) -> nlohmann::json {
       // Global fine-tuning against the FP model, checkpointed in --run-dir like the block pass.
-      std::fprintf(stderr, "[quantize] end-to-end fine-tuning: %lld steps of %d x %d tokens, forward KL to %s\n",
-                   static_cast<long long>(o.e2e_steps), o.e2e_batch, o.e2e_seq_len > 0 ? o.e2e_seq_len : ctx.seqlen - 1,
+      const int seq_len = o.e2e_seq_len > 0 ? o.e2e_seq_len : ctx.seqlen - 1;
+      std::fprintf(stderr, "[quantize] end-to-end fine-tuning: %lld steps of %d x %d tokens of %s, forward KL to %s\n",
+                   static_cast<long long>(o.e2e_steps), o.e2e_batch, seq_len,
+                   o.e2e_teacher_data.empty() ? "calibration windows" : o.e2e_teacher_data.c_str(),
                    ctx.model_path.c_str());
       nn::Llama teacher(eval::load_any_weights(ctx.model_path));
-      const auto windows = o.e2e_nsamples > 0 ? ctx.draw_windows(o.e2e_nsamples) : *ctx.tokens;
-      const auto e2e = calib::aqlm_finetune_end_to_end(model, teacher, windows, ctx.seqlen, o, ctx.quiet, ctx.run_dir);
+      nlohmann::json e2e;
+      if (o.e2e_teacher_data.empty()) {
+        const auto windows = o.e2e_nsamples > 0 ? ctx.draw_windows(o.e2e_nsamples) : *ctx.tokens;
+        e2e = calib::aqlm_finetune_end_to_end(model, teacher, windows, ctx.seqlen, o, ctx.quiet, ctx.run_dir);
+      } else {
+        const auto data = train::teacher_token_data(train::read_teacher_data(o.e2e_teacher_data), o.e2e_teacher_data,
+                                                    model.config().vocab_size, ctx.tokenizer, kTeacherHeldout);
+        calib::AqlmOptions keyed = o;  // the checkpoint name hashes the tokens, not the path
+        keyed.e2e_teacher_fingerprint =
+            fnv1a64(data.heldout.data(), data.heldout.size() * sizeof(std::int32_t),
+                    fnv1a64(data.train.data(), data.train.size() * sizeof(std::int32_t)));
+        e2e = calib::aqlm_finetune_end_to_end(model, teacher, data, seq_len, keyed, ctx.quiet, ctx.run_dir);
+      }
       std::fprintf(stderr, "[quantize] end-to-end: held-out KL %.5f -> %.5f in %.1f s%s\n",
                    e2e["heldout_kl_before"].get<double>(), e2e["heldout_kl_after"].get<double>(),
                    e2e["seconds"].get<double>(),
@@ -77,6 +106,10 @@ const cli::QuantizeMethodRegistration registration{cli::QuantizeMethodSpec{
                     "first --nsamples are the block pass's); 0 = the block pass's windows; the last 10% are held out")
           ->capture_default_str()
           ->check(CLI::Range(0, 1 << 20));
+      g->add_option("--aqlm-e2e-teacher-data", o.e2e_teacher_data,
+                    "train the end-to-end phase on `lowbit teacher-data` JSONL (the FP model's own generations, "
+                    "BitDistiller's self-distillation data) instead of calibration windows; 10% of the samples "
+                    "are held out");
       return [a](const std::string&) { return make(*a); };
     }}};
 

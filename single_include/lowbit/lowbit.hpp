@@ -15934,10 +15934,18 @@ struct AqlmOptions {
   int e2e_batch = 1;     // sequences per step
   int e2e_seq_len = 0;   // tokens per sequence; 0: the calibration sequence length
   int e2e_nsamples = 0;  // calibration windows drawn for this phase; 0: the block pass's windows
+  // A `lowbit teacher-data` file: the phase trains on the FP model's own generations instead of the
+  // calibration windows (BitDistiller's self-distillation data, docs/aqlm.md); its fingerprint is
+  // e2e_teacher_fingerprint, so a checkpoint made on other data is not resumed.
+  std::string e2e_teacher_data;
+  std::uint64_t e2e_teacher_fingerprint = 0;
 
   nlohmann::json e2e_json() const {
-    return {{"steps", e2e_steps},   {"lr", e2e_lr},          {"batch", e2e_batch},
-            {"seq_len", e2e_seq_len}, {"nsamples", e2e_nsamples}, {"loss", "forward-kl"}};
+    nlohmann::json j = {{"steps", e2e_steps},     {"lr", e2e_lr},
+                        {"batch", e2e_batch},     {"seq_len", e2e_seq_len},
+                        {"nsamples", e2e_nsamples}, {"loss", "forward-kl"}};
+    if (!e2e_teacher_data.empty()) j["teacher_data_fnv1a64"] = e2e_teacher_fingerprint;
+    return j;
   }
 
   nlohmann::json to_json() const {
@@ -16037,38 +16045,29 @@ inline nlohmann::json aqlm_finetune_block(BlockContext& ctx, const AqlmOptions& 
 
 // Global fine-tuning (ALGORITHMS.md §1.4, the P step; no discrete V step): after the block pass, train
 // the codebooks, scales and RMSNorm gains of the whole quantized model (codes frozen) with AdamW
-// (betas 0.9 / 0.95) on the forward KL to the FP teacher's next-token distributions. The calibration
-// windows (`nsamples` x `seqlen` tokens) are split: the last 10% (at least one window) measure the
-// held-out KL before and after, the rest are sampled for training. Deterministic for a seed. With a
-// `run_dir`, progress is checkpointed there (end_to_end-<hash of the e2e options>.ckpt, every 25 steps):
-// a killed run continues where it stopped and ends bit-identical to an uninterrupted one.
-inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher,
-                                               const std::vector<std::int32_t>& windows, int seqlen,
-                                               const AqlmOptions& options, bool quiet = false,
+// (betas 0.9 / 0.95) on the forward KL to the FP teacher's next-token distributions over `data` (its
+// held-out part measures the KL before and after). Deterministic for a seed. With a `run_dir`, progress is
+// checkpointed there (end_to_end-<hash of the e2e options>.ckpt, every 25 steps): a killed run continues
+// where it stopped and ends bit-identical to an uninterrupted one. Training sequences are `seq_len` tokens
+// (fewer when the training data is shorter).
+inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher, const train::TokenData& data,
+                                               int seq_len, const AqlmOptions& options, bool quiet = false,
                                                const std::string& run_dir = {}) {
   const auto start = std::chrono::steady_clock::now();
-  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
-               "aqlm end-to-end fine-tuning needs at least 2 calibration windows of ", seqlen, " tokens (got ",
-               windows.size(), " tokens)");
-  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
-  const std::size_t heldout = std::max<std::size_t>(1, n / 10);
-  train::TokenData data;
-  data.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen));
-  data.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen), windows.end());
-  data.vocab_size = student.config().vocab_size;
-  data.description = "calibration windows";
-  data.finalize();
-
+  LOWBIT_CHECK(seq_len >= 2, "aqlm end-to-end fine-tuning: sequences of ", seq_len, " tokens (at least 2)");
+  LOWBIT_CHECK(data.train.size() >= 3 && !data.heldout.empty(),
+               "aqlm end-to-end fine-tuning: too little data in ", data.description, " (", data.train.size(),
+               " training and ", data.heldout.size(), " held-out tokens)");
   train::DistillOptions d;
   d.loss = train::DistillLoss::ForwardKL;
   d.steps = options.e2e_steps;
   d.batch_size = options.e2e_batch;
-  d.seq_len = std::min(options.e2e_seq_len > 0 ? options.e2e_seq_len : seqlen, seqlen - 1);
+  d.seq_len = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(seq_len), data.train.size() - 1));
   d.schedule.peak_lr = options.e2e_lr;  // constant schedule
   d.adam.beta2 = 0.95f;
   d.adam.weight_decay = 0.0f;
   d.seed = options.calib.seed;
-  d.eval_tokens = static_cast<std::int64_t>(heldout) * seqlen;
+  d.eval_tokens = static_cast<std::int64_t>(data.heldout.size());
   d.quiet = quiet;
   d.trainable = options.finetune_norms ? train::names_containing({"codebooks", "scales", "norm"})
                                        : train::names_containing({"codebooks", "scales"});
@@ -16085,8 +16084,9 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return {{"options", options.e2e_json()},
           {"steps", r.steps},
-          {"train_windows", n - heldout},
-          {"heldout_windows", heldout},
+          {"data", data.description},
+          {"train_tokens", data.train.size()},
+          {"heldout_tokens", data.heldout.size()},
           {"first_loss", r.first_loss},
           {"last_loss", r.last_loss},
           {"heldout_kl_before", r.heldout_before},
@@ -16094,6 +16094,30 @@ inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& te
           {"resumed", r.resumed},
           {"resumed_from_step", r.resumed_from_step},
           {"seconds", seconds}};
+}
+
+// The same on calibration windows (`seqlen` tokens each): the last 10% (at least one window) are held out;
+// sequences are `e2e_seq_len` tokens (default and at most seqlen - 1).
+inline nlohmann::json aqlm_finetune_end_to_end(nn::Llama& student, nn::Llama& teacher,
+                                               const std::vector<std::int32_t>& windows, int seqlen,
+                                               const AqlmOptions& options, bool quiet = false,
+                                               const std::string& run_dir = {}) {
+  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
+               "aqlm end-to-end fine-tuning needs at least 2 calibration windows of ", seqlen, " tokens (got ",
+               windows.size(), " tokens)");
+  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
+  const std::size_t heldout = std::max<std::size_t>(1, n / 10);
+  train::TokenData data;
+  data.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen));
+  data.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(heldout * seqlen), windows.end());
+  data.vocab_size = student.config().vocab_size;
+  data.description = "calibration windows";
+  data.finalize();
+  const int seq_len = std::min(options.e2e_seq_len > 0 ? options.e2e_seq_len : seqlen, seqlen - 1);
+  auto r = aqlm_finetune_end_to_end(student, teacher, data, seq_len, options, quiet, run_dir);
+  r["train_windows"] = n - heldout;
+  r["heldout_windows"] = heldout;
+  return r;
 }
 
 inline PipelineHooks aqlm_hooks(const AqlmOptions& options) {
@@ -17214,6 +17238,46 @@ inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Token
   return result;
 }
 
+// Training data from a teacher-data file: each sample is prompt + continuation; the last `heldout_fraction`
+// of the samples (at least one) are held out. Refuses a file made with another tokenizer or vocabulary.
+inline TokenData teacher_token_data(const TeacherData& t, const std::string& source, int vocab_size,
+                                           const std::string& tokenizer, double heldout_fraction) {
+  LOWBIT_CHECK(t.header.vocab_size == vocab_size, source, ": teacher data has a vocabulary of ", t.header.vocab_size,
+               " tokens, the model ", vocab_size, " (made for another model)");
+  LOWBIT_CHECK(tokenizer.empty() || t.header.tokenizer == tokenizer, source, ": teacher data was tokenized by ",
+               t.header.tokenizer, ", the model's tokenizer is ", tokenizer);
+  LOWBIT_CHECK(t.samples.size() >= 2, source, ": ", t.samples.size(), " teacher samples; at least 2 are needed "
+               "(training and held out)");
+  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * t.samples.size() + 0.5), 1,
+                                                   t.samples.size() - 1);
+  TokenData d;
+  for (std::size_t i = 0; i < t.samples.size(); ++i) {
+    auto& out = i + held < t.samples.size() ? d.train : d.heldout;
+    out.insert(out.end(), t.samples[i].prompt_ids.begin(), t.samples[i].prompt_ids.end());
+    out.insert(out.end(), t.samples[i].continuation_ids.begin(), t.samples[i].continuation_ids.end());
+  }
+  d.vocab_size = vocab_size;
+  d.description = source;
+  d.finalize();
+  return d;
+}
+
+// Training data from calibration windows (no teacher data given): the last fraction of windows held out.
+inline TokenData window_token_data(const std::vector<std::int32_t>& windows, int seqlen, int vocab_size,
+                                          double heldout_fraction) {
+  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
+               "training on calibration windows needs at least 2 windows of ", seqlen, " tokens");
+  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
+  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * n + 0.5), 1, n - 1);
+  TokenData d;
+  d.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(held * seqlen));
+  d.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(held * seqlen), windows.end());
+  d.vocab_size = vocab_size;
+  d.description = "calibration windows";
+  d.finalize();
+  return d;
+}
+
 }  // namespace lowbit::train
 // ---- end lowbit/train/teacher_data.hpp ----
 
@@ -17316,46 +17380,6 @@ inline Method bitdistiller_method(const BitDistillerOptions& options) {
 }
 
 inline bool is_fake_quant_layer(const nn::Linear& layer) { return dynamic_cast<const nn::FakeQuantTraining*>(&layer) != nullptr; }
-
-// Training data from a teacher-data file: each sample is prompt + continuation; the last `heldout_fraction`
-// of the samples (at least one) are held out. Refuses a file made with another tokenizer or vocabulary.
-inline train::TokenData teacher_token_data(const train::TeacherData& t, const std::string& source, int vocab_size,
-                                           const std::string& tokenizer, double heldout_fraction) {
-  LOWBIT_CHECK(t.header.vocab_size == vocab_size, source, ": teacher data has a vocabulary of ", t.header.vocab_size,
-               " tokens, the model ", vocab_size, " (made for another model)");
-  LOWBIT_CHECK(tokenizer.empty() || t.header.tokenizer == tokenizer, source, ": teacher data was tokenized by ",
-               t.header.tokenizer, ", the model's tokenizer is ", tokenizer);
-  LOWBIT_CHECK(t.samples.size() >= 2, source, ": ", t.samples.size(), " teacher samples; at least 2 are needed "
-               "(training and held out)");
-  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * t.samples.size() + 0.5), 1,
-                                                   t.samples.size() - 1);
-  train::TokenData d;
-  for (std::size_t i = 0; i < t.samples.size(); ++i) {
-    auto& out = i + held < t.samples.size() ? d.train : d.heldout;
-    out.insert(out.end(), t.samples[i].prompt_ids.begin(), t.samples[i].prompt_ids.end());
-    out.insert(out.end(), t.samples[i].continuation_ids.begin(), t.samples[i].continuation_ids.end());
-  }
-  d.vocab_size = vocab_size;
-  d.description = source;
-  d.finalize();
-  return d;
-}
-
-// Training data from calibration windows (no teacher data given): the last fraction of windows held out.
-inline train::TokenData window_token_data(const std::vector<std::int32_t>& windows, int seqlen, int vocab_size,
-                                          double heldout_fraction) {
-  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
-               "bitdistiller: training on calibration windows needs at least 2 windows of ", seqlen, " tokens");
-  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
-  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * n + 0.5), 1, n - 1);
-  train::TokenData d;
-  d.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(held * seqlen));
-  d.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(held * seqlen), windows.end());
-  d.vocab_size = vocab_size;
-  d.description = "calibration windows";
-  d.finalize();
-  return d;
-}
 
 // QAT of every fake-quant layer of `student` against `teacher`, then the fold into packed layers.
 // Checkpoints go to `run_dir` (qat-<hash of the QAT options>.ckpt) when it is set; `on_step` runs after every update.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# CLI test `cli.qat` (stories260K, ~15 s): BitDistiller from the command line. `teacher-data` warns when
+# CLI test `cli.qat` (stories260K, ~45 s): BitDistiller from the command line. `teacher-data` warns when
 # the prompts come from the evaluation text, and a rerun keeps a finished file; `qat` refuses a bad
 # teacher-data file (malformed, or made with another tokenizer), loss or gradient before any calibration, distills with every
 # loss of the ablation and every gradient variant, and writes
-# a file that `perplexity` and `generate` open, with the QAT record in its report.
+# a file that `perplexity` and `generate` open, with the QAT record in its report. AQLM's end-to-end phase
+# trains on the same teacher data (`--aqlm-e2e-teacher-data`).
 # Usage: qat.sh LOWBIT_BINARY SHARED_DATA_DIR SCRATCH_DIR
 set -euo pipefail
 source "$(dirname "$0")/stories260k.sh"
@@ -24,6 +25,7 @@ grep -q "30 samples kept from an earlier run, 0 generated" err.txt || { cat err.
 cmp -s teacher.jsonl first.jsonl || fail "the rerun changed a finished file"
 expect_exit 1 "another run" "$lowbit" "${td[@]}" --prompts "$prompts" --out teacher.jsonl --temperature 1.0
 expect_exit 2 "top-p" "$lowbit" "${td[@]}" --prompts "$prompts" --out x.jsonl --top-p 2
+expect_exit 1 "im_start" "$lowbit" "${td[@]}" --prompts "$prompts" --out x.jsonl --chat  # no ChatML in tok512
 
 echo "== qat fails fast"
 common=(--model "$model" --tokenizer "$tok" --calib "$prompts" --nsamples 8 --seqlen 64 --format uniform:2:32
@@ -70,4 +72,21 @@ PY
 "$lowbit" perplexity --model q_cakld.safetensors --tokenizer "$tok" --text "$text" --limit-tokens 4096 --quiet > /dev/null
 "$lowbit" generate --model q_cakld.safetensors --tokenizer "$tok" --prompt "Once upon a time" -n 20 --temperature 0 > gen.txt
 [ "$(wc -c < gen.txt)" -gt 30 ] || fail "generate on the QAT file printed too little"
+
+echo "== aqlm end-to-end fine-tuning on the same teacher data"
+aq=(quantize --model "$model" --tokenizer "$tok" --calib "$prompts" --nsamples 8 --seqlen 64 --method aqlm
+    --format additive:2:8:8 --aqlm-kmeans-iters 5 --aqlm-max-epochs 2 --aqlm-e2e-steps 20 --aqlm-e2e-lr 1e-4 --quiet)
+expect_exit 1 "tokenized by another tokenizer" "$lowbit" "${aq[@]}" --aqlm-e2e-teacher-data other_tok.jsonl --out a.safetensors
+expect_exit 1 "exclude each other" "$lowbit" "${aq[@]}" --aqlm-e2e-teacher-data teacher.jsonl --aqlm-e2e-nsamples 16 --out a.safetensors
+"$lowbit" "${aq[@]}" --aqlm-e2e-teacher-data teacher.jsonl --run-dir aqlm.run --out a.safetensors --report-json ra.json > /dev/null
+python3 - <<'PY' || fail "the AQLM end-to-end report on teacher data is wrong"
+import json
+e = json.load(open("ra.json"))["end_to_end"]
+assert e["data"] == "teacher.jsonl" and e["steps"] == 20, e
+assert e["heldout_tokens"] > 0 and e["train_tokens"] > 4 * e["heldout_tokens"], e
+assert "teacher_data_fnv1a64" in e["options"], e["options"]
+assert e["heldout_kl_after"] < e["heldout_kl_before"], (e["heldout_kl_before"], e["heldout_kl_after"])
+print("aqlm e2e on teacher data: held-out KL", round(e["heldout_kl_before"], 4), "->", round(e["heldout_kl_after"], 4))
+PY
+ls aqlm.run/end_to_end-*.ckpt > /dev/null || fail "no end-to-end checkpoint in the run directory"
 echo "cli.qat: ok"

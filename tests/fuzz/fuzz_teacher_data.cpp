@@ -12,7 +12,7 @@ LOWBIT_FUZZ_TARGET(teacher_data) {
   const auto path = lowbit_fuzz::write_file("teacher.jsonl", std::string_view(reinterpret_cast<const char*>(data), size));
   lowbit_fuzz::expect_error_only([&] {
     const auto t = train::read_teacher_data(path.string());
-    (void)calib::teacher_token_data(t, path.string(), 512, "spm:512", 0.2);
+    (void)train::teacher_token_data(t, path.string(), 512, "spm:512", 0.2);
   });
   return 0;
 }

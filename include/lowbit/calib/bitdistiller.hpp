@@ -132,46 +132,6 @@ inline Method bitdistiller_method(const BitDistillerOptions& options) {
 
 inline bool is_fake_quant_layer(const nn::Linear& layer) { return dynamic_cast<const nn::FakeQuantTraining*>(&layer) != nullptr; }
 
-// Training data from a teacher-data file: each sample is prompt + continuation; the last `heldout_fraction`
-// of the samples (at least one) are held out. Refuses a file made with another tokenizer or vocabulary.
-inline train::TokenData teacher_token_data(const train::TeacherData& t, const std::string& source, int vocab_size,
-                                           const std::string& tokenizer, double heldout_fraction) {
-  LOWBIT_CHECK(t.header.vocab_size == vocab_size, source, ": teacher data has a vocabulary of ", t.header.vocab_size,
-               " tokens, the model ", vocab_size, " (made for another model)");
-  LOWBIT_CHECK(tokenizer.empty() || t.header.tokenizer == tokenizer, source, ": teacher data was tokenized by ",
-               t.header.tokenizer, ", the model's tokenizer is ", tokenizer);
-  LOWBIT_CHECK(t.samples.size() >= 2, source, ": ", t.samples.size(), " teacher samples; at least 2 are needed "
-               "(training and held out)");
-  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * t.samples.size() + 0.5), 1,
-                                                   t.samples.size() - 1);
-  train::TokenData d;
-  for (std::size_t i = 0; i < t.samples.size(); ++i) {
-    auto& out = i + held < t.samples.size() ? d.train : d.heldout;
-    out.insert(out.end(), t.samples[i].prompt_ids.begin(), t.samples[i].prompt_ids.end());
-    out.insert(out.end(), t.samples[i].continuation_ids.begin(), t.samples[i].continuation_ids.end());
-  }
-  d.vocab_size = vocab_size;
-  d.description = source;
-  d.finalize();
-  return d;
-}
-
-// Training data from calibration windows (no teacher data given): the last fraction of windows held out.
-inline train::TokenData window_token_data(const std::vector<std::int32_t>& windows, int seqlen, int vocab_size,
-                                          double heldout_fraction) {
-  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
-               "bitdistiller: training on calibration windows needs at least 2 windows of ", seqlen, " tokens");
-  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
-  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * n + 0.5), 1, n - 1);
-  train::TokenData d;
-  d.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(held * seqlen));
-  d.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(held * seqlen), windows.end());
-  d.vocab_size = vocab_size;
-  d.description = "calibration windows";
-  d.finalize();
-  return d;
-}
-
 // QAT of every fake-quant layer of `student` against `teacher`, then the fold into packed layers.
 // Checkpoints go to `run_dir` (qat-<hash of the QAT options>.ckpt) when it is set; `on_step` runs after every update.
 inline nlohmann::json bitdistiller_train(nn::Llama& student, nn::Llama& teacher, const train::TokenData& data,

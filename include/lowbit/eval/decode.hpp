@@ -30,6 +30,7 @@ struct DecodeStats {
   int prompt_tokens = 0, generated = 0;
   double prefill_wall = 0, prefill_cpu = 0, decode_wall = 0, decode_cpu = 0;
   bool stopped = false;  // a stop token ended it before the budget
+  std::int32_t stop_token = -1;  // which one (not in `tokens`)
   std::vector<std::int32_t> tokens;  // the generated tokens (not the prompt)
 
   static double rate(int n, double s) { return s > 0 ? n / s : 0.0; }
@@ -70,6 +71,7 @@ inline DecodeStats decode(nn::Llama& model, nn::KVCache& cache, const std::vecto
     for (auto s : options.stop_tokens) stop = stop || next == s;
     if (stop) {
       st.stopped = true;
+      st.stop_token = next;
       break;
     }
     st.tokens.push_back(next);

@@ -25,17 +25,20 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "../core/progress.hpp"
 #include "../core/rng.hpp"
+#include "../eval/chat.hpp"
 #include "../eval/decode.hpp"
 #include "../eval/text_input.hpp"
 #include "../io/tokenizer.hpp"
 #include "../nn/model.hpp"
 #include "../nn/sampler.hpp"
+#include "token_data.hpp"
 
 namespace lowbit::train {
 
@@ -72,13 +75,21 @@ struct TeacherDataOptions {
   std::uint64_t seed = 0;
   int prompt_chars = 128;
   int min_paragraph_chars = 512;
+  // Chat mode: each prompt is the user turn of the model's ChatML template (eval/chat.hpp; this is the
+  // template text, or "" for the default ChatML), the teacher answers as the assistant, and the
+  // end-of-turn token stops it (and ends the continuation, so a student learns to stop). The sample's
+  // prompt (text and ids) is the rendered template.
+  bool chat = false;
+  std::string chat_template;
   bool quiet = false;
 
   nlohmann::json to_json() const {
-    return {{"samples", samples},       {"max_new_tokens", max_new_tokens},
-            {"temperature", temperature}, {"top_p", top_p},
-            {"seed", seed},             {"prompt_chars", prompt_chars},
-            {"min_paragraph_chars", min_paragraph_chars}};
+    nlohmann::json j = {{"samples", samples},       {"max_new_tokens", max_new_tokens},
+                        {"temperature", temperature}, {"top_p", top_p},
+                        {"seed", seed},             {"prompt_chars", prompt_chars},
+                        {"min_paragraph_chars", min_paragraph_chars}};
+    if (chat) j["chat"] = true;  // absent for plain runs, so their files stay valid
+    return j;
   }
 };
 
@@ -298,7 +309,10 @@ inline std::vector<std::int32_t> teacher_continuation(nn::Llama& model, const st
   eval::DecodeOptions dopt;
   dopt.max_new_tokens = budget;
   dopt.stop_tokens = stops;
-  return eval::decode(model, cache, prompt, sampler, dopt).tokens;
+  auto r = eval::decode(model, cache, prompt, sampler, dopt);
+  // A chat answer keeps its end-of-turn token, so a student distilled on it learns to stop.
+  if (o.chat && r.stopped) r.tokens.push_back(r.stop_token);
+  return std::move(r.tokens);
 }
 
 struct TeacherDataResult {
@@ -343,9 +357,17 @@ inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Token
     TeacherSample s;
     s.index = i;
     s.source = p.source;
-    s.prompt = p.text;
-    s.prompt_ids = tok.encode(p.text, tok.adds_bos_by_default());
-    s.continuation_ids = teacher_continuation(model, s.prompt_ids, o, static_cast<std::uint64_t>(i), stops);
+    auto sample_stops = stops;
+    if (o.chat) {
+      const auto rendered = eval::chat_prompt(tok, o.chat_template, p.text);
+      s.prompt = rendered.text;
+      s.prompt_ids = rendered.tokens;
+      sample_stops.push_back(rendered.end_of_turn);
+    } else {
+      s.prompt = p.text;
+      s.prompt_ids = tok.encode(p.text, tok.adds_bos_by_default());
+    }
+    s.continuation_ids = teacher_continuation(model, s.prompt_ids, o, static_cast<std::uint64_t>(i), sample_stops);
     s.continuation = tok.decode(s.continuation_ids);
     file << s.to_json().dump() << '\n';
     file.flush();
@@ -359,6 +381,46 @@ inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Token
   progress.finish();
   result.seconds = clock.wall();
   return result;
+}
+
+// Training data from a teacher-data file: each sample is prompt + continuation; the last `heldout_fraction`
+// of the samples (at least one) are held out. Refuses a file made with another tokenizer or vocabulary.
+inline TokenData teacher_token_data(const TeacherData& t, const std::string& source, int vocab_size,
+                                           const std::string& tokenizer, double heldout_fraction) {
+  LOWBIT_CHECK(t.header.vocab_size == vocab_size, source, ": teacher data has a vocabulary of ", t.header.vocab_size,
+               " tokens, the model ", vocab_size, " (made for another model)");
+  LOWBIT_CHECK(tokenizer.empty() || t.header.tokenizer == tokenizer, source, ": teacher data was tokenized by ",
+               t.header.tokenizer, ", the model's tokenizer is ", tokenizer);
+  LOWBIT_CHECK(t.samples.size() >= 2, source, ": ", t.samples.size(), " teacher samples; at least 2 are needed "
+               "(training and held out)");
+  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * t.samples.size() + 0.5), 1,
+                                                   t.samples.size() - 1);
+  TokenData d;
+  for (std::size_t i = 0; i < t.samples.size(); ++i) {
+    auto& out = i + held < t.samples.size() ? d.train : d.heldout;
+    out.insert(out.end(), t.samples[i].prompt_ids.begin(), t.samples[i].prompt_ids.end());
+    out.insert(out.end(), t.samples[i].continuation_ids.begin(), t.samples[i].continuation_ids.end());
+  }
+  d.vocab_size = vocab_size;
+  d.description = source;
+  d.finalize();
+  return d;
+}
+
+// Training data from calibration windows (no teacher data given): the last fraction of windows held out.
+inline TokenData window_token_data(const std::vector<std::int32_t>& windows, int seqlen, int vocab_size,
+                                          double heldout_fraction) {
+  LOWBIT_CHECK(seqlen > 1 && windows.size() % static_cast<std::size_t>(seqlen) == 0 && windows.size() >= 2u * seqlen,
+               "training on calibration windows needs at least 2 windows of ", seqlen, " tokens");
+  const std::size_t n = windows.size() / static_cast<std::size_t>(seqlen);
+  const std::size_t held = std::clamp<std::size_t>(static_cast<std::size_t>(heldout_fraction * n + 0.5), 1, n - 1);
+  TokenData d;
+  d.train.assign(windows.begin(), windows.end() - static_cast<std::ptrdiff_t>(held * seqlen));
+  d.heldout.assign(windows.end() - static_cast<std::ptrdiff_t>(held * seqlen), windows.end());
+  d.vocab_size = vocab_size;
+  d.description = "calibration windows";
+  d.finalize();
+  return d;
 }
 
 }  // namespace lowbit::train
