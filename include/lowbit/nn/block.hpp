@@ -103,6 +103,9 @@ class BasicBlock {
   BasicLinear<F>& linear(LinearRole r) { return *linears_[static_cast<int>(r)]; }
   const BasicLinear<F>& linear(LinearRole r) const { return *linears_[static_cast<int>(r)]; }
 
+  // Takes the layer out (the slot is empty until set_linear fills it again), e.g. to wrap it.
+  BasicLinearPtr<F> release_linear(LinearRole r) { return std::move(linears_[static_cast<int>(r)]); }
+
   void set_linear(LinearRole r, BasicLinearPtr<F> l, const std::string& where = "block") {
     LOWBIT_CHECK(l != nullptr, where, ": set_linear(", linear_role_name(r), ") got a null layer");
     auto [out, in] = linear_role_shape(cfg_, r);
