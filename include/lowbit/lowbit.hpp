@@ -36,7 +36,9 @@
 #include "kernels/cpu/additive_reference.hpp"
 #include "kernels/cpu/bcq_matvec.hpp"
 #include "kernels/cpu/bcq_matvec_q8.hpp"
+#include "kernels/cpu/bcq_sign_matvec.hpp"
 #include "kernels/cpu/nf3_matvec.hpp"
+#include "kernels/cpu/sign_matvec.hpp"
 #include "kernels/cpu/uniform_matvec.hpp"
 #include "kernels/cpu/uniform_matvec_q8.hpp"
 
@@ -109,6 +111,7 @@
 #include "train/checkpoint.hpp"
 #include "train/clip.hpp"
 #include "train/distill.hpp"
+#include "train/encoder.hpp"
 #include "train/losses.hpp"
 #include "train/pretrain.hpp"
 #include "train/schedule.hpp"

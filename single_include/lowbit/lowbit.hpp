@@ -2038,6 +2038,70 @@ LOWBIT_HD float bcq_row_partial_dot(const BCQMatrixView& m, index_t row, const f
 }  // namespace lowbit
 // ---- end lowbit/format/bcq.hpp ----
 
+// ---- begin lowbit/format/binary.hpp ----
+// 1-bit activation formats (ALGORITHMS.md §4): the input of a linear layer becomes x̂_c = α_c·step(u_c)
+// with u = f(x) − β (f a learned encoder, nn/activation_encoder.hpp) and step(u) ∈ {−1, +1}, so a row of
+// the product is y = W·(α ⊙ s) = W'·s with W' = W·diag(α) and s ∈ {±1}^d: multiplication-free masked adds
+// (kernels/cpu/sign_matvec.hpp). Unlike F32Activations / Int8Activations (format/activation.hpp), which
+// only choose a kernel, a binary format changes what the layer computes, so it wraps the layer
+// (nn/encoded_linear.hpp) instead of being switched on it.
+//
+// The step is a policy. `Heaviside` is the Auto Quantization Encoder's parametric sign:
+//   forward   step(u) = +1 if u > 0, else −1 (0 maps to −1, the packed-sign kernels' convention);
+//   backward  the surrogate of the arctan, step(u) ≈ (2/π)·atan(k·u), so d step/du ≈ (2/π)·k/(1 + (k·u)²)
+//             with sharpness k (the seed's k = 4; the trainer may anneal it). The seed's later commit
+//             wrote k/sqrt((k·u)² + 1) instead of the arctan's own derivative; lowbit uses the
+//             derivative of the function it names, so finite differences of `surrogate` check it.
+
+#include <cmath>
+#include <concepts>
+#include <string>
+
+
+namespace lowbit {
+
+struct Heaviside {
+  static std::string name() { return "heaviside"; }
+  static constexpr double default_k = 4.0;
+
+  template <class T>
+  static T step(T u) {
+    return u > T(0) ? T(1) : T(-1);
+  }
+  // The smooth function whose derivative the backward pass uses.
+  template <class T>
+  static T surrogate(T u, T k) {
+    return T(2.0 / 3.14159265358979323846) * std::atan(k * u);
+  }
+  template <class T>
+  static T surrogate_grad(T u, T k) {
+    const T ku = k * u;
+    return T(2.0 / 3.14159265358979323846) * k / (T(1) + ku * ku);
+  }
+};
+
+template <class S>
+concept StepFunction = requires(float u) {
+  { S::name() } -> std::convertible_to<std::string>;
+  { S::template step<float>(u) } -> std::convertible_to<float>;
+  { S::template surrogate<float>(u, u) } -> std::convertible_to<float>;
+  { S::template surrogate_grad<float>(u, u) } -> std::convertible_to<float>;
+};
+
+// Per-channel ±α activations through step S.
+template <StepFunction S>
+struct Binary {
+  using Step = S;
+  static std::string name() { return "binary:" + S::name(); }
+  static constexpr bool exact = false;
+  static constexpr int bits = 1;
+};
+
+static_assert(ActivationFormat<Binary<Heaviside>>);
+
+}  // namespace lowbit
+// ---- end lowbit/format/binary.hpp ----
+
 // ---- begin lowbit/format/concepts.hpp ----
 // What a weight format is. A format is an empty policy type (Uniform<4,128>, Additive<2,8,8>, ...)
 // with static constexpr parameters validated by static_assert and a descriptor `name()`;
@@ -7044,15 +7108,524 @@ auto visit_format(const std::string& descriptor, Fn&& fn) {
 // ---- end lowbit/formats.hpp ----
 
 
+// ---- begin lowbit/kernels/cpu/bcq_sign_matvec.hpp ----
+// y = Ŵ·s for BCQ bit-plane weights (format/bcq.hpp: ŵ = Σ_i α_i·b_i + offset per group, b_i ∈ ±1 stored
+// as bit-planes, 1 = +1) and pure ±1 activation signs s (packed by `pack_signs`, sign_matvec.hpp): the
+// XNOR/popcount form. For a group g of len_g columns, plane bits b and sign bits s,
+//
+//     Σ_{c∈g} b_c·s_c = len_g − 2·popcount(b XOR s)      (agreeing bits give +1, differing ones −1)
+//     Σ_{c∈g} s_c     = 2·popcount(s) − len_g            (once per call, shared by all rows)
+//     y_r = Σ_g [ Σ_i α_gi·(len_g − 2·popcount(b_gi XOR s_g)) + offset_g·Σ_{c∈g} s_c ]
+//
+// so a row costs Bits popcounts per 64 columns and no float work per column. The padding bits past
+// `cols` are masked off (the last word of a row), so len_g counts only real columns.
+//
+// Scope: the weights here are NOT folded with the activation scales α_c. An encoded layer's input is
+// α_c·s_c, and this exact popcount form holds only when α is one scalar for the layer (or constant over
+// each group): the caller multiplies y by that scalar (or ignores it). With per-channel α, fold α into
+// fp32 weights and use sign_matvec (sign_matvec.hpp) instead. This path is also the XNOR baseline that
+// issue 17 asks to measure against (bench/bench_sign.cpp).
+//
+// Paths: `bcq_sign_matvec_reference` (decode each row, double Σ ŵ·s) and `bcq_sign_matvec` (64-bit popcounts,
+// the per-group integer sums dotted with the fp16 scales in float; rows in parallel, each on one thread).
 
-// ---- begin lowbit/nn/additive_linear.hpp ----
-// The trainable form of AQLM layers, for block and end-to-end fine-tuning: codes are frozen, codebooks
-// and per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
-//   dX += dY·Ŵ,   dC_m[k] += Σ_{o,j: c_ojm = k} s_o·dŴ[o, block j],   ds_o += ⟨dŴ_o, u_o⟩ (u = Ŵ/s).
-// QuantizedLinear<Additive<M,B,G>>::trainable_form() makes one (TrainableForm below); its
-// inference_form() rounds back to the stored fp16 format as QuantizedLinear<Additive<M,B,G>>.
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <vector>
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+
+// ---- begin lowbit/kernels/cpu/sign_matvec.hpp ----
+// y = W'·s for a 1-bit activation (issue 17, the "encoded" linear layer): the input of channel c is
+// α_c·s_c with s ∈ {±1}^cols, and with α folded into the weights once at load (W' = W·diag(α), rows x
+// cols, row-major fp32; `fold_channel_scales`) the product needs no multiplications:
+//
+//     y = W'·s = Σ_{s_c=+1} W'[:,c] − Σ_{s_c=−1} W'[:,c] = 2·(Σ_{s_c=+1} W'[:,c]) − W'·1,
+//
+// i.e. adds of the selected columns and one precomputed row-sum vector rowsum = W'·1 (`sign_rowsums`).
+//
+// The signs travel packed (`pack_signs`): bit c%64 of word c/64 is 1 when v[c] > 0, i.e. s_c = +1; a
+// 0 (and −0, NaN) maps to s_c = −1. The caller passes v − β (the encoder's threshold already
+// subtracted), so the bits are the ±1 of sign(v − β) with sign(0) = −1. Bits past n are zero.
+//
+// Paths (all sum in float except the reference; they agree within float rounding of Σ|W'|):
+//   - `sign_matvec_reference`: Σ of the selected weights in double, then 2·Σ − rowsum; scalar;
+//   - `sign_matvec_avx512` (compiled when the compiler targets AVX-512F): 32 columns per step; the 16
+//     sign bits of each half are a __mmask16 and `_mm512_mask_add_ps` adds the selected lanes (two
+//     accumulators); the tail is a masked load (never reads past the row), so any cols works;
+//   - `sign_matvec_avx2` (AVX2): 16 columns per step, each 8 bits become an all-ones/zero lane mask
+//     (broadcast, AND with 1,2,..,128, compare) that ANDs the weights before the add; scalar tail;
+//   - `sign_matvec_scalar`: the portable fallback.
+// `sign_matvec` picks the best. One row at a time: the weights are then read as one sequential stream.
+// Interleaving 4 rows to reuse each mask was measured slower on the Zen 4 VM this was written on (4096x4096
+// DRAM-resident: 0.7-0.9x; 576x576: 0.5x of the one-row loop), the masks being nearly free next to the
+// loads. Rows (blocks of 4) run in parallel (parallel_for), each on one thread.
+//
+// The LOWBIT_HD helpers first below (sign_is_positive, sign_bit, sign_select_add, sign_quad_selected,
+// sign_row_partial, ...) are the arithmetic of the CUDA kernels (kernels/cuda/sign_matvec.cuh);
+// test_kernels_sign runs them on the host. BCQ bit-plane weights with sign activations (XNOR/popcount)
+// are in bcq_sign_matvec.hpp.
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+
+// ---- the arithmetic of the CUDA kernels (kernels/cuda/sign_matvec.cuh) ------------------------------
+// Here rather than in the .cuh so that the host tests (test_kernels_sign) run exactly this arithmetic.
+// The device side reads the packed signs as 32-bit words `s32` (the little-endian halves of the 64-bit
+// words: bit c%32 of s32[c/32] is sign c).
+namespace lowbit::kernels {
+
+// The sign convention: bit 1 (s = +1) when v > 0; 0, −0 and NaN give bit 0 (s = −1).
+LOWBIT_HD bool sign_is_positive(float v) { return v > 0.0f; }
+
+// Sign bit c (1: s_c = +1).
+LOWBIT_HD std::uint32_t sign_bit(const std::uint32_t* s32, index_t c) { return (s32[c >> 5] >> (c & 31)) & 1u; }
+
+// The masked add of one element: acc + (bit ? w : 0).
+LOWBIT_HD float sign_select_add(float acc, float w, std::uint32_t bit) { return acc + (bit ? w : 0.0f); }
+
+// The 4 sign bits of the float4 unit q (columns 4q..4q+3) as a nibble.
+LOWBIT_HD std::uint32_t sign_quad_nibble(const std::uint32_t* s32, index_t q) {
+  return (s32[q >> 3] >> ((q & 7) * 4)) & 0xFu;
+}
+
+// Σ of the selected elements of a float4 unit, in a fixed order.
+LOWBIT_HD float sign_quad_selected(float w0, float w1, float w2, float w3, std::uint32_t nibble) {
+  return ((nibble & 1u) ? w0 : 0.0f) + ((nibble & 2u) ? w1 : 0.0f) + (((nibble & 4u) ? w2 : 0.0f) + ((nibble & 8u) ? w3 : 0.0f));
+}
+
+// The part of Σ_{s_c=+1} w_row[c] that worker `lane` of `stride` takes: columns lane, lane + stride, ...
+// (the general kernel: a warp per row, consecutive lanes on consecutive columns).
+LOWBIT_HD float sign_row_partial(const float* w_row, const std::uint32_t* s32, index_t cols, index_t lane, index_t stride) {
+  float acc = 0.0f;
+  for (index_t c = lane; c < cols; c += stride) acc = sign_select_add(acc, w_row[c], sign_bit(s32, c));
+  return acc;
+}
+
+// The same over float4 units q = lane, lane + stride, ... of a row of 4·quads columns (the vector kernel).
+LOWBIT_HD float sign_row_partial_quads(const float* w_row, const std::uint32_t* s32, index_t quads, index_t lane,
+                                       index_t stride) {
+  float acc = 0.0f;
+  for (index_t q = lane; q < quads; q += stride)
+    acc += sign_quad_selected(w_row[4 * q], w_row[4 * q + 1], w_row[4 * q + 2], w_row[4 * q + 3], sign_quad_nibble(s32, q));
+  return acc;
+}
+
+// y from the selected sum and the row sum: 2·selected − rowsum.
+LOWBIT_HD float sign_combine(float selected, float rowsum) { return 2.0f * selected - rowsum; }
+
+}  // namespace lowbit::kernels
+
+namespace lowbit::kernels::cpu {
+
+static_assert(std::endian::native == std::endian::little,
+              "sign_matvec: packed sign words are also read as 32-bit halves (little-endian layout)");
+
+inline constexpr index_t kSignMinRowsPerThread = 16;
+
+// 64-bit words that hold n packed signs.
+constexpr index_t signs_words(index_t n) { return (n + 63) / 64; }
+
+// bits[signs_words(n)]: bit c%64 of word c/64 = (v[c] > 0); 0, −0 and NaN give 0 (s_c = −1); the bits
+// past n in the last word are zero.
+inline void pack_signs(const float* v, index_t n, std::uint64_t* bits) {
+  const index_t words = signs_words(n);
+  for (index_t w = 0; w < words; ++w) {
+    const index_t c0 = w * 64;
+    const index_t count = std::min<index_t>(64, n - c0);
+    std::uint64_t word = 0;
+    index_t j = 0;
+#if defined(__AVX512F__)
+    for (; j + 16 <= count; j += 16) {
+      const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(v + c0 + j), _mm512_setzero_ps(), _CMP_GT_OQ);
+      word |= static_cast<std::uint64_t>(m) << j;
+    }
+#endif
+    for (; j < count; ++j) word |= static_cast<std::uint64_t>(sign_is_positive(v[c0 + j])) << j;
+    bits[w] = word;
+  }
+}
+
+// s_c ∈ {+1, −1} of packed sign c.
+inline float unpack_sign(const std::uint64_t* bits, index_t c) {
+  return ((bits[c >> 6] >> (c & 63)) & 1u) ? 1.0f : -1.0f;
+}
+
+// W[r, c] *= alpha[c] (W' = W·diag(α), done once when the layer is loaded).
+inline void fold_channel_scales(float* W, index_t rows, index_t cols, const float* alpha) {
+  parallel_for(
+      0, rows,
+      [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r)
+          for (index_t c = 0; c < cols; ++c) W[r * cols + c] *= alpha[c];
+      },
+      kSignMinRowsPerThread);
+}
+
+// rowsum[r] = Σ_c W'[r, c] (summed in double, rounded once).
+inline void sign_rowsums(const float* W, index_t rows, index_t cols, float* rowsum) {
+  parallel_for(
+      0, rows,
+      [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r) {
+          double acc = 0.0;
+          for (index_t c = 0; c < cols; ++c) acc += W[r * cols + c];
+          rowsum[r] = static_cast<float>(acc);
+        }
+      },
+      kSignMinRowsPerThread);
+}
+
+namespace detail {
+inline void check_sign_args(const float* W, const float* rowsum, const std::uint64_t* bits, index_t rows, index_t cols,
+                            const float* y) {
+  LOWBIT_CHECK(rows > 0 && cols > 0, "sign matvec: shape must be positive, got ", rows, "x", cols);
+  LOWBIT_CHECK(W && rowsum && bits && y, "sign matvec: W, rowsum, bits and y must not be null");
+}
+
+// Runs block(r0, n) for blocks of `Lanes` rows (n < Lanes only for the last), split over the threads.
+template <index_t Lanes, class Block>
+void sign_for_row_blocks(index_t rows, Block&& block) {
+  parallel_for(
+      0, (rows + Lanes - 1) / Lanes,
+      [&](index_t b0, index_t b1) {
+        for (index_t b = b0; b < b1; ++b) block(b * Lanes, std::min<index_t>(Lanes, rows - b * Lanes));
+      },
+      std::max<index_t>(1, kSignMinRowsPerThread / Lanes));
+}
+
+// The 16 (32) sign bits of columns [c, c + 16) ([c, c + 32)); c a multiple of 16 (32).
+inline std::uint32_t sign_bits16(const std::uint64_t* bits, index_t c) {
+  return static_cast<std::uint32_t>(bits[c >> 6] >> (c & 63)) & 0xFFFFu;
+}
+inline std::uint32_t sign_bits32(const std::uint64_t* bits, index_t c) {
+  return static_cast<std::uint32_t>(bits[c >> 6] >> (c & 63));
+}
+}  // namespace detail
+
+// ---- reference ------------------------------------------------------------------------------------
+
+// y[r] = 2·Σ_{s_c=+1} W'[r, c] − rowsum[r], the sum in double.
+inline void sign_matvec_reference(const float* W, const float* rowsum, const std::uint64_t* bits, index_t rows,
+                                  index_t cols, float* y) {
+  detail::check_sign_args(W, rowsum, bits, rows, cols, y);
+  for (index_t r = 0; r < rows; ++r) {
+    double selected = 0.0;
+    for (index_t c = 0; c < cols; ++c)
+      if ((bits[c >> 6] >> (c & 63)) & 1u) selected += W[r * cols + c];
+    y[r] = static_cast<float>(2.0 * selected - static_cast<double>(rowsum[r]));
+  }
+}
+
+// ---- portable path --------------------------------------------------------------------------------
+
+inline void sign_matvec_scalar(const float* W, const float* rowsum, const std::uint64_t* bits, index_t rows,
+                               index_t cols, float* y) {
+  detail::check_sign_args(W, rowsum, bits, rows, cols, y);
+  detail::sign_for_row_blocks<4>(rows, [&](index_t r0, index_t n) {
+    for (index_t r = r0; r < r0 + n; ++r) {
+      const float* w = W + r * cols;
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      index_t c = 0;
+      for (; c + 4 <= cols; c += 4) {
+        const std::uint64_t word = bits[c >> 6] >> (c & 63);
+        for (int j = 0; j < 4; ++j) acc[j] += ((word >> j) & 1u) ? w[c + j] : 0.0f;
+      }
+      for (; c < cols; ++c) acc[0] += ((bits[c >> 6] >> (c & 63)) & 1u) ? w[c] : 0.0f;
+      y[r] = 2.0f * ((acc[0] + acc[1]) + (acc[2] + acc[3])) - rowsum[r];
+    }
+  });
+}
+
+// ---- AVX-512: masked adds -------------------------------------------------------------------------
+#if defined(__AVX512F__)
+#define LOWBIT_HAVE_SIGN_AVX512 1
+
+namespace detail {
+
+// Σ of the 16 lanes in a fixed tree order (GCC 12's _mm512_reduce_add_ps trips -Wuninitialized inside
+// its own headers, bug 105593).
+inline float sign_hsum16(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  for (int n = 8; n > 0; n /= 2)
+    for (int j = 0; j < n; ++j) t[j] += t[j + n];
+  return t[0];
+}
+
+// y[r]. Per 32 columns: one 32-bit slice of the sign word, its halves as __mmask16, and two masked adds
+// (two accumulators); the tail (< 32 columns) is masked loads of 16, so nothing past the row is read.
+inline void sign_avx512_row(const float* W, const float* rowsum, const std::uint64_t* bits, index_t cols, index_t r,
+                            float* y) {
+  const float* w = W + r * cols;
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  index_t c = 0;
+  for (; c + 32 <= cols; c += 32) {
+    const std::uint32_t s = sign_bits32(bits, c);
+    lo = _mm512_mask_add_ps(lo, static_cast<__mmask16>(s), lo, _mm512_loadu_ps(w + c));
+    hi = _mm512_mask_add_ps(hi, static_cast<__mmask16>(s >> 16), hi, _mm512_loadu_ps(w + c + 16));
+  }
+  for (; c < cols; c += 16) {
+    const index_t left = cols - c;
+    const auto tail = static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+    lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(static_cast<__mmask16>(sign_bits16(bits, c) & tail), w + c));
+  }
+  y[r] = 2.0f * sign_hsum16(_mm512_add_ps(lo, hi)) - rowsum[r];
+}
+
+}  // namespace detail
+
+inline void sign_matvec_avx512(const float* W, const float* rowsum, const std::uint64_t* bits, index_t rows,
+                               index_t cols, float* y) {
+  detail::check_sign_args(W, rowsum, bits, rows, cols, y);
+  detail::sign_for_row_blocks<4>(rows, [&](index_t r0, index_t n) {
+    for (index_t r = r0; r < r0 + n; ++r) detail::sign_avx512_row(W, rowsum, bits, cols, r, y);
+  });
+}
+#endif  // AVX-512
+
+// ---- AVX2: AND with a lane mask, then add -----------------------------------------------------------
+#if defined(__AVX2__)
+#define LOWBIT_HAVE_SIGN_AVX2 1
+
+namespace detail {
+
+// All-ones in lane j where bit j of `byte` is set.
+inline __m256 sign_lane_mask8(std::uint32_t byte) {
+  const __m256i lanes = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i b = _mm256_set1_epi32(static_cast<int>(byte));
+  return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, lanes), lanes));
+}
+
+// y[r]: per 16 columns two lane masks and two AND-then-add (two accumulators); scalar tail.
+inline void sign_avx2_row(const float* W, const float* rowsum, const std::uint64_t* bits, index_t cols, index_t r,
+                          float* y) {
+  const float* w = W + r * cols;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  index_t c = 0;
+  for (; c + 16 <= cols; c += 16) {
+    const std::uint32_t s = sign_bits16(bits, c);
+    a0 = _mm256_add_ps(a0, _mm256_and_ps(sign_lane_mask8(s & 0xFFu), _mm256_loadu_ps(w + c)));
+    a1 = _mm256_add_ps(a1, _mm256_and_ps(sign_lane_mask8(s >> 8), _mm256_loadu_ps(w + c + 8)));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, _mm256_add_ps(a0, a1));
+  float acc = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; c < cols; ++c) acc += ((bits[c >> 6] >> (c & 63)) & 1u) ? w[c] : 0.0f;
+  y[r] = 2.0f * acc - rowsum[r];
+}
+
+}  // namespace detail
+
+inline void sign_matvec_avx2(const float* W, const float* rowsum, const std::uint64_t* bits, index_t rows,
+                             index_t cols, float* y) {
+  detail::check_sign_args(W, rowsum, bits, rows, cols, y);
+  detail::sign_for_row_blocks<4>(rows, [&](index_t r0, index_t n) {
+    for (index_t r = r0; r < r0 + n; ++r) detail::sign_avx2_row(W, rowsum, bits, cols, r, y);
+  });
+}
+#endif  // AVX2
+
+// Which path `sign_matvec` takes on this build: "avx512", "avx2" or "scalar".
+inline constexpr const char* sign_matvec_path() {
+#if defined(LOWBIT_HAVE_SIGN_AVX512)
+  return "avx512";
+#elif defined(LOWBIT_HAVE_SIGN_AVX2)
+  return "avx2";
+#else
+  return "scalar";
+#endif
+}
+
+// y[rows] = W'·s = 2·Σ_{s_c=+1} W'[:, c] − rowsum, with the best path this build has.
+inline void sign_matvec(const float* W, const float* rowsum, const std::uint64_t* bits, index_t rows, index_t cols,
+                        float* y) {
+#if defined(LOWBIT_HAVE_SIGN_AVX512)
+  sign_matvec_avx512(W, rowsum, bits, rows, cols, y);
+#elif defined(LOWBIT_HAVE_SIGN_AVX2)
+  sign_matvec_avx2(W, rowsum, bits, rows, cols, y);
+#else
+  sign_matvec_scalar(W, rowsum, bits, rows, cols, y);
+#endif
+}
+
+}  // namespace lowbit::kernels::cpu
+// ---- end lowbit/kernels/cpu/sign_matvec.hpp ----
+
+namespace lowbit::kernels::cpu {
+
+namespace detail {
+template <class Format>
+void check_bcq_sign_args(const BCQPacked<Format>& packed, const std::uint64_t* bits, const float* y) {
+  LOWBIT_CHECK(packed.rows() > 0 && packed.cols() > 0, "bcq sign matvec: packed matrix is empty");
+  LOWBIT_CHECK(bits != nullptr && y != nullptr, "bcq sign matvec: bits and y must not be null");
+}
+
+// popcount(a XOR b) over `n` 32-bit words, two at a time as 64-bit words.
+inline int bcq_xor_popcount(const std::uint32_t* a, const std::uint32_t* b, index_t n) {
+  int pc = 0;
+  index_t k = 0;
+  for (; k + 2 <= n; k += 2) {
+    std::uint64_t x, y;
+    std::memcpy(&x, a + k, 8);
+    std::memcpy(&y, b + k, 8);
+    pc += std::popcount(x ^ y);
+  }
+  if (k < n) pc += std::popcount(a[k] ^ b[k]);
+  return pc;
+}
+
+// popcount(a XOR b) over N 32-bit words (N a compile-time constant: the loop unrolls).
+template <index_t N>
+LOWBIT_ALWAYS_INLINE inline int bcq_xor_popcount_fixed(const std::uint32_t* a, const std::uint32_t* b) {
+  int pc = 0;
+  for (index_t k = 0; k + 2 <= N; k += 2) {
+    std::uint64_t x, y;
+    std::memcpy(&x, a + k, 8);
+    std::memcpy(&y, b + k, 8);
+    pc += std::popcount(x ^ y);
+  }
+  if constexpr (N % 2) pc += std::popcount(a[N - 1] ^ b[N - 1]);
+  return pc;
+}
+
+// Σ_k h[k]·f[k] for fp16 h: 8 lanes per step with F16C and FMA where the build has them.
+inline float bcq_half_dot(const half_t* h, const float* f, index_t n) {
+  index_t k = 0;
+  float acc = 0.0f;
+#if defined(__F16C__) && defined(__FMA__)
+  __m256 v = _mm256_setzero_ps();
+  for (; k + 8 <= n; k += 8)
+    v = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + k))), _mm256_loadu_ps(f + k), v);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  acc = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+#endif
+  for (; k < n; ++k) acc += to_float(h[k]) * f[k];
+  return acc;
+}
+}  // namespace detail
+
+// y[r] = Σ_c ŵ[r, c]·s_c, decoding every weight, double accumulation.
+template <class Format>
+void bcq_sign_matvec_reference(const BCQPacked<Format>& packed, const std::uint64_t* bits, float* y) {
+  detail::check_bcq_sign_args(packed, bits, y);
+  std::vector<float> w(static_cast<std::size_t>(packed.cols()));
+  for (index_t r = 0; r < packed.rows(); ++r) {
+    bcq_dequantize_row(packed, r, w.data());
+    double acc = 0.0;
+    for (index_t c = 0; c < packed.cols(); ++c) acc += static_cast<double>(w[c]) * unpack_sign(bits, c);
+    y[r] = static_cast<float>(acc);
+  }
+}
+
+// y[r] = Σ_c ŵ[r, c]·s_c by XNOR/popcount (see the top of this file). `bits` holds signs_words(cols)
+// words; bits past cols are ignored.
+template <class Format>
+void bcq_sign_matvec(const BCQPacked<Format>& packed, const std::uint64_t* bits, float* y) {
+  detail::check_bcq_sign_args(packed, bits, y);
+  constexpr int nbits = Format::bits;
+  const index_t cols = packed.cols(), words = packed.words_per_plane(), groups = packed.groups_per_row();
+  // Per call: the signs as 32-bit words with the bits past cols cleared, and per group its length and
+  // Σ s_c. A lambda does not capture a thread_local: the workers see these through references.
+  thread_local std::vector<std::uint32_t> caller_signs;
+  thread_local std::vector<float> caller_lens, caller_sign_sums;  // per group: len_g, Σ_{c∈g} s_c
+  std::vector<std::uint32_t>& s32 = caller_signs;
+  std::vector<float>& lens = caller_lens;
+  std::vector<float>& sign_sums = caller_sign_sums;
+  s32.assign(static_cast<std::size_t>(words), 0u);
+  std::memcpy(s32.data(), bits, static_cast<std::size_t>(std::min<index_t>(words, 2 * signs_words(cols))) * 4);
+  if (cols % 32) s32[static_cast<std::size_t>(words - 1)] &= (1u << (cols % 32)) - 1u;
+  lens.resize(static_cast<std::size_t>(groups));
+  sign_sums.resize(static_cast<std::size_t>(groups));
+  for (index_t g = 0; g < groups; ++g) {
+    const auto [w0, w1] = detail::bcq_group_words(packed, g);
+    int pc = 0;
+    for (index_t w = w0; w < w1; ++w) pc += std::popcount(s32[static_cast<std::size_t>(w)]);
+    const index_t len = packed.group_end(g) - packed.group_begin(g);
+    lens[static_cast<std::size_t>(g)] = static_cast<float>(len);
+    sign_sums[static_cast<std::size_t>(g)] = static_cast<float>(2 * pc - len);
+  }
+  // The last word of a row may carry plane padding bits: the format keeps them zero, but the last group
+  // masks its last word anyway, so the count is exact whatever they hold.
+  const std::uint32_t last_mask = cols % 32 ? (1u << (cols % 32)) - 1u : 0xFFFFFFFFu;
+  // Full groups of a grouped format have a compile-time number of words (unrolled, 64-bit popcounts);
+  // the last group (short, or the whole row) takes the general loop.
+  static constexpr index_t fixed_words = Format::group_size > 0 ? Format::group_size / 32 : 0;
+  const index_t full_groups = fixed_words > 0 ? groups - 1 : 0;
+  // Per row: the integer part of every (group, plane) as a float, terms[g·Bits + i] = len_g − 2·popcount
+  // (planes in memory order, the full groups of a grouped format unrolled), then two dot products with
+  // the row's fp16 scales and offsets (8 lanes at a time with F16C: no per-group dependency chain).
+  parallel_for(
+      0, packed.rows(),
+      [&](index_t r0, index_t r1) {
+        thread_local std::vector<float> worker_terms;
+        worker_terms.resize(static_cast<std::size_t>(groups * nbits));
+        float* terms = worker_terms.data();
+        for (index_t r = r0; r < r1; ++r) {
+          const std::uint32_t* planes = packed.plane(r, 0);  // plane i at planes + i·words
+          for (int i = 0; i < nbits; ++i) {
+            const std::uint32_t* plane = planes + i * words;
+            index_t g = 0;
+            if constexpr (fixed_words > 0) {
+              for (; g < full_groups; ++g)
+                terms[g * nbits + i] =
+                    lens[static_cast<std::size_t>(g)] -
+                    2.0f * static_cast<float>(detail::bcq_xor_popcount_fixed<fixed_words>(plane + g * fixed_words,
+                                                                                           s32.data() + g * fixed_words));
+            }
+            const index_t w0 = packed.group_begin(g) / 32;  // the last group: its words run to the row end
+            const int pc = detail::bcq_xor_popcount(plane + w0, s32.data() + w0, words - 1 - w0) +
+                           std::popcount((plane[words - 1] ^ s32[static_cast<std::size_t>(words - 1)]) & last_mask);
+            terms[g * nbits + i] = lens[static_cast<std::size_t>(g)] - 2.0f * static_cast<float>(pc);
+          }
+          y[r] = detail::bcq_half_dot(packed.row_alphas(r), terms, groups * nbits) +
+                 detail::bcq_half_dot(packed.row_offsets(r), sign_sums.data(), groups);
+        }
+      },
+      kBCQMinRowsPerThread);
+}
+
+}  // namespace lowbit::kernels::cpu
+// ---- end lowbit/kernels/cpu/bcq_sign_matvec.hpp ----
+
+
+// ---- begin lowbit/nn/activation_encoder.hpp ----
+// Learned 1-bit activation encoders (ALGORITHMS.md §4, issue 17): before a linear layer, x [n, d] becomes
+//   x̂ = α ⊙ step(f(x) − β)          α, β ∈ R^d per channel (init 1 and 0), step from format/binary.hpp,
+// so every channel of the layer's input takes exactly two values, ±α_c. The encoder f is selectable:
+//   none        f(x) = x and α_row = mean_c |x_c| per token, nothing trained: naive sign, the baseline;
+//   diag        f(x) = x, α and β trained: the elastic binarization of BiT (no mixing between channels);
+//   lowrank:R   f(x) = x + U·relu(V·x), V [R, d], U [d, R], U = 0 at init so it starts as `diag`:
+//               R·2d multiply-adds per token;
+//   mlp         f(x) = W2·relu(W1·x), W1 [d/2, d], W2 [d, d/2], no bias, PyTorch's default uniform init:
+//               the seed's encoder (d² multiply-adds per token, as many as a d x d linear).
+// Backward: the step's surrogate gradient (Heaviside: of (2/π)·atan(k·u)), β's gradient its negative, α's
+// the exact step value, and f's own chain rule. With `smooth` set, the forward computes the surrogate
+// itself, so finite differences check the backward (tests/test_encoder.cpp); training never sets it.
+// An encoder can be shared by the linears that read the same input (q/k/v; gate/up): it remembers its
+// last input (address, shape, and a hash of the input's and its own parameters' values, so an optimizer
+// step or a new batch in the same buffer is seen) and returns the same encoded matrix without recomputing
+// it (nn/encoded_linear.hpp).
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 
@@ -7146,24 +7719,6 @@ void matmul_add_dytx(MatrixView<const T> dY, MatrixView<const T> X, MatrixView<T
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/gemm.hpp ----
 
-// ---- begin lowbit/nn/linear.hpp ----
-// The Linear interface: every projection in the model goes through it, so a dense fp32 layer, a
-// QuantizedLinear<Uniform<3,128>>, a QuantizedLinear<Additive<2,8,8>> or an encoder-wrapped layer can
-// replace each other without touching the model code (DESIGN.md, idea 3). Activations are row-major
-// [tokens, features]; weights are [out_features, in_features] as in PyTorch and llama2.c.
-// A layer also owns its life cycle: it names its format (descriptor), lists the tensors a file stores
-// for it, turns into its trainable form and back, and says what input its weights really multiply, so
-// io/, calib/ and train/ handle every format family through this interface alone.
-// `Linear` is the fp32 interface every format implements; `BasicLinear<double>` exists only so the
-// finite-difference checks run the model's own code in double precision.
-
-#include <algorithm>
-#include <cstddef>
-#include <memory>
-#include <string>
-#include <vector>
-
-
 // ---- begin lowbit/nn/parameter.hpp ----
 // A trainable tensor as the optimizers see it: a name, a value buffer and a gradient buffer of the same
 // size. Layers own the memory; `parameters()` hands out non-owning views so AdamW, gradient clipping
@@ -7187,6 +7742,341 @@ using Parameter = BasicParameter<float>;
 
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/parameter.hpp ----
+
+namespace lowbit::nn {
+
+enum class EncoderKind { None, Diag, LowRank, Mlp };
+
+struct EncoderSpec {
+  EncoderKind kind = EncoderKind::Diag;
+  index_t rank = 0;  // lowrank only
+
+  std::string name() const {
+    switch (kind) {
+      case EncoderKind::None: return "none";
+      case EncoderKind::Diag: return "diag";
+      case EncoderKind::LowRank: return "lowrank:" + std::to_string(rank);
+      case EncoderKind::Mlp: return "mlp";
+    }
+    return "?";
+  }
+
+  static EncoderSpec parse(const std::string& text) {
+    EncoderSpec s;
+    if (text == "none") s.kind = EncoderKind::None;
+    else if (text == "diag") s.kind = EncoderKind::Diag;
+    else if (text == "mlp") s.kind = EncoderKind::Mlp;
+    else if (text.rfind("lowrank:", 0) == 0) {
+      s.kind = EncoderKind::LowRank;
+      const std::string r = text.substr(8);
+      char* end = nullptr;
+      const long v = std::strtol(r.c_str(), &end, 10);
+      LOWBIT_CHECK(!r.empty() && end && *end == '\0' && v >= 1 && v <= (1 << 16), "encoder '", text,
+                   "': the rank after 'lowrank:' must be an integer in [1, 65536]");
+      s.rank = static_cast<index_t>(v);
+    } else {
+      fail("unknown encoder '", text, "' (known: none, diag, lowrank:R, mlp)");
+    }
+    return s;
+  }
+};
+
+template <class T, StepFunction Step = Heaviside>
+class BasicActivationEncoder {
+ public:
+  BasicActivationEncoder(EncoderSpec spec, index_t dim, std::uint64_t seed = 0) : spec_(spec), d_(dim) {
+    LOWBIT_CHECK(dim >= 1, "activation encoder: dimension ", dim);
+    if (spec_.kind == EncoderKind::LowRank)
+      LOWBIT_CHECK(spec_.rank >= 1 && spec_.rank <= dim, "activation encoder lowrank:", spec_.rank,
+                   ": the rank must be in [1, ", dim, "] for a ", dim, "-wide input");
+    if (spec_.kind == EncoderKind::Mlp) LOWBIT_CHECK(dim >= 2, "activation encoder mlp: needs a width of at least 2");
+    if (spec_.kind != EncoderKind::None) {
+      alpha_.assign(static_cast<std::size_t>(d_), T(1));
+      beta_.assign(static_cast<std::size_t>(d_), T(0));
+    }
+    Rng rng(seed);
+    auto init_uniform = [&](std::vector<T>& w, index_t rows, index_t cols, double bound) {
+      w.resize(static_cast<std::size_t>(rows * cols));
+      for (auto& v : w) v = static_cast<T>((2 * rng.uniform() - 1) * bound);
+    };
+    if (spec_.kind == EncoderKind::LowRank) {
+      init_uniform(down_, spec_.rank, d_, 1.0 / std::sqrt(static_cast<double>(d_)));
+      up_.assign(static_cast<std::size_t>(d_ * spec_.rank), T(0));
+    } else if (spec_.kind == EncoderKind::Mlp) {
+      const index_t h = d_ / 2;
+      init_uniform(down_, h, d_, 1.0 / std::sqrt(static_cast<double>(d_)));
+      init_uniform(up_, d_, h, 1.0 / std::sqrt(static_cast<double>(h)));
+    }
+  }
+
+  const EncoderSpec& spec() const { return spec_; }
+  index_t dim() const { return d_; }
+  index_t hidden() const {
+    return spec_.kind == EncoderKind::LowRank ? spec_.rank : spec_.kind == EncoderKind::Mlp ? d_ / 2 : 0;
+  }
+  bool trainable() const { return spec_.kind != EncoderKind::None; }
+
+  // Trained values (none: no parameters).
+  index_t parameter_count() const {
+    return static_cast<index_t>(alpha_.size() + beta_.size() + down_.size() + up_.size());
+  }
+  // Multiply-adds per token on top of the linear it feeds (the step and α are elementwise, not counted).
+  index_t macs_per_token() const { return static_cast<index_t>(down_.size() + up_.size()); }
+
+  // Sharpness of the surrogate gradient (the trainer may anneal it).
+  T k = static_cast<T>(Heaviside::default_k);
+  // Forward through the surrogate instead of the step (finite-difference checks only).
+  bool smooth = false;
+
+  // out [n, d] = x̂.
+  void encode(MatrixView<const T> X, MatrixView<T> out) const {
+    check(X, "encode");
+    LOWBIT_CHECK(out.rows() == X.rows() && out.cols() == d_, "activation encoder: output is ", out.rows(), "x",
+                 out.cols(), ", expected ", X.rows(), "x", d_);
+    const index_t n = X.rows();
+    if (spec_.kind == EncoderKind::None) {
+      for (index_t r = 0; r < n; ++r) {
+        const T a = mean_abs(X.row(r));
+        for (index_t c = 0; c < d_; ++c) out(r, c) = a * act(X(r, c));
+      }
+      return;
+    }
+    std::vector<T> hidden;
+    pre_step(X, out, hidden);  // out = f(x)
+    for (index_t r = 0; r < n; ++r)
+      for (index_t c = 0; c < d_; ++c) out(r, c) = alpha_[c] * act(out(r, c) - beta_[c]);
+  }
+
+  // x̂ for X, computed once per distinct input: the linears sharing this encoder call it in turn with the
+  // same X and get the same buffer back (valid until the next call with another input).
+  MatrixView<const T> encoded(MatrixView<const T> X) {
+    const std::uint64_t h = fingerprint(X) ^ parameter_fingerprint();
+    if (!(memo_valid_ && memo_data_ == X.data && memo_rows_ == X.rows() && memo_hash_ == h && !smooth)) {
+      memo_.resize(static_cast<std::size_t>(X.rows() * d_));
+      encode(X, MatrixView<T>(memo_.data(), X.rows(), d_));
+      memo_valid_ = true;
+      memo_data_ = X.data;
+      memo_rows_ = X.rows();
+      memo_hash_ = h;
+      ++computed_;
+    }
+    return MatrixView<const T>(memo_.data(), X.rows(), d_);
+  }
+  // How many times `encoded` actually encoded (tests of the sharing).
+  std::int64_t times_computed() const { return computed_; }
+  void forget() {
+    memo_valid_ = false;
+    std::vector<T>().swap(memo_);
+  }
+
+  // dX [n, d] += ∂L/∂x given dOut = ∂L/∂x̂ (surrogate for the step); parameter gradients +=.
+  void backward(MatrixView<const T> X, MatrixView<const T> dOut, MatrixView<T> dX) {
+    check(X, "backward");
+    LOWBIT_CHECK(dOut.rows() == X.rows() && dOut.cols() == d_ && (!dX.data || (dX.rows() == X.rows() && dX.cols() == d_)),
+                 "activation encoder backward: shapes do not match the ", X.rows(), "x", d_, " input");
+    const index_t n = X.rows();
+    if (spec_.kind == EncoderKind::None) {
+      if (!dX.data) return;
+      // x̂_c = a·s(x_c), a = mean|x|: ∂/∂x_c = a·s'(x_c)·dOut_c + sign(x_c)/d · Σ_j dOut_j·s(x_j)
+      for (index_t r = 0; r < n; ++r) {
+        const T a = mean_abs(X.row(r));
+        T dot = 0;
+        for (index_t c = 0; c < d_; ++c) dot += dOut(r, c) * act(X(r, c));
+        for (index_t c = 0; c < d_; ++c) {
+          const T x = X(r, c);
+          const T sgn = x > T(0) ? T(1) : x < T(0) ? T(-1) : T(0);
+          dX(r, c) += a * Step::surrogate_grad(x, k) * dOut(r, c) + sgn / static_cast<T>(d_) * dot;
+        }
+      }
+      return;
+    }
+    ensure_grads();
+    std::vector<T> z(static_cast<std::size_t>(n * d_)), hidden;
+    MatrixView<T> Z(z.data(), n, d_);
+    pre_step(X, Z, hidden);
+    // dz = dOut·α·step'(z − β), in place of z
+    for (index_t r = 0; r < n; ++r)
+      for (index_t c = 0; c < d_; ++c) {
+        const T u = Z(r, c) - beta_[c];
+        const T g = dOut(r, c);
+        alpha_grad_[c] += g * act(u);
+        const T dz = g * alpha_[c] * Step::surrogate_grad(u, k);
+        beta_grad_[c] -= dz;
+        Z(r, c) = dz;
+      }
+    MatrixView<const T> dZ(z.data(), n, d_);
+    if (spec_.kind == EncoderKind::Diag) {
+      if (dX.data)
+        for (index_t r = 0; r < n; ++r)
+          for (index_t c = 0; c < d_; ++c) dX(r, c) += dZ(r, c);
+      return;
+    }
+    const index_t h = hidden_width();
+    MatrixView<const T> H(hidden.data(), n, h);  // relu(down·x)
+    // z = [x +] up·H: d up += dZᵀ·H, dH = dZ·up, masked by relu
+    matmul_add_dytx<T>(dZ, H, MatrixView<T>(up_grad_.data(), d_, h));
+    std::vector<T> dh(static_cast<std::size_t>(n * h), T(0));
+    MatrixView<T> dH(dh.data(), n, h);
+    matmul_add_dyw<T>(dZ, MatrixView<const T>(up_.data(), d_, h), dH);
+    for (index_t i = 0; i < n * h; ++i)
+      if (!(hidden[static_cast<std::size_t>(i)] > T(0))) dh[static_cast<std::size_t>(i)] = T(0);
+    matmul_add_dytx<T>(MatrixView<const T>(dh.data(), n, h), X, MatrixView<T>(down_grad_.data(), h, d_));
+    if (dX.data) {
+      matmul_add_dyw<T>(MatrixView<const T>(dh.data(), n, h), MatrixView<const T>(down_.data(), h, d_), dX);
+      if (spec_.kind == EncoderKind::LowRank)  // the identity path
+        for (index_t r = 0; r < n; ++r)
+          for (index_t c = 0; c < d_; ++c) dX(r, c) += dZ(r, c);
+    }
+  }
+
+  // Named "alpha", "beta", "down", "up" (the caller prefixes "encoder.").
+  std::vector<BasicParameter<T>> parameters() {
+    if (!trainable()) return {};
+    ensure_grads();
+    std::vector<BasicParameter<T>> p = {{"alpha", alpha_.data(), alpha_grad_.data(), d_},
+                                        {"beta", beta_.data(), beta_grad_.data(), d_}};
+    if (!down_.empty()) {
+      p.push_back({"down", down_.data(), down_grad_.data(), static_cast<index_t>(down_.size())});
+      p.push_back({"up", up_.data(), up_grad_.data(), static_cast<index_t>(up_.size())});
+    }
+    return p;
+  }
+
+  std::vector<StoredTensor> stored_tensors() const {
+    static_assert(sizeof(T) == 4, "only fp32 encoders are stored");
+    std::vector<StoredTensor> t;
+    if (!trainable()) return t;
+    t.push_back(stored_tensor("alpha", StoredType::F32, {d_}, alpha_));
+    t.push_back(stored_tensor("beta", StoredType::F32, {d_}, beta_));
+    if (!down_.empty()) {
+      t.push_back(stored_tensor("down", StoredType::F32, {hidden_width(), d_}, down_));
+      t.push_back(stored_tensor("up", StoredType::F32, {d_, hidden_width()}, up_));
+    }
+    return t;
+  }
+  std::size_t bytes() const { return static_cast<std::size_t>(parameter_count()) * sizeof(float); }
+
+  std::vector<T>& alpha() { return alpha_; }
+  std::vector<T>& beta() { return beta_; }
+  std::vector<T>& down() { return down_; }
+  std::vector<T>& up() { return up_; }
+  const std::vector<T>& alpha() const { return alpha_; }
+  const std::vector<T>& beta() const { return beta_; }
+
+ private:
+  index_t hidden_width() const { return hidden(); }
+
+  T act(T u) const { return smooth ? Step::surrogate(u, k) : Step::step(u); }
+
+  T mean_abs(const T* x) const {
+    T s = 0;
+    for (index_t c = 0; c < d_; ++c) s += std::abs(x[c]);
+    return s / static_cast<T>(d_);
+  }
+
+  template <class M>
+  void check(const M& X, const char* what) const {
+    LOWBIT_CHECK(X.cols() == d_, "activation encoder ", what, ": input is ", X.rows(), "x", X.cols(), ", the encoder is ",
+                 d_, " wide");
+  }
+
+  // out = f(x); `hidden` receives relu(down·x) [n, h] for lowrank and mlp.
+  void pre_step(MatrixView<const T> X, MatrixView<T> out, std::vector<T>& hidden) const {
+    const index_t n = X.rows();
+    if (spec_.kind == EncoderKind::Diag || spec_.kind == EncoderKind::None) {
+      for (index_t r = 0; r < n; ++r) std::copy_n(X.row(r), d_, out.row(r));
+      return;
+    }
+    const index_t h = hidden_width();
+    hidden.assign(static_cast<std::size_t>(n * h), T(0));
+    MatrixView<T> H(hidden.data(), n, h);
+    matmul_xwt<T>(X, MatrixView<const T>(down_.data(), h, d_), H);
+    for (auto& v : hidden) v = v > T(0) ? v : T(0);
+    const bool residual = spec_.kind == EncoderKind::LowRank;
+    if (residual)
+      for (index_t r = 0; r < n; ++r) std::copy_n(X.row(r), d_, out.row(r));
+    matmul_xwt<T>(MatrixView<const T>(hidden.data(), n, h), MatrixView<const T>(up_.data(), d_, h), out, residual);
+  }
+
+  void ensure_grads() {
+    auto fit = [](std::vector<T>& g, const std::vector<T>& v) {
+      if (g.size() != v.size()) g.assign(v.size(), T(0));
+    };
+    fit(alpha_grad_, alpha_);
+    fit(beta_grad_, beta_);
+    fit(down_grad_, down_);
+    fit(up_grad_, up_);
+  }
+
+  static std::uint64_t mix(const T* values, std::size_t count, std::uint64_t h) {
+    const auto* p = reinterpret_cast<const unsigned char*>(values);
+    const std::size_t bytes = count * sizeof(T);
+    std::size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      h = (h ^ w) * 0x100000001b3ull;
+      h ^= h >> 29;
+    }
+    for (; i < bytes; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+  }
+  static std::uint64_t fingerprint(MatrixView<const T> X) {
+    std::uint64_t h = 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(X.rows());
+    for (index_t r = 0; r < X.rows(); ++r) h = mix(X.row(r), static_cast<std::size_t>(X.cols()), h);
+    return h;
+  }
+  std::uint64_t parameter_fingerprint() const {
+    std::uint64_t h = static_cast<std::uint64_t>(std::bit_cast<std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>(k));
+    for (const auto* v : {&alpha_, &beta_, &down_, &up_}) h = mix(v->data(), v->size(), h * 31 + 7);
+    return h;
+  }
+
+  EncoderSpec spec_;
+  index_t d_;
+  std::vector<T> alpha_, beta_, down_, up_;
+  std::vector<T> alpha_grad_, beta_grad_, down_grad_, up_grad_;
+  std::vector<T> memo_;
+  bool memo_valid_ = false;
+  const T* memo_data_ = nullptr;
+  index_t memo_rows_ = 0;
+  std::uint64_t memo_hash_ = 0;
+  std::int64_t computed_ = 0;
+};
+
+using ActivationEncoder = BasicActivationEncoder<float>;
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/activation_encoder.hpp ----
+
+// ---- begin lowbit/nn/additive_linear.hpp ----
+// The trainable form of AQLM layers, for block and end-to-end fine-tuning: codes are frozen, codebooks
+// and per-row scales are fp32 parameters. Ŵ[o, G·j + d] = s_o·Σ_m C_m[c_ojm][d], so with dŴ = dYᵀX:
+//   dX += dY·Ŵ,   dC_m[k] += Σ_{o,j: c_ojm = k} s_o·dŴ[o, block j],   ds_o += ⟨dŴ_o, u_o⟩ (u = Ŵ/s).
+// QuantizedLinear<Additive<M,B,G>>::trainable_form() makes one (TrainableForm below); its
+// inference_form() rounds back to the stored fp16 format as QuantizedLinear<Additive<M,B,G>>.
+
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/nn/linear.hpp ----
+// The Linear interface: every projection in the model goes through it, so a dense fp32 layer, a
+// QuantizedLinear<Uniform<3,128>>, a QuantizedLinear<Additive<2,8,8>> or an encoder-wrapped layer can
+// replace each other without touching the model code (DESIGN.md, idea 3). Activations are row-major
+// [tokens, features]; weights are [out_features, in_features] as in PyTorch and llama2.c.
+// A layer also owns its life cycle: it names its format (descriptor), lists the tensors a file stores
+// for it, turns into its trainable form and back, and says what input its weights really multiply, so
+// io/, calib/ and train/ handle every format family through this interface alone.
+// `Linear` is the fp32 interface every format implements; `BasicLinear<double>` exists only so the
+// finite-difference checks run the model's own code in double precision.
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
 
 namespace lowbit::nn {
 
@@ -8220,6 +9110,9 @@ class BasicBlock {
   BasicLinear<F>& linear(LinearRole r) { return *linears_[static_cast<int>(r)]; }
   const BasicLinear<F>& linear(LinearRole r) const { return *linears_[static_cast<int>(r)]; }
 
+  // Takes the layer out (the slot is empty until set_linear fills it again), e.g. to wrap it.
+  BasicLinearPtr<F> release_linear(LinearRole r) { return std::move(linears_[static_cast<int>(r)]); }
+
   void set_linear(LinearRole r, BasicLinearPtr<F> l, const std::string& where = "block") {
     LOWBIT_CHECK(l != nullptr, where, ": set_linear(", linear_role_name(r), ") got a null layer");
     auto [out, in] = linear_role_shape(cfg_, r);
@@ -8429,6 +9322,130 @@ void embedding_backward(const std::int32_t* tokens, index_t n, index_t dim, cons
 
 }  // namespace lowbit::nn
 // ---- end lowbit/nn/embedding.hpp ----
+
+// ---- begin lowbit/nn/encoded_linear.hpp ----
+// EncodedLinear<Binary<Heaviside>, Inner>: a linear layer whose input passes a learned 1-bit activation
+// encoder first (nn/activation_encoder.hpp, ALGORITHMS.md §4): y = Inner(x̂), x̂ = α ⊙ step(f(x) − β).
+// The inner layer is any weight format (dense fp32, uniform, additive, BCQ), so 1-bit activations
+// combine with low-bit weights; the step policy comes from the activation format (format/binary.hpp).
+//
+// One encoder per distinct input: the linears reading the same tensor (q, k, v read the attention input;
+// gate and up the feed-forward input) hold the same encoder (a shared_ptr), which encodes each input
+// once (its memo) and accumulates the gradients of every reader. Exactly one of them owns it: the
+// owner lists the encoder's parameters (so an optimizer updates them once) and counts its bytes.
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+namespace lowbit::nn {
+
+template <class T, class Act = Binary<Heaviside>>
+class BasicEncodedLinear final : public BasicLinear<T> {
+ public:
+  using Encoder = BasicActivationEncoder<T, typename Act::Step>;
+
+  BasicEncodedLinear(BasicLinearPtr<T> inner, std::shared_ptr<Encoder> encoder, bool owns_encoder)
+      : inner_(std::move(inner)), encoder_(std::move(encoder)), owns_(owns_encoder) {
+    LOWBIT_CHECK(inner_ && encoder_, "EncodedLinear: needs a layer and an encoder");
+    LOWBIT_CHECK(encoder_->dim() == inner_->in_features(), "EncodedLinear: the encoder is ", encoder_->dim(),
+                 " wide, the layer reads ", inner_->in_features(), " features");
+  }
+
+  index_t in_features() const override { return inner_->in_features(); }
+  index_t out_features() const override { return inner_->out_features(); }
+
+  void forward(MatrixView<const T> X, MatrixView<T> Y) const override { inner_->forward(encoder_->encoded(X), Y); }
+
+  void backward(MatrixView<const T> X, MatrixView<const T> dY, MatrixView<T> dX) override {
+    const auto E = encoder_->encoded(X);
+    std::vector<T> de(static_cast<std::size_t>(X.rows() * in_features()), T(0));
+    inner_->backward(E, dY, MatrixView<T>(de.data(), X.rows(), in_features()));
+    encoder_->backward(X, MatrixView<const T>(de.data(), X.rows(), in_features()), dX);
+  }
+
+  // The inner layer's parameters ("weight", "scales", ...), then the owner's "encoder.alpha", ...
+  std::vector<BasicParameter<T>> parameters() override {
+    auto p = inner_->parameters();
+    if (owns_)
+      for (auto& e : encoder_->parameters()) {
+        e.name = "encoder." + e.name;
+        p.push_back(std::move(e));
+      }
+    return p;
+  }
+
+  void dequantize(MatrixView<T> W) const override { inner_->dequantize(W); }
+  void dequantize_row(index_t r, T* out) const override { inner_->dequantize_row(r, out); }
+  std::size_t bytes() const override { return inner_->bytes() + (owns_ ? encoder_->bytes() : 0); }
+
+  // "binary:heaviside:diag|uniform:4:128"
+  std::string format() const override { return Act::name() + ":" + encoder_->spec().name() + "|" + inner_->format(); }
+
+  bool set_activations(const std::string& name) override { return inner_->set_activations(name); }
+  void release_workspace() override {
+    inner_->release_workspace();
+    encoder_->forget();
+  }
+
+  bool transforms_input() const override { return true; }
+  void effective_input(MatrixView<const T> X, MatrixView<T> out) const override { encoder_->encode(X, out); }
+
+  BasicLinear<T>& inner() { return *inner_; }
+  const BasicLinear<T>& inner() const { return *inner_; }
+  Encoder& encoder() { return *encoder_; }
+  const Encoder& encoder() const { return *encoder_; }
+  const std::shared_ptr<Encoder>& shared_encoder() const { return encoder_; }
+  bool owns_encoder() const { return owns_; }
+
+ private:
+  BasicLinearPtr<T> inner_;
+  std::shared_ptr<Encoder> encoder_;
+  bool owns_;
+};
+
+using EncodedLinear = BasicEncodedLinear<float>;
+
+// The four distinct inputs of a block's linears and who reads them; the first reader owns the encoder.
+struct EncodedInput {
+  const char* name;  // tensor-name stem of the encoder, under its owner ("attention.wq.encoder.alpha")
+  std::vector<LinearRole> readers;
+};
+inline const std::vector<EncodedInput>& block_encoded_inputs() {
+  static const std::vector<EncodedInput> inputs = {{"attention input", {LinearRole::Q, LinearRole::K, LinearRole::V}},
+                                                   {"attention output", {LinearRole::O}},
+                                                   {"feed-forward input", {LinearRole::Gate, LinearRole::Up}},
+                                                   {"feed-forward hidden", {LinearRole::Down}}};
+  return inputs;
+}
+
+// Wraps the seven linears of `block` (any weight formats) in EncodedLinear with one encoder of `spec` per
+// distinct input (4 per block). Encoder i of the block is seeded with (seed, i). `share` = false gives each
+// linear its own copy instead (identical initial values; tests compare the two).
+template <class T, class Act = Binary<Heaviside>>
+void encode_block(BasicBlock<T>& block, const EncoderSpec& spec, std::uint64_t seed, bool share = true) {
+  using Enc = typename BasicEncodedLinear<T, Act>::Encoder;
+  int i = 0;
+  for (const auto& input : block_encoded_inputs()) {
+    const index_t width = block.linear(input.readers.front()).in_features();
+    const std::uint64_t s = Rng(seed).fork(static_cast<std::uint64_t>(i++)).next_u64();
+    auto shared = std::make_shared<Enc>(spec, width, s);
+    bool first = true;
+    for (LinearRole role : input.readers) {
+      const bool wrapped = dynamic_cast<BasicEncodedLinear<T, Act>*>(&block.linear(role)) != nullptr;
+      LOWBIT_CHECK(!wrapped, "encode_block: ", linear_role_name(role), " is already encoded");
+      auto enc = share ? shared : std::make_shared<Enc>(spec, width, s);
+      BasicLinearPtr<T> inner = block.release_linear(role);
+      block.set_linear(role, std::make_unique<BasicEncodedLinear<T, Act>>(std::move(inner), enc, share ? first : true));
+      first = false;
+    }
+  }
+}
+
+}  // namespace lowbit::nn
+// ---- end lowbit/nn/encoded_linear.hpp ----
 
 // ---- begin lowbit/nn/fake_quant_linear.hpp ----
 // BitDistiller's student layer (ALGORITHMS.md §2.4) for any group-grid format (uniform int2/3/4, NF3; not
@@ -16673,8 +17690,106 @@ inline Method bcq_method(const std::string& name, BCQFitOptions options) {
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
+
+// ---- begin lowbit/eval/chat.hpp ----
+// Chat prompts: the model's chat template applied to one user turn, for `lowbit generate --chat`.
+// lowbit does not run Jinja; it recognizes the template family. ChatML (`<|im_start|>role\n…<|im_end|>\n`,
+// SmolLM2, Qwen, …) is supported: the template's default system message, when it writes one (SmolLM2's
+// "You are a helpful AI assistant named SmolLM, …"), is taken from the template text itself, and the
+// turn ends with the `<|im_end|>` token. Other families are refused with a message naming them.
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace lowbit::eval {
+
+// The chat template text of the model at `path` (GGUF metadata `tokenizer.chat_template`, a Hugging
+// Face folder's tokenizer_config.json, or for a lowbit quantized file its source model's); empty when
+// the model has none.
+inline std::string chat_template_of(const std::filesystem::path& path, int depth = 0) {
+  namespace fs = std::filesystem;
+  switch (io::detect_model_format(path)) {
+    case io::ModelFormat::Gguf: return io::GgufFile(path).get_string_or("tokenizer.chat_template", "");
+    case io::ModelFormat::LowbitQuantized: {
+      const auto info = io::quantized_model_info(path);
+      const std::string source = info.value("source_model", std::string{});
+      if (source.empty() || depth > 4 || !fs::exists(source)) return {};
+      return chat_template_of(source, depth + 1);
+    }
+    case io::ModelFormat::Safetensors:
+    case io::ModelFormat::HfFolder: {
+      const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
+      std::ifstream in(dir / "tokenizer_config.json");
+      if (!in) return {};
+      try {
+        const auto j = nlohmann::json::parse(in);
+        if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"].get<std::string>();
+      } catch (const nlohmann::json::exception&) {
+      }
+      return {};
+    }
+    default: return {};
+  }
+}
+
+struct ChatPrompt {
+  std::vector<std::int32_t> tokens;  // the rendered prompt, ending with the assistant's turn header
+  std::int32_t end_of_turn = -1;     // the token that ends the assistant's turn
+  std::string text;                  // the rendered prompt as text
+};
+
+// The default system message a ChatML template writes when the conversation has none ("" if none).
+inline std::string chatml_default_system(const std::string& tmpl) {
+  for (const char* open_text : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
+    const std::string open = open_text;
+    const auto a = tmpl.find(open);
+    if (a == std::string::npos) continue;
+    const auto b = tmpl.find("<|im_end|>", a + open.size());
+    if (b == std::string::npos) continue;
+    const std::string text = tmpl.substr(a + open.size(), b - a - open.size());
+    // only a literal message (not an expression such as message['content'])
+    if (text.find_first_of("{}'+") == std::string::npos) return text;
+  }
+  return {};
+}
+
+// One user turn (and a system message: `system`, else the template's default) rendered with the
+// model's template; throws when the template is not ChatML or the tokenizer lacks its tokens.
+inline ChatPrompt chat_prompt(const io::Tokenizer& tok, const std::string& tmpl, const std::string& user,
+                              const std::string* system = nullptr) {
+  const bool chatml = tmpl.find("<|im_start|>") != std::string::npos;
+  LOWBIT_CHECK(chatml || tmpl.empty(), "--chat: the model's chat template is not ChatML (lowbit applies ChatML "
+               "templates only; it starts: '", tmpl.substr(0, 60), "'); give the formatted prompt with --prompt");
+  auto special = [&](const char* piece) {
+    const auto ids = tok.encode(piece, false);
+    LOWBIT_CHECK(ids.size() == 1, "--chat: the tokenizer has no single token for ", piece,
+                 tmpl.empty() ? " (and the model has no chat template)" : "", "; give the formatted prompt with --prompt");
+    return ids[0];
+  };
+  ChatPrompt p;
+  special("<|im_start|>");
+  p.end_of_turn = special("<|im_end|>");
+  const std::string sys = system ? *system : chatml_default_system(tmpl);
+  std::ostringstream text;
+  if (!sys.empty() || system) text << "<|im_start|>system\n" << sys << "<|im_end|>\n";
+  text << "<|im_start|>user\n" << user << "<|im_end|>\n<|im_start|>assistant\n";
+  p.text = text.str();
+  p.tokens = tok.encode(p.text, tok.adds_bos_by_default());
+  return p;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/chat.hpp ----
 
 // ---- begin lowbit/eval/decode.hpp ----
 // Autoregressive decoding with timing: `decode` feeds a prompt (prefill), then samples and feeds one
@@ -16704,6 +17819,7 @@ struct DecodeStats {
   int prompt_tokens = 0, generated = 0;
   double prefill_wall = 0, prefill_cpu = 0, decode_wall = 0, decode_cpu = 0;
   bool stopped = false;  // a stop token ended it before the budget
+  std::int32_t stop_token = -1;  // which one (not in `tokens`)
   std::vector<std::int32_t> tokens;  // the generated tokens (not the prompt)
 
   static double rate(int n, double s) { return s > 0 ? n / s : 0.0; }
@@ -16744,6 +17860,7 @@ inline DecodeStats decode(nn::Llama& model, nn::KVCache& cache, const std::vecto
     for (auto s : options.stop_tokens) stop = stop || next == s;
     if (stop) {
       st.stopped = true;
+      st.stop_token = next;
       break;
     }
     st.tokens.push_back(next);
@@ -16949,13 +18066,21 @@ struct TeacherDataOptions {
   std::uint64_t seed = 0;
   int prompt_chars = 128;
   int min_paragraph_chars = 512;
+  // Chat mode: each prompt is the user turn of the model's ChatML template (eval/chat.hpp; this is the
+  // template text, or "" for the default ChatML), the teacher answers as the assistant, and the
+  // end-of-turn token stops it (and ends the continuation, so a student learns to stop). The sample's
+  // prompt (text and ids) is the rendered template.
+  bool chat = false;
+  std::string chat_template;
   bool quiet = false;
 
   nlohmann::json to_json() const {
-    return {{"samples", samples},       {"max_new_tokens", max_new_tokens},
-            {"temperature", temperature}, {"top_p", top_p},
-            {"seed", seed},             {"prompt_chars", prompt_chars},
-            {"min_paragraph_chars", min_paragraph_chars}};
+    nlohmann::json j = {{"samples", samples},       {"max_new_tokens", max_new_tokens},
+                        {"temperature", temperature}, {"top_p", top_p},
+                        {"seed", seed},             {"prompt_chars", prompt_chars},
+                        {"min_paragraph_chars", min_paragraph_chars}};
+    if (chat) j["chat"] = true;  // absent for plain runs, so their files stay valid
+    return j;
   }
 };
 
@@ -17175,7 +18300,10 @@ inline std::vector<std::int32_t> teacher_continuation(nn::Llama& model, const st
   eval::DecodeOptions dopt;
   dopt.max_new_tokens = budget;
   dopt.stop_tokens = stops;
-  return eval::decode(model, cache, prompt, sampler, dopt).tokens;
+  auto r = eval::decode(model, cache, prompt, sampler, dopt);
+  // A chat answer keeps its end-of-turn token, so a student distilled on it learns to stop.
+  if (o.chat && r.stopped) r.tokens.push_back(r.stop_token);
+  return std::move(r.tokens);
 }
 
 struct TeacherDataResult {
@@ -17220,9 +18348,17 @@ inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Token
     TeacherSample s;
     s.index = i;
     s.source = p.source;
-    s.prompt = p.text;
-    s.prompt_ids = tok.encode(p.text, tok.adds_bos_by_default());
-    s.continuation_ids = teacher_continuation(model, s.prompt_ids, o, static_cast<std::uint64_t>(i), stops);
+    auto sample_stops = stops;
+    if (o.chat) {
+      const auto rendered = eval::chat_prompt(tok, o.chat_template, p.text);
+      s.prompt = rendered.text;
+      s.prompt_ids = rendered.tokens;
+      sample_stops.push_back(rendered.end_of_turn);
+    } else {
+      s.prompt = p.text;
+      s.prompt_ids = tok.encode(p.text, tok.adds_bos_by_default());
+    }
+    s.continuation_ids = teacher_continuation(model, s.prompt_ids, o, static_cast<std::uint64_t>(i), sample_stops);
     s.continuation = tok.decode(s.continuation_ids);
     file << s.to_json().dump() << '\n';
     file.flush();
@@ -17624,6 +18760,195 @@ inline nlohmann::json uniquanf_finetune_block(BlockContext& ctx, const UniQuanFO
 // ---- end lowbit/calib/uniquanf.hpp ----
 
 
+// ---- begin lowbit/train/encoder.hpp ----
+// Layer-wise training of 1-bit activation encoders (ALGORITHMS.md §4.2, issue 17), one block at a time:
+// the FP model runs the calibration tokens block by block; before block l is encoded its four distinct
+// linear inputs (taps) and the FP outputs of its seven linears are recorded, then block l gets encoders
+// (nn/encoded_linear.hpp: 4 per block, shared by the linears reading the same input) trained by AdamW on
+//   L = Σ_linears mean((W·enc(x_teacher) − W·x_teacher)²) / mean((W·x_teacher)²)
+// over random batches of token rows: the seed's local output matching with the teacher's own inputs
+// (its μ = 1 part; each linear's error relative to its output's power, so the seven count alike). The
+// residual stream then continues with the FP block's output, as the seed's teacher inputs do. Weights
+// stay frozen; only the encoders train (α from the mean |x| of each channel, β = 0) (lr warm-up then cosine from `lr` to `final_lr`, the seed's
+// 4e-4 → 4e-5; betas 0.9 / 0.95; weight decay on the encoder matrices only; gradient norm clipped).
+// Not here yet: the seed's CE term (1 − μ = 0.3 of its loss) and the end-to-end KL phase.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::train {
+
+struct EncoderTrainOptions {
+  std::string encoder = "diag";  // none | diag | lowrank:R | mlp
+  int steps_per_block = 200;
+  int batch_rows = 256;  // token rows per step
+  float lr = 4e-4f;
+  float final_lr = 4e-5f;
+  int warmup = 20;
+  float weight_decay = 0.1f;
+  float grad_clip = 1.0f;
+  float k = 4.0f;  // surrogate sharpness
+  std::uint64_t seed = 0;
+  bool quiet = false;
+};
+
+struct EncoderTrainResult {
+  std::vector<double> first_loss, last_loss;  // per block: the relative output error before and after
+  std::int64_t encoder_parameters = 0, encoder_macs_per_token = 0, linear_macs_per_token = 0;
+  double seconds = 0;
+};
+
+// The block's linear inputs for the rows in `tap` order of block_encoded_inputs().
+template <class F>
+const std::vector<F>& tap_of(const nn::BasicBlockTaps<F>& t, int input) {
+  switch (input) {
+    case 0: return t.attn_in;
+    case 1: return t.attn_out;
+    case 2: return t.ffn_in;
+    default: return t.ffn_hidden;
+  }
+}
+
+// Encodes every block of `model` with `o.encoder` and trains the encoders on `tokens` (nwin windows of
+// `seqlen` tokens, row-major). `none` has nothing to train: its blocks are only encoded.
+inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std::int32_t>& tokens, int seqlen,
+                                         const EncoderTrainOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto& cfg = model.config();
+  const auto spec = nn::EncoderSpec::parse(o.encoder);
+  LOWBIT_CHECK(seqlen >= 1 && !tokens.empty() && tokens.size() % static_cast<std::size_t>(seqlen) == 0,
+               "train_encoders: ", tokens.size(), " tokens are not whole windows of ", seqlen);
+  LOWBIT_CHECK(o.steps_per_block >= 0 && o.batch_rows >= 1 && o.lr >= 0 && o.final_lr >= 0 && o.k > 0,
+               "train_encoders: steps >= 0, batch rows >= 1, learning rates >= 0 and k > 0 are required");
+  const int B = static_cast<int>(tokens.size() / static_cast<std::size_t>(seqlen));
+  const index_t n = static_cast<index_t>(tokens.size());
+  std::vector<float> x(static_cast<std::size_t>(n * cfg.dim));
+  model.embed(tokens.data(), n, x.data());
+  EncoderTrainResult result;
+  const int blocks = cfg.n_layers;
+  Progress progress("encoders", static_cast<std::int64_t>(blocks) * std::max(1, o.steps_per_block), "step", o.quiet);
+  for (int l = 0; l < blocks; ++l) {
+    nn::BlockTaps taps;
+    model.block_forward(l, x.data(), B, seqlen, &taps);  // FP block: taps, and x moves on as the teacher's
+    auto& block = model.block(l);
+    nn::encode_block(block, spec, Rng(o.seed).fork(static_cast<std::uint64_t>(l)).next_u64());
+    std::vector<nn::EncodedLinear*> layers;
+    std::vector<int> input_of;
+    std::vector<nn::Parameter> params;
+    int input = 0;
+    for (const auto& in : nn::block_encoded_inputs()) {
+      for (auto role : in.readers) {
+        auto* e = dynamic_cast<nn::EncodedLinear*>(&block.linear(role));
+        LOWBIT_CHECK(e != nullptr, "train_encoders: block ", l, " ", nn::linear_role_name(role), " is not encoded");
+        e->encoder().k = o.k;
+        layers.push_back(e);
+        input_of.push_back(input);
+        if (e->owns_encoder() && e->encoder().trainable()) {
+          // α_c starts at mean_rows |x_c|, the scale that makes ±α_c match the input's magnitude (the seed's
+          // α = 1 is far off for inputs of another scale: on stories260K its first relative error is 10-40)
+          const auto& X = tap_of(taps, input);
+          const index_t w = e->in_features();
+          std::vector<double> m(static_cast<std::size_t>(w), 0.0);
+          for (index_t r = 0; r < n; ++r)
+            for (index_t c = 0; c < w; ++c) m[static_cast<std::size_t>(c)] += std::abs(X[static_cast<std::size_t>(r * w + c)]);
+          for (index_t c = 0; c < w; ++c)
+            e->encoder().alpha()[static_cast<std::size_t>(c)] = static_cast<float>(std::max(m[static_cast<std::size_t>(c)] / n, 1e-8));
+        }
+        if (e->owns_encoder()) {
+          result.encoder_parameters += e->encoder().parameter_count();
+          result.encoder_macs_per_token += e->encoder().macs_per_token();
+          for (auto& p : e->encoder().parameters()) params.push_back(p);
+        }
+        result.linear_macs_per_token += e->in_features() * e->out_features();
+      }
+      ++input;
+    }
+    // FP outputs of the seven linears on their recorded inputs, and each one's mean power.
+    std::vector<std::vector<float>> y_fp(layers.size());
+    std::vector<double> power(layers.size());
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const auto& X = tap_of(taps, input_of[i]);
+      const index_t in = layers[i]->in_features(), out = layers[i]->out_features();
+      y_fp[i].resize(static_cast<std::size_t>(n * out));
+      layers[i]->inner().forward(MatrixView<const float>(X.data(), n, in), MatrixView<float>(y_fp[i].data(), n, out));
+      double s = 0;
+      for (float v : y_fp[i]) s += static_cast<double>(v) * v;
+      power[i] = std::max(s / static_cast<double>(y_fp[i].size()), 1e-30);
+    }
+    const index_t rows = std::min<index_t>(o.batch_rows, n);
+    Rng pick = Rng(o.seed ^ 0x5eedu).fork(static_cast<std::uint64_t>(l));
+    // Relative output error of the batch (rows `idx`); with `train`, also the encoder gradients.
+    auto step_loss = [&](const std::vector<index_t>& idx, bool train) {
+      double total = 0;
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const auto& X = tap_of(taps, input_of[i]);
+        const index_t in = layers[i]->in_features(), out = layers[i]->out_features();
+        const index_t m = static_cast<index_t>(idx.size());
+        std::vector<float> xb(static_cast<std::size_t>(m * in)), yb(static_cast<std::size_t>(m * out)),
+            dy(static_cast<std::size_t>(m * out));
+        for (index_t r = 0; r < m; ++r) std::copy_n(X.data() + idx[static_cast<std::size_t>(r)] * in, in, xb.data() + r * in);
+        MatrixView<const float> Xb(xb.data(), m, in);
+        layers[i]->forward(Xb, MatrixView<float>(yb.data(), m, out));
+        const double scale = 1.0 / (static_cast<double>(m * out) * power[i]);
+        double s = 0;
+        for (index_t r = 0; r < m; ++r)
+          for (index_t c = 0; c < out; ++c) {
+            const double d = static_cast<double>(yb[static_cast<std::size_t>(r * out + c)]) -
+                             y_fp[i][static_cast<std::size_t>(idx[static_cast<std::size_t>(r)] * out + c)];
+            s += d * d;
+            dy[static_cast<std::size_t>(r * out + c)] = static_cast<float>(2.0 * d * scale);
+          }
+        total += s * scale;
+        if (train)  // encoder gradients (the frozen inner layer's own gradient accumulates unused)
+          layers[i]->backward(Xb, MatrixView<const float>(dy.data(), m, out), MatrixView<float>(nullptr, m, in));
+      }
+      return total;
+    };
+    auto draw = [&] {
+      std::vector<index_t> idx(static_cast<std::size_t>(rows));
+      for (auto& v : idx) v = static_cast<index_t>(pick.below(static_cast<std::uint64_t>(n)));
+      return idx;
+    };
+    // a fixed probe batch measures the block's error before and after
+    const auto probe = draw();
+    result.first_loss.push_back(step_loss(probe, false));
+    if (!params.empty() && o.steps_per_block > 0) {
+      AdamWOptions ao;
+      ao.beta2 = 0.95f;
+      ao.weight_decay = o.weight_decay;
+      ao.decays = [](const std::string& name) { return name == "down" || name == "up"; };
+      AdamW adam(params, ao);
+      for (int s = 0; s < o.steps_per_block; ++s) {
+        adam.zero_grad();
+        (void)step_loss(draw(), true);
+        if (o.grad_clip > 0) clip_grad_norm(params, o.grad_clip);
+        const double t = o.steps_per_block > o.warmup
+                             ? static_cast<double>(s - std::min(s, o.warmup)) / (o.steps_per_block - o.warmup)
+                             : 1.0;
+        const double lr = s < o.warmup ? o.lr * (s + 1.0) / o.warmup
+                                       : o.final_lr + 0.5 * (o.lr - o.final_lr) * (1 + std::cos(3.14159265358979 * t));
+        adam.step(static_cast<float>(lr));
+        progress.update(1);
+      }
+    } else {
+      progress.update(std::max(1, o.steps_per_block));
+    }
+    result.last_loss.push_back(step_loss(probe, false));
+    for (auto* e : layers) e->release_workspace();
+  }
+  progress.finish();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace lowbit::train
+// ---- end lowbit/train/encoder.hpp ----
+
 // ---- begin lowbit/train/pretrain.hpp ----
 // Language-model training from scratch (or from an initial checkpoint): AdamW with warm-up + cosine
 // schedule, global-norm clipping, random windows from a token stream, periodic held-out evaluation,
@@ -17949,103 +19274,6 @@ struct ParametricHeaviside {
 }  // namespace lowbit::train
 // ---- end lowbit/train/ste.hpp ----
 
-
-// ---- begin lowbit/eval/chat.hpp ----
-// Chat prompts: the model's chat template applied to one user turn, for `lowbit generate --chat`.
-// lowbit does not run Jinja; it recognizes the template family. ChatML (`<|im_start|>role\n…<|im_end|>\n`,
-// SmolLM2, Qwen, …) is supported: the template's default system message, when it writes one (SmolLM2's
-// "You are a helpful AI assistant named SmolLM, …"), is taken from the template text itself, and the
-// turn ends with the `<|im_end|>` token. Other families are refused with a message naming them.
-
-#include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <string>
-#include <vector>
-
-#include <nlohmann/json.hpp>
-
-
-namespace lowbit::eval {
-
-// The chat template text of the model at `path` (GGUF metadata `tokenizer.chat_template`, a Hugging
-// Face folder's tokenizer_config.json, or for a lowbit quantized file its source model's); empty when
-// the model has none.
-inline std::string chat_template_of(const std::filesystem::path& path, int depth = 0) {
-  namespace fs = std::filesystem;
-  switch (io::detect_model_format(path)) {
-    case io::ModelFormat::Gguf: return io::GgufFile(path).get_string_or("tokenizer.chat_template", "");
-    case io::ModelFormat::LowbitQuantized: {
-      const auto info = io::quantized_model_info(path);
-      const std::string source = info.value("source_model", std::string{});
-      if (source.empty() || depth > 4 || !fs::exists(source)) return {};
-      return chat_template_of(source, depth + 1);
-    }
-    case io::ModelFormat::Safetensors:
-    case io::ModelFormat::HfFolder: {
-      const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
-      std::ifstream in(dir / "tokenizer_config.json");
-      if (!in) return {};
-      try {
-        const auto j = nlohmann::json::parse(in);
-        if (j.contains("chat_template") && j["chat_template"].is_string()) return j["chat_template"].get<std::string>();
-      } catch (const nlohmann::json::exception&) {
-      }
-      return {};
-    }
-    default: return {};
-  }
-}
-
-struct ChatPrompt {
-  std::vector<std::int32_t> tokens;  // the rendered prompt, ending with the assistant's turn header
-  std::int32_t end_of_turn = -1;     // the token that ends the assistant's turn
-  std::string text;                  // the rendered prompt as text
-};
-
-// The default system message a ChatML template writes when the conversation has none ("" if none).
-inline std::string chatml_default_system(const std::string& tmpl) {
-  for (const char* open_text : {"<|im_start|>system\n", "<|im_start|>system\\n"}) {
-    const std::string open = open_text;
-    const auto a = tmpl.find(open);
-    if (a == std::string::npos) continue;
-    const auto b = tmpl.find("<|im_end|>", a + open.size());
-    if (b == std::string::npos) continue;
-    const std::string text = tmpl.substr(a + open.size(), b - a - open.size());
-    // only a literal message (not an expression such as message['content'])
-    if (text.find_first_of("{}'+") == std::string::npos) return text;
-  }
-  return {};
-}
-
-// One user turn (and a system message: `system`, else the template's default) rendered with the
-// model's template; throws when the template is not ChatML or the tokenizer lacks its tokens.
-inline ChatPrompt chat_prompt(const io::Tokenizer& tok, const std::string& tmpl, const std::string& user,
-                              const std::string* system = nullptr) {
-  const bool chatml = tmpl.find("<|im_start|>") != std::string::npos;
-  LOWBIT_CHECK(chatml || tmpl.empty(), "--chat: the model's chat template is not ChatML (lowbit applies ChatML "
-               "templates only; it starts: '", tmpl.substr(0, 60), "'); give the formatted prompt with --prompt");
-  auto special = [&](const char* piece) {
-    const auto ids = tok.encode(piece, false);
-    LOWBIT_CHECK(ids.size() == 1, "--chat: the tokenizer has no single token for ", piece,
-                 tmpl.empty() ? " (and the model has no chat template)" : "", "; give the formatted prompt with --prompt");
-    return ids[0];
-  };
-  ChatPrompt p;
-  special("<|im_start|>");
-  p.end_of_turn = special("<|im_end|>");
-  const std::string sys = system ? *system : chatml_default_system(tmpl);
-  std::ostringstream text;
-  if (!sys.empty() || system) text << "<|im_start|>system\n" << sys << "<|im_end|>\n";
-  text << "<|im_start|>user\n" << user << "<|im_end|>\n<|im_start|>assistant\n";
-  p.text = text.str();
-  p.tokens = tok.encode(p.text, tok.adds_bos_by_default());
-  return p;
-}
-
-}  // namespace lowbit::eval
-// ---- end lowbit/eval/chat.hpp ----
 
 // ---- begin lowbit/eval/kld.hpp ----
 // KL divergence of a model's next-token distribution from a reference model's on the same tokens,
