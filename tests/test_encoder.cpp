@@ -1,0 +1,152 @@
+// 1-bit activation encoders (issue 17) beyond their gradients (test_nn_gradcheck.cpp checks those): the
+// encoder spec, one shared encoder against three copies, the memo of a shared encoder, exactly two values
+// per channel at every linear input of an encoded stories260K, and the layer-wise trainer.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "lowbit/calib/calibration_data.hpp"
+#include "lowbit/eval/text_input.hpp"
+#include "lowbit/io/llama2c.hpp"
+#include "lowbit/io/tokenizer_llama2c.hpp"
+#include "lowbit/nn/encoded_linear.hpp"
+#include "lowbit/train/encoder.hpp"
+#include "test_util.hpp"
+
+using namespace lowbit;
+using namespace lowbit::nn;
+
+TEST_CASE("encoder specs: names round-trip, bad ones are refused, cost is counted") {
+  for (const char* s : {"none", "diag", "lowrank:8", "mlp"}) CHECK(EncoderSpec::parse(s).name() == s);
+  for (const char* s : {"lowrank", "lowrank:0", "lowrank:x", "dense", ""})
+    CHECK_THROWS_AS((void)EncoderSpec::parse(s), Error);
+  CHECK_THROWS_AS(ActivationEncoder(EncoderSpec::parse("lowrank:65"), 64), Error);
+  CHECK(ActivationEncoder(EncoderSpec::parse("none"), 64).parameter_count() == 0);
+  CHECK(ActivationEncoder(EncoderSpec::parse("diag"), 64).parameter_count() == 128);
+  CHECK(ActivationEncoder(EncoderSpec::parse("diag"), 64).macs_per_token() == 0);
+  CHECK(ActivationEncoder(EncoderSpec::parse("lowrank:4"), 64).macs_per_token() == 2 * 4 * 64);
+  CHECK(ActivationEncoder(EncoderSpec::parse("mlp"), 64).macs_per_token() == 64 * 64);
+}
+
+TEST_CASE("one encoder shared by q/k/v and gate/up gives the outputs of separate copies, computed once") {
+  Rng rng(3);
+  ModelConfig c;
+  c.dim = 32;
+  c.hidden_dim = 48;
+  c.n_layers = 1;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.vocab_size = 40;
+  c.max_seq_len = 16;
+  for (const char* kind : {"diag", "lowrank:4", "mlp"}) {
+    auto shared = Llama::random_init(c, rng, 0.2);
+    auto copies = Llama::random_init(c, rng, 0.2);
+    for (auto r : kAllLinearRoles) {  // same weights in both
+      std::vector<float> w(static_cast<std::size_t>(shared.block(0).linear(r).out_features() *
+                                                    shared.block(0).linear(r).in_features()));
+      shared.block(0).linear(r).dequantize(MatrixView<float>(w.data(), shared.block(0).linear(r).out_features(),
+                                                             shared.block(0).linear(r).in_features()));
+      copies.block(0).set_linear(r, std::make_unique<DenseLinear>(shared.block(0).linear(r).out_features(),
+                                                                  shared.block(0).linear(r).in_features(), w));
+    }
+    copies.block(0).attn_norm = shared.block(0).attn_norm;
+    copies.block(0).ffn_norm = shared.block(0).ffn_norm;
+    encode_block(shared.block(0), EncoderSpec::parse(kind), 11, true);
+    encode_block(copies.block(0), EncoderSpec::parse(kind), 11, false);
+    int owners_shared = 0, owners_copies = 0;
+    for (auto r : kAllLinearRoles) {
+      owners_shared += dynamic_cast<EncodedLinear&>(shared.block(0).linear(r)).owns_encoder();
+      owners_copies += dynamic_cast<EncodedLinear&>(copies.block(0).linear(r)).owns_encoder();
+    }
+    CHECK(owners_shared == 4);
+    CHECK(owners_copies == 7);
+    auto& q = dynamic_cast<EncodedLinear&>(shared.block(0).linear(LinearRole::Q));
+    auto& v = dynamic_cast<EncodedLinear&>(shared.block(0).linear(LinearRole::V));
+    CHECK(&q.encoder() == &v.encoder());
+    const int T = 6;
+    std::vector<float> x(static_cast<std::size_t>(T * c.dim));
+    for (auto& e : x) e = static_cast<float>(rng.normal());
+    std::vector<float> xa = x, xb = x;
+    const auto before = q.encoder().times_computed();
+    shared.block_forward(0, xa.data(), 1, T);
+    copies.block_forward(0, xb.data(), 1, T);
+    CHECK(q.encoder().times_computed() == before + 1);  // q, k and v read one encoding
+    for (std::size_t i = 0; i < xa.size(); ++i) REQUIRE(xa[i] == xb[i]);
+    // a changed parameter is seen by the memo (same input buffer and values)
+    q.encoder().beta()[0] += 0.5f;
+    std::vector<float> in(x.begin(), x.begin() + c.dim), o1(static_cast<std::size_t>(q.out_features()));
+    q.forward(MatrixView<const float>(in.data(), 1, c.dim), MatrixView<float>(o1.data(), 1, q.out_features()));
+    const auto n1 = q.encoder().times_computed();
+    q.encoder().beta()[0] += 0.5f;
+    q.forward(MatrixView<const float>(in.data(), 1, c.dim), MatrixView<float>(o1.data(), 1, q.out_features()));
+    CHECK(q.encoder().times_computed() == n1 + 1);
+  }
+}
+
+namespace {
+
+bool have_stories() {
+  return !test::shared_file("models/stories260K.bin").empty() && !test::shared_file("models/tok512.bin").empty() &&
+         !test::shared_file("text/tinystories_v2_valid_first100.txt").empty();
+}
+
+}  // namespace
+
+TEST_CASE("encoded stories260K: every linear input takes exactly two values per channel, the trainer lowers the error") {
+  if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
+  set_num_threads(1);
+  const auto model_path = test::shared_file("models/stories260K.bin");
+  io::Llama2cTokenizer tok(test::shared_file("models/tok512.bin").string());
+  const auto calib_path = test::shared_file("text/tinystories_v2_valid_first100.txt").string();
+  const int seqlen = 64;
+  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(calib_path), tok, 8, seqlen, 0, calib_path);
+  train::EncoderTrainOptions o;
+  o.encoder = "diag";
+  o.steps_per_block = 40;
+  o.batch_rows = 128;
+  o.lr = 1e-2f;
+  o.final_lr = 1e-3f;
+  o.quiet = true;
+  Llama model(io::load_llama2c(model_path));
+  const auto r = train::train_encoders(model, tokens, seqlen, o);
+  REQUIRE(r.first_loss.size() == 5u);
+  for (std::size_t l = 0; l < 5; ++l) {
+    INFO("block " << l << ": " << r.first_loss[l] << " -> " << r.last_loss[l]);
+    CHECK(r.last_loss[l] < 0.95 * r.first_loss[l]);
+  }
+  CHECK(r.encoder_parameters == 5 * 2 * (64 + 64 + 64 + 172));
+  CHECK(r.encoder_macs_per_token == 0);
+  // deterministic for a seed
+  Llama again(io::load_llama2c(model_path));
+  const auto r2 = train::train_encoders(again, tokens, seqlen, o);
+  CHECK(r2.last_loss == r.last_loss);
+
+  // Real activations at every encoded input: run the model on a window with taps and apply each
+  // layer's effective input; every column holds exactly the two values ±α_c (or one, if all signs agree).
+  const int T = 32;
+  std::vector<float> x(static_cast<std::size_t>(T) * model.config().dim);
+  model.embed(tokens.data(), T, x.data());
+  for (int l = 0; l < model.config().n_layers; ++l) {
+    BlockTaps taps;
+    model.block_forward(l, x.data(), 1, T, &taps);
+    for (auto role : kAllLinearRoles) {
+      auto& e = dynamic_cast<EncodedLinear&>(model.block(l).linear(role));
+      const int input = role == LinearRole::O ? 1 : role == LinearRole::Down ? 3 : (role == LinearRole::Gate || role == LinearRole::Up) ? 2 : 0;
+      const auto& X = train::tap_of(taps, input);
+      const index_t w = e.in_features();
+      std::vector<float> enc(static_cast<std::size_t>(T * w));
+      e.effective_input(MatrixView<const float>(X.data(), T, w), MatrixView<float>(enc.data(), T, w));
+      for (index_t c = 0; c < w; ++c) {
+        std::set<float> values;
+        for (int t = 0; t < T; ++t) values.insert(enc[static_cast<std::size_t>(t * w + c)]);
+        const float a = e.encoder().alpha()[static_cast<std::size_t>(c)];
+        REQUIRE(values.size() <= 2u);
+        for (float v : values) REQUIRE((v == a || v == -a));
+      }
+    }
+  }
+}
