@@ -3,7 +3,10 @@
 // per channel at every linear input of an encoded stories260K, and the layer-wise trainer.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <set>
 #include <string>
@@ -12,8 +15,10 @@
 #include "lowbit/calib/calibration_data.hpp"
 #include "lowbit/eval/text_input.hpp"
 #include "lowbit/io/llama2c.hpp"
+#include "lowbit/io/quantized_model.hpp"
 #include "lowbit/io/tokenizer_llama2c.hpp"
 #include "lowbit/nn/encoded_linear.hpp"
+#include "lowbit/nn/stored_linear.hpp"
 #include "lowbit/train/encoder.hpp"
 #include "test_util.hpp"
 
@@ -149,4 +154,54 @@ TEST_CASE("encoded stories260K: every linear input takes exactly two values per 
       }
     }
   }
+}
+
+TEST_CASE("an encoded model (any inner format) round-trips through the quantized file with the same logits") {
+  if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
+  set_num_threads(1);
+  const auto model_path = test::shared_file("models/stories260K.bin");
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_test_enc_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::vector<std::int32_t> tokens = {1, 403, 407, 261, 378, 434, 270, 261, 468, 281, 306, 410};
+  for (const char* kind : {"none", "diag", "lowrank:4", "mlp"}) {
+    Llama model(io::load_llama2c(model_path));
+    // one block over 4-bit weights: encoders combine with any inner format
+    for (auto r : kAllLinearRoles) {
+      auto& lin = model.block(2).linear(r);
+      std::vector<float> w(static_cast<std::size_t>(lin.out_features() * lin.in_features()));
+      lin.dequantize(MatrixView<float>(w.data(), lin.out_features(), lin.in_features()));
+      model.set_linear(2, r, make_rtn_linear("uniform:4:32", MatrixView<const float>(w.data(), lin.out_features(), lin.in_features())));
+    }
+    Rng rng(9);
+    for (int l = 0; l < model.config().n_layers; ++l) {
+      encode_block(model.block(l), EncoderSpec::parse(kind), 100 + l);
+      for (auto r : kAllLinearRoles) {  // trained-looking values, so the file must carry them
+        auto& e = dynamic_cast<EncodedLinear&>(model.block(l).linear(r));
+        if (!e.owns_encoder()) continue;
+        for (auto& a : e.encoder().alpha()) a = static_cast<float>(0.1 + rng.uniform());
+        for (auto& b : e.encoder().beta()) b = static_cast<float>(0.05 * rng.normal());
+        for (auto& u : e.encoder().up()) u = static_cast<float>(0.1 * rng.normal());
+      }
+    }
+    const auto path = dir / (std::string("enc_") + (kind[0] == 'l' ? "lowrank" : kind) + ".safetensors");
+    io::write_quantized_model(path, model, {{"method", "test"}});
+    Llama back = io::load_quantized_model(path);
+    CHECK(back.linear(2, LinearRole::K).format() == std::string("binary:heaviside:") + kind + ":shared|uniform:4:32");
+    CHECK(back.linear(0, LinearRole::Q).format() == std::string("binary:heaviside:") + kind + "|f32");
+    auto& bq = dynamic_cast<EncodedLinear&>(back.block(1).linear(LinearRole::Q));
+    auto& bv = dynamic_cast<EncodedLinear&>(back.block(1).linear(LinearRole::V));
+    CHECK(&bq.encoder() == &bv.encoder());
+    const int T = static_cast<int>(tokens.size());
+    std::vector<float> a(static_cast<std::size_t>(T) * model.config().vocab_size), b(a.size());
+    model.forward(tokens.data(), 1, T, a.data());
+    back.forward(tokens.data(), 1, T, b.data());
+    CHECK(a == b);
+  }
+  // every linear owning its own encoder is refused: one encoder per input
+  Llama copies(io::load_llama2c(model_path));
+  encode_block(copies.block(0), EncoderSpec::parse("diag"), 1, false);
+  io::write_quantized_model(dir / "copies.safetensors", copies, {{"method", "test"}});
+  CHECK_THROWS_WITH_AS((void)io::load_quantized_model(dir / "copies.safetensors"),
+                       doctest::Contains("one encoder per input"), Error);
+  std::filesystem::remove_all(dir);
 }

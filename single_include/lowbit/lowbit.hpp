@@ -7942,18 +7942,10 @@ class BasicActivationEncoder {
     return p;
   }
 
-  std::vector<StoredTensor> stored_tensors() const {
-    static_assert(sizeof(T) == 4, "only fp32 encoders are stored");
-    std::vector<StoredTensor> t;
-    if (!trainable()) return t;
-    t.push_back(stored_tensor("alpha", StoredType::F32, {d_}, alpha_));
-    t.push_back(stored_tensor("beta", StoredType::F32, {d_}, beta_));
-    if (!down_.empty()) {
-      t.push_back(stored_tensor("down", StoredType::F32, {hidden_width(), d_}, down_));
-      t.push_back(stored_tensor("up", StoredType::F32, {d_, hidden_width()}, up_));
-    }
-    return t;
-  }
+  // The stored tensors ("alpha", "beta", "down", "up"; none for `none`): views for writing, and slots a
+  // reader fills (io/quantized_model.hpp) in an encoder constructed with the same spec and width.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_slots() { return tensors_of(*this); }
   std::size_t bytes() const { return static_cast<std::size_t>(parameter_count()) * sizeof(float); }
 
   std::vector<T>& alpha() { return alpha_; }
@@ -7964,6 +7956,20 @@ class BasicActivationEncoder {
   const std::vector<T>& beta() const { return beta_; }
 
  private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& self) {
+    static_assert(sizeof(T) == 4, "only fp32 encoders are stored");
+    StoredTensorsOf<Self> t;
+    if (!self.trainable()) return t;
+    t.push_back(stored_tensor("alpha", StoredType::F32, {self.d_}, self.alpha_));
+    t.push_back(stored_tensor("beta", StoredType::F32, {self.d_}, self.beta_));
+    if (!self.down_.empty()) {
+      t.push_back(stored_tensor("down", StoredType::F32, {self.hidden(), self.d_}, self.down_));
+      t.push_back(stored_tensor("up", StoredType::F32, {self.d_, self.hidden()}, self.up_));
+    }
+    return t;
+  }
+
   index_t hidden_width() const { return hidden(); }
 
   T act(T u) const { return smooth ? Step::surrogate(u, k) : Step::step(u); }
@@ -9381,8 +9387,22 @@ class BasicEncodedLinear final : public BasicLinear<T> {
   void dequantize_row(index_t r, T* out) const override { inner_->dequantize_row(r, out); }
   std::size_t bytes() const override { return inner_->bytes() + (owns_ ? encoder_->bytes() : 0); }
 
-  // "binary:heaviside:diag|uniform:4:128"
-  std::string format() const override { return Act::name() + ":" + encoder_->spec().name() + "|" + inner_->format(); }
+  // "binary:heaviside:diag|uniform:4:128"; a linear that reads its input's encoder without owning it
+  // says ":shared" after the encoder ("binary:heaviside:diag:shared|uniform:4:128").
+  std::string format() const override {
+    return Act::name() + ":" + encoder_->spec().name() + (owns_ ? "" : ":shared") + "|" + inner_->format();
+  }
+
+  // The inner layer's tensors, then the owner's encoder as "encoder.alpha", "encoder.beta", ...
+  std::vector<StoredTensor> stored_tensors() const override {
+    auto t = inner_->stored_tensors();
+    if (owns_)
+      for (auto e : encoder_->stored_tensors()) {
+        e.suffix = "encoder." + e.suffix;
+        t.push_back(std::move(e));
+      }
+    return t;
+  }
 
   bool set_activations(const std::string& name) override { return inner_->set_activations(name); }
   void release_workspace() override {
@@ -9408,6 +9428,41 @@ class BasicEncodedLinear final : public BasicLinear<T> {
 
 using EncodedLinear = BasicEncodedLinear<float>;
 
+// A format descriptor split: "binary:heaviside:lowrank:16:shared|uniform:4:128" is encoded, step
+// "heaviside", encoder lowrank:16, shared, inner "uniform:4:128". A descriptor without the "binary:"
+// prefix is not encoded (inner = the whole descriptor).
+struct EncodedDescriptor {
+  bool encoded = false;
+  std::string step;
+  EncoderSpec spec;
+  bool shared = false;
+  std::string inner;
+};
+
+inline EncodedDescriptor parse_encoded_descriptor(const std::string& d) {
+  EncodedDescriptor e;
+  e.inner = d;
+  if (d.rfind("binary:", 0) != 0) return e;
+  const auto bar = d.find('|');
+  LOWBIT_CHECK(bar != std::string::npos && bar + 1 < d.size(), "format '", d,
+               "': an encoded layer's descriptor is binary:STEP:ENCODER[:shared]|INNER_FORMAT");
+  e.encoded = true;
+  e.inner = d.substr(bar + 1);
+  std::string head = d.substr(7, bar - 7);  // STEP:ENCODER[:shared]
+  const auto colon = head.find(':');
+  LOWBIT_CHECK(colon != std::string::npos, "format '", d, "': no encoder after the step");
+  e.step = head.substr(0, colon);
+  std::string enc = head.substr(colon + 1);
+  const std::string tail = ":shared";
+  if (enc.size() > tail.size() && enc.compare(enc.size() - tail.size(), tail.size(), tail) == 0) {
+    e.shared = true;
+    enc.resize(enc.size() - tail.size());
+  }
+  LOWBIT_CHECK(e.step == Heaviside::name(), "format '", d, "': unknown step '", e.step, "' (known: heaviside)");
+  e.spec = EncoderSpec::parse(enc);
+  return e;
+}
+
 // The four distinct inputs of a block's linears and who reads them; the first reader owns the encoder.
 struct EncodedInput {
   const char* name;  // tensor-name stem of the encoder, under its owner ("attention.wq.encoder.alpha")
@@ -9419,6 +9474,20 @@ inline const std::vector<EncodedInput>& block_encoded_inputs() {
                                                    {"feed-forward input", {LinearRole::Gate, LinearRole::Up}},
                                                    {"feed-forward hidden", {LinearRole::Down}}};
   return inputs;
+}
+
+// Which of block_encoded_inputs() a role reads.
+inline int encoded_input_of(LinearRole r) {
+  switch (r) {
+    case LinearRole::Q:
+    case LinearRole::K:
+    case LinearRole::V: return 0;
+    case LinearRole::O: return 1;
+    case LinearRole::Gate:
+    case LinearRole::Up: return 2;
+    case LinearRole::Down: return 3;
+  }
+  return 0;
 }
 
 // Wraps the seven linears of `block` (any weight formats) in EncodedLinear with one encoder of `spec` per
@@ -12544,6 +12613,7 @@ inline nn::ModelWeights load_model(const std::filesystem::path& path) {
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -12813,11 +12883,58 @@ inline nn::Llama load_quantized_model(const std::filesystem::path& path) {
     model.attention_norm(l) =
         detail::read_f32(f, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, checksums, seen);
     model.ffn_norm(l) = detail::read_f32(f, nn::ModelWeights::layer_name(l, "ffn_norm.weight"), {c.dim}, checksums, seen);
+    std::array<std::shared_ptr<nn::ActivationEncoder>, 4> encoders{};  // per distinct input (encoded models)
     for (auto role : nn::kAllLinearRoles) {
       const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
       LOWBIT_CHECK(formats.contains(name), f.path(), ": no format descriptor for '", name, "' in 'lowbit.tensor_formats'");
       auto [out, in] = nn::linear_role_shape(c, role);
-      model.set_linear(l, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
+      const auto& entry = formats[name];
+      const auto format = entry.is_object() && entry.contains("format") && entry["format"].is_string()
+                              ? entry["format"].get<std::string>()
+                              : std::string();
+      const auto enc = nn::parse_encoded_descriptor(format);
+      if (!enc.encoded) {
+        model.set_linear(l, role, detail::read_linear(f, name, entry, out, in, checksums, seen));
+        continue;
+      }
+      // A 1-bit-activation layer (nn/encoded_linear.hpp): the inner layer, and the encoder of its input,
+      // stored once under the input's first reader and shared by the others.
+      auto inner_entry = entry;
+      inner_entry["format"] = enc.inner;
+      auto inner = detail::read_linear(f, name, inner_entry, out, in, checksums, seen);
+      auto& shared = encoders[static_cast<std::size_t>(nn::encoded_input_of(role))];
+      if (enc.shared) {
+        LOWBIT_CHECK(shared && shared->spec().name() == enc.spec.name(), f.path(), ": '", name,
+                     "' shares the encoder of its input (", enc.spec.name(), "), but no earlier linear of layer ", l,
+                     " reading that input stores ", shared ? "that kind (it stores " + shared->spec().name() + ")" : "one");
+        model.set_linear(l, role, std::make_unique<nn::EncodedLinear>(std::move(inner), shared, false));
+      } else {
+        LOWBIT_CHECK(!shared, f.path(), ": '", name, "' stores an encoder for an input whose encoder layer ", l,
+                     " already has (one encoder per input: the others say ':shared')");
+        LOWBIT_CHECK(enc.spec.kind != nn::EncoderKind::LowRank || enc.spec.rank <= in, f.path(), ": '", name, "' has a ",
+                     enc.spec.name(), " encoder for a ", in, "-wide input");
+        // the encoder's size must be held by the file before it is allocated
+        const double h = enc.spec.kind == nn::EncoderKind::LowRank ? static_cast<double>(enc.spec.rank)
+                         : enc.spec.kind == nn::EncoderKind::Mlp   ? static_cast<double>(in / 2)
+                                                                   : 0.0;
+        const double needed = enc.spec.kind == nn::EncoderKind::None ? 0.0 : (2.0 * in + 2.0 * in * h) * sizeof(float);
+        std::uint64_t held = 0;
+        const std::string prefix = name + ".encoder.";
+        for (const auto& t : f.tensors())
+          if (t.name.compare(0, prefix.size(), prefix) == 0) held += t.bytes();
+        LOWBIT_CHECK(static_cast<double>(held) >= needed, f.path(), ": '", name, "' has a ", enc.spec.name(),
+                     " encoder of ", static_cast<std::uint64_t>(needed), " bytes, but the file holds ", held,
+                     " bytes under '", prefix, "*'");
+        shared = std::make_shared<nn::ActivationEncoder>(enc.spec, in);
+        for (const auto& slot : shared->stored_slots()) {
+          const auto tensor_name = name + ".encoder." + slot.suffix;
+          const auto& t = detail::expect_tensor(f, tensor_name, detail::safe_dtype_of(slot.type), slot.shape, checksums, seen);
+          LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(),
+                       " bytes, expected ", slot.bytes);
+          std::memcpy(slot.data, t.data, slot.bytes);
+        }
+        model.set_linear(l, role, std::make_unique<nn::EncodedLinear>(std::move(inner), shared, true));
+      }
     }
   }
   for (const auto& t : f.tensors())

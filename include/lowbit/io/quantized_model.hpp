@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "../core/stored_tensor.hpp"
 #include "../core/tensor.hpp"
 #include "../nn/config.hpp"
+#include "../nn/encoded_linear.hpp"
 #include "../nn/model.hpp"
 #include "../nn/stored_linear.hpp"
 #include "safetensors.hpp"
@@ -290,11 +292,58 @@ inline nn::Llama load_quantized_model(const std::filesystem::path& path) {
     model.attention_norm(l) =
         detail::read_f32(f, nn::ModelWeights::layer_name(l, "attention_norm.weight"), {c.dim}, checksums, seen);
     model.ffn_norm(l) = detail::read_f32(f, nn::ModelWeights::layer_name(l, "ffn_norm.weight"), {c.dim}, checksums, seen);
+    std::array<std::shared_ptr<nn::ActivationEncoder>, 4> encoders{};  // per distinct input (encoded models)
     for (auto role : nn::kAllLinearRoles) {
       const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
       LOWBIT_CHECK(formats.contains(name), f.path(), ": no format descriptor for '", name, "' in 'lowbit.tensor_formats'");
       auto [out, in] = nn::linear_role_shape(c, role);
-      model.set_linear(l, role, detail::read_linear(f, name, formats[name], out, in, checksums, seen));
+      const auto& entry = formats[name];
+      const auto format = entry.is_object() && entry.contains("format") && entry["format"].is_string()
+                              ? entry["format"].get<std::string>()
+                              : std::string();
+      const auto enc = nn::parse_encoded_descriptor(format);
+      if (!enc.encoded) {
+        model.set_linear(l, role, detail::read_linear(f, name, entry, out, in, checksums, seen));
+        continue;
+      }
+      // A 1-bit-activation layer (nn/encoded_linear.hpp): the inner layer, and the encoder of its input,
+      // stored once under the input's first reader and shared by the others.
+      auto inner_entry = entry;
+      inner_entry["format"] = enc.inner;
+      auto inner = detail::read_linear(f, name, inner_entry, out, in, checksums, seen);
+      auto& shared = encoders[static_cast<std::size_t>(nn::encoded_input_of(role))];
+      if (enc.shared) {
+        LOWBIT_CHECK(shared && shared->spec().name() == enc.spec.name(), f.path(), ": '", name,
+                     "' shares the encoder of its input (", enc.spec.name(), "), but no earlier linear of layer ", l,
+                     " reading that input stores ", shared ? "that kind (it stores " + shared->spec().name() + ")" : "one");
+        model.set_linear(l, role, std::make_unique<nn::EncodedLinear>(std::move(inner), shared, false));
+      } else {
+        LOWBIT_CHECK(!shared, f.path(), ": '", name, "' stores an encoder for an input whose encoder layer ", l,
+                     " already has (one encoder per input: the others say ':shared')");
+        LOWBIT_CHECK(enc.spec.kind != nn::EncoderKind::LowRank || enc.spec.rank <= in, f.path(), ": '", name, "' has a ",
+                     enc.spec.name(), " encoder for a ", in, "-wide input");
+        // the encoder's size must be held by the file before it is allocated
+        const double h = enc.spec.kind == nn::EncoderKind::LowRank ? static_cast<double>(enc.spec.rank)
+                         : enc.spec.kind == nn::EncoderKind::Mlp   ? static_cast<double>(in / 2)
+                                                                   : 0.0;
+        const double needed = enc.spec.kind == nn::EncoderKind::None ? 0.0 : (2.0 * in + 2.0 * in * h) * sizeof(float);
+        std::uint64_t held = 0;
+        const std::string prefix = name + ".encoder.";
+        for (const auto& t : f.tensors())
+          if (t.name.compare(0, prefix.size(), prefix) == 0) held += t.bytes();
+        LOWBIT_CHECK(static_cast<double>(held) >= needed, f.path(), ": '", name, "' has a ", enc.spec.name(),
+                     " encoder of ", static_cast<std::uint64_t>(needed), " bytes, but the file holds ", held,
+                     " bytes under '", prefix, "*'");
+        shared = std::make_shared<nn::ActivationEncoder>(enc.spec, in);
+        for (const auto& slot : shared->stored_slots()) {
+          const auto tensor_name = name + ".encoder." + slot.suffix;
+          const auto& t = detail::expect_tensor(f, tensor_name, detail::safe_dtype_of(slot.type), slot.shape, checksums, seen);
+          LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(),
+                       " bytes, expected ", slot.bytes);
+          std::memcpy(slot.data, t.data, slot.bytes);
+        }
+        model.set_linear(l, role, std::make_unique<nn::EncodedLinear>(std::move(inner), shared, true));
+      }
     }
   }
   for (const auto& t : f.tensors())

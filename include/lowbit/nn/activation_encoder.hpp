@@ -232,18 +232,10 @@ class BasicActivationEncoder {
     return p;
   }
 
-  std::vector<StoredTensor> stored_tensors() const {
-    static_assert(sizeof(T) == 4, "only fp32 encoders are stored");
-    std::vector<StoredTensor> t;
-    if (!trainable()) return t;
-    t.push_back(stored_tensor("alpha", StoredType::F32, {d_}, alpha_));
-    t.push_back(stored_tensor("beta", StoredType::F32, {d_}, beta_));
-    if (!down_.empty()) {
-      t.push_back(stored_tensor("down", StoredType::F32, {hidden_width(), d_}, down_));
-      t.push_back(stored_tensor("up", StoredType::F32, {d_, hidden_width()}, up_));
-    }
-    return t;
-  }
+  // The stored tensors ("alpha", "beta", "down", "up"; none for `none`): views for writing, and slots a
+  // reader fills (io/quantized_model.hpp) in an encoder constructed with the same spec and width.
+  std::vector<StoredTensor> stored_tensors() const { return tensors_of(*this); }
+  std::vector<StoredTensorSlot> stored_slots() { return tensors_of(*this); }
   std::size_t bytes() const { return static_cast<std::size_t>(parameter_count()) * sizeof(float); }
 
   std::vector<T>& alpha() { return alpha_; }
@@ -254,6 +246,20 @@ class BasicActivationEncoder {
   const std::vector<T>& beta() const { return beta_; }
 
  private:
+  template <class Self>
+  static StoredTensorsOf<Self> tensors_of(Self& self) {
+    static_assert(sizeof(T) == 4, "only fp32 encoders are stored");
+    StoredTensorsOf<Self> t;
+    if (!self.trainable()) return t;
+    t.push_back(stored_tensor("alpha", StoredType::F32, {self.d_}, self.alpha_));
+    t.push_back(stored_tensor("beta", StoredType::F32, {self.d_}, self.beta_));
+    if (!self.down_.empty()) {
+      t.push_back(stored_tensor("down", StoredType::F32, {self.hidden(), self.d_}, self.down_));
+      t.push_back(stored_tensor("up", StoredType::F32, {self.d_, self.hidden()}, self.up_));
+    }
+    return t;
+  }
+
   index_t hidden_width() const { return hidden(); }
 
   T act(T u) const { return smooth ? Step::surrogate(u, k) : Step::step(u); }

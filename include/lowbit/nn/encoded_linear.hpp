@@ -61,8 +61,22 @@ class BasicEncodedLinear final : public BasicLinear<T> {
   void dequantize_row(index_t r, T* out) const override { inner_->dequantize_row(r, out); }
   std::size_t bytes() const override { return inner_->bytes() + (owns_ ? encoder_->bytes() : 0); }
 
-  // "binary:heaviside:diag|uniform:4:128"
-  std::string format() const override { return Act::name() + ":" + encoder_->spec().name() + "|" + inner_->format(); }
+  // "binary:heaviside:diag|uniform:4:128"; a linear that reads its input's encoder without owning it
+  // says ":shared" after the encoder ("binary:heaviside:diag:shared|uniform:4:128").
+  std::string format() const override {
+    return Act::name() + ":" + encoder_->spec().name() + (owns_ ? "" : ":shared") + "|" + inner_->format();
+  }
+
+  // The inner layer's tensors, then the owner's encoder as "encoder.alpha", "encoder.beta", ...
+  std::vector<StoredTensor> stored_tensors() const override {
+    auto t = inner_->stored_tensors();
+    if (owns_)
+      for (auto e : encoder_->stored_tensors()) {
+        e.suffix = "encoder." + e.suffix;
+        t.push_back(std::move(e));
+      }
+    return t;
+  }
 
   bool set_activations(const std::string& name) override { return inner_->set_activations(name); }
   void release_workspace() override {
@@ -88,6 +102,41 @@ class BasicEncodedLinear final : public BasicLinear<T> {
 
 using EncodedLinear = BasicEncodedLinear<float>;
 
+// A format descriptor split: "binary:heaviside:lowrank:16:shared|uniform:4:128" is encoded, step
+// "heaviside", encoder lowrank:16, shared, inner "uniform:4:128". A descriptor without the "binary:"
+// prefix is not encoded (inner = the whole descriptor).
+struct EncodedDescriptor {
+  bool encoded = false;
+  std::string step;
+  EncoderSpec spec;
+  bool shared = false;
+  std::string inner;
+};
+
+inline EncodedDescriptor parse_encoded_descriptor(const std::string& d) {
+  EncodedDescriptor e;
+  e.inner = d;
+  if (d.rfind("binary:", 0) != 0) return e;
+  const auto bar = d.find('|');
+  LOWBIT_CHECK(bar != std::string::npos && bar + 1 < d.size(), "format '", d,
+               "': an encoded layer's descriptor is binary:STEP:ENCODER[:shared]|INNER_FORMAT");
+  e.encoded = true;
+  e.inner = d.substr(bar + 1);
+  std::string head = d.substr(7, bar - 7);  // STEP:ENCODER[:shared]
+  const auto colon = head.find(':');
+  LOWBIT_CHECK(colon != std::string::npos, "format '", d, "': no encoder after the step");
+  e.step = head.substr(0, colon);
+  std::string enc = head.substr(colon + 1);
+  const std::string tail = ":shared";
+  if (enc.size() > tail.size() && enc.compare(enc.size() - tail.size(), tail.size(), tail) == 0) {
+    e.shared = true;
+    enc.resize(enc.size() - tail.size());
+  }
+  LOWBIT_CHECK(e.step == Heaviside::name(), "format '", d, "': unknown step '", e.step, "' (known: heaviside)");
+  e.spec = EncoderSpec::parse(enc);
+  return e;
+}
+
 // The four distinct inputs of a block's linears and who reads them; the first reader owns the encoder.
 struct EncodedInput {
   const char* name;  // tensor-name stem of the encoder, under its owner ("attention.wq.encoder.alpha")
@@ -99,6 +148,20 @@ inline const std::vector<EncodedInput>& block_encoded_inputs() {
                                                    {"feed-forward input", {LinearRole::Gate, LinearRole::Up}},
                                                    {"feed-forward hidden", {LinearRole::Down}}};
   return inputs;
+}
+
+// Which of block_encoded_inputs() a role reads.
+inline int encoded_input_of(LinearRole r) {
+  switch (r) {
+    case LinearRole::Q:
+    case LinearRole::K:
+    case LinearRole::V: return 0;
+    case LinearRole::O: return 1;
+    case LinearRole::Gate:
+    case LinearRole::Up: return 2;
+    case LinearRole::Down: return 3;
+  }
+  return 0;
 }
 
 // Wraps the seven linears of `block` (any weight formats) in EncodedLinear with one encoder of `spec` per
