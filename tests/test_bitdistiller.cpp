@@ -369,6 +369,16 @@ TEST_CASE("teacher data: source shares, UTF-8 prompt cuts, option checks") {
   o.min_paragraph_chars = 10;
   o.prompt_chars = 20;
   CHECK_THROWS_AS(train::check(o), Error);
+  // a continuation cut inside a 4-byte character (SmolLM2 chat data hit this: "incomplete UTF-8 string")
+  train::TeacherSample cut;
+  cut.prompt = "p";
+  cut.prompt_ids = {5};
+  cut.continuation = "ok \xF0\x9F";
+  cut.continuation_ids = {7, 8};
+  const auto line = train::sample_line(cut);
+  const auto back = nlohmann::json::parse(line);
+  CHECK(back["continuation"] == "ok \xEF\xBF\xBD");  // the cut character becomes one U+FFFD
+  CHECK(back["continuation_ids"] == nlohmann::json({7, 8}));
 }
 
 namespace {

@@ -18423,6 +18423,14 @@ inline std::vector<std::int32_t> teacher_continuation(nn::Llama& model, const st
   return std::move(r.tokens);
 }
 
+// One sample as its JSONL line. A continuation cut inside a multi-byte character (at the token limit, or
+// a model that emits a character's bytes across tokens and then stops) decodes to invalid UTF-8, which JSON
+// cannot hold: such bytes become U+FFFD in the text fields. The token ids are exact either way, and they
+// are what training reads.
+inline std::string sample_line(const TeacherSample& s) {
+  return s.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 struct TeacherDataResult {
   std::int64_t written = 0, kept = 0;  // samples generated now, and found complete in the file
   std::int64_t new_tokens = 0;         // continuation tokens generated now
@@ -18477,7 +18485,7 @@ inline TeacherDataResult generate_teacher_data(nn::Llama& model, const io::Token
     }
     s.continuation_ids = teacher_continuation(model, s.prompt_ids, o, static_cast<std::uint64_t>(i), sample_stops);
     s.continuation = tok.decode(s.continuation_ids);
-    file << s.to_json().dump() << '\n';
+    file << sample_line(s) << '\n';
     file.flush();
     LOWBIT_CHECK(file, "teacher data: writing ", out.string(), " failed");
     ++result.written;

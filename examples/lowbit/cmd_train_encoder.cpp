@@ -1,0 +1,129 @@
+// `lowbit train-encoder`: 1-bit activations before every linear (the Auto Quantization Encoder, issue 17;
+// train/encoder.hpp). Every block gets four encoders (one per distinct linear input) of the chosen kind,
+// trained one block at a time to match the FP layer outputs, and the model is written as a lowbit file
+// that `perplexity`, `eval` and `generate` read. The model may already have quantized weights (any
+// lowbit file): its linears stay as they are and gain the encoders.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <lowbit/calib/calibration_data.hpp>
+#include <lowbit/eval/model_source.hpp>
+#include <lowbit/eval/perplexity.hpp>
+#include <lowbit/eval/text_input.hpp>
+#include <lowbit/io/open_model.hpp>
+#include <lowbit/io/quantized_model.hpp>
+#include <lowbit/train/encoder.hpp>
+
+#include "cli.hpp"
+
+namespace lowbit_cmd_train_encoder {
+
+using namespace lowbit;
+
+struct Options : cli::CommonOptions {
+  std::string train_text, out, eval_text;
+  int nsamples = 32, seqlen = 512, eval_ctx = 2048;
+  std::size_t eval_limit = 32768;
+  train::EncoderTrainOptions train;
+};
+
+int run(Options o) {
+  o.apply();
+  cli::check_output_file(o.out, "--out");
+  cli::check_input_file(o.train_text, "--train-text");
+  cli::check_input_file(o.eval_text, "--eval-text");
+  (void)nn::EncoderSpec::parse(o.train.encoder);  // a bad --encoder fails before any work
+  io::require_model_file(o.model);
+  if (!o.eval_text.empty() && std::filesystem::equivalent(o.eval_text, o.train_text))
+    std::fprintf(stderr, "lowbit: warning: --train-text is the evaluation text: the encoders are fitted to the text "
+                         "they are then scored on\n");
+  nn::Llama model = io::open_model(o.model);
+  auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
+  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(o.train_text), *tok, o.nsamples, o.seqlen,
+                                                     o.train.seed, o.train_text);
+  std::fprintf(stderr, "[train-encoder] %s encoders before every linear of %d blocks; %d x %d training tokens from %s; "
+               "%d steps of %d rows per block, lr %.2g -> %.2g, k %.1f\n",
+               o.train.encoder.c_str(), model.config().n_layers, o.nsamples, o.seqlen, o.train_text.c_str(),
+               o.train.steps_per_block, o.train.batch_rows, o.train.lr, o.train.final_lr, o.train.k);
+  o.train.quiet = o.quiet;
+  const auto r = train::train_encoders(model, tokens, o.seqlen, o.train);
+  const double extra = 100.0 * static_cast<double>(r.encoder_macs_per_token) / static_cast<double>(r.linear_macs_per_token);
+  std::fprintf(stderr, "[train-encoder] %lld encoder parameters, %lld extra multiply-adds per token (%.1f%% of the "
+               "linears'), %.1f s\n", static_cast<long long>(r.encoder_parameters),
+               static_cast<long long>(r.encoder_macs_per_token), extra, r.seconds);
+  double first = 0, last = 0;
+  for (std::size_t l = 0; l < r.first_loss.size(); ++l) {
+    first += r.first_loss[l] / static_cast<double>(r.first_loss.size());
+    last += r.last_loss[l] / static_cast<double>(r.last_loss.size());
+  }
+  std::fprintf(stderr, "[train-encoder] mean relative output error per block: %.4f -> %.4f\n", first, last);
+  nlohmann::json config = {{"method", "train-encoder"},
+                           {"activations", Binary<Heaviside>::name()},
+                           {"encoder", o.train.encoder},
+                           {"train_text", o.train_text},
+                           {"nsamples", o.nsamples},
+                           {"seqlen", o.seqlen},
+                           {"steps_per_block", o.train.steps_per_block},
+                           {"batch_rows", o.train.batch_rows},
+                           {"lr", o.train.lr},
+                           {"final_lr", o.train.final_lr},
+                           {"k", o.train.k},
+                           {"seed", o.train.seed},
+                           {"encoder_parameters", r.encoder_parameters},
+                           {"encoder_macs_per_token", r.encoder_macs_per_token},
+                           {"linear_macs_per_token", r.linear_macs_per_token},
+                           {"first_loss", r.first_loss},
+                           {"last_loss", r.last_loss},
+                           {"seconds", r.seconds}};
+  io::write_quantized_model(o.out, model, config, o.model);
+  std::fprintf(stderr, "[train-encoder] wrote %s\n", o.out.c_str());
+  nlohmann::json out = config;
+  if (!o.eval_text.empty()) {
+    const auto p = eval::text_perplexity(model, *tok, o.eval_text, "gptq", o.eval_ctx, o.eval_limit, o.quiet);
+    std::fprintf(stderr, "[train-encoder] perplexity on %s: %.3f\n", o.eval_text.c_str(), p.ppl);
+    out["perplexity"] = p.ppl;
+  }
+  if (o.json) std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+const cli::Registration registration{
+    "train-encoder",
+    "1-bit activations before every linear: learned encoders + Heaviside step, trained layer-wise (issue 17)",
+    [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      cli::add_common_options(app, *o, cli::kAllCommon,
+                              "model file (any format lowbit reads; a quantized file keeps its weight formats)");
+      app.add_option("--train-text", o->train_text, "training text (.txt or .jsonl; never the evaluation text)")
+          ->required();
+      app.add_option("--encoder", o->train.encoder,
+                     "none (naive sign, α = mean|x|), diag (per-channel α, β), lowrank:R (x + U·relu(V·x), 2·R·d "
+                     "multiply-adds), mlp (the seed's d -> d/2 -> d)")
+          ->capture_default_str();
+      app.add_option("--nsamples", o->nsamples, "training windows")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+      app.add_option("--seqlen", o->seqlen, "tokens per window")->capture_default_str()->check(CLI::Range(2, 1 << 16));
+      app.add_option("--steps", o->train.steps_per_block, "AdamW steps per block")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 1 << 24));
+      app.add_option("--batch-rows", o->train.batch_rows, "token rows per step")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1 << 24));
+      app.add_option("--lr", o->train.lr, "peak learning rate (the seed's 4e-4)")->capture_default_str()->check(CLI::Range(0.0, 10.0));
+      app.add_option("--final-lr", o->train.final_lr, "learning rate at the end of the cosine (the seed's 4e-5)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 10.0));
+      app.add_option("--warmup", o->train.warmup, "warm-up steps per block")->capture_default_str()->check(CLI::Range(0, 1 << 24));
+      app.add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay on the encoder matrices")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 10.0));
+      app.add_option("--k", o->train.k, "sharpness of the arctan surrogate gradient")->capture_default_str()->check(CLI::Range(1e-3, 1e3));
+      app.add_option("--seed", o->train.seed, "seed of the windows, the initial encoders and the batches")->capture_default_str();
+      app.add_option("--out", o->out, "output lowbit file")->required();
+      app.add_option("--eval-text", o->eval_text, "print the perplexity on this text after training (gptq protocol)");
+      app.add_option("--eval-ctx", o->eval_ctx, "context of that evaluation")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+      app.add_option("--eval-limit-tokens", o->eval_limit, "tokens of the evaluation text scored (0: all)")->capture_default_str();
+      return [o] { return run(*o); };
+    }};
+
+}  // namespace lowbit_cmd_train_encoder
