@@ -69,13 +69,17 @@ class BasicEncodedLinear final : public BasicLinear<T> {
 
   // The inner layer's tensors, then the owner's encoder as "encoder.alpha", "encoder.beta", ...
   std::vector<StoredTensor> stored_tensors() const override {
-    auto t = inner_->stored_tensors();
-    if (owns_)
-      for (auto e : encoder_->stored_tensors()) {
-        e.suffix = "encoder." + e.suffix;
-        t.push_back(std::move(e));
-      }
-    return t;
+    if constexpr (sizeof(T) != 4) {
+      return BasicLinear<T>::stored_tensors();  // f64 layers exist for gradient checks only
+    } else {
+      auto t = inner_->stored_tensors();
+      if (owns_)
+        for (auto e : encoder_->stored_tensors()) {
+          e.suffix = "encoder." + e.suffix;
+          t.push_back(std::move(e));
+        }
+      return t;
+    }
   }
 
   bool set_activations(const std::string& name) override { return inner_->set_activations(name); }
