@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -128,15 +129,22 @@ inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std
     const index_t rows = std::min<index_t>(o.batch_rows, n);
     Rng pick = Rng(o.seed ^ 0x5eedu).fork(static_cast<std::uint64_t>(l));
     // Relative output error of the batch (rows `idx`); with `train`, also the encoder gradients.
+    std::array<std::vector<float>, 4> batch;  // the batch rows of each distinct input, gathered once per step
     auto step_loss = [&](const std::vector<index_t>& idx, bool train) {
+      const index_t m = static_cast<index_t>(idx.size());
+      for (int input = 0; input < 4; ++input) {
+        const auto& X = tap_of(taps, input);
+        const index_t in = static_cast<index_t>(X.size()) / n;
+        auto& xb = batch[static_cast<std::size_t>(input)];
+        xb.resize(static_cast<std::size_t>(m * in));
+        for (index_t r = 0; r < m; ++r) std::copy_n(X.data() + idx[static_cast<std::size_t>(r)] * in, in, xb.data() + r * in);
+      }
       double total = 0;
       for (std::size_t i = 0; i < layers.size(); ++i) {
-        const auto& X = tap_of(taps, input_of[i]);
         const index_t in = layers[i]->in_features(), out = layers[i]->out_features();
-        const index_t m = static_cast<index_t>(idx.size());
-        std::vector<float> xb(static_cast<std::size_t>(m * in)), yb(static_cast<std::size_t>(m * out)),
-            dy(static_cast<std::size_t>(m * out));
-        for (index_t r = 0; r < m; ++r) std::copy_n(X.data() + idx[static_cast<std::size_t>(r)] * in, in, xb.data() + r * in);
+        std::vector<float> yb(static_cast<std::size_t>(m * out)), dy(static_cast<std::size_t>(m * out));
+        // the readers of one input pass the same buffer, so their shared encoder encodes it once (its memo)
+        const auto& xb = batch[static_cast<std::size_t>(input_of[i])];
         MatrixView<const float> Xb(xb.data(), m, in);
         layers[i]->forward(Xb, MatrixView<float>(yb.data(), m, out));
         const double scale = 1.0 / (static_cast<double>(m * out) * power[i]);
