@@ -202,6 +202,23 @@ inline std::vector<float> read_f32(const SafetensorsFile& f, const std::string& 
   return f.to_f32(t);
 }
 
+// Bytes of every tensor whose name starts with `prefix`.
+inline std::uint64_t bytes_under(const SafetensorsFile& f, const std::string& prefix) {
+  std::uint64_t held = 0;
+  for (const auto& t : f.tensors())
+    if (t.name.compare(0, prefix.size(), prefix) == 0) held += t.bytes();
+  return held;
+}
+
+// Copies tensor `tensor_name` into a slot a reader allocated, after checking dtype, shape, checksum and size.
+inline void fill_slot(const SafetensorsFile& f, const std::string& tensor_name, const StoredTensorSlot& slot,
+                      const nlohmann::json& checksums, std::set<std::string>& seen) {
+  const auto& t = expect_tensor(f, tensor_name, safe_dtype_of(slot.type), slot.shape, checksums, seen);
+  LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(), " bytes, expected ",
+               slot.bytes);
+  std::memcpy(slot.data, t.data, slot.bytes);
+}
+
 // Rebuilds one linear from its descriptor entry: the registry allocates the format's storage for the
 // shape the model needs, and every tensor it lists is checked (dtype, shape, size, checksum) and copied.
 inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& name, const nlohmann::json& entry,
@@ -217,20 +234,13 @@ inline nn::LinearPtr read_linear(const SafetensorsFile& f, const std::string& na
   // first make sure the file holds enough bytes under this name for such a matrix: no registered format
   // stores less than kMinStoredBitsPerWeight (1-bit codes, 16-weight vector codes). A configuration
   // that claims a larger matrix than the file holds fails here, not in the allocator.
-  std::uint64_t held = 0;
-  for (const auto& t : f.tensors())
-    if (t.name.size() > name.size() && t.name.compare(0, name.size(), name) == 0 && t.name[name.size()] == '.')
-      held += t.bytes();
+  const std::uint64_t held = bytes_under(f, name + ".");
   const double needed = static_cast<double>(out) * static_cast<double>(in) * kMinStoredBitsPerWeight / 8.0;
   LOWBIT_CHECK(static_cast<double>(held) >= needed, f.path(), ": '", name, "' is described as a [", out, ", ", in,
                "] matrix, but the file holds only ", held, " bytes of its tensors (at least ",
                static_cast<std::uint64_t>(needed), " expected)");
   return nn::make_stored_linear(format, out, in, [&](const StoredTensorSlot& slot) {
-    const auto tensor_name = name + "." + slot.suffix;
-    const auto& t = expect_tensor(f, tensor_name, safe_dtype_of(slot.type), slot.shape, checksums, seen);
-    LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(),
-                 " bytes, expected ", slot.bytes);
-    std::memcpy(slot.data, t.data, slot.bytes);
+    fill_slot(f, name + "." + slot.suffix, slot, checksums, seen);
   });
 }
 
@@ -327,21 +337,14 @@ inline nn::Llama load_quantized_model(const std::filesystem::path& path) {
                          : enc.spec.kind == nn::EncoderKind::Mlp   ? static_cast<double>(in / 2)
                                                                    : 0.0;
         const double needed = enc.spec.kind == nn::EncoderKind::None ? 0.0 : (2.0 * in + 2.0 * in * h) * sizeof(float);
-        std::uint64_t held = 0;
         const std::string prefix = name + ".encoder.";
-        for (const auto& t : f.tensors())
-          if (t.name.compare(0, prefix.size(), prefix) == 0) held += t.bytes();
+        const std::uint64_t held = detail::bytes_under(f, prefix);
         LOWBIT_CHECK(static_cast<double>(held) >= needed, f.path(), ": '", name, "' has a ", enc.spec.name(),
                      " encoder of ", static_cast<std::uint64_t>(needed), " bytes, but the file holds ", held,
                      " bytes under '", prefix, "*'");
         shared = std::make_shared<nn::ActivationEncoder>(enc.spec, in);
-        for (const auto& slot : shared->stored_slots()) {
-          const auto tensor_name = name + ".encoder." + slot.suffix;
-          const auto& t = detail::expect_tensor(f, tensor_name, detail::safe_dtype_of(slot.type), slot.shape, checksums, seen);
-          LOWBIT_CHECK(t.bytes() == slot.bytes, f.path(), ": tensor '", tensor_name, "' holds ", t.bytes(),
-                       " bytes, expected ", slot.bytes);
-          std::memcpy(slot.data, t.data, slot.bytes);
-        }
+        for (const auto& slot : shared->stored_slots())
+          detail::fill_slot(f, prefix + slot.suffix, slot, checksums, seen);
         model.set_linear(l, role, std::make_unique<nn::EncodedLinear>(std::move(inner), shared, true));
       }
     }
