@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -203,5 +204,103 @@ TEST_CASE("an encoded model (any inner format) round-trips through the quantized
   io::write_quantized_model(dir / "copies.safetensors", copies, {{"method", "test"}});
   CHECK_THROWS_WITH_AS((void)io::load_quantized_model(dir / "copies.safetensors"),
                        doctest::Contains("one encoder per input"), Error);
+  std::filesystem::remove_all(dir);
+}
+
+namespace {
+struct Interrupted {};
+
+// The logits of `model` on the first window (the whole model's output: every encoder takes part).
+std::vector<float> window_logits(Llama& model, const std::vector<std::int32_t>& tokens, int seqlen) {
+  std::vector<float> out(static_cast<std::size_t>(seqlen) * model.config().vocab_size);
+  model.forward(tokens.data(), 1, seqlen, out.data());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("encoder training killed and resumed ends byte-identical (layer-wise and end to end)") {
+  if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
+  set_num_threads(1);
+  const auto model_path = test::shared_file("models/stories260K.bin");
+  io::Llama2cTokenizer tok(test::shared_file("models/tok512.bin").string());
+  const auto calib_path = test::shared_file("text/tinystories_v2_valid_first100.txt").string();
+  const int seqlen = 64;
+  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(calib_path), tok, 8, seqlen, 0, calib_path);
+  const auto dir = std::filesystem::temp_directory_path() / ("lowbit_encoder_resume_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  train::EncoderTrainOptions o;
+  o.encoder = "lowrank:4";
+  o.steps_per_block = 12;
+  o.batch_rows = 64;
+  o.lr = 1e-2f;
+  o.final_lr = 1e-3f;
+  o.warmup = 3;
+  o.quiet = true;
+  o.checkpoint_every = 5;
+
+  Llama straight(io::load_llama2c(model_path));
+  const auto r = train::train_encoders(straight, tokens, seqlen, o);
+  const auto want = window_logits(straight, tokens, seqlen);
+
+  // killed after step 28 of 60 (inside block 2, after the checkpoint at 25), then again after 41 (block 3)
+  o.checkpoint = dir / "layerwise.ckpt";
+  for (std::int64_t kill : {28, 41}) {
+    o.on_step = [kill](std::int64_t step) {
+      if (step == kill) throw Interrupted{};
+    };
+    Llama victim(io::load_llama2c(model_path));
+    CHECK_THROWS_AS((void)train::train_encoders(victim, tokens, seqlen, o), Interrupted);
+    CHECK(std::filesystem::exists(o.checkpoint));
+  }
+  o.on_step = nullptr;
+  Llama resumed(io::load_llama2c(model_path));
+  const auto r2 = train::train_encoders(resumed, tokens, seqlen, o);
+  CHECK(r2.resumed);
+  CHECK(r2.resumed_from_step == 40);  // the last checkpoint before step 41: block 3 ends at 48, so every 5
+  CHECK(r2.first_loss == r.first_loss);
+  CHECK(r2.last_loss == r.last_loss);
+  const auto got = window_logits(resumed, tokens, seqlen);
+  REQUIRE(got.size() == want.size());
+  CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+
+  // a checkpoint of another run is refused, with its path in the message
+  {
+    auto other = o;
+    other.seed = 9;
+    Llama m(io::load_llama2c(model_path));
+    CHECK_THROWS_WITH_AS((void)train::train_encoders(m, tokens, seqlen, other),
+                         doctest::Contains("written by another run"), Error);
+  }
+
+  // End to end: 6 steps straight against 6 steps killed after 4 (checkpoints every 2) and resumed.
+  Llama teacher(io::load_llama2c(model_path));
+  const auto data = train::split_tokens(tokens, 0.25, teacher.config().vocab_size, "calibration windows");
+  train::EncoderEndToEndOptions e;
+  e.steps = 6;
+  e.batch = 2;
+  e.seq_len = 32;
+  e.lr = 1e-2f;
+  e.warmup = 2;
+  e.quiet = true;
+  e.checkpoint_every = 2;
+  const auto before = window_logits(straight, tokens, seqlen);
+  const auto d = train::finetune_encoders_end_to_end(straight, teacher, data, e);
+  CHECK(d.heldout_after < d.heldout_before);
+  const auto e2e_want = window_logits(straight, tokens, seqlen);
+  CHECK(std::memcmp(e2e_want.data(), before.data(), before.size() * sizeof(float)) != 0);
+  e.checkpoint = dir / "e2e.ckpt";
+  e.on_step = [](std::int64_t step, double) {
+    if (step == 5) throw Interrupted{};
+  };
+  CHECK_THROWS_AS((void)train::finetune_encoders_end_to_end(resumed, teacher, data, e), Interrupted);
+  e.on_step = nullptr;
+  Llama again(io::load_llama2c(model_path));
+  (void)train::train_encoders(again, tokens, seqlen, o);  // restored from the finished layer-wise checkpoint
+  const auto d2 = train::finetune_encoders_end_to_end(again, teacher, data, e);
+  CHECK(d2.resumed);
+  CHECK(d2.resumed_from_step == 4);
+  CHECK(d2.heldout_after == d.heldout_after);
+  const auto e2e_got = window_logits(again, tokens, seqlen);
+  CHECK(std::memcmp(e2e_got.data(), e2e_want.data(), e2e_want.size() * sizeof(float)) == 0);
   std::filesystem::remove_all(dir);
 }

@@ -1,9 +1,12 @@
 // `lowbit train-encoder`: 1-bit activations before every linear (the Auto Quantization Encoder, issue 17;
 // train/encoder.hpp). Every block gets four encoders (one per distinct linear input) of the chosen kind,
-// trained one block at a time to match the FP layer outputs, and the model is written as a lowbit file
-// that `perplexity`, `eval` and `generate` read. The model may already have quantized weights (any
-// lowbit file): its linears stay as they are and gain the encoders.
+// trained one block at a time to match the FP layer outputs, then optionally all at once by KL to the FP
+// model (--e2e-steps), and the model is written as a lowbit file that `perplexity`, `eval` and `generate`
+// read. The model may already have quantized weights (any lowbit file): its linears stay as they are and
+// gain the encoders. With --run-dir both phases checkpoint there and a rerun continues bit-identically.
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -22,13 +25,24 @@ namespace lowbit_cmd_train_encoder {
 using namespace lowbit;
 
 struct Options : cli::CommonOptions {
-  std::string train_text, out, eval_text;
+  std::string train_text, out, eval_text, run_dir;
   int nsamples = 32, seqlen = 512, eval_ctx = 2048;
   std::size_t eval_limit = 32768;
   train::EncoderTrainOptions train;
+  train::EncoderEndToEndOptions e2e;
+  int e2e_nsamples = 64;
 };
 
+// A checkpoint file name in the run folder keyed by what decides its contents (the files themselves also
+// carry a fingerprint of the run and refuse another one).
+std::filesystem::path run_file(const std::string& dir, const std::string& stem, const std::string& key) {
+  char name[96];
+  std::snprintf(name, sizeof name, "%s-%016llx.ckpt", stem.c_str(), static_cast<unsigned long long>(fnv1a64(key)));
+  return std::filesystem::path(dir) / name;
+}
+
 int run(Options o) {
+  const auto start = std::chrono::steady_clock::now();
   o.apply();
   cli::check_output_file(o.out, "--out");
   cli::check_input_file(o.train_text, "--train-text");
@@ -38,10 +52,20 @@ int run(Options o) {
   if (!o.eval_text.empty() && std::filesystem::equivalent(o.eval_text, o.train_text))
     std::fprintf(stderr, "lowbit: warning: --train-text is the evaluation text: the encoders are fitted to the text "
                          "they are then scored on\n");
+  if (!o.run_dir.empty()) std::filesystem::create_directories(o.run_dir);
   nn::Llama model = io::open_model(o.model);
   auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
-  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(o.train_text), *tok, o.nsamples, o.seqlen,
-                                                     o.train.seed, o.train_text);
+  const auto documents = eval::read_documents(o.train_text);
+  const auto tokens =
+      calib::draw_calibration_tokens(documents, *tok, o.nsamples, o.seqlen, o.train.seed, o.train_text);
+  // the end-to-end phase's windows, drawn now so a text too short for them fails before any training
+  std::vector<std::int32_t> e2e_tokens;
+  const int e2e_window = o.e2e.seq_len + 1;
+  if (o.e2e.steps > 0)
+    e2e_tokens = calib::draw_calibration_tokens(documents, *tok, o.e2e_nsamples, e2e_window, o.train.seed + 1,
+                                                o.train_text);
+  if (!o.run_dir.empty())
+    o.train.checkpoint = run_file(o.run_dir, "layerwise", o.model + "|" + o.train_text + "|" + o.train.encoder);
   std::fprintf(stderr, "[train-encoder] %s encoders before every linear of %d blocks; %d x %d training tokens from %s; "
                "%d steps of %d rows per block, lr %.2g -> %.2g, k %.1f\n",
                o.train.encoder.c_str(), model.config().n_layers, o.nsamples, o.seqlen, o.train_text.c_str(),
@@ -57,7 +81,37 @@ int run(Options o) {
     first += r.first_loss[l] / static_cast<double>(r.first_loss.size());
     last += r.last_loss[l] / static_cast<double>(r.last_loss.size());
   }
-  std::fprintf(stderr, "[train-encoder] mean relative output error per block: %.4f -> %.4f\n", first, last);
+  std::fprintf(stderr, "[train-encoder] relative output error per block (sum over its 7 linears), mean over blocks: "
+               "%.4f -> %.4f%s\n", first, last,
+               r.resumed ? (" (resumed at step " + std::to_string(r.resumed_from_step) + ")").c_str() : "");
+  nlohmann::json e2e_json;
+  if (o.e2e.steps > 0) {
+    // the teacher is the model as given (FP or with quantized weights), every encoder trains at once
+    nn::Llama teacher = io::open_model(o.model);
+    const auto data = train::split_tokens(e2e_tokens, 0.1, model.config().vocab_size,
+                                          std::to_string(o.e2e_nsamples) + " windows of " + o.train_text);
+    o.e2e.seed = o.train.seed;
+    o.e2e.quiet = o.quiet;
+    o.e2e.checkpoint_every = o.train.checkpoint_every;
+    if (!o.run_dir.empty())
+      o.e2e.checkpoint = run_file(o.run_dir, "end_to_end", o.model + "|" + o.train_text + "|" + o.train.encoder);
+    std::fprintf(stderr, "[train-encoder] end to end: %lld steps of %d x %d tokens, forward KL to the model as given, "
+                 "lr %.2g cosine\n", static_cast<long long>(o.e2e.steps), o.e2e.batch, o.e2e.seq_len, o.e2e.lr);
+    const auto e = train::finetune_encoders_end_to_end(model, teacher, data, o.e2e);
+    std::fprintf(stderr, "[train-encoder] end to end: held-out KL %.4f -> %.4f%s\n", e.heldout_before, e.heldout_after,
+                 e.resumed ? (" (resumed at step " + std::to_string(e.resumed_from_step) + ")").c_str() : "");
+    e2e_json = {{"steps", o.e2e.steps},
+                {"batch", o.e2e.batch},
+                {"seq_len", o.e2e.seq_len},
+                {"lr", o.e2e.lr},
+                {"nsamples", o.e2e_nsamples},
+                {"train_tokens", data.train.size()},
+                {"heldout_tokens", data.heldout.size()},
+                {"heldout_kl_before", e.heldout_before},
+                {"heldout_kl_after", e.heldout_after}};
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json config = {{"method", "train-encoder"},
                            {"activations", Binary<Heaviside>::name()},
                            {"encoder", o.train.encoder},
@@ -75,7 +129,9 @@ int run(Options o) {
                            {"linear_macs_per_token", r.linear_macs_per_token},
                            {"first_loss", r.first_loss},
                            {"last_loss", r.last_loss},
-                           {"seconds", r.seconds}};
+                           {"layerwise_seconds", r.seconds},
+                           {"seconds", seconds}};
+  if (!e2e_json.is_null()) config["end_to_end"] = e2e_json;
   io::write_quantized_model(o.out, model, config, o.model);
   std::fprintf(stderr, "[train-encoder] wrote %s\n", o.out.c_str());
   nlohmann::json out = config;
@@ -119,6 +175,28 @@ const cli::Registration registration{
           ->check(CLI::Range(0.0, 10.0));
       app.add_option("--k", o->train.k, "sharpness of the arctan surrogate gradient")->capture_default_str()->check(CLI::Range(1e-3, 1e3));
       app.add_option("--seed", o->train.seed, "seed of the windows, the initial encoders and the batches")->capture_default_str();
+      app.add_option("--e2e-steps", o->e2e.steps,
+                     "then train every encoder at once by forward KL to the model as given (0: layer-wise only)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 1 << 24));
+      app.add_option("--e2e-lr", o->e2e.lr, "peak learning rate of that phase (cosine to a tenth)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 10.0));
+      app.add_option("--e2e-batch", o->e2e.batch, "sequences per end-to-end step")->capture_default_str()->check(CLI::Range(1, 4096));
+      app.add_option("--e2e-seqlen", o->e2e.seq_len, "tokens per end-to-end sequence")
+          ->capture_default_str()
+          ->check(CLI::Range(2, 1 << 16));
+      app.add_option("--e2e-nsamples", o->e2e_nsamples,
+                     "windows of --train-text for the end-to-end phase (the last 10% held out for its KL)")
+          ->capture_default_str()
+          ->check(CLI::Range(2, 1 << 20));
+      app.add_option("--run-dir", o->run_dir,
+                     "checkpoint folder: both phases save there (every --checkpoint-every steps) and a rerun of the "
+                     "same command continues bit-identically")
+          ->capture_default_str();
+      app.add_option("--checkpoint-every", o->train.checkpoint_every, "steps between checkpoints (layer-wise steps count over all blocks)")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 1 << 24));
       app.add_option("--out", o->out, "output lowbit file")->required();
       app.add_option("--eval-text", o->eval_text, "print the perplexity on this text after training (gptq protocol)");
       app.add_option("--eval-ctx", o->eval_ctx, "context of that evaluation")->capture_default_str()->check(CLI::Range(2, 1 << 20));

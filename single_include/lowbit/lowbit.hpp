@@ -18893,23 +18893,39 @@ inline nlohmann::json uniquanf_finetune_block(BlockContext& ctx, const UniQuanFO
 
 
 // ---- begin lowbit/train/encoder.hpp ----
-// Layer-wise training of 1-bit activation encoders (ALGORITHMS.md §4.2, issue 17), one block at a time:
-// the FP model runs the calibration tokens block by block; before block l is encoded its four distinct
-// linear inputs (taps) and the FP outputs of its seven linears are recorded, then block l gets encoders
-// (nn/encoded_linear.hpp: 4 per block, shared by the linears reading the same input) trained by AdamW on
+// Training of 1-bit activation encoders (ALGORITHMS.md §4.2, issue 17).
+//
+// Layer-wise (train_encoders), one block at a time: the FP model runs the calibration tokens block by
+// block; before block l is encoded its four distinct linear inputs (taps) and the FP outputs of its seven
+// linears are recorded, then block l gets encoders (nn/encoded_linear.hpp: 4 per block, shared by the
+// linears reading the same input) trained by AdamW on
 //   L = Σ_linears mean((W·enc(x_teacher) − W·x_teacher)²) / mean((W·x_teacher)²)
 // over random batches of token rows: the seed's local output matching with the teacher's own inputs
 // (its μ = 1 part; each linear's error relative to its output's power, so the seven count alike). The
 // residual stream then continues with the FP block's output, as the seed's teacher inputs do. Weights
-// stay frozen; only the encoders train (α from the mean |x| of each channel, β = 0) (lr warm-up then cosine from `lr` to `final_lr`, the seed's
-// 4e-4 → 4e-5; betas 0.9 / 0.95; weight decay on the encoder matrices only; gradient norm clipped).
-// Not here yet: the seed's CE term (1 − μ = 0.3 of its loss) and the end-to-end KL phase.
+// stay frozen; only the encoders train (α from the mean |x| of each channel, β = 0; lr warm-up then cosine
+// from `lr` to `final_lr`, the seed's 4e-4 → 4e-5; betas 0.9 / 0.95; weight decay on the encoder matrices
+// only; gradient norm clipped). With a checkpoint path the encoders trained so far, the current block's
+// AdamW state and its batch generator are saved atomically every `checkpoint_every` steps and after every
+// block; a rerun of the same run continues from the file and ends bit-identical to an uninterrupted run.
+//
+// End to end (finetune_encoders_end_to_end), optionally afterwards: every encoder of the model at once,
+// forward KL of the encoded model's next-token distributions to the FP model's (train/distill.hpp, with
+// its checkpoints), the inner weights frozen. This is what the layer-wise phase cannot do: it sees the
+// errors that compound through the residual stream.
+//
+// Not here: the seed's CE term (1 − μ = 0.3 of its layer-wise loss, the next-token loss of the model with
+// block l encoded), which needs the whole model per layer-wise step; the end-to-end KL phase takes its place.
 
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18928,12 +18944,17 @@ struct EncoderTrainOptions {
   float k = 4.0f;  // surrogate sharpness
   std::uint64_t seed = 0;
   bool quiet = false;
+  std::filesystem::path checkpoint;  // empty: no checkpoints
+  int checkpoint_every = 100;        // steps (counted over all blocks); a checkpoint also ends every block
+  std::function<void(std::int64_t step)> on_step;  // after each update (tests interrupt here)
 };
 
 struct EncoderTrainResult {
   std::vector<double> first_loss, last_loss;  // per block: the relative output error before and after
   std::int64_t encoder_parameters = 0, encoder_macs_per_token = 0, linear_macs_per_token = 0;
   double seconds = 0;
+  bool resumed = false;
+  std::int64_t resumed_from_step = 0;  // steps (over all blocks) restored from the checkpoint
 };
 
 // The block's linear inputs for the rows in `tap` order of block_encoded_inputs().
@@ -18947,6 +18968,24 @@ const std::vector<F>& tap_of(const nn::BasicBlockTaps<F>& t, int input) {
   }
 }
 
+namespace detail {
+// The run a layer-wise checkpoint belongs to: options, tokens, and the FP model's logits on the first
+// window (any other weights give other logits).
+inline std::uint64_t encoder_run_fingerprint(nn::Llama& model, const std::vector<std::int32_t>& tokens, int seqlen,
+                                             const EncoderTrainOptions& o) {
+  std::ostringstream f;
+  f << "encoders|" << o.encoder << '|' << o.steps_per_block << '|' << o.batch_rows << '|' << o.lr << '|' << o.final_lr
+    << '|' << o.warmup << '|' << o.weight_decay << '|' << o.grad_clip << '|' << o.k << '|' << o.seed << '|' << seqlen;
+  std::uint64_t h = fnv1a64(f.str());
+  h = fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t), h);
+  const auto& cfg = model.config();
+  h = fnv1a64(&cfg.dim, sizeof cfg.dim, h);
+  std::vector<float> logits(static_cast<std::size_t>(seqlen) * static_cast<std::size_t>(cfg.vocab_size));
+  model.forward(tokens.data(), 1, seqlen, logits.data());
+  return fnv1a64(logits.data(), logits.size() * sizeof(float), h);
+}
+}  // namespace detail
+
 // Encodes every block of `model` with `o.encoder` and trains the encoders on `tokens` (nwin windows of
 // `seqlen` tokens, row-major). `none` has nothing to train: its blocks are only encoded.
 inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std::int32_t>& tokens, int seqlen,
@@ -18958,13 +18997,39 @@ inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std
                "train_encoders: ", tokens.size(), " tokens are not whole windows of ", seqlen);
   LOWBIT_CHECK(o.steps_per_block >= 0 && o.batch_rows >= 1 && o.lr >= 0 && o.final_lr >= 0 && o.k > 0,
                "train_encoders: steps >= 0, batch rows >= 1, learning rates >= 0 and k > 0 are required");
+  LOWBIT_CHECK(o.checkpoint_every >= 1, "train_encoders: checkpoint_every must be >= 1, got ", o.checkpoint_every);
   const int B = static_cast<int>(tokens.size() / static_cast<std::size_t>(seqlen));
   const index_t n = static_cast<index_t>(tokens.size());
+  const int blocks = cfg.n_layers;
+  const std::int64_t S = o.steps_per_block;
+  EncoderTrainResult result;
+
+  // A checkpoint of this run: its encoders by name, its step (over all blocks), the AdamW state and batch
+  // generator of the block it stopped in.
+  TrainingState state;
+  state.total_steps = S * blocks;
+  std::map<std::string, const nn::Tensor*> saved;
+  Checkpoint ck;
+  if (!o.checkpoint.empty()) {
+    state.run_fingerprint = detail::encoder_run_fingerprint(model, tokens, seqlen, o);
+    if (std::filesystem::exists(o.checkpoint)) {
+      ck = read_checkpoint(o.checkpoint);
+      LOWBIT_CHECK(ck.state.run_fingerprint == state.run_fingerprint, o.checkpoint.string(),
+                   ": encoder checkpoint was written by another run (other options, tokens or model); remove it "
+                   "to start over");
+      LOWBIT_CHECK(ck.state.step >= 0 && ck.state.step <= state.total_steps, o.checkpoint.string(), ": step ",
+                   ck.state.step, " is outside this run's ", state.total_steps);
+      for (const auto& [name, t] : ck.tensors) saved[name] = &t;
+      result.resumed = true;
+      result.resumed_from_step = ck.state.step;
+    }
+  }
+  const std::int64_t resume = result.resumed ? ck.state.step : -1;
+  std::vector<nn::Parameter> trained;  // canonical names: every encoder of the finished blocks, then this block's
+
   std::vector<float> x(static_cast<std::size_t>(n * cfg.dim));
   model.embed(tokens.data(), n, x.data());
-  EncoderTrainResult result;
-  const int blocks = cfg.n_layers;
-  Progress progress("encoders", static_cast<std::int64_t>(blocks) * std::max(1, o.steps_per_block), "step", o.quiet);
+  Progress progress("encoders", static_cast<std::int64_t>(blocks) * std::max<std::int64_t>(1, S), "step", o.quiet);
   for (int l = 0; l < blocks; ++l) {
     nn::BlockTaps taps;
     model.block_forward(l, x.data(), B, seqlen, &taps);  // FP block: taps, and x moves on as the teacher's
@@ -19001,6 +19066,25 @@ inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std
       }
       ++input;
     }
+    // the same parameters under their canonical names ("layers.3.attention.wq.encoder.alpha"), in
+    // training order
+    const std::size_t block_first = trained.size();
+    {
+      std::map<const float*, std::string> names;
+      for (const auto& p : model.block_parameters(l)) names[p.value] = p.name;
+      for (auto p : params) {
+        p.name = names.at(p.value);
+        trained.push_back(p);
+      }
+    }
+    auto restore = [&](std::size_t first) {
+      for (std::size_t i = first; i < trained.size(); ++i) {
+        const auto it = saved.find(trained[i].name);
+        LOWBIT_CHECK(it != saved.end() && it->second->numel() == trained[i].size, o.checkpoint.string(), ": tensor '",
+                     trained[i].name, "' is missing or has another size");
+        std::copy(it->second->data.begin(), it->second->data.end(), trained[i].value);
+      }
+    };
     // FP outputs of the seven linears on their recorded inputs, and each one's mean power.
     std::vector<std::vector<float>> y_fp(layers.size());
     std::vector<double> power(layers.size());
@@ -19057,26 +19141,47 @@ inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std
     // a fixed probe batch measures the block's error before and after
     const auto probe = draw();
     result.first_loss.push_back(step_loss(probe, false));
-    if (!params.empty() && o.steps_per_block > 0) {
+    const std::int64_t base = S * l;
+    if (resume >= base + S) {  // finished before the interruption: its trained encoders come from the file
+      restore(block_first);
+      progress.update(std::max<std::int64_t>(1, S));
+    } else if (!params.empty() && S > 0) {
       AdamWOptions ao;
       ao.beta2 = 0.95f;
       ao.weight_decay = o.weight_decay;
       ao.decays = [](const std::string& name) { return name == "down" || name == "up"; };
       AdamW adam(params, ao);
-      for (int s = 0; s < o.steps_per_block; ++s) {
+      std::int64_t first = 0;
+      if (resume > base) {  // interrupted inside this block: its encoders, AdamW and batch generator
+        restore(block_first);
+        LOWBIT_CHECK(!ck.optimizer_state.empty(), o.checkpoint.string(), ": no optimizer state for block ", l);
+        std::istringstream in(ck.optimizer_state);
+        adam.read(in, o.checkpoint.string());
+        pick.set_state(ck.state.data_rng);
+        first = resume - base;
+        progress.update(first);
+      }
+      auto save = [&](std::int64_t done, bool with_optimizer) {
+        state.step = base + done;
+        state.data_rng = pick.state();
+        save_checkpoint(o.checkpoint, cfg, trained, state, with_optimizer ? &adam : nullptr);
+      };
+      for (std::int64_t s = first; s < S; ++s) {
         adam.zero_grad();
-        (void)step_loss(draw(), true);
+        state.last_loss = step_loss(draw(), true);
         if (o.grad_clip > 0) clip_grad_norm(params, o.grad_clip);
-        const double t = o.steps_per_block > o.warmup
-                             ? static_cast<double>(s - std::min(s, o.warmup)) / (o.steps_per_block - o.warmup)
-                             : 1.0;
-        const double lr = s < o.warmup ? o.lr * (s + 1.0) / o.warmup
+        const double t = S > o.warmup ? static_cast<double>(s - std::min<std::int64_t>(s, o.warmup)) / static_cast<double>(S - o.warmup)
+                                      : 1.0;
+        const double lr = s < o.warmup ? o.lr * (static_cast<double>(s) + 1.0) / o.warmup
                                        : o.final_lr + 0.5 * (o.lr - o.final_lr) * (1 + std::cos(3.14159265358979 * t));
         adam.step(static_cast<float>(lr));
         progress.update(1);
+        if (!o.checkpoint.empty() && (s + 1) < S && (base + s + 1) % o.checkpoint_every == 0) save(s + 1, true);
+        if (o.on_step) o.on_step(base + s + 1);
       }
+      if (!o.checkpoint.empty()) save(S, false);
     } else {
-      progress.update(std::max(1, o.steps_per_block));
+      progress.update(std::max<std::int64_t>(1, S));
     }
     result.last_loss.push_back(step_loss(probe, false));
     for (auto* e : layers) e->release_workspace();
@@ -19084,6 +19189,45 @@ inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std
   progress.finish();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;
+}
+
+struct EncoderEndToEndOptions {
+  std::int64_t steps = 0;  // 0: off
+  int batch = 4;           // sequences per step
+  int seq_len = 256;
+  float lr = 1e-3f;  // peak; cosine to lr / 10 after `warmup` steps
+  std::int64_t warmup = 10;
+  float weight_decay = 0.1f;  // on the encoder matrices only
+  double grad_clip = 1.0;
+  std::uint64_t seed = 0;
+  bool quiet = false;
+  std::filesystem::path checkpoint;  // empty: no checkpoints (train/distill.hpp's, bit-identical resume)
+  std::int64_t checkpoint_every = 25;
+  std::function<void(std::int64_t step, double loss)> on_step;
+};
+
+// Every encoder of `student` (an encoded model) trained at once by forward KL to `teacher` (the FP model)
+// on `data`; the inner weights stay frozen. Returns the distillation record (held-out KL before and after).
+inline DistillResult finetune_encoders_end_to_end(nn::Llama& student, nn::Llama& teacher, const TokenData& data,
+                                                  const EncoderEndToEndOptions& o) {
+  DistillOptions d;
+  d.loss = DistillLoss::ForwardKL;
+  d.steps = o.steps;
+  d.batch_size = o.batch;
+  d.seq_len = o.seq_len;
+  d.schedule = LrSchedule{ScheduleKind::Cosine, o.lr, std::min(o.warmup, o.steps), o.steps, 0.1f};
+  d.adam.beta2 = 0.95f;
+  d.adam.weight_decay = o.weight_decay;
+  d.adam.decays = [](const std::string& name) { return name.ends_with(".down") || name.ends_with(".up"); };
+  d.grad_clip = o.grad_clip;
+  d.seed = o.seed;
+  d.eval_tokens = static_cast<std::int64_t>(data.heldout.size());
+  d.quiet = o.quiet;
+  d.trainable = [](const std::string& name) { return name.find(".encoder.") != std::string::npos; };
+  d.checkpoint = o.checkpoint;
+  d.checkpoint_every = o.checkpoint_every;
+  d.on_step = o.on_step;
+  return distill(student, teacher, data, d);
 }
 
 }  // namespace lowbit::train

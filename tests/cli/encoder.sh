@@ -2,7 +2,8 @@
 # CLI test `cli.encoder` (stories260K, ~15 s): 1-bit activations from the command line. `train-encoder`
 # refuses a bad encoder or output path before any work, trains diag encoders layer-wise and writes a file
 # that `perplexity` and `generate` open with the same numbers; naive sign (`none`) is far worse than the
-# trained encoders; encoders go on top of a quantized file's weights.
+# trained encoders; encoders go on top of a quantized file's weights; a run killed in either phase (layer-wise
+# or end to end) and rerun with the same --run-dir writes a byte-identical file.
 # Usage: encoder.sh LOWBIT_BINARY SHARED_DATA_DIR SCRATCH_DIR
 set -euo pipefail
 source "$(dirname "$0")/stories260k.sh"
@@ -50,5 +51,35 @@ formats = json.loads(meta["lowbit.tensor_formats"])
 assert formats["layers.0.attention.wq"]["format"] == "binary:heaviside:lowrank:4|uniform:4:32", formats["layers.0.attention.wq"]
 assert formats["layers.0.attention.wk"]["format"] == "binary:heaviside:lowrank:4:shared|uniform:4:32"
 print("w4 + lowrank:4 perplexity", round(json.loads(open("w4.json").read().strip().splitlines()[-1])["perplexity"], 1))
+PY
+echo "== killed and resumed (layer-wise, then end to end) gives the same bytes"
+resume=(--model "$model" --tokenizer "$tok" --train-text "$train" --nsamples 8 --seqlen 64 --steps 400 --lr 1e-2
+        --final-lr 1e-3 --encoder lowrank:4 --e2e-steps 40 --e2e-batch 2 --e2e-seqlen 32 --e2e-nsamples 16
+        --checkpoint-every 10 --threads 1 --quiet)
+"$lowbit" train-encoder "${resume[@]}" --out straight.safetensors > /dev/null
+# kill inside the layer-wise phase (5 x 400 steps), then inside the end-to-end phase
+for phase in layerwise end_to_end; do
+  "$lowbit" train-encoder "${resume[@]}" --run-dir run --out resumed.safetensors > /dev/null 2> resume.log &
+  pid=$!
+  for _ in $(seq 600); do ls run/$phase-*.ckpt > /dev/null 2>&1 && break; sleep 0.05; done
+  kill -9 $pid 2> /dev/null || true
+  wait $pid 2> /dev/null || true
+  ls run/$phase-*.ckpt > /dev/null 2>&1 || fail "no $phase checkpoint appeared"
+done
+"$lowbit" train-encoder "${resume[@]}" --run-dir run --out resumed.safetensors > /dev/null 2> resume.log
+grep -q "resumed at step" resume.log || fail "the rerun did not resume: $(cat resume.log)"
+sed -n 's/.*\(resumed at step [0-9]*\).*/  \1/p' resume.log
+python3 - <<'PY' || fail "the resumed file's tensors differ from the uninterrupted run's"
+import json, struct
+def tensors(path):  # the tensor table and bytes; the metadata differs in wall times
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        head.pop("__metadata__")
+        return head, f.read()
+a, b = tensors("straight.safetensors"), tensors("resumed.safetensors")
+assert a[0] == b[0], "tensor tables differ"
+assert a[1] == b[1], "tensor bytes differ"
+print("  resumed file: same", len(a[0]), "tensors, byte-identical")
 PY
 echo "cli.encoder: ok"
