@@ -293,6 +293,50 @@ TEST_CASE("CAKLD's beta is the teacher's mean top-1 probability on the probe bat
   CHECK_THROWS_AS(train::parse_distill_loss("mse"), Error);
 }
 
+TEST_CASE("ce_weight mixes next-token cross-entropy into the divergence: w = 1 trains exactly as CE, 0.3 in between") {
+  set_num_threads(1);
+  const auto cfg = train::byte_model_config(32, 64, 2, 4, 2, 16);
+  const auto data = train::synthetic_token_data(2, 1u << 13, 1u << 11);
+  Rng r1(5);
+  auto teacher = nn::Llama::random_init(cfg, r1, 0.3);
+  auto run = [&](train::DistillLoss loss, double w) {
+    Rng r2(6);
+    auto student = nn::Llama::random_init(cfg, r2, 0.3);
+    train::DistillOptions o;
+    o.loss = loss;
+    o.ce_weight = w;
+    o.steps = 4;
+    o.batch_size = 2;
+    o.seq_len = 16;
+    o.eval_tokens = 64;
+    o.schedule.peak_lr = 1e-2f;
+    const auto r = train::distill(student, teacher, data, o);
+    std::vector<float> out(static_cast<std::size_t>(16 * cfg.vocab_size));
+    student.forward(data.heldout.data(), 1, 16, out.data());
+    return std::make_pair(r, out);
+  };
+  const auto [ce, ce_out] = run(train::DistillLoss::CE, 0.0);
+  const auto [all_ce, all_ce_out] = run(train::DistillLoss::ForwardKL, 1.0);
+  const auto [kl, kl_out] = run(train::DistillLoss::ForwardKL, 0.0);
+  const auto [mix, mix_out] = run(train::DistillLoss::ForwardKL, 0.3);
+  CHECK(all_ce.first_loss == ce.first_loss);  // the training loss: the same CE
+  CHECK(all_ce_out == ce_out);                // the same updates, bit for bit
+  CHECK(mix_out != kl_out);
+  CHECK(mix_out != ce_out);
+  // the first step's loss is the mix of the two losses at the same (starting) parameters and batch
+  CHECK(mix.first_loss == doctest::Approx(0.7 * kl.first_loss + 0.3 * ce.first_loss).epsilon(1e-6));
+  CHECK(mix.heldout_before == kl.heldout_before);  // the held-out measurement stays the divergence
+  Rng r3(6);
+  auto student = nn::Llama::random_init(cfg, r3, 0.3);
+  train::DistillOptions bad;
+  bad.loss = train::DistillLoss::CE;
+  bad.ce_weight = 0.5;
+  CHECK_THROWS_AS((void)train::distill(student, teacher, data, bad), Error);
+  bad.loss = train::DistillLoss::ForwardKL;
+  bad.ce_weight = 1.5;
+  CHECK_THROWS_AS((void)train::distill(student, teacher, data, bad), Error);
+}
+
 TEST_CASE("best held-out selection keeps the best measured parameters and resumes to the same bits") {
   set_num_threads(1);
   const auto cfg = train::byte_model_config(32, 64, 2, 4, 2, 16);

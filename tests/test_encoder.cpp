@@ -102,6 +102,35 @@ bool have_stories() {
 
 }  // namespace
 
+namespace {
+// Real activations at every encoded input: run the model on a window with taps and apply each layer's
+// effective input; every column holds exactly the two values ±α_c (or one, if all signs agree).
+void check_two_values_per_channel(Llama& model, const std::vector<std::int32_t>& tokens) {
+  const int T = 32;
+  std::vector<float> x(static_cast<std::size_t>(T) * model.config().dim);
+  model.embed(tokens.data(), T, x.data());
+  for (int l = 0; l < model.config().n_layers; ++l) {
+    BlockTaps taps;
+    model.block_forward(l, x.data(), 1, T, &taps);
+    for (auto role : kAllLinearRoles) {
+      auto& e = dynamic_cast<EncodedLinear&>(model.block(l).linear(role));
+      const int input = role == LinearRole::O ? 1 : role == LinearRole::Down ? 3 : (role == LinearRole::Gate || role == LinearRole::Up) ? 2 : 0;
+      const auto& X = train::tap_of(taps, input);
+      const index_t w = e.in_features();
+      std::vector<float> enc(static_cast<std::size_t>(T * w));
+      e.effective_input(MatrixView<const float>(X.data(), T, w), MatrixView<float>(enc.data(), T, w));
+      for (index_t c = 0; c < w; ++c) {
+        std::set<float> values;
+        for (int t = 0; t < T; ++t) values.insert(enc[static_cast<std::size_t>(t * w + c)]);
+        const float a = e.encoder().alpha()[static_cast<std::size_t>(c)];
+        REQUIRE(values.size() <= 2u);
+        for (float v : values) REQUIRE((v == a || v == -a));
+      }
+    }
+  }
+}
+}  // namespace
+
 TEST_CASE("encoded stories260K: every linear input takes exactly two values per channel, the trainer lowers the error") {
   if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
   set_num_threads(1);
@@ -130,31 +159,7 @@ TEST_CASE("encoded stories260K: every linear input takes exactly two values per 
   Llama again(io::load_llama2c(model_path));
   const auto r2 = train::train_encoders(again, tokens, seqlen, o);
   CHECK(r2.last_loss == r.last_loss);
-
-  // Real activations at every encoded input: run the model on a window with taps and apply each
-  // layer's effective input; every column holds exactly the two values ±α_c (or one, if all signs agree).
-  const int T = 32;
-  std::vector<float> x(static_cast<std::size_t>(T) * model.config().dim);
-  model.embed(tokens.data(), T, x.data());
-  for (int l = 0; l < model.config().n_layers; ++l) {
-    BlockTaps taps;
-    model.block_forward(l, x.data(), 1, T, &taps);
-    for (auto role : kAllLinearRoles) {
-      auto& e = dynamic_cast<EncodedLinear&>(model.block(l).linear(role));
-      const int input = role == LinearRole::O ? 1 : role == LinearRole::Down ? 3 : (role == LinearRole::Gate || role == LinearRole::Up) ? 2 : 0;
-      const auto& X = train::tap_of(taps, input);
-      const index_t w = e.in_features();
-      std::vector<float> enc(static_cast<std::size_t>(T * w));
-      e.effective_input(MatrixView<const float>(X.data(), T, w), MatrixView<float>(enc.data(), T, w));
-      for (index_t c = 0; c < w; ++c) {
-        std::set<float> values;
-        for (int t = 0; t < T; ++t) values.insert(enc[static_cast<std::size_t>(t * w + c)]);
-        const float a = e.encoder().alpha()[static_cast<std::size_t>(c)];
-        REQUIRE(values.size() <= 2u);
-        for (float v : values) REQUIRE((v == a || v == -a));
-      }
-    }
-  }
+  check_two_values_per_channel(model, tokens);
 }
 
 TEST_CASE("an encoded model (any inner format) round-trips through the quantized file with the same logits") {
@@ -218,6 +223,14 @@ std::vector<float> window_logits(Llama& model, const std::vector<std::int32_t>& 
 }
 }  // namespace
 
+TEST_CASE("annealed surrogate sharpness: linear from k to k_final over the steps, constant without k_final") {
+  CHECK(train::annealed_k(4.0f, 0.0f, 7, 10) == 4.0f);
+  CHECK(train::annealed_k(4.0f, 12.0f, 0, 10) == 4.0f);
+  CHECK(train::annealed_k(4.0f, 12.0f, 9, 10) == 12.0f);
+  CHECK(train::annealed_k(4.0f, 12.0f, 3, 5) == doctest::Approx(10.0f));
+  CHECK(train::annealed_k(4.0f, 12.0f, 0, 1) == 4.0f);
+}
+
 TEST_CASE("encoder training killed and resumed ends byte-identical (layer-wise and end to end)") {
   if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
   set_num_threads(1);
@@ -237,6 +250,7 @@ TEST_CASE("encoder training killed and resumed ends byte-identical (layer-wise a
   o.warmup = 3;
   o.quiet = true;
   o.checkpoint_every = 5;
+  o.k_final = 8.0f;  // annealed k: a resumed run must take up the schedule where it stopped
 
   Llama straight(io::load_llama2c(model_path));
   const auto r = train::train_encoders(straight, tokens, seqlen, o);
@@ -259,6 +273,7 @@ TEST_CASE("encoder training killed and resumed ends byte-identical (layer-wise a
   CHECK(r2.resumed_from_step == 40);  // the last checkpoint before step 41: block 3 ends at 48, so every 5
   CHECK(r2.first_loss == r.first_loss);
   CHECK(r2.last_loss == r.last_loss);
+  check_two_values_per_channel(resumed, tokens);  // lowrank: the mixing happens before the step
   const auto got = window_logits(resumed, tokens, seqlen);
   REQUIRE(got.size() == want.size());
   CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
@@ -283,6 +298,8 @@ TEST_CASE("encoder training killed and resumed ends byte-identical (layer-wise a
   e.warmup = 2;
   e.quiet = true;
   e.checkpoint_every = 2;
+  e.k_final = 8.0f;
+  e.ce_weight = 0.3;
   const auto before = window_logits(straight, tokens, seqlen);
   const auto d = train::finetune_encoders_end_to_end(straight, teacher, data, e);
   CHECK(d.heldout_after < d.heldout_before);

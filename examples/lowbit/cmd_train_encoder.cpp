@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <lowbit/calib/calibration_data.hpp>
@@ -25,7 +26,7 @@ namespace lowbit_cmd_train_encoder {
 using namespace lowbit;
 
 struct Options : cli::CommonOptions {
-  std::string train_text, out, eval_text, run_dir;
+  std::string train_text, out, eval_text, run_dir, teacher;
   int nsamples = 32, seqlen = 512, eval_ctx = 2048;
   std::size_t eval_limit = 32768;
   train::EncoderTrainOptions train;
@@ -47,6 +48,7 @@ int run(Options o) {
   cli::check_output_file(o.out, "--out");
   cli::check_input_file(o.train_text, "--train-text");
   cli::check_input_file(o.eval_text, "--eval-text");
+  if (!o.teacher.empty()) io::require_model_file(o.teacher);
   (void)nn::EncoderSpec::parse(o.train.encoder);  // a bad --encoder fails before any work
   io::require_model_file(o.model);
   if (!o.eval_text.empty() && std::filesystem::equivalent(o.eval_text, o.train_text))
@@ -64,6 +66,20 @@ int run(Options o) {
   if (o.e2e.steps > 0)
     e2e_tokens = calib::draw_calibration_tokens(documents, *tok, o.e2e_nsamples, e2e_window, o.train.seed + 1,
                                                 o.train_text);
+  // the end-to-end phase's teacher: --teacher, else the model as given (FP or with quantized weights); loaded
+  // now so a wrong one fails before the layer-wise phase
+  const std::string teacher_path = o.teacher.empty() ? o.model : o.teacher;
+  std::optional<nn::Llama> teacher_model;
+  if (o.e2e.steps > 0) {
+    LOWBIT_CHECK(model.token_embedding_format() == "f32" && model.output_head_format() == "f32", o.model,
+                 ": the end-to-end phase back-propagates through the token table and head, which this file stores as ",
+                 model.token_embedding_format(), " / ", model.output_head_format(),
+                 "; quantize it with --embedding-format f32, or leave out --e2e-steps");
+    teacher_model.emplace(io::open_model(teacher_path));
+    LOWBIT_CHECK(teacher_model->config().vocab_size == model.config().vocab_size, teacher_path,
+                 ": the teacher's vocabulary has ", teacher_model->config().vocab_size, " tokens, the model's ",
+                 model.config().vocab_size);
+  }
   if (!o.run_dir.empty())
     o.train.checkpoint = run_file(o.run_dir, "layerwise", o.model + "|" + o.train_text + "|" + o.train.encoder);
   std::fprintf(stderr, "[train-encoder] %s encoders before every linear of %d blocks; %d x %d training tokens from %s; "
@@ -86,24 +102,27 @@ int run(Options o) {
                r.resumed ? (" (resumed at step " + std::to_string(r.resumed_from_step) + ")").c_str() : "");
   nlohmann::json e2e_json;
   if (o.e2e.steps > 0) {
-    // the teacher is the model as given (FP or with quantized weights), every encoder trains at once
-    nn::Llama teacher = io::open_model(o.model);
+    nn::Llama& teacher = *teacher_model;
     const auto data = train::split_tokens(e2e_tokens, 0.1, model.config().vocab_size,
                                           std::to_string(o.e2e_nsamples) + " windows of " + o.train_text);
     o.e2e.seed = o.train.seed;
     o.e2e.quiet = o.quiet;
     o.e2e.checkpoint_every = o.train.checkpoint_every;
+    o.e2e.k = o.train.k;
+    o.e2e.k_final = o.train.k_final;
     if (!o.run_dir.empty())
-      o.e2e.checkpoint = run_file(o.run_dir, "end_to_end", o.model + "|" + o.train_text + "|" + o.train.encoder);
-    std::fprintf(stderr, "[train-encoder] end to end: %lld steps of %d x %d tokens, forward KL to the model as given, "
-                 "lr %.2g cosine\n", static_cast<long long>(o.e2e.steps), o.e2e.batch, o.e2e.seq_len, o.e2e.lr);
+      o.e2e.checkpoint = run_file(o.run_dir, "end_to_end", o.model + "|" + o.train_text + "|" + o.train.encoder + "|" + teacher_path);
+    std::fprintf(stderr, "[train-encoder] end to end: %lld steps of %d x %d tokens, forward KL to %s, lr %.2g cosine\n",
+                 static_cast<long long>(o.e2e.steps), o.e2e.batch, o.e2e.seq_len, teacher_path.c_str(), o.e2e.lr);
     const auto e = train::finetune_encoders_end_to_end(model, teacher, data, o.e2e);
     std::fprintf(stderr, "[train-encoder] end to end: held-out KL %.4f -> %.4f%s\n", e.heldout_before, e.heldout_after,
                  e.resumed ? (" (resumed at step " + std::to_string(e.resumed_from_step) + ")").c_str() : "");
     e2e_json = {{"steps", o.e2e.steps},
+                {"teacher", teacher_path},
                 {"batch", o.e2e.batch},
                 {"seq_len", o.e2e.seq_len},
                 {"lr", o.e2e.lr},
+                {"ce_weight", o.e2e.ce_weight},
                 {"nsamples", o.e2e_nsamples},
                 {"train_tokens", data.train.size()},
                 {"heldout_tokens", data.heldout.size()},
@@ -123,6 +142,7 @@ int run(Options o) {
                            {"lr", o.train.lr},
                            {"final_lr", o.train.final_lr},
                            {"k", o.train.k},
+                           {"k_final", o.train.k_final},
                            {"seed", o.train.seed},
                            {"encoder_parameters", r.encoder_parameters},
                            {"encoder_macs_per_token", r.encoder_macs_per_token},
@@ -174,11 +194,23 @@ const cli::Registration registration{
           ->capture_default_str()
           ->check(CLI::Range(0.0, 10.0));
       app.add_option("--k", o->train.k, "sharpness of the arctan surrogate gradient")->capture_default_str()->check(CLI::Range(1e-3, 1e3));
+      app.add_option("--k-final", o->train.k_final,
+                     "anneal k linearly to this over each block's steps and over the end-to-end steps (0: constant k)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 1e3));
       app.add_option("--seed", o->train.seed, "seed of the windows, the initial encoders and the batches")->capture_default_str();
       app.add_option("--e2e-steps", o->e2e.steps,
                      "then train every encoder at once by forward KL to the model as given (0: layer-wise only)")
           ->capture_default_str()
           ->check(CLI::Range(0, 1 << 24));
+      app.add_option("--teacher", o->teacher,
+                     "model the end-to-end phase distills from (default: --model itself; give the FP model when "
+                     "--model has quantized weights)");
+      app.add_option("--e2e-ce-weight", o->e2e.ce_weight,
+                     "share w of next-token cross-entropy in the end-to-end loss (1 - w)·KL + w·CE (the seed mixes "
+                     "0.3 CE into its layer-wise loss)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 1.0));
       app.add_option("--e2e-lr", o->e2e.lr, "peak learning rate of that phase (cosine to a tenth)")
           ->capture_default_str()
           ->check(CLI::Range(0.0, 10.0));

@@ -46,6 +46,11 @@ struct DistillOptions {
   bool quiet = true;
   // Which student parameters train (by name); default all.
   std::function<bool(const std::string&)> trainable;
+  // > 0: the training loss is (1 − ce_weight) · divergence + ce_weight · cross-entropy on the data's next
+  // tokens (the Auto Quantization Encoder's μ = 0.7 mix of distillation and next-token loss); the
+  // held-out measurement stays the divergence alone.
+  double ce_weight = 0.0;
+  std::uint64_t run_key = 0;  // folded into the run fingerprint: the caller's own options (e.g. a schedule of its own)
   std::filesystem::path checkpoint;  // empty: no checkpoints
   std::int64_t checkpoint_every = 25;
   std::function<void(std::int64_t step, double loss)> on_step;  // after each update (tests interrupt here)
@@ -105,6 +110,10 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
   LOWBIT_CHECK(!chosen.empty(), "distill: no student parameter matches the trainable predicate");
   LOWBIT_CHECK(options.accumulation >= 1, "distill: accumulation must be >= 1, got ", options.accumulation);
   LOWBIT_CHECK(options.eval_every >= 0, "distill: eval_every must be >= 0, got ", options.eval_every);
+  LOWBIT_CHECK(options.ce_weight >= 0 && options.ce_weight <= 1, "distill: ce_weight must be in [0, 1], got ",
+               options.ce_weight);
+  LOWBIT_CHECK(options.ce_weight == 0 || options.loss != DistillLoss::CE,
+               "distill: ce_weight mixes cross-entropy into a divergence; the loss is already cross-entropy");
   AdamW optimizer(chosen, options.adam);
   LrSchedule schedule = options.schedule;
   schedule.total_steps = options.steps;
@@ -117,6 +126,8 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     write_optimizer_fingerprint(f, schedule, options.adam);
     f << '|' << options.grad_clip << '|' << options.beta_batches << '|' << options.seed << '|' << data.fingerprint;
     if (options.accumulation != 1 || options.eval_every != 0) f << '|' << options.accumulation << '|' << options.eval_every;
+    if (options.ce_weight != 0) f << "|ce" << options.ce_weight;
+    if (options.run_key != 0) f << "|key" << options.run_key;
     std::uint64_t h = fnv1a64(f.str().data(), f.str().size());
     for (const auto& p : chosen) {
       h = fnv1a64(p.name.data(), p.name.size(), h);
@@ -125,7 +136,9 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
     state.run_fingerprint = h;
   }
   std::vector<std::int32_t> inputs, targets;
-  std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size());
+  std::vector<float> s(static_cast<std::size_t>(n * vocab)), t(s.size()), ds(s.size()), dce;
+  const bool mix = options.ce_weight > 0;
+  if (mix) dce.resize(s.size());
   DistillResult result;
 
   // β from the teacher's confidence on the first batches (the same batches training then starts with).
@@ -217,9 +230,17 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
       sampler.next(inputs, targets);
       if (!ce) teacher.forward(inputs.data(), B, T, t.data());
       student.forward_train(inputs.data(), B, T, s.data());
-      loss += micro_scale * distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
-                                         MatrixView<const float>(t.data(), n, vocab), result.beta,
-                                         MatrixView<float>(ds.data(), n, vocab), micro_scale, targets.data());
+      const double w = mix ? options.ce_weight : 0.0;
+      loss += micro_scale * (1.0 - w) *
+              distill_loss(options.loss, MatrixView<const float>(s.data(), n, vocab),
+                           MatrixView<const float>(t.data(), n, vocab), result.beta,
+                           MatrixView<float>(ds.data(), n, vocab), micro_scale * (1.0 - w), targets.data());
+      if (mix) {
+        loss += micro_scale * w *
+                cross_entropy(MatrixView<const float>(s.data(), n, vocab), targets.data(),
+                              MatrixView<float>(dce.data(), n, vocab), micro_scale * w);
+        for (std::size_t i = 0; i < ds.size(); ++i) ds[i] += dce[i];
+      }
       student.backward(ds.data());
     }
     clip_grad_norm(chosen, options.grad_clip);

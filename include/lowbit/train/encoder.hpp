@@ -19,8 +19,9 @@
 // its checkpoints), the inner weights frozen. This is what the layer-wise phase cannot do: it sees the
 // errors that compound through the residual stream.
 //
-// Not here: the seed's CE term (1 − μ = 0.3 of its layer-wise loss, the next-token loss of the model with
-// block l encoded), which needs the whole model per layer-wise step; the end-to-end KL phase takes its place.
+// The seed's CE term (1 − μ = 0.3 of its layer-wise loss: the next-token loss of the model with block l
+// encoded) would need the whole model per layer-wise step; here it is part of the end-to-end phase instead
+// (ce_weight: (1 − w)·KL + w·CE). The surrogate's k can be annealed linearly in both phases (k_final).
 #pragma once
 
 #include <algorithm>
@@ -57,7 +58,8 @@ struct EncoderTrainOptions {
   int warmup = 20;
   float weight_decay = 0.1f;
   float grad_clip = 1.0f;
-  float k = 4.0f;  // surrogate sharpness
+  float k = 4.0f;         // surrogate sharpness
+  float k_final = 0.0f;   // > 0: k goes linearly from `k` to this over each block's steps (annealing)
   std::uint64_t seed = 0;
   bool quiet = false;
   std::filesystem::path checkpoint;  // empty: no checkpoints
@@ -92,6 +94,7 @@ inline std::uint64_t encoder_run_fingerprint(nn::Llama& model, const std::vector
   std::ostringstream f;
   f << "encoders|" << o.encoder << '|' << o.steps_per_block << '|' << o.batch_rows << '|' << o.lr << '|' << o.final_lr
     << '|' << o.warmup << '|' << o.weight_decay << '|' << o.grad_clip << '|' << o.k << '|' << o.seed << '|' << seqlen;
+  if (o.k_final > 0) f << "|anneal" << o.k_final;
   std::uint64_t h = fnv1a64(f.str());
   h = fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t), h);
   const auto& cfg = model.config();
@@ -101,6 +104,21 @@ inline std::uint64_t encoder_run_fingerprint(nn::Llama& model, const std::vector
   return fnv1a64(logits.data(), logits.size() * sizeof(float), h);
 }
 }  // namespace detail
+
+// The surrogate sharpness of step `s` of `steps`: `k`, or annealed linearly to `k_final` (> 0). A pure
+// function of the step, so a resumed run uses the k it would have used.
+inline float annealed_k(float k, float k_final, std::int64_t s, std::int64_t steps) {
+  if (k_final <= 0 || steps <= 1) return k;
+  return k + (k_final - k) * static_cast<float>(s) / static_cast<float>(steps - 1);
+}
+
+// Sets the surrogate sharpness of every encoder of `model`.
+inline void set_surrogate_k(nn::Llama& model, float k) {
+  for (int l = 0; l < model.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles)
+      if (auto* e = dynamic_cast<nn::EncodedLinear*>(&model.block(l).linear(role)); e && e->owns_encoder())
+        e->encoder().k = k;
+}
 
 // Encodes every block of `model` with `o.encoder` and trains the encoders on `tokens` (nwin windows of
 // `seqlen` tokens, row-major). `none` has nothing to train: its blocks are only encoded.
@@ -284,6 +302,9 @@ inline EncoderTrainResult train_encoders(nn::Llama& model, const std::vector<std
       };
       for (std::int64_t s = first; s < S; ++s) {
         adam.zero_grad();
+        if (o.k_final > 0)
+          for (auto* e : layers)
+            if (e->owns_encoder()) e->encoder().k = annealed_k(o.k, o.k_final, s, S);
         state.last_loss = step_loss(draw(), true);
         if (o.grad_clip > 0) clip_grad_norm(params, o.grad_clip);
         const double t = S > o.warmup ? static_cast<double>(s - std::min<std::int64_t>(s, o.warmup)) / static_cast<double>(S - o.warmup)
@@ -315,6 +336,8 @@ struct EncoderEndToEndOptions {
   std::int64_t warmup = 10;
   float weight_decay = 0.1f;  // on the encoder matrices only
   double grad_clip = 1.0;
+  double ce_weight = 0.0;  // > 0: (1 − w)·KL + w·CE(next token); the seed's layer-wise μ = 0.7 is w = 0.3
+  float k = 4.0f, k_final = 0.0f;  // surrogate sharpness, annealed linearly to k_final (> 0) over the steps
   std::uint64_t seed = 0;
   bool quiet = false;
   std::filesystem::path checkpoint;  // empty: no checkpoints (train/distill.hpp's, bit-identical resume)
@@ -340,9 +363,21 @@ inline DistillResult finetune_encoders_end_to_end(nn::Llama& student, nn::Llama&
   d.eval_tokens = static_cast<std::int64_t>(data.heldout.size());
   d.quiet = o.quiet;
   d.trainable = [](const std::string& name) { return name.find(".encoder.") != std::string::npos; };
+  d.ce_weight = o.ce_weight;
+  if (o.k != 4.0f || o.k_final > 0) {
+    const float ks[2] = {o.k, o.k_final};
+    d.run_key = fnv1a64(ks, sizeof ks);
+  }
   d.checkpoint = o.checkpoint;
   d.checkpoint_every = o.checkpoint_every;
-  d.on_step = o.on_step;
+  // k of the first step (a resumed run starts where its checkpoint stopped), then of each next step
+  std::int64_t first = 0;
+  if (!o.checkpoint.empty() && std::filesystem::exists(o.checkpoint)) first = read_checkpoint(o.checkpoint).state.step;
+  set_surrogate_k(student, annealed_k(o.k, o.k_final, first, o.steps));
+  d.on_step = [&](std::int64_t step, double loss) {
+    if (o.k_final > 0) set_surrogate_k(student, annealed_k(o.k, o.k_final, step, o.steps));
+    if (o.on_step) o.on_step(step, loss);
+  };
   return distill(student, teacher, data, d);
 }
 
