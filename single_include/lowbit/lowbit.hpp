@@ -20265,16 +20265,19 @@ inline nn::ModelWeights load_any_weights(const std::string& path, bool* was_quan
 }
 
 // The tokenizer for `model_path`: the explicit `tokenizer_path` when given; for a lowbit quantized
-// file, the tokenizer of the model it was quantized from (recorded as "source_model" in its metadata).
+// file, the tokenizer of the model it was quantized from (recorded as "source_model" in its metadata),
+// followed through files made from quantized files (encoders trained on a quantized model) up to 8 deep.
 inline std::unique_ptr<io::Tokenizer> load_any_tokenizer(const std::string& model_path,
-                                                         const std::string& tokenizer_path = {}) {
+                                                         const std::string& tokenizer_path = {}, int depth = 0) {
   if (tokenizer_path.empty() && io::detect_model_format(model_path) == io::ModelFormat::LowbitQuantized) {
     const auto info = io::quantized_model_info(model_path);
     const std::string source = info.value("source_model", std::string{});
     LOWBIT_CHECK(!source.empty() && std::filesystem::exists(source), model_path,
                  ": quantized file records no readable source model (found '", source,
                  "'); pass --tokenizer FILE");
-    return io::load_tokenizer(source, {});
+    LOWBIT_CHECK(depth < 8, model_path, ": its chain of source models is more than 8 files long (a cycle?); pass "
+                 "--tokenizer FILE");
+    return load_any_tokenizer(source, {}, depth + 1);
   }
   return io::load_tokenizer(model_path, tokenizer_path);
 }

@@ -52,6 +52,12 @@ assert formats["layers.0.attention.wq"]["format"] == "binary:heaviside:lowrank:4
 assert formats["layers.0.attention.wk"]["format"] == "binary:heaviside:lowrank:4:shared|uniform:4:32"
 print("w4 + lowrank:4 perplexity", round(json.loads(open("w4.json").read().strip().splitlines()[-1])["perplexity"], 1))
 PY
+echo "== the tokenizer is looked up through the chain of source files (encoded -> w4 -> stories260K)"
+# stories260K keeps its tokenizer beside it under another name, so the chain ends at the original model's
+# "no tokenizer" (before, the lookup stopped at w4.safetensors)
+expect_exit 1 "stories260K.bin: no tokenizer" "$lowbit" perplexity --model w4_enc.safetensors --text "$text" --ctx 256 \
+  --limit-tokens 512 --quiet
+
 echo "== killed and resumed (layer-wise, then end to end) gives the same bytes"
 resume=(--model "$model" --tokenizer "$tok" --train-text "$train" --nsamples 8 --seqlen 64 --steps 400 --lr 1e-2
         --final-lr 1e-3 --encoder lowrank:4 --e2e-steps 40 --e2e-batch 2 --e2e-seqlen 32 --e2e-nsamples 16
