@@ -100,6 +100,13 @@ bool have_stories() {
          !test::shared_file("text/tinystories_v2_valid_first100.txt").empty();
 }
 
+// 8 calibration windows of `seqlen` tokens of the TinyStories text (seed 0), as the trainer tests use them.
+std::vector<std::int32_t> stories_windows(int seqlen) {
+  io::Llama2cTokenizer tok(test::shared_file("models/tok512.bin").string());
+  const auto calib_path = test::shared_file("text/tinystories_v2_valid_first100.txt").string();
+  return calib::draw_calibration_tokens(eval::read_documents(calib_path), tok, 8, seqlen, 0, calib_path);
+}
+
 }  // namespace
 
 namespace {
@@ -135,10 +142,8 @@ TEST_CASE("encoded stories260K: every linear input takes exactly two values per 
   if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
   set_num_threads(1);
   const auto model_path = test::shared_file("models/stories260K.bin");
-  io::Llama2cTokenizer tok(test::shared_file("models/tok512.bin").string());
-  const auto calib_path = test::shared_file("text/tinystories_v2_valid_first100.txt").string();
   const int seqlen = 64;
-  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(calib_path), tok, 8, seqlen, 0, calib_path);
+  const auto tokens = stories_windows(seqlen);
   train::EncoderTrainOptions o;
   o.encoder = "diag";
   o.steps_per_block = 40;
@@ -235,10 +240,8 @@ TEST_CASE("encoder training killed and resumed ends byte-identical (layer-wise a
   if (!have_stories()) LOWBIT_SKIP("stories260K, tok512.bin or the TinyStories text are missing from shared/data");
   set_num_threads(1);
   const auto model_path = test::shared_file("models/stories260K.bin");
-  io::Llama2cTokenizer tok(test::shared_file("models/tok512.bin").string());
-  const auto calib_path = test::shared_file("text/tinystories_v2_valid_first100.txt").string();
   const int seqlen = 64;
-  const auto tokens = calib::draw_calibration_tokens(eval::read_documents(calib_path), tok, 8, seqlen, 0, calib_path);
+  const auto tokens = stories_windows(seqlen);
   const auto dir = std::filesystem::temp_directory_path() / ("lowbit_encoder_resume_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   train::EncoderTrainOptions o;
