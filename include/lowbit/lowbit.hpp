@@ -85,6 +85,7 @@
 #include "io/tokenizer_vocab.hpp"
 
 #include "calib/additive.hpp"
+#include "calib/allocate.hpp"
 #include "calib/additive_pipeline.hpp"
 #include "calib/autoclip.hpp"
 #include "calib/bcq.hpp"
@@ -97,6 +98,7 @@
 #include "calib/group_methods.hpp"
 #include "calib/hessian.hpp"
 #include "calib/kmeans.hpp"
+#include "calib/knapsack.hpp"
 #include "calib/memory_estimate.hpp"
 #include "calib/method.hpp"
 #include "calib/pipeline.hpp"
