@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include <lowbit/calib/allocate.hpp>
 #include <lowbit/calib/pipeline.hpp>
 #include <lowbit/calib/tables.hpp>
 #include <lowbit/core/hash.hpp>
@@ -34,14 +35,14 @@ namespace lowbit_cmd_quantize {
 using namespace lowbit;
 
 struct Options : cli::CommonOptions {
-  std::string calib_file, out, run_dir, eval_text, report_md, report_json, ppl_json;
+  std::string calib_file, out, run_dir, eval_text, report_md, report_json, ppl_json, plan_file;
   std::string method = "gptq", format = "uniform:4:128", eval_protocol = "gptq";
   std::string table_format = calib::kDefaultTableFormat, head_format;  // head: empty = as the table
   std::vector<std::string> tensor_formats;
   int nsamples = 128, seqlen = 512, eval_ctx = 0, batch_sequences = 8, sample_tokens = 512;
   std::uint64_t seed = 0;
   long long eval_limit_tokens = 0;
-  bool propagate_fp = false, skip_fp_eval = false;
+  bool propagate_fp = false, skip_fp_eval = false, table_format_given = false, head_format_given = false;
   std::map<std::string, cli::QuantizeMethodFactory> factories;  // method name -> factory
 };
 
@@ -85,21 +86,45 @@ std::string known_methods(const Options& o) {
   return out;
 }
 
-// The plan from --tensor-format rules, or one rule '.*' from --method/--format; each method is built
-// once, and the steps around the block pass come from the methods the plan uses.
+// The plan from --tensor-format rules, from an allocation plan file (--plan: one exact-name rule per
+// linear), or one rule '.*' from --method/--format; each method is built once, and the steps around the
+// block pass come from the methods the plan uses.
 struct Plan {
   calib::QuantizationPlan plan;
   std::vector<cli::QuantizeMethod> methods;  // the distinct methods used, in order of first use
+  std::string table_format, head_format;     // from an allocation plan in the whole-model scope; empty otherwise
 };
+
+std::string escape_regex(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (std::string("\\^$.|?*+()[]{}").find(c) != std::string::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
 
 Plan make_plan(const Options& o) {
   std::vector<calib::RuleText> rules;
-  if (o.tensor_formats.empty()) {
+  Plan p;
+  if (!o.plan_file.empty()) {
+    LOWBIT_CHECK(o.tensor_formats.empty(), "--plan and --tensor-format both choose every linear's format: give one");
+    const auto a = calib::AllocationPlan::from_json(eval::read_json_file(o.plan_file), o.plan_file);
+    const auto fp = file_fingerprint(o.model);
+    LOWBIT_CHECK(a.source.value("fingerprint", std::string()) == fp, o.plan_file, ": a plan for ",
+                 a.source.value("model", std::string("?")), " (fingerprint ", a.source.value("fingerprint", std::string("?")),
+                 "), not for ", o.model, " (", fp, "); allocate again for this model");
+    for (const auto& t : a.tensors) {
+      if (t.name == "tok_embeddings") p.table_format = t.format;
+      else if (t.name == "output") p.head_format = t.format;
+      else rules.push_back({"^" + escape_regex(t.name) + "$", t.method, t.format});
+    }
+    if (!p.table_format.empty() && p.head_format.empty()) p.head_format = p.table_format;  // tied
+  } else if (o.tensor_formats.empty()) {
     rules.push_back({".*", o.method, o.format});
   } else {
     for (const auto& text : o.tensor_formats) rules.push_back(calib::parse_rule_text(text));
   }
-  Plan p;
   std::map<std::string, std::size_t> built;
   for (const auto& r : rules) {
     auto it = o.factories.find(r.method);
@@ -124,10 +149,16 @@ int run(const Options& o) {
   for (const auto& [path, option] : {std::pair{o.report_md, "--report-md"}, std::pair{o.report_json, "--report-json"},
                                      std::pair{o.ppl_json, "--ppl-json"}})
     if (!path.empty()) cli::check_output_file(path, option);
-  const std::string head_format = o.head_format.empty() ? o.table_format : o.head_format;
-  calib::check_table_format(o.table_format, "--embedding-format");
-  calib::check_table_format(head_format, "--head-format");
   io::require_model_file(o.model);
+  cli::check_input_file(o.plan_file, "--plan");
+  const Plan plan = make_plan(o);  // fails early on an unknown method or format, or a method that cannot fill it
+  LOWBIT_CHECK(plan.table_format.empty() || (!o.table_format_given && !o.head_format_given), "--plan ", o.plan_file,
+               " chooses the token table's format (", plan.table_format, "): leave out --embedding-format/--head-format");
+  const std::string table_format = plan.table_format.empty() ? o.table_format : plan.table_format;
+  const std::string head_format =
+      !plan.head_format.empty() ? plan.head_format : (o.head_format.empty() ? o.table_format : o.head_format);
+  calib::check_table_format(table_format, "--embedding-format");
+  calib::check_table_format(head_format, "--head-format");
   calib::CalibrationConfig cfg;
   cfg.nsamples = o.nsamples;
   cfg.seqlen = o.seqlen;
@@ -136,7 +167,6 @@ int run(const Options& o) {
   cfg.propagate_quantized = !o.propagate_fp;
   cfg.batch_sequences = o.batch_sequences;
   cfg.quiet = o.quiet;
-  const Plan plan = make_plan(o);  // fails early on an unknown method or format, or a method that cannot fill it
   calib::PipelineHooks hooks;
   std::vector<calib::BlockFinetune> finetunes;
   for (const auto& m : plan.methods) {
@@ -160,9 +190,17 @@ int run(const Options& o) {
                  o.model.c_str(), io::quantized_model_info(o.model).value("source_model", std::string("unknown")).c_str());
   auto tok = eval::load_any_tokenizer(o.model, o.tokenizer);
   const auto& mc = model->config();
-  LOWBIT_CHECK(!mc.tied_embeddings || o.head_format.empty() || o.head_format == o.table_format, o.model,
-               ": the token table is tied to the output head (one tensor): --embedding-format ", o.table_format,
-               " and --head-format ", o.head_format, " differ");
+  LOWBIT_CHECK(!mc.tied_embeddings || head_format == table_format, o.model,
+               ": the token table is tied to the output head (one tensor): --embedding-format ", table_format,
+               " and --head-format ", head_format, " differ");
+  if (!o.plan_file.empty())  // every linear of this model has exactly one entry: the rules are exact names
+    for (int l = 0; l < mc.n_layers; ++l)
+      for (auto role : nn::kAllLinearRoles) {
+        const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
+        bool found = false;
+        for (const auto& r : plan.plan.rules()) found = found || r.pattern == "^" + escape_regex(name) + "$";
+        LOWBIT_CHECK(found, o.plan_file, ": the plan has no entry for ", name, " of ", o.model);
+      }
   LOWBIT_CHECK(tok->vocab_size() <= mc.vocab_size, "tokenizer ", tok->describe(), " has ", tok->vocab_size(),
                " tokens but the model has ", mc.vocab_size, "; pass the model's own --tokenizer");
   for (const auto& m : plan.methods)
@@ -175,15 +213,17 @@ int run(const Options& o) {
                ": calibration would need at least ", static_cast<long long>(need.total_mib()), " MiB (",
                need.describe(), "), more than this machine's ", static_cast<long long>(have),
                " MiB; lower --nsamples or --seqlen");
-  const std::string plan_text = o.tensor_formats.empty() ? o.method + " " + o.format
-                                                         : std::to_string(o.tensor_formats.size()) + " tensor rules";
+  const std::string plan_text = !o.plan_file.empty()         ? "plan " + o.plan_file
+                                : o.tensor_formats.empty() ? o.method + " " + o.format
+                                                           : std::to_string(o.tensor_formats.size()) + " tensor rules";
   std::fprintf(stderr, "[quantize] %d layers, dim %d, hidden %d, vocab %d; %s, %d x %d calibration tokens, %d threads\n",
                mc.n_layers, mc.dim, mc.hidden_dim, mc.vocab_size, plan_text.c_str(), o.nsamples, o.seqlen,
                max_threads());
   const auto qconfig = calib::quantization_config(cfg, plan.plan, *model);
   nlohmann::json report = {{"command", cli::invocation()}, {"model", o.model}, {"calibration_file", o.calib_file},
                            {"threads", max_threads()}, {"quantization_config", qconfig}};
-  if (o.tensor_formats.empty()) {
+  if (!o.plan_file.empty()) report["plan"] = eval::read_json_file(o.plan_file);
+  if (o.tensor_formats.empty() && o.plan_file.empty()) {
     report["method"] = o.method;
     report["format"] = o.format;
   }
@@ -199,7 +239,7 @@ int run(const Options& o) {
   const cli::QuantizeContext ctx{o.model, tok->describe(), &tokens, o.seqlen, o.quiet, o.run_dir, draw_windows};
   for (const auto& m : plan.methods)
     if (m.after_calibration) report.update(m.after_calibration(*model, ctx));
-  calib::quantize_tables(*model, o.table_format, head_format);
+  calib::quantize_tables(*model, table_format, head_format);
   io::write_quantized_model(o.out, *model, qconfig, o.model);
   const auto size = measure_size(*model, o.out);
   std::fprintf(stderr,
@@ -242,8 +282,9 @@ int run(const Options& o) {
   auto ppl = [&](const char* key) {
     return report.contains(key) ? std::to_string(report[key]["ppl"].get<double>()).substr(0, 8) : std::string("-");
   };
-  const std::string method_cell = o.tensor_formats.empty() ? o.method : "per tensor";
-  const std::string format_cell = o.tensor_formats.empty() ? o.format : "mixed (quantization_config)";
+  const bool per_tensor = !o.tensor_formats.empty() || !o.plan_file.empty();
+  const std::string method_cell = per_tensor ? "per tensor" : o.method;
+  const std::string format_cell = per_tensor ? "mixed (quantization_config)" : o.format;
   const std::string tables = size.storage.table_format == size.storage.head_format
                                  ? size.storage.table_format
                                  : size.storage.table_format + " / " + size.storage.head_format;
@@ -288,11 +329,16 @@ cli::Action setup(CLI::App& app, const std::string& method, const std::string& f
                      "names like layers.3.attention.wq, layers.3.feed_forward.w2 (e.g. "
                      "'feed_forward\\.w2=gptq:uniform:4:128' then '.*=aqlm:additive:2:8:8'); replaces "
                      "--method/--format");
-      app.add_option("--embedding-format", o->table_format,
-                     "format of the token table (RTN; 'f32' keeps it in fp32); on a tied model also the head's")
-          ->capture_default_str();
-      app.add_option("--head-format", o->head_format,
-                     "format of the output head (default: --embedding-format; a tied model has one tensor for both)");
+      auto* table_opt = app.add_option("--embedding-format", o->table_format,
+                                       "format of the token table (RTN; 'f32' keeps it in fp32); on a tied model also "
+                                       "the head's")
+                            ->capture_default_str();
+      auto* head_opt = app.add_option("--head-format", o->head_format,
+                                      "format of the output head (default: --embedding-format; a tied model has one "
+                                      "tensor for both)");
+      app.add_option("--plan", o->plan_file,
+                     "an allocation plan from `lowbit allocate` (each linear's method and format, and the table's in "
+                     "its whole-model scope); replaces --method/--format/--tensor-format");
       app.add_option("--calib", o->calib_file, "calibration text (.txt, or .jsonl with {\"text\": ...})")->required();
       app.add_option("--nsamples", o->nsamples, "calibration sequences")->capture_default_str()->check(CLI::Range(1, 1 << 20));
       app.add_option("--seqlen", o->seqlen, "tokens per calibration sequence")
@@ -323,7 +369,11 @@ cli::Action setup(CLI::App& app, const std::string& method, const std::string& f
         auto factory = spec.setup(app);
         for (const auto& name : spec.names) o->factories[name] = factory;
       }
-      return [o] { return run(*o); };
+      return [o, table_opt, head_opt] {
+        o->table_format_given = table_opt->count() > 0;
+        o->head_format_given = head_opt->count() > 0;
+        return run(*o);
+      };
 }
 
 const cli::Registration registration{

@@ -14244,6 +14244,2234 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
 // ---- end lowbit/io/tokenizer.hpp ----
 
 
+// ---- begin lowbit/calib/allocate.hpp ----
+// Mixed-precision bit allocation (ALGORITHMS.md §5, docs/allocation.md): measure how much each tensor's
+// quantization hurts the model in every candidate format, then choose one format per tensor under a
+// budget of bytes.
+//
+//   1. Sensitivity. Every linear is quantized by every candidate (method + format) on the FP model's own
+//      calibration inputs (the pipeline of calib/pipeline.hpp with FP propagation and a probe method), and
+//      each result gets a cheap proxy: its mean output error tr(ΔW·XᵀX·ΔWᵀ)/n. Then the FP model with only
+//      that one tensor swapped in is run over calibration windows (from the tensor's block on: the blocks
+//      before it see FP inputs) and its KL divergence to the FP model is measured: for one reference
+//      candidate per tensor (`measure_all` false), whose KL / proxy ratio α scales the proxy of the others
+//      (HIGGS' linearity: the loss grows linearly in each tensor's output error), or for all of them. The
+//      token table / output head is a tensor too, with RTN candidates measured directly.
+//   2. Allocation. Predicted loss = Σ per-tensor KL. `knapsack` minimizes it exactly under the budget
+//      (calib/knapsack.hpp); `uniform`, `block-adversary` (the seed's rule with its FP reference fixed
+//      and the budget binding) and `role-depth` (llama.cpp's use_more_bits rule) are the baselines, all
+//      two-level between the dearest candidate whose uniform plan fits and the next one.
+//   3. An AllocationPlan (JSON) names each tensor's method and format; `lowbit quantize --plan` runs it.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+// ---- begin lowbit/eval/log_softmax.hpp ----
+// Numerically stable log-softmax pieces over one row of logits: the log-sum-exp (max-shifted;
+// vectorized float exponentials summed in double, so a 50k-entry vocabulary loses nothing), a token's
+// log-probability, and the full log-probability row. Shared by perplexity, zero-shot scoring and KL divergence.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <Eigen/Core>
+
+namespace lowbit::eval {
+
+inline double log_sum_exp(const float* logits, int n) {
+  const Eigen::Map<const Eigen::ArrayXf> row(logits, n);
+  const float m = row.maxCoeff();
+  // exp(x - m) <= 1 in float (Eigen's vectorized exp, ~1 ulp) summed in double per chunk: the
+  // relative error of the sum stays ~1e-7 while a 49k-entry row costs a few microseconds.
+  constexpr int kChunk = 1024;
+  alignas(64) float tmp[kChunk];
+  double s = 0.0;
+  for (int i = 0; i < n; i += kChunk) {
+    const int len = std::min(kChunk, n - i);
+    Eigen::Map<Eigen::ArrayXf> buf(tmp, len);
+    buf = (row.segment(i, len) - m).exp();
+    s += buf.cast<double>().sum();
+  }
+  return static_cast<double>(m) + std::log(s);
+}
+
+// log p(token) under softmax(logits).
+inline double token_log_prob(const float* logits, int n, std::int32_t token) {
+  return static_cast<double>(logits[token]) - log_sum_exp(logits, n);
+}
+
+// out[i] = log softmax(logits)[i].
+inline void log_softmax(const float* logits, int n, std::vector<double>& out) {
+  out.resize(static_cast<std::size_t>(n));
+  const double lse = log_sum_exp(logits, n);
+  for (int i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = static_cast<double>(logits[i]) - lse;
+}
+
+inline int argmax(const float* logits, int n) {
+  int best = 0;
+  for (int i = 1; i < n; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+}  // namespace lowbit::eval
+// ---- end lowbit/eval/log_softmax.hpp ----
+
+// ---- begin lowbit/calib/knapsack.hpp ----
+// The exact multiple-choice knapsack behind mixed-precision allocation (calib/allocate.hpp): every item
+// (a tensor) takes exactly one of its options (a format), each with a cost in bytes and a loss; the
+// choice minimizes the total loss with the total cost never above the budget. Dynamic programming over
+// the budget's slack above the cheapest choice, in units of the greatest common divisor of the costs
+// above each item's cheapest: exact for any instance whose table fits `max_cells`; a larger one has its
+// costs rounded up to a coarser unit (still never above the budget) and says so (`exact` false).
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+struct KnapsackOption {
+  std::uint64_t bytes = 0;
+  double loss = 0;
+};
+
+struct KnapsackSolution {
+  std::vector<int> choice;  // one option index per item
+  std::uint64_t bytes = 0;  // total cost of the choice
+  double loss = 0;          // total loss of the choice
+  std::uint64_t unit = 1;   // the DP counted costs in units of this many bytes
+  bool exact = true;        // false: costs were rounded up to `unit` (the budget still holds; the optimum may be missed)
+};
+
+inline KnapsackSolution solve_knapsack(const std::vector<std::vector<KnapsackOption>>& items, std::uint64_t budget,
+                                       std::uint64_t max_cells = std::uint64_t{1} << 26) {
+  LOWBIT_CHECK(!items.empty(), "knapsack: no items");
+  std::uint64_t base = 0, top = 0;  // cost of the cheapest and of the most expensive choice
+  std::vector<std::uint64_t> cheapest(items.size());
+  std::size_t max_options = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    LOWBIT_CHECK(!items[i].empty(), "knapsack: item ", i, " has no option");
+    std::uint64_t lo = items[i][0].bytes, hi = 0;
+    for (const auto& o : items[i]) {
+      LOWBIT_CHECK(std::isfinite(o.loss), "knapsack: item ", i, " has a non-finite loss");
+      lo = std::min(lo, o.bytes);
+      hi = std::max(hi, o.bytes);
+    }
+    cheapest[i] = lo;
+    base += lo;
+    top += hi;
+    max_options = std::max(max_options, items[i].size());
+  }
+  LOWBIT_CHECK(max_options <= 65535, "knapsack: an item has more than 65535 options");
+  LOWBIT_CHECK(base <= budget, "knapsack: the budget of ", budget, " bytes is below the cheapest choice (", base, " bytes)");
+  const std::uint64_t slack = std::min(budget, top) - base;
+
+  KnapsackSolution s;
+  std::uint64_t unit = 0;  // gcd of every cost above its item's cheapest
+  for (std::size_t i = 0; i < items.size(); ++i)
+    for (const auto& o : items[i]) unit = std::gcd(unit, o.bytes - cheapest[i]);
+  if (unit == 0) unit = 1;  // every item has one cost
+  const auto cells = [&](std::uint64_t u) { return static_cast<double>(items.size()) * static_cast<double>(slack / u + 1); };
+  if (cells(unit) > static_cast<double>(max_cells)) {
+    s.exact = false;
+    unit = std::max<std::uint64_t>(unit, static_cast<std::uint64_t>(std::ceil(
+                                             static_cast<double>(slack) * static_cast<double>(items.size()) /
+                                             static_cast<double>(max_cells))));
+    while (cells(unit) > static_cast<double>(max_cells)) unit += unit / 16 + 1;
+  }
+  s.unit = unit;
+  const std::size_t cap = static_cast<std::size_t>(slack / unit);
+  const auto weight = [&](std::size_t i, const KnapsackOption& o) {  // rounded up: never under the true cost
+    return static_cast<std::size_t>((o.bytes - cheapest[i] + unit - 1) / unit);
+  };
+
+  // best[c]: the least loss of the items so far with extra cost ≤ c units; pick[i][c]: item i's option there.
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  std::vector<double> best(cap + 1, 0.0), next(cap + 1);
+  std::vector<std::vector<std::uint16_t>> pick(items.size(), std::vector<std::uint16_t>(cap + 1, 0));
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    std::fill(next.begin(), next.end(), kInf);
+    for (std::size_t k = 0; k < items[i].size(); ++k) {
+      const std::size_t w = weight(i, items[i][k]);
+      const double loss = items[i][k].loss;
+      for (std::size_t c = w; c <= cap; ++c) {
+        const double v = best[c - w] + loss;
+        if (v < next[c]) {
+          next[c] = v;
+          pick[i][c] = static_cast<std::uint16_t>(k);
+        }
+      }
+    }
+    best.swap(next);
+  }
+  LOWBIT_CHECK(best[cap] < kInf, "knapsack: no choice fits ", budget, " bytes once costs are rounded up to units of ",
+               unit, " bytes");
+  s.choice.assign(items.size(), 0);
+  std::size_t c = cap;
+  for (std::size_t i = items.size(); i-- > 0;) {
+    const int k = pick[i][c];
+    s.choice[i] = k;
+    c -= weight(i, items[i][static_cast<std::size_t>(k)]);
+  }
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    s.bytes += items[i][static_cast<std::size_t>(s.choice[i])].bytes;
+    s.loss += items[i][static_cast<std::size_t>(s.choice[i])].loss;
+  }
+  return s;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/knapsack.hpp ----
+
+// ---- begin lowbit/calib/method.hpp ----
+// Calibration methods and plans. A Method turns one linear layer (its FP weight and the statistics of
+// its input) into a quantized layer of the format its job asks for; it declares which formats it can
+// produce (a capability, checked against the format registry) and which statistics it needs. A
+// QuantizationPlan maps tensor names to (method, format) by regular expression, first match wins, so one
+// calibration run can give every linear its own method and format (the CLI's --tensor-format).
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <utility>
+#include <vector>
+
+
+// ---- begin lowbit/calib/hessian.hpp ----
+// The proxy Hessian of a linear layer's reconstruction error: H = XᵀX over every calibration row X
+// that enters the layer. GPTQ, AutoClip and AQLM all score a quantized weight Ŵ by
+// tr((W − Ŵ) H (W − Ŵ)ᵀ), so the pipeline accumulates one H per distinct linear input (q/k/v share
+// one, gate/up share one). Each batch's XᵀX is formed by a float rank-k update (half the FLOPs of a
+// GEMM) and then added into a double-precision running sum, so millions of rows lose no precision.
+
+#include <Eigen/Dense>
+#include <cstdint>
+#include <string>
+
+
+namespace lowbit::calib {
+
+class HessianAccumulator {
+ public:
+  HessianAccumulator() = default;
+  explicit HessianAccumulator(index_t features) { reset(features); }
+
+  void reset(index_t features) {
+    LOWBIT_CHECK(features > 0, "HessianAccumulator: feature count must be positive, got ", features);
+    features_ = features;
+    sum_.setZero(features, features);
+    rows_ = 0;
+  }
+
+  // Adds XᵀX for a batch X [n, features] (row-major, any row stride).
+  void add(MatrixView<const float> X) {
+    LOWBIT_CHECK(X.cols() == features_, "HessianAccumulator: batch has ", X.cols(),
+                 " features, expected ", features_);
+    if (X.rows() == 0) return;
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> x(X.data, X.rows(), X.cols(),
+                                                         Eigen::OuterStride<>(X.row_stride()));
+    Eigen::MatrixXf batch = Eigen::MatrixXf::Zero(features_, features_);
+    batch.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
+    // Only the lower triangle was written; mirror it while widening to double.
+    for (index_t j = 0; j < features_; ++j)
+      for (index_t i = j; i < features_; ++i) {
+        const double v = batch(i, j);
+        sum_(i, j) += v;
+        if (i != j) sum_(j, i) += v;
+      }
+    rows_ += X.rows();
+  }
+
+  // Adds another accumulator's rows (e.g. from a second thread or a resumed shard).
+  void merge(const HessianAccumulator& other) {
+    LOWBIT_CHECK(other.features_ == features_, "HessianAccumulator: cannot merge ", other.features_,
+                 " features into ", features_);
+    sum_ += other.sum_;
+    rows_ += other.rows_;
+  }
+
+  index_t features() const { return features_; }
+  std::int64_t rows() const { return rows_; }
+  // Σ xᵀx over all rows seen, [features, features], exactly symmetric.
+  const Eigen::MatrixXd& sum() const { return sum_; }
+  // H = 2/n · XᵀX as in GPTQ (the scale cancels in every argmin; it fixes what "percdamp" means).
+  Eigen::MatrixXd gptq_hessian() const {
+    LOWBIT_CHECK(rows_ > 0, "HessianAccumulator: no calibration rows were added");
+    return sum_ * (2.0 / static_cast<double>(rows_));
+  }
+
+ private:
+  index_t features_ = 0;
+  Eigen::MatrixXd sum_;
+  std::int64_t rows_ = 0;
+};
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/hessian.hpp ----
+
+namespace lowbit::calib {
+
+// Which input a linear reads; q/k/v share attn_in, gate/up share ffn_in.
+enum class LinearInput { AttnIn = 0, AttnOut = 1, FfnIn = 2, FfnHidden = 3 };
+inline LinearInput input_of(nn::LinearRole r) {
+  switch (r) {
+    case nn::LinearRole::Q:
+    case nn::LinearRole::K:
+    case nn::LinearRole::V: return LinearInput::AttnIn;
+    case nn::LinearRole::O: return LinearInput::AttnOut;
+    case nn::LinearRole::Gate:
+    case nn::LinearRole::Up: return LinearInput::FfnIn;
+    case nn::LinearRole::Down: return LinearInput::FfnHidden;
+  }
+  return LinearInput::AttnIn;
+}
+
+struct LinearJob {
+  int layer = 0;
+  nn::LinearRole role = nn::LinearRole::Q;
+  std::string name;                             // canonical tensor name, e.g. "layers.3.attention.wq"
+  std::string format;                           // the format to produce, a registered descriptor
+  MatrixView<const float> weight;               // FP weight [out, in]
+  const HessianAccumulator* hessian = nullptr;  // XᵀX of this linear's effective input (when requested)
+  MatrixView<const float> sample_inputs;        // sampled effective input rows [S, in] (when requested)
+  std::uint64_t seed = 0;                       // the run's seed
+};
+
+struct LinearOutcome {
+  nn::LinearPtr layer;
+  nlohmann::json stats = nlohmann::json::object();
+};
+
+// A per-linear quantization method. `accepts` is its capability: the formats it can fill (build it
+// with accepts_formats_where). `options` is everything in the method that changes the result: it goes
+// into the run fingerprint and the file's quantization_config.
+struct Method {
+  std::string name;
+  std::string capability;  // what `accepts` admits, for messages: "group-grid format"
+  std::function<bool(const std::string& format)> accepts;
+  bool needs_hessian = true;
+  bool needs_samples = false;
+  std::function<LinearOutcome(const LinearJob&)> run;
+  nlohmann::json options = nlohmann::json::object();
+  // Whether a finished block can be checkpointed in the run directory: false for a method whose layers
+  // stay in a trainable form after the block pass (their state is more than the packed form a block
+  // checkpoint stores), so a resumed run recomputes the block pass instead of reloading it.
+  bool block_checkpoints = true;
+};
+
+// The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
+// targets [nsamples·seqlen, dim]. Returns stats for the log (train/block_trainer.hpp fits here).
+struct BlockContext {
+  int layer = 0;
+  nn::Llama* model = nullptr;
+  MatrixView<const float> inputs;
+  MatrixView<const float> targets;
+  int nsamples = 0, seqlen = 0;
+  // With PipelineHooks::fp_stream: the FP model's own block inputs (the FP blocks applied to the FP
+  // stream from the embedding on) and the FP block's outputs on them; empty otherwise.
+  MatrixView<const float> fp_inputs;
+  MatrixView<const float> fp_targets;
+};
+using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
+
+// `accepts` for the registered formats that pass a capability filter (formats.hpp), e.g.
+// accepts_formats_where([]<class F>() { return GroupGridFormat<F>; }).
+template <class Filter>
+std::function<bool(const std::string&)> accepts_formats_where(Filter filter) {
+  const auto names = format_names(filter);
+  return [names](const std::string& format) {
+    for (const auto& n : names)
+      if (n == format) return true;
+    return false;
+  };
+}
+
+// ---- plans ----------------------------------------------------------------------------------------
+
+class QuantizationPlan {
+ public:
+  struct Rule {
+    std::string pattern;  // ECMAScript regex, searched in the canonical tensor name
+    Method method;
+    std::string format;
+  };
+
+  QuantizationPlan() = default;
+  // The plan that gives every linear the same method and format.
+  QuantizationPlan(Method method, std::string format) { add(".*", std::move(method), std::move(format)); }
+
+  // Appends a rule; checks that the pattern compiles, the format is registered and the method can
+  // produce it.
+  QuantizationPlan& add(std::string pattern, Method method, std::string format) {
+    std::regex re;
+    try {
+      re = std::regex(pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      fail("tensor pattern '", pattern, "' is not a valid regular expression (", e.what(), ")");
+    }
+    LOWBIT_CHECK(is_registered_format(format), "unknown format '", format, "' in the rule for '", pattern,
+                 "' (registered: ", lowbit::detail::joined(format_names()), ")");
+    LOWBIT_CHECK(!method.accepts || method.accepts(format), "method '", method.name, "' cannot produce format '",
+                 format, "' (it fills ", method.capability.empty() ? "other formats" : method.capability + "s",
+                 method.accepts ? ": " + accepted(method) : std::string(), ")");
+    rules_.push_back(Rule{std::move(pattern), std::move(method), std::move(format)});
+    regexes_.push_back(std::move(re));
+    return *this;
+  }
+
+  bool empty() const { return rules_.empty(); }
+  bool block_checkpoints() const {
+    return std::all_of(rules_.begin(), rules_.end(), [](const Rule& r) { return r.method.block_checkpoints; });
+  }
+  const std::vector<Rule>& rules() const { return rules_; }
+
+  // The first rule whose pattern occurs in `tensor` (e.g. "layers.3.feed_forward.w2").
+  const Rule& rule_for(const std::string& tensor) const {
+    for (std::size_t i = 0; i < rules_.size(); ++i)
+      if (std::regex_search(tensor, regexes_[i])) return rules_[i];
+    std::string patterns;
+    for (const auto& r : rules_) patterns += (patterns.empty() ? "" : ", ") + ("'" + r.pattern + "'");
+    fail("no tensor rule matches '", tensor, "' (rules: ", patterns.empty() ? std::string("none") : patterns,
+         "); add a catch-all rule such as '.*=gptq:uniform:4:128'");
+  }
+
+  // Everything that determines the result: the rules in order, with each method's options.
+  nlohmann::json to_json() const {
+    nlohmann::json rules = nlohmann::json::array();
+    for (const auto& r : rules_)
+      rules.push_back({{"pattern", r.pattern}, {"method", r.method.name}, {"format", r.format},
+                       {"options", r.method.options}});
+    return rules;
+  }
+
+ private:
+  static std::string accepted(const Method& m) {
+    std::string out;
+    for (const auto& f : format_names())
+      if (m.accepts(f)) out += (out.empty() ? "" : ", ") + f;
+    return out;
+  }
+
+  std::vector<Rule> rules_;
+  std::vector<std::regex> regexes_;
+};
+
+// Parses a rule "REGEX=METHOD:FORMAT" (the last '=' before the method splits; the format descriptor
+// keeps its own colons): returns {pattern, method, format}.
+struct RuleText {
+  std::string pattern, method, format;
+};
+inline RuleText parse_rule_text(const std::string& text) {
+  const auto eq = text.rfind('=');
+  LOWBIT_CHECK(eq != std::string::npos && eq > 0, "tensor rule '", text,
+               "': expected REGEX=METHOD:FORMAT, e.g. 'feed_forward\\.w2=gptq:uniform:4:128'");
+  const std::string rhs = text.substr(eq + 1);
+  const auto colon = rhs.find(':');
+  LOWBIT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < rhs.size(), "tensor rule '", text,
+               "': expected METHOD:FORMAT after '=', e.g. gptq:uniform:4:128");
+  return {text.substr(0, eq), rhs.substr(0, colon), rhs.substr(colon + 1)};
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/method.hpp ----
+
+// ---- begin lowbit/calib/pipeline.hpp ----
+// Block-by-block post-training calibration (DESIGN.md, "How data flows through a calibration run").
+// N seeded windows of L calibration tokens (calib/calibration_data.hpp) are embedded once; then for each
+// block:
+//   1. choose every linear's method and format from the plan (calib/method.hpp);
+//   2. run the FP block over the cached inputs, collecting what the chosen methods need: XᵀX of each
+//      distinct effective input, a strided sample of its rows, and the FP outputs;
+//   3. replace every linear by its method's result;
+//   4. optionally fine-tune the quantized block against the FP outputs (a hook, e.g. AQLM's);
+//   5. propagate the block's outputs to the next block;
+//   6. checkpoint the block and the activations in the run directory (calib/run_dir.hpp), so a killed
+//      run resumes exactly where it stopped.
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/calib/calibration_data.hpp ----
+// Calibration data: the seeded token windows a calibration run learns its statistics from, drawn the way
+// GPTQ's loaders draw them. Calibration text is never evaluation text (docs/evaluation.md).
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+// Draws `n` windows of `length` tokens (row-major [n, length]) the way GPTQ's loaders do: pick a random
+// document whose encoding is longer than the window, then a random start inside it. When no document is
+// long enough (e.g. one short text file), windows are cut from all documents joined with "\n\n".
+inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::string>& documents,
+                                                         const io::Tokenizer& tokenizer, int n, int length,
+                                                         std::uint64_t seed, const std::string& source = "calibration") {
+  LOWBIT_CHECK(n > 0 && length > 1, source, ": need a positive number of samples and a length > 1 (got ", n, " x ",
+               length, ")");
+  LOWBIT_CHECK(!documents.empty(), source, ": no documents");
+  Rng rng(seed);
+  std::vector<std::int32_t> out;
+  out.reserve(std::min<std::size_t>(static_cast<std::size_t>(n) * static_cast<std::size_t>(length), std::size_t{1} << 24));
+  std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
+  auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
+    auto it = cache.find(d);
+    if (it == cache.end()) it = cache.emplace(d, tokenizer.encode(documents[d], false)).first;
+    return it->second;
+  };
+  int drawn = 0;
+  const std::int64_t max_attempts = 64 * static_cast<std::int64_t>(n) + 1024;
+  for (std::int64_t attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
+    const auto d = static_cast<std::size_t>(rng.below(documents.size()));
+    const auto& ids = encoded(d);
+    if (static_cast<int>(ids.size()) <= length) continue;
+    const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
+    out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+               ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+    ++drawn;
+  }
+  if (drawn < n) {  // too few long documents: sample from the joined stream instead
+    std::string joined;
+    for (std::size_t d = 0; d < documents.size(); ++d) joined += (d ? "\n\n" : "") + documents[d];
+    const auto ids = tokenizer.encode(joined, false);
+    LOWBIT_CHECK(static_cast<int>(ids.size()) > length, source, ": only ", ids.size(),
+                 " tokens in total, fewer than one calibration window of ", length);
+    for (; drawn < n; ++drawn) {
+      const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
+      out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
+                 ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
+    }
+  }
+  return out;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/calibration_data.hpp ----
+
+// ---- begin lowbit/calib/group_methods.hpp ----
+// The group-grid calibration methods: RTN, GPTQ, AutoClip and AutoClip+GPTQ, for every registered
+// format with the GroupGridFormat capability (uniform and NF3 grids; format/concepts.hpp). AutoClip
+// (BitDistiller's clipping search) first shrinks each group's range against sampled inputs, then RTN or
+// GPTQ fills the grid. A BCQ format is a group grid too (its fit is the uniform grid), but its `rtn` is its
+// own default quantization, the greedy residual fit (quantizer/bcq.hpp).
+
+#include <algorithm>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+// ---- begin lowbit/calib/autoclip.hpp ----
+// AutoClip: BitDistiller's asymmetric extension of AWQ's clipping search (ALGORITHMS.md §2.2). For every
+// row and group it tries max' = max·(1 − i/n_grid), min' = min·(1 − j/n_grid) for i, j < n_grid·max_shrink,
+// clamps the group to [min', max'], fake-quantizes it with parameters fitted to that range, and keeps
+// the pair with the smallest mean squared error of the group's partial dot products Σ_k x_k w_k over
+// calibration tokens. That error equals dᵀ C_g d with d = w − Q(clamp(w)) and C_g = X_gᵀX_g / T, so the
+// search runs on the group's Gram block: one small GEMM per candidate instead of a pass over tokens.
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+struct AutoClipOptions {
+  int n_grid = 20;          // shrink step 1/n_grid
+  double max_shrink = 0.5;  // candidates i, j in [0, n_grid·max_shrink)
+};
+
+struct AutoClipStats {
+  double error_before = 0.0;  // Σ over rows and groups of the objective without clipping
+  double error_after = 0.0;   // the same with the chosen clip
+  index_t clipped_groups = 0; // (row, group) pairs whose best clip is not (0, 0)
+};
+
+// Gram matrix C = XᵀX / T of sampled input rows X [T, cols] (the AutoClip objective's metric).
+inline Eigen::MatrixXd gram_from_tokens(MatrixView<const float> X) {
+  LOWBIT_CHECK(X.rows() > 0, "autoclip: no calibration tokens were given");
+  Eigen::MatrixXd C = Eigen::MatrixXd::Zero(X.cols(), X.cols());
+  for (index_t t = 0; t < X.rows(); ++t) {
+    Eigen::Map<const Eigen::VectorXf> x(X.row(t), X.cols());
+    C.selfadjointView<Eigen::Lower>().rankUpdate(x.cast<double>());
+  }
+  C.triangularView<Eigen::StrictlyUpper>() = C.transpose();
+  return C / static_cast<double>(X.rows());
+}
+
+// The objective of one row segment: mean over tokens of (x_g·(w − ŵ))² = dᵀ C_g d.
+inline double partial_output_error(const float* w, const float* w_hat, index_t count,
+                                   const Eigen::Ref<const Eigen::MatrixXd>& C_group) {
+  Eigen::VectorXd d(count);
+  for (index_t k = 0; k < count; ++k) d(k) = static_cast<double>(w[k]) - static_cast<double>(w_hat[k]);
+  return d.dot(C_group * d);
+}
+
+// The range a group [lo0, hi0] has after clamping to [lo0·shrink_lo, hi0·shrink_hi]: the quantizer is
+// fitted to the clamped group's own min and max, exactly as BitDistiller re-fits after clamping.
+inline void clip_range(float lo0, float hi0, float shrink_lo, float shrink_hi, float& lo, float& hi) {
+  hi = std::clamp(hi0 * shrink_hi, lo0, hi0);
+  lo = std::clamp(lo0 * shrink_lo, lo0, hi);
+}
+
+// Searches the clip of every (row, group) of W [rows, cols] against C [cols, cols] (only its diagonal
+// group blocks are read) and clamps W in place to the chosen ranges.
+template <class Format>
+AutoClipStats autoclip_apply(MatrixView<float> W, const Eigen::MatrixXd& C, const AutoClipOptions& options = {}) {
+  using Grid = GroupGrid<Format>;
+  const index_t rows = W.rows(), cols = W.cols();
+  LOWBIT_CHECK(C.rows() == cols && C.cols() == cols, "autoclip: Gram matrix is ", C.rows(), "x", C.cols(),
+               ", expected ", cols, "x", cols);
+  LOWBIT_CHECK(options.n_grid > 0 && options.max_shrink >= 0 && options.max_shrink < 1,
+               "autoclip: n_grid must be positive and max_shrink in [0, 1)");
+  const index_t group = Grid::group_size(cols);
+  int steps = static_cast<int>(options.n_grid * options.max_shrink + 1e-9);
+  if (steps < 1) steps = 1;
+  AutoClipStats stats;
+
+  for (index_t c0 = 0; c0 < cols; c0 += group) {
+    const index_t count = std::min(group, cols - c0);
+    const Eigen::MatrixXf Cg = C.block(c0, c0, count, count).cast<float>();
+    std::vector<float> best_err(static_cast<std::size_t>(rows), std::numeric_limits<float>::infinity());
+    std::vector<float> no_clip_err(static_cast<std::size_t>(rows), 0.0f);
+    std::vector<float> best_lo(static_cast<std::size_t>(rows)), best_hi(static_cast<std::size_t>(rows));
+    std::vector<float> lo0(static_cast<std::size_t>(rows)), hi0(static_cast<std::size_t>(rows));
+    for (index_t r = 0; r < rows; ++r) {
+      const float* w = W.row(r) + c0;
+      lo0[r] = *std::min_element(w, w + count);
+      hi0[r] = *std::max_element(w, w + count);
+    }
+    Eigen::MatrixXf D(rows, count), DC(rows, count);
+    for (int i = 0; i < steps; ++i) {
+      for (int j = 0; j < steps; ++j) {
+        const float shrink_hi = 1.0f - static_cast<float>(i) / static_cast<float>(options.n_grid);
+        const float shrink_lo = 1.0f - static_cast<float>(j) / static_cast<float>(options.n_grid);
+        parallel_for(0, rows, [&](index_t r0, index_t r1) {
+          for (index_t r = r0; r < r1; ++r) {
+            const float* w = W.row(r) + c0;
+            float hi = 0, lo = 0;
+            clip_range(lo0[r], hi0[r], shrink_lo, shrink_hi, lo, hi);
+            const auto p = Grid::fit(lo, hi);
+            for (index_t k = 0; k < count; ++k) {
+              const float clamped = std::clamp(w[k], lo, hi);
+              D(r, k) = w[k] - Grid::decode(Grid::encode(clamped, p), p);
+            }
+          }
+        }, 64);
+        DC.noalias() = D * Cg;
+        for (index_t r = 0; r < rows; ++r) {
+          const float err = D.row(r).dot(DC.row(r));
+          if (i == 0 && j == 0) no_clip_err[r] = err;
+          if (err < best_err[r]) {  // strict: ties keep the smaller shrink
+            best_err[r] = err;
+            clip_range(lo0[r], hi0[r], shrink_lo, shrink_hi, best_lo[r], best_hi[r]);
+          }
+        }
+      }
+    }
+    for (index_t r = 0; r < rows; ++r) {
+      stats.error_before += no_clip_err[r];
+      stats.error_after += best_err[r];
+      if (best_hi[r] != hi0[r] || best_lo[r] != lo0[r]) {
+        ++stats.clipped_groups;
+        float* w = W.row(r) + c0;
+        for (index_t k = 0; k < count; ++k) w[k] = std::clamp(w[k], best_lo[r], best_hi[r]);
+      }
+    }
+  }
+  return stats;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/autoclip.hpp ----
+
+// ---- begin lowbit/calib/gptq.hpp ----
+// GPTQ (Frantar et al., ICLR 2023; IST-DASLab/gptq, ALGORITHMS.md §6.1): quantize the columns of W one
+// at a time and push each column's rounding error onto the columns not yet quantized, weighted by the
+// inverse Hessian, which minimizes tr(ΔW H ΔWᵀ) greedily. With U the upper Cholesky factor of H⁻¹,
+// column i's error e = (w_i − q_i)/U_ii updates W[:, j] −= e·U_ij for j > i. Updates inside a block of
+// columns are applied immediately; the rest of the matrix gets one GEMM per block ("lazy batch").
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+struct GptqOptions {
+  double percdamp = 0.01;   // dampening: H += percdamp · mean(diag H) · I
+  int block_size = 128;     // columns per lazy-update block (rounded up to a multiple of the group)
+  bool act_order = false;   // process columns by decreasing diag(H)
+  bool static_groups = false;  // fit every group's parameters from the unmodified W up front
+};
+
+struct GptqStats {
+  double proxy_loss = 0.0;  // Σ e² / 2 over all quantized entries, as GPTQ reports it
+  double damp = 0.0;        // the absolute dampening added to diag(H)
+  int dampening_retries = 0;
+  index_t dead_columns = 0;
+  bool forced_static_groups = false;  // act-order with groups needs static groups in this format
+};
+
+namespace detail {
+
+// Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU); dampening grows ×10 when H is not positive definite.
+inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp, GptqStats& stats) {
+  const index_t n = H.rows();
+  const double mean_diag = H.diagonal().mean();
+  double damp = percdamp * mean_diag;
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    Eigen::MatrixXd Hd = H;
+    Hd.diagonal().array() += damp;
+    Eigen::LLT<Eigen::MatrixXd> llt(Hd);
+    if (llt.info() == Eigen::Success) {
+      Eigen::MatrixXd Hinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
+      Hinv = 0.5 * (Hinv + Hinv.transpose());
+      Eigen::LLT<Eigen::MatrixXd> llt_inv(Hinv);
+      if (llt_inv.info() == Eigen::Success) {
+        stats.damp = damp;
+        return llt_inv.matrixU();
+      }
+    }
+    ++stats.dampening_retries;
+    damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(1.0, mean_diag);
+  }
+  fail("gptq: the Hessian (", n, "x", n, ") is not positive definite even with dampening ", damp,
+       "; the calibration data may be degenerate");
+}
+
+}  // namespace detail
+
+// Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
+// With `fixed_grid` (rows × groups-per-row parameters, row-major) the grid is given and GPTQ only chooses
+// the codes: every group keeps its parameters (static groups), e.g. BCQ's level tables in the
+// full-Hessian ALTERNATING of calib/bcq_hessian.hpp. `factor`, when given, is
+// detail::gptq_inverse_cholesky of H (columns in their own order, so no act-order; no zero diagonal), for
+// callers that quantize several times with one H.
+template <class Format>
+typename GroupGrid<Format>::Packed gptq_quantize(
+    MatrixView<const float> W_in, const Eigen::MatrixXd& H_in, const GptqOptions& options = {},
+    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr,
+    const Eigen::MatrixXd* factor = nullptr) {
+  using Grid = GroupGrid<Format>;
+  using Params = typename Grid::Params;
+  const index_t rows = W_in.rows(), cols = W_in.cols();
+  LOWBIT_CHECK(rows > 0 && cols > 0, "gptq: empty weight matrix ", rows, "x", cols);
+  LOWBIT_CHECK(H_in.rows() == cols && H_in.cols() == cols, "gptq: Hessian is ", H_in.rows(), "x", H_in.cols(),
+               ", expected ", cols, "x", cols, " for a weight with ", cols, " input features");
+  LOWBIT_CHECK(options.percdamp >= 0 && options.block_size > 0, "gptq: percdamp must be >= 0 and block_size > 0");
+  GptqStats stats;
+  const index_t group = Grid::group_size(cols);
+  const index_t groups_per_row = (cols + group - 1) / group;
+  const bool grouped = group < cols;
+  const bool static_groups = options.static_groups || (options.act_order && grouped) || fixed_grid != nullptr;
+  stats.forced_static_groups = static_groups && !options.static_groups && fixed_grid == nullptr;
+  LOWBIT_CHECK(!fixed_grid || fixed_grid->size() == static_cast<std::size_t>(rows * groups_per_row),
+               "gptq: the fixed grid has ", fixed_grid ? fixed_grid->size() : 0, " group parameters, expected ",
+               rows * groups_per_row);
+
+  Eigen::MatrixXd W(rows, cols);  // column-major: column updates are contiguous
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c) W(r, c) = W_in(r, c);
+  Eigen::MatrixXd H = H_in;
+
+  for (index_t c = 0; c < cols; ++c)
+    if (H(c, c) == 0.0) {  // a dead input: nothing to preserve, quantize zeros
+      H(c, c) = 1.0;
+      W.col(c).setZero();
+      ++stats.dead_columns;
+    }
+
+  auto packed = Grid::make(rows, cols);
+  // Parameters of group g of row r, in original column order.
+  std::vector<Params> params(static_cast<std::size_t>(rows * groups_per_row));
+  auto fit_group = [&](index_t g, index_t first_col, index_t count) {
+    for (index_t r = 0; r < rows; ++r) {
+      float lo = static_cast<float>(W(r, first_col)), hi = lo;
+      for (index_t c = first_col; c < first_col + count; ++c) {
+        lo = std::min(lo, static_cast<float>(W(r, c)));
+        hi = std::max(hi, static_cast<float>(W(r, c)));
+      }
+      params[static_cast<std::size_t>(r * groups_per_row + g)] = Grid::fit(lo, hi);
+    }
+  };
+  if (fixed_grid)
+    params = *fixed_grid;
+  else if (static_groups)
+    for (index_t g = 0; g < groups_per_row; ++g) fit_group(g, g * group, std::min(group, cols - g * group));
+
+  std::vector<index_t> perm(static_cast<std::size_t>(cols));
+  std::iota(perm.begin(), perm.end(), index_t{0});
+  if (options.act_order) {
+    std::stable_sort(perm.begin(), perm.end(), [&](index_t a, index_t b) { return H(a, a) > H(b, b); });
+    Eigen::MatrixXd Wp(rows, cols), Hp(cols, cols);
+    for (index_t j = 0; j < cols; ++j) {
+      Wp.col(j) = W.col(perm[j]);
+      for (index_t i = 0; i < cols; ++i) Hp(i, j) = H(perm[i], perm[j]);
+    }
+    W.swap(Wp);
+    H.swap(Hp);
+  }
+
+  LOWBIT_CHECK(!factor || (!options.act_order && factor->rows() == cols && factor->cols() == cols),
+               "gptq: a precomputed factor must be ", cols, "x", cols, " with the columns in their own order (no act-order)");
+  Eigen::MatrixXd own;
+  if (!factor) own = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
+  const Eigen::MatrixXd& U = factor ? *factor : own;
+
+  // Blocks hold whole groups so a group's parameters are fitted from fully updated columns.
+  index_t block = options.block_size;
+  if (grouped && !static_groups) block = std::max<index_t>(1, (block + group - 1) / group) * group;
+
+  Eigen::MatrixXd E(rows, block);
+  for (index_t i1 = 0; i1 < cols; i1 += block) {
+    const index_t i2 = std::min(cols, i1 + block), count = i2 - i1;
+    for (index_t i = 0; i < count; ++i) {
+      const index_t j = i1 + i;         // position in processing order
+      const index_t original = perm[static_cast<std::size_t>(j)];
+      const index_t g = original / group;
+      if (!static_groups && j % group == 0) fit_group(g, j, std::min(group, cols - j));
+      const double d = U(j, j);
+      for (index_t r = 0; r < rows; ++r) {
+        const Params& p = params[static_cast<std::size_t>(r * groups_per_row + g)];
+        const float w = static_cast<float>(W(r, j));
+        const std::uint32_t code = Grid::encode(w, p);
+        Grid::set_code(packed, r, original, code);
+        const double err = (W(r, j) - static_cast<double>(Grid::decode(code, p))) / d;
+        E(r, i) = err;
+        stats.proxy_loss += 0.5 * err * err;
+      }
+      if (i + 1 < count)
+        W.block(0, j + 1, rows, count - i - 1).noalias() -=
+            E.col(i) * U.row(j).segment(j + 1, count - i - 1);
+    }
+    if (i2 < cols) W.rightCols(cols - i2).noalias() -= E.leftCols(count) * U.block(i1, i2, count, cols - i2);
+  }
+
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t g = 0; g < groups_per_row; ++g)
+      Grid::set_params(packed, r, g, params[static_cast<std::size_t>(r * groups_per_row + g)]);
+  if (stats_out) *stats_out = stats;
+  return packed;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/gptq.hpp ----
+
+namespace lowbit::calib {
+
+struct GroupMethodOptions {
+  GptqOptions gptq;
+  AutoClipOptions autoclip;
+  bool autoclip_qk = false;  // BitDistiller skips q/k projections
+
+  // What changes the result of `method` (unused knobs are left out, so they do not split fingerprints).
+  nlohmann::json to_json(const std::string& method) const {
+    nlohmann::json j = nlohmann::json::object();
+    if (method == "gptq" || method == "autoclip+gptq") {
+      j["damp"] = gptq.percdamp;
+      j["gptq_block_size"] = gptq.block_size;
+      j["act_order"] = gptq.act_order;
+      j["static_groups"] = gptq.static_groups;
+    }
+    if (method == "autoclip" || method == "autoclip+gptq") {
+      j["autoclip_n_grid"] = autoclip.n_grid;
+      j["autoclip_max_shrink"] = autoclip.max_shrink;
+      j["autoclip_qk"] = autoclip_qk;
+    }
+    return j;
+  }
+};
+
+inline constexpr auto group_grid_formats = []<class F>() { return GroupGridFormat<F>; };
+
+namespace detail {
+
+// The job's weight, clamped to AutoClip's ranges when `method` clips (q/k projections skipped unless asked);
+// the search's errors go to `stats`.
+template <class Format>
+std::vector<float> clipped_weight(const std::string& method, const GroupMethodOptions& o, const LinearJob& job,
+                                  nlohmann::json& stats) {
+  const index_t rows = job.weight.rows(), cols = job.weight.cols();
+  std::vector<float> W(static_cast<std::size_t>(rows * cols));
+  for (index_t r = 0; r < rows; ++r) std::copy_n(job.weight.row(r), cols, W.data() + r * cols);
+  const bool clip = method == "autoclip" || method == "autoclip+gptq";
+  const bool skip_clip = !o.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
+  if (clip && !skip_clip) {
+    LOWBIT_CHECK(job.sample_inputs.rows() > 0, job.name, ": autoclip needs sampled inputs");
+    const auto C = gram_from_tokens(job.sample_inputs);
+    const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, o.autoclip);
+    stats["autoclip_error_before"] = s.error_before;
+    stats["autoclip_error_after"] = s.error_after;
+    stats["autoclip_clipped_groups"] = s.clipped_groups;
+  }
+  return W;
+}
+
+template <class Format>
+LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
+  const index_t rows = job.weight.rows(), cols = job.weight.cols();
+  LinearOutcome out;
+  const std::vector<float> W = clipped_weight<Format>(method, o, job, out.stats);
+  const MatrixView<const float> Wv(W.data(), rows, cols);
+  if (method == "gptq" || method == "autoclip+gptq") {
+    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");
+    GptqStats s;
+    auto packed = gptq_quantize<Format>(Wv, job.hessian->gptq_hessian(), o.gptq, &s);
+    out.stats["gptq_proxy_loss"] = s.proxy_loss;
+    out.stats["dead_columns"] = s.dead_columns;
+    if (s.dampening_retries) out.stats["dampening_retries"] = s.dampening_retries;
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
+  } else if constexpr (BCQFormat<Format>) {
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(
+        method == "rtn" ? Quantizer<Format>::quantize(Wv) : rtn_quantize<Format>(Wv));
+  } else {
+    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(rtn_quantize<Format>(Wv));
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// `method` is rtn, gptq, autoclip or autoclip+gptq.
+inline Method group_method(const std::string& method, const GroupMethodOptions& options = {}) {
+  LOWBIT_CHECK(method == "rtn" || method == "gptq" || method == "autoclip" || method == "autoclip+gptq",
+               "unknown calibration method '", method, "' (known: rtn, gptq, autoclip, autoclip+gptq)");
+  Method m;
+  m.name = method;
+  m.capability = "group-grid format";
+  m.accepts = accepts_formats_where(group_grid_formats);
+  m.needs_hessian = method == "gptq" || method == "autoclip+gptq";
+  m.needs_samples = method == "autoclip" || method == "autoclip+gptq";
+  m.options = options.to_json(method);
+  m.run = [method, options](const LinearJob& job) {
+    return visit_format_if(
+        job.format, group_grid_formats,
+        [&]<class F>(FormatTag<F>) { return detail::run_group_method<F>(method, options, job); },
+        "group-grid format");
+  };
+  return m;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/group_methods.hpp ----
+
+// ---- begin lowbit/calib/memory_estimate.hpp ----
+// What a calibration run will hold in memory, estimated from the model shape and the run's settings
+// before it starts (printed, and compared with the measured peak in the report).
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+
+namespace lowbit::calib {
+
+struct MemoryEstimate {
+  double model_mib = 0, activations_mib = 0, statistics_mib = 0, workspace_mib = 0;
+  double total_mib() const { return model_mib + activations_mib + statistics_mib + workspace_mib; }
+  std::string describe() const {
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "memory estimate: %.0f MiB (model %.0f, cached activations %.0f, Hessians/samples %.0f, "
+                  "block workspace %.0f)",
+                  total_mib(), model_mib, activations_mib, statistics_mib, workspace_mib);
+    return buf;
+  }
+};
+
+// nsamples x seqlen calibration tokens, `sample_tokens` sampled rows per input (0 when no method needs
+// samples), `batch_sequences` per block forward; targets are kept when a fine-tune step or FP
+// propagation needs the FP block outputs.
+inline MemoryEstimate estimate_memory(const nn::ModelConfig& c, int nsamples, int seqlen, int sample_tokens,
+                                      int batch_sequences, bool needs_targets) {
+  constexpr double MiB = 1024.0 * 1024.0;
+  const double dim = c.dim, hid = c.hidden_dim, qdim = double(c.n_heads) * c.head_dim(), kv = c.kv_dim();
+  const double per_block = dim * (qdim + 2 * kv) + qdim * dim + 3 * dim * hid;
+  MemoryEstimate m;
+  m.model_mib = 4.0 * (per_block * c.n_layers + double(c.vocab_size) * dim * (c.tied_embeddings ? 1 : 2)) / MiB;
+  const double tokens = double(nsamples) * seqlen;
+  m.activations_mib = 4.0 * tokens * dim * (needs_targets ? 2 : 1) / MiB;
+  m.statistics_mib = (8.0 + 4.0) * (2 * dim * dim + qdim * qdim + hid * hid) / MiB +
+                     4.0 * sample_tokens * (2 * dim + qdim + hid) / MiB;
+  const double batch_tokens = double(std::min(batch_sequences, nsamples)) * seqlen;
+  // block workspace + taps: norms, q/k/v, attention out, gate/up/hidden, per-head scores
+  m.workspace_mib = 4.0 * batch_tokens * (2 * (3 * dim + qdim + 2 * kv + 3 * hid) + c.n_heads * double(seqlen)) / MiB;
+  return m;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/memory_estimate.hpp ----
+
+// ---- begin lowbit/calib/run_dir.hpp ----
+// The run directory of a resumable calibration: a fingerprint of everything that determines the result
+// (refused when a different run wants to reuse the folder, with the differing keys listed), one
+// checkpoint per finished block (io/quantized_model.hpp's block checkpoints), and the activations that
+// feed the next block, each written atomically (core/atomic_file.hpp) and checksummed, so a killed run
+// resumes exactly where it stopped and ends byte-identical to an uninterrupted one.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+
+namespace lowbit::calib {
+
+class CheckpointDir {
+ public:
+  CheckpointDir() = default;
+  explicit CheckpointDir(std::string dir) : dir_(std::move(dir)) {}
+  bool enabled() const { return !dir_.empty(); }
+  std::string block_path(int layer) const {
+    char name[64];
+    std::snprintf(name, sizeof name, "block_%03d.safetensors", layer);
+    return (std::filesystem::path(dir_) / name).string();
+  }
+  // The quantized model's block inputs, and (when a method keeps it) the FP model's own stream.
+  std::string state_path(const std::string& name = "activations") const {
+    return (std::filesystem::path(dir_) / (name + ".bin")).string();
+  }
+  std::string fingerprint_path() const { return (std::filesystem::path(dir_) / "fingerprint.json").string(); }
+
+  // Creates the directory and records the fingerprint, or checks it against an existing run.
+  void open(const nlohmann::json& fingerprint) {
+    std::filesystem::create_directories(dir_);
+    const auto path = fingerprint_path();
+    if (std::filesystem::exists(path)) {
+      std::ifstream in(path);
+      nlohmann::json existing;
+      try {
+        existing = nlohmann::json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        fail("run directory ", dir_, ": ", path, " is not valid JSON (", e.what(), ")");
+      }
+      if (existing != fingerprint) {
+        std::string diffs;
+        for (auto& [key, value] : fingerprint.items())
+          if (!existing.contains(key) || existing[key] != value)
+            diffs += "\n  " + key + ": run has " + (existing.contains(key) ? existing[key].dump() : "nothing") +
+                     ", this invocation has " + value.dump();
+        fail("run directory ", dir_, " belongs to a different calibration run; refusing to resume.", diffs,
+             "\nUse a fresh --run-dir (or delete this one) to start over.");
+      }
+      return;
+    }
+    write_file_atomically(path, fingerprint.dump(2) + "\n");
+  }
+
+  // The activations after block `layer` (inputs of layer + 1), [tokens, dim] float32.
+  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim,
+                  const std::string& name = "activations") const {
+    std::string bytes;
+    const std::uint64_t header[4] = {0x54434b504c42574cULL /* "LWBLPKCT" */, static_cast<std::uint64_t>(next_layer),
+                                     static_cast<std::uint64_t>(tokens), static_cast<std::uint64_t>(dim)};
+    bytes.append(reinterpret_cast<const char*>(header), sizeof header);
+    bytes.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
+    const std::uint64_t check = fnv1a64(bytes.data(), bytes.size());
+    bytes.append(reinterpret_cast<const char*>(&check), sizeof check);
+    write_file_atomically(state_path(name), bytes);
+  }
+
+  // Returns the next layer to calibrate (0 when there is nothing to resume) and fills x.
+  int load_state(std::vector<float>& x, index_t tokens, index_t dim, const std::string& name = "activations") const {
+    const auto path = state_path(name);
+    if (!std::filesystem::exists(path)) return 0;
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::size_t expected = 32 + static_cast<std::size_t>(tokens * dim) * sizeof(float) + 8;
+    LOWBIT_CHECK(bytes.size() == expected, path, ": checkpoint has ", bytes.size(), " bytes, expected ", expected,
+                 " (truncated or from another configuration)");
+    std::uint64_t header[4], check;
+    std::memcpy(header, bytes.data(), sizeof header);
+    std::memcpy(&check, bytes.data() + bytes.size() - 8, 8);
+    LOWBIT_CHECK(header[0] == 0x54434b504c42574cULL, path, ": not a lowbit activation checkpoint");
+    LOWBIT_CHECK(fnv1a64(bytes.data(), bytes.size() - 8) == check, path, ": checksum mismatch (corrupted checkpoint)");
+    LOWBIT_CHECK(header[2] == static_cast<std::uint64_t>(tokens) && header[3] == static_cast<std::uint64_t>(dim), path,
+                 ": activations are ", header[2], "x", header[3], ", expected ", tokens, "x", dim);
+    x.resize(static_cast<std::size_t>(tokens * dim));
+    std::memcpy(x.data(), bytes.data() + 32, x.size() * sizeof(float));
+    return static_cast<int>(header[1]);
+  }
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/run_dir.hpp ----
+
+namespace lowbit::calib {
+
+// ---- configuration ------------------------------------------------------------------------------
+
+// Settings of the pipeline itself; methods carry their own options (calib/method.hpp).
+struct CalibrationConfig {
+  std::string method = "gptq";           // the single-method plan of calibrate_model(..., const Method&, ...)
+  std::string format = "uniform:4:128";  // and its format (a registered descriptor)
+  int nsamples = 128;                    // calibration sequences
+  int seqlen = 512;                      // tokens per sequence
+  std::uint64_t seed = 0;
+  int sample_tokens = 512;           // sampled rows per linear input for methods that need samples (AutoClip)
+  bool propagate_quantized = true;   // next block sees the quantized block's outputs (GPTQ) or FP ones
+  int batch_sequences = 8;           // sequences per block forward (speed only)
+  bool quiet = false;
+
+  // Everything in the pipeline that changes the result (with the plan: the fingerprint and the file's
+  // quantization_config).
+  nlohmann::json to_json() const {
+    return {{"nsamples", nsamples},
+            {"seqlen", seqlen},
+            {"seed", seed},
+            {"sample_tokens", sample_tokens},
+            {"propagate", propagate_quantized ? "quantized" : "fp"}};
+  }
+};
+
+struct CalibrationReport {
+  double seconds = 0;
+  double peak_rss_mib = 0;
+  MemoryEstimate estimate;
+  int resumed_from_layer = 0;
+  nlohmann::json per_linear = nlohmann::json::object();  // name -> stats (this process's linears)
+  nlohmann::json to_json() const {
+    return {{"seconds", seconds},
+            {"peak_rss_mib", peak_rss_mib},
+            {"memory_estimate_mib", estimate.total_mib()},
+            {"resumed_from_layer", resumed_from_layer},
+            {"per_linear", per_linear}};
+  }
+};
+
+struct PipelineHooks {
+  BlockFinetune finetune;  // optional block fine-tune after the linears were replaced
+  // Keep the FP model's activation stream beside the quantized one and hand it to `finetune`
+  // (BlockContext::fp_inputs/fp_targets; UniQuanF's QDrop-style mix needs it): one more FP block forward
+  // and two more [tokens, dim] buffers; checkpointed with the run.
+  bool fp_stream = false;
+  // Called after each linear is replaced (layer, role); tests use it to interrupt a run.
+  std::function<void(int, nn::LinearRole)> after_linear;
+};
+
+// What a quantized file records about how it was made: the pipeline settings, the plan, and each
+// linear's method and format.
+inline nlohmann::json quantization_config(const CalibrationConfig& cfg, const QuantizationPlan& plan, const nn::Llama& model) {
+  nlohmann::json linears = nlohmann::json::object();
+  for (int l = 0; l < model.config().n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
+      const auto& rule = plan.rule_for(name);
+      linears[name] = {{"method", rule.method.name}, {"format", rule.format}};
+    }
+  return {{"pipeline", cfg.to_json()}, {"plan", plan.to_json()}, {"linears", linears}};
+}
+
+// ---- the pipeline -------------------------------------------------------------------------------
+
+namespace detail {
+
+// Statistics of one effective input: XᵀX and sampled rows [sample_rows, width].
+struct InputStatistics {
+  index_t width = 0;
+  bool hessian_wanted = false, samples_wanted = false;
+  HessianAccumulator hessian;
+  std::vector<float> samples;
+};
+
+// The linears of one block with their plan rules, and where each one's input statistics come from:
+// the four shared block inputs (attn_in, attn_out, ffn_in, ffn_hidden), or a source of its own when the
+// layer transforms its input (nn::Linear::transforms_input).
+struct BlockPlan {
+  std::array<const QuantizationPlan::Rule*, nn::kLinearRoles> rules{};
+  std::array<int, nn::kLinearRoles> source{};  // index into `sources`
+  std::vector<InputStatistics> sources;        // 4 shared, then one per transforming linear
+  bool needs_forward = false;
+
+  bool wants_taps() const {
+    for (const auto& s : sources)
+      if (s.hessian_wanted || s.samples_wanted) return true;
+    return false;
+  }
+};
+
+inline BlockPlan plan_block(const nn::Llama& model, int layer, const QuantizationPlan& plan, index_t sample_rows,
+                            bool needs_targets) {
+  const auto& mc = model.config();
+  const index_t widths[4] = {mc.dim, static_cast<index_t>(mc.n_heads) * mc.head_dim(), mc.dim, mc.hidden_dim};
+  BlockPlan b;
+  b.sources.resize(4);
+  for (int k = 0; k < 4; ++k) b.sources[static_cast<std::size_t>(k)].width = widths[k];
+  for (auto role : nn::kAllLinearRoles) {
+    const auto r = static_cast<std::size_t>(role);
+    b.rules[r] = &plan.rule_for(nn::ModelWeights::layer_name(layer, nn::linear_role_name(role)));
+    int source = static_cast<int>(input_of(role));
+    if (model.linear(layer, role).transforms_input()) {
+      b.sources.push_back(InputStatistics{});
+      b.sources.back().width = widths[source];
+      source = static_cast<int>(b.sources.size()) - 1;
+    }
+    b.source[r] = source;
+    auto& s = b.sources[static_cast<std::size_t>(source)];
+    s.hessian_wanted = s.hessian_wanted || b.rules[r]->method.needs_hessian;
+    s.samples_wanted = s.samples_wanted || (b.rules[r]->method.needs_samples && sample_rows > 0);
+  }
+  for (auto& s : b.sources) {
+    if (s.hessian_wanted) s.hessian.reset(s.width);
+    if (s.samples_wanted) s.samples.assign(static_cast<std::size_t>(sample_rows * s.width), 0.0f);
+  }
+  b.needs_forward = b.wants_taps() || needs_targets;
+  return b;
+}
+
+// Step 2: FP block over the cached inputs x [N·L, dim]; fills the statistics and (when `targets` is not
+// null) the FP outputs.
+inline void collect_statistics(nn::Llama& model, int layer, const std::vector<float>& x, int N, int L, int batch,
+                               index_t sample_rows, BlockPlan& b, std::vector<float>* targets) {
+  const int dim = model.config().dim;
+  const index_t n_tok = static_cast<index_t>(N) * L;
+  const index_t sample_step = sample_rows > 0 ? n_tok / sample_rows : 1;
+  const bool want_taps = b.wants_taps();
+  nn::BlockTaps taps;
+  std::vector<float> work, effective;
+  for (int s0 = 0; b.needs_forward && s0 < N; s0 += batch) {
+    const int B = std::min(batch, N - s0);
+    const index_t row0 = static_cast<index_t>(s0) * L, rows = static_cast<index_t>(B) * L;
+    work.assign(x.begin() + row0 * dim, x.begin() + (row0 + rows) * dim);
+    model.block_forward(layer, work.data(), B, L, want_taps ? &taps : nullptr);
+    if (targets) std::copy(work.begin(), work.end(), targets->begin() + row0 * dim);
+    if (!want_taps) continue;
+    const std::vector<float>* tapped[4] = {&taps.attn_in, &taps.attn_out, &taps.ffn_in, &taps.ffn_hidden};
+    for (std::size_t src = 0; src < b.sources.size(); ++src) {
+      auto& s = b.sources[src];
+      if (!s.hessian_wanted && !s.samples_wanted) continue;
+      // the tapped block input this source reads, transformed by its layer when it has one of its own
+      int k = static_cast<int>(src);
+      const nn::Linear* transform = nullptr;
+      if (src >= 4)
+        for (auto role : nn::kAllLinearRoles)
+          if (b.source[static_cast<std::size_t>(role)] == static_cast<int>(src)) {
+            k = static_cast<int>(input_of(role));
+            transform = &model.linear(layer, role);
+          }
+      const auto& raw = *tapped[k];
+      LOWBIT_CHECK(static_cast<index_t>(raw.size()) == rows * s.width, "calibrate: block ", layer, " tap ", k, " holds ",
+                   raw.size(), " values, expected ", rows * s.width);
+      MatrixView<const float> X(raw.data(), rows, s.width);
+      if (transform) {
+        effective.resize(raw.size());
+        transform->effective_input(X, MatrixView<float>(effective.data(), rows, s.width));
+        X = MatrixView<const float>(effective.data(), rows, s.width);
+      }
+      if (s.hessian_wanted) s.hessian.add(X);
+      if (s.samples_wanted)
+        for (index_t i = 0; i < sample_rows; ++i) {
+          const index_t global = i * sample_step;
+          if (global >= row0 && global < row0 + rows)
+            std::copy_n(X.row(global - row0), s.width, s.samples.data() + i * s.width);
+        }
+    }
+  }
+}
+
+// Step 3: replaces every linear of the block by its method's result.
+inline void replace_linears(nn::Llama& model, int layer, const BlockPlan& b, index_t sample_rows,
+                            const CalibrationConfig& cfg, CalibrationReport& report, const PipelineHooks& hooks) {
+  const int n_layers = model.config().n_layers;
+  for (auto role : nn::kAllLinearRoles) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = static_cast<std::size_t>(role);
+    const auto& rule = *b.rules[r];
+    const auto& stats = b.sources[static_cast<std::size_t>(b.source[r])];
+    auto& current = model.linear(layer, role);
+    const index_t out = current.out_features(), in = current.in_features();
+    std::vector<float> W(static_cast<std::size_t>(out * in));
+    current.dequantize(MatrixView<float>(W.data(), out, in));
+    LinearJob job;
+    job.layer = layer;
+    job.role = role;
+    job.name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
+    job.format = rule.format;
+    job.weight = MatrixView<const float>(W.data(), out, in);
+    job.hessian = rule.method.needs_hessian ? &stats.hessian : nullptr;
+    job.sample_inputs = stats.samples_wanted ? MatrixView<const float>(stats.samples.data(), sample_rows, in)
+                                             : MatrixView<const float>();
+    job.seed = cfg.seed;
+    LinearOutcome result = rule.method.run(job);
+    LOWBIT_CHECK(result.layer != nullptr, job.name, ": method '", rule.method.name, "' returned no layer");
+    LOWBIT_CHECK(result.layer->format() == rule.format, job.name, ": method '", rule.method.name, "' produced format '",
+                 result.layer->format(), "', the plan asked for '", rule.format, "'");
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.stats["seconds"] = secs;
+    result.stats["method"] = rule.method.name;
+    result.stats["format"] = result.layer->format();
+    result.stats["bits_per_weight"] = result.layer->bits_per_weight();
+    if (!cfg.quiet) {
+      std::string extra;
+      if (result.stats.contains("gptq_proxy_loss"))
+        extra += " gptq-loss " + std::to_string(result.stats["gptq_proxy_loss"].get<double>());
+      if (result.stats.contains("autoclip_clipped_groups"))
+        extra += " clipped " + std::to_string(result.stats["autoclip_clipped_groups"].get<index_t>()) + " groups";
+      std::fprintf(stderr, "[calibrate] block %d/%d %-22s %s %s%s (%.2fs)\n", layer + 1, n_layers,
+                   nn::linear_role_name(role), rule.method.name.c_str(), result.layer->format().c_str(), extra.c_str(),
+                   secs);
+    }
+    report.per_linear[job.name] = result.stats;
+    model.set_linear(layer, role, std::move(result.layer));
+    if (hooks.after_linear) hooks.after_linear(layer, role);
+  }
+}
+
+}  // namespace detail
+
+// Calibrates every linear of `model` in place according to `plan`. `tokens` is [nsamples, seqlen];
+// `fingerprint` identifies the model file and calibration data (the configuration, plan and token
+// stream are added here); with a `run_dir` the run is checkpointed there and resumes from it.
+inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
+                                         const CalibrationConfig& cfg, const QuantizationPlan& plan,
+                                         nlohmann::json fingerprint = nlohmann::json::object(),
+                                         const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
+  const auto start_time = std::chrono::steady_clock::now();
+  const auto& mc = model.config();
+  const int N = cfg.nsamples, L = cfg.seqlen, dim = mc.dim;
+  const index_t n_tok = static_cast<index_t>(N) * L;
+  LOWBIT_CHECK(!plan.empty(), "calibrate: the quantization plan has no rules");
+  LOWBIT_CHECK(static_cast<index_t>(tokens.size()) == n_tok, "calibrate: got ", tokens.size(), " tokens, expected ",
+               N, " x ", L);
+  for (auto t : tokens)
+    LOWBIT_CHECK(t >= 0 && t < mc.vocab_size, "calibrate: token id ", t, " outside the vocabulary of ", mc.vocab_size);
+  bool any_samples = false, any_statistics = false;
+  for (const auto& r : plan.rules()) {
+    any_samples = any_samples || r.method.needs_samples;
+    any_statistics = any_statistics || r.method.needs_samples || r.method.needs_hessian;
+  }
+  const index_t sample_rows = any_samples ? std::min<index_t>(cfg.sample_tokens, n_tok) : 0;
+  const bool needs_targets = static_cast<bool>(hooks.finetune) || !cfg.propagate_quantized;
+  // A plan whose methods read no statistics (RTN alone) needs no block inputs at all.
+  const bool needs_inputs = any_statistics || needs_targets;
+
+  CalibrationReport report;
+  report.estimate = estimate_memory(mc, N, L, static_cast<int>(sample_rows), cfg.batch_sequences, needs_targets);
+  if (!cfg.quiet) std::fprintf(stderr, "[calibrate] %s\n", report.estimate.describe().c_str());
+
+  // Resume: the fingerprint must match; finished blocks are reloaded and the activations restored.
+  fingerprint["config"] = cfg.to_json();
+  fingerprint["plan"] = plan.to_json();
+  fingerprint["tokens"] =
+      hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
+  // A plan with a method whose layers stay trainable after the block pass keeps no block checkpoints.
+  CheckpointDir ckpt(plan.block_checkpoints() ? run_dir : std::string());
+  if (!run_dir.empty() && !plan.block_checkpoints() && !cfg.quiet)
+    std::fprintf(stderr, "[calibrate] note: the plan's layers stay trainable after this pass, so its blocks are not "
+                         "checkpointed in %s (a resumed run repeats this pass)\n", run_dir.c_str());
+  std::vector<float> x;  // [n_tok, dim] inputs of the current block
+  const bool fp_stream = hooks.fp_stream && static_cast<bool>(hooks.finetune);
+  std::vector<float> x_fp, targets_fp;  // the FP model's own stream (fp_stream)
+  int first_layer = 0;
+  if (fp_stream) fingerprint["fp_stream"] = true;
+  if (ckpt.enabled()) {
+    ckpt.open(fingerprint);
+    first_layer = ckpt.load_state(x, n_tok, dim);
+    if (fp_stream && first_layer > 0)
+      LOWBIT_CHECK(ckpt.load_state(x_fp, n_tok, dim, "activations_fp") == first_layer, run_dir,
+                   ": the FP activations do not point past the same block as the quantized ones");
+    for (int l = 0; l < first_layer; ++l) {
+      LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l, " but ",
+                   ckpt.block_path(l), " is missing");
+      io::load_block_checkpoint(ckpt.block_path(l), model, l);
+    }
+    if (first_layer > 0 && !cfg.quiet)
+      std::fprintf(stderr, "[calibrate] resuming %s at block %d/%d\n", run_dir.c_str(), first_layer, mc.n_layers);
+  }
+  report.resumed_from_layer = first_layer;
+  if (first_layer == 0) {
+    x.resize(static_cast<std::size_t>(n_tok * dim));
+    model.embed(tokens.data(), n_tok, x.data());
+    if (fp_stream) x_fp = x;
+  }
+
+  const int batch = std::max(1, std::min(cfg.batch_sequences, N));
+  std::vector<float> targets;
+  if (needs_targets) targets.resize(x.size());
+  Progress blocks("calibrate", mc.n_layers, "block", cfg.quiet, 0.0);
+  blocks.update(first_layer);
+  for (int layer = first_layer; layer < mc.n_layers; ++layer) {
+    const auto block_start = std::chrono::steady_clock::now();
+    // 1-2. methods and formats of the block's linears; the statistics they need and the FP outputs
+    auto b = detail::plan_block(model, layer, plan, sample_rows, needs_targets);
+    detail::collect_statistics(model, layer, x, N, L, batch, sample_rows, b, needs_targets ? &targets : nullptr);
+    if (fp_stream) {  // the FP block on the FP stream, before its linears are replaced
+      targets_fp = x_fp;
+      for (int s0 = 0; s0 < N; s0 += batch)
+        model.block_forward(layer, targets_fp.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L,
+                            nullptr);
+    }
+    // 3. replace every linear
+    detail::replace_linears(model, layer, b, sample_rows, cfg, report, hooks);
+    b.sources.clear();
+    // 4. optional fine-tune of the quantized block against the FP targets
+    if (hooks.finetune) {
+      BlockContext ctx{layer, &model, MatrixView<const float>(x.data(), n_tok, dim),
+                       MatrixView<const float>(targets.data(), n_tok, dim), N, L, {}, {}};
+      if (fp_stream) {
+        ctx.fp_inputs = MatrixView<const float>(x_fp.data(), n_tok, dim);
+        ctx.fp_targets = MatrixView<const float>(targets_fp.data(), n_tok, dim);
+      }
+      report.per_linear[nn::ModelWeights::layer_name(layer, "finetune")] = hooks.finetune(ctx);
+    }
+    // 5. next block's inputs
+    if (cfg.propagate_quantized) {
+      for (int s0 = 0; needs_inputs && s0 < N; s0 += batch)
+        model.block_forward(layer, x.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L, nullptr);
+    } else {
+      x.swap(targets);
+    }
+    for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
+    // 6. checkpoint: the block's layers first, then the activations that point past it
+    if (fp_stream) x_fp.swap(targets_fp);
+    if (ckpt.enabled()) {
+      io::save_block_checkpoint(ckpt.block_path(layer), model, layer);
+      if (fp_stream) ckpt.save_state(layer + 1, x_fp, n_tok, dim, "activations_fp");
+      ckpt.save_state(layer + 1, x, n_tok, dim);
+    }
+    const double block_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count();
+    char status[96];
+    std::snprintf(status, sizeof status, "block %.1fs, peak RSS %.0f MiB", block_secs, peak_rss_mib());
+    blocks.update(1, status);
+  }
+  blocks.finish();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  report.peak_rss_mib = peak_rss_mib();
+  if (!cfg.quiet)
+    std::fprintf(stderr, "[calibrate] done in %s, peak RSS %.0f MiB\n", format_duration(report.seconds).c_str(),
+                 report.peak_rss_mib);
+  return report;
+}
+
+// One method and format for every linear: the plan QuantizationPlan(method, cfg.format).
+inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
+                                         const CalibrationConfig& cfg, const Method& method,
+                                         nlohmann::json fingerprint = nlohmann::json::object(),
+                                         const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
+  return calibrate_model(model, tokens, cfg, QuantizationPlan(method, cfg.format), std::move(fingerprint), run_dir,
+                         hooks);
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/pipeline.hpp ----
+
+// ---- begin lowbit/calib/tables.hpp ----
+// The token table and the output head in a weight format. They hold a fifth of a small model's weights
+// (SmolLM2-135M: 28 M of 135 M, tied) and the head is read in full for every decoded token, so leaving
+// them in fp32 makes a "4-bit" file 10 bits per weight and spends a third of decoding on one fp32 GEMV.
+// Round-to-nearest is enough at 8 bits (the default, `kDefaultTableFormat`: one fp16 scale per row,
+// symmetric), and any registered format works; a tied model has one table, which is both.
+
+#include <string>
+
+
+namespace lowbit::calib {
+
+inline constexpr const char* kDefaultTableFormat = "uniform:8:row:sym";
+
+inline void check_table_format(const std::string& descriptor, const char* what) {
+  LOWBIT_CHECK(descriptor == "f32" || is_registered_format(descriptor), what, ": unknown format '", descriptor,
+               "' (f32, or a registered format: ", lowbit::detail::joined(format_names()), ")");
+}
+
+// Stores the token table in `table_format` and the head in `head_format` (RTN; "f32" keeps either in
+// fp32). On a tied model the two are one tensor: the formats must then be equal.
+inline void quantize_tables(nn::Llama& model, const std::string& table_format, const std::string& head_format) {
+  check_table_format(table_format, "token table");
+  check_table_format(head_format, "output head");
+  const auto& c = model.config();
+  if (c.tied_embeddings) {
+    LOWBIT_CHECK(table_format == head_format, model.source(), ": the token table is tied to the output head (one tensor), "
+                 "so it cannot be stored as both ", table_format, " and ", head_format);
+    if (head_format != "f32")
+      model.set_output_head(nn::make_rtn_linear(head_format, as_matrix(model.tok_embeddings(), c.vocab_size, c.dim)));
+    return;
+  }
+  if (head_format != "f32")
+    model.set_output_head(nn::make_rtn_linear(head_format, as_matrix(model.output_weight(), c.vocab_size, c.dim)));
+  if (table_format != "f32")
+    model.set_token_embedding(nn::make_rtn_linear(table_format, as_matrix(model.tok_embeddings(), c.vocab_size, c.dim)));
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/tables.hpp ----
+
+namespace lowbit::calib {
+
+// ---- candidates ---------------------------------------------------------------------------------
+
+struct Candidate {
+  std::string method;  // a calibration method name ("gptq"); "rtn" for the token table / head
+  std::string format;  // a registered format, or "f32" (tables only)
+  std::string label() const { return method + ":" + format; }
+  bool operator==(const Candidate&) const = default;
+};
+
+// "gptq:uniform:2:128,rtn:uniform:4:64" (comma-separated METHOD:FORMAT).
+inline std::vector<Candidate> parse_candidates(const std::string& text, const char* what) {
+  std::vector<Candidate> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto end = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, end - start);
+    const auto colon = item.find(':');
+    LOWBIT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < item.size(), what, ": '", item,
+                 "' is not METHOD:FORMAT (e.g. gptq:uniform:3:128)");
+    Candidate c{item.substr(0, colon), item.substr(colon + 1)};
+    LOWBIT_CHECK(c.format == "f32" || is_registered_format(c.format), what, ": unknown format '", c.format,
+                 "' (registered: ", lowbit::detail::joined(format_names()), ")");
+    LOWBIT_CHECK(std::find(out.begin(), out.end(), c) == out.end(), what, ": '", item, "' is listed twice");
+    out.push_back(std::move(c));
+    start = end + 1;
+  }
+  LOWBIT_CHECK(!out.empty(), what, ": no candidate");
+  return out;
+}
+
+// The group length (input columns per scale) a descriptor names, 0 for whole rows or none.
+inline index_t format_group_size(const std::string& descriptor) {
+  std::vector<std::string> f;
+  for (std::size_t s = 0, e; s <= descriptor.size(); s = e + 1) {
+    e = std::min(descriptor.find(':', s), descriptor.size());
+    f.push_back(descriptor.substr(s, e - s));
+  }
+  std::size_t field = 0;
+  if (f[0] == "uniform" || f[0] == "bcq") field = 2;
+  else if (f[0] == "nf3") field = 1;
+  else if (f[0] == "additive") field = 3;
+  if (field == 0 || field >= f.size() || f[field].empty() ||
+      !std::all_of(f[field].begin(), f[field].end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+    return 0;
+  return static_cast<index_t>(std::stoll(f[field]));
+}
+
+// A candidate cannot apply to a tensor whose rows are shorter than its groups.
+inline void check_candidate_fits(const Candidate& c, const std::string& tensor, index_t cols) {
+  const index_t g = format_group_size(c.format);
+  LOWBIT_CHECK(g <= cols, "candidate ", c.label(), " cannot apply to ", tensor, ": its groups of ", g,
+               " columns are longer than the tensor's rows of ", cols, " (use a smaller group size)");
+}
+
+// ---- the sensitivity table ----------------------------------------------------------------------
+
+inline constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
+
+struct SensitivityEntry {
+  std::uint64_t bytes = 0;        // the tensor's bytes in this candidate, as stored
+  double proxy = kNotMeasured;    // tr(ΔW·XᵀX·ΔWᵀ)/n: mean squared output error per token (linears)
+  double measured = kNotMeasured; // KL(FP ‖ FP with only this tensor quantized), nats per token
+  double predicted = 0;           // `measured`, or α·proxy
+};
+
+struct TensorSensitivity {
+  std::string name;  // "layers.3.attention.wq", or "tok_embeddings" / "output" for the tables
+  int layer = -1;    // -1 for a table
+  std::string role;  // "attention.wq" ... "feed_forward.w2", or "table" / "head"
+  index_t rows = 0, cols = 0;
+  double alpha = kNotMeasured;  // KL per unit of proxy, from the reference candidate
+  int reference = -1;           // the candidate whose KL was measured to fit alpha
+  std::vector<SensitivityEntry> entries;  // one per candidate of its kind (linear or table candidates)
+  bool is_table() const { return layer < 0; }
+};
+
+struct SensitivityTable {
+  nlohmann::json source = nlohmann::json::object();  // model, fingerprint, calibration settings
+  std::vector<Candidate> candidates;        // for the linears
+  std::vector<Candidate> table_candidates;  // for the token table / head (method "rtn")
+  std::vector<TensorSensitivity> tensors;   // linears in model order, then the table(s)
+  std::uint64_t norm_bytes = 0;             // fp32 norms: a fixed cost in the whole-model scope
+  double table_weights = 0;                 // weights of the token table and head (a tied table once)
+  bool tied = true;
+
+  const std::vector<Candidate>& candidates_of(const TensorSensitivity& t) const {
+    return t.is_table() ? table_candidates : candidates;
+  }
+  double linear_weights() const {
+    double n = 0;
+    for (const auto& t : tensors)
+      if (!t.is_table()) n += static_cast<double>(t.rows) * static_cast<double>(t.cols);
+    return n;
+  }
+  double all_weights() const {  // every weight as eval::model_storage counts it (a tied table once)
+    return static_cast<double>(norm_bytes) / 4.0 + table_weights + linear_weights();
+  }
+
+  nlohmann::json to_json() const {
+    auto cand = [](const std::vector<Candidate>& v) {
+      nlohmann::json a = nlohmann::json::array();
+      for (const auto& c : v) a.push_back(c.label());
+      return a;
+    };
+    auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+    nlohmann::json ts = nlohmann::json::array();
+    for (const auto& t : tensors) {
+      nlohmann::json es = nlohmann::json::array();
+      for (const auto& e : t.entries)
+        es.push_back({{"bytes", e.bytes}, {"proxy", num(e.proxy)}, {"measured_kl", num(e.measured)},
+                      {"predicted_kl", e.predicted}});
+      ts.push_back({{"name", t.name}, {"layer", t.layer}, {"role", t.role}, {"rows", t.rows}, {"cols", t.cols},
+                    {"alpha", num(t.alpha)}, {"reference", t.reference}, {"entries", es}});
+    }
+    return {{"kind", "lowbit-sensitivity"}, {"version", 1},  {"source", source},
+            {"candidates", cand(candidates)}, {"table_candidates", cand(table_candidates)},
+            {"norm_bytes", norm_bytes}, {"table_weights", table_weights}, {"tied", tied}, {"tensors", ts}};
+  }
+
+  static SensitivityTable from_json(const nlohmann::json& j, const std::string& where) {
+    try {
+      LOWBIT_CHECK(j.value("kind", std::string()) == "lowbit-sensitivity" && j.value("version", 0) == 1, where,
+                   ": not a lowbit sensitivity file (kind 'lowbit-sensitivity', version 1)");
+      SensitivityTable s;
+      s.source = j.at("source");
+      auto cand = [&](const char* key) {
+        std::string text;
+        for (const auto& c : j.at(key)) {
+          if (!text.empty()) text += ',';
+          text += c.get<std::string>();
+        }
+        return text.empty() ? std::vector<Candidate>{} : parse_candidates(text, key);
+      };
+      s.candidates = cand("candidates");
+      s.table_candidates = cand("table_candidates");
+      s.norm_bytes = j.at("norm_bytes").get<std::uint64_t>();
+      s.table_weights = j.at("table_weights").get<double>();
+      s.tied = j.at("tied").get<bool>();
+      auto num = [](const nlohmann::json& v) { return v.is_null() ? kNotMeasured : v.get<double>(); };
+      for (const auto& tj : j.at("tensors")) {
+        TensorSensitivity t;
+        t.name = tj.at("name").get<std::string>();
+        t.layer = tj.at("layer").get<int>();
+        t.role = tj.at("role").get<std::string>();
+        t.rows = tj.at("rows").get<index_t>();
+        t.cols = tj.at("cols").get<index_t>();
+        t.alpha = num(tj.at("alpha"));
+        t.reference = tj.at("reference").get<int>();
+        for (const auto& ej : tj.at("entries"))
+          t.entries.push_back({ej.at("bytes").get<std::uint64_t>(), num(ej.at("proxy")), num(ej.at("measured_kl")),
+                               ej.at("predicted_kl").get<double>()});
+        LOWBIT_CHECK(t.entries.size() == s.candidates_of(t).size(), where, ": tensor ", t.name, " has ",
+                     t.entries.size(), " entries for ", s.candidates_of(t).size(), " candidates");
+        for (const auto& e : t.entries)
+          LOWBIT_CHECK(std::isfinite(e.predicted) && e.predicted >= 0, where, ": tensor ", t.name,
+                       " has a negative or non-finite predicted KL");
+        s.tensors.push_back(std::move(t));
+      }
+      LOWBIT_CHECK(!s.tensors.empty(), where, ": no tensors");
+      return s;
+    } catch (const nlohmann::json::exception& e) {
+      fail(where, ": malformed sensitivity file (", e.what(), ")");
+    }
+  }
+};
+
+// ---- the KL probe -------------------------------------------------------------------------------
+
+// KL(FP ‖ model) over fixed calibration windows, from any block on: the FP inputs of every block and the
+// FP log-probabilities are computed once, so a model that differs from FP only from block b on runs
+// blocks b.. and the head (first_layer -1: from the embedding, for a changed token table).
+class KlProbe {
+ public:
+  KlProbe(nn::Llama& fp, std::vector<std::int32_t> tokens, int seqlen, int batch_sequences)
+      : tokens_(std::move(tokens)), T_(seqlen), dim_(fp.config().dim), V_(fp.config().vocab_size) {
+    LOWBIT_CHECK(seqlen > 0 && !tokens_.empty() && tokens_.size() % static_cast<std::size_t>(seqlen) == 0,
+                 "KL probe: ", tokens_.size(), " tokens are not whole windows of ", seqlen);
+    N_ = static_cast<int>(tokens_.size() / static_cast<std::size_t>(seqlen));
+    batch_ = std::max(1, std::min(batch_sequences, N_));
+    const index_t n = static_cast<index_t>(tokens_.size());
+    inputs_.resize(static_cast<std::size_t>(fp.config().n_layers));
+    std::vector<float> x(static_cast<std::size_t>(n * dim_));
+    fp.embed(tokens_.data(), n, x.data());
+    for (int l = 0; l < fp.config().n_layers; ++l) {
+      inputs_[static_cast<std::size_t>(l)] = x;
+      for_batches([&](int s0, int B) { fp.block_forward(l, x.data() + static_cast<index_t>(s0) * T_ * dim_, B, T_); });
+    }
+    reference_.resize(static_cast<std::size_t>(n * V_));
+    fp.head_forward(x.data(), n, reference_.data());
+    parallel_for(0, n, [&](index_t b, index_t e) {
+      for (index_t r = b; r < e; ++r) {
+        float* row = reference_.data() + r * V_;
+        const double lse = eval::log_sum_exp(row, static_cast<int>(V_));
+        for (index_t v = 0; v < V_; ++v) row[v] = static_cast<float>(row[v] - lse);
+      }
+    });
+  }
+
+  // Mean KL(FP ‖ model) per token; `model` must equal the FP model before block `first_layer`.
+  double kl(nn::Llama& model, int first_layer) {
+    const index_t n = static_cast<index_t>(tokens_.size());
+    double total = 0;
+    std::vector<float> x, logits;
+    for_batches([&](int s0, int B) {
+      const index_t rows = static_cast<index_t>(B) * T_, r0 = static_cast<index_t>(s0) * T_;
+      if (first_layer < 0) {
+        x.resize(static_cast<std::size_t>(rows * dim_));
+        model.embed(tokens_.data() + r0, rows, x.data());
+      } else {
+        const auto& in = inputs_[static_cast<std::size_t>(first_layer)];
+        x.assign(in.begin() + r0 * dim_, in.begin() + (r0 + rows) * dim_);
+      }
+      for (int l = std::max(0, first_layer); l < model.config().n_layers; ++l) model.block_forward(l, x.data(), B, T_);
+      logits.resize(static_cast<std::size_t>(rows * V_));
+      model.head_forward(x.data(), rows, logits.data());
+      std::vector<double> part(static_cast<std::size_t>(rows));
+      parallel_for(0, rows, [&](index_t b, index_t e) {
+        for (index_t r = b; r < e; ++r) {
+          const float* m = logits.data() + r * V_;
+          const float* ref = reference_.data() + (r0 + r) * V_;
+          const double lse = eval::log_sum_exp(m, static_cast<int>(V_));
+          double k = 0;
+          for (index_t v = 0; v < V_; ++v) k += std::exp(double(ref[v])) * (double(ref[v]) - (double(m[v]) - lse));
+          part[static_cast<std::size_t>(r)] = k;
+        }
+      });
+      for (double p : part) total += p;  // fixed order: independent of the thread count
+    });
+    return std::max(0.0, total / static_cast<double>(n));
+  }
+
+  index_t tokens() const { return static_cast<index_t>(tokens_.size()); }
+
+ private:
+  template <class Fn>
+  void for_batches(Fn&& fn) {
+    for (int s0 = 0; s0 < N_; s0 += batch_) fn(s0, std::min(batch_, N_ - s0));
+  }
+  std::vector<std::int32_t> tokens_;
+  int T_ = 0, N_ = 0, batch_ = 1;
+  index_t dim_ = 0, V_ = 0;
+  std::vector<std::vector<float>> inputs_;  // [layer] -> that block's FP input [n, dim]
+  std::vector<float> reference_;            // FP log-probabilities [n, V]
+};
+
+// tr(ΔW·S·ΔWᵀ)/rows with S = Σ xᵀx over `rows` input rows: the mean over tokens of ‖ΔW x‖².
+inline double output_error(MatrixView<const float> dW, const HessianAccumulator& h) {
+  LOWBIT_CHECK(dW.cols() == h.features() && h.rows() > 0, "output_error: ", dW.cols(), " columns against a ",
+               h.features(), "-feature Hessian of ", h.rows(), " rows");
+  const Eigen::MatrixXf S = h.sum().cast<float>();
+  Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0, Eigen::OuterStride<>> D(
+      dW.data, dW.rows(), dW.cols(), Eigen::OuterStride<>(dW.row_stride()));
+  const Eigen::MatrixXf DS = D * S;
+  return static_cast<double>(DS.cwiseProduct(D).sum()) / static_cast<double>(h.rows());
+}
+
+// ---- measuring ----------------------------------------------------------------------------------
+
+struct SensitivityOptions {
+  std::vector<std::pair<Candidate, Method>> candidates;  // linear candidates with their built methods
+  std::vector<std::string> table_formats;                // RTN formats for the token table / head ("f32" allowed)
+  bool measure_all = false;  // measure the KL of every candidate, not only the reference's
+  int kl_samples = 4;        // calibration windows the KL is measured on (the first ones drawn)
+  int kl_seqlen = 256;       // their length (a prefix of each window)
+  bool quiet = false;
+};
+
+// What the sensitivity pass leaves besides the table: every candidate layer, to measure whole plans.
+struct CandidateLayers {
+  std::map<std::string, std::vector<nn::LinearPtr>> layers;  // tensor name -> one layer per candidate
+};
+
+// The windows the KL is measured on: the first kl_samples calibration windows, cut to kl_seqlen.
+inline std::vector<std::int32_t> kl_windows(const std::vector<std::int32_t>& tokens, int seqlen,
+                                            const SensitivityOptions& opt) {
+  std::vector<std::int32_t> out;
+  for (int s = 0; s < opt.kl_samples; ++s)
+    out.insert(out.end(), tokens.begin() + static_cast<std::ptrdiff_t>(s) * seqlen,
+               tokens.begin() + static_cast<std::ptrdiff_t>(s) * seqlen + opt.kl_seqlen);
+  return out;
+}
+
+// The reference candidate of a tensor: the cheapest (the largest error, the clearest KL signal).
+inline int reference_candidate(const TensorSensitivity& t) {
+  int best = 0;
+  for (std::size_t k = 1; k < t.entries.size(); ++k)
+    if (t.entries[k].bytes < t.entries[static_cast<std::size_t>(best)].bytes) best = static_cast<int>(k);
+  return best;
+}
+
+// Fills `predicted` from the measurements: measured where measured, else alpha·proxy.
+inline void predict_from_reference(TensorSensitivity& t) {
+  const auto& ref = t.entries[static_cast<std::size_t>(t.reference)];
+  t.alpha = ref.proxy > 0 ? ref.measured / ref.proxy : 0.0;
+  for (auto& e : t.entries)
+    e.predicted = !std::isnan(e.measured) ? e.measured : (std::isnan(e.proxy) ? 0.0 : t.alpha * e.proxy);
+}
+
+// The sensitivity pass. `work` is the FP model the probe calibration runs on (its linears are replaced
+// by throwaway RTN layers); `load_fp` loads a fresh FP model (the KL reference, and the base of every
+// table candidate). `tokens` are the calibration windows [cfg.nsamples, cfg.seqlen].
+inline SensitivityTable measure_sensitivity(nn::Llama& work, const std::function<nn::Llama()>& load_fp,
+                                            const std::vector<std::int32_t>& tokens, CalibrationConfig cfg,
+                                            const SensitivityOptions& opt, CandidateLayers* keep = nullptr) {
+  const auto& mc = work.config();
+  LOWBIT_CHECK(!opt.candidates.empty(), "sensitivity: no candidate");
+  LOWBIT_CHECK(opt.kl_samples >= 1 && opt.kl_samples <= cfg.nsamples, "sensitivity: --kl-samples ", opt.kl_samples,
+               " must be in [1, --nsamples ", cfg.nsamples, "]");
+  LOWBIT_CHECK(opt.kl_seqlen >= 2 && opt.kl_seqlen <= cfg.seqlen, "sensitivity: --kl-seqlen ", opt.kl_seqlen,
+               " must be in [2, --seqlen ", cfg.seqlen, "]");
+  SensitivityTable table;
+  table.tied = mc.tied_embeddings;
+  table.norm_bytes = static_cast<std::uint64_t>(mc.dim) * (2 * static_cast<std::uint64_t>(mc.n_layers) + 1) * 4;
+  table.table_weights = static_cast<double>(mc.vocab_size) * mc.dim * (mc.tied_embeddings ? 1 : 2);
+  for (const auto& [c, m] : opt.candidates) table.candidates.push_back(c);
+  for (const auto& f : opt.table_formats) table.table_candidates.push_back({"rtn", f});
+  for (int l = 0; l < mc.n_layers; ++l)
+    for (auto role : nn::kAllLinearRoles) {
+      const auto& lin = work.linear(l, role);
+      const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
+      for (const auto& c : table.candidates) check_candidate_fits(c, name, lin.in_features());
+      table.tensors.push_back({name, l, nn::linear_role_name(role), lin.out_features(), lin.in_features(), kNotMeasured,
+                               -1, std::vector<SensitivityEntry>(table.candidates.size())});
+    }
+  if (!table.table_candidates.empty()) {
+    const std::vector<std::pair<const char*, const char*>> tabs =
+        table.tied ? std::vector<std::pair<const char*, const char*>>{{"tok_embeddings", "table"}}
+                   : std::vector<std::pair<const char*, const char*>>{{"tok_embeddings", "table"}, {"output", "head"}};
+    for (const auto& [name, role] : tabs) {
+      for (const auto& c : table.table_candidates) check_candidate_fits(c, name, mc.dim);
+      table.tensors.push_back({name, -1, role, mc.vocab_size, mc.dim, kNotMeasured, -1,
+                               std::vector<SensitivityEntry>(table.table_candidates.size())});
+    }
+  }
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < table.tensors.size(); ++i) index[table.tensors[i].name] = i;
+
+  // 1. Every candidate on every linear, on the FP inputs (a probe method inside the pipeline).
+  CandidateLayers local;
+  CandidateLayers& layers = keep ? *keep : local;
+  Method probe;
+  probe.name = "sensitivity-probe";
+  probe.needs_hessian = true;
+  for (const auto& [c, m] : opt.candidates) probe.needs_samples = probe.needs_samples || m.needs_samples;
+  probe.run = [&](const LinearJob& job) {
+    auto& t = table.tensors[index.at(job.name)];
+    auto& slot = layers.layers[job.name];
+    slot.clear();
+    std::vector<float> dW(static_cast<std::size_t>(job.weight.rows() * job.weight.cols()));
+    for (std::size_t k = 0; k < opt.candidates.size(); ++k) {
+      const auto& [c, m] = opt.candidates[k];
+      LinearJob j = job;
+      j.format = c.format;
+      if (!m.needs_hessian) j.hessian = nullptr;
+      LinearOutcome out = m.run(j);
+      LOWBIT_CHECK(out.layer && out.layer->format() == c.format, job.name, ": candidate ", c.label(),
+                   " produced format '", out.layer ? out.layer->format() : std::string("none"), "'");
+      MatrixView<float> D(dW.data(), job.weight.rows(), job.weight.cols());
+      out.layer->dequantize(D);
+      for (index_t r = 0; r < D.rows(); ++r)
+        for (index_t i = 0; i < D.cols(); ++i) D(r, i) -= job.weight(r, i);
+      t.entries[k].bytes = out.layer->bytes();
+      t.entries[k].proxy = output_error(MatrixView<const float>(dW.data(), D.rows(), D.cols()), *job.hessian);
+      out.layer->release_workspace();
+      slot.push_back(std::move(out.layer));
+    }
+    return LinearOutcome{nn::make_rtn_linear(opt.candidates[0].first.format, job.weight), {}};
+  };
+  QuantizationPlan plan;
+  plan.add(".*", probe, opt.candidates[0].first.format);
+  cfg.propagate_quantized = false;
+  calibrate_model(work, tokens, cfg, plan);
+
+  // 2. The KL of single-tensor changes, from each tensor's block on.
+  nn::Llama fp = load_fp();
+  KlProbe kl(fp, kl_windows(tokens, cfg.seqlen, opt), opt.kl_seqlen, cfg.batch_sequences);
+  index_t total = 0;
+  for (auto& t : table.tensors) {
+    if (t.is_table()) continue;
+    t.reference = reference_candidate(t);
+    total += opt.measure_all ? static_cast<index_t>(t.entries.size()) : 1;
+  }
+  Progress progress("sensitivity", total, "KL", opt.quiet, 10.0);
+  for (auto& t : table.tensors) {
+    if (t.is_table()) continue;
+    const auto role = nn::kAllLinearRoles[static_cast<std::size_t>(
+        std::find_if(nn::kAllLinearRoles.begin(), nn::kAllLinearRoles.end(),
+                     [&](nn::LinearRole r) { return t.role == nn::linear_role_name(r); }) -
+        nn::kAllLinearRoles.begin())];
+    auto& slot = layers.layers.at(t.name);
+    for (std::size_t k = 0; k < t.entries.size(); ++k) {
+      if (!opt.measure_all && static_cast<int>(k) != t.reference) continue;
+      auto original = fp.block(t.layer).release_linear(role);
+      fp.set_linear(t.layer, role, std::move(slot[k]));
+      t.entries[k].measured = kl.kl(fp, t.layer);
+      slot[k] = fp.block(t.layer).release_linear(role);
+      fp.set_linear(t.layer, role, std::move(original));
+      progress.update(1, t.name);
+    }
+    predict_from_reference(t);
+  }
+  progress.finish();
+  // 3. The table candidates (RTN), each on a fresh FP model; fp32 costs its bytes and no KL.
+  for (auto& t : table.tensors) {
+    if (!t.is_table()) continue;
+    for (std::size_t k = 0; k < t.entries.size(); ++k) {
+      const auto& f = table.table_candidates[k].format;
+      auto& e = t.entries[k];
+      if (f == "f32") {
+        e.bytes = static_cast<std::uint64_t>(t.rows) * static_cast<std::uint64_t>(t.cols) * 4;
+        e.measured = 0;
+      } else {
+        nn::Llama m = load_fp();
+        const bool head = t.role == "head";
+        quantize_tables(m, table.tied || !head ? f : "f32", table.tied || head ? f : "f32");
+        e.bytes = (head || table.tied ? m.output_head() : m.token_embedding())->bytes();
+        e.measured = kl.kl(m, -1);
+      }
+      e.predicted = e.measured;
+      if (!opt.quiet)
+        std::fprintf(stderr, "[sensitivity] %s %s: KL %.3g\n", t.name.c_str(), f.c_str(), e.measured);
+    }
+  }
+  return table;
+}
+
+// ---- allocation ---------------------------------------------------------------------------------
+
+enum class Scope { Blocks, Model };
+enum class Strategy { Knapsack, Uniform, BlockAdversary, RoleDepth };
+
+inline Scope parse_scope(const std::string& s) {
+  if (s == "blocks") return Scope::Blocks;
+  if (s == "model") return Scope::Model;
+  fail("--scope: '", s, "' is not blocks or model");
+}
+inline const char* scope_name(Scope s) { return s == Scope::Blocks ? "blocks" : "model"; }
+inline Strategy parse_strategy(const std::string& s) {
+  if (s == "knapsack") return Strategy::Knapsack;
+  if (s == "uniform") return Strategy::Uniform;
+  if (s == "block-adversary") return Strategy::BlockAdversary;
+  if (s == "role-depth") return Strategy::RoleDepth;
+  fail("--strategy: '", s, "' is not knapsack, uniform, block-adversary or role-depth");
+}
+inline const char* strategy_name(Strategy s) {
+  switch (s) {
+    case Strategy::Knapsack: return "knapsack";
+    case Strategy::Uniform: return "uniform";
+    case Strategy::BlockAdversary: return "block-adversary";
+    case Strategy::RoleDepth: return "role-depth";
+  }
+  return "?";
+}
+
+struct PlannedTensor {
+  std::string name, method, format;
+  std::uint64_t bytes = 0;
+  double predicted_kl = 0;
+};
+
+struct AllocationPlan {
+  nlohmann::json source = nlohmann::json::object();  // the sensitivity table's source (model fingerprint)
+  std::string scope = "blocks", strategy = "knapsack";
+  double target_bits_per_weight = 0;
+  std::uint64_t budget_bytes = 0;
+  std::vector<PlannedTensor> tensors;  // linears in model order, then the table(s) in the model scope
+  double linear_bits_per_weight = 0;   // over the block linears, as planned
+  double model_bits_per_weight = 0;    // over every weight (tables as planned, or at the caller's fixed cost)
+  double predicted_kl = 0;             // Σ of the tensors' predicted KL
+  double measured_kl = kNotMeasured;   // KL of the whole plan on the calibration windows, when measured
+  bool exact = true;                   // the knapsack was exact (not rounded)
+
+  const PlannedTensor* find(const std::string& name) const {
+    for (const auto& t : tensors)
+      if (t.name == name) return &t;
+    return nullptr;
+  }
+
+  nlohmann::json to_json() const {
+    nlohmann::json ts = nlohmann::json::array();
+    for (const auto& t : tensors)
+      ts.push_back({{"name", t.name}, {"method", t.method}, {"format", t.format}, {"bytes", t.bytes},
+                    {"predicted_kl", t.predicted_kl}});
+    return {{"kind", "lowbit-plan"},
+            {"version", 1},
+            {"source", source},
+            {"scope", scope},
+            {"strategy", strategy},
+            {"target_bits_per_weight", target_bits_per_weight},
+            {"budget_bytes", budget_bytes},
+            {"linear_bits_per_weight", linear_bits_per_weight},
+            {"model_bits_per_weight", model_bits_per_weight},
+            {"predicted_kl", predicted_kl},
+            {"measured_kl", std::isnan(measured_kl) ? nlohmann::json(nullptr) : nlohmann::json(measured_kl)},
+            {"exact", exact},
+            {"tensors", ts}};
+  }
+
+  static AllocationPlan from_json(const nlohmann::json& j, const std::string& where) {
+    try {
+      LOWBIT_CHECK(j.value("kind", std::string()) == "lowbit-plan" && j.value("version", 0) == 1, where,
+                   ": not a lowbit plan file (kind 'lowbit-plan', version 1)");
+      AllocationPlan p;
+      p.source = j.at("source");
+      p.scope = j.at("scope").get<std::string>();
+      parse_scope(p.scope);
+      p.strategy = j.at("strategy").get<std::string>();
+      p.target_bits_per_weight = j.at("target_bits_per_weight").get<double>();
+      p.budget_bytes = j.at("budget_bytes").get<std::uint64_t>();
+      p.linear_bits_per_weight = j.at("linear_bits_per_weight").get<double>();
+      p.model_bits_per_weight = j.at("model_bits_per_weight").get<double>();
+      p.predicted_kl = j.at("predicted_kl").get<double>();
+      p.measured_kl = j.at("measured_kl").is_null() ? kNotMeasured : j.at("measured_kl").get<double>();
+      p.exact = j.at("exact").get<bool>();
+      for (const auto& t : j.at("tensors")) {
+        PlannedTensor pt{t.at("name").get<std::string>(), t.at("method").get<std::string>(),
+                         t.at("format").get<std::string>(), t.at("bytes").get<std::uint64_t>(),
+                         t.at("predicted_kl").get<double>()};
+        LOWBIT_CHECK(pt.format == "f32" || is_registered_format(pt.format), where, ": tensor ", pt.name,
+                     " has the unknown format '", pt.format, "'");
+        LOWBIT_CHECK(!p.find(pt.name), where, ": tensor ", pt.name, " is planned twice");
+        p.tensors.push_back(std::move(pt));
+      }
+      LOWBIT_CHECK(!p.tensors.empty(), where, ": the plan names no tensor");
+      return p;
+    } catch (const nlohmann::json::exception& e) {
+      fail(where, ": malformed plan file (", e.what(), ")");
+    }
+  }
+};
+
+namespace detail {
+
+// llama.cpp's use_more_bits(i, n): the first and last eighth of the blocks and every third in between.
+inline bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+// Bit-reversal order of 0..n-1: spreads upgrades evenly over depth and roles without using sensitivity.
+inline std::vector<std::size_t> spread_order(std::size_t n) {
+  std::size_t bits = 0;
+  while ((std::size_t{1} << bits) < n) ++bits;
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < (std::size_t{1} << bits); ++i) {
+    std::size_t r = 0;
+    for (std::size_t b = 0; b < bits; ++b)
+      if (i >> b & 1) r |= std::size_t{1} << (bits - 1 - b);
+    if (r < n) order.push_back(r);
+  }
+  return order;
+}
+
+}  // namespace detail
+
+// Chooses one candidate per tensor in scope within `target_bpw` (bits per weight over the scope: the
+// block linears, or every weight with the tables and the fp32 norms). `fixed_table_bytes` is the
+// tables' cost in the block scope (for the whole-model bits/weight it reports).
+inline AllocationPlan allocate(const SensitivityTable& s, double target_bpw, Scope scope, Strategy strategy,
+                               std::uint64_t fixed_table_bytes) {
+  std::vector<std::size_t> items;  // indices into s.tensors
+  for (std::size_t i = 0; i < s.tensors.size(); ++i)
+    if (scope == Scope::Model || !s.tensors[i].is_table()) items.push_back(i);
+  if (scope == Scope::Model)
+    LOWBIT_CHECK(!s.table_candidates.empty(), "--scope model: the sensitivity table has no token-table candidates "
+                                              "(measure it with --table-candidates)");
+  LOWBIT_CHECK(std::isfinite(target_bpw) && target_bpw > 0, "--target-bpw must be a positive number");
+  LOWBIT_CHECK(strategy == Strategy::Knapsack || scope == Scope::Blocks, "--strategy ", strategy_name(strategy),
+               " allocates the block linears only: use --scope blocks");
+  const double weights = scope == Scope::Blocks ? s.linear_weights() : s.all_weights();
+  const std::uint64_t fixed = scope == Scope::Model ? s.norm_bytes : 0;
+  const double budget_total = target_bpw * weights / 8.0;
+  std::uint64_t lo = fixed, hi = fixed;
+  for (auto i : items) {
+    std::uint64_t a = UINT64_MAX, b = 0;
+    for (const auto& e : s.tensors[i].entries) a = std::min(a, e.bytes), b = std::max(b, e.bytes);
+    lo += a;
+    hi += b;
+  }
+  const auto bpw = [&](std::uint64_t bytes) { return 8.0 * static_cast<double>(bytes) / weights; };
+  LOWBIT_CHECK(budget_total >= static_cast<double>(lo), "impossible budget: --target-bpw ", target_bpw,
+               " is below the cheapest plan (every tensor in its cheapest candidate: ", bpw(lo),
+               " bits/weight over the ", scope_name(scope) == std::string("blocks") ? "block linears" : "whole model",
+               "); add a cheaper candidate or raise the budget");
+  LOWBIT_CHECK(budget_total <= static_cast<double>(hi), "impossible budget: --target-bpw ", target_bpw,
+               " is above the dearest plan (every tensor in its dearest candidate: ", bpw(hi),
+               " bits/weight): there is nothing to choose; quantize every tensor in the dearest candidate, or add a "
+               "dearer one");
+  const std::uint64_t budget = static_cast<std::uint64_t>(std::floor(budget_total)) - fixed;
+
+  std::vector<int> choice(items.size(), 0);
+  bool exact = true;
+  if (strategy == Strategy::Knapsack) {
+    std::vector<std::vector<KnapsackOption>> ks;
+    for (auto i : items) {
+      std::vector<KnapsackOption> opts;
+      for (const auto& e : s.tensors[i].entries) opts.push_back({e.bytes, e.predicted});
+      ks.push_back(std::move(opts));
+    }
+    const auto sol = solve_knapsack(ks, budget);
+    choice = sol.choice;
+    exact = sol.exact;
+  } else {
+    // Two levels: the dearest candidate whose uniform plan fits, and the next dearer one.
+    std::vector<std::pair<std::uint64_t, int>> uniform_cost;
+    for (std::size_t k = 0; k < s.candidates.size(); ++k) {
+      std::uint64_t c = 0;
+      for (auto i : items) c += s.tensors[i].entries[k].bytes;
+      uniform_cost.emplace_back(c, static_cast<int>(k));
+    }
+    std::sort(uniform_cost.begin(), uniform_cost.end());
+    std::size_t low = 0;
+    while (low + 1 < uniform_cost.size() && uniform_cost[low + 1].first <= budget) ++low;
+    LOWBIT_CHECK(uniform_cost[low].first <= budget, "impossible budget for --strategy ", strategy_name(strategy),
+                 ": no single candidate fits every tensor within ", target_bpw, " bits/weight");
+    const int lo_k = uniform_cost[low].second;
+    const int hi_k = low + 1 < uniform_cost.size() ? uniform_cost[low + 1].second : lo_k;
+    std::fill(choice.begin(), choice.end(), lo_k);
+    // The order in which tensors are raised to the dearer candidate.
+    std::vector<std::size_t> order;
+    const int n_layers = s.tensors.empty() ? 0 : s.tensors[items.back()].layer + 1;
+    if (strategy == Strategy::Uniform) {
+      order = detail::spread_order(items.size());
+    } else if (strategy == Strategy::BlockAdversary) {
+      // ε_l: the block MLP's output error at the low candidate (Σ over gate, up, down of tr(ΔW H ΔWᵀ)/n),
+      // against the FP MLP; the most damaged blocks are raised first, whole blocks at a time.
+      std::vector<double> eps(static_cast<std::size_t>(n_layers), 0.0);
+      for (std::size_t p = 0; p < items.size(); ++p) {
+        const auto& t = s.tensors[items[p]];
+        if (t.role.rfind("feed_forward.", 0) == 0)
+          eps[static_cast<std::size_t>(t.layer)] += t.entries[static_cast<std::size_t>(lo_k)].proxy;
+      }
+      std::vector<int> blocks(static_cast<std::size_t>(n_layers));
+      std::iota(blocks.begin(), blocks.end(), 0);
+      std::stable_sort(blocks.begin(), blocks.end(), [&](int a, int b) { return eps[size_t(a)] > eps[size_t(b)]; });
+      for (int b : blocks)
+        for (std::size_t p = 0; p < items.size(); ++p)
+          if (s.tensors[items[p]].layer == b) order.push_back(p);
+    } else {  // RoleDepth: attn_v and ffn_down in use_more_bits blocks, then elsewhere, then the rest likewise
+      for (int pass = 0; pass < 4; ++pass)
+        for (std::size_t p = 0; p < items.size(); ++p) {
+          const auto& t = s.tensors[items[p]];
+          const bool key = t.role == "attention.wv" || t.role == "feed_forward.w2";
+          const bool more = detail::use_more_bits(t.layer, n_layers);
+          if ((pass == 0 && key && more) || (pass == 1 && key && !more) || (pass == 2 && !key && more) ||
+              (pass == 3 && !key && !more))
+            order.push_back(p);
+        }
+    }
+    std::uint64_t used = uniform_cost[low].first;
+    for (auto p : order) {
+      const auto& e = s.tensors[items[p]].entries;
+      const std::uint64_t extra = e[static_cast<std::size_t>(hi_k)].bytes - e[static_cast<std::size_t>(lo_k)].bytes;
+      if (used + extra <= budget) {
+        choice[p] = hi_k;
+        used += extra;
+      }
+    }
+  }
+
+  AllocationPlan plan;
+  plan.source = s.source;
+  plan.scope = scope_name(scope);
+  plan.strategy = strategy_name(strategy);
+  plan.target_bits_per_weight = target_bpw;
+  plan.budget_bytes = budget + fixed;
+  plan.exact = exact;
+  std::uint64_t linear_bytes = 0, table_bytes = 0;
+  for (std::size_t p = 0; p < items.size(); ++p) {
+    const auto& t = s.tensors[items[p]];
+    const auto k = static_cast<std::size_t>(choice[p]);
+    const auto& c = s.candidates_of(t)[k];
+    plan.tensors.push_back({t.name, c.method, c.format, t.entries[k].bytes, t.entries[k].predicted});
+    plan.predicted_kl += t.entries[k].predicted;
+    (t.is_table() ? table_bytes : linear_bytes) += t.entries[k].bytes;
+  }
+  if (scope == Scope::Blocks) table_bytes = fixed_table_bytes;
+  plan.linear_bits_per_weight = 8.0 * static_cast<double>(linear_bytes) / s.linear_weights();
+  plan.model_bits_per_weight = 8.0 * static_cast<double>(linear_bytes + table_bytes + s.norm_bytes) / s.all_weights();
+  return plan;
+}
+
+// ---- measuring a whole plan ----------------------------------------------------------------------
+
+// KL(FP ‖ the plan) on the probe's windows, with the candidate layers the sensitivity pass kept: how
+// well the sum of single-tensor effects predicts the joint one. The layers go back into `layers`.
+inline double measure_plan_kl(const AllocationPlan& plan, const SensitivityTable& s, CandidateLayers& layers,
+                              const std::function<nn::Llama()>& load_fp, KlProbe& probe) {
+  nn::Llama m = load_fp();
+  struct Swap {
+    int layer;
+    nn::LinearRole role;
+    std::size_t k;
+  };
+  std::vector<Swap> swaps;
+  std::string table_format = "f32", head_format = "f32";
+  for (const auto& t : s.tensors) {
+    const auto* p = plan.find(t.name);
+    if (!p) continue;
+    const auto& cands = s.candidates_of(t);
+    const auto it = std::find(cands.begin(), cands.end(), Candidate{p->method, p->format});
+    LOWBIT_CHECK(it != cands.end(), "plan: ", t.name, " has ", p->method, ":", p->format, ", not a measured candidate");
+    const auto k = static_cast<std::size_t>(it - cands.begin());
+    if (t.is_table()) {
+      (t.role == "head" ? head_format : table_format) = p->format;
+      if (s.tied) head_format = p->format;
+      continue;
+    }
+    for (auto role : nn::kAllLinearRoles)
+      if (t.role == nn::linear_role_name(role)) {
+        auto& slot = layers.layers.at(t.name);
+        LOWBIT_CHECK(k < slot.size() && slot[k], "plan: the candidate layers of ", t.name, " are not in memory");
+        m.set_linear(t.layer, role, std::move(slot[k]));
+        swaps.push_back({t.layer, role, k});
+      }
+  }
+  if (table_format != "f32" || head_format != "f32") quantize_tables(m, table_format, head_format);
+  const double kl = probe.kl(m, -1);
+  for (const auto& w : swaps)
+    layers.layers.at(nn::ModelWeights::layer_name(w.layer, nn::linear_role_name(w.role)))[w.k] =
+        m.block(w.layer).release_linear(w.role);
+  return kl;
+}
+
+}  // namespace lowbit::calib
+// ---- end lowbit/calib/allocate.hpp ----
+
 // ---- begin lowbit/calib/additive_pipeline.hpp ----
 // AQLM inside the block-by-block calibration pipeline (calib/pipeline.hpp): a Method that replaces each
 // linear by QuantizedLinear<F> for any registered AdditiveFormat F, calibrated against its input
@@ -15808,1271 +18036,6 @@ inline DistillResult distill(nn::Llama& student, nn::Llama& teacher, const Token
 
 }  // namespace lowbit::train
 // ---- end lowbit/train/distill.hpp ----
-
-// ---- begin lowbit/calib/method.hpp ----
-// Calibration methods and plans. A Method turns one linear layer (its FP weight and the statistics of
-// its input) into a quantized layer of the format its job asks for; it declares which formats it can
-// produce (a capability, checked against the format registry) and which statistics it needs. A
-// QuantizationPlan maps tensor names to (method, format) by regular expression, first match wins, so one
-// calibration run can give every linear its own method and format (the CLI's --tensor-format).
-
-#include <algorithm>
-#include <cstdint>
-#include <functional>
-#include <nlohmann/json.hpp>
-#include <regex>
-#include <string>
-#include <utility>
-#include <vector>
-
-
-// ---- begin lowbit/calib/hessian.hpp ----
-// The proxy Hessian of a linear layer's reconstruction error: H = XᵀX over every calibration row X
-// that enters the layer. GPTQ, AutoClip and AQLM all score a quantized weight Ŵ by
-// tr((W − Ŵ) H (W − Ŵ)ᵀ), so the pipeline accumulates one H per distinct linear input (q/k/v share
-// one, gate/up share one). Each batch's XᵀX is formed by a float rank-k update (half the FLOPs of a
-// GEMM) and then added into a double-precision running sum, so millions of rows lose no precision.
-
-#include <Eigen/Dense>
-#include <cstdint>
-#include <string>
-
-
-namespace lowbit::calib {
-
-class HessianAccumulator {
- public:
-  HessianAccumulator() = default;
-  explicit HessianAccumulator(index_t features) { reset(features); }
-
-  void reset(index_t features) {
-    LOWBIT_CHECK(features > 0, "HessianAccumulator: feature count must be positive, got ", features);
-    features_ = features;
-    sum_.setZero(features, features);
-    rows_ = 0;
-  }
-
-  // Adds XᵀX for a batch X [n, features] (row-major, any row stride).
-  void add(MatrixView<const float> X) {
-    LOWBIT_CHECK(X.cols() == features_, "HessianAccumulator: batch has ", X.cols(),
-                 " features, expected ", features_);
-    if (X.rows() == 0) return;
-    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>> x(X.data, X.rows(), X.cols(),
-                                                         Eigen::OuterStride<>(X.row_stride()));
-    Eigen::MatrixXf batch = Eigen::MatrixXf::Zero(features_, features_);
-    batch.selfadjointView<Eigen::Lower>().rankUpdate(x.transpose());
-    // Only the lower triangle was written; mirror it while widening to double.
-    for (index_t j = 0; j < features_; ++j)
-      for (index_t i = j; i < features_; ++i) {
-        const double v = batch(i, j);
-        sum_(i, j) += v;
-        if (i != j) sum_(j, i) += v;
-      }
-    rows_ += X.rows();
-  }
-
-  // Adds another accumulator's rows (e.g. from a second thread or a resumed shard).
-  void merge(const HessianAccumulator& other) {
-    LOWBIT_CHECK(other.features_ == features_, "HessianAccumulator: cannot merge ", other.features_,
-                 " features into ", features_);
-    sum_ += other.sum_;
-    rows_ += other.rows_;
-  }
-
-  index_t features() const { return features_; }
-  std::int64_t rows() const { return rows_; }
-  // Σ xᵀx over all rows seen, [features, features], exactly symmetric.
-  const Eigen::MatrixXd& sum() const { return sum_; }
-  // H = 2/n · XᵀX as in GPTQ (the scale cancels in every argmin; it fixes what "percdamp" means).
-  Eigen::MatrixXd gptq_hessian() const {
-    LOWBIT_CHECK(rows_ > 0, "HessianAccumulator: no calibration rows were added");
-    return sum_ * (2.0 / static_cast<double>(rows_));
-  }
-
- private:
-  index_t features_ = 0;
-  Eigen::MatrixXd sum_;
-  std::int64_t rows_ = 0;
-};
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/hessian.hpp ----
-
-namespace lowbit::calib {
-
-// Which input a linear reads; q/k/v share attn_in, gate/up share ffn_in.
-enum class LinearInput { AttnIn = 0, AttnOut = 1, FfnIn = 2, FfnHidden = 3 };
-inline LinearInput input_of(nn::LinearRole r) {
-  switch (r) {
-    case nn::LinearRole::Q:
-    case nn::LinearRole::K:
-    case nn::LinearRole::V: return LinearInput::AttnIn;
-    case nn::LinearRole::O: return LinearInput::AttnOut;
-    case nn::LinearRole::Gate:
-    case nn::LinearRole::Up: return LinearInput::FfnIn;
-    case nn::LinearRole::Down: return LinearInput::FfnHidden;
-  }
-  return LinearInput::AttnIn;
-}
-
-struct LinearJob {
-  int layer = 0;
-  nn::LinearRole role = nn::LinearRole::Q;
-  std::string name;                             // canonical tensor name, e.g. "layers.3.attention.wq"
-  std::string format;                           // the format to produce, a registered descriptor
-  MatrixView<const float> weight;               // FP weight [out, in]
-  const HessianAccumulator* hessian = nullptr;  // XᵀX of this linear's effective input (when requested)
-  MatrixView<const float> sample_inputs;        // sampled effective input rows [S, in] (when requested)
-  std::uint64_t seed = 0;                       // the run's seed
-};
-
-struct LinearOutcome {
-  nn::LinearPtr layer;
-  nlohmann::json stats = nlohmann::json::object();
-};
-
-// A per-linear quantization method. `accepts` is its capability: the formats it can fill (build it
-// with accepts_formats_where). `options` is everything in the method that changes the result: it goes
-// into the run fingerprint and the file's quantization_config.
-struct Method {
-  std::string name;
-  std::string capability;  // what `accepts` admits, for messages: "group-grid format"
-  std::function<bool(const std::string& format)> accepts;
-  bool needs_hessian = true;
-  bool needs_samples = false;
-  std::function<LinearOutcome(const LinearJob&)> run;
-  nlohmann::json options = nlohmann::json::object();
-  // Whether a finished block can be checkpointed in the run directory: false for a method whose layers
-  // stay in a trainable form after the block pass (their state is more than the packed form a block
-  // checkpoint stores), so a resumed run recomputes the block pass instead of reloading it.
-  bool block_checkpoints = true;
-};
-
-// The block handed to an optional fine-tune step after its linears were replaced: cached inputs and FP
-// targets [nsamples·seqlen, dim]. Returns stats for the log (train/block_trainer.hpp fits here).
-struct BlockContext {
-  int layer = 0;
-  nn::Llama* model = nullptr;
-  MatrixView<const float> inputs;
-  MatrixView<const float> targets;
-  int nsamples = 0, seqlen = 0;
-  // With PipelineHooks::fp_stream: the FP model's own block inputs (the FP blocks applied to the FP
-  // stream from the embedding on) and the FP block's outputs on them; empty otherwise.
-  MatrixView<const float> fp_inputs;
-  MatrixView<const float> fp_targets;
-};
-using BlockFinetune = std::function<nlohmann::json(BlockContext&)>;
-
-// `accepts` for the registered formats that pass a capability filter (formats.hpp), e.g.
-// accepts_formats_where([]<class F>() { return GroupGridFormat<F>; }).
-template <class Filter>
-std::function<bool(const std::string&)> accepts_formats_where(Filter filter) {
-  const auto names = format_names(filter);
-  return [names](const std::string& format) {
-    for (const auto& n : names)
-      if (n == format) return true;
-    return false;
-  };
-}
-
-// ---- plans ----------------------------------------------------------------------------------------
-
-class QuantizationPlan {
- public:
-  struct Rule {
-    std::string pattern;  // ECMAScript regex, searched in the canonical tensor name
-    Method method;
-    std::string format;
-  };
-
-  QuantizationPlan() = default;
-  // The plan that gives every linear the same method and format.
-  QuantizationPlan(Method method, std::string format) { add(".*", std::move(method), std::move(format)); }
-
-  // Appends a rule; checks that the pattern compiles, the format is registered and the method can
-  // produce it.
-  QuantizationPlan& add(std::string pattern, Method method, std::string format) {
-    std::regex re;
-    try {
-      re = std::regex(pattern, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      fail("tensor pattern '", pattern, "' is not a valid regular expression (", e.what(), ")");
-    }
-    LOWBIT_CHECK(is_registered_format(format), "unknown format '", format, "' in the rule for '", pattern,
-                 "' (registered: ", lowbit::detail::joined(format_names()), ")");
-    LOWBIT_CHECK(!method.accepts || method.accepts(format), "method '", method.name, "' cannot produce format '",
-                 format, "' (it fills ", method.capability.empty() ? "other formats" : method.capability + "s",
-                 method.accepts ? ": " + accepted(method) : std::string(), ")");
-    rules_.push_back(Rule{std::move(pattern), std::move(method), std::move(format)});
-    regexes_.push_back(std::move(re));
-    return *this;
-  }
-
-  bool empty() const { return rules_.empty(); }
-  bool block_checkpoints() const {
-    return std::all_of(rules_.begin(), rules_.end(), [](const Rule& r) { return r.method.block_checkpoints; });
-  }
-  const std::vector<Rule>& rules() const { return rules_; }
-
-  // The first rule whose pattern occurs in `tensor` (e.g. "layers.3.feed_forward.w2").
-  const Rule& rule_for(const std::string& tensor) const {
-    for (std::size_t i = 0; i < rules_.size(); ++i)
-      if (std::regex_search(tensor, regexes_[i])) return rules_[i];
-    std::string patterns;
-    for (const auto& r : rules_) patterns += (patterns.empty() ? "" : ", ") + ("'" + r.pattern + "'");
-    fail("no tensor rule matches '", tensor, "' (rules: ", patterns.empty() ? std::string("none") : patterns,
-         "); add a catch-all rule such as '.*=gptq:uniform:4:128'");
-  }
-
-  // Everything that determines the result: the rules in order, with each method's options.
-  nlohmann::json to_json() const {
-    nlohmann::json rules = nlohmann::json::array();
-    for (const auto& r : rules_)
-      rules.push_back({{"pattern", r.pattern}, {"method", r.method.name}, {"format", r.format},
-                       {"options", r.method.options}});
-    return rules;
-  }
-
- private:
-  static std::string accepted(const Method& m) {
-    std::string out;
-    for (const auto& f : format_names())
-      if (m.accepts(f)) out += (out.empty() ? "" : ", ") + f;
-    return out;
-  }
-
-  std::vector<Rule> rules_;
-  std::vector<std::regex> regexes_;
-};
-
-// Parses a rule "REGEX=METHOD:FORMAT" (the last '=' before the method splits; the format descriptor
-// keeps its own colons): returns {pattern, method, format}.
-struct RuleText {
-  std::string pattern, method, format;
-};
-inline RuleText parse_rule_text(const std::string& text) {
-  const auto eq = text.rfind('=');
-  LOWBIT_CHECK(eq != std::string::npos && eq > 0, "tensor rule '", text,
-               "': expected REGEX=METHOD:FORMAT, e.g. 'feed_forward\\.w2=gptq:uniform:4:128'");
-  const std::string rhs = text.substr(eq + 1);
-  const auto colon = rhs.find(':');
-  LOWBIT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < rhs.size(), "tensor rule '", text,
-               "': expected METHOD:FORMAT after '=', e.g. gptq:uniform:4:128");
-  return {text.substr(0, eq), rhs.substr(0, colon), rhs.substr(colon + 1)};
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/method.hpp ----
-
-// ---- begin lowbit/calib/pipeline.hpp ----
-// Block-by-block post-training calibration (DESIGN.md, "How data flows through a calibration run").
-// N seeded windows of L calibration tokens (calib/calibration_data.hpp) are embedded once; then for each
-// block:
-//   1. choose every linear's method and format from the plan (calib/method.hpp);
-//   2. run the FP block over the cached inputs, collecting what the chosen methods need: XᵀX of each
-//      distinct effective input, a strided sample of its rows, and the FP outputs;
-//   3. replace every linear by its method's result;
-//   4. optionally fine-tune the quantized block against the FP outputs (a hook, e.g. AQLM's);
-//   5. propagate the block's outputs to the next block;
-//   6. checkpoint the block and the activations in the run directory (calib/run_dir.hpp), so a killed
-//      run resumes exactly where it stopped.
-
-#include <algorithm>
-#include <array>
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <functional>
-#include <map>
-#include <nlohmann/json.hpp>
-#include <string>
-#include <vector>
-
-
-// ---- begin lowbit/calib/calibration_data.hpp ----
-// Calibration data: the seeded token windows a calibration run learns its statistics from, drawn the way
-// GPTQ's loaders draw them. Calibration text is never evaluation text (docs/evaluation.md).
-
-#include <algorithm>
-#include <cstdint>
-#include <string>
-#include <unordered_map>
-#include <vector>
-
-
-namespace lowbit::calib {
-
-// Draws `n` windows of `length` tokens (row-major [n, length]) the way GPTQ's loaders do: pick a random
-// document whose encoding is longer than the window, then a random start inside it. When no document is
-// long enough (e.g. one short text file), windows are cut from all documents joined with "\n\n".
-inline std::vector<std::int32_t> draw_calibration_tokens(const std::vector<std::string>& documents,
-                                                         const io::Tokenizer& tokenizer, int n, int length,
-                                                         std::uint64_t seed, const std::string& source = "calibration") {
-  LOWBIT_CHECK(n > 0 && length > 1, source, ": need a positive number of samples and a length > 1 (got ", n, " x ",
-               length, ")");
-  LOWBIT_CHECK(!documents.empty(), source, ": no documents");
-  Rng rng(seed);
-  std::vector<std::int32_t> out;
-  out.reserve(std::min<std::size_t>(static_cast<std::size_t>(n) * static_cast<std::size_t>(length), std::size_t{1} << 24));
-  std::unordered_map<std::size_t, std::vector<std::int32_t>> cache;
-  auto encoded = [&](std::size_t d) -> const std::vector<std::int32_t>& {
-    auto it = cache.find(d);
-    if (it == cache.end()) it = cache.emplace(d, tokenizer.encode(documents[d], false)).first;
-    return it->second;
-  };
-  int drawn = 0;
-  const std::int64_t max_attempts = 64 * static_cast<std::int64_t>(n) + 1024;
-  for (std::int64_t attempt = 0; attempt < max_attempts && drawn < n; ++attempt) {
-    const auto d = static_cast<std::size_t>(rng.below(documents.size()));
-    const auto& ids = encoded(d);
-    if (static_cast<int>(ids.size()) <= length) continue;
-    const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
-    out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
-               ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
-    ++drawn;
-  }
-  if (drawn < n) {  // too few long documents: sample from the joined stream instead
-    std::string joined;
-    for (std::size_t d = 0; d < documents.size(); ++d) joined += (d ? "\n\n" : "") + documents[d];
-    const auto ids = tokenizer.encode(joined, false);
-    LOWBIT_CHECK(static_cast<int>(ids.size()) > length, source, ": only ", ids.size(),
-                 " tokens in total, fewer than one calibration window of ", length);
-    for (; drawn < n; ++drawn) {
-      const auto start = rng.below(ids.size() - static_cast<std::size_t>(length));
-      out.insert(out.end(), ids.begin() + static_cast<std::ptrdiff_t>(start),
-                 ids.begin() + static_cast<std::ptrdiff_t>(start) + length);
-    }
-  }
-  return out;
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/calibration_data.hpp ----
-
-// ---- begin lowbit/calib/group_methods.hpp ----
-// The group-grid calibration methods: RTN, GPTQ, AutoClip and AutoClip+GPTQ, for every registered
-// format with the GroupGridFormat capability (uniform and NF3 grids; format/concepts.hpp). AutoClip
-// (BitDistiller's clipping search) first shrinks each group's range against sampled inputs, then RTN or
-// GPTQ fills the grid. A BCQ format is a group grid too (its fit is the uniform grid), but its `rtn` is its
-// own default quantization, the greedy residual fit (quantizer/bcq.hpp).
-
-#include <algorithm>
-#include <memory>
-#include <nlohmann/json.hpp>
-#include <string>
-#include <vector>
-
-
-// ---- begin lowbit/calib/autoclip.hpp ----
-// AutoClip: BitDistiller's asymmetric extension of AWQ's clipping search (ALGORITHMS.md §2.2). For every
-// row and group it tries max' = max·(1 − i/n_grid), min' = min·(1 − j/n_grid) for i, j < n_grid·max_shrink,
-// clamps the group to [min', max'], fake-quantizes it with parameters fitted to that range, and keeps
-// the pair with the smallest mean squared error of the group's partial dot products Σ_k x_k w_k over
-// calibration tokens. That error equals dᵀ C_g d with d = w − Q(clamp(w)) and C_g = X_gᵀX_g / T, so the
-// search runs on the group's Gram block: one small GEMM per candidate instead of a pass over tokens.
-
-#include <Eigen/Dense>
-#include <algorithm>
-#include <cstdint>
-#include <limits>
-#include <vector>
-
-
-namespace lowbit::calib {
-
-struct AutoClipOptions {
-  int n_grid = 20;          // shrink step 1/n_grid
-  double max_shrink = 0.5;  // candidates i, j in [0, n_grid·max_shrink)
-};
-
-struct AutoClipStats {
-  double error_before = 0.0;  // Σ over rows and groups of the objective without clipping
-  double error_after = 0.0;   // the same with the chosen clip
-  index_t clipped_groups = 0; // (row, group) pairs whose best clip is not (0, 0)
-};
-
-// Gram matrix C = XᵀX / T of sampled input rows X [T, cols] (the AutoClip objective's metric).
-inline Eigen::MatrixXd gram_from_tokens(MatrixView<const float> X) {
-  LOWBIT_CHECK(X.rows() > 0, "autoclip: no calibration tokens were given");
-  Eigen::MatrixXd C = Eigen::MatrixXd::Zero(X.cols(), X.cols());
-  for (index_t t = 0; t < X.rows(); ++t) {
-    Eigen::Map<const Eigen::VectorXf> x(X.row(t), X.cols());
-    C.selfadjointView<Eigen::Lower>().rankUpdate(x.cast<double>());
-  }
-  C.triangularView<Eigen::StrictlyUpper>() = C.transpose();
-  return C / static_cast<double>(X.rows());
-}
-
-// The objective of one row segment: mean over tokens of (x_g·(w − ŵ))² = dᵀ C_g d.
-inline double partial_output_error(const float* w, const float* w_hat, index_t count,
-                                   const Eigen::Ref<const Eigen::MatrixXd>& C_group) {
-  Eigen::VectorXd d(count);
-  for (index_t k = 0; k < count; ++k) d(k) = static_cast<double>(w[k]) - static_cast<double>(w_hat[k]);
-  return d.dot(C_group * d);
-}
-
-// The range a group [lo0, hi0] has after clamping to [lo0·shrink_lo, hi0·shrink_hi]: the quantizer is
-// fitted to the clamped group's own min and max, exactly as BitDistiller re-fits after clamping.
-inline void clip_range(float lo0, float hi0, float shrink_lo, float shrink_hi, float& lo, float& hi) {
-  hi = std::clamp(hi0 * shrink_hi, lo0, hi0);
-  lo = std::clamp(lo0 * shrink_lo, lo0, hi);
-}
-
-// Searches the clip of every (row, group) of W [rows, cols] against C [cols, cols] (only its diagonal
-// group blocks are read) and clamps W in place to the chosen ranges.
-template <class Format>
-AutoClipStats autoclip_apply(MatrixView<float> W, const Eigen::MatrixXd& C, const AutoClipOptions& options = {}) {
-  using Grid = GroupGrid<Format>;
-  const index_t rows = W.rows(), cols = W.cols();
-  LOWBIT_CHECK(C.rows() == cols && C.cols() == cols, "autoclip: Gram matrix is ", C.rows(), "x", C.cols(),
-               ", expected ", cols, "x", cols);
-  LOWBIT_CHECK(options.n_grid > 0 && options.max_shrink >= 0 && options.max_shrink < 1,
-               "autoclip: n_grid must be positive and max_shrink in [0, 1)");
-  const index_t group = Grid::group_size(cols);
-  int steps = static_cast<int>(options.n_grid * options.max_shrink + 1e-9);
-  if (steps < 1) steps = 1;
-  AutoClipStats stats;
-
-  for (index_t c0 = 0; c0 < cols; c0 += group) {
-    const index_t count = std::min(group, cols - c0);
-    const Eigen::MatrixXf Cg = C.block(c0, c0, count, count).cast<float>();
-    std::vector<float> best_err(static_cast<std::size_t>(rows), std::numeric_limits<float>::infinity());
-    std::vector<float> no_clip_err(static_cast<std::size_t>(rows), 0.0f);
-    std::vector<float> best_lo(static_cast<std::size_t>(rows)), best_hi(static_cast<std::size_t>(rows));
-    std::vector<float> lo0(static_cast<std::size_t>(rows)), hi0(static_cast<std::size_t>(rows));
-    for (index_t r = 0; r < rows; ++r) {
-      const float* w = W.row(r) + c0;
-      lo0[r] = *std::min_element(w, w + count);
-      hi0[r] = *std::max_element(w, w + count);
-    }
-    Eigen::MatrixXf D(rows, count), DC(rows, count);
-    for (int i = 0; i < steps; ++i) {
-      for (int j = 0; j < steps; ++j) {
-        const float shrink_hi = 1.0f - static_cast<float>(i) / static_cast<float>(options.n_grid);
-        const float shrink_lo = 1.0f - static_cast<float>(j) / static_cast<float>(options.n_grid);
-        parallel_for(0, rows, [&](index_t r0, index_t r1) {
-          for (index_t r = r0; r < r1; ++r) {
-            const float* w = W.row(r) + c0;
-            float hi = 0, lo = 0;
-            clip_range(lo0[r], hi0[r], shrink_lo, shrink_hi, lo, hi);
-            const auto p = Grid::fit(lo, hi);
-            for (index_t k = 0; k < count; ++k) {
-              const float clamped = std::clamp(w[k], lo, hi);
-              D(r, k) = w[k] - Grid::decode(Grid::encode(clamped, p), p);
-            }
-          }
-        }, 64);
-        DC.noalias() = D * Cg;
-        for (index_t r = 0; r < rows; ++r) {
-          const float err = D.row(r).dot(DC.row(r));
-          if (i == 0 && j == 0) no_clip_err[r] = err;
-          if (err < best_err[r]) {  // strict: ties keep the smaller shrink
-            best_err[r] = err;
-            clip_range(lo0[r], hi0[r], shrink_lo, shrink_hi, best_lo[r], best_hi[r]);
-          }
-        }
-      }
-    }
-    for (index_t r = 0; r < rows; ++r) {
-      stats.error_before += no_clip_err[r];
-      stats.error_after += best_err[r];
-      if (best_hi[r] != hi0[r] || best_lo[r] != lo0[r]) {
-        ++stats.clipped_groups;
-        float* w = W.row(r) + c0;
-        for (index_t k = 0; k < count; ++k) w[k] = std::clamp(w[k], best_lo[r], best_hi[r]);
-      }
-    }
-  }
-  return stats;
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/autoclip.hpp ----
-
-// ---- begin lowbit/calib/gptq.hpp ----
-// GPTQ (Frantar et al., ICLR 2023; IST-DASLab/gptq, ALGORITHMS.md §6.1): quantize the columns of W one
-// at a time and push each column's rounding error onto the columns not yet quantized, weighted by the
-// inverse Hessian, which minimizes tr(ΔW H ΔWᵀ) greedily. With U the upper Cholesky factor of H⁻¹,
-// column i's error e = (w_i − q_i)/U_ii updates W[:, j] −= e·U_ij for j > i. Updates inside a block of
-// columns are applied immediately; the rest of the matrix gets one GEMM per block ("lazy batch").
-
-#include <Eigen/Dense>
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <numeric>
-#include <vector>
-
-
-namespace lowbit::calib {
-
-struct GptqOptions {
-  double percdamp = 0.01;   // dampening: H += percdamp · mean(diag H) · I
-  int block_size = 128;     // columns per lazy-update block (rounded up to a multiple of the group)
-  bool act_order = false;   // process columns by decreasing diag(H)
-  bool static_groups = false;  // fit every group's parameters from the unmodified W up front
-};
-
-struct GptqStats {
-  double proxy_loss = 0.0;  // Σ e² / 2 over all quantized entries, as GPTQ reports it
-  double damp = 0.0;        // the absolute dampening added to diag(H)
-  int dampening_retries = 0;
-  index_t dead_columns = 0;
-  bool forced_static_groups = false;  // act-order with groups needs static groups in this format
-};
-
-namespace detail {
-
-// Upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU); dampening grows ×10 when H is not positive definite.
-inline Eigen::MatrixXd gptq_inverse_cholesky(Eigen::MatrixXd H, double percdamp, GptqStats& stats) {
-  const index_t n = H.rows();
-  const double mean_diag = H.diagonal().mean();
-  double damp = percdamp * mean_diag;
-  for (int attempt = 0; attempt < 6; ++attempt) {
-    Eigen::MatrixXd Hd = H;
-    Hd.diagonal().array() += damp;
-    Eigen::LLT<Eigen::MatrixXd> llt(Hd);
-    if (llt.info() == Eigen::Success) {
-      Eigen::MatrixXd Hinv = llt.solve(Eigen::MatrixXd::Identity(n, n));
-      Hinv = 0.5 * (Hinv + Hinv.transpose());
-      Eigen::LLT<Eigen::MatrixXd> llt_inv(Hinv);
-      if (llt_inv.info() == Eigen::Success) {
-        stats.damp = damp;
-        return llt_inv.matrixU();
-      }
-    }
-    ++stats.dampening_retries;
-    damp = damp > 0 ? damp * 10.0 : 1e-6 * std::max(1.0, mean_diag);
-  }
-  fail("gptq: the Hessian (", n, "x", n, ") is not positive definite even with dampening ", damp,
-       "; the calibration data may be degenerate");
-}
-
-}  // namespace detail
-
-// Quantizes W [rows, cols] to `Format` given H [cols, cols] (any positive scale, e.g. 2/n·XᵀX).
-// With `fixed_grid` (rows × groups-per-row parameters, row-major) the grid is given and GPTQ only chooses
-// the codes: every group keeps its parameters (static groups), e.g. BCQ's level tables in the
-// full-Hessian ALTERNATING of calib/bcq_hessian.hpp. `factor`, when given, is
-// detail::gptq_inverse_cholesky of H (columns in their own order, so no act-order; no zero diagonal), for
-// callers that quantize several times with one H.
-template <class Format>
-typename GroupGrid<Format>::Packed gptq_quantize(
-    MatrixView<const float> W_in, const Eigen::MatrixXd& H_in, const GptqOptions& options = {},
-    GptqStats* stats_out = nullptr, const std::vector<typename GroupGrid<Format>::Params>* fixed_grid = nullptr,
-    const Eigen::MatrixXd* factor = nullptr) {
-  using Grid = GroupGrid<Format>;
-  using Params = typename Grid::Params;
-  const index_t rows = W_in.rows(), cols = W_in.cols();
-  LOWBIT_CHECK(rows > 0 && cols > 0, "gptq: empty weight matrix ", rows, "x", cols);
-  LOWBIT_CHECK(H_in.rows() == cols && H_in.cols() == cols, "gptq: Hessian is ", H_in.rows(), "x", H_in.cols(),
-               ", expected ", cols, "x", cols, " for a weight with ", cols, " input features");
-  LOWBIT_CHECK(options.percdamp >= 0 && options.block_size > 0, "gptq: percdamp must be >= 0 and block_size > 0");
-  GptqStats stats;
-  const index_t group = Grid::group_size(cols);
-  const index_t groups_per_row = (cols + group - 1) / group;
-  const bool grouped = group < cols;
-  const bool static_groups = options.static_groups || (options.act_order && grouped) || fixed_grid != nullptr;
-  stats.forced_static_groups = static_groups && !options.static_groups && fixed_grid == nullptr;
-  LOWBIT_CHECK(!fixed_grid || fixed_grid->size() == static_cast<std::size_t>(rows * groups_per_row),
-               "gptq: the fixed grid has ", fixed_grid ? fixed_grid->size() : 0, " group parameters, expected ",
-               rows * groups_per_row);
-
-  Eigen::MatrixXd W(rows, cols);  // column-major: column updates are contiguous
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t c = 0; c < cols; ++c) W(r, c) = W_in(r, c);
-  Eigen::MatrixXd H = H_in;
-
-  for (index_t c = 0; c < cols; ++c)
-    if (H(c, c) == 0.0) {  // a dead input: nothing to preserve, quantize zeros
-      H(c, c) = 1.0;
-      W.col(c).setZero();
-      ++stats.dead_columns;
-    }
-
-  auto packed = Grid::make(rows, cols);
-  // Parameters of group g of row r, in original column order.
-  std::vector<Params> params(static_cast<std::size_t>(rows * groups_per_row));
-  auto fit_group = [&](index_t g, index_t first_col, index_t count) {
-    for (index_t r = 0; r < rows; ++r) {
-      float lo = static_cast<float>(W(r, first_col)), hi = lo;
-      for (index_t c = first_col; c < first_col + count; ++c) {
-        lo = std::min(lo, static_cast<float>(W(r, c)));
-        hi = std::max(hi, static_cast<float>(W(r, c)));
-      }
-      params[static_cast<std::size_t>(r * groups_per_row + g)] = Grid::fit(lo, hi);
-    }
-  };
-  if (fixed_grid)
-    params = *fixed_grid;
-  else if (static_groups)
-    for (index_t g = 0; g < groups_per_row; ++g) fit_group(g, g * group, std::min(group, cols - g * group));
-
-  std::vector<index_t> perm(static_cast<std::size_t>(cols));
-  std::iota(perm.begin(), perm.end(), index_t{0});
-  if (options.act_order) {
-    std::stable_sort(perm.begin(), perm.end(), [&](index_t a, index_t b) { return H(a, a) > H(b, b); });
-    Eigen::MatrixXd Wp(rows, cols), Hp(cols, cols);
-    for (index_t j = 0; j < cols; ++j) {
-      Wp.col(j) = W.col(perm[j]);
-      for (index_t i = 0; i < cols; ++i) Hp(i, j) = H(perm[i], perm[j]);
-    }
-    W.swap(Wp);
-    H.swap(Hp);
-  }
-
-  LOWBIT_CHECK(!factor || (!options.act_order && factor->rows() == cols && factor->cols() == cols),
-               "gptq: a precomputed factor must be ", cols, "x", cols, " with the columns in their own order (no act-order)");
-  Eigen::MatrixXd own;
-  if (!factor) own = detail::gptq_inverse_cholesky(std::move(H), options.percdamp, stats);
-  const Eigen::MatrixXd& U = factor ? *factor : own;
-
-  // Blocks hold whole groups so a group's parameters are fitted from fully updated columns.
-  index_t block = options.block_size;
-  if (grouped && !static_groups) block = std::max<index_t>(1, (block + group - 1) / group) * group;
-
-  Eigen::MatrixXd E(rows, block);
-  for (index_t i1 = 0; i1 < cols; i1 += block) {
-    const index_t i2 = std::min(cols, i1 + block), count = i2 - i1;
-    for (index_t i = 0; i < count; ++i) {
-      const index_t j = i1 + i;         // position in processing order
-      const index_t original = perm[static_cast<std::size_t>(j)];
-      const index_t g = original / group;
-      if (!static_groups && j % group == 0) fit_group(g, j, std::min(group, cols - j));
-      const double d = U(j, j);
-      for (index_t r = 0; r < rows; ++r) {
-        const Params& p = params[static_cast<std::size_t>(r * groups_per_row + g)];
-        const float w = static_cast<float>(W(r, j));
-        const std::uint32_t code = Grid::encode(w, p);
-        Grid::set_code(packed, r, original, code);
-        const double err = (W(r, j) - static_cast<double>(Grid::decode(code, p))) / d;
-        E(r, i) = err;
-        stats.proxy_loss += 0.5 * err * err;
-      }
-      if (i + 1 < count)
-        W.block(0, j + 1, rows, count - i - 1).noalias() -=
-            E.col(i) * U.row(j).segment(j + 1, count - i - 1);
-    }
-    if (i2 < cols) W.rightCols(cols - i2).noalias() -= E.leftCols(count) * U.block(i1, i2, count, cols - i2);
-  }
-
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t g = 0; g < groups_per_row; ++g)
-      Grid::set_params(packed, r, g, params[static_cast<std::size_t>(r * groups_per_row + g)]);
-  if (stats_out) *stats_out = stats;
-  return packed;
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/gptq.hpp ----
-
-namespace lowbit::calib {
-
-struct GroupMethodOptions {
-  GptqOptions gptq;
-  AutoClipOptions autoclip;
-  bool autoclip_qk = false;  // BitDistiller skips q/k projections
-
-  // What changes the result of `method` (unused knobs are left out, so they do not split fingerprints).
-  nlohmann::json to_json(const std::string& method) const {
-    nlohmann::json j = nlohmann::json::object();
-    if (method == "gptq" || method == "autoclip+gptq") {
-      j["damp"] = gptq.percdamp;
-      j["gptq_block_size"] = gptq.block_size;
-      j["act_order"] = gptq.act_order;
-      j["static_groups"] = gptq.static_groups;
-    }
-    if (method == "autoclip" || method == "autoclip+gptq") {
-      j["autoclip_n_grid"] = autoclip.n_grid;
-      j["autoclip_max_shrink"] = autoclip.max_shrink;
-      j["autoclip_qk"] = autoclip_qk;
-    }
-    return j;
-  }
-};
-
-inline constexpr auto group_grid_formats = []<class F>() { return GroupGridFormat<F>; };
-
-namespace detail {
-
-// The job's weight, clamped to AutoClip's ranges when `method` clips (q/k projections skipped unless asked);
-// the search's errors go to `stats`.
-template <class Format>
-std::vector<float> clipped_weight(const std::string& method, const GroupMethodOptions& o, const LinearJob& job,
-                                  nlohmann::json& stats) {
-  const index_t rows = job.weight.rows(), cols = job.weight.cols();
-  std::vector<float> W(static_cast<std::size_t>(rows * cols));
-  for (index_t r = 0; r < rows; ++r) std::copy_n(job.weight.row(r), cols, W.data() + r * cols);
-  const bool clip = method == "autoclip" || method == "autoclip+gptq";
-  const bool skip_clip = !o.autoclip_qk && (job.role == nn::LinearRole::Q || job.role == nn::LinearRole::K);
-  if (clip && !skip_clip) {
-    LOWBIT_CHECK(job.sample_inputs.rows() > 0, job.name, ": autoclip needs sampled inputs");
-    const auto C = gram_from_tokens(job.sample_inputs);
-    const auto s = autoclip_apply<Format>(MatrixView<float>(W.data(), rows, cols), C, o.autoclip);
-    stats["autoclip_error_before"] = s.error_before;
-    stats["autoclip_error_after"] = s.error_after;
-    stats["autoclip_clipped_groups"] = s.clipped_groups;
-  }
-  return W;
-}
-
-template <class Format>
-LinearOutcome run_group_method(const std::string& method, const GroupMethodOptions& o, const LinearJob& job) {
-  const index_t rows = job.weight.rows(), cols = job.weight.cols();
-  LinearOutcome out;
-  const std::vector<float> W = clipped_weight<Format>(method, o, job, out.stats);
-  const MatrixView<const float> Wv(W.data(), rows, cols);
-  if (method == "gptq" || method == "autoclip+gptq") {
-    LOWBIT_CHECK(job.hessian && job.hessian->rows() > 0, job.name, ": gptq needs the input Hessian");
-    GptqStats s;
-    auto packed = gptq_quantize<Format>(Wv, job.hessian->gptq_hessian(), o.gptq, &s);
-    out.stats["gptq_proxy_loss"] = s.proxy_loss;
-    out.stats["dead_columns"] = s.dead_columns;
-    if (s.dampening_retries) out.stats["dampening_retries"] = s.dampening_retries;
-    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(std::move(packed));
-  } else if constexpr (BCQFormat<Format>) {
-    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(
-        method == "rtn" ? Quantizer<Format>::quantize(Wv) : rtn_quantize<Format>(Wv));
-  } else {
-    out.layer = std::make_unique<nn::QuantizedLinear<Format>>(rtn_quantize<Format>(Wv));
-  }
-  return out;
-}
-
-}  // namespace detail
-
-// `method` is rtn, gptq, autoclip or autoclip+gptq.
-inline Method group_method(const std::string& method, const GroupMethodOptions& options = {}) {
-  LOWBIT_CHECK(method == "rtn" || method == "gptq" || method == "autoclip" || method == "autoclip+gptq",
-               "unknown calibration method '", method, "' (known: rtn, gptq, autoclip, autoclip+gptq)");
-  Method m;
-  m.name = method;
-  m.capability = "group-grid format";
-  m.accepts = accepts_formats_where(group_grid_formats);
-  m.needs_hessian = method == "gptq" || method == "autoclip+gptq";
-  m.needs_samples = method == "autoclip" || method == "autoclip+gptq";
-  m.options = options.to_json(method);
-  m.run = [method, options](const LinearJob& job) {
-    return visit_format_if(
-        job.format, group_grid_formats,
-        [&]<class F>(FormatTag<F>) { return detail::run_group_method<F>(method, options, job); },
-        "group-grid format");
-  };
-  return m;
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/group_methods.hpp ----
-
-// ---- begin lowbit/calib/memory_estimate.hpp ----
-// What a calibration run will hold in memory, estimated from the model shape and the run's settings
-// before it starts (printed, and compared with the measured peak in the report).
-
-#include <algorithm>
-#include <cstdio>
-#include <string>
-
-
-namespace lowbit::calib {
-
-struct MemoryEstimate {
-  double model_mib = 0, activations_mib = 0, statistics_mib = 0, workspace_mib = 0;
-  double total_mib() const { return model_mib + activations_mib + statistics_mib + workspace_mib; }
-  std::string describe() const {
-    char buf[256];
-    std::snprintf(buf, sizeof buf,
-                  "memory estimate: %.0f MiB (model %.0f, cached activations %.0f, Hessians/samples %.0f, "
-                  "block workspace %.0f)",
-                  total_mib(), model_mib, activations_mib, statistics_mib, workspace_mib);
-    return buf;
-  }
-};
-
-// nsamples x seqlen calibration tokens, `sample_tokens` sampled rows per input (0 when no method needs
-// samples), `batch_sequences` per block forward; targets are kept when a fine-tune step or FP
-// propagation needs the FP block outputs.
-inline MemoryEstimate estimate_memory(const nn::ModelConfig& c, int nsamples, int seqlen, int sample_tokens,
-                                      int batch_sequences, bool needs_targets) {
-  constexpr double MiB = 1024.0 * 1024.0;
-  const double dim = c.dim, hid = c.hidden_dim, qdim = double(c.n_heads) * c.head_dim(), kv = c.kv_dim();
-  const double per_block = dim * (qdim + 2 * kv) + qdim * dim + 3 * dim * hid;
-  MemoryEstimate m;
-  m.model_mib = 4.0 * (per_block * c.n_layers + double(c.vocab_size) * dim * (c.tied_embeddings ? 1 : 2)) / MiB;
-  const double tokens = double(nsamples) * seqlen;
-  m.activations_mib = 4.0 * tokens * dim * (needs_targets ? 2 : 1) / MiB;
-  m.statistics_mib = (8.0 + 4.0) * (2 * dim * dim + qdim * qdim + hid * hid) / MiB +
-                     4.0 * sample_tokens * (2 * dim + qdim + hid) / MiB;
-  const double batch_tokens = double(std::min(batch_sequences, nsamples)) * seqlen;
-  // block workspace + taps: norms, q/k/v, attention out, gate/up/hidden, per-head scores
-  m.workspace_mib = 4.0 * batch_tokens * (2 * (3 * dim + qdim + 2 * kv + 3 * hid) + c.n_heads * double(seqlen)) / MiB;
-  return m;
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/memory_estimate.hpp ----
-
-// ---- begin lowbit/calib/run_dir.hpp ----
-// The run directory of a resumable calibration: a fingerprint of everything that determines the result
-// (refused when a different run wants to reuse the folder, with the differing keys listed), one
-// checkpoint per finished block (io/quantized_model.hpp's block checkpoints), and the activations that
-// feed the next block, each written atomically (core/atomic_file.hpp) and checksummed, so a killed run
-// resumes exactly where it stopped and ends byte-identical to an uninterrupted one.
-
-#include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <nlohmann/json.hpp>
-#include <string>
-#include <vector>
-
-
-namespace lowbit::calib {
-
-class CheckpointDir {
- public:
-  CheckpointDir() = default;
-  explicit CheckpointDir(std::string dir) : dir_(std::move(dir)) {}
-  bool enabled() const { return !dir_.empty(); }
-  std::string block_path(int layer) const {
-    char name[64];
-    std::snprintf(name, sizeof name, "block_%03d.safetensors", layer);
-    return (std::filesystem::path(dir_) / name).string();
-  }
-  // The quantized model's block inputs, and (when a method keeps it) the FP model's own stream.
-  std::string state_path(const std::string& name = "activations") const {
-    return (std::filesystem::path(dir_) / (name + ".bin")).string();
-  }
-  std::string fingerprint_path() const { return (std::filesystem::path(dir_) / "fingerprint.json").string(); }
-
-  // Creates the directory and records the fingerprint, or checks it against an existing run.
-  void open(const nlohmann::json& fingerprint) {
-    std::filesystem::create_directories(dir_);
-    const auto path = fingerprint_path();
-    if (std::filesystem::exists(path)) {
-      std::ifstream in(path);
-      nlohmann::json existing;
-      try {
-        existing = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        fail("run directory ", dir_, ": ", path, " is not valid JSON (", e.what(), ")");
-      }
-      if (existing != fingerprint) {
-        std::string diffs;
-        for (auto& [key, value] : fingerprint.items())
-          if (!existing.contains(key) || existing[key] != value)
-            diffs += "\n  " + key + ": run has " + (existing.contains(key) ? existing[key].dump() : "nothing") +
-                     ", this invocation has " + value.dump();
-        fail("run directory ", dir_, " belongs to a different calibration run; refusing to resume.", diffs,
-             "\nUse a fresh --run-dir (or delete this one) to start over.");
-      }
-      return;
-    }
-    write_file_atomically(path, fingerprint.dump(2) + "\n");
-  }
-
-  // The activations after block `layer` (inputs of layer + 1), [tokens, dim] float32.
-  void save_state(int next_layer, const std::vector<float>& x, index_t tokens, index_t dim,
-                  const std::string& name = "activations") const {
-    std::string bytes;
-    const std::uint64_t header[4] = {0x54434b504c42574cULL /* "LWBLPKCT" */, static_cast<std::uint64_t>(next_layer),
-                                     static_cast<std::uint64_t>(tokens), static_cast<std::uint64_t>(dim)};
-    bytes.append(reinterpret_cast<const char*>(header), sizeof header);
-    bytes.append(reinterpret_cast<const char*>(x.data()), x.size() * sizeof(float));
-    const std::uint64_t check = fnv1a64(bytes.data(), bytes.size());
-    bytes.append(reinterpret_cast<const char*>(&check), sizeof check);
-    write_file_atomically(state_path(name), bytes);
-  }
-
-  // Returns the next layer to calibrate (0 when there is nothing to resume) and fills x.
-  int load_state(std::vector<float>& x, index_t tokens, index_t dim, const std::string& name = "activations") const {
-    const auto path = state_path(name);
-    if (!std::filesystem::exists(path)) return 0;
-    std::ifstream in(path, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const std::size_t expected = 32 + static_cast<std::size_t>(tokens * dim) * sizeof(float) + 8;
-    LOWBIT_CHECK(bytes.size() == expected, path, ": checkpoint has ", bytes.size(), " bytes, expected ", expected,
-                 " (truncated or from another configuration)");
-    std::uint64_t header[4], check;
-    std::memcpy(header, bytes.data(), sizeof header);
-    std::memcpy(&check, bytes.data() + bytes.size() - 8, 8);
-    LOWBIT_CHECK(header[0] == 0x54434b504c42574cULL, path, ": not a lowbit activation checkpoint");
-    LOWBIT_CHECK(fnv1a64(bytes.data(), bytes.size() - 8) == check, path, ": checksum mismatch (corrupted checkpoint)");
-    LOWBIT_CHECK(header[2] == static_cast<std::uint64_t>(tokens) && header[3] == static_cast<std::uint64_t>(dim), path,
-                 ": activations are ", header[2], "x", header[3], ", expected ", tokens, "x", dim);
-    x.resize(static_cast<std::size_t>(tokens * dim));
-    std::memcpy(x.data(), bytes.data() + 32, x.size() * sizeof(float));
-    return static_cast<int>(header[1]);
-  }
-
- private:
-  std::string dir_;
-};
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/run_dir.hpp ----
-
-namespace lowbit::calib {
-
-// ---- configuration ------------------------------------------------------------------------------
-
-// Settings of the pipeline itself; methods carry their own options (calib/method.hpp).
-struct CalibrationConfig {
-  std::string method = "gptq";           // the single-method plan of calibrate_model(..., const Method&, ...)
-  std::string format = "uniform:4:128";  // and its format (a registered descriptor)
-  int nsamples = 128;                    // calibration sequences
-  int seqlen = 512;                      // tokens per sequence
-  std::uint64_t seed = 0;
-  int sample_tokens = 512;           // sampled rows per linear input for methods that need samples (AutoClip)
-  bool propagate_quantized = true;   // next block sees the quantized block's outputs (GPTQ) or FP ones
-  int batch_sequences = 8;           // sequences per block forward (speed only)
-  bool quiet = false;
-
-  // Everything in the pipeline that changes the result (with the plan: the fingerprint and the file's
-  // quantization_config).
-  nlohmann::json to_json() const {
-    return {{"nsamples", nsamples},
-            {"seqlen", seqlen},
-            {"seed", seed},
-            {"sample_tokens", sample_tokens},
-            {"propagate", propagate_quantized ? "quantized" : "fp"}};
-  }
-};
-
-struct CalibrationReport {
-  double seconds = 0;
-  double peak_rss_mib = 0;
-  MemoryEstimate estimate;
-  int resumed_from_layer = 0;
-  nlohmann::json per_linear = nlohmann::json::object();  // name -> stats (this process's linears)
-  nlohmann::json to_json() const {
-    return {{"seconds", seconds},
-            {"peak_rss_mib", peak_rss_mib},
-            {"memory_estimate_mib", estimate.total_mib()},
-            {"resumed_from_layer", resumed_from_layer},
-            {"per_linear", per_linear}};
-  }
-};
-
-struct PipelineHooks {
-  BlockFinetune finetune;  // optional block fine-tune after the linears were replaced
-  // Keep the FP model's activation stream beside the quantized one and hand it to `finetune`
-  // (BlockContext::fp_inputs/fp_targets; UniQuanF's QDrop-style mix needs it): one more FP block forward
-  // and two more [tokens, dim] buffers; checkpointed with the run.
-  bool fp_stream = false;
-  // Called after each linear is replaced (layer, role); tests use it to interrupt a run.
-  std::function<void(int, nn::LinearRole)> after_linear;
-};
-
-// What a quantized file records about how it was made: the pipeline settings, the plan, and each
-// linear's method and format.
-inline nlohmann::json quantization_config(const CalibrationConfig& cfg, const QuantizationPlan& plan, const nn::Llama& model) {
-  nlohmann::json linears = nlohmann::json::object();
-  for (int l = 0; l < model.config().n_layers; ++l)
-    for (auto role : nn::kAllLinearRoles) {
-      const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
-      const auto& rule = plan.rule_for(name);
-      linears[name] = {{"method", rule.method.name}, {"format", rule.format}};
-    }
-  return {{"pipeline", cfg.to_json()}, {"plan", plan.to_json()}, {"linears", linears}};
-}
-
-// ---- the pipeline -------------------------------------------------------------------------------
-
-namespace detail {
-
-// Statistics of one effective input: XᵀX and sampled rows [sample_rows, width].
-struct InputStatistics {
-  index_t width = 0;
-  bool hessian_wanted = false, samples_wanted = false;
-  HessianAccumulator hessian;
-  std::vector<float> samples;
-};
-
-// The linears of one block with their plan rules, and where each one's input statistics come from:
-// the four shared block inputs (attn_in, attn_out, ffn_in, ffn_hidden), or a source of its own when the
-// layer transforms its input (nn::Linear::transforms_input).
-struct BlockPlan {
-  std::array<const QuantizationPlan::Rule*, nn::kLinearRoles> rules{};
-  std::array<int, nn::kLinearRoles> source{};  // index into `sources`
-  std::vector<InputStatistics> sources;        // 4 shared, then one per transforming linear
-  bool needs_forward = false;
-
-  bool wants_taps() const {
-    for (const auto& s : sources)
-      if (s.hessian_wanted || s.samples_wanted) return true;
-    return false;
-  }
-};
-
-inline BlockPlan plan_block(const nn::Llama& model, int layer, const QuantizationPlan& plan, index_t sample_rows,
-                            bool needs_targets) {
-  const auto& mc = model.config();
-  const index_t widths[4] = {mc.dim, static_cast<index_t>(mc.n_heads) * mc.head_dim(), mc.dim, mc.hidden_dim};
-  BlockPlan b;
-  b.sources.resize(4);
-  for (int k = 0; k < 4; ++k) b.sources[static_cast<std::size_t>(k)].width = widths[k];
-  for (auto role : nn::kAllLinearRoles) {
-    const auto r = static_cast<std::size_t>(role);
-    b.rules[r] = &plan.rule_for(nn::ModelWeights::layer_name(layer, nn::linear_role_name(role)));
-    int source = static_cast<int>(input_of(role));
-    if (model.linear(layer, role).transforms_input()) {
-      b.sources.push_back(InputStatistics{});
-      b.sources.back().width = widths[source];
-      source = static_cast<int>(b.sources.size()) - 1;
-    }
-    b.source[r] = source;
-    auto& s = b.sources[static_cast<std::size_t>(source)];
-    s.hessian_wanted = s.hessian_wanted || b.rules[r]->method.needs_hessian;
-    s.samples_wanted = s.samples_wanted || (b.rules[r]->method.needs_samples && sample_rows > 0);
-  }
-  for (auto& s : b.sources) {
-    if (s.hessian_wanted) s.hessian.reset(s.width);
-    if (s.samples_wanted) s.samples.assign(static_cast<std::size_t>(sample_rows * s.width), 0.0f);
-  }
-  b.needs_forward = b.wants_taps() || needs_targets;
-  return b;
-}
-
-// Step 2: FP block over the cached inputs x [N·L, dim]; fills the statistics and (when `targets` is not
-// null) the FP outputs.
-inline void collect_statistics(nn::Llama& model, int layer, const std::vector<float>& x, int N, int L, int batch,
-                               index_t sample_rows, BlockPlan& b, std::vector<float>* targets) {
-  const int dim = model.config().dim;
-  const index_t n_tok = static_cast<index_t>(N) * L;
-  const index_t sample_step = sample_rows > 0 ? n_tok / sample_rows : 1;
-  const bool want_taps = b.wants_taps();
-  nn::BlockTaps taps;
-  std::vector<float> work, effective;
-  for (int s0 = 0; b.needs_forward && s0 < N; s0 += batch) {
-    const int B = std::min(batch, N - s0);
-    const index_t row0 = static_cast<index_t>(s0) * L, rows = static_cast<index_t>(B) * L;
-    work.assign(x.begin() + row0 * dim, x.begin() + (row0 + rows) * dim);
-    model.block_forward(layer, work.data(), B, L, want_taps ? &taps : nullptr);
-    if (targets) std::copy(work.begin(), work.end(), targets->begin() + row0 * dim);
-    if (!want_taps) continue;
-    const std::vector<float>* tapped[4] = {&taps.attn_in, &taps.attn_out, &taps.ffn_in, &taps.ffn_hidden};
-    for (std::size_t src = 0; src < b.sources.size(); ++src) {
-      auto& s = b.sources[src];
-      if (!s.hessian_wanted && !s.samples_wanted) continue;
-      // the tapped block input this source reads, transformed by its layer when it has one of its own
-      int k = static_cast<int>(src);
-      const nn::Linear* transform = nullptr;
-      if (src >= 4)
-        for (auto role : nn::kAllLinearRoles)
-          if (b.source[static_cast<std::size_t>(role)] == static_cast<int>(src)) {
-            k = static_cast<int>(input_of(role));
-            transform = &model.linear(layer, role);
-          }
-      const auto& raw = *tapped[k];
-      LOWBIT_CHECK(static_cast<index_t>(raw.size()) == rows * s.width, "calibrate: block ", layer, " tap ", k, " holds ",
-                   raw.size(), " values, expected ", rows * s.width);
-      MatrixView<const float> X(raw.data(), rows, s.width);
-      if (transform) {
-        effective.resize(raw.size());
-        transform->effective_input(X, MatrixView<float>(effective.data(), rows, s.width));
-        X = MatrixView<const float>(effective.data(), rows, s.width);
-      }
-      if (s.hessian_wanted) s.hessian.add(X);
-      if (s.samples_wanted)
-        for (index_t i = 0; i < sample_rows; ++i) {
-          const index_t global = i * sample_step;
-          if (global >= row0 && global < row0 + rows)
-            std::copy_n(X.row(global - row0), s.width, s.samples.data() + i * s.width);
-        }
-    }
-  }
-}
-
-// Step 3: replaces every linear of the block by its method's result.
-inline void replace_linears(nn::Llama& model, int layer, const BlockPlan& b, index_t sample_rows,
-                            const CalibrationConfig& cfg, CalibrationReport& report, const PipelineHooks& hooks) {
-  const int n_layers = model.config().n_layers;
-  for (auto role : nn::kAllLinearRoles) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto r = static_cast<std::size_t>(role);
-    const auto& rule = *b.rules[r];
-    const auto& stats = b.sources[static_cast<std::size_t>(b.source[r])];
-    auto& current = model.linear(layer, role);
-    const index_t out = current.out_features(), in = current.in_features();
-    std::vector<float> W(static_cast<std::size_t>(out * in));
-    current.dequantize(MatrixView<float>(W.data(), out, in));
-    LinearJob job;
-    job.layer = layer;
-    job.role = role;
-    job.name = nn::ModelWeights::layer_name(layer, nn::linear_role_name(role));
-    job.format = rule.format;
-    job.weight = MatrixView<const float>(W.data(), out, in);
-    job.hessian = rule.method.needs_hessian ? &stats.hessian : nullptr;
-    job.sample_inputs = stats.samples_wanted ? MatrixView<const float>(stats.samples.data(), sample_rows, in)
-                                             : MatrixView<const float>();
-    job.seed = cfg.seed;
-    LinearOutcome result = rule.method.run(job);
-    LOWBIT_CHECK(result.layer != nullptr, job.name, ": method '", rule.method.name, "' returned no layer");
-    LOWBIT_CHECK(result.layer->format() == rule.format, job.name, ": method '", rule.method.name, "' produced format '",
-                 result.layer->format(), "', the plan asked for '", rule.format, "'");
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    result.stats["seconds"] = secs;
-    result.stats["method"] = rule.method.name;
-    result.stats["format"] = result.layer->format();
-    result.stats["bits_per_weight"] = result.layer->bits_per_weight();
-    if (!cfg.quiet) {
-      std::string extra;
-      if (result.stats.contains("gptq_proxy_loss"))
-        extra += " gptq-loss " + std::to_string(result.stats["gptq_proxy_loss"].get<double>());
-      if (result.stats.contains("autoclip_clipped_groups"))
-        extra += " clipped " + std::to_string(result.stats["autoclip_clipped_groups"].get<index_t>()) + " groups";
-      std::fprintf(stderr, "[calibrate] block %d/%d %-22s %s %s%s (%.2fs)\n", layer + 1, n_layers,
-                   nn::linear_role_name(role), rule.method.name.c_str(), result.layer->format().c_str(), extra.c_str(),
-                   secs);
-    }
-    report.per_linear[job.name] = result.stats;
-    model.set_linear(layer, role, std::move(result.layer));
-    if (hooks.after_linear) hooks.after_linear(layer, role);
-  }
-}
-
-}  // namespace detail
-
-// Calibrates every linear of `model` in place according to `plan`. `tokens` is [nsamples, seqlen];
-// `fingerprint` identifies the model file and calibration data (the configuration, plan and token
-// stream are added here); with a `run_dir` the run is checkpointed there and resumes from it.
-inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
-                                         const CalibrationConfig& cfg, const QuantizationPlan& plan,
-                                         nlohmann::json fingerprint = nlohmann::json::object(),
-                                         const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
-  const auto start_time = std::chrono::steady_clock::now();
-  const auto& mc = model.config();
-  const int N = cfg.nsamples, L = cfg.seqlen, dim = mc.dim;
-  const index_t n_tok = static_cast<index_t>(N) * L;
-  LOWBIT_CHECK(!plan.empty(), "calibrate: the quantization plan has no rules");
-  LOWBIT_CHECK(static_cast<index_t>(tokens.size()) == n_tok, "calibrate: got ", tokens.size(), " tokens, expected ",
-               N, " x ", L);
-  for (auto t : tokens)
-    LOWBIT_CHECK(t >= 0 && t < mc.vocab_size, "calibrate: token id ", t, " outside the vocabulary of ", mc.vocab_size);
-  bool any_samples = false, any_statistics = false;
-  for (const auto& r : plan.rules()) {
-    any_samples = any_samples || r.method.needs_samples;
-    any_statistics = any_statistics || r.method.needs_samples || r.method.needs_hessian;
-  }
-  const index_t sample_rows = any_samples ? std::min<index_t>(cfg.sample_tokens, n_tok) : 0;
-  const bool needs_targets = static_cast<bool>(hooks.finetune) || !cfg.propagate_quantized;
-  // A plan whose methods read no statistics (RTN alone) needs no block inputs at all.
-  const bool needs_inputs = any_statistics || needs_targets;
-
-  CalibrationReport report;
-  report.estimate = estimate_memory(mc, N, L, static_cast<int>(sample_rows), cfg.batch_sequences, needs_targets);
-  if (!cfg.quiet) std::fprintf(stderr, "[calibrate] %s\n", report.estimate.describe().c_str());
-
-  // Resume: the fingerprint must match; finished blocks are reloaded and the activations restored.
-  fingerprint["config"] = cfg.to_json();
-  fingerprint["plan"] = plan.to_json();
-  fingerprint["tokens"] =
-      hex64(fnv1a64(tokens.data(), tokens.size() * sizeof(std::int32_t))) + ":" + std::to_string(tokens.size());
-  // A plan with a method whose layers stay trainable after the block pass keeps no block checkpoints.
-  CheckpointDir ckpt(plan.block_checkpoints() ? run_dir : std::string());
-  if (!run_dir.empty() && !plan.block_checkpoints() && !cfg.quiet)
-    std::fprintf(stderr, "[calibrate] note: the plan's layers stay trainable after this pass, so its blocks are not "
-                         "checkpointed in %s (a resumed run repeats this pass)\n", run_dir.c_str());
-  std::vector<float> x;  // [n_tok, dim] inputs of the current block
-  const bool fp_stream = hooks.fp_stream && static_cast<bool>(hooks.finetune);
-  std::vector<float> x_fp, targets_fp;  // the FP model's own stream (fp_stream)
-  int first_layer = 0;
-  if (fp_stream) fingerprint["fp_stream"] = true;
-  if (ckpt.enabled()) {
-    ckpt.open(fingerprint);
-    first_layer = ckpt.load_state(x, n_tok, dim);
-    if (fp_stream && first_layer > 0)
-      LOWBIT_CHECK(ckpt.load_state(x_fp, n_tok, dim, "activations_fp") == first_layer, run_dir,
-                   ": the FP activations do not point past the same block as the quantized ones");
-    for (int l = 0; l < first_layer; ++l) {
-      LOWBIT_CHECK(std::filesystem::exists(ckpt.block_path(l)), run_dir, ": activations are past block ", l, " but ",
-                   ckpt.block_path(l), " is missing");
-      io::load_block_checkpoint(ckpt.block_path(l), model, l);
-    }
-    if (first_layer > 0 && !cfg.quiet)
-      std::fprintf(stderr, "[calibrate] resuming %s at block %d/%d\n", run_dir.c_str(), first_layer, mc.n_layers);
-  }
-  report.resumed_from_layer = first_layer;
-  if (first_layer == 0) {
-    x.resize(static_cast<std::size_t>(n_tok * dim));
-    model.embed(tokens.data(), n_tok, x.data());
-    if (fp_stream) x_fp = x;
-  }
-
-  const int batch = std::max(1, std::min(cfg.batch_sequences, N));
-  std::vector<float> targets;
-  if (needs_targets) targets.resize(x.size());
-  Progress blocks("calibrate", mc.n_layers, "block", cfg.quiet, 0.0);
-  blocks.update(first_layer);
-  for (int layer = first_layer; layer < mc.n_layers; ++layer) {
-    const auto block_start = std::chrono::steady_clock::now();
-    // 1-2. methods and formats of the block's linears; the statistics they need and the FP outputs
-    auto b = detail::plan_block(model, layer, plan, sample_rows, needs_targets);
-    detail::collect_statistics(model, layer, x, N, L, batch, sample_rows, b, needs_targets ? &targets : nullptr);
-    if (fp_stream) {  // the FP block on the FP stream, before its linears are replaced
-      targets_fp = x_fp;
-      for (int s0 = 0; s0 < N; s0 += batch)
-        model.block_forward(layer, targets_fp.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L,
-                            nullptr);
-    }
-    // 3. replace every linear
-    detail::replace_linears(model, layer, b, sample_rows, cfg, report, hooks);
-    b.sources.clear();
-    // 4. optional fine-tune of the quantized block against the FP targets
-    if (hooks.finetune) {
-      BlockContext ctx{layer, &model, MatrixView<const float>(x.data(), n_tok, dim),
-                       MatrixView<const float>(targets.data(), n_tok, dim), N, L, {}, {}};
-      if (fp_stream) {
-        ctx.fp_inputs = MatrixView<const float>(x_fp.data(), n_tok, dim);
-        ctx.fp_targets = MatrixView<const float>(targets_fp.data(), n_tok, dim);
-      }
-      report.per_linear[nn::ModelWeights::layer_name(layer, "finetune")] = hooks.finetune(ctx);
-    }
-    // 5. next block's inputs
-    if (cfg.propagate_quantized) {
-      for (int s0 = 0; needs_inputs && s0 < N; s0 += batch)
-        model.block_forward(layer, x.data() + static_cast<index_t>(s0) * L * dim, std::min(batch, N - s0), L, nullptr);
-    } else {
-      x.swap(targets);
-    }
-    for (auto role : nn::kAllLinearRoles) model.linear(layer, role).release_workspace();
-    // 6. checkpoint: the block's layers first, then the activations that point past it
-    if (fp_stream) x_fp.swap(targets_fp);
-    if (ckpt.enabled()) {
-      io::save_block_checkpoint(ckpt.block_path(layer), model, layer);
-      if (fp_stream) ckpt.save_state(layer + 1, x_fp, n_tok, dim, "activations_fp");
-      ckpt.save_state(layer + 1, x, n_tok, dim);
-    }
-    const double block_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - block_start).count();
-    char status[96];
-    std::snprintf(status, sizeof status, "block %.1fs, peak RSS %.0f MiB", block_secs, peak_rss_mib());
-    blocks.update(1, status);
-  }
-  blocks.finish();
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
-  report.peak_rss_mib = peak_rss_mib();
-  if (!cfg.quiet)
-    std::fprintf(stderr, "[calibrate] done in %s, peak RSS %.0f MiB\n", format_duration(report.seconds).c_str(),
-                 report.peak_rss_mib);
-  return report;
-}
-
-// One method and format for every linear: the plan QuantizationPlan(method, cfg.format).
-inline CalibrationReport calibrate_model(nn::Llama& model, const std::vector<std::int32_t>& tokens,
-                                         const CalibrationConfig& cfg, const Method& method,
-                                         nlohmann::json fingerprint = nlohmann::json::object(),
-                                         const std::string& run_dir = {}, const PipelineHooks& hooks = {}) {
-  return calibrate_model(model, tokens, cfg, QuantizationPlan(method, cfg.format), std::move(fingerprint), run_dir,
-                         hooks);
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/pipeline.hpp ----
 
 namespace lowbit::calib {
 
@@ -18743,47 +19706,6 @@ inline nlohmann::json bitdistiller_train(nn::Llama& student, nn::Llama& teacher,
 }  // namespace lowbit::calib
 // ---- end lowbit/calib/bitdistiller.hpp ----
 
-// ---- begin lowbit/calib/tables.hpp ----
-// The token table and the output head in a weight format. They hold a fifth of a small model's weights
-// (SmolLM2-135M: 28 M of 135 M, tied) and the head is read in full for every decoded token, so leaving
-// them in fp32 makes a "4-bit" file 10 bits per weight and spends a third of decoding on one fp32 GEMV.
-// Round-to-nearest is enough at 8 bits (the default, `kDefaultTableFormat`: one fp16 scale per row,
-// symmetric), and any registered format works; a tied model has one table, which is both.
-
-#include <string>
-
-
-namespace lowbit::calib {
-
-inline constexpr const char* kDefaultTableFormat = "uniform:8:row:sym";
-
-inline void check_table_format(const std::string& descriptor, const char* what) {
-  LOWBIT_CHECK(descriptor == "f32" || is_registered_format(descriptor), what, ": unknown format '", descriptor,
-               "' (f32, or a registered format: ", lowbit::detail::joined(format_names()), ")");
-}
-
-// Stores the token table in `table_format` and the head in `head_format` (RTN; "f32" keeps either in
-// fp32). On a tied model the two are one tensor: the formats must then be equal.
-inline void quantize_tables(nn::Llama& model, const std::string& table_format, const std::string& head_format) {
-  check_table_format(table_format, "token table");
-  check_table_format(head_format, "output head");
-  const auto& c = model.config();
-  if (c.tied_embeddings) {
-    LOWBIT_CHECK(table_format == head_format, model.source(), ": the token table is tied to the output head (one tensor), "
-                 "so it cannot be stored as both ", table_format, " and ", head_format);
-    if (head_format != "f32")
-      model.set_output_head(nn::make_rtn_linear(head_format, as_matrix(model.tok_embeddings(), c.vocab_size, c.dim)));
-    return;
-  }
-  if (head_format != "f32")
-    model.set_output_head(nn::make_rtn_linear(head_format, as_matrix(model.output_weight(), c.vocab_size, c.dim)));
-  if (table_format != "f32")
-    model.set_token_embedding(nn::make_rtn_linear(table_format, as_matrix(model.tok_embeddings(), c.vocab_size, c.dim)));
-}
-
-}  // namespace lowbit::calib
-// ---- end lowbit/calib/tables.hpp ----
-
 // ---- begin lowbit/calib/uniquanf.hpp ----
 // UniQuanF (ALGORITHMS.md §3): the unified initialization of every BCQ linear (calib/bcq.hpp), then
 // block-wise reconstruction: the block's linears become nn::UniQuanFLinear (FP weight frozen; FlexRound's
@@ -19678,59 +20600,6 @@ LanguageModel wrap_model(Model& model, std::string name) {
 
 }  // namespace lowbit::eval
 // ---- end lowbit/eval/language_model.hpp ----
-
-// ---- begin lowbit/eval/log_softmax.hpp ----
-// Numerically stable log-softmax pieces over one row of logits: the log-sum-exp (max-shifted;
-// vectorized float exponentials summed in double, so a 50k-entry vocabulary loses nothing), a token's
-// log-probability, and the full log-probability row. Shared by perplexity, zero-shot scoring and KL divergence.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <vector>
-
-#include <Eigen/Core>
-
-namespace lowbit::eval {
-
-inline double log_sum_exp(const float* logits, int n) {
-  const Eigen::Map<const Eigen::ArrayXf> row(logits, n);
-  const float m = row.maxCoeff();
-  // exp(x - m) <= 1 in float (Eigen's vectorized exp, ~1 ulp) summed in double per chunk: the
-  // relative error of the sum stays ~1e-7 while a 49k-entry row costs a few microseconds.
-  constexpr int kChunk = 1024;
-  alignas(64) float tmp[kChunk];
-  double s = 0.0;
-  for (int i = 0; i < n; i += kChunk) {
-    const int len = std::min(kChunk, n - i);
-    Eigen::Map<Eigen::ArrayXf> buf(tmp, len);
-    buf = (row.segment(i, len) - m).exp();
-    s += buf.cast<double>().sum();
-  }
-  return static_cast<double>(m) + std::log(s);
-}
-
-// log p(token) under softmax(logits).
-inline double token_log_prob(const float* logits, int n, std::int32_t token) {
-  return static_cast<double>(logits[token]) - log_sum_exp(logits, n);
-}
-
-// out[i] = log softmax(logits)[i].
-inline void log_softmax(const float* logits, int n, std::vector<double>& out) {
-  out.resize(static_cast<std::size_t>(n));
-  const double lse = log_sum_exp(logits, n);
-  for (int i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = static_cast<double>(logits[i]) - lse;
-}
-
-inline int argmax(const float* logits, int n) {
-  int best = 0;
-  for (int i = 1; i < n; ++i)
-    if (logits[i] > logits[best]) best = i;
-  return best;
-}
-
-}  // namespace lowbit::eval
-// ---- end lowbit/eval/log_softmax.hpp ----
 
 // ---- begin lowbit/eval/perplexity.hpp ----
 // Perplexity with an explicit protocol. Published numbers differ by 0.3-0.4 PPL from context length

@@ -316,6 +316,16 @@ struct CandidateLayers {
   std::map<std::string, std::vector<nn::LinearPtr>> layers;  // tensor name -> one layer per candidate
 };
 
+// The windows the KL is measured on: the first kl_samples calibration windows, cut to kl_seqlen.
+inline std::vector<std::int32_t> kl_windows(const std::vector<std::int32_t>& tokens, int seqlen,
+                                            const SensitivityOptions& opt) {
+  std::vector<std::int32_t> out;
+  for (int s = 0; s < opt.kl_samples; ++s)
+    out.insert(out.end(), tokens.begin() + static_cast<std::ptrdiff_t>(s) * seqlen,
+               tokens.begin() + static_cast<std::ptrdiff_t>(s) * seqlen + opt.kl_seqlen);
+  return out;
+}
+
 // The reference candidate of a tensor: the cheapest (the largest error, the clearest KL signal).
 inline int reference_candidate(const TensorSensitivity& t) {
   int best = 0;
@@ -409,11 +419,7 @@ inline SensitivityTable measure_sensitivity(nn::Llama& work, const std::function
 
   // 2. The KL of single-tensor changes, from each tensor's block on.
   nn::Llama fp = load_fp();
-  std::vector<std::int32_t> kl_tokens;
-  for (int s = 0; s < opt.kl_samples; ++s)
-    kl_tokens.insert(kl_tokens.end(), tokens.begin() + static_cast<std::ptrdiff_t>(s) * cfg.seqlen,
-                     tokens.begin() + static_cast<std::ptrdiff_t>(s) * cfg.seqlen + opt.kl_seqlen);
-  KlProbe kl(fp, kl_tokens, opt.kl_seqlen, cfg.batch_sequences);
+  KlProbe kl(fp, kl_windows(tokens, cfg.seqlen, opt), opt.kl_seqlen, cfg.batch_sequences);
   index_t total = 0;
   for (auto& t : table.tensors) {
     if (t.is_table()) continue;
@@ -715,6 +721,48 @@ inline AllocationPlan allocate(const SensitivityTable& s, double target_bpw, Sco
   plan.linear_bits_per_weight = 8.0 * static_cast<double>(linear_bytes) / s.linear_weights();
   plan.model_bits_per_weight = 8.0 * static_cast<double>(linear_bytes + table_bytes + s.norm_bytes) / s.all_weights();
   return plan;
+}
+
+// ---- measuring a whole plan ----------------------------------------------------------------------
+
+// KL(FP ‖ the plan) on the probe's windows, with the candidate layers the sensitivity pass kept: how
+// well the sum of single-tensor effects predicts the joint one. The layers go back into `layers`.
+inline double measure_plan_kl(const AllocationPlan& plan, const SensitivityTable& s, CandidateLayers& layers,
+                              const std::function<nn::Llama()>& load_fp, KlProbe& probe) {
+  nn::Llama m = load_fp();
+  struct Swap {
+    int layer;
+    nn::LinearRole role;
+    std::size_t k;
+  };
+  std::vector<Swap> swaps;
+  std::string table_format = "f32", head_format = "f32";
+  for (const auto& t : s.tensors) {
+    const auto* p = plan.find(t.name);
+    if (!p) continue;
+    const auto& cands = s.candidates_of(t);
+    const auto it = std::find(cands.begin(), cands.end(), Candidate{p->method, p->format});
+    LOWBIT_CHECK(it != cands.end(), "plan: ", t.name, " has ", p->method, ":", p->format, ", not a measured candidate");
+    const auto k = static_cast<std::size_t>(it - cands.begin());
+    if (t.is_table()) {
+      (t.role == "head" ? head_format : table_format) = p->format;
+      if (s.tied) head_format = p->format;
+      continue;
+    }
+    for (auto role : nn::kAllLinearRoles)
+      if (t.role == nn::linear_role_name(role)) {
+        auto& slot = layers.layers.at(t.name);
+        LOWBIT_CHECK(k < slot.size() && slot[k], "plan: the candidate layers of ", t.name, " are not in memory");
+        m.set_linear(t.layer, role, std::move(slot[k]));
+        swaps.push_back({t.layer, role, k});
+      }
+  }
+  if (table_format != "f32" || head_format != "f32") quantize_tables(m, table_format, head_format);
+  const double kl = probe.kl(m, -1);
+  for (const auto& w : swaps)
+    layers.layers.at(nn::ModelWeights::layer_name(w.layer, nn::linear_role_name(w.role)))[w.k] =
+        m.block(w.layer).release_linear(w.role);
+  return kl;
 }
 
 }  // namespace lowbit::calib
