@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <lowbit/calib/additive_pipeline.hpp>
+#include <lowbit/calib/allocate.hpp>
 #include <lowbit/calib/bcq_methods.hpp>
 #include <lowbit/calib/bitdistiller.hpp>
 #include <lowbit/calib/group_methods.hpp>
@@ -67,6 +68,10 @@ std::vector<DemoRow> demo_rows() {
       // BitDistiller (docs/bitdistiller.md): AutoClip start, then QAT distilled with CAKLD from the FP
       // model's own continuations of 16-token prompts.
       {"BitDistiller QAT W2", "bitdistiller", "uniform:2:128"},
+      // Mixed precision (docs/allocation.md): GPTQ at 2, 3 or 4 bits per tensor within 3.0 bits/weight,
+      // chosen by the exact knapsack on measured sensitivity, and the same budget spread evenly.
+      {"GPTQ mixed, knapsack", "allocate:knapsack", "2/3/4 @ 3.0"},
+      {"GPTQ mixed, spread", "allocate:uniform", "2/3/4 @ 3.0"},
   };
 }
 
@@ -102,6 +107,29 @@ train::TokenData demo_teacher_data(nn::Llama& teacher, const std::vector<std::in
   return d;
 }
 
+// A mixed-precision plan for the row "allocate:STRATEGY": each linear's GPTQ format among 2, 3 and 4 bits
+// (groups of 128) within 3.0 bits/weight, from the sensitivity measured once on the calibration windows.
+calib::QuantizationPlan mixed_plan(const std::string& strategy, const std::vector<std::int32_t>& tokens,
+                                   const calib::CalibrationConfig& cfg, const DemoContext& ctx) {
+  static std::unique_ptr<calib::SensitivityTable> measured;
+  if (!measured) {
+    calib::SensitivityOptions opt;
+    for (const char* f : {"uniform:2:128", "uniform:3:128", "uniform:4:128"})
+      opt.candidates.push_back({{"gptq", f}, calib::group_method("gptq")});
+    opt.kl_samples = 4;
+    opt.kl_seqlen = cfg.seqlen;
+    opt.quiet = true;
+    nn::Llama work(*ctx.weights);
+    measured = std::make_unique<calib::SensitivityTable>(
+        calib::measure_sensitivity(work, [&] { return nn::Llama(*ctx.weights); }, tokens, cfg, opt));
+  }
+  const auto a = calib::allocate(*measured, 3.0, calib::Scope::Blocks, calib::parse_strategy(strategy), 0);
+  calib::QuantizationPlan plan;
+  const auto gptq = calib::group_method("gptq");
+  for (const auto& t : a.tensors) plan.add(calib::exact_name_pattern(t.name), gptq, t.format);
+  return plan;
+}
+
 // Block-by-block calibration (calib/pipeline.hpp) of every linear with the row's method and format, on
 // 32 sequences of the default model's own training stream (RTN reads none of them).
 void quantize_row(nn::Llama& model, const DemoRow& row, const DemoContext& ctx) {
@@ -118,6 +146,10 @@ void quantize_row(nn::Llama& model, const DemoRow& row, const DemoContext& ctx) 
                                          ctx.calibration_tokens->begin() + static_cast<std::ptrdiff_t>(n));
   calib::Method method;
   calib::PipelineHooks hooks;
+  if (row.method.rfind("allocate:", 0) == 0) {
+    calib::calibrate_model(model, tokens, cfg, mixed_plan(row.method.substr(9), tokens, cfg, ctx));
+    return;
+  }
   if (row.method == "aqlm") {
     calib::AqlmOptions aqlm;
     aqlm.finetune_epochs = 2;

@@ -93,16 +93,8 @@ struct Plan {
   calib::QuantizationPlan plan;
   std::vector<cli::QuantizeMethod> methods;  // the distinct methods used, in order of first use
   std::string table_format, head_format;     // from an allocation plan in the whole-model scope; empty otherwise
+  std::string description;                   // of an allocation plan: "knapsack plan, 2.5 bits/weight (blocks)"
 };
-
-std::string escape_regex(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (std::string("\\^$.|?*+()[]{}").find(c) != std::string::npos) out += '\\';
-    out += c;
-  }
-  return out;
-}
 
 Plan make_plan(const Options& o) {
   std::vector<calib::RuleText> rules;
@@ -117,9 +109,13 @@ Plan make_plan(const Options& o) {
     for (const auto& t : a.tensors) {
       if (t.name == "tok_embeddings") p.table_format = t.format;
       else if (t.name == "output") p.head_format = t.format;
-      else rules.push_back({"^" + escape_regex(t.name) + "$", t.method, t.format});
+      else rules.push_back({calib::exact_name_pattern(t.name), t.method, t.format});
     }
     if (!p.table_format.empty() && p.head_format.empty()) p.head_format = p.table_format;  // tied
+    char d[160];
+    std::snprintf(d, sizeof d, "%s plan, %.4g bits/weight (%s)", a.strategy.c_str(), a.target_bits_per_weight,
+                  a.scope == "blocks" ? "block linears" : "whole model");
+    p.description = d;
   } else if (o.tensor_formats.empty()) {
     rules.push_back({".*", o.method, o.format});
   } else {
@@ -198,7 +194,7 @@ int run(const Options& o) {
       for (auto role : nn::kAllLinearRoles) {
         const auto name = nn::ModelWeights::layer_name(l, nn::linear_role_name(role));
         bool found = false;
-        for (const auto& r : plan.plan.rules()) found = found || r.pattern == "^" + escape_regex(name) + "$";
+        for (const auto& r : plan.plan.rules()) found = found || r.pattern == calib::exact_name_pattern(name);
         LOWBIT_CHECK(found, o.plan_file, ": the plan has no entry for ", name, " of ", o.model);
       }
   LOWBIT_CHECK(tok->vocab_size() <= mc.vocab_size, "tokenizer ", tok->describe(), " has ", tok->vocab_size(),
@@ -213,7 +209,7 @@ int run(const Options& o) {
                ": calibration would need at least ", static_cast<long long>(need.total_mib()), " MiB (",
                need.describe(), "), more than this machine's ", static_cast<long long>(have),
                " MiB; lower --nsamples or --seqlen");
-  const std::string plan_text = !o.plan_file.empty()         ? "plan " + o.plan_file
+  const std::string plan_text = !o.plan_file.empty()         ? plan.description
                                 : o.tensor_formats.empty() ? o.method + " " + o.format
                                                            : std::to_string(o.tensor_formats.size()) + " tensor rules";
   std::fprintf(stderr, "[quantize] %d layers, dim %d, hidden %d, vocab %d; %s, %d x %d calibration tokens, %d threads\n",

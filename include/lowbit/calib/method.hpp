@@ -168,6 +168,16 @@ class QuantizationPlan {
   std::vector<std::regex> regexes_;
 };
 
+// The pattern that matches exactly one tensor name (an allocation plan's rules, calib/allocate.hpp).
+inline std::string exact_name_pattern(const std::string& name) {
+  std::string out = "^";
+  for (char c : name) {
+    if (std::string("\\^$.|?*+()[]{}").find(c) != std::string::npos) out += '\\';
+    out += c;
+  }
+  return out + "$";
+}
+
 // Parses a rule "REGEX=METHOD:FORMAT" (the last '=' before the method splits; the format descriptor
 // keeps its own colons): returns {pattern, method, format}.
 struct RuleText {
