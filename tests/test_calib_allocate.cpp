@@ -220,9 +220,19 @@ TEST_CASE("sensitivity: bytes as stored, KL falls with bits, references fit the 
     CHECK(std::isnan(t.entries[1].measured));
     CHECK(t.entries[1].predicted == doctest::Approx(t.alpha * t.entries[1].proxy));
   }
-  // The file round-trips.
+  // The file round-trips, and is checked against the model it claims to describe.
   const auto back = calib::SensitivityTable::from_json(s.to_json(), "mem");
   CHECK(back.to_json() == s.to_json());
+  calib::check_sensitivity_matches(back, c, "mem");
+  Rng rng(1);
+  const nn::Llama other = nn::Llama::random_init(train::byte_model_config(64, 96, 3, 4, 2, 64), rng, 0.05);
+  CHECK(error_of([&] { calib::check_sensitivity_matches(back, other.config(), "sens.json"); })
+            .find("sens.json: tensor 4 is layers.0.feed_forward.w1 [128, 64], the model's is layers.0.feed_forward.w1 [96, 64]") !=
+        std::string::npos);
+  auto forged = back;
+  forged.tensors[3].entries[1].bytes = std::uint64_t{1} << 60;
+  CHECK(error_of([&] { calib::check_sensitivity_matches(forged, c, "sens.json"); }).find("impossible for its shape") !=
+        std::string::npos);
 }
 
 TEST_CASE("allocate: every strategy within its budget, knapsack best on the predicted loss, budget errors") {

@@ -29,9 +29,10 @@ struct Options : cli::CommonOptions {
   std::string calib_file, sensitivity_in, sensitivity_out, out;
   std::string candidates = "gptq:uniform:2:128,gptq:uniform:3:128,gptq:uniform:4:128";
   std::string table_candidates;  // empty: the tables are not measured (block scope only)
-  std::string measure = "reference", scope = "blocks", strategy = "knapsack";
+  std::string measure = "reference", scope = "blocks";
   std::string table_format = calib::kDefaultTableFormat;
-  double target_bpw = 0;
+  std::vector<double> target_bpw;            // several: one plan each, --out with {bpw}
+  std::vector<std::string> strategies = {"knapsack"};  // several: one plan each, --out with {strategy}
   int nsamples = 128, seqlen = 512, batch_sequences = 8, sample_tokens = 512, kl_samples = 4, kl_seqlen = 256;
   std::uint64_t seed = 0;
   std::map<std::string, cli::QuantizeMethodFactory> factories;
@@ -91,11 +92,26 @@ int run(const Options& o) {
   o.apply();
   LOWBIT_CHECK(o.measure == "reference" || o.measure == "all", "--measure: '", o.measure, "' is not reference or all");
   const auto scope = calib::parse_scope(o.scope);
-  const auto strategy = calib::parse_strategy(o.strategy);
-  LOWBIT_CHECK(o.target_bpw > 0 || !o.sensitivity_out.empty(), "give --target-bpw (and --out) to allocate, or "
-                                                               "--sensitivity-out to only measure");
-  LOWBIT_CHECK(o.target_bpw <= 0 || !o.out.empty(), "--target-bpw needs --out (the plan file)");
-  if (!o.out.empty()) cli::check_output_file(o.out, "--out");
+  std::vector<calib::Strategy> strategies;
+  for (const auto& s : o.strategies) strategies.push_back(calib::parse_strategy(s));
+  const bool allocating = !o.target_bpw.empty();
+  LOWBIT_CHECK(allocating || !o.sensitivity_out.empty(), "give --target-bpw (and --out) to allocate, or "
+                                                         "--sensitivity-out to only measure");
+  LOWBIT_CHECK(!allocating || !o.out.empty(), "--target-bpw needs --out (the plan file)");
+  LOWBIT_CHECK(o.target_bpw.size() < 2 || o.out.find("{bpw}") != std::string::npos, "--out '", o.out,
+               "': several --target-bpw need '{bpw}' in the file name (e.g. plan_{bpw}.json)");
+  LOWBIT_CHECK(strategies.size() < 2 || o.out.find("{strategy}") != std::string::npos, "--out '", o.out,
+               "': several --strategy need '{strategy}' in the file name (e.g. {strategy}_{bpw}.json)");
+  const auto out_path = [&](double bpw, const std::string& strategy) {
+    std::string path = o.out;
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", bpw);
+    for (auto [key, value] : {std::pair<std::string, std::string>{"{bpw}", b}, {"{strategy}", strategy}})
+      for (std::size_t at; (at = path.find(key)) != std::string::npos;) path.replace(at, key.size(), value);
+    return path;
+  };
+  for (double bpw : o.target_bpw)
+    for (const auto& s : o.strategies) cli::check_output_file(out_path(bpw, s), "--out");
   if (!o.sensitivity_out.empty()) cli::check_output_file(o.sensitivity_out, "--sensitivity-out");
   cli::check_input_file(o.sensitivity_in, "--sensitivity");
   calib::check_table_format(o.table_format, "--embedding-format");
@@ -112,6 +128,8 @@ int run(const Options& o) {
     LOWBIT_CHECK(table.source.value("fingerprint", std::string()) == fp, o.sensitivity_in, ": measured on ",
                  table.source.value("model", std::string("?")), " (fingerprint ",
                  table.source.value("fingerprint", std::string("?")), "), not on ", o.model, " (", fp, ")");
+    mc = nn::Llama(eval::load_any_weights(o.model)).config();
+    calib::check_sensitivity_matches(table, mc, o.sensitivity_in);
     std::fprintf(stderr, "[allocate] read %zu tensors' sensitivity from %s\n", table.tensors.size(),
                  o.sensitivity_in.c_str());
   } else {
@@ -166,13 +184,13 @@ int run(const Options& o) {
       eval::write_json_file(o.sensitivity_out, table.to_json());
       std::fprintf(stderr, "[allocate] wrote %s\n", o.sensitivity_out.c_str());
     }
-    if (o.target_bpw > 0) {
+    if (allocating) {
       nn::Llama fp = load_fp();
       probe = std::make_unique<calib::KlProbe>(fp, calib::kl_windows(tokens, o.seqlen, sopt), o.kl_seqlen,
                                                o.batch_sequences);
     }
   }
-  if (o.target_bpw <= 0) return 0;
+  if (!allocating) return 0;
 
   // The tables' cost in the block scope: --embedding-format by RTN, as quantize stores them.
   std::uint64_t table_bytes = 0;
@@ -181,24 +199,29 @@ int run(const Options& o) {
     if (o.table_format == "f32") {
       table_bytes = 4 * n;
     } else {
-      const index_t rows = table.source.value("vocab_size", 0), cols = table.source.value("dim", 0);
+      const index_t rows = mc.vocab_size, cols = mc.dim;
       std::vector<float> zeros(static_cast<std::size_t>(rows * cols), 0.0f);
       table_bytes = nn::make_rtn_linear(o.table_format, MatrixView<const float>(zeros.data(), rows, cols))->bytes() *
                     (table.tied ? 1 : 2);
     }
   }
-  auto plan = calib::allocate(table, o.target_bpw, scope, strategy, table_bytes);
-  if (probe) plan.measured_kl = calib::measure_plan_kl(plan, table, layers, load_fp, *probe);
-  if (scope == calib::Scope::Blocks) plan.source["embedding_format"] = o.table_format;
-  plan.source["command"] = cli::invocation();
-  eval::write_json_file(o.out, plan.to_json());
-  print_plan(plan, table);
-  if (!std::isnan(plan.measured_kl))
-    std::fprintf(stderr, "[allocate] whole plan on the calibration windows: measured KL %.5f, predicted %.5f (%+.1f%%)\n",
-                 plan.measured_kl, plan.predicted_kl, 100.0 * (plan.predicted_kl / plan.measured_kl - 1.0));
-  std::fprintf(stderr, "[allocate] wrote %s; run it with: lowbit quantize --model %s --plan %s --calib ... --out ...\n",
-               o.out.c_str(), o.model.c_str(), o.out.c_str());
-  if (o.json) std::printf("%s\n", plan.to_json().dump().c_str());
+  for (double bpw : o.target_bpw)
+    for (std::size_t si = 0; si < strategies.size(); ++si) {
+      auto plan = calib::allocate(table, bpw, scope, strategies[si], table_bytes);
+      if (probe) plan.measured_kl = calib::measure_plan_kl(plan, table, layers, load_fp, *probe);
+      if (scope == calib::Scope::Blocks) plan.source["embedding_format"] = o.table_format;
+      plan.source["command"] = cli::invocation();
+      const std::string path = out_path(bpw, o.strategies[si]);
+      eval::write_json_file(path, plan.to_json());
+      print_plan(plan, table);
+      if (!std::isnan(plan.measured_kl))
+        std::fprintf(stderr,
+                     "[allocate] whole plan on the calibration windows: measured KL %.5f, predicted %.5f (%+.1f%%)\n",
+                     plan.measured_kl, plan.predicted_kl, 100.0 * (plan.predicted_kl / plan.measured_kl - 1.0));
+      std::fprintf(stderr, "[allocate] wrote %s; run it with: lowbit quantize --model %s --plan %s --calib ... --out ...\n",
+                   path.c_str(), o.model.c_str(), path.c_str());
+      if (o.json) std::printf("%s\n", plan.to_json().dump().c_str());
+    }
   return 0;
 }
 
@@ -240,21 +263,27 @@ const cli::Registration registration{
           ->check(CLI::Range(1, 1 << 20));
       app.add_option("--sensitivity", o->sensitivity_in, "read a sensitivity file written by --sensitivity-out (no measuring)");
       app.add_option("--sensitivity-out", o->sensitivity_out, "write the measured sensitivity here (reusable for other budgets)");
-      app.add_option("--target-bpw", o->target_bpw, "budget in bits per weight over the --scope")
+      app.add_option("--target-bpw", o->target_bpw,
+                     "budget in bits per weight over the --scope; several (comma-separated or repeated) write one "
+                     "plan each, --out naming them with {bpw}")
+          ->delimiter(',')
           ->check(CLI::PositiveNumber);
       app.add_option("--scope", o->scope, "blocks: the block linears' bits/weight; model: every weight (token table / "
                                           "head chosen from --table-candidates, fp32 norms counted)")
           ->capture_default_str();
-      app.add_option("--strategy", o->strategy,
+      app.add_option("--strategy", o->strategies,
                      "knapsack (exact, least predicted KL), or a baseline: uniform (spread evenly), block-adversary "
                      "(the seed's rule: the blocks whose MLP error is largest get more bits), role-depth (llama.cpp: "
-                     "attn_v and ffn_down in its use_more_bits blocks first)")
+                     "attn_v and ffn_down in its use_more_bits blocks first); several write one plan each, --out "
+                     "naming them with {strategy}")
+          ->delimiter(',')
           ->capture_default_str();
       app.add_option("--embedding-format", o->table_format,
                      "the token table's format assumed for the whole-model bits/weight in --scope blocks (as "
                      "quantize's --embedding-format)")
           ->capture_default_str();
-      app.add_option("--out", o->out, "the plan file (JSON) for `lowbit quantize --plan`");
+      app.add_option("--out", o->out, "the plan file (JSON) for `lowbit quantize --plan`; {bpw} and {strategy} in the name "
+                                      "are replaced by each plan's budget and strategy");
       for (const auto& spec : cli::quantize_methods()) {
         auto factory = spec.setup(app);
         for (const auto& name : spec.names) o->factories[name] = factory;

@@ -93,7 +93,7 @@ struct Plan {
   calib::QuantizationPlan plan;
   std::vector<cli::QuantizeMethod> methods;  // the distinct methods used, in order of first use
   std::string table_format, head_format;     // from an allocation plan in the whole-model scope; empty otherwise
-  std::string description;                   // of an allocation plan: "knapsack plan, 2.5 bits/weight (blocks)"
+  std::string description;                   // of an allocation plan: "knapsack plan (block linears)"
 };
 
 Plan make_plan(const Options& o) {
@@ -112,10 +112,8 @@ Plan make_plan(const Options& o) {
       else rules.push_back({calib::exact_name_pattern(t.name), t.method, t.format});
     }
     if (!p.table_format.empty() && p.head_format.empty()) p.head_format = p.table_format;  // tied
-    char d[160];
-    std::snprintf(d, sizeof d, "%s plan, %.4g bits/weight (%s)", a.strategy.c_str(), a.target_bits_per_weight,
-                  a.scope == "blocks" ? "block linears" : "whole model");
-    p.description = d;
+    // the budget is the result's bits/weight: one series per strategy and scope in `lowbit report`'s plot
+    p.description = a.strategy + " plan (" + (a.scope == "blocks" ? "block linears" : "whole model") + ")";
   } else if (o.tensor_formats.empty()) {
     rules.push_back({".*", o.method, o.format});
   } else {

@@ -14260,7 +14260,7 @@ inline std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_path, 
 //   2. Allocation. Predicted loss = Σ per-tensor KL. `knapsack` minimizes it exactly under the budget
 //      (calib/knapsack.hpp); `uniform`, `block-adversary` (the seed's rule with its FP reference fixed
 //      and the budget binding) and `role-depth` (llama.cpp's use_more_bits rule) are the baselines, all
-//      two-level between the dearest candidate whose uniform plan fits and the next one.
+//      two-level: the dearest candidate whose uniform plan fits, and the cheapest one a whole bit above it.
 //   3. An AllocationPlan (JSON) names each tensor's method and format; `lowbit quantize --plan` runs it.
 
 #include <algorithm>
@@ -15924,6 +15924,41 @@ struct SensitivityTable {
   }
 };
 
+// A sensitivity file read back must describe `c`'s tensors, in the order measure_sensitivity writes
+// them, with costs a tensor of that shape can have (≤ 64 bits per weight plus 1 MiB): a file for another
+// model, or a forged one, is refused before its numbers size anything.
+inline void check_sensitivity_matches(const SensitivityTable& s, const nn::ModelConfig& c, const std::string& where) {
+  const std::size_t linears = static_cast<std::size_t>(c.n_layers) * nn::kLinearRoles;
+  const std::size_t tables = s.table_candidates.empty() ? 0 : (c.tied_embeddings ? 1 : 2);
+  LOWBIT_CHECK(s.tensors.size() == linears + tables, where, ": ", s.tensors.size(), " tensors, the model has ", linears,
+               " linears", tables ? " and its token table / head" : "");
+  LOWBIT_CHECK(s.tied == c.tied_embeddings && s.table_weights == static_cast<double>(c.vocab_size) * c.dim * (c.tied_embeddings ? 1 : 2) &&
+                   s.norm_bytes == static_cast<std::uint64_t>(c.dim) * (2 * static_cast<std::uint64_t>(c.n_layers) + 1) * 4,
+               where, ": its token table, head or norms differ from the model's");
+  for (std::size_t i = 0; i < s.tensors.size(); ++i) {
+    const auto& t = s.tensors[i];
+    std::string name;
+    std::pair<index_t, index_t> shape{c.vocab_size, c.dim};
+    if (i < linears) {
+      const auto role = nn::kAllLinearRoles[i % nn::kLinearRoles];
+      name = nn::ModelWeights::layer_name(static_cast<int>(i / nn::kLinearRoles), nn::linear_role_name(role));
+      shape = nn::linear_role_shape(c, role);
+    } else {
+      name = i == linears ? "tok_embeddings" : "output";
+    }
+    LOWBIT_CHECK(t.name == name && t.rows == shape.first && t.cols == shape.second &&
+                     t.layer == (i < linears ? static_cast<int>(i / nn::kLinearRoles) : -1),
+                 where, ": tensor ", i, " is ", t.name, " [", t.rows, ", ", t.cols, "], the model's is ", name, " [",
+                 shape.first, ", ", shape.second, "]");
+    const double most = static_cast<double>(t.rows) * static_cast<double>(t.cols) * 8.0 + (1 << 20);
+    for (const auto& e : t.entries)
+      LOWBIT_CHECK(e.bytes > 0 && static_cast<double>(e.bytes) <= most, where, ": ", t.name, " has a cost of ", e.bytes,
+                   " bytes, impossible for its shape");
+    LOWBIT_CHECK(t.reference < static_cast<int>(t.entries.size()), where, ": ", t.name, " names a reference candidate ",
+                 t.reference, " of ", t.entries.size());
+  }
+}
+
 // ---- the KL probe -------------------------------------------------------------------------------
 
 // KL(FP ‖ model) over fixed calibration windows, from any block on: the FP inputs of every block and the
@@ -16358,7 +16393,8 @@ inline AllocationPlan allocate(const SensitivityTable& s, double target_bpw, Sco
     choice = sol.choice;
     exact = sol.exact;
   } else {
-    // Two levels: the dearest candidate whose uniform plan fits, and the next dearer one.
+    // Two levels: the dearest candidate whose uniform plan fits, and the cheapest one a whole bit above
+    // it (b and b+1 bits, as the seed and llama.cpp raise tensors); the next dearer one if none is.
     std::vector<std::pair<std::uint64_t, int>> uniform_cost;
     for (std::size_t k = 0; k < s.candidates.size(); ++k) {
       std::uint64_t c = 0;
@@ -16371,7 +16407,11 @@ inline AllocationPlan allocate(const SensitivityTable& s, double target_bpw, Sco
     LOWBIT_CHECK(uniform_cost[low].first <= budget, "impossible budget for --strategy ", strategy_name(strategy),
                  ": no single candidate fits every tensor within ", target_bpw, " bits/weight");
     const int lo_k = uniform_cost[low].second;
-    const int hi_k = low + 1 < uniform_cost.size() ? uniform_cost[low + 1].second : lo_k;
+    const auto whole_bits = [&](std::size_t i) { return std::floor(8.0 * double(uniform_cost[i].first) / weights); };
+    std::size_t high = low + 1 < uniform_cost.size() ? low + 1 : low;
+    for (std::size_t i = uniform_cost.size(); i-- > low + 1;)
+      if (whole_bits(i) > whole_bits(low)) high = i;
+    const int hi_k = uniform_cost[high].second;
     std::fill(choice.begin(), choice.end(), lo_k);
     // The order in which tensors are raised to the dearer candidate.
     std::vector<std::size_t> order;

@@ -3,7 +3,8 @@
 # three GPTQ candidates (and the token table's to three RTN formats), writes a knapsack plan within a
 # bits/weight budget, and `lowbit quantize --plan` executes it: the file records each linear's planned
 # format and its stored bytes equal the plan's, tensor by tensor. The saved sensitivity serves the
-# baselines and the whole-model scope without measuring again; the knapsack's predicted KL is never
+# baselines, a second budget and the whole-model scope without measuring again (the same plan as the
+# measuring run's); the knapsack's predicted KL is never
 # above a baseline's at the same budget. Bad input: budgets outside [cheapest, dearest], a candidate
 # whose groups are longer than a row, a plan or sensitivity file made for another model, --plan with
 # --embedding-format when the plan chooses the table.
@@ -21,9 +22,12 @@ echo "== allocate: measure, then a knapsack plan at 3 bits/weight"
 grep -q "measured KL" allocate.log || { cat allocate.log >&2; fail "the whole plan's KL was not measured"; }
 
 echo "== baselines and the whole-model scope from the saved sensitivity"
-for s in uniform block-adversary role-depth; do
-  "$lowbit" allocate "${common[@]}" --sensitivity sens.json --target-bpw 3.0 --strategy $s --out plan_$s.json 2>/dev/null
-done
+"$lowbit" allocate "${common[@]}" --sensitivity sens.json --target-bpw 3.0 --strategy uniform,block-adversary,role-depth \
+  --out 'plan_{strategy}.json' 2>/dev/null
+"$lowbit" allocate "${common[@]}" --sensitivity sens.json --target-bpw 3.0,3.2 --out 'sweep_{bpw}.json' 2>/dev/null
+cmp <(python3 -c "import json; print(json.load(open('sweep_3.json'))['tensors'])") \
+    <(python3 -c "import json; print(json.load(open('plan.json'))['tensors'])") || fail "a reread sensitivity plans differently"
+[ -f sweep_3.2.json ] || fail "no plan for the second budget"
 "$lowbit" allocate "${common[@]}" --sensitivity sens.json --scope model --target-bpw 4.0 --out plan_model.json 2>/dev/null
 python3 - <<'PY' || fail "plans exceed their budget or the knapsack is not the best predicted"
 import json
@@ -75,6 +79,7 @@ PY
 echo "== bad input"
 expect_exit 1 "below the cheapest plan" "$lowbit" allocate "${common[@]}" --sensitivity sens.json --target-bpw 1.0 --out x.json
 expect_exit 1 "above the dearest plan" "$lowbit" allocate "${common[@]}" --sensitivity sens.json --target-bpw 9 --out x.json
+expect_exit 1 "need '{bpw}'" "$lowbit" allocate "${common[@]}" --sensitivity sens.json --target-bpw 3,3.5 --out x.json
 expect_exit 1 "cannot apply to layers.0.attention.wq" "$lowbit" allocate "${common[@]}" --calib "$text" --nsamples 2 \
   --seqlen 64 --kl-samples 1 --kl-seqlen 32 --candidates gptq:uniform:2:128,gptq:uniform:4:32 --target-bpw 3 --out x.json
 expect_exit 1 "a plan for" "$lowbit" quantize --model mixed.safetensors --tokenizer "$tok" --calib "$text" --nsamples 2 \
