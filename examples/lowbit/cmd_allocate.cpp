@@ -17,6 +17,7 @@
 #include <lowbit/eval/text_input.hpp>
 #include <lowbit/io/quantized_model.hpp>
 #include <lowbit/io/tokenizer.hpp>
+#include <lowbit/nn/stored_linear.hpp>
 
 #include "cli.hpp"
 #include "quantize_method.hpp"
@@ -192,19 +193,13 @@ int run(const Options& o) {
   }
   if (!allocating) return 0;
 
-  // The tables' cost in the block scope: --embedding-format by RTN, as quantize stores them.
-  std::uint64_t table_bytes = 0;
-  {
-    const auto n = static_cast<std::uint64_t>(table.table_weights);
-    if (o.table_format == "f32") {
-      table_bytes = 4 * n;
-    } else {
-      const index_t rows = mc.vocab_size, cols = mc.dim;
-      std::vector<float> zeros(static_cast<std::size_t>(rows * cols), 0.0f);
-      table_bytes = nn::make_rtn_linear(o.table_format, MatrixView<const float>(zeros.data(), rows, cols))->bytes() *
-                    (table.tied ? 1 : 2);
-    }
-  }
+  // The tables' cost in the block scope: --embedding-format as quantize stores them (the format's storage
+  // for the table's shape; nothing is quantized).
+  const std::uint64_t table_bytes =
+      (o.table_format == "f32"
+           ? std::uint64_t{4} * static_cast<std::uint64_t>(mc.vocab_size) * static_cast<std::uint64_t>(mc.dim)
+           : nn::make_stored_linear(o.table_format, mc.vocab_size, mc.dim, [](const StoredTensorSlot&) {})->bytes()) *
+      (table.tied ? 1 : 2);
   for (double bpw : o.target_bpw)
     for (std::size_t si = 0; si < strategies.size(); ++si) {
       auto plan = calib::allocate(table, bpw, scope, strategies[si], table_bytes);

@@ -15832,6 +15832,12 @@ struct TensorSensitivity {
   int reference = -1;           // the candidate whose KL was measured to fit alpha
   std::vector<SensitivityEntry> entries;  // one per candidate of its kind (linear or table candidates)
   bool is_table() const { return layer < 0; }
+  // The linear's role (a linear only: `role` is one of nn::linear_role_name's names).
+  nn::LinearRole linear_role() const {
+    for (auto r : nn::kAllLinearRoles)
+      if (role == nn::linear_role_name(r)) return r;
+    fail("sensitivity: tensor ", name, " has no linear role ('", role, "')");
+  }
 };
 
 struct SensitivityTable {
@@ -16178,10 +16184,7 @@ inline SensitivityTable measure_sensitivity(nn::Llama& work, const std::function
   Progress progress("sensitivity", total, "KL", opt.quiet, 10.0);
   for (auto& t : table.tensors) {
     if (t.is_table()) continue;
-    const auto role = nn::kAllLinearRoles[static_cast<std::size_t>(
-        std::find_if(nn::kAllLinearRoles.begin(), nn::kAllLinearRoles.end(),
-                     [&](nn::LinearRole r) { return t.role == nn::linear_role_name(r); }) -
-        nn::kAllLinearRoles.begin())];
+    const auto role = t.linear_role();
     auto& slot = layers.layers.at(t.name);
     for (std::size_t k = 0; k < t.entries.size(); ++k) {
       if (!opt.measure_all && static_cast<int>(k) != t.reference) continue;
@@ -16503,13 +16506,10 @@ inline double measure_plan_kl(const AllocationPlan& plan, const SensitivityTable
       if (s.tied) head_format = p->format;
       continue;
     }
-    for (auto role : nn::kAllLinearRoles)
-      if (t.role == nn::linear_role_name(role)) {
-        auto& slot = layers.layers.at(t.name);
-        LOWBIT_CHECK(k < slot.size() && slot[k], "plan: the candidate layers of ", t.name, " are not in memory");
-        m.set_linear(t.layer, role, std::move(slot[k]));
-        swaps.push_back({t.layer, role, k});
-      }
+    auto& slot = layers.layers.at(t.name);
+    LOWBIT_CHECK(k < slot.size() && slot[k], "plan: the candidate layers of ", t.name, " are not in memory");
+    m.set_linear(t.layer, t.linear_role(), std::move(slot[k]));
+    swaps.push_back({t.layer, t.linear_role(), k});
   }
   if (table_format != "f32" || head_format != "f32") quantize_tables(m, table_format, head_format);
   const double kl = probe.kl(m, -1);
